@@ -1,0 +1,38 @@
+"""astrodask: survey mosaics to source catalogs with deep learning on Dask.
+
+The public API lives here. Names are imported lazily so that
+``import astrodask`` stays fast and never pulls in TensorFlow (or dask-cuda)
+until a function that needs it is called.
+"""
+
+from importlib import import_module
+
+__version__ = "0.1.0"
+
+# public name -> "module:attribute"
+_API = {
+    "AstrodaskError": "astrodask.errors:AstrodaskError",
+    "InputError": "astrodask.errors:InputError",
+    "StoreError": "astrodask.errors:StoreError",
+    "ingest": "astrodask.ingestion:ingest",
+    "open_mosaic": "astrodask.mosaic:open_mosaic",
+    "Mosaic": "astrodask.mosaic:Mosaic",
+    "TileGrid": "astrodask.mosaic:TileGrid",
+}
+
+__all__ = sorted(_API) + ["__version__"]
+
+
+def __getattr__(name):
+    try:
+        target = _API[name]
+    except KeyError:
+        raise AttributeError(f"module 'astrodask' has no attribute {name!r}") from None
+    module_name, attr = target.split(":")
+    value = getattr(import_module(module_name), attr)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return __all__

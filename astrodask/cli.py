@@ -1,0 +1,59 @@
+"""The ``astrodask`` command: a thin layer over the public Python API.
+
+Every subcommand lives in :mod:`astrodask.commands` and calls functions that
+are also importable from :mod:`astrodask`. Errors meant for the user
+(:class:`astrodask.errors.AstrodaskError`) are printed as one line; other
+exceptions are reported as one line too unless ``--debug`` is given.
+"""
+
+import argparse
+import importlib
+import pkgutil
+import sys
+
+from . import __version__, commands
+from .errors import AstrodaskError
+
+
+def build_parser():
+    """Build the top-level argument parser with every discovered subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="astrodask",
+        description="Survey mosaics to source catalogs with deep learning on Dask.",
+    )
+    parser.add_argument("--version", action="version", version=f"astrodask {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="show full tracebacks instead of one-line errors")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"{commands.__name__}.{info.name}")
+        module.register(subparsers)
+    return parser
+
+
+def main(argv=None):
+    """Entry point of the ``astrodask`` console script; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code = args.func(args)
+    except AstrodaskError as exc:
+        if args.debug:
+            raise
+        print(f"astrodask: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("astrodask: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # anything unexpected still gets one line
+        if args.debug:
+            raise
+        message = str(exc).splitlines()[0] if str(exc) else ""
+        print(f"astrodask: internal error: {type(exc).__name__}: {message} "
+              "(re-run with --debug for the traceback)", file=sys.stderr)
+        return 1
+    return 0 if code is None else int(code)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

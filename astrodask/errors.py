@@ -1,0 +1,23 @@
+"""Exceptions that carry a one-line message meant for the user.
+
+The CLI prints ``astrodask: error: <message>`` for any :class:`AstrodaskError`
+and exits non-zero; everything else is an internal error.
+"""
+
+
+class AstrodaskError(Exception):
+    """Base class for errors whose message is shown to the user as is."""
+
+    exit_code = 2
+
+
+class InputError(AstrodaskError):
+    """Bad user input: a file, an option, or data that cannot be used."""
+
+
+class StoreError(AstrodaskError):
+    """A store (Zarr mosaic, results folder) is missing, incomplete or invalid."""
+
+
+class DependencyError(AstrodaskError):
+    """An optional dependency needed for the requested feature is missing."""
