@@ -1,0 +1,1 @@
+"""Deep-learning models: the Morpheus U-Net and Mask R-CNN, with their cards."""

@@ -1,0 +1,1 @@
+"""Training loops, datasets and losses for the shipped models."""
