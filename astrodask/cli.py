@@ -10,6 +10,7 @@ import argparse
 import importlib
 import pkgutil
 import sys
+import warnings
 
 from . import __version__, commands
 from .errors import AstrodaskError
@@ -31,8 +32,13 @@ def build_parser():
     return parser
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None):
+    print(f"astrodask: warning: {message}", file=sys.stderr)
+
+
 def main(argv=None):
     """Entry point of the ``astrodask`` console script; returns the exit code."""
+    warnings.showwarning = _one_line_warning
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -1,0 +1,43 @@
+"""``astrodask ingest``: FITS band images → Zarr mosaic store."""
+
+import sys
+
+
+def register(subparsers):
+    parser = subparsers.add_parser(
+        "ingest", help="convert per-band FITS images into a tiled Zarr mosaic store",
+        description="Validate one FITS image per band (same pixel grid and WCS) and write a "
+                    "Zarr v3 mosaic store whose chunks are the models' halo'd windows.")
+    parser.add_argument("inputs", nargs="+", metavar="BAND.fits",
+                        help="one FITS file per band (.fits or .fits.gz)")
+    parser.add_argument("--out", required=True, metavar="MOSAIC.zarr", help="store to write")
+    parser.add_argument("--bands", help="comma-separated band names in input order "
+                                        "(default: each file's FILTER keyword)")
+    parser.add_argument("--tile", type=int, default=512, help="model window side (default 512)")
+    parser.add_argument("--halo", type=int, default=32,
+                        help="overlap on each side of a window's core (default 32)")
+    parser.add_argument("--weight", nargs="+", metavar="W.fits",
+                        help="inverse-variance weight maps, one per band, in input order")
+    parser.add_argument("--hdu", type=int, help="HDU index to read (default: first image HDU)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing store")
+    parser.add_argument("--quiet", action="store_true", help="no progress output")
+    parser.set_defaults(func=run)
+
+
+def run(args):
+    from ..ingestion import ingest
+    from ..progress import TextProgress
+
+    bands = args.bands.split(",") if args.bands else None
+    progress = None if args.quiet else TextProgress("ingest", unit="blocks")
+    mosaic = ingest(args.inputs, args.out, bands=bands, tile=args.tile, halo=args.halo,
+                    weights=args.weight, hdu=args.hdu, overwrite=args.overwrite,
+                    progress=progress)
+    if progress is not None:
+        progress.close()
+    n_bands, height, width = mosaic.shape
+    ny, nx = mosaic.tile_grid.shape
+    wcs = "with WCS" if mosaic.wcs is not None else "no WCS"
+    print(f"wrote {mosaic.path}: bands {','.join(mosaic.bands)}, {height}x{width} px, "
+          f"{ny}x{nx} windows of {mosaic.tile_grid.tile} (halo {mosaic.tile_grid.halo}), {wcs}",
+          file=sys.stdout)

@@ -1,0 +1,392 @@
+"""FITS band images → one Zarr v3 mosaic store with halo'd model tiles.
+
+The store is written block by block (one row of windows, a few windows wide),
+so peak memory is set by the block size, not by the mosaic size. Every write
+covers whole chunks and each chunk has exactly one writer. The store is built
+under a temporary name beside the output and renamed only when complete.
+"""
+
+import datetime
+import hashlib
+import os
+import shutil
+import uuid
+import warnings
+from contextlib import ExitStack
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .errors import InputError, StoreError
+from .fits_input import FitsImage
+from .mosaic import (MASK_BITS, PADDING, STORE_FORMAT, STORE_KIND, ZERO_WEIGHT, TileGrid,
+                     open_mosaic)
+
+#: Pixels sampled per band for the robust statistics stored in the attributes.
+STAT_SAMPLES = 2_000_000
+
+
+class AstrodaskWarning(UserWarning):
+    """A condition the user should know about that does not stop the run."""
+
+
+def ingest(inputs, out, *, bands=None, tile=512, halo=32, weights=None, hdu=None,
+           overwrite=False, block_tiles=8, progress=None):
+    """Convert per-band FITS images into a mosaic store.
+
+    Parameters
+    ----------
+    inputs : sequence of str or Path
+        One FITS file per band (``.fits`` or ``.fits.gz``), all on one pixel grid.
+    out : str or Path
+        The ``.zarr`` directory to write.
+    bands : sequence of str, optional
+        Band names in the order of ``inputs``; default each file's FILTER keyword.
+    tile, halo : int
+        Model window side and halo; window cores are ``tile - 2 * halo``.
+    weights : sequence of str or Path, optional
+        Inverse-variance weight maps, one per band, on the same grid. Pixels of
+        weight zero (or negative, or not finite) are flagged ``zero_weight``.
+    hdu : int, optional
+        HDU index to read in every file; default the first image HDU with data.
+    overwrite : bool
+        Replace ``out`` if it is an existing mosaic store.
+    block_tiles : int
+        Windows per block along x; bounds memory (about
+        ``n_bands * tile * tile * block_tiles * 13`` bytes).
+    progress : callable, optional
+        Called as ``progress(done_blocks, total_blocks)``.
+
+    Returns
+    -------
+    Mosaic
+        The finished store, opened.
+
+    Raises
+    ------
+    InputError
+        Unusable inputs (unreadable or truncated FITS, table HDU, not 2-D,
+        shapes or WCS that differ, a band with no valid pixels, ...).
+    StoreError
+        ``out`` exists and ``overwrite`` is not set, or is not a mosaic store.
+    """
+    inputs = [Path(p) for p in inputs]
+    out = Path(out)
+    if not inputs:
+        raise InputError("no input FITS files given")
+    if weights is not None and len(weights) != len(inputs):
+        raise InputError(f"{len(weights)} weight maps for {len(inputs)} bands; "
+                         "give one per band or none")
+    _check_output(out, overwrite)
+    grid_args = dict(tile=tile, halo=halo)
+    try:
+        TileGrid(height=1, width=1, **grid_args)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    with ExitStack() as stack:
+        images = [stack.enter_context(FitsImage(p, hdu=hdu, scratch_dir=out.parent))
+                  for p in inputs]
+        weight_images = [stack.enter_context(FitsImage(p, hdu=hdu, scratch_dir=out.parent))
+                         for p in (weights or [])]
+        band_names = _band_names(images, bands)
+        _check_same_grid(images + weight_images)
+        header, wcs = _reference_wcs(images[0])
+        grid = TileGrid(height=images[0].shape[0], width=images[0].shape[1], **grid_args)
+        try:
+            stats = _write_store(tmp, images, weight_images, grid, block_tiles, progress)
+            _check_bands_not_empty(stats, band_names, images)
+            attrs = _attributes(band_names, grid, header, wcs, images, weight_images, stats)
+            _finish(tmp, out, attrs, overwrite)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return open_mosaic(out)
+
+
+def _check_output(out, overwrite):
+    if not out.exists():
+        if not out.parent.exists():
+            raise StoreError(f"cannot write {out}: folder {out.parent} does not exist")
+        return
+    if not overwrite:
+        raise StoreError(f"{out} already exists; pass --overwrite (overwrite=True) to replace it")
+    try:
+        open_mosaic(out)
+    except StoreError:
+        if out.is_dir() and not any(out.iterdir()):
+            return
+        raise StoreError(f"{out} exists and is not an astrodask mosaic store; "
+                         "refusing to overwrite it") from None
+
+
+def _band_names(images, bands):
+    if bands is not None:
+        names = [b.strip() for b in bands]
+        if len(names) != len(images):
+            raise InputError(f"{len(names)} band names ({','.join(names)}) for "
+                             f"{len(images)} input files")
+    else:
+        names = []
+        for image in images:
+            if image.filter_name is None:
+                raise InputError(f"{image.name} has no FILTER keyword; name the bands "
+                                 "with --bands (e.g. --bands g,r,z)")
+            names.append(image.filter_name)
+    if any(not n for n in names):
+        raise InputError("band names must not be empty")
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise InputError(f"band name(s) {', '.join(duplicates)} given to more than one file")
+    return names
+
+
+def _check_same_grid(images):
+    first = images[0]
+    first_wcs = _celestial_wcs(first)
+    for other in images[1:]:
+        if other.shape != first.shape:
+            raise InputError(f"shapes differ: {first.name} is {first.shape[0]}x{first.shape[1]}"
+                             f", {other.name} is {other.shape[0]}x{other.shape[1]} (y x)")
+        difference = _wcs_difference(first_wcs, _celestial_wcs(other), first.shape)
+        if difference:
+            raise InputError(f"WCS differs between {first.name} and {other.name}: {difference}")
+
+
+def _celestial_wcs(image):
+    from astropy.wcs import WCS, FITSFixedWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FITSFixedWarning)
+        try:
+            wcs = WCS(image.sky_header(), naxis=2)
+        except Exception as exc:  # astropy raises many kinds for malformed WCS
+            raise InputError(f"{image.name} has an invalid WCS ({exc})") from None
+    return wcs if wcs.has_celestial else None
+
+
+def _wcs_difference(a, b, shape):
+    """Describe how two celestial WCSs differ over an image, or return ``''``."""
+    if a is None and b is None:
+        return ""
+    if (a is None) != (b is None):
+        return "one has a celestial WCS and the other has none"
+    if list(a.wcs.ctype) != list(b.wcs.ctype):
+        return f"projection {list(a.wcs.ctype)} vs {list(b.wcs.ctype)}"
+    from astropy.wcs.utils import proj_plane_pixel_scales
+
+    h, w = shape
+    ys, xs = np.meshgrid([0, h / 2, h - 1], [0, w / 2, w - 1], indexing="ij")
+    sky_a = a.pixel_to_world(xs.ravel(), ys.ravel())
+    sky_b = b.pixel_to_world(xs.ravel(), ys.ravel())
+    separation = sky_a.separation(sky_b).deg
+    pixel_deg = float(np.mean(proj_plane_pixel_scales(a)))
+    worst = int(np.argmax(separation))
+    if separation[worst] > 1e-3 * pixel_deg:
+        return (f"pixel (x={xs.ravel()[worst]:.0f}, y={ys.ravel()[worst]:.0f}) maps "
+                f"{separation[worst] * 3600:.3g} arcsec apart")
+    return ""
+
+
+def _reference_wcs(image):
+    wcs = _celestial_wcs(image)
+    if wcs is None:
+        warnings.warn(f"{image.name} has no celestial WCS; sky coordinates will be absent "
+                      "downstream", AstrodaskWarning, stacklevel=3)
+    return image.sky_header(), wcs
+
+
+def _create_arrays(group, n_bands, grid, with_weight):
+    from zarr.codecs import BloscCodec
+
+    core = grid.core
+    ny, nx = grid.shape
+    t = grid.tile
+    # Blosc-LZ4 with byte shuffle: fast enough that compression does not bound ingest.
+    floats = dict(compressors=BloscCodec(cname="lz4", clevel=5, shuffle="shuffle"))
+    masks = dict(compressors=BloscCodec(cname="lz4", clevel=5, shuffle="bitshuffle"))
+    plane = dict(shape=(n_bands, grid.height, grid.width), chunks=(1, core, core),
+                 dimension_names=("band", "y", "x"))
+    windows = dict(shape=(ny, nx, n_bands, t, t), chunks=(1, 1, n_bands, t, t),
+                   dimension_names=("ty", "tx", "band", "wy", "wx"))
+    arrays = {
+        "image": group.create_array("image", dtype="float32", fill_value=np.nan,
+                                    **plane, **floats),
+        "mask": group.create_array("mask", dtype="uint8", fill_value=0, **plane, **masks),
+        "tiles": group.create_array("tiles", dtype="float32", fill_value=0.0,
+                                    **windows, **floats),
+        "tile_mask": group.create_array("tile_mask", dtype="uint8", fill_value=PADDING,
+                                        **windows, **masks),
+    }
+    if with_weight:
+        arrays["weight"] = group.create_array("weight", dtype="float32", fill_value=0.0,
+                                              **plane, **floats)
+    return arrays
+
+
+class _BandStats:
+    """Running count, extrema and a deterministic pixel sample of one band."""
+
+    def __init__(self, stride):
+        self.stride = stride
+        self.n_good = 0
+        self.minimum = np.inf
+        self.maximum = -np.inf
+        self.samples = []
+
+    def add(self, values, good, y0, x0):
+        if not good.any():
+            return
+        v = values[good]
+        self.n_good += int(v.size)
+        self.minimum = min(self.minimum, float(v.min()))
+        self.maximum = max(self.maximum, float(v.max()))
+        # Sample on a global lattice so the sample does not depend on block layout.
+        s = self.stride
+        sy, sx = (-y0) % s, (-x0) % s
+        sub_v, sub_g = values[sy::s, sx::s], good[sy::s, sx::s]
+        self.samples.append(sub_v[sub_g].astype(np.float64))
+
+    def summary(self):
+        if self.n_good == 0:
+            return {"n_good": 0}
+        sample = np.concatenate(self.samples)
+        median = float(np.median(sample))
+        mad = float(np.median(np.abs(sample - median)))
+        return {"n_good": self.n_good, "min": self.minimum, "max": self.maximum,
+                "mean": float(sample.mean()), "std": float(sample.std()),
+                "median": median, "mad_std": 1.4826 * mad, "n_sampled": int(sample.size)}
+
+
+def _write_store(tmp, images, weight_images, grid, block_tiles, progress):
+    import zarr
+
+    group = zarr.open_group(str(tmp), mode="w", zarr_format=3)
+    group.attrs["astrodask"] = {"kind": STORE_KIND, "format": STORE_FORMAT, "complete": False}
+    n_bands = len(images)
+    arrays = _create_arrays(group, n_bands, grid, bool(weight_images))
+    stride = max(1, int(np.ceil(np.sqrt(grid.height * grid.width / STAT_SAMPLES))))
+    stats = [_BandStats(stride) for _ in images]
+    ny, nx = grid.shape
+    blocks = [(iy, ix0) for iy in range(ny) for ix0 in range(0, nx, block_tiles)]
+    for done, (iy, ix0) in enumerate(blocks, start=1):
+        ix1 = min(ix0 + block_tiles, nx)
+        _write_block(arrays, images, weight_images, grid, iy, ix0, ix1, stats)
+        if progress is not None:
+            progress(done, len(blocks))
+    return [s.summary() for s in stats]
+
+
+def _write_block(arrays, images, weight_images, grid, iy, ix0, ix1, stats):
+    """Read the pixels under windows ``(iy, ix0..ix1-1)`` and write image, mask and tiles."""
+    t, core, halo = grid.tile, grid.core, grid.halo
+    # The block's window span in mosaic coordinates, and its part inside the mosaic.
+    wy0 = iy * core - halo
+    wx0 = ix0 * core - halo
+    span_y, span_x = t, (ix1 - ix0 - 1) * core + t
+    ry = slice(max(wy0, 0), min(wy0 + span_y, grid.height))
+    rx = slice(max(wx0, 0), min(wx0 + span_x, grid.width))
+    n_bands = len(images)
+    values = np.zeros((n_bands, span_y, span_x), dtype=np.float32)
+    flags = np.full((n_bands, span_y, span_x), PADDING, dtype=np.uint8)
+    inner = (slice(ry.start - wy0, ry.stop - wy0), slice(rx.start - wx0, rx.stop - wx0))
+    weight = np.zeros_like(values) if weight_images else None
+    for b, image in enumerate(images):
+        v, f = image.read(ry, rx)
+        if weight_images:
+            w, _ = weight_images[b].read(ry, rx)
+            f[~(w > 0)] |= ZERO_WEIGHT  # catches zero, negative and NaN weights
+            weight[b][inner] = np.nan_to_num(w, nan=0.0)
+        values[b][inner] = v
+        flags[b][inner] = f
+
+    # Cores of this block: written to the full-mosaic arrays (whole chunks only).
+    cy = slice(halo, halo + min(core, grid.height - iy * core))
+    cx = slice(halo, halo + min((ix1 - ix0) * core, grid.width - ix0 * core))
+    target = (slice(None), slice(iy * core, iy * core + cy.stop - cy.start),
+              slice(ix0 * core, ix0 * core + cx.stop - cx.start))
+    arrays["image"][target] = values[:, cy, cx]
+    arrays["mask"][target] = flags[:, cy, cx]
+    if weight is not None:
+        arrays["weight"][target] = weight[:, cy, cx]
+    for b, band_stats in enumerate(stats):
+        good = flags[b, cy, cx] == 0
+        band_stats.add(values[b, cy, cx], good, target[1].start, target[2].start)
+
+    # Windows: model input with 0 wherever a pixel is flagged.
+    tiles_values = np.where(flags == 0, values, np.float32(0.0))
+    n = ix1 - ix0
+    windows = np.empty((n, n_bands, t, t), dtype=np.float32)
+    window_flags = np.empty((n, n_bands, t, t), dtype=np.uint8)
+    for k in range(n):
+        xs = slice(k * core, k * core + t)
+        windows[k] = tiles_values[:, :, xs]
+        window_flags[k] = flags[:, :, xs]
+    arrays["tiles"][iy, ix0:ix1] = windows
+    arrays["tile_mask"][iy, ix0:ix1] = window_flags
+
+
+def _check_bands_not_empty(stats, band_names, images):
+    for band, image, s in zip(band_names, images, stats):
+        if s["n_good"] == 0:
+            raise InputError(f"band {band} ({image.name}) has no valid pixels "
+                             "(all NaN, BLANK or zero weight)")
+        if s["min"] == s["max"]:
+            raise InputError(f"band {band} ({image.name}) is empty: every valid pixel "
+                             f"equals {s['min']:g}")
+
+
+def _file_record(image):
+    digest = hashlib.sha256()
+    with open(image.path, "rb") as fh:
+        for block in iter(lambda: fh.read(8 << 20), b""):
+            digest.update(block)
+    return {"name": image.name, "path": str(image.path.resolve()), "hdu": image.hdu_index,
+            "size": image.path.stat().st_size, "sha256": digest.hexdigest()}
+
+
+def _attributes(band_names, grid, header, wcs, images, weight_images, stats):
+    pixel_scale = None
+    if wcs is not None:
+        from astropy.wcs.utils import proj_plane_pixel_scales
+
+        pixel_scale = float(np.mean(proj_plane_pixel_scales(wcs)) * 3600.0)
+    return {
+        "kind": STORE_KIND,
+        "format": STORE_FORMAT,
+        "complete": True,
+        "bands": list(band_names),
+        "shape": [len(band_names), grid.height, grid.width],
+        "tile_grid": grid.to_dict(),
+        "tile": grid.tile,
+        "halo": grid.halo,
+        "core": grid.core,
+        "pixel_scale_arcsec": pixel_scale,
+        "has_wcs": wcs is not None,
+        # 80-character cards keep duplicate COMMENT/HISTORY cards that a dict would lose.
+        "wcs_header": [card.image for card in header.cards],
+        "mask_bits": dict(MASK_BITS),
+        "band_stats": dict(zip(band_names, stats)),
+        "inputs": [_file_record(i) for i in images],
+        "weights": [_file_record(i) for i in weight_images],
+        "astrodask_version": __version__,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _finish(tmp, out, attrs, overwrite):
+    import zarr
+
+    group = zarr.open_group(str(tmp), mode="r+")
+    group.attrs["astrodask"] = attrs
+    if out.exists():
+        if not overwrite:  # appeared while we were writing
+            raise StoreError(f"{out} appeared during ingest; not replacing it")
+        old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+        os.replace(out, old)
+        os.replace(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out)

@@ -1,0 +1,278 @@
+"""Open a mosaic store, its tile geometry, and read tiles.
+
+A mosaic store is the Zarr v3 group written by :func:`astrodask.ingest`:
+
+``image``       (band, y, x) float32, NaN where a pixel is bad;
+``mask``        (band, y, x) uint8 bit flags (see :data:`MASK_BITS`);
+``weight``      (band, y, x) float32, only when weight maps were given;
+``tiles``       (ty, tx, band, T, T) float32, one chunk per model window;
+``tile_mask``   (ty, tx, band, T, T) uint8, the mask of each window, where
+                :data:`PADDING` marks pixels outside the mosaic.
+
+Pixel coordinates are 0-based (NumPy order ``y, x``). Window ``(iy, ix)``
+covers mosaic rows ``iy*core - halo`` to ``iy*core - halo + tile`` (and the
+same for columns); its core, ``[halo, halo + core)`` inside the window, lies
+at ``[iy*core, (iy+1)*core)`` in the mosaic. Cores tile the mosaic exactly;
+the last core in each direction is cut at the mosaic edge.
+"""
+
+from dataclasses import dataclass
+from functools import cached_property
+import math
+from pathlib import Path
+
+import numpy as np
+
+from .errors import StoreError
+
+#: Bit flags stored in ``mask`` and ``tile_mask``.
+NONFINITE = 1    # NaN or Inf in the input
+BLANK = 2        # equal to the FITS BLANK value
+ZERO_WEIGHT = 4  # weight map is zero (or not finite)
+PADDING = 8      # outside the mosaic: padding of an edge window
+MASK_BITS = {"nonfinite": NONFINITE, "blank": BLANK, "zero_weight": ZERO_WEIGHT,
+             "padding": PADDING}
+
+#: Version of the store layout; bump when the layout changes incompatibly.
+STORE_FORMAT = 1
+STORE_KIND = "astrodask-mosaic"
+
+
+@dataclass(frozen=True)
+class TileGrid:
+    """Geometry of the halo'd model windows over a mosaic.
+
+    Parameters
+    ----------
+    height, width : int
+        Mosaic size in pixels.
+    tile : int
+        Window side (the model input), e.g. 512.
+    halo : int
+        Overlap on each side of the core; ``core = tile - 2 * halo``.
+    """
+
+    height: int
+    width: int
+    tile: int = 512
+    halo: int = 32
+
+    def __post_init__(self):
+        if self.tile <= 0 or self.halo < 0:
+            raise ValueError("tile must be positive and halo non-negative")
+        if self.core <= 0:
+            raise ValueError(f"halo {self.halo} leaves no core in a {self.tile}-pixel tile")
+        if self.height <= 0 or self.width <= 0:
+            raise ValueError("mosaic must have a positive size")
+
+    @property
+    def core(self):
+        """Side of a window's core, ``tile - 2 * halo``."""
+        return self.tile - 2 * self.halo
+
+    @property
+    def shape(self):
+        """Number of windows ``(ny, nx)``."""
+        return (math.ceil(self.height / self.core), math.ceil(self.width / self.core))
+
+    def __len__(self):
+        ny, nx = self.shape
+        return ny * nx
+
+    def indices(self):
+        """All window indices ``(iy, ix)`` in row-major order."""
+        ny, nx = self.shape
+        return [(iy, ix) for iy in range(ny) for ix in range(nx)]
+
+    def window_origin(self, iy, ix):
+        """Mosaic coordinates ``(y0, x0)`` of the window's first pixel (may be negative)."""
+        return (iy * self.core - self.halo, ix * self.core - self.halo)
+
+    def core_slices(self, iy, ix):
+        """Mosaic slices ``(ys, xs)`` of window ``(iy, ix)``'s core, cut at the mosaic edge."""
+        self._check(iy, ix)
+        y0, x0 = iy * self.core, ix * self.core
+        return (slice(y0, min(y0 + self.core, self.height)),
+                slice(x0, min(x0 + self.core, self.width)))
+
+    def core_slices_in_window(self, iy, ix):
+        """Window slices ``(ys, xs)`` of the core, cut at the mosaic edge."""
+        ys, xs = self.core_slices(iy, ix)
+        return (slice(self.halo, self.halo + ys.stop - ys.start),
+                slice(self.halo, self.halo + xs.stop - xs.start))
+
+    def valid_slices(self, iy, ix):
+        """Pair ``(mosaic_slices, window_slices)`` of the part of the window inside the mosaic."""
+        self._check(iy, ix)
+        y0, x0 = self.window_origin(iy, ix)
+        my = slice(max(y0, 0), min(y0 + self.tile, self.height))
+        mx = slice(max(x0, 0), min(x0 + self.tile, self.width))
+        wy = slice(my.start - y0, my.stop - y0)
+        wx = slice(mx.start - x0, mx.stop - x0)
+        return (my, mx), (wy, wx)
+
+    def owner(self, y, x):
+        """Index ``(iy, ix)`` of the window whose half-open core holds mosaic pixel ``(y, x)``."""
+        if not (0 <= y < self.height and 0 <= x < self.width):
+            raise ValueError(f"pixel ({y}, {x}) is outside the {self.height}x{self.width} mosaic")
+        return (int(y) // self.core, int(x) // self.core)
+
+    def _check(self, iy, ix):
+        ny, nx = self.shape
+        if not (0 <= iy < ny and 0 <= ix < nx):
+            raise IndexError(f"tile ({iy}, {ix}) is outside the {ny}x{nx} tile grid")
+
+    def to_dict(self):
+        """JSON-ready description (stored in the mosaic's attributes)."""
+        ny, nx = self.shape
+        return {"height": self.height, "width": self.width, "tile": self.tile,
+                "halo": self.halo, "core": self.core, "ny": ny, "nx": nx}
+
+    @classmethod
+    def from_dict(cls, d):
+        """Inverse of :meth:`to_dict`."""
+        return cls(height=int(d["height"]), width=int(d["width"]),
+                   tile=int(d["tile"]), halo=int(d["halo"]))
+
+
+@dataclass(frozen=True)
+class Tile:
+    """One model window read from a mosaic store.
+
+    Attributes
+    ----------
+    iy, ix : int
+        Window index.
+    data : ndarray, shape (band, tile, tile), float32
+        Pixels; bad and padding pixels are 0.
+    mask : ndarray, shape (band, tile, tile), uint8
+        Bit flags (:data:`MASK_BITS`); :data:`PADDING` marks pixels outside the mosaic.
+    origin : tuple of int
+        Mosaic coordinates ``(y0, x0)`` of ``data[:, 0, 0]``.
+    core : tuple of slice
+        Slices of the core inside the window.
+    """
+
+    iy: int
+    ix: int
+    data: np.ndarray
+    mask: np.ndarray
+    origin: tuple
+    core: tuple
+
+
+class Mosaic:
+    """A finished mosaic store opened for reading. Use :func:`open_mosaic`."""
+
+    def __init__(self, group, path):
+        self._group = group
+        self.path = str(path)
+        attrs = dict(group.attrs)
+        self.attrs = attrs["astrodask"]
+        self.bands = tuple(self.attrs["bands"])
+        self.tile_grid = TileGrid.from_dict(self.attrs["tile_grid"])
+        self.pixel_scale = self.attrs.get("pixel_scale_arcsec")
+
+    @property
+    def shape(self):
+        """``(n_bands, height, width)``."""
+        return (len(self.bands), self.tile_grid.height, self.tile_grid.width)
+
+    @cached_property
+    def header(self):
+        """The reference band's header (WCS, COMMENT, HISTORY; no data-layout keywords)."""
+        from astropy.io import fits
+
+        return fits.Header.fromstring("".join(self.attrs.get("wcs_header", [])))
+
+    @cached_property
+    def wcs(self):
+        """Celestial :class:`astropy.wcs.WCS` of the mosaic, or ``None`` if the input had none."""
+        if not self.attrs.get("has_wcs"):
+            return None
+        from astropy.wcs import WCS
+
+        return WCS(self.header, naxis=2)
+
+    @property
+    def has_weight(self):
+        """Whether weight maps were ingested."""
+        return "weight" in self._group
+
+    def array(self, name):
+        """The Zarr array ``name`` (``image``, ``mask``, ``weight``, ``tiles``, ``tile_mask``)."""
+        try:
+            return self._group[name]
+        except KeyError:
+            raise StoreError(f"mosaic {self.path} has no array {name!r}") from None
+
+    def read_tile(self, iy, ix):
+        """Read window ``(iy, ix)``: one chunk of ``tiles`` and one of ``tile_mask``.
+
+        Returns
+        -------
+        Tile
+        """
+        self.tile_grid._check(iy, ix)
+        data = self.array("tiles")[iy, ix]
+        mask = self.array("tile_mask")[iy, ix]
+        return Tile(iy=iy, ix=ix, data=data, mask=mask,
+                    origin=self.tile_grid.window_origin(iy, ix),
+                    core=self.tile_grid.core_slices_in_window(iy, ix))
+
+    def core_slices(self, iy, ix):
+        """Mosaic slices ``(ys, xs)`` of window ``(iy, ix)``'s core."""
+        return self.tile_grid.core_slices(iy, ix)
+
+    def to_dask(self, name="image"):
+        """The array ``name`` as a lazy :class:`dask.array.Array`, chunked like the store."""
+        import dask.array as da
+
+        return da.from_zarr(self.array(name))
+
+    def __repr__(self):
+        _, h, w = self.shape
+        ny, nx = self.tile_grid.shape
+        return (f"<Mosaic {self.path}: bands {','.join(self.bands)}, {h}x{w} px, "
+                f"{ny}x{nx} tiles of {self.tile_grid.tile} (halo {self.tile_grid.halo})>")
+
+
+def open_mosaic(path):
+    """Open a finished mosaic store written by :func:`astrodask.ingest`.
+
+    Parameters
+    ----------
+    path : str or Path
+        The ``.zarr`` directory.
+
+    Returns
+    -------
+    Mosaic
+
+    Raises
+    ------
+    StoreError
+        If ``path`` does not exist, is not a Zarr group, or is not a complete
+        astrodask mosaic.
+    """
+    import zarr
+
+    path = Path(path)
+    if not path.exists():
+        raise StoreError(f"mosaic store {path} does not exist")
+    try:
+        group = zarr.open_group(str(path), mode="r")
+    except Exception:
+        raise StoreError(f"{path} is not a Zarr group (not an astrodask mosaic)") from None
+    attrs = dict(group.attrs).get("astrodask")
+    if not isinstance(attrs, dict) or attrs.get("kind") != STORE_KIND:
+        raise StoreError(f"{path} is not an astrodask mosaic store")
+    if not attrs.get("complete"):
+        raise StoreError(f"{path} is an unfinished mosaic store (ingest did not complete)")
+    if attrs.get("format") != STORE_FORMAT:
+        raise StoreError(f"{path} has store format {attrs.get('format')}; "
+                         f"this astrodask reads format {STORE_FORMAT}")
+    for name in ("image", "mask", "tiles", "tile_mask"):
+        if name not in group:
+            raise StoreError(f"{path} lacks the {name!r} array (damaged store)")
+    return Mosaic(group, path)

@@ -1,0 +1,43 @@
+"""A small terminal progress line for long-running stages."""
+
+import sys
+import time
+
+
+class TextProgress:
+    """Callable ``progress(done, total)`` that redraws one line on stderr.
+
+    Shows done/total, rate and ETA; redraws at most a few times a second.
+    """
+
+    def __init__(self, label, unit="items", stream=None, min_interval=0.25):
+        self.label = label
+        self.unit = unit
+        self.stream = stream or sys.stderr
+        self.min_interval = min_interval
+        self.start = time.monotonic()
+        self._last = 0.0
+        self._drawn = False
+
+    def __call__(self, done, total):
+        now = time.monotonic()
+        if done < total and now - self._last < self.min_interval:
+            return
+        self._last = now
+        elapsed = max(now - self.start, 1e-9)
+        rate = done / elapsed
+        eta = (total - done) / rate if rate > 0 else float("inf")
+        eta_text = f"{eta:5.0f}s" if eta != float("inf") else "    ?"
+        width = 30
+        filled = int(width * done / total) if total else width
+        bar = "#" * filled + "-" * (width - filled)
+        self.stream.write(f"\r{self.label} [{bar}] {done}/{total} {self.unit} "
+                          f"{rate:6.2f}/s ETA {eta_text}")
+        self.stream.flush()
+        self._drawn = True
+
+    def close(self):
+        """End the progress line."""
+        if self._drawn:
+            self.stream.write("\n")
+            self.stream.flush()
