@@ -2,10 +2,11 @@
 
 :class:`FitsImage` picks the image HDU, checks the file is whole and the data
 2-D, and reads rectangular sections as float32 together with bad-pixel flags,
-honouring BZERO/BSCALE/BLANK. Sections come from a memory map, so memory use
-is set by the section size, never by the file size. Gzip-compressed files are
-first decompressed to a temporary file beside the output (a gzip stream cannot
-be memory-mapped or read out of order).
+honouring BZERO/BSCALE/BLANK. Memory use is set by the section size, never
+by the file size: reads are plain ``readinto`` calls at computed offsets (a
+memory map would add every page it touched to the resident set). Gzip files
+are first decompressed to a temporary file beside the output (a gzip stream
+cannot be read out of order).
 """
 
 import gzip
@@ -26,6 +27,9 @@ STRUCTURAL_KEYWORDS = {"SIMPLE", "BITPIX", "EXTEND", "XTENSION", "PCOUNT", "GCOU
                        "ZBITPIX", "ZCMPTYPE", "ZNAXIS", "ZNAXIS1", "ZNAXIS2", "ZTILE1",
                        "ZTILE2", "ZQUANTIZ", "ZDITHER0", "ZSIMPLE", "ZEXTEND", "ZTENSION",
                        "ZPCOUNT", "ZGCOUNT", "ZNAME1", "ZVAL1", "ZNAME2", "ZVAL2"}
+
+
+_BITPIX_DTYPES = {8: ">u1", 16: ">i2", 32: ">i4", 64: ">i8", -32: ">f4", -64: ">f8"}
 
 
 def _is_gzip(path):
@@ -57,6 +61,7 @@ class FitsImage:
         self.path = Path(path)
         self.name = self.path.name
         self._scratch = None
+        self._file = None
         if not self.path.is_file():
             raise InputError(f"{self.path} does not exist or is not a file")
         read_path = self.path
@@ -65,7 +70,7 @@ class FitsImage:
                 read_path = self._decompress(scratch_dir or self.path.parent)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                self._hdul = fits.open(read_path, memmap=True, do_not_scale_image_data=True,
+                self._hdul = fits.open(read_path, memmap=False, do_not_scale_image_data=True,
                                        mode="readonly", lazy_load_hdus=False)
         except InputError:
             self.close()
@@ -134,18 +139,18 @@ class FitsImage:
             return
         self.compressed = False
         info = self._hdu.fileinfo()
-        bytes_per_pixel = abs(int(self.header["BITPIX"])) // 8
-        needed = info["datLoc"] + bytes_per_pixel * self.shape[0] * self.shape[1]
+        bitpix = int(self.header["BITPIX"])
+        self._dtype = np.dtype(_BITPIX_DTYPES[bitpix])
+        self._data_offset = info["datLoc"]
+        needed = self._data_offset + self._dtype.itemsize * self.shape[0] * self.shape[1]
         size = os.path.getsize(read_path)
         if size < needed:
             raise InputError(f"{self.name} is truncated: {size} bytes, its header "
                              f"describes {needed}")
-        try:
-            self._data = self._hdu.data
-        except (OSError, ValueError, TypeError) as exc:
-            raise InputError(f"{self.name}: cannot map the image data ({exc})") from None
-        if self._data is None:
-            raise InputError(f"{self.name} HDU {self.hdu_index} holds no data")
+        # Plain reads, not a memory map: mapped pages of a big file count towards the
+        # process's resident memory as they are touched, so a memmap makes peak RSS grow
+        # with the mosaic.
+        self._file = open(read_path, "rb")
 
     @property
     def filter_name(self):
@@ -173,7 +178,7 @@ class FitsImage:
         flags : ndarray, uint8
             :data:`~astrodask.mosaic.NONFINITE` and :data:`~astrodask.mosaic.BLANK` bits.
         """
-        raw = np.asarray(self._data[ys, xs])
+        raw = self._read_raw(ys, xs)
         flags = np.zeros(raw.shape, dtype=np.uint8)
         if self.compressed:  # astropy has already scaled and blanked tile-compressed data
             values = raw.astype(np.float32)
@@ -196,8 +201,26 @@ class FitsImage:
         values[flags != 0] = np.nan
         return values, flags
 
+    def _read_raw(self, ys, xs):
+        if self.compressed:
+            return np.asarray(self._data[ys, xs])
+        width = self.shape[1]
+        itemsize = self._dtype.itemsize
+        out = np.empty((ys.stop - ys.start, xs.stop - xs.start), dtype=self._dtype)
+        if xs.start == 0 and xs.stop == width:  # whole rows: one contiguous read
+            self._file.seek(self._data_offset + ys.start * width * itemsize)
+            self._file.readinto(out)
+            return out
+        for row, y in enumerate(range(ys.start, ys.stop)):
+            self._file.seek(self._data_offset + (y * width + xs.start) * itemsize)
+            self._file.readinto(out[row])
+        return out
+
     def close(self):
         """Close the file and remove any decompressed scratch copy."""
+        if getattr(self, "_file", None) is not None:
+            self._file.close()
+            self._file = None
         hdul = getattr(self, "_hdul", None)
         if hdul is not None:
             hdul.close()
