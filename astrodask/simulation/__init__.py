@@ -1,0 +1,12 @@
+"""Simulated survey fields with known truth, drawn with GalSim.
+
+- :func:`simulate_field`: one field in memory (images, truth table, masks,
+  label and morphology maps), for training and tests.
+- :func:`simulate`: a field of any size written to a folder, tile by tile
+  (FITS per band, truth.parquet, masks.parquet, label and morphology maps).
+"""
+
+from .field import SimulatedField, simulate_field
+from .truth import ObjectMask, read_object_masks
+
+__all__ = ["SimulatedField", "ObjectMask", "simulate_field", "read_object_masks"]

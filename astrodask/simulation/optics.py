@@ -1,0 +1,131 @@
+"""Per-band PSFs and noise levels derived from a preset.
+
+:func:`band_models` turns the survey numbers of a :class:`~.presets.Preset`
+into what the drawing and noise code need: a GalSim PSF, the per-pixel noise
+of the sky-subtracted image, the sky level and effective gain for the
+Poisson part, the read noise, the saturation level and a PSF envelope that
+tells how far out a source of a given flux stays above a given level.
+"""
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+from .presets import get_preset
+
+#: GalSim accuracy settings used for every profile: a little looser than the
+#: defaults, which keeps FFTs small; far below the noise of any preset.
+GSPARAMS_KW = dict(folding_threshold=1e-2, maxk_threshold=2e-3)
+
+
+@dataclass(frozen=True)
+class BandModel:
+    """Everything the simulator needs to know about one band."""
+
+    name: str
+    filter: str
+    zeropoint: float
+    psf: object  # galsim.GSObject, unit flux, without the pixel
+    fwhm_px: float
+    sigma: float  # per-pixel noise of the sky-subtracted image (image units)
+    sky: float  # sky level per pixel before subtraction (image units)
+    gain: float  # electrons per image unit (effective, as in a coadd)
+    read_noise: float  # image units
+    saturation: float  # image units per pixel
+    psf_peak: float  # fraction of a point source's flux in its brightest pixel
+    envelope_r: np.ndarray  # radii (px), increasing
+    envelope: np.ndarray  # max PSF pixel fraction at radius >= envelope_r
+
+    def psf_radius(self, flux_over_level):
+        """Radius (px) beyond which a point source of ``flux/level`` stays below level."""
+        ratio = np.atleast_1d(np.asarray(flux_over_level, dtype=float))
+        # envelope is non-increasing in r: find the first radius where it drops below 1/ratio
+        idx = np.searchsorted(-self.envelope, -1.0 / np.maximum(ratio, 1e-30), side="left")
+        idx = np.clip(idx, 0, len(self.envelope_r) - 1)
+        return self.envelope_r[idx]
+
+
+def gsparams():
+    """The shared :class:`galsim.GSParams`."""
+    import galsim
+
+    return galsim.GSParams(**GSPARAMS_KW)
+
+
+def _make_psf(spec, pixel_scale):
+    import galsim
+
+    gsp = gsparams()
+    kind = spec[0]
+    if kind == "moffat":
+        _, fwhm, beta = spec
+        return galsim.Moffat(beta=beta, fwhm=fwhm, gsparams=gsp)
+    if kind == "kolmogorov":
+        _, fwhm = spec
+        return galsim.Kolmogorov(fwhm=fwhm, gsparams=gsp)
+    if kind == "airy":
+        _, wavelength_nm, diameter_m, obscuration, blur = spec
+        lam_over_diam = wavelength_nm * 1e-9 / diameter_m * 206264.806
+        airy = galsim.Airy(lam_over_diam=lam_over_diam, obscuration=obscuration, gsparams=gsp)
+        return galsim.Convolve(airy, galsim.Gaussian(fwhm=blur, gsparams=gsp), gsparams=gsp)
+    raise ValueError(f"unknown PSF model {kind!r}")
+
+
+def _psf_image(psf, pixel_scale, radius):
+    import galsim
+
+    n = 2 * radius + 1
+    image = galsim.ImageD(n, n, scale=pixel_scale)
+    psf.drawImage(image=image, method="auto")
+    arr = image.array / image.array.sum()
+    return np.clip(arr, 0.0, None)
+
+
+def _envelope(arr):
+    n = arr.shape[0]
+    c = n // 2
+    yy, xx = np.mgrid[:n, :n]
+    r = np.hypot(yy - c, xx - c).ravel()
+    v = arr.ravel()
+    order = np.argsort(-r, kind="stable")
+    env = np.maximum.accumulate(v[order])[::-1]
+    radii = r[order][::-1]
+    return radii, env
+
+
+def band_models(preset, deep=False):
+    """Return a tuple of :class:`BandModel`, one per band of ``preset``.
+
+    ``deep`` makes the images deeper by half of the preset's
+    ``deep_faint_extra`` magnitudes (an ultra-deep field is deeper imaging of
+    a denser sky). Results are cached per preset name.
+    """
+    return _band_models(get_preset(preset).name, bool(deep))
+
+
+@lru_cache(maxsize=8)
+def _band_models(preset_name, deep):
+    preset = get_preset(preset_name)
+    deeper = 0.5 * preset.deep_faint_extra if deep else 0.0
+    models = []
+    for band in preset.bands:
+        psf = _make_psf(band.psf, preset.pixel_scale)
+        arr = _psf_image(psf, preset.pixel_scale, preset.max_stamp_radius)
+        n_eff = 1.0 / float(np.sum(arr ** 2))
+        flux5 = 10 ** (-0.4 * (band.depth + deeper - band.zeropoint))
+        sigma = flux5 / 5.0 / np.sqrt(n_eff)
+        sky = 10 ** (-0.4 * (band.sky - band.zeropoint)) * preset.pixel_scale ** 2
+        read_var = preset.read_variance_fraction * sigma ** 2
+        gain = sky / (sigma ** 2 - read_var)
+        peak = float(arr.max())
+        saturation = 10 ** (-0.4 * (preset.saturation_mag - band.zeropoint)) * peak
+        radii, env = _envelope(arr)
+        fwhm_px = psf.calculateFWHM() / preset.pixel_scale
+        models.append(BandModel(
+            name=band.name, filter=band.filter, zeropoint=band.zeropoint, psf=psf,
+            fwhm_px=float(fwhm_px), sigma=float(sigma), sky=float(sky), gain=float(gain),
+            read_noise=float(np.sqrt(read_var)), saturation=float(saturation),
+            psf_peak=peak, envelope_r=radii, envelope=env,
+        ))
+    return tuple(models)
