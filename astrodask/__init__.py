@@ -18,6 +18,7 @@ _API = {
     "open_mosaic": "astrodask.mosaic:open_mosaic",
     "Mosaic": "astrodask.mosaic:Mosaic",
     "TileGrid": "astrodask.mosaic:TileGrid",
+    "simulate": "astrodask.simulation:simulate",
     "simulate_field": "astrodask.simulation:simulate_field",
     "SimulatedField": "astrodask.simulation:SimulatedField",
     "read_object_masks": "astrodask.simulation:read_object_masks",

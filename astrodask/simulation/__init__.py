@@ -7,6 +7,7 @@
 """
 
 from .field import SimulatedField, simulate_field
+from .files import simulate
 from .truth import ObjectMask, read_object_masks
 
-__all__ = ["SimulatedField", "ObjectMask", "simulate_field", "read_object_masks"]
+__all__ = ["SimulatedField", "ObjectMask", "simulate_field", "simulate", "read_object_masks"]

@@ -58,7 +58,7 @@ def _galaxy_parts(pop, i, pixel_scale):
         points = galsim.RandomKnots(npoints=int(pop.n_knots[i]), half_light_radius=hlr,
                                     flux=1.0, rng=rng, gsparams=gsp)
         # knots are points; give the clumps a size of their own
-        clump = galsim.Gaussian(sigma=max(0.08 * hlr, 0.3 * pixel_scale), gsparams=gsp)
+        clump = galsim.Gaussian(sigma=max(0.15 * hlr, 0.5 * pixel_scale), gsparams=gsp)
         dx, dy = (float(v) for v in pop.knot_offset[i])
         knots = galsim.Convolve(points, clump, gsparams=gsp).shear(shear).shift(dx, dy)
     return bulge, disk, knots

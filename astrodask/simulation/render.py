@@ -55,6 +55,7 @@ class ObjectTruth:
     mask: np.ndarray  # bool crop over mask_box (None when empty)
     snr: float  # optimal S/N: sqrt(sum of detection image^2)
     peak_snr: float
+    area: int = 0  # pixels in the mask
 
 
 @dataclass
@@ -141,7 +142,8 @@ class FieldPlan:
         ty0, ty1, tx0, tx1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
         sy0, sx0 = stamp.box[0], stamp.box[1]
         box = (sy0 + ty0, sx0 + tx0, sy0 + ty1, sx0 + tx1)
-        return ObjectTruth(tuple(int(v) for v in box), mask[ty0:ty1, tx0:tx1].copy(), snr, peak)
+        return ObjectTruth(tuple(int(v) for v in box), mask[ty0:ty1, tx0:tx1].copy(), snr, peak,
+                           int(mask.sum()))
 
     def render(self, region):
         """Draw the noiseless bands, truth masks and label map of ``region``.

@@ -66,8 +66,7 @@ def truth_table(plan, truths, pairs):
         "position_angle": pop.position_angle,
         "snr": np.array([truths[i].snr for i in pop.id], dtype=np.float64),
         "peak_snr": np.array([truths[i].peak_snr for i in pop.id], dtype=np.float64),
-        "mask_area": np.array([0 if truths[i].mask is None else int(truths[i].mask.sum())
-                               for i in pop.id], dtype=np.int64),
+        "mask_area": np.array([truths[i].area for i in pop.id], dtype=np.int64),
         "bbox_y0": boxes[:, 0], "bbox_x0": boxes[:, 1],
         "bbox_y1": boxes[:, 2], "bbox_x1": boxes[:, 3],
         "n_neighbours": neighbour_counts(n, pairs),
