@@ -22,6 +22,11 @@ _API = {
     "simulate_field": "astrodask.simulation:simulate_field",
     "SimulatedField": "astrodask.simulation:SimulatedField",
     "read_object_masks": "astrodask.simulation:read_object_masks",
+    "build_unet": "astrodask.models.unet:build_unet",
+    "load_unet": "astrodask.models.unet:load_unet",
+    "import_morpheus": "astrodask.models.morpheus_weights:import_morpheus",
+    "classify_tile": "astrodask.morphology.windows:classify_tile",
+    "classify_image": "astrodask.morphology.windows:classify_image",
 }
 
 __all__ = sorted(_API) + ["__version__"]
