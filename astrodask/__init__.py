@@ -27,6 +27,11 @@ _API = {
     "import_morpheus": "astrodask.models.morpheus_weights:import_morpheus",
     "classify_tile": "astrodask.morphology.windows:classify_tile",
     "classify_image": "astrodask.morphology.windows:classify_image",
+    "segment": "astrodask.morphology.segmentation:segment",
+    "deblend": "astrodask.morphology.deblend:deblend",
+    "object_morphology": "astrodask.morphology.catalog:object_morphology",
+    "colour_image": "astrodask.morphology.colour:colour_image",
+    "write_colour_png": "astrodask.morphology.colour:write_colour_png",
 }
 
 __all__ = sorted(_API) + ["__version__"]

@@ -1,0 +1,53 @@
+"""The Morpheus colour image: one RGB picture of the pixel classes.
+
+Hue is the dominant non-background class (spheroid red, disk blue, irregular
+green, point source yellow), saturation the margin between the top two
+classes (white where the network hesitates), value 1 - background (black
+where it sees sky).
+"""
+
+import os
+from pathlib import Path
+
+import numpy as np
+from skimage.color import hsv2rgb
+
+from ..classes import MORPHOLOGY_CLASSES
+from ..errors import InputError
+
+#: HSV hue of each class in the picture.
+CLASS_HUES = {"spheroid": 0.0, "disk": 0.7, "irregular": 0.3, "point_source": 0.18}
+
+
+def colour_image(class_images, n=None, classes=MORPHOLOGY_CLASSES):
+    """RGB image (H, W, 3) in [0, 1] from (classes, H, W) probabilities.
+
+    Pixels with ``n == 0`` (never classified) are black.
+    """
+    class_images = np.asarray(class_images, dtype=np.float64)
+    if class_images.ndim != 3 or class_images.shape[0] != len(classes):
+        raise InputError(f"class images must be ({len(classes)}, H, W), "
+                         f"got {class_images.shape}")
+    names = list(classes)
+    if "background" not in names or not set(CLASS_HUES) <= set(names):
+        raise InputError("the colour image needs the five Morpheus classes")
+    source = np.stack([class_images[names.index(c)] for c in CLASS_HUES])
+    ordered = np.sort(source, axis=0)
+    hue = np.asarray(list(CLASS_HUES.values()))[source.argmax(axis=0)]
+    saturation = ordered[-1] - ordered[-2]
+    value = 1.0 - class_images[names.index("background")]
+    if n is not None:
+        value = np.where(np.asarray(n) > 0, value, 0.0)
+    return hsv2rgb(np.clip(np.stack([hue, saturation, value], axis=-1), 0, 1))
+
+
+def write_colour_png(path, class_images, n=None, classes=MORPHOLOGY_CLASSES):
+    """Write :func:`colour_image` as an 8-bit PNG (row 0 at the top); returns the path."""
+    from PIL import Image
+
+    rgb = np.round(colour_image(class_images, n, classes) * 255).astype(np.uint8)
+    path = Path(path)
+    tmp = path.with_name(path.name + f".tmp-{os.getpid()}.png")
+    Image.fromarray(rgb).save(tmp, format="PNG")
+    os.replace(tmp, path)
+    return path
