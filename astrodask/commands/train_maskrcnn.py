@@ -1,0 +1,55 @@
+"""``astrodask train maskrcnn``: train Mask R-CNN on simulated fields (resumable)."""
+
+from astrodask.commands import group
+
+
+def register(subparsers):
+    sub = group(subparsers, "train", "Train the shipped models")
+    parser = sub.add_parser(
+        "maskrcnn", help="train Mask R-CNN on simulated fields",
+        description="Train Mask R-CNN (star/galaxy detection, classification, masks) on "
+                    "simulated fields. Re-running with the same RUN_DIR resumes from its "
+                    "last checkpoint.")
+    parser.add_argument("run_dir", help="run directory (checkpoints, pool cache, model.keras)")
+    parser.add_argument("--preset", default="decam", help="simulator preset (default decam)")
+    parser.add_argument("--fields", type=int, default=160, help="simulated training fields")
+    parser.add_argument("--field-size", type=int, default=256, help="side of each field, px")
+    parser.add_argument("--star-density", type=float, default=None,
+                        help="stars per arcmin² in the training fields (default: the preset's)")
+    parser.add_argument("--seed", type=int, default=0, help="first simulation seed and batch seed")
+    parser.add_argument("--steps", type=int, default=6000, help="total optimisation steps")
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--crop", type=int, default=128, help="training crop side, px (x64)")
+    parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--depth", type=int, default=18, choices=(18, 34, 50, 101),
+                        help="ResNet depth (new runs only)")
+    parser.add_argument("--max-minutes", type=float, default=None,
+                        help="stop (with a checkpoint) after this many minutes")
+    parser.add_argument("--checkpoint-minutes", type=float, default=5.0)
+    parser.add_argument("--threads", type=int, default=2, help="TensorFlow intra-op threads")
+    parser.set_defaults(func=run)
+
+
+def run(args):
+    from astrodask.errors import InputError
+
+    if args.crop % 64 or args.crop > args.field_size:
+        raise InputError(f"--crop must be a multiple of 64 and at most --field-size, got {args.crop}")
+    if args.steps < 1 or args.batch_size < 1 or args.fields < 1:
+        raise InputError("--steps, --batch-size and --fields must be positive")
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    from astrodask.models.maskrcnn import MaskRCNNConfig
+    from astrodask.train.maskrcnn import TrainSettings, train_from_simulations
+
+    settings = TrainSettings(steps=args.steps, batch_size=args.batch_size, crop_size=args.crop,
+                             learning_rate=args.learning_rate, seed=args.seed,
+                             checkpoint_every_s=60 * args.checkpoint_minutes)
+    max_seconds = None if args.max_minutes is None else 60 * args.max_minutes
+    _, state = train_from_simulations(
+        args.run_dir, n_fields=args.fields, field_size=args.field_size, seed=args.seed,
+        preset=args.preset, star_density=args.star_density, config=MaskRCNNConfig(backbone_depth=args.depth),
+        settings=settings, max_seconds=max_seconds, log=lambda line: print(line, flush=True))
+    print(f"step {state['step']} of {args.steps}; model saved in {args.run_dir}/model.keras")

@@ -1,0 +1,97 @@
+"""Settings of an Astro R-CNN model (architecture, anchors, detection)."""
+
+from dataclasses import asdict, dataclass, fields
+
+from ...classes import OBJECT_CLASSES
+
+RESNET_BLOCKS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
+
+
+@dataclass
+class MaskRCNNConfig:
+    """Everything that defines a Mask R-CNN and how it detects.
+
+    The defaults are the shipped small model: a ResNet-18 layout with reduced
+    widths, which trains on a 2-core CPU. Depth 50/101 use bottleneck blocks
+    (output width 4x the stage width), as in He et al. (2016).
+    """
+
+    bands: tuple = ("g", "r", "z")
+    classes: tuple = OBJECT_CLASSES
+    backbone_depth: int = 18
+    stem_width: int = 32
+    stage_widths: tuple = (32, 64, 96, 128)
+    fpn_channels: int = 64
+    # anchors: one scale per pyramid level P2..P6 (strides 4..64)
+    anchor_scales: tuple = (8, 16, 32, 64, 128)
+    anchor_ratios: tuple = (0.5, 1.0, 2.0)
+    # region proposal network
+    rpn_nms_threshold: float = 0.7
+    rpn_pre_nms: int = 3000
+    rpn_pre_nms_train: int = 1000
+    rpn_post_nms_train: int = 300
+    rpn_post_nms_inference: int = 1000
+    rpn_anchors_per_image: int = 256
+    rpn_positive_iou: float = 0.6
+    rpn_negative_iou: float = 0.3
+    # heads
+    rois_per_image: int = 96
+    roi_positive_fraction: float = 0.33
+    pool_size: int = 7
+    mask_pool_size: int = 14
+    mask_size: int = 28
+    sampling_ratio: int = 2
+    head_units: int = 256
+    mask_channels: int = 64
+    box_std: tuple = (0.1, 0.1, 0.2, 0.2)
+    # detection (Astro R-CNN settings)
+    detection_min_confidence: float = 0.5
+    detection_nms_threshold: float = 0.3
+    detection_max_instances: int = 500
+    mask_threshold: float = 0.5
+    # input: eq. 1 scale A
+    normalisation_scale: float = 1.0
+
+    def __post_init__(self):
+        self.bands = tuple(self.bands)
+        self.classes = tuple(self.classes)
+        self.stage_widths = tuple(self.stage_widths)
+        self.anchor_scales = tuple(self.anchor_scales)
+        self.anchor_ratios = tuple(float(r) for r in self.anchor_ratios)
+        self.box_std = tuple(float(s) for s in self.box_std)
+        if self.backbone_depth not in RESNET_BLOCKS:
+            raise ValueError(f"backbone_depth must be one of {sorted(RESNET_BLOCKS)}, "
+                             f"got {self.backbone_depth}")
+        if len(self.stage_widths) != 4:
+            raise ValueError("stage_widths needs 4 values (ResNet stages C2..C5)")
+        if len(self.anchor_scales) != 5:
+            raise ValueError("anchor_scales needs 5 values (pyramid levels P2..P6)")
+
+    @property
+    def n_classes(self):
+        return len(self.classes)
+
+    @property
+    def n_anchors(self):
+        """Anchors per feature-map position."""
+        return len(self.anchor_ratios)
+
+    def to_dict(self):
+        """JSON-ready dict (tuples as lists)."""
+        return {key: list(value) if isinstance(value, tuple) else value
+                for key, value in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, values):
+        """Build from :meth:`to_dict` output; unknown keys are an error."""
+        known = {f.name for f in fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise ValueError(f"unknown Mask R-CNN settings: {', '.join(sorted(unknown))}")
+        return cls(**values)
+
+    def replace(self, **changes):
+        """A copy with some settings changed."""
+        values = asdict(self)
+        values.update(changes)
+        return type(self)(**values)

@@ -1,0 +1,170 @@
+"""The Mask R-CNN model object, its construction, saving and the ``detect`` entry."""
+
+from functools import lru_cache
+
+import keras
+import numpy as np
+from keras import ops
+
+from ...evaluate import Instances
+from .anchors import decode_boxes, generate_anchors
+from .backbone import build_backbone
+from .config import MaskRCNNConfig
+from .detection import paste_masks, select_detections
+from .heads import build_box_head, build_mask_head
+from .roi_align import roi_align
+from .rpn import build_rpn_head, flatten_rpn_outputs, propose
+
+#: Image sides are padded to a multiple of this (the stride of P6).
+SIZE_MULTIPLE = 64
+
+
+@keras.saving.register_keras_serializable(package="astrodask")
+class MaskRCNN(keras.Model):
+    """Backbone + FPN, RPN head, box head and mask head, with their settings.
+
+    Calling the model on a batch of standardised images (B, H, W, bands)
+    returns ``(pyramid, rpn_logits, rpn_deltas)``: the five FPN levels and
+    the objectness logits (B, N) and deltas (B, N, 4) of all N anchors. The
+    two heads (``box_head``, ``mask_head``) take ROIAlign crops; see
+    :func:`detect` for the whole inference path.
+    """
+
+    def __init__(self, config=None, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(config, dict):
+            config = MaskRCNNConfig.from_dict(config)
+        self.config = config or MaskRCNNConfig()
+        self.backbone = build_backbone(self.config)
+        self.rpn_head = build_rpn_head(self.config)
+        self.box_head = build_box_head(self.config)
+        self.mask_head = build_mask_head(self.config)
+
+    def call(self, images, training=False):
+        pyramid = self.backbone(images, training=training)
+        level_outputs = [self.rpn_head(level, training=training) for level in pyramid]
+        logits, deltas = flatten_rpn_outputs(level_outputs)
+        return pyramid, logits, deltas
+
+    def build(self, input_shape=None):
+        self.built = True
+
+    def get_config(self):
+        return {"name": self.name, "config": self.config.to_dict()}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+def build_maskrcnn(config=None, **settings):
+    """Build a randomly initialised Mask R-CNN.
+
+    Parameters
+    ----------
+    config : MaskRCNNConfig, optional
+        Settings; defaults to the shipped small model.
+    **settings
+        Individual settings overriding ``config`` (e.g. ``backbone_depth=50``).
+    """
+    config = config or MaskRCNNConfig()
+    if settings:
+        config = config.replace(**settings)
+    model = MaskRCNN(config, name="maskrcnn")
+    model.build()
+    return model
+
+
+def load_maskrcnn(path):
+    """Load a Mask R-CNN saved with ``model.save(path)`` (a ``.keras`` file)."""
+    model = keras.saving.load_model(path, compile=False)
+    if not isinstance(model, MaskRCNN):
+        raise TypeError(f"{path} holds a {type(model).__name__}, not a Mask R-CNN")
+    return model
+
+
+@lru_cache(maxsize=8)
+def cached_anchors(image_shape, scales, ratios):
+    """Anchors for a padded image shape (cached: they depend on nothing else)."""
+    anchors = generate_anchors(image_shape, scales, ratios)
+    anchors.setflags(write=False)
+    return anchors
+
+
+def pad_images(images):
+    """Pad (B, H, W, C) images with zeros (the sky after eq. 1) to multiples of 64."""
+    _, height, width, _ = images.shape
+    pad_h = -height % SIZE_MULTIPLE
+    pad_w = -width % SIZE_MULTIPLE
+    if pad_h or pad_w:
+        images = np.pad(images, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)))
+    return images
+
+
+def _split(values, counts):
+    return np.split(values, np.cumsum(counts)[:-1]) if len(counts) else []
+
+
+def detect(model, images, **settings):
+    """Detect, classify and segment the sources of standardised images.
+
+    Parameters
+    ----------
+    model : MaskRCNN
+    images : ndarray, shape (B, H, W, bands) or (H, W, bands)
+        Images standardised with
+        :func:`astrodask.models.maskrcnn.normalise_bands` (channels last).
+    **settings
+        Detection settings overriding the model's for this call, e.g.
+        ``detection_nms_threshold=0.2`` for dense fields or
+        ``detection_min_confidence``.
+
+    Returns
+    -------
+    list of astrodask.evaluate.Instances
+        One per image: ``boxes`` (y1, x1, y2, x2; pixel, ends exclusive),
+        ``class_ids`` (1 star, 2 galaxy), ``scores`` and boolean ``masks``
+        (N, H, W) at image resolution.
+    """
+    config = model.config.replace(**settings) if settings else model.config
+    images = np.asarray(images, dtype=np.float32)
+    if images.ndim == 3:
+        images = images[None]
+    if images.ndim != 4 or images.shape[-1] != len(config.bands):
+        raise ValueError(f"expected images (B, H, W, {len(config.bands)}), got {images.shape}")
+    n_images, height, width, _ = images.shape
+    padded = pad_images(images)
+    pyramid, logits, deltas = model(padded, training=False)
+    anchors = cached_anchors(padded.shape[1:3], config.anchor_scales, config.anchor_ratios)
+
+    proposals = [propose(logits[i], deltas[i], anchors, (height, width), config,
+                         config.rpn_post_nms_inference) for i in range(n_images)]
+    counts = [len(p) for p in proposals]
+    all_proposals = np.concatenate(proposals) if proposals else np.zeros((0, 4), np.float32)
+    batch_index = np.repeat(np.arange(n_images), counts)
+    pooled = roi_align(pyramid[:4], all_proposals, batch_index, config.pool_size,
+                       config.sampling_ratio)
+    class_logits, box_deltas = model.box_head(pooled, training=False)
+    probs = ops.convert_to_numpy(ops.softmax(class_logits, axis=-1))
+    refined = ops.convert_to_numpy(decode_boxes(
+        ops, box_deltas, ops.convert_to_tensor(all_proposals[:, None, :]), config.box_std))
+
+    picked = []
+    for i, (props, prob, boxes) in enumerate(zip(proposals, _split(probs, counts),
+                                                 _split(refined, counts))):
+        picked.append(select_detections(props, prob, boxes, config, (height, width)))
+    det_counts = [len(p[0]) for p in picked]
+    det_boxes = np.concatenate([p[0] for p in picked])
+    det_classes = np.concatenate([p[1] for p in picked])
+    mask_rois = roi_align(pyramid[:4], det_boxes, np.repeat(np.arange(n_images), det_counts),
+                          config.mask_pool_size, config.sampling_ratio)
+    mask_logits = model.mask_head(mask_rois, training=False)
+    mask_probs = ops.convert_to_numpy(ops.sigmoid(mask_logits))
+    mask_probs = mask_probs[np.arange(len(det_classes)), :, :, det_classes] \
+        if len(det_classes) else np.zeros((0, config.mask_size, config.mask_size))
+
+    results = []
+    for (boxes, class_ids, scores), probs_i in zip(picked, _split(mask_probs, det_counts)):
+        masks = paste_masks(probs_i, boxes, (height, width), config.mask_threshold)
+        results.append(Instances(boxes, class_ids, scores, masks))
+    return results

@@ -1,0 +1,103 @@
+"""ROIAlign on the feature pyramid, bilinear, with ``keras.ops``.
+
+Each box is pooled from one pyramid level chosen by its size. Sample
+positions and bilinear weights depend only on the boxes (which carry no
+gradient in Mask R-CNN), so they are computed in NumPy; the feature maps are
+read with ``keras.ops.take`` and combined with ``keras.ops``, so gradients
+flow into the features and the same code runs on TensorFlow and JAX.
+"""
+
+import numpy as np
+from keras import ops
+
+from .anchors import LEVEL_STRIDES
+
+#: Box size (sqrt of area, pixels) pooled from P2; each doubling moves one level up.
+CANONICAL_SIZE = 16.0
+
+#: RoIs pooled per gather, to bound the memory of the interpolation.
+CHUNK = 512
+
+
+def roi_levels(boxes):
+    """Pyramid level index (0 for P2 .. 3 for P5) of each box."""
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    size = np.sqrt(np.maximum((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]), 1.0))
+    return np.clip(np.round(np.log2(size / CANONICAL_SIZE)), 0, 3).astype(int)
+
+
+def _sample_grid(lo, hi, n, limit):
+    """Integer neighbours and weights of ``n`` evenly spaced samples in [lo, hi)."""
+    t = (np.arange(n) + 0.5) / n
+    pos = lo[:, None] + t[None, :] * (hi - lo)[:, None] - 0.5  # feature pixel centres at i + 0.5
+    pos = np.clip(pos, 0.0, limit - 1)
+    low = np.floor(pos).astype(np.int64)
+    high = np.minimum(low + 1, limit - 1)
+    frac = (pos - low).astype(np.float32)
+    return low, high, frac
+
+
+def _crop_level(feature, boxes, batch_index, output_size, sampling_ratio, stride):
+    _, height, width, channels = feature.shape
+    n_boxes, size, ratio = len(boxes), output_size, sampling_ratio
+    scaled = boxes / stride
+    y0, y1, fy = _sample_grid(scaled[:, 0], scaled[:, 2], size * ratio, height)
+    x0, x1, fx = _sample_grid(scaled[:, 1], scaled[:, 3], size * ratio, width)
+    base = (batch_index.astype(np.int64) * height * width)[:, None, None]
+    rows = [(y0, 1 - fy), (y1, fy)]
+    cols = [(x0, 1 - fx), (x1, fx)]
+    # every bin averages ratio x ratio samples of 4 bilinear neighbours:
+    # one gather of (bins, 4 ratio^2) rows and one weighted sum
+    index = np.stack([base + yi[:, :, None] * width + xi[:, None, :]
+                      for yi, _ in rows for xi, _ in cols], axis=-1)
+    weight = np.stack([wy[:, :, None] * wx[:, None, :]
+                       for _, wy in rows for _, wx in cols], axis=-1) / ratio ** 2
+    def per_bin(a):
+        a = a.reshape(n_boxes, size, ratio, size, ratio, 4).transpose(0, 1, 3, 2, 4, 5)
+        return a.reshape(n_boxes, size, size, 4 * ratio * ratio)
+    index, weight = per_bin(index), per_bin(weight).astype(np.float32)
+    flat = ops.reshape(feature, (-1, channels))
+    values = ops.take(flat, ops.convert_to_tensor(index.reshape(-1).astype("int32")), axis=0)
+    values = ops.reshape(values, index.shape + (channels,))
+    return ops.sum(values * weight[..., None], axis=3)
+
+
+def roi_align(features, boxes, batch_index, output_size, sampling_ratio=2):
+    """Pool a fixed-size feature crop for every box.
+
+    Parameters
+    ----------
+    features : list of tensors
+        Pyramid levels P2..P5, each (B, h, w, C).
+    boxes : ndarray, shape (N, 4)
+        ``(y1, x1, y2, x2)`` in image pixels.
+    batch_index : ndarray of int, shape (N,)
+        Image of each box in the batch.
+    output_size : int
+        Side of the pooled crop.
+    sampling_ratio : int
+        Bilinear samples per bin along each axis, averaged.
+
+    Returns
+    -------
+    tensor, shape (N, output_size, output_size, C)
+    """
+    boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+    batch_index = np.asarray(batch_index, dtype=np.int64).reshape(-1)
+    channels = features[0].shape[-1]
+    if len(boxes) == 0:
+        return ops.zeros((0, output_size, output_size, channels), dtype=features[0].dtype)
+    levels = roi_levels(boxes)
+    pieces, order = [], []
+    for level in range(4):
+        index = np.flatnonzero(levels == level)
+        for start in range(0, len(index), CHUNK):
+            chunk = index[start:start + CHUNK]
+            pieces.append(_crop_level(features[level], boxes[chunk], batch_index[chunk],
+                                      output_size, sampling_ratio, LEVEL_STRIDES[level]))
+            order.append(chunk)
+    pooled = pieces[0] if len(pieces) == 1 else ops.concatenate(pieces, axis=0)
+    inverse = np.argsort(np.concatenate(order), kind="stable")
+    if np.array_equal(inverse, np.arange(len(inverse))):
+        return pooled
+    return ops.take(pooled, ops.convert_to_tensor(inverse.astype("int32")), axis=0)

@@ -1,0 +1,296 @@
+"""Fit loop of Mask R-CNN: batches of augmented crops, checkpoints, resume.
+
+Training runs eagerly with a TensorFlow ``GradientTape`` (the forward pass
+is the same Keras/``keras.ops`` code as inference; target sampling and
+proposal NMS are NumPy in between). A run directory holds everything needed
+to resume: the latest weights, the optimizer's slots, the step and the loss
+history; the random choices of step ``k`` depend only on ``(seed, k)``, so a
+resumed run draws the same batches as an uninterrupted one.
+"""
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..models.maskrcnn import MaskRCNNConfig, build_maskrcnn
+from ..models.maskrcnn.model import cached_anchors
+from ..models.maskrcnn.roi_align import roi_align
+from ..models.maskrcnn.rpn import propose, rpn_targets
+from .maskrcnn_data import augment, random_crop
+from .maskrcnn_losses import head_losses, rpn_losses
+from .maskrcnn_targets import roi_targets
+
+LOSS_NAMES = ("rpn_class", "rpn_box", "class", "box", "mask")
+WEIGHTS_FILE = "checkpoint.weights.h5"
+OPTIMIZER_FILE = "optimizer.npz"
+STATE_FILE = "state.json"
+
+
+@dataclass
+class TrainSettings:
+    """How a run trains (the model itself is set by MaskRCNNConfig)."""
+
+    steps: int = 20000
+    batch_size: int = 4
+    crop_size: int = 128
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup_steps: int = 200
+    clip_norm: float = 5.0
+    blur_probability: float = 0.1
+    offset_sigma: float = 0.2
+    seed: int = 0
+    checkpoint_every_s: float = 300.0
+    log_every: int = 20
+
+
+def learning_rate_at(step, settings):
+    """Linear warm-up, then cosine decay to 5% of the base rate at ``settings.steps``."""
+    if step < settings.warmup_steps:
+        return settings.learning_rate * (step + 1) / settings.warmup_steps
+    progress = min(1.0, (step - settings.warmup_steps) / max(1, settings.steps - settings.warmup_steps))
+    return settings.learning_rate * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def make_batch(pool, step, settings):
+    """The augmented crops of step ``step`` (a function of seed and step only)."""
+    rng = np.random.default_rng([settings.seed, step])
+    batch = []
+    for _ in range(settings.batch_size):
+        example = pool[int(rng.integers(len(pool)))]
+        example = random_crop(example, settings.crop_size, rng)
+        batch.append(augment(example, rng, settings.blur_probability, settings.offset_sigma))
+    return batch, rng
+
+
+def compute_losses(model, batch, rng, training=True, runners=None):
+    """Forward pass and the five losses of one batch (call under a GradientTape).
+
+    ``runners`` optionally replaces the three network calls (backbone + RPN,
+    box head, mask head) with compiled versions, see :func:`compiled_runners`.
+    """
+    config = model.config
+    forward, box_head, mask_head = runners or (
+        lambda x: model(x, training=training),
+        lambda r: model.box_head(r, training=training),
+        lambda r: model.mask_head(r, training=training))
+    images = np.stack([ex.image for ex in batch])
+    shape = images.shape[1:3]
+    anchors = cached_anchors(shape, config.anchor_scales, config.anchor_ratios)
+    targets = [rpn_targets(anchors, ex.boxes, config, rng) for ex in batch]
+    labels = np.stack([t[0] for t in targets])
+    anchor_deltas = np.stack([t[1] for t in targets])
+
+    pyramid, logits, deltas = forward(images)
+    rpn_class, rpn_box = rpn_losses(logits, deltas, labels, anchor_deltas)
+
+    positives, negatives = [], []
+    for i, ex in enumerate(batch):
+        proposals = propose(logits[i], deltas[i], anchors, shape, config,
+                            config.rpn_post_nms_train, config.rpn_pre_nms_train)
+        rois, classes, box_targets, masks = roi_targets(proposals, ex.boxes, ex.class_ids,
+                                                        ex.masks, config, rng)
+        n_pos = len(masks)
+        index = np.full(len(rois), i)
+        positives.append((rois[:n_pos], classes[:n_pos], box_targets[:n_pos], masks, index[:n_pos]))
+        negatives.append((rois[n_pos:], classes[n_pos:], box_targets[n_pos:], index[n_pos:]))
+    # all positives first: the mask loss takes the leading P RoIs
+    rois = np.concatenate([p[0] for p in positives] + [n[0] for n in negatives])
+    classes = np.concatenate([p[1] for p in positives] + [n[1] for n in negatives])
+    box_targets = np.concatenate([p[2] for p in positives] + [n[2] for n in negatives])
+    batch_index = np.concatenate([p[4] for p in positives] + [n[3] for n in negatives])
+    mask_targets = np.concatenate([p[3] for p in positives])
+    n_pos = len(mask_targets)
+
+    pooled = roi_align(pyramid[:4], rois, batch_index, config.pool_size, config.sampling_ratio)
+    class_logits, box_deltas = box_head(pooled)
+    mask_pooled = roi_align(pyramid[:4], rois[:n_pos], batch_index[:n_pos],
+                            config.mask_pool_size, config.sampling_ratio)
+    mask_logits = mask_head(mask_pooled)
+    head = head_losses(class_logits, box_deltas, mask_logits, classes, box_targets, mask_targets)
+    return dict(zip(LOSS_NAMES, (rpn_class, rpn_box) + tuple(head)))
+
+
+def _write_atomic_json(path, value):
+    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(value, indent=1) + "\n")
+    os.replace(tmp, path)
+
+
+def save_checkpoint(run_dir, model, optimizer, state):
+    """Write weights, optimizer slots and state; each file replaced whole."""
+    run_dir = Path(run_dir)
+    tmp_weights = run_dir / "checkpoint-next.weights.h5"
+    model.save_weights(tmp_weights)
+    os.replace(tmp_weights, run_dir / WEIGHTS_FILE)
+    tmp_opt = run_dir / f"{OPTIMIZER_FILE}.tmp-{os.getpid()}.npz"
+    np.savez(tmp_opt, *[np.asarray(v.numpy()) for v in optimizer.variables])
+    os.replace(tmp_opt, run_dir / OPTIMIZER_FILE)
+    _write_atomic_json(run_dir / STATE_FILE, state)
+
+
+def _restore(run_dir, model, optimizer):
+    run_dir = Path(run_dir)
+    model.load_weights(run_dir / WEIGHTS_FILE)
+    optimizer.build(model.trainable_variables)
+    with np.load(run_dir / OPTIMIZER_FILE) as data:
+        values = [data[f"arr_{i}"] for i in range(len(data.files))]
+    if len(values) != len(optimizer.variables):
+        raise ValueError("optimizer checkpoint does not match the model")
+    for variable, value in zip(optimizer.variables, values):
+        variable.assign(value)
+    return json.loads((run_dir / STATE_FILE).read_text())
+
+
+def train_maskrcnn(pool, run_dir, config=None, settings=None, max_seconds=None, log=print):
+    """Train (or resume training) a Mask R-CNN on a pool of examples.
+
+    Parameters
+    ----------
+    pool : list of Example
+        Standardised images with truth; crops are drawn from them.
+    run_dir : str or Path
+        Run directory; a checkpoint there is resumed (its model settings
+        win over ``config``).
+    config : MaskRCNNConfig, optional
+    settings : TrainSettings, optional
+    max_seconds : float, optional
+        Stop (after checkpointing) once this much wall time has passed.
+    log : callable
+        Receives one line of progress at a time.
+
+    Returns
+    -------
+    model : MaskRCNN
+        The trained model (also saved as ``run_dir/model.keras``).
+    state : dict
+        Step, training seconds and loss history.
+    """
+    import keras
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    settings = settings or TrainSettings()
+    resuming = (run_dir / STATE_FILE).exists()
+    if resuming:
+        saved = json.loads((run_dir / STATE_FILE).read_text())
+        config = MaskRCNNConfig.from_dict(saved["config"])
+        settings = TrainSettings(**{**saved["settings"], "steps": settings.steps})
+    config = config or MaskRCNNConfig()
+    model = build_maskrcnn(config)
+    optimizer = keras.optimizers.AdamW(learning_rate=settings.learning_rate,
+                                       weight_decay=settings.weight_decay,
+                                       global_clipnorm=settings.clip_norm)
+    if resuming:
+        state = _restore(run_dir, model, optimizer)
+        log(f"resumed at step {state['step']}")
+    else:
+        state = {"step": 0, "train_seconds": 0.0, "history": [],
+                 "config": config.to_dict(), "settings": asdict(settings)}
+    state["settings"]["steps"] = settings.steps
+
+    runners, apply = compiled_runners(model, optimizer)
+    start = time.monotonic()
+    last_save = start
+    running = np.zeros(len(LOSS_NAMES))
+    n_running = 0
+    step_start_total = state["train_seconds"]
+    while state["step"] < settings.steps:
+        step = state["step"]
+        batch, rng = make_batch(pool, step, settings)
+        optimizer.learning_rate.assign(learning_rate_at(step, settings))
+        losses, total = _train_step(model, runners, apply, batch, rng)
+        running += [float(losses[name]) for name in LOSS_NAMES]
+        n_running += 1
+        state["step"] = step + 1
+        state["train_seconds"] = step_start_total + time.monotonic() - start
+        if state["step"] % settings.log_every == 0 or state["step"] == settings.steps:
+            mean = running / n_running
+            entry = {"step": state["step"], "seconds": round(state["train_seconds"], 1),
+                     **{name: round(float(v), 4) for name, v in zip(LOSS_NAMES, mean)}}
+            state["history"].append(entry)
+            log(" ".join(f"{k}={v}" for k, v in entry.items()))
+            running[:] = 0
+            n_running = 0
+        now = time.monotonic()
+        out_of_time = max_seconds is not None and now - start >= max_seconds
+        if now - last_save >= settings.checkpoint_every_s or out_of_time \
+                or state["step"] == settings.steps:
+            save_checkpoint(run_dir, model, optimizer, state)
+            last_save = now
+        if out_of_time:
+            log(f"time limit reached at step {state['step']}")
+            break
+    if state["step"] == 0 or not (run_dir / STATE_FILE).exists():
+        save_checkpoint(run_dir, model, optimizer, state)
+    tmp_model = run_dir / "model-next.keras"
+    model.save(tmp_model)
+    os.replace(tmp_model, run_dir / "model.keras")
+    return model, state
+
+
+def compiled_runners(model, optimizer):
+    """TensorFlow-compiled network calls and optimizer update for training.
+
+    Eager TensorFlow spends most of a CPU step dispatching small ops; the
+    compiled functions run the same Keras layers as one graph each.
+    """
+    import tensorflow as tf
+
+    variables = model.trainable_variables
+    forward = tf.function(lambda x: model(x, training=True))
+    box_head = tf.function(lambda r: model.box_head(r, training=True), reduce_retracing=True)
+    mask_head = tf.function(lambda r: model.mask_head(r, training=True), reduce_retracing=True)
+    apply = tf.function(lambda grads: optimizer.apply_gradients(zip(grads, variables)))
+    return (forward, box_head, mask_head), apply
+
+
+def _train_step(model, runners, apply, batch, rng):
+    import tensorflow as tf
+
+    with tf.GradientTape() as tape:
+        losses = compute_losses(model, batch, rng, training=True, runners=runners)
+        total = sum(losses.values())
+    variables = model.trainable_variables
+    grads = tape.gradient(total, variables)
+    grads = [g if g is not None else tf.zeros_like(v) for g, v in zip(grads, variables)]
+    apply(grads)
+    return losses, total
+
+
+def train_from_simulations(run_dir, n_fields=160, field_size=256, seed=0, preset="decam",
+                           star_density=None, config=None, settings=None, max_seconds=None,
+                           log=print):
+    """Simulate a training pool (cached in ``run_dir``) and train on it.
+
+    The pool is ``n_fields`` fields of ``field_size``² pixels with seeds
+    ``seed .. seed + n_fields - 1`` (``star_density`` stars per arcmin²,
+    default the preset's); it is written once to
+    ``run_dir/pool.npz`` and reused when the run resumes. Keep evaluation
+    seeds outside that range.
+
+    Returns the same as :func:`train_maskrcnn`.
+    """
+    from .maskrcnn_data import load_examples, save_examples, simulated_examples
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    pool_path = run_dir / "pool.npz"
+    scale = (config or MaskRCNNConfig()).normalisation_scale
+    if pool_path.exists():
+        pool = load_examples(pool_path)
+        log(f"loaded {len(pool)} cached fields from {pool_path}")
+    else:
+        start = time.monotonic()
+        pool = simulated_examples(n_fields, field_size, seed, preset=preset, scale=scale,
+                                  star_density=star_density)
+        save_examples(pool_path, pool)
+        log(f"simulated {len(pool)} {preset} fields of {field_size}x{field_size} in "
+            f"{time.monotonic() - start:.0f} s")
+    return train_maskrcnn(pool, run_dir, config=config, settings=settings,
+                          max_seconds=max_seconds, log=log)

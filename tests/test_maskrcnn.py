@@ -1,0 +1,154 @@
+"""Mask R-CNN model: construction, ROIAlign, anchors, NMS, pasting, detect, save/load."""
+
+import numpy as np
+import pytest
+
+from astrodask.models.maskrcnn import (
+    MaskRCNNConfig, band_statistics, build_maskrcnn, detect, load_maskrcnn, normalise_bands,
+)
+from astrodask.models.maskrcnn.anchors import decode_boxes, encode_boxes, generate_anchors
+from astrodask.models.maskrcnn.detection import nms, paste_masks, select_detections
+from astrodask.models.maskrcnn.roi_align import roi_align, roi_levels
+
+TINY = dict(stem_width=8, stage_widths=(8, 8, 16, 16), fpn_channels=8, head_units=16,
+            mask_channels=8)
+
+
+@pytest.mark.parametrize("depth", [18, 34, 50, 101])
+def test_every_depth_builds_and_runs(depth):
+    model = build_maskrcnn(backbone_depth=depth, **TINY)
+    images = np.zeros((2, 64, 128, 3), dtype=np.float32)
+    pyramid, logits, deltas = model(images)
+    assert [tuple(p.shape) for p in pyramid] == [
+        (2, 16, 32, 8), (2, 8, 16, 8), (2, 4, 8, 8), (2, 2, 4, 8), (2, 1, 2, 8)]
+    n_anchors = len(generate_anchors((64, 128), model.config.anchor_scales,
+                                     model.config.anchor_ratios))
+    assert tuple(logits.shape) == (2, n_anchors)
+    assert tuple(deltas.shape) == (2, n_anchors, 4)
+
+
+def test_config_rejects_bad_depth_and_round_trips():
+    with pytest.raises(ValueError, match="backbone_depth"):
+        MaskRCNNConfig(backbone_depth=42)
+    config = MaskRCNNConfig(backbone_depth=34, detection_nms_threshold=0.2)
+    assert MaskRCNNConfig.from_dict(config.to_dict()) == config
+
+
+def test_anchor_scales_and_centres():
+    anchors = generate_anchors((64, 64), (8, 16, 32, 64, 128), (1.0,))
+    # P2 (stride 4) holds 16x16 anchors of side 8 centred on (i + 0.5) * 4
+    np.testing.assert_allclose(anchors[0], [-2, -2, 6, 6])
+    np.testing.assert_allclose(anchors[1], [-2, 2, 6, 10])
+    assert len(anchors) == 16 * 16 + 8 * 8 + 4 * 4 + 2 * 2 + 1
+    np.testing.assert_allclose(anchors[-1], [-32, -32, 96, 96])  # P6, side 128
+
+
+def test_box_encoding_round_trip():
+    rng = np.random.default_rng(1)
+    reference = np.array([[10, 10, 20, 30], [0, 0, 8, 8]], dtype=np.float32)
+    boxes = reference + rng.uniform(-2, 2, size=reference.shape).astype(np.float32)
+    deltas = encode_boxes(boxes, reference, (0.1, 0.1, 0.2, 0.2))
+    np.testing.assert_allclose(decode_boxes(np, deltas, reference, (0.1, 0.1, 0.2, 0.2)),
+                               boxes, atol=1e-4)
+
+
+def test_roi_align_reproduces_a_linear_ramp():
+    # bilinear sampling and bin averaging are exact on a linear function
+    height, width = 32, 32
+    yy, xx = np.mgrid[:height, :width].astype(np.float32)
+    ramp = (2.0 * yy + 0.5 * xx)[None, :, :, None]
+    features = [np.concatenate([ramp, -ramp], axis=-1)] + \
+        [np.zeros((1, height // 2 ** k, width // 2 ** k, 2), np.float32) for k in (1, 2, 3)]
+    box = np.array([[20.0, 12.0, 36.0, 28.0]])  # image pixels, size 16 -> P2 (stride 4)
+    assert roi_levels(box)[0] == 0
+    assert list(roi_levels([[0, 0, 32, 32], [0, 0, 64, 64], [0, 0, 500, 500]])) == [1, 2, 3]
+    out = np.asarray(roi_align(features, box, [0], output_size=4, sampling_ratio=2))
+    # bin centres in feature coordinates (pixel centre at i + 0.5)
+    fy = (20.0 + (np.arange(4) + 0.5) * 4.0) / 4.0 - 0.5
+    fx = (12.0 + (np.arange(4) + 0.5) * 4.0) / 4.0 - 0.5
+    expected = 2.0 * fy[:, None] + 0.5 * fx[None, :]
+    np.testing.assert_allclose(out[0, :, :, 0], expected, atol=1e-5)
+    np.testing.assert_allclose(out[0, :, :, 1], -expected, atol=1e-5)
+
+
+def test_roi_align_keeps_box_order_across_levels():
+    features = [np.full((2, 64 // 2 ** k, 64 // 2 ** k, 1), float(k + 1), np.float32)
+                for k in range(4)]
+    features[0][1] = 10.0  # second image of P2
+    boxes = np.array([[0, 0, 64, 64], [0, 0, 8, 8], [0, 0, 8, 8], [0, 0, 32, 32]], np.float32)
+    out = np.asarray(roi_align(features, boxes, [0, 0, 1, 0], output_size=2))
+    np.testing.assert_allclose(out[:, 0, 0, 0], [3.0, 1.0, 10.0, 2.0])
+
+
+def test_nms_known_case():
+    boxes = np.array([[0, 0, 10, 10], [0, 1, 10, 11], [20, 20, 30, 30], [0, 5, 10, 15]])
+    scores = np.array([0.9, 0.8, 0.7, 0.6])
+    # box 1 overlaps box 0 at IoU 0.82 (dropped); box 3 overlaps box 0 at 0.33
+    np.testing.assert_array_equal(nms(boxes, scores, 0.5, 10), [0, 2, 3])
+    np.testing.assert_array_equal(nms(boxes, scores, 0.3, 10), [0, 2])
+    np.testing.assert_array_equal(nms(boxes, scores, 0.5, 2), [0, 2])
+
+
+def test_select_detections_per_class_nms_and_confidence():
+    config = MaskRCNNConfig(detection_nms_threshold=0.3, detection_min_confidence=0.5)
+    proposals = np.zeros((4, 4), np.float32)
+    probs = np.array([[0.1, 0.8, 0.1],    # star
+                      [0.1, 0.1, 0.8],    # galaxy on the same box: kept (other class)
+                      [0.1, 0.7, 0.2],    # star overlapping the first: suppressed
+                      [0.6, 0.2, 0.2]])   # background
+    boxes = np.zeros((4, 3, 4), np.float32)
+    boxes[:, :] = [0, 0, 10, 10]
+    boxes[2, 1] = [0, 1, 10, 11]
+    out_boxes, classes, scores = select_detections(proposals, probs, boxes, config, (32, 32))
+    np.testing.assert_array_equal(classes, [1, 2])
+    np.testing.assert_allclose(scores, [0.8, 0.8])
+
+
+def test_paste_masks_fills_the_box():
+    probs = np.ones((2, 28, 28), np.float32)
+    probs[1, :, 14:] = 0.0  # right half off
+    boxes = np.array([[2.0, 3.0, 6.0, 9.0], [0.0, 0.0, 8.0, 8.0]])
+    masks = paste_masks(probs, boxes, (10, 12))
+    expected = np.zeros((10, 12), bool)
+    expected[2:6, 3:9] = True
+    np.testing.assert_array_equal(masks[0], expected)
+    assert masks[1, :8, :4].all() and not masks[1, :, 4:].any()
+
+
+def test_normalising_a_tile_matches_the_mosaic():
+    rng = np.random.default_rng(3)
+    mosaic = rng.normal([[[1.0]], [[5.0]], [[-2.0]]], [[[2.0]], [[0.5]], [[1.0]]],
+                        size=(3, 200, 300)).astype(np.float32)
+    mosaic[:, 50:53, 60:63] += 1000.0  # a bright star must not move the statistics
+    mean, std = band_statistics(mosaic)
+    np.testing.assert_allclose(mean, [1.0, 5.0, -2.0], atol=0.05)
+    np.testing.assert_allclose(std, [2.0, 0.5, 1.0], rtol=0.05)
+    whole = normalise_bands(mosaic, mean, std, scale=2.0)
+    tile = normalise_bands(mosaic[:, 64:128, 128:192], mean, std, scale=2.0)
+    assert whole.shape == (200, 300, 3)
+    np.testing.assert_array_equal(tile, whole[64:128, 128:192])
+
+
+def test_detect_returns_pasted_masks_and_survives_save_load(tmp_path):
+    model = build_maskrcnn(detection_min_confidence=0.0, detection_max_instances=20, **TINY)
+    images = np.random.default_rng(0).normal(size=(2, 70, 90, 3)).astype(np.float32)
+    results = detect(model, images)
+    assert len(results) == 2
+    for res in results:
+        assert 0 < len(res) <= 20
+        assert res.masks.shape == (len(res), 70, 90)
+        assert set(np.unique(res.class_ids)) <= {1, 2}
+        assert (res.boxes[:, 2] <= 70).all() and (res.boxes[:, 3] <= 90).all()
+        # masks stay within their boxes
+        for box, mask in zip(res.boxes, res.masks):
+            rows = np.flatnonzero(mask.any(axis=1))
+            if len(rows):
+                assert rows[0] >= np.floor(box[0]) and rows[-1] < np.ceil(box[2])
+    path = tmp_path / "tiny.keras"
+    model.save(path)
+    again = detect(load_maskrcnn(path), images)
+    for a, b in zip(results, again):
+        np.testing.assert_allclose(a.boxes, b.boxes, atol=1e-4)
+        np.testing.assert_array_equal(a.class_ids, b.class_ids)
+    # a per-call setting overrides the model's
+    assert all(len(r) <= 5 for r in detect(model, images, detection_max_instances=5))
