@@ -18,6 +18,9 @@ _API = {
     "open_mosaic": "astrodask.mosaic:open_mosaic",
     "Mosaic": "astrodask.mosaic:Mosaic",
     "TileGrid": "astrodask.mosaic:TileGrid",
+    "run": "astrodask.engine.run:run",
+    "RunConfig": "astrodask.config:RunConfig",
+    "load_config": "astrodask.config:load_config",
     "simulate": "astrodask.simulation:simulate",
     "simulate_field": "astrodask.simulation:simulate_field",
     "SimulatedField": "astrodask.simulation:SimulatedField",
@@ -32,6 +35,7 @@ _API = {
     "object_morphology": "astrodask.morphology.catalog:object_morphology",
     "colour_image": "astrodask.morphology.colour:colour_image",
     "write_colour_png": "astrodask.morphology.colour:write_colour_png",
+    "train_unet": "astrodask.train.unet:train_unet",
 }
 
 __all__ = sorted(_API) + ["__version__"]

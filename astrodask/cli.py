@@ -8,6 +8,7 @@ exceptions are reported as one line too unless ``--debug`` is given.
 
 import argparse
 import importlib
+import os
 import pkgutil
 import sys
 import warnings
@@ -39,6 +40,8 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
 def main(argv=None):
     """Entry point of the ``astrodask`` console script; returns the exit code."""
     warnings.showwarning = _one_line_warning
+    # TensorFlow's C++ start-up chatter is not for users; errors still surface as exceptions.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -1,0 +1,158 @@
+"""Run configuration: dataclasses with YAML in and out.
+
+Every option of ``astrodask run`` lives here, so a run can be described by a
+YAML file (``--config run.yaml``) and command-line flags override it. The
+resolved configuration is stored beside the outputs.
+"""
+
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from .errors import InputError
+
+
+@dataclass
+class UnetOptions:
+    """How the U-Net runs on each tile.
+
+    Attributes
+    ----------
+    mode : {"fast", "faithful"}
+        Fully convolutional over the tile, or Morpheus' 40x40 sliding windows.
+    stride : int
+        Window stride of the faithful mode (1 reproduces Morpheus).
+    flips : bool
+        Fast mode: average the 8 flips/rotations (adds variance and votes).
+    outputs : list of str
+        Which per-pixel products to keep: ``mean``, ``var``, ``votes``.
+    """
+
+    mode: str = "fast"
+    stride: int = 4
+    flips: bool = False
+    outputs: list = field(default_factory=lambda: ["mean"])
+
+
+@dataclass
+class MaskRCNNOptions:
+    """Detection settings of the Mask R-CNN (Astro R-CNN defaults)."""
+
+    min_confidence: float = 0.5
+    nms_threshold: float = 0.3
+    max_detections: int = 300
+
+
+@dataclass
+class RunConfig:
+    """Everything ``astrodask run`` needs besides the mosaic and the output folder.
+
+    Attributes
+    ----------
+    models : list of str
+        ``unet`` / ``maskrcnn`` (the shipped model for the mosaic's bands), a
+        shipped model name (``morpheus``, ``morpheus_decam``,
+        ``maskrcnn_decam``) or a path to a ``.keras`` file with a model card.
+    band_map : dict, optional
+        Model band → mosaic band, for models whose bands are named otherwise.
+    n_workers, threads_per_worker : int, optional
+        Local cluster size; default one single-threaded worker per core.
+    gpus : list of int or "all", optional
+        Run on a dask-cuda ``LocalCUDACluster`` over these GPUs.
+    scheduler, scheduler_file : str, optional
+        Join an existing cluster instead of starting one.
+    batch_size : int
+        Tiles per task.
+    restart : bool
+        Ignore done markers and recompute every tile.
+    report : str, optional
+        Write Dask's performance report HTML to this path.
+    """
+
+    models: list = field(default_factory=lambda: ["unet"])
+    band_map: dict = field(default_factory=dict)
+    n_workers: int = None
+    threads_per_worker: int = None
+    gpus: object = None
+    scheduler: str = None
+    scheduler_file: str = None
+    batch_size: int = 4
+    restart: bool = False
+    report: str = None
+    unet: UnetOptions = field(default_factory=UnetOptions)
+    maskrcnn: MaskRCNNOptions = field(default_factory=MaskRCNNOptions)
+
+    def validate(self):
+        """Check values; raise :class:`~astrodask.errors.InputError` on the first bad one."""
+        if not self.models:
+            raise InputError("no models given (e.g. --models unet,maskrcnn)")
+        if self.batch_size < 1:
+            raise InputError(f"batch size must be at least 1, got {self.batch_size}")
+        for name in ("n_workers", "threads_per_worker"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise InputError(f"{name.replace('_', '-')} must be at least 1, got {value}")
+        if self.scheduler and self.scheduler_file:
+            raise InputError("give --scheduler or --scheduler-file, not both")
+        if self.gpus is not None and (self.scheduler or self.scheduler_file):
+            raise InputError("--gpus starts a local GPU cluster; it cannot be combined "
+                             "with --scheduler")
+        if self.unet.mode not in ("fast", "faithful"):
+            raise InputError(f"unet mode must be fast or faithful, got {self.unet.mode!r}")
+        if self.unet.stride < 1:
+            raise InputError(f"unet stride must be at least 1, got {self.unet.stride}")
+        unknown = set(self.unet.outputs) - {"mean", "var", "votes"}
+        if unknown or not self.unet.outputs:
+            raise InputError(f"unet outputs must be among mean, var, votes; got "
+                             f"{', '.join(self.unet.outputs)}")
+        if not 0 <= self.maskrcnn.min_confidence <= 1:
+            raise InputError("maskrcnn min_confidence must lie in [0, 1]")
+        if not 0 < self.maskrcnn.nms_threshold <= 1:
+            raise InputError("maskrcnn nms_threshold must lie in (0, 1]")
+        return self
+
+    def to_dict(self):
+        """Plain-dict form (YAML/JSON ready)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data):
+        """Build from a dict, rejecting unknown keys with a clear message."""
+        data = dict(data or {})
+        nested = {"unet": UnetOptions, "maskrcnn": MaskRCNNOptions}
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise InputError(f"unknown configuration key(s): {', '.join(unknown)}")
+        for key, kind in nested.items():
+            if key in data:
+                value = data[key] or {}
+                sub_known = {f.name for f in fields(kind)}
+                bad = sorted(set(value) - sub_known)
+                if bad:
+                    raise InputError(f"unknown {key} option(s): {', '.join(bad)}")
+                data[key] = kind(**value)
+        return cls(**data)
+
+
+def load_config(path):
+    """Read a :class:`RunConfig` from a YAML file."""
+    import yaml
+
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise InputError(f"configuration file {path} does not exist") from None
+    except yaml.YAMLError as exc:
+        raise InputError(f"configuration file {path} is not valid YAML "
+                         f"({str(exc).splitlines()[0]})") from None
+    if data is not None and not isinstance(data, dict):
+        raise InputError(f"configuration file {path} must hold a mapping of options")
+    return RunConfig.from_dict(data).validate()
+
+
+def dump_config(config):
+    """The configuration as YAML text."""
+    import yaml
+
+    return yaml.safe_dump(config.to_dict(), sort_keys=True)

@@ -1,0 +1,1 @@
+"""Distributed inference: run the models over every tile of a mosaic on Dask."""

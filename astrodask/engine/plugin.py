@@ -1,0 +1,108 @@
+"""The worker plugin that loads the models once per worker.
+
+Registered with ``client.register_plugin``, it also runs on workers that join
+later (or are restarted after a crash). Before the first framework import it
+sets the thread pools to the worker's share of the cores and, on GPU workers,
+restricts the process to its own GPU: dask-cuda gives each worker a rotated
+``CUDA_VISIBLE_DEVICES`` whose first entry is its GPU but leaves all visible.
+"""
+
+import os
+
+from distributed import WorkerPlugin
+
+PLUGIN_NAME = "astrodask-models"
+
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                    "TF_NUM_INTRAOP_THREADS")
+
+
+def worker_environment(threads):
+    """Environment for worker processes: pools sized to ``threads``, quiet TensorFlow."""
+    env = {name: str(threads) for name in THREAD_VARIABLES}
+    env["TF_NUM_INTEROP_THREADS"] = "1"
+    env["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    return env
+
+
+def restrict_to_own_gpu():
+    """Keep only the first entry of ``CUDA_VISIBLE_DEVICES`` (this worker's GPU).
+
+    Must run before TensorFlow or JAX initialise CUDA in this process.
+    Returns the GPU id kept, or ``None`` when no GPU list is set.
+    """
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")
+    if not visible or not visible[0]:
+        return None
+    os.environ["CUDA_VISIBLE_DEVICES"] = visible[0]
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+    os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
+    return visible[0]
+
+
+def configure_framework(threads):
+    """Size TensorFlow's pools if TensorFlow is the Keras backend (before first use)."""
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        return
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError:  # already initialised in this process: keep its pools
+        pass
+    for gpu in tf.config.list_physical_devices("GPU"):
+        try:
+            tf.config.experimental.set_memory_growth(gpu, True)
+        except RuntimeError:
+            pass
+
+
+class ModelPlugin(WorkerPlugin):
+    """Loads the run's models on each worker and keeps them for its tasks.
+
+    Parameters
+    ----------
+    specs : list of ModelSpec
+    config : RunConfig
+    threads : int, optional
+        Framework threads per worker; default the worker's task threads.
+    gpu : bool
+        Restrict the worker to its own GPU.
+    """
+
+    name = PLUGIN_NAME
+
+    def __init__(self, specs, config, threads=None, gpu=False):
+        self.specs = specs
+        self.config = config
+        self.threads = threads
+        self.gpu = gpu
+        self.runners = None
+        self.gpu_id = None
+        self._mosaics = {}
+
+    def setup(self, worker):
+        if self.gpu:
+            self.gpu_id = restrict_to_own_gpu()
+        threads = self.threads or worker.state.nthreads
+        for name, value in worker_environment(threads).items():
+            os.environ.setdefault(name, value)
+        configure_framework(threads)
+        from .runners import make_runner
+
+        self.runners = [make_runner(spec, self.config) for spec in self.specs]
+
+    def teardown(self, worker):
+        self.runners = None
+        self._mosaics.clear()
+
+    def mosaic(self, path):
+        """The mosaic at ``path``, opened once per worker."""
+        if path not in self._mosaics:
+            from ..mosaic import open_mosaic
+
+            self._mosaics[path] = open_mosaic(path)
+        return self._mosaics[path]

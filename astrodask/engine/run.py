@@ -1,0 +1,249 @@
+"""``astrodask.run``: every tile of a mosaic through the models, on Dask.
+
+One task per batch of tiles; workers read tiles from the mosaic store and
+write their own outputs, so only tile indices and small summaries pass through
+the scheduler. Finished tiles carry done markers: re-running resumes.
+"""
+
+from dataclasses import dataclass, field, replace
+import datetime
+import sys
+import time
+import uuid
+from contextlib import nullcontext
+from pathlib import Path
+
+from .. import __version__
+from ..config import RunConfig, dump_config, load_config
+from ..errors import AstrodaskError, InputError
+from ..mosaic import open_mosaic
+from .results import Results, run_key
+from .specs import resolve_models
+
+
+class EngineError(AstrodaskError):
+    """A task failed on the cluster or a worker kept dying."""
+
+
+@dataclass
+class RunSummary:
+    """What a run did.
+
+    Attributes
+    ----------
+    results : Path
+        The results folder.
+    tiles_total, tiles_run, tiles_skipped : int
+        Windows in the mosaic, computed now, and found done.
+    seconds : float
+        Wall time of the compute phase.
+    cluster : str
+        Description of where it ran.
+    dashboard : str or None
+        Dask dashboard address.
+    models : list of str
+        Names of the models that ran.
+    workers : dict
+        Batches processed per worker process id.
+    """
+
+    results: Path
+    tiles_total: int
+    tiles_run: int
+    tiles_skipped: int
+    seconds: float
+    cluster: str
+    dashboard: str = None
+    models: list = field(default_factory=list)
+    workers: dict = field(default_factory=dict)
+
+    @property
+    def tiles_per_second(self):
+        return self.tiles_run / self.seconds if self.seconds > 0 else 0.0
+
+
+def resolve_config(config=None, **overrides):
+    """A validated :class:`RunConfig` from a config object, dict or YAML path plus overrides.
+
+    Overrides whose value is ``None`` are ignored, so CLI flags that were not
+    given leave the file's values alone.
+    """
+    if config is None:
+        config = RunConfig()
+    elif isinstance(config, (str, Path)):
+        config = load_config(config)
+    elif isinstance(config, dict):
+        config = RunConfig.from_dict(config)
+    updates = {k: v for k, v in overrides.items() if v is not None}
+    unknown = set(updates) - set(RunConfig.__dataclass_fields__)
+    if unknown:
+        raise InputError(f"unknown run option(s): {', '.join(sorted(unknown))}")
+    return replace(config, **updates).validate()
+
+
+def batches_of(indices, size):
+    """Fixed partition of the tile list; the same for every run of one configuration."""
+    return [indices[i:i + size] for i in range(0, len(indices), size)]
+
+
+def run(mosaic, out, *, config=None, client=None, progress=None, on_start=None, **overrides):
+    """Run the configured models over every tile of ``mosaic``.
+
+    Parameters
+    ----------
+    mosaic : str, Path or Mosaic
+        A store written by :func:`astrodask.ingest`.
+    out : str or Path
+        Results folder (created; re-used to resume).
+    config : RunConfig, dict or path to YAML, optional
+        Run options; keyword ``overrides`` (e.g. ``models=["unet"]``,
+        ``batch_size=8``, ``restart=True``) take precedence.
+    client : distributed.Client, optional
+        Use this client (e.g. from a notebook) instead of starting a cluster.
+    progress : callable, optional
+        ``progress(done_tiles, total_tiles)`` after each finished batch.
+    on_start : callable, optional
+        ``on_start(summary)`` once the cluster is up (``summary.cluster`` and
+        ``summary.dashboard`` are set), before the first task runs.
+
+    Returns
+    -------
+    RunSummary
+    """
+    from distributed import as_completed
+
+    config = resolve_config(config, **overrides)
+    if not hasattr(mosaic, "read_tile"):
+        mosaic = open_mosaic(mosaic)
+    specs = resolve_models(config.models, mosaic.bands, config.band_map)
+    results = Results(out)
+    record = {
+        "mosaic": str(Path(mosaic.path).resolve()),
+        "mosaic_inputs": mosaic.attrs["inputs"],
+        "tile_grid": mosaic.tile_grid.to_dict(),
+        "models": [{"kind": s.kind, "name": s.name, "path": s.path, "card": s.card,
+                    "band_indices": list(s.band_indices)} for s in specs],
+        "config": config.to_dict(),
+        "astrodask_version": __version__,
+        "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    record = results.prepare(run_key(mosaic, specs, config), record, dump_config(config),
+                             config.restart)
+    unet = [s for s in specs if s.kind == "unet"]
+    if unet:
+        results.create_unet_arrays(mosaic.tile_grid, unet[0].card["classes"],
+                                   config.unet.outputs, {"model": unet[0].name})
+
+    all_batches = batches_of(mosaic.tile_grid.indices(), config.batch_size)
+    todo = [b for b in all_batches if not all(results.is_done(iy, ix) for iy, ix in b)]
+    total = len(mosaic.tile_grid)
+    skipped = total - sum(len(b) for b in todo)
+    summary = RunSummary(results=results.path, tiles_total=total, tiles_run=0,
+                         tiles_skipped=skipped, seconds=0.0, cluster="(nothing to run)",
+                         models=[s.name for s in specs])
+    if todo:
+        _compute(summary, todo, mosaic, results, specs, config, client, progress, on_start,
+                 as_completed)
+    results.finish(dict(record, finished=datetime.datetime.now(
+        datetime.timezone.utc).isoformat(timespec="seconds")))
+    return summary
+
+
+def _compute(summary, todo, mosaic, results, specs, config, client, progress, on_start,
+             as_completed):
+    from .cluster import connect
+    from .plugin import ModelPlugin
+    from .tasks import process_batch
+
+    cluster = nullcontext((client, "given client")) if client is not None else connect(config)
+    with cluster as (client, description):
+        summary.cluster = description
+        summary.dashboard = getattr(client, "dashboard_link", None)
+        if on_start is not None:
+            on_start(summary)
+        _register(client, ModelPlugin(specs, config, threads=config.threads_per_worker,
+                                      gpu=config.gpus is not None))
+        report = _report_context(config.report)
+        token = uuid.uuid4().hex[:8]
+        extra = {"resources": {"GPU": 1}} if config.gpus is not None else {}
+        done = summary.tiles_skipped
+        start = time.perf_counter()
+        with report:
+            futures = {client.submit(process_batch, batch, str(Path(mosaic.path).resolve()),
+                                     str(results.path.resolve()), key=f"astrodask-{token}-{i}",
+                                     pure=False, retries=1, **extra): batch
+                       for i, batch in enumerate(todo)}
+            try:
+                for future in as_completed(futures):
+                    batch_summary = _result(future, futures[future])
+                    summary.tiles_run += batch_summary["tiles"]
+                    pid = batch_summary["pid"]
+                    summary.workers[pid] = summary.workers.get(pid, 0) + 1
+                    done += batch_summary["tiles"]
+                    if progress is not None:
+                        progress(done, summary.tiles_total)
+            except BaseException:
+                client.cancel(list(futures))
+                raise
+        summary.seconds = time.perf_counter() - start
+        if config.report:
+            _finish_report(config.report)
+
+
+def _register(client, plugin):
+    """Load the models on every worker (and on workers that join later)."""
+    try:
+        client.register_plugin(plugin, name=plugin.name)
+    except Exception as exc:
+        try:
+            client.unregister_worker_plugin(plugin.name)
+        except Exception:  # nothing registered, or the scheduler is gone: nothing to undo
+            pass
+        message = str(exc).splitlines()[0] if str(exc) else ""
+        raise EngineError(f"could not load the models on the workers: {type(exc).__name__}: "
+                          f"{message}") from None
+
+
+def _result(future, batch):
+    from distributed import KilledWorker
+
+    try:
+        return future.result()
+    except KilledWorker:
+        raise EngineError(f"workers kept dying on tiles {batch} (out of memory?); finished "
+                          "tiles are kept: fix the cause and run again to resume") from None
+    except AstrodaskError:
+        raise
+    except Exception as exc:
+        message = str(exc).splitlines()[0] if str(exc) else ""
+        raise EngineError(f"tiles {batch} failed on a worker: {type(exc).__name__}: "
+                          f"{message}") from None
+
+
+def _report_context(path):
+    if not path:
+        return nullcontext()
+    from distributed import performance_report
+
+    return performance_report(filename=str(_report_tmp(path)))
+
+
+def _report_tmp(path):
+    path = Path(path)
+    return path.with_name(f".{path.name}.tmp")
+
+
+def _finish_report(path):
+    import os
+
+    os.replace(_report_tmp(path), path)
+
+
+def print_summary(summary, stream=sys.stdout):
+    """Human-readable lines about a finished run."""
+    print(f"results in {summary.results}: {summary.tiles_run} tiles computed, "
+          f"{summary.tiles_skipped} already done, of {summary.tiles_total} "
+          f"({', '.join(summary.models)})", file=stream)
+    if summary.tiles_run:
+        print(f"{summary.seconds:.1f} s on {summary.cluster}: "
+              f"{summary.tiles_per_second:.2f} tiles/s", file=stream)

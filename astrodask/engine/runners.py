@@ -1,0 +1,93 @@
+"""Per-model tile runners: load a model once, run it on tiles, write its outputs.
+
+A runner lives on a worker (created by the
+:class:`~astrodask.engine.plugin.ModelPlugin`) and is also usable in a plain
+loop, which is how the benchmark measures the bare model.
+"""
+
+import threading
+
+import numpy as np
+
+from ..morphology.windows import classify_tile
+
+
+class UnetRunner:
+    """Morpheus U-Net on tiles; writes the window cores into ``unet.zarr``.
+
+    Parameters
+    ----------
+    spec : ModelSpec
+    options : UnetOptions
+    """
+
+    kind = "unet"
+
+    def __init__(self, spec, options):
+        from ..models.unet import load_unet
+
+        self.spec = spec
+        self.options = options
+        self.model, self.card = load_unet(spec.path)
+        self.classes = tuple(self.card["classes"])
+        # Dask may run several tasks of one worker in threads; they share the model.
+        self._lock = threading.Lock()
+        self._group = None
+
+    def open_outputs(self, results):
+        if self._group is None:
+            import zarr
+
+            self._group = zarr.open_group(str(results.unet_store), mode="r+")
+        return self._group
+
+    def predict(self, tile):
+        """Class maps of one :class:`~astrodask.mosaic.Tile` (whole window)."""
+        data = tile.data[list(self.spec.band_indices)]
+        with self._lock:
+            return classify_tile(self.model, data, mode=self.options.mode,
+                                 stride=self.options.stride, flips=self.options.flips)
+
+    def process(self, tiles, mosaic, results):
+        """Run on ``tiles`` and write each window's core; returns a small summary."""
+        group = self.open_outputs(results)
+        for tile in tiles:
+            out = self.predict(tile)
+            ys, xs = mosaic.core_slices(tile.iy, tile.ix)
+            for name in self.options.outputs:
+                group[name][:, ys, xs] = np.asarray(out[name][(slice(None),) + tile.core],
+                                                    dtype=np.float32)
+        return {"tiles": len(tiles)}
+
+
+RUNNERS = {"unet": UnetRunner}
+
+
+def make_runner(spec, config):
+    """The runner for ``spec`` with its options from ``config`` (a RunConfig)."""
+    return RUNNERS[spec.kind](spec, getattr(config, spec.kind))
+
+
+def process_tiles(runners, mosaic, results, batch):
+    """Read the tiles of ``batch``, run every runner, then mark each tile done.
+
+    Parameters
+    ----------
+    runners : list
+        Loaded runners.
+    mosaic : Mosaic
+    results : Results
+    batch : list of (iy, ix)
+
+    Returns
+    -------
+    dict
+        ``tiles`` processed and per-runner summaries.
+    """
+    tiles = [mosaic.read_tile(iy, ix) for iy, ix in batch]
+    summary = {"tiles": len(tiles)}
+    for runner in runners:
+        summary[runner.kind] = runner.process(tiles, mosaic, results)
+    for iy, ix in batch:
+        results.mark_done(iy, ix, {"models": [r.spec.name for r in runners]})
+    return summary

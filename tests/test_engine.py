@@ -1,0 +1,261 @@
+"""The distributed engine: correctness against a plain loop, resume, failures, options."""
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from astropy.wcs import WCS
+
+import astrodask
+from astrodask import cli
+from astrodask.config import RunConfig, load_config
+from astrodask.engine.results import Results
+from astrodask.engine.run import EngineError, resolve_config
+from astrodask.errors import InputError, StoreError
+
+TILE, HALO = 64, 16
+SHAPE = (150, 200)  # 5 x 7 windows of core 32
+
+
+def write_field(folder, bands="hjvz", seed=0):
+    """A small multi-band field of blobs with a TAN WCS, one FITS per band."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:SHAPE[0], :SHAPE[1]]
+    image = np.zeros(SHAPE)
+    for _ in range(25):
+        y, x = rng.uniform(0, SHAPE[0]), rng.uniform(0, SHAPE[1])
+        r = rng.uniform(1, 5)
+        image += rng.uniform(0.5, 5) * np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / (2 * r * r))
+    wcs = WCS(naxis=2)
+    wcs.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    wcs.wcs.crval = [53.1, -27.8]
+    wcs.wcs.crpix = [100, 75]
+    wcs.wcs.cdelt = [-0.06 / 3600, 0.06 / 3600]
+    paths = []
+    for band in bands:
+        header = wcs.to_header()
+        header["FILTER"] = band
+        data = (image + rng.normal(scale=0.05, size=SHAPE)).astype(np.float32)
+        path = folder / f"{band}.fits"
+        fits.writeto(path, data, header)
+        paths.append(path)
+    return paths
+
+
+@pytest.fixture(scope="module")
+def mosaic_path(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("field")
+    paths = write_field(folder)
+    astrodask.ingest(paths, folder / "m.zarr", tile=TILE, halo=HALO)
+    return folder / "m.zarr"
+
+
+@pytest.fixture(scope="module")
+def client():
+    from distributed import Client, LocalCluster
+
+    from astrodask.engine.plugin import worker_environment
+
+    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                           dashboard_address=":0", env=worker_environment(1))
+    client = Client(cluster)
+    yield client
+    client.close()
+    cluster.close()
+
+
+@pytest.fixture(scope="module")
+def reference(mosaic_path, client, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ref") / "results"
+    summary = astrodask.run(mosaic_path, out, client=client, batch_size=3)
+    assert summary.tiles_run == summary.tiles_total == 35
+    return out
+
+
+def unet_mean(results):
+    import zarr
+
+    return zarr.open_group(str(results / "unet.zarr"), mode="r")["mean"][:]
+
+
+def test_engine_matches_the_bare_model_on_every_core(mosaic_path, reference):
+    from astrodask.models.unet import load_unet
+    from astrodask.morphology.windows import classify_tile
+
+    mosaic = astrodask.open_mosaic(mosaic_path)
+    model, _ = load_unet("morpheus")
+    mean = unet_mean(reference)
+    assert mean.shape == (5, *SHAPE) and not np.isnan(mean).any()
+    np.testing.assert_allclose(mean.sum(axis=0), 1.0, atol=1e-4)
+    for iy, ix in [(0, 0), (2, 3), (4, 6)]:
+        tile = mosaic.read_tile(iy, ix)
+        expected = classify_tile(model, tile.data, mode="fast")["mean"]
+        ys, xs = mosaic.core_slices(iy, ix)
+        np.testing.assert_allclose(mean[:, ys, xs], expected[(slice(None),) + tile.core],
+                                   atol=1e-5)
+    record = Results(reference).read_run()
+    assert record["complete"] and record["models"][0]["name"] == "morpheus"
+    assert load_config(reference / "config.yaml").batch_size == 3
+
+
+def test_rerun_skips_done_tiles_and_resumes_missing_ones(mosaic_path, client, reference,
+                                                         tmp_path):
+    import shutil
+
+    out = tmp_path / "results"
+    shutil.copytree(reference, out)
+    summary = astrodask.run(mosaic_path, out, client=client, batch_size=3)
+    assert summary.tiles_run == 0 and summary.tiles_skipped == 35
+    # Lose two tiles' markers and their pixels: only their batch is recomputed.
+    import zarr
+
+    for iy, ix in [(1, 2), (1, 3)]:  # tiles 9 and 10 of the fixed batch 9..11
+        (out / "done" / f"{iy:05d}-{ix:05d}.json").unlink()
+        zarr.open_group(str(out / "unet.zarr"), mode="r+")["mean"][
+            :, iy * 32:(iy + 1) * 32, ix * 32:(ix + 1) * 32] = np.nan
+    summary = astrodask.run(mosaic_path, out, client=client, batch_size=3)
+    assert summary.tiles_run == 3  # the whole batch (1,2),(1,3),(1,4)
+    np.testing.assert_array_equal(unet_mean(out), unet_mean(reference))
+    summary = astrodask.run(mosaic_path, out, client=client, batch_size=3, restart=True)
+    assert summary.tiles_run == 35
+    np.testing.assert_array_equal(unet_mean(out), unet_mean(reference))
+
+
+def test_killed_worker_mid_run_ends_identical(mosaic_path, reference, tmp_path):
+    from distributed import Client, LocalCluster
+
+    from astrodask.engine.plugin import worker_environment
+
+    out = tmp_path / "results"
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                      dashboard_address=":0", env=worker_environment(1)) as cluster, \
+            Client(cluster) as client:
+        pids = list(client.run(os.getpid).values())
+        killed = []
+
+        def kill_when_started():
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline and not killed:
+                if (out / "done").exists() and any((out / "done").iterdir()):
+                    os.kill(pids[0], signal.SIGKILL)
+                    killed.append(pids[0])
+                time.sleep(0.05)
+
+        killer = threading.Thread(target=kill_when_started)
+        killer.start()
+        summary = astrodask.run(mosaic_path, out, client=client, batch_size=3)
+        killer.join()
+    assert killed, "the worker was never killed"
+    assert summary.tiles_run + summary.tiles_skipped == 35
+    np.testing.assert_array_equal(unet_mean(out), unet_mean(reference))
+    assert Results(out).read_run()["complete"]
+
+
+def test_interrupted_run_resumes_to_identical_outputs(mosaic_path, reference, tmp_path):
+    out = tmp_path / "results"
+    command = [sys.executable, "-m", "astrodask.cli", "run", str(mosaic_path), "--out", str(out),
+               "--n-workers", "1", "--batch-size", "3", "--quiet"]
+    process = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if (out / "done").exists() and len(list((out / "done").iterdir())) >= 3:
+            break
+        assert process.poll() is None, "run finished before it could be interrupted"
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)  # the whole run: client, scheduler and workers
+    process.wait()
+    done_before = len(list((out / "done").iterdir()))
+    assert 3 <= done_before < 35
+    assert not Results(out).read_run()["complete"]
+    result = subprocess.run(command, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert f"{35 - done_before} tiles computed" in result.stdout or done_before % 3
+    np.testing.assert_array_equal(unet_mean(out), unet_mean(reference))
+    assert Results(out).read_run()["complete"]
+
+
+def test_results_of_another_run_are_not_mixed(mosaic_path, client, reference, tmp_path):
+    import shutil
+
+    out = tmp_path / "results"
+    shutil.copytree(reference, out)
+    with pytest.raises(StoreError, match="different mosaic, models or options"):
+        astrodask.run(mosaic_path, out, client=client, batch_size=4)
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "x.txt").write_text("mine")
+    with pytest.raises(StoreError, match="not an astrodask results folder"):
+        astrodask.run(mosaic_path, foreign, client=client)
+
+
+def test_band_checks_and_band_map(tmp_path, client):
+    paths = write_field(tmp_path, bands="abcd", seed=1)
+    astrodask.ingest(paths, tmp_path / "m.zarr", tile=TILE, halo=HALO)
+    with pytest.raises(InputError, match="expects bands H,J,V,Z; the mosaic has a,b,c,d"):
+        astrodask.run(tmp_path / "m.zarr", tmp_path / "r1", client=client, models=["morpheus"])
+    with pytest.raises(InputError, match="no shipped unet model takes bands a,b,c,d"):
+        astrodask.run(tmp_path / "m.zarr", tmp_path / "r2", client=client)
+    summary = astrodask.run(tmp_path / "m.zarr", tmp_path / "r3", client=client,
+                            band_map={"H": "d", "J": "c", "V": "a", "Z": "b"})
+    assert summary.tiles_run == 35
+    record = Results(tmp_path / "r3").read_run()
+    assert record["models"][0]["band_indices"] == [3, 2, 0, 1]
+
+
+def test_performance_report(mosaic_path, client, tmp_path):
+    out = tmp_path / "results"
+    report = tmp_path / "report.html"
+    astrodask.run(mosaic_path, out, client=client, batch_size=35, report=str(report))
+    assert report.stat().st_size > 1000 and b"<html" in report.read_bytes()[:2000].lower()
+
+
+def test_config_yaml_and_overrides(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("models: [unet]\nbatch_size: 7\nunet:\n  mode: faithful\n  stride: 5\n")
+    config = resolve_config(path, batch_size=None, n_workers=3)
+    assert config.batch_size == 7 and config.n_workers == 3
+    assert config.unet.mode == "faithful" and config.unet.stride == 5
+    assert RunConfig.from_dict(config.to_dict()) == config
+    path.write_text("batchsize: 7\n")
+    with pytest.raises(InputError, match="unknown configuration key"):
+        load_config(path)
+    path.write_text("unet: {mode: slow}\n")
+    with pytest.raises(InputError, match="unet mode must be fast or faithful"):
+        load_config(path)
+
+
+def test_gpus_without_gpu_is_a_clear_error(mosaic_path, tmp_path, capsys):
+    code = cli.main(["run", str(mosaic_path), "--out", str(tmp_path / "r"), "--gpus"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert err == ["astrodask: error: --gpus was given but no NVIDIA GPU is visible on "
+                   "this machine"]
+    assert "dask_cuda" not in sys.modules
+
+
+def test_missing_store_cli(tmp_path, capsys):
+    code = cli.main(["run", str(tmp_path / "nothing.zarr"), "--out", str(tmp_path / "r")])
+    assert code == 2
+    assert capsys.readouterr().err.strip() == (
+        f"astrodask: error: mosaic store {tmp_path / 'nothing.zarr'} does not exist")
+
+
+def test_model_that_fails_to_load_on_workers_is_one_line(mosaic_path, client, tmp_path):
+    # A model file that is not a Keras archive fails on the workers, not on the client.
+    bad = tmp_path / "broken.keras"
+    bad.write_bytes(b"not a zip")
+    (tmp_path / "broken.card.json").write_text(
+        '{"name": "broken", "architecture": "unet", "bands": ["h", "j", "v", "z"], '
+        '"pixel_scale_arcsec": 0.06, "normalisation": {}, "classes": ["a", "b"]}')
+    with pytest.raises(EngineError, match="could not load the models on the workers") as info:
+        astrodask.run(mosaic_path, tmp_path / "r", client=client, models=[str(bad)])
+    assert "\n" not in str(info.value)
+    # The client is still usable for a good run afterwards.
+    assert astrodask.run(mosaic_path, tmp_path / "r2", client=client, batch_size=35).tiles_run
