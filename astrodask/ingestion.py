@@ -252,12 +252,17 @@ class _BandStats:
     def summary(self):
         if self.n_good == 0:
             return {"n_good": 0}
+        from astropy.stats import sigma_clipped_stats
+
         sample = np.concatenate(self.samples)
         median = float(np.median(sample))
         mad = float(np.median(np.abs(sample - median)))
+        clipped_mean, _, clipped_std = sigma_clipped_stats(sample, sigma=3.0, maxiters=10)
         return {"n_good": self.n_good, "min": self.minimum, "max": self.maximum,
                 "mean": float(sample.mean()), "std": float(sample.std()),
-                "median": median, "mad_std": 1.4826 * mad, "n_sampled": int(sample.size)}
+                "median": median, "mad_std": 1.4826 * mad,
+                "clipped_mean": float(clipped_mean), "clipped_std": float(clipped_std),
+                "n_sampled": int(sample.size)}
 
 
 def _write_store(tmp, images, weight_images, grid, block_tiles, progress):

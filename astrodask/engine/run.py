@@ -81,6 +81,21 @@ def resolve_config(config=None, **overrides):
     return replace(config, **updates).validate()
 
 
+def _with_stats(spec, mosaic):
+    """Give a Mask R-CNN spec the mosaic's sigma-clipped band statistics (eq. 1).
+
+    They were measured at ingest on a fixed pixel lattice over the whole
+    mosaic, so every tile is standardised as the whole mosaic would be.
+    """
+    if spec.kind != "maskrcnn":
+        return spec
+    stats = mosaic.attrs["band_stats"]
+    bands = [mosaic.bands[i] for i in spec.band_indices]
+    mean = [stats[b]["clipped_mean"] for b in bands]
+    std = [stats[b]["clipped_std"] if stats[b]["clipped_std"] > 0 else 1.0 for b in bands]
+    return replace(spec, stats=(tuple(mean), tuple(std)))
+
+
 def batches_of(indices, size):
     """Fixed partition of the tile list; the same for every run of one configuration."""
     return [indices[i:i + size] for i in range(0, len(indices), size)]
@@ -115,7 +130,8 @@ def run(mosaic, out, *, config=None, client=None, progress=None, on_start=None, 
     config = resolve_config(config, **overrides)
     if not hasattr(mosaic, "read_tile"):
         mosaic = open_mosaic(mosaic)
-    specs = resolve_models(config.models, mosaic.bands, config.band_map)
+    specs = [_with_stats(s, mosaic) for s in
+             resolve_models(config.models, mosaic.bands, config.band_map)]
     results = Results(out)
     record = {
         "mosaic": str(Path(mosaic.path).resolve()),

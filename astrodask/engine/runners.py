@@ -60,7 +60,58 @@ class UnetRunner:
         return {"tiles": len(tiles)}
 
 
-RUNNERS = {"unet": UnetRunner}
+class MaskRCNNRunner:
+    """Mask R-CNN on batches of tiles; writes one Parquet part of instances per tile.
+
+    Tiles are standardised with eq. 1 using the *mosaic's* band statistics
+    (``spec.stats``, computed once on the client), so a tile is normalised as
+    the whole mosaic would be.
+    """
+
+    kind = "maskrcnn"
+
+    def __init__(self, spec, options):
+        from ..models.maskrcnn import load_maskrcnn
+
+        self.spec = spec
+        self.model = load_maskrcnn(spec.path)
+        self.mean, self.std = (np.asarray(v, dtype=np.float32) for v in spec.stats)
+        self.settings = dict(detection_min_confidence=options.min_confidence,
+                             detection_nms_threshold=options.nms_threshold,
+                             detection_max_instances=options.max_detections)
+        self._lock = threading.Lock()
+
+    def standardise(self, tiles):
+        """Eq. 1 on a batch of tiles (B, T, T, band); flagged pixels become 0 (sky)."""
+        from ..models.maskrcnn import normalise_bands
+
+        bands = list(self.spec.band_indices)
+        data = np.stack([t.data[bands] for t in tiles])
+        flagged = np.stack([(t.mask[bands] != 0) for t in tiles])
+        images = normalise_bands(data, self.mean, self.std,
+                                 self.model.config.normalisation_scale, channels_last=False)
+        images[flagged] = 0.0
+        return np.ascontiguousarray(np.moveaxis(images, 1, -1))
+
+    def process(self, tiles, mosaic, results):
+        from ..instances import tile_instances
+        from ..models.maskrcnn import detect
+        from .results import write_parquet_atomic
+
+        images = self.standardise(tiles)
+        with self._lock:
+            detections = detect(self.model, images, **self.settings)
+        results.instances_dir.mkdir(exist_ok=True)
+        count = 0
+        for tile, image, found in zip(tiles, images, detections):
+            table = tile_instances(tile, mosaic.tile_grid, found.masks, found.class_ids,
+                                   found.scores, image.sum(axis=-1))
+            write_parquet_atomic(table, results.instances_path(tile.iy, tile.ix))
+            count += table.num_rows
+        return {"instances": count}
+
+
+RUNNERS = {"unet": UnetRunner, "maskrcnn": MaskRCNNRunner}
 
 
 def make_runner(spec, config):

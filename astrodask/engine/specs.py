@@ -31,6 +31,9 @@ class ModelSpec:
         Its model card.
     band_indices : tuple of int
         For each model band, the index of the mosaic band that feeds it.
+    stats : tuple, optional
+        Mosaic band statistics ``(mean, std)`` for input standardisation
+        (Mask R-CNN eq. 1), in model band order.
     """
 
     kind: str
@@ -38,6 +41,7 @@ class ModelSpec:
     path: str
     card: dict
     band_indices: tuple
+    stats: tuple = None
 
 
 def model_kind(card):

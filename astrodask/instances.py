@@ -1,0 +1,86 @@
+"""Mask R-CNN instances as table rows: the per-tile Parquet schema.
+
+Each detected instance is stored with its mask cropped to its bounding box
+and bit-packed. Coordinates are 0-based mosaic pixels, ``y`` before ``x``,
+boxes half-open (``y1``/``x1`` exclusive).
+"""
+
+import numpy as np
+import pyarrow as pa
+
+from .classes import OBJECT_CLASSES
+
+SCHEMA = pa.schema([
+    ("tile_iy", pa.int32()), ("tile_ix", pa.int32()), ("det", pa.int32()),
+    ("class_id", pa.int8()), ("class", pa.string()), ("score", pa.float32()),
+    ("y0", pa.int32()), ("x0", pa.int32()), ("y1", pa.int32()), ("x1", pa.int32()),
+    ("area", pa.int32()),
+    ("anchor_y", pa.int32()), ("anchor_x", pa.int32()),
+    ("in_core", pa.bool_()), ("cut", pa.bool_()),
+    ("mask", pa.binary()),
+])
+
+
+def encode_mask(mask):
+    """Bit-pack a boolean 2-D mask (its shape is kept by the row's box)."""
+    return np.packbits(np.asarray(mask, dtype=bool).ravel()).tobytes()
+
+
+def decode_mask(data, height, width):
+    """Inverse of :func:`encode_mask`."""
+    bits = np.unpackbits(np.frombuffer(data, dtype=np.uint8), count=height * width)
+    return bits.reshape(height, width).astype(bool)
+
+
+def tile_instances(tile, grid, masks, class_ids, scores, brightness):
+    """Rows of one window's detections in mosaic coordinates.
+
+    Parameters
+    ----------
+    tile : Tile
+        The window (its origin and core).
+    grid : TileGrid
+    masks : ndarray of bool, shape (N, T, T)
+        Instance masks at window resolution.
+    class_ids : ndarray, shape (N,)
+    scores : ndarray, shape (N,)
+    brightness : ndarray, shape (T, T)
+        Image used to choose each instance's anchor (its brightest mask pixel).
+
+    Returns
+    -------
+    pyarrow.Table
+        With :data:`SCHEMA`; instances whose mask lies wholly in the padding
+        are dropped. ``in_core``: the anchor lies in the window's half-open
+        core. ``cut``: the mask touches a window edge that lies inside the
+        mosaic, so the object may continue in a neighbouring window.
+    """
+    y0w, x0w = tile.origin
+    t = masks.shape[-1] if len(masks) else grid.tile
+    (my, mx), (wy, wx) = grid.valid_slices(tile.iy, tile.ix)
+    inside = np.zeros((t, t), dtype=bool)
+    inside[wy, wx] = True
+    cy, cx = tile.core
+    # Window edges that are cuts (inside the mosaic) rather than the mosaic's own edge.
+    cut_edges = (y0w > 0, x0w > 0, y0w + t < grid.height, x0w + t < grid.width)
+    rows = {name: [] for name in SCHEMA.names}
+    for det, (mask, class_id, score) in enumerate(zip(masks, class_ids, scores)):
+        mask = mask & inside
+        if not mask.any():
+            continue
+        ys = np.flatnonzero(mask.any(axis=1))
+        xs = np.flatnonzero(mask.any(axis=0))
+        by0, by1, bx0, bx1 = ys[0], ys[-1] + 1, xs[0], xs[-1] + 1
+        masked = np.where(mask, brightness, -np.inf)
+        ay, ax = np.unravel_index(int(np.argmax(masked)), masked.shape)
+        cut = ((cut_edges[0] and by0 == 0) or (cut_edges[1] and bx0 == 0)
+               or (cut_edges[2] and by1 == t) or (cut_edges[3] and bx1 == t))
+        values = dict(tile_iy=tile.iy, tile_ix=tile.ix, det=det, class_id=int(class_id),
+                      score=float(score), y0=y0w + by0, x0=x0w + bx0, y1=y0w + by1,
+                      x1=x0w + bx1, area=int(mask.sum()), anchor_y=y0w + ay, anchor_x=x0w + ax,
+                      in_core=bool(cy.start <= ay < cy.stop and cx.start <= ax < cx.stop),
+                      cut=bool(cut), mask=encode_mask(mask[by0:by1, bx0:bx1]))
+        values["class"] = OBJECT_CLASSES[int(class_id)]
+        for name, value in values.items():
+            rows[name].append(value)
+    return pa.table(rows, schema=SCHEMA)

@@ -1,0 +1,83 @@
+"""The engine's Mask R-CNN path: per-tile instance parts equal the bare model's output."""
+
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+import astrodask
+from astrodask.engine.results import Results
+from astrodask.instances import SCHEMA, decode_mask
+
+from test_engine import HALO, TILE, write_field
+
+TINY = dict(stem_width=8, stage_widths=(8, 8, 16, 16), fpn_channels=8, head_units=16,
+            mask_channels=8, rpn_post_nms_inference=64, rpn_pre_nms=256)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    from astrodask.models.card import write_model_card
+    from astrodask.models.maskrcnn import build_maskrcnn
+
+    folder = tmp_path_factory.mktemp("mrcnn")
+    paths = write_field(folder, bands="grz", seed=3)
+    mosaic = astrodask.ingest(paths, folder / "m.zarr", tile=TILE, halo=HALO)
+    model = build_maskrcnn(bands=("g", "r", "z"), **TINY)
+    model_path = folder / "tiny.keras"
+    model.save(model_path)
+    write_model_card(model_path, {"name": "tiny", "architecture": "maskrcnn-resnet18-fpn",
+                                  "bands": ["g", "r", "z"], "pixel_scale_arcsec": 0.262,
+                                  "normalisation": {"kind": "eq1"},
+                                  "classes": ["background", "star", "galaxy"]})
+    return folder, mosaic, model_path
+
+
+def test_instances_per_tile_match_bare_detection(setup):
+    from distributed import Client, LocalCluster
+
+    from astrodask.engine.plugin import worker_environment
+    from astrodask.engine.runners import MaskRCNNRunner
+    from astrodask.engine.specs import resolve_models
+    from astrodask.engine.run import _with_stats, resolve_config
+
+    folder, mosaic, model_path = setup
+    config = resolve_config(models=[str(model_path)], batch_size=4)
+    config.maskrcnn.min_confidence = 0.0
+    out = folder / "results"
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                      dashboard_address=":0", env=worker_environment(1)) as cluster, \
+            Client(cluster) as client:
+        summary = astrodask.run(mosaic, out, config=config, client=client)
+    assert summary.tiles_run == 35
+    results = Results(out)
+    spec = _with_stats(resolve_models([str(model_path)], mosaic.bands)[0], mosaic)
+    assert spec.stats is not None
+    runner = MaskRCNNRunner(spec, config.maskrcnn)
+    total = 0
+    grid = mosaic.tile_grid
+    for iy, ix in [(0, 0), (2, 3), (4, 6)]:
+        table = pq.read_table(results.instances_path(iy, ix))
+        assert table.schema.equals(SCHEMA)
+        tile = mosaic.read_tile(iy, ix)
+        from astrodask.models.maskrcnn import detect
+
+        found = detect(runner.model, runner.standardise([tile]), **runner.settings)[0]
+        kept = [m for m in found.masks if (m & (tile.mask[0] == 0)).any()]
+        assert table.num_rows == len(kept)
+        total += table.num_rows
+        y0w, x0w = tile.origin
+        for row in table.to_pylist():
+            mask = decode_mask(row["mask"], row["y1"] - row["y0"], row["x1"] - row["x0"])
+            assert mask.sum() == row["area"]
+            full = found.masks[row["det"]]
+            np.testing.assert_array_equal(
+                full[row["y0"] - y0w:row["y1"] - y0w, row["x0"] - x0w:row["x1"] - x0w], mask)
+            assert 0 <= row["y0"] and row["y1"] <= grid.height
+            assert row["class"] in ("star", "galaxy")
+            ys, xs = grid.core_slices(iy, ix)
+            assert row["in_core"] == (ys.start <= row["anchor_y"] < ys.stop
+                                      and xs.start <= row["anchor_x"] < xs.stop)
+    assert total > 0, "a zero-confidence threshold must give detections"
+    assert json.loads((out / "run.json").read_text())["models"][0]["kind"] == "maskrcnn"
