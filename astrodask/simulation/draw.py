@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .optics import gsparams
+from .population import BULGE_TRUNCATION
 
 
 @dataclass
@@ -47,8 +48,9 @@ def _galaxy_parts(pop, i, pixel_scale):
     shear = galsim.Shear(q=float(pop.q[i]), beta=float(pop.position_angle[i]) * galsim.degrees)
     bulge = disk = knots = None
     if pop.bulge_flux[i].any():
-        bulge = galsim.Sersic(n=float(pop.bulge_n[i]), half_light_radius=float(pop.bulge_hlr[i]),
-                              gsparams=gsp).shear(shear)
+        hlr = float(pop.bulge_hlr[i])
+        bulge = galsim.Sersic(n=float(pop.bulge_n[i]), half_light_radius=hlr,
+                              trunc=BULGE_TRUNCATION * hlr, gsparams=gsp).shear(shear)
     if pop.disk_flux[i].any():
         disk = galsim.Exponential(half_light_radius=float(pop.disk_hlr[i]),
                                   gsparams=gsp).shear(shear)

@@ -36,6 +36,8 @@ class BandModel:
     psf_peak: float  # fraction of a point source's flux in its brightest pixel
     envelope_r: np.ndarray  # radii (px), increasing
     envelope: np.ndarray  # max PSF pixel fraction at radius >= envelope_r
+    loss_r: np.ndarray  # radii (px), increasing
+    loss_per_noise: np.ndarray  # PSF flux outside loss_r / (sqrt(pi) * loss_r), decreasing
 
     def psf_radius(self, flux_over_level):
         """Radius (px) beyond which a point source of ``flux/level`` stays below level."""
@@ -44,6 +46,13 @@ class BandModel:
         idx = np.searchsorted(-self.envelope, -1.0 / np.maximum(ratio, 1e-30), side="left")
         idx = np.clip(idx, 0, len(self.envelope_r) - 1)
         return self.envelope_r[idx]
+
+    def complete_radius(self, flux, tolerance):
+        """Radius (px) outside which a point source loses less than ``tolerance`` of its
+        aperture noise (``sigma * sqrt(pi) * r``) through the PSF wings."""
+        target = tolerance * self.sigma / np.maximum(np.atleast_1d(flux), 1e-30)
+        idx = np.searchsorted(-self.loss_per_noise, -target, side="left")
+        return self.loss_r[np.clip(idx, 0, len(self.loss_r) - 1)]
 
 
 def gsparams():
@@ -104,6 +113,19 @@ def band_models(preset, deep=False):
     return _band_models(get_preset(preset).name, bool(deep))
 
 
+def _wing_loss(arr):
+    n = arr.shape[0]
+    c = n // 2
+    yy, xx = np.mgrid[:n, :n]
+    r = np.hypot(yy - c, xx - c)
+    radii = np.arange(1.0, c + 1.0)
+    ring = np.bincount(np.minimum(np.ceil(r).astype(int), c + 1).ravel(), weights=arr.ravel())
+    inside = np.cumsum(ring)[1:c + 1]
+    outside = np.clip(1.0 - inside, 0.0, None)
+    loss = outside / (np.sqrt(np.pi) * radii)
+    return radii, np.minimum.accumulate(loss)
+
+
 @lru_cache(maxsize=8)
 def _band_models(preset_name, deep):
     preset = get_preset(preset_name)
@@ -121,11 +143,13 @@ def _band_models(preset_name, deep):
         peak = float(arr.max())
         saturation = 10 ** (-0.4 * (preset.saturation_mag - band.zeropoint)) * peak
         radii, env = _envelope(arr)
+        loss_r, loss = _wing_loss(arr)
         fwhm_px = psf.calculateFWHM() / preset.pixel_scale
         models.append(BandModel(
             name=band.name, filter=band.filter, zeropoint=band.zeropoint, psf=psf,
             fwhm_px=float(fwhm_px), sigma=float(sigma), sky=float(sky), gain=float(gain),
             read_noise=float(np.sqrt(read_var)), saturation=float(saturation),
             psf_peak=peak, envelope_r=radii, envelope=env,
+            loss_r=loss_r, loss_per_noise=loss,
         ))
     return tuple(models)

@@ -19,9 +19,15 @@ _POPULATION_TAG = 1
 #: Sersic indices of bulges are drawn on this grid so that GalSim can reuse
 #: its per-index tables (a new index costs a few ms to set up).
 _BULGE_N_STEP = 0.5
+#: Bulges are Sersic profiles truncated at this many half-light radii (the
+#: half-light radius is that of the truncated profile; the flux is all drawn).
+BULGE_TRUNCATION = 6.0
 #: Stamps extend to where the object's detection-image flux drops below this
 #: many sigma per pixel (half the default mask threshold).
 STAMP_EDGE_SIGMA = 0.25
+#: ... and far enough that the PSF wings outside carry less than this share of
+#: the noise of an aperture as large as the stamp.
+WING_LOSS_TOLERANCE = 0.2
 
 
 @dataclass
@@ -78,13 +84,30 @@ def _sersic_b(n):
     return gammaincinv(2 * n, 0.5)
 
 
+def _truncated_scale(n):
+    """Scale radius / half-light radius of a Sersic truncated at BULGE_TRUNCATION hlr."""
+    import galsim
+
+    out = np.ones_like(n, dtype=float)
+    for value in np.unique(n):
+        if value > 0:
+            prof = galsim.Sersic(n=float(value), half_light_radius=1.0, trunc=BULGE_TRUNCATION)
+            out[n == value] = prof.scale_radius
+    return out
+
+
 def composite_hlr(bulge_fraction, bulge_n, bulge_hlr, disk_hlr):
-    """Half-light radius of circular bulge + exponential disk profiles (vectorised)."""
-    bn, b1 = _sersic_b(bulge_n), _sersic_b(1.0)
+    """Half-light radius of circular truncated-Sersic bulge + exponential disk (vectorised)."""
+    b1 = _sersic_b(1.0)
     bt = np.asarray(bulge_fraction, dtype=float)
+    bulge_n = np.asarray(bulge_n, dtype=float)
+    r0 = _truncated_scale(bulge_n) * bulge_hlr
+    inv_n = 1.0 / bulge_n
+    bulge_total = gammainc(2 * bulge_n, (BULGE_TRUNCATION * bulge_hlr / r0) ** inv_n)
 
     def enclosed(r):
-        bulge = gammainc(2 * bulge_n, bn * (r / bulge_hlr) ** (1.0 / bulge_n))
+        rb = np.minimum(r, BULGE_TRUNCATION * bulge_hlr)
+        bulge = gammainc(2 * bulge_n, (rb / r0) ** inv_n) / bulge_total
         disk = gammainc(2.0, b1 * r / disk_hlr)
         return bt * bulge + (1 - bt) * disk
 
@@ -127,8 +150,10 @@ def stamp_radii(parts, models, pixel_scale, max_radius):
     r_psf = np.zeros(len(flux))
     for b, model in enumerate(models):
         r_psf = np.maximum(r_psf, model.psf_radius(flux[:, b] * w[b] / level))
+        r_psf = np.maximum(r_psf, model.complete_radius(flux[:, b], WING_LOSS_TOLERANCE))
     bulge_det, disk_det, knot_det = bulge @ w, disk @ w, knots @ w
     r_bulge = _sersic_radius(bulge_det, level, bulge_n, bulge_hlr / pixel_scale, q)
+    r_bulge = np.minimum(r_bulge, BULGE_TRUNCATION * bulge_hlr / pixel_scale / np.sqrt(q))
     r_disk = _sersic_radius(disk_det + knot_det, level, 1.0, disk_hlr / pixel_scale, q)
     r_prof = np.maximum(r_bulge, r_disk)
     extended = np.maximum(bulge_hlr, disk_hlr) / pixel_scale

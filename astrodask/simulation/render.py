@@ -56,6 +56,7 @@ class ObjectTruth:
     snr: float  # optimal S/N: sqrt(sum of detection image^2)
     peak_snr: float
     area: int = 0  # pixels in the mask
+    image_flux: tuple = ()  # noiseless flux drawn in the field, per band
 
 
 @dataclass
@@ -133,8 +134,9 @@ class FieldPlan:
         i = stamp.index
         peak = float(det.max()) if det.size else 0.0
         snr = float(np.sqrt(np.sum(det.astype(np.float64) ** 2)))
+        image_flux = tuple(float(v) for v in stamp.images.sum(axis=(1, 2), dtype=np.float64))
         if peak < self.mask_sigma:
-            return ObjectTruth(None, None, snr, peak)
+            return ObjectTruth(None, None, snr, peak, 0, image_flux)
         cls = "star" if self.population.is_star[i] else "galaxy"
         threshold = max(self.mask_sigma, self.mask_fraction[cls] * peak)
         mask = det >= threshold
@@ -143,7 +145,7 @@ class FieldPlan:
         sy0, sx0 = stamp.box[0], stamp.box[1]
         box = (sy0 + ty0, sx0 + tx0, sy0 + ty1, sx0 + tx1)
         return ObjectTruth(tuple(int(v) for v in box), mask[ty0:ty1, tx0:tx1].copy(), snr, peak,
-                           int(mask.sum()))
+                           int(mask.sum()), image_flux)
 
     def render(self, region):
         """Draw the noiseless bands, truth masks and label map of ``region``.

@@ -57,6 +57,8 @@ def truth_table(plan, truths, pairs):
         columns[f"flux_{model.name}"] = flux
         with np.errstate(divide="ignore"):
             columns[f"mag_{model.name}"] = model.zeropoint - 2.5 * np.log10(flux)
+        columns[f"image_flux_{model.name}"] = np.array(
+            [truths[i].image_flux[b] for i in pop.id], dtype=np.float64).reshape(n)
     empty = (-1, -1, -1, -1)
     boxes = np.array([truths[i].mask_box or empty for i in pop.id], dtype=np.int64).reshape(n, 4)
     columns.update({
