@@ -109,3 +109,13 @@ def test_api_rejects_non_empty_folder(tmp_path):
     with pytest.raises(InputError):
         astrodask.simulate(tmp_path, size=(64, 64))
     assert (tmp_path / "note.txt").exists()
+
+
+def test_tiled_equals_whole_with_saturation_and_cosmic_rays(tmp_path):
+    kw = dict(preset="decam", seed=31, density=20, star_density=40, saturate=True,
+              cosmic_rays=50)
+    astrodask.simulate(tmp_path / "t", size="512x300", tile_size=256, **kw)
+    field = astrodask.simulate_field((300, 512), **kw)
+    for b, band in enumerate(field.bands):
+        np.testing.assert_array_equal(fits.getdata(tmp_path / "t" / f"{band}.fits"),
+                                      field.images[b])

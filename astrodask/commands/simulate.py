@@ -33,6 +33,8 @@ def register(subparsers):
                         help="ultra-deep field: ~750 galaxies/arcmin^2, fainter limit, deeper noise")
     parser.add_argument("--cosmic-rays", type=_number, default=0.0, metavar="PER_MPX",
                         help="cosmic-ray tracks per megapixel per band (default 0)")
+    parser.add_argument("--saturate", action="store_true",
+                        help="saturate bright stars, with bleed trails along columns")
     parser.add_argument("--noiseless", action="store_true",
                         help="also write noiseless_<band>.fits")
     parser.add_argument("--mask-sigma", type=_number, default=1.0,
@@ -53,6 +55,7 @@ def run(args):
     result = simulate(args.out_dir, size=args.size, preset=args.preset, seed=args.seed,
                       density=args.density, star_density=args.star_density, deep=args.deep,
                       noiseless=args.noiseless, cosmic_rays=args.cosmic_rays,
+                      saturate=args.saturate,
                       mask_sigma=args.mask_sigma, tile_size=args.tile_size,
                       overwrite=args.overwrite, progress=progress)
     if progress is not None:

@@ -66,6 +66,32 @@ def _galaxy_parts(pop, i, pixel_scale):
     return bulge, disk, knots
 
 
+def bleed_columns(image, level):
+    """Clip ``image`` at ``level`` and run the excess up and down its columns, in place.
+
+    Charge above the full well spills into the pixels above and below the
+    saturated run of each column, half each way, filling them to ``level``
+    until it is spent (what reaches the stamp edge is lost).
+    """
+    over = image > level
+    if not over.any():
+        return image
+    excess = np.where(over, image - level, 0.0).sum(axis=0)
+    np.minimum(image, level, out=image)
+    h = image.shape[0]
+    for col in np.flatnonzero(excess > 0):
+        rows = np.flatnonzero(over[:, col])
+        for start, step in ((rows[0] - 1, -1), (rows[-1] + 1, 1)):
+            left = excess[col] / 2.0
+            r = start
+            while left > 0 and 0 <= r < h:
+                take = min(level - image[r, col], left)
+                image[r, col] += take
+                left -= take
+                r += step
+    return image
+
+
 def draw_object(pop, i, models, pixel_scale):
     """Draw object ``i`` of ``pop`` in every band.
 

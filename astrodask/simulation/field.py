@@ -4,7 +4,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .noise import add_noise
 from .render import FieldPlan
 from .truth import ObjectMask, truth_table
 
@@ -79,8 +78,8 @@ class SimulatedField:
 
 
 def simulate_field(shape=(512, 512), preset="decam", seed=0, density=None, star_density=None,
-                   deep=False, noiseless=False, cosmic_rays=0.0, mask_sigma=1.0,
-                   mask_fraction=None, center=None):
+                   deep=False, noiseless=False, cosmic_rays=0.0, saturate=False,
+                   mask_sigma=1.0, mask_fraction=None, center=None):
     """Simulate a field in memory, with its truth.
 
     Parameters
@@ -99,6 +98,9 @@ def simulate_field(shape=(512, 512), preset="decam", seed=0, density=None, star_
         Keep the noiseless images in ``.noiseless``.
     cosmic_rays : float
         Mean cosmic-ray tracks per megapixel per band (0: none).
+    saturate : bool
+        Clip pixels at each band's saturation level, with bleed trails along
+        columns (truth masks and fluxes ignore it).
     mask_sigma : float
         Truth-mask floor in detection-image sigma.
     mask_fraction : dict, optional
@@ -112,10 +114,11 @@ def simulate_field(shape=(512, 512), preset="decam", seed=0, density=None, star_
     SimulatedField
     """
     plan = FieldPlan(shape, preset=preset, seed=seed, density=density, star_density=star_density,
-                     deep=deep, mask_sigma=mask_sigma, mask_fraction=mask_fraction, center=center)
+                     deep=deep, mask_sigma=mask_sigma, mask_fraction=mask_fraction, center=center,
+                     saturate=saturate, cosmic_rays=cosmic_rays)
     ny, nx = plan.shape
     result = plan.render((0, 0, ny, nx))
-    images = add_noise(result.noiseless, (0, 0), plan.models, plan.seed, cosmic_rays)
+    images = plan.add_noise(result.noiseless, (0, 0))
     return SimulatedField(
         images=images,
         noiseless=result.noiseless if noiseless else None,

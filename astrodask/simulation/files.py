@@ -10,7 +10,7 @@ import numpy as np
 
 from ..errors import InputError
 from .fits_sections import FitsSectionWriter
-from .noise import NOISE_BLOCK, add_noise
+from .noise import NOISE_BLOCK
 from .render import DEFAULT_MASK_SIGMA, FieldPlan, parse_size, validate_shape
 from .truth import masks_table, truth_table
 
@@ -64,6 +64,8 @@ def _provenance_cards(plan):
         ("PRESET", plan.preset.name, "survey preset"),
         ("SIMSEED", plan.seed, "random seed"),
         ("DEEP", plan.deep, "ultra-deep field"),
+        ("SATBLEED", plan.saturate, "saturation and bleed trails drawn"),
+        ("COSMICRY", plan.cosmic_rays, "cosmic-ray tracks per Mpx per band"),
     ]
 
 
@@ -88,7 +90,8 @@ def _tiles(shape, tile_size):
 
 
 def simulate(out_dir, size=(4096, 4096), preset="decam", seed=0, density=None, star_density=None,
-             deep=False, noiseless=False, cosmic_rays=0.0, mask_sigma=DEFAULT_MASK_SIGMA,
+             deep=False, noiseless=False, cosmic_rays=0.0, saturate=False,
+             mask_sigma=DEFAULT_MASK_SIGMA,
              mask_fraction=None, center=None, tile_size=1024, overwrite=False, progress=None):
     """Simulate a field and write it to ``out_dir``, tile by tile.
 
@@ -99,7 +102,7 @@ def simulate(out_dir, size=(4096, 4096), preset="decam", seed=0, density=None, s
         ``overwrite=True``.
     size : str or tuple
         ``"WIDTHxHEIGHT"`` or ``(ny, nx)``.
-    preset, seed, density, star_density, deep, cosmic_rays, mask_sigma, mask_fraction, center
+    preset, seed, density, star_density, deep, cosmic_rays, saturate, mask_sigma, mask_fraction, center
         As :func:`astrodask.simulation.simulate_field`.
     noiseless : bool
         Also write ``noiseless_<band>.fits``.
@@ -131,10 +134,9 @@ def simulate(out_dir, size=(4096, 4096), preset="decam", seed=0, density=None, s
     shape = validate_shape(parse_size(size) if isinstance(size, str) else size)
     if int(tile_size) != tile_size or tile_size < NOISE_BLOCK or tile_size % NOISE_BLOCK:
         raise InputError(f"tile size must be a positive multiple of {NOISE_BLOCK}, got {tile_size}")
-    if not (np.isfinite(cosmic_rays) and cosmic_rays >= 0):
-        raise InputError(f"cosmic-ray rate must be >= 0, got {cosmic_rays!r}")
     plan = FieldPlan(shape, preset=preset, seed=seed, density=density, star_density=star_density,
-                     deep=deep, mask_sigma=mask_sigma, mask_fraction=mask_fraction, center=center)
+                     deep=deep, mask_sigma=mask_sigma, mask_fraction=mask_fraction, center=center,
+                     saturate=saturate, cosmic_rays=cosmic_rays)
     out = _check_out_dir(out_dir, overwrite)
 
     files = {f"image_{m.name}": f"{m.name}.fits" for m in plan.models}
@@ -162,7 +164,7 @@ def simulate(out_dir, size=(4096, 4096), preset="decam", seed=0, density=None, s
         for k, region in enumerate(tiles):
             y0, x0, y1, x1 = region
             result = plan.render(region)
-            noisy = add_noise(result.noiseless, (y0, x0), plan.models, plan.seed, cosmic_rays)
+            noisy = plan.add_noise(result.noiseless, (y0, x0))
             for b, m in enumerate(plan.models):
                 writers[f"image_{m.name}"].write(region, noisy[b])
                 if noiseless:
@@ -191,7 +193,8 @@ def simulate(out_dir, size=(4096, 4096), preset="decam", seed=0, density=None, s
     manifest = {
         "preset": plan.preset.name, "seed": plan.seed, "shape": list(shape),
         "bands": list(plan.bands), "deep": plan.deep,
-        "density": density, "star_density": star_density, "cosmic_rays": cosmic_rays,
+        "density": density, "star_density": star_density, "cosmic_rays": plan.cosmic_rays,
+        "saturate": plan.saturate,
         "mask_sigma": plan.mask_sigma, "mask_fraction": plan.mask_fraction,
         "center": list(plan.center), "pixel_scale": plan.preset.pixel_scale,
         "bunit": plan.preset.bunit,

@@ -36,7 +36,7 @@ def _cosmic_rays(rng, shape, rate_per_mpx, amplitude):
     return hits
 
 
-def add_noise(noiseless, origin, models, seed, cosmic_rays=0.0):
+def add_noise(noiseless, origin, models, seed, cosmic_rays=0.0, saturate=False):
     """Return a noisy, sky-subtracted float32 copy of a noiseless region.
 
     Parameters
@@ -52,6 +52,8 @@ def add_noise(noiseless, origin, models, seed, cosmic_rays=0.0):
         Field seed.
     cosmic_rays : float
         Mean number of cosmic-ray tracks per megapixel per band (0: none).
+    saturate : bool
+        Clip the result at each band's saturation level.
 
     Returns
     -------
@@ -73,5 +75,7 @@ def add_noise(noiseless, origin, models, seed, cosmic_rays=0.0):
                 value += model.read_noise * rng.standard_normal(value.shape)
                 if cosmic_rays > 0:
                     value += _cosmic_rays(rng, value.shape, cosmic_rays, model.sigma * 10)
+                if saturate:
+                    np.minimum(value, model.saturation, out=value)
                 out[b][block] = value
     return out

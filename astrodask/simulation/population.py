@@ -164,7 +164,8 @@ def stamp_radii(parts, models, pixel_scale, max_radius):
     return np.minimum(np.ceil(radius), max_radius).astype(np.int64)
 
 
-def make_population(shape, preset, seed, density=None, star_density=None, deep=False):
+def make_population(shape, preset, seed, density=None, star_density=None, deep=False,
+                    saturate=False):
     """Draw the object list of a field.
 
     Parameters
@@ -180,6 +181,9 @@ def make_population(shape, preset, seed, density=None, star_density=None, deep=F
         default from the preset (``deep`` uses the ultra-deep density).
     deep : bool
         Ultra-deep field: denser and fainter galaxies.
+    saturate : bool
+        Make stamps of sources that can saturate tall enough for their
+        bleed trails.
 
     Returns
     -------
@@ -283,6 +287,15 @@ def make_population(shape, preset, seed, density=None, star_density=None, deep=F
     radius = stamp_radii(parts, models, preset.pixel_scale, preset.max_stamp_radius)
     cy = np.round(cat["y"]).astype(np.int64)
     cx = np.round(cat["x"]).astype(np.int64)
-    stamp = np.stack([cy - radius, cx - radius, cy + radius + 1, cx + radius + 1], axis=1)
+    half_height = radius
+    if saturate:
+        for b, model in enumerate(models):
+            flux = cat["flux"][:, b]
+            can_bleed = flux * model.psf_peak > model.saturation
+            trail = np.ceil(flux / model.saturation / 2).astype(np.int64) + radius // 2
+            half_height = np.where(can_bleed, np.maximum(half_height, trail), half_height)
+        half_height = np.minimum(half_height, preset.max_stamp_radius)
+    stamp = np.stack([cy - half_height, cx - radius, cy + half_height + 1, cx + radius + 1],
+                     axis=1)
     return Population(shape=(int(ny), int(nx)), bands=preset.band_names,
                       id=np.arange(1, n + 1, dtype=np.int64), stamp=stamp, **cat)

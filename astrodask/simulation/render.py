@@ -21,7 +21,8 @@ import numpy as np
 
 from ..classes import MORPHOLOGY_CODE
 from ..errors import InputError
-from .draw import draw_object
+from .draw import bleed_columns, draw_object
+from .noise import add_noise
 from .optics import band_models
 from .population import make_population
 from .presets import get_preset
@@ -89,26 +90,36 @@ class FieldPlan:
         ``{"star": f, "galaxy": f}``: share of the peak a masked pixel needs.
     center : tuple, optional
         ``(ra, dec)`` of the field centre in degrees.
+    saturate : bool
+        Saturate pixels above each band's full well, with bleed trails along
+        columns. Truth masks and fluxes ignore the saturation.
+    cosmic_rays : float
+        Mean cosmic-ray tracks per megapixel per band in the noisy images.
     """
 
     def __init__(self, shape, preset="decam", seed=0, density=None, star_density=None,
-                 deep=False, mask_sigma=DEFAULT_MASK_SIGMA, mask_fraction=None, center=None):
+                 deep=False, mask_sigma=DEFAULT_MASK_SIGMA, mask_fraction=None, center=None,
+                 saturate=False, cosmic_rays=0.0):
         self.shape = validate_shape(shape)
         self.preset = get_preset(preset)
         for name, value in (("density", density), ("star density", star_density)):
             if value is not None and not (np.isfinite(value) and value >= 0):
                 raise InputError(f"{name} must be a number >= 0, got {value!r}")
+        if not (np.isfinite(cosmic_rays) and cosmic_rays >= 0):
+            raise InputError(f"cosmic-ray rate must be >= 0, got {cosmic_rays!r}")
+        self.cosmic_rays = float(cosmic_rays)
         if not (np.isfinite(mask_sigma) and mask_sigma > 0):
             raise InputError(f"mask_sigma must be > 0, got {mask_sigma!r}")
         self.seed = int(seed)
         self.deep = bool(deep)
+        self.saturate = bool(saturate)
         self.models = band_models(self.preset, self.deep)
         self.mask_sigma = float(mask_sigma)
         self.mask_fraction = dict(DEFAULT_MASK_FRACTION, **(mask_fraction or {}))
         self.center = tuple(center) if center is not None else self.preset.center
         self.wcs = make_wcs(self.shape, self.preset.pixel_scale, self.center)
         self.population = make_population(self.shape, self.preset, self.seed, density,
-                                          star_density, self.deep)
+                                          star_density, self.deep, self.saturate)
         sig = np.array([m.sigma for m in self.models])
         self.weights = 1.0 / sig / np.sqrt(len(self.models))
         pop = self.population
@@ -176,6 +187,9 @@ class FieldPlan:
             cy, cx = self.centre_pixel[i]
             if y0 <= cy < y1 and x0 <= cx < x1:
                 owned[oid] = truth
+            if self.saturate:
+                for b, model in enumerate(self.models):
+                    bleed_columns(stamp.images[b], np.float32(model.saturation))
             sy0, sx0, sy1, sx1 = stamp.box
             iy0, ix0, iy1, ix1 = max(sy0, y0), max(sx0, x0), min(sy1, y1), min(sx1, x1)
             if iy0 >= iy1 or ix0 >= ix1:
@@ -198,6 +212,11 @@ class FieldPlan:
             bst[take] = d[take]
         return RegionResult(region=tuple(region), noiseless=noiseless, label=label,
                             owned=owned, pairs=overlapping_pairs(drawn))
+
+    def add_noise(self, noiseless, origin):
+        """Noisy, sky-subtracted float32 images of a rendered region at ``origin``."""
+        return add_noise(noiseless, origin, self.models, self.seed, self.cosmic_rays,
+                         self.saturate)
 
     def morphology_lookup(self):
         """Array mapping a label (0 = none, else id) to its morphology code."""
