@@ -180,6 +180,7 @@ def import_morpheus(out=None, verify=True):
     """
     import keras
 
+    from ..morphology.windows import normalisation_card
     from .unet import MORPHEUS_CONFIG, build_morpheus_unet, logits_model
 
     prefix = find_morpheus_checkpoint()
@@ -215,12 +216,7 @@ def import_morpheus(out=None, verify=True):
         "filters": list(MORPHEUS_FILTERS),
         "instrument": "HST ACS/WFC3 (CANDELS)",
         "pixel_scale_arcsec": 0.06,
-        "normalisation": {
-            "kind": "per_window_standardisation",
-            "window": 40,
-            "formula": "(x - mean) / max(std, 1/sqrt(N)), mean and std over all bands and "
-                       "pixels of the 40x40 window, N = 40*40*bands",
-        },
+        "normalisation": normalisation_card(40),
         "window": {"size": 40, "counted_inner": 30},
         "classes": list(MORPHOLOGY_CLASSES),
         "training_data": "CANDELS GOODS-S 5-band HST images with visual classifications "

@@ -15,6 +15,7 @@ Inference uses Keras layers and ``keras.ops`` only, so the same ``.keras``
 file runs on the TensorFlow, JAX and PyTorch backends.
 """
 
+import weakref
 from pathlib import Path
 
 import keras
@@ -195,12 +196,16 @@ def logits_model(model):
     return keras.Model(model.inputs, model.get_layer("logits").output)
 
 
+_SAMPLING_COPIES = weakref.WeakKeyDictionary()
+
+
 def with_sampling(model, sampling):
     """A copy of ``model`` (same weights) whose upsampling layers use ``sampling``.
 
     ``"half_pixel"`` makes the network translation-equivariant, which the
     fast whole-tile mode needs so that overlapping tiles agree; the model was
-    trained with ``"align_corners"`` on 40x40 windows.
+    trained with ``"align_corners"`` on 40x40 windows. The copy is cached:
+    change the weights of ``model`` afterwards and the copy keeps the old ones.
     """
     def clone(layer):
         config = layer.get_config()
@@ -210,9 +215,13 @@ def with_sampling(model, sampling):
 
     if all(getattr(layer, "sampling", sampling) == sampling for layer in model.layers):
         return model
-    copy = keras.models.clone_model(model, clone_function=clone)
-    copy.set_weights(model.get_weights())
-    return copy
+    cached = _SAMPLING_COPIES.setdefault(model, {})
+    if sampling not in cached:
+        # one copy per model and sampling: a fresh copy would be traced again on every call
+        copy = keras.models.clone_model(model, clone_function=clone)
+        copy.set_weights(model.get_weights())
+        cached[sampling] = copy
+    return cached[sampling]
 
 
 def downsampling_factor(model):

@@ -48,6 +48,16 @@ def standardise_windows(windows):
     return ((windows - mean) / np.maximum(std, 1.0 / np.sqrt(size))).astype(np.float32)
 
 
+def normalisation_card(window=WINDOW):
+    """The model-card entry describing :func:`standardise_windows` on ``window``-pixel windows."""
+    return {
+        "kind": "per_window_standardisation",
+        "window": window,
+        "formula": "(x - mean) / max(std, 1/sqrt(N)), mean and std over all bands and "
+                   f"pixels of the {window}x{window} window, N = {window}*{window}*bands",
+    }
+
+
 def standardise_local(image, window=WINDOW):
     """Sliding-window version of :func:`standardise_windows` for a whole tile.
 
