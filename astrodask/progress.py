@@ -15,19 +15,21 @@ class TextProgress:
         self.unit = unit
         self.stream = stream or sys.stderr
         self.min_interval = min_interval
-        self.start = time.monotonic()
+        self._first = None  # (time, done) of the first report: rates count from there
         self._last = 0.0
         self._drawn = False
 
     def __call__(self, done, total):
         now = time.monotonic()
-        if done < total and now - self._last < self.min_interval:
+        if self._first is None:
+            self._first = (now, done)
+        elif done < total and now - self._last < self.min_interval:
             return
         self._last = now
-        elapsed = max(now - self.start, 1e-9)
-        rate = done / elapsed
-        eta = (total - done) / rate if rate > 0 else float("inf")
-        eta_text = f"{eta:5.0f}s" if eta != float("inf") else "    ?"
+        elapsed = now - self._first[0]
+        rate = (done - self._first[1]) / elapsed if elapsed > 0 else 0.0
+        eta = (total - done) / rate if rate > 0 else None
+        eta_text = f"{eta:5.0f}s" if eta is not None else "    ?"
         width = 30
         filled = int(width * done / total) if total else width
         bar = "#" * filled + "-" * (width - filled)

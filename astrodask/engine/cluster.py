@@ -101,4 +101,22 @@ def connect(config):
         yield client, description
     finally:
         client.close()
+        _close_quietly(cluster)
+
+
+def _close_quietly(cluster):
+    """Close a local cluster without the nanny's warnings about slow-exiting workers.
+
+    TensorFlow's thread pools can keep a worker process alive past the nanny's
+    grace period at shutdown; the nanny then kills it, which is harmless here
+    (all outputs are written and marked before the cluster closes).
+    """
+    import logging
+
+    logger = logging.getLogger("distributed.nanny")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
         cluster.close()
+    finally:
+        logger.setLevel(level)

@@ -183,6 +183,8 @@ def _compute(summary, todo, mosaic, results, specs, config, client, progress, on
         token = uuid.uuid4().hex[:8]
         extra = {"resources": {"GPU": 1}} if config.gpus is not None else {}
         done = summary.tiles_skipped
+        if progress is not None:
+            progress(done, summary.tiles_total)
         start = time.perf_counter()
         with report:
             futures = {client.submit(process_batch, batch, str(Path(mosaic.path).resolve()),

@@ -1,0 +1,30 @@
+"""`astrodask demo`: simulate, ingest and run end to end on a small field."""
+
+import numpy as np
+import pytest
+
+from astrodask import cli
+from astrodask.demo import demo, demo_models
+from astrodask.errors import InputError
+
+
+def test_demo_runs_every_stage(tmp_path):
+    result = demo(tmp_path / "demo", preset="hst", size=(256, 256), n_workers=1)
+    assert result.models == demo_models(("v", "z", "j", "h"))
+    assert "unet" in result.models
+    assert result.mosaic.bands == ("v", "z", "j", "h")
+    assert result.run.tiles_run == result.run.tiles_total == 1
+    import zarr
+
+    mean = zarr.open_group(str(tmp_path / "demo" / "results" / "unet.zarr"), mode="r")["mean"][:]
+    assert mean.shape == (5, 256, 256) and not np.isnan(mean).any()
+    assert set(result.seconds) == {"simulate", "ingest", "run"}
+
+
+def test_demo_refuses_a_foreign_folder(tmp_path, capsys):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "thesis.tex").write_text("precious")
+    with pytest.raises(InputError, match="not written by astrodask demo"):
+        demo(tmp_path / "mine", size=(256, 256))
+    assert cli.main(["demo", "--out", str(tmp_path / "mine"), "--size", "256x256"]) == 2
+    assert (tmp_path / "mine" / "thesis.tex").exists()
