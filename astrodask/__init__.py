@@ -36,6 +36,20 @@ _API = {
     "colour_image": "astrodask.morphology.colour:colour_image",
     "write_colour_png": "astrodask.morphology.colour:write_colour_png",
     "train_unet": "astrodask.train.unet:train_unet",
+    "MaskRCNNConfig": "astrodask.models.maskrcnn:MaskRCNNConfig",
+    "build_maskrcnn": "astrodask.models.maskrcnn:build_maskrcnn",
+    "load_maskrcnn": "astrodask.models.maskrcnn:load_maskrcnn",
+    "detect_sources": "astrodask.models.maskrcnn:detect",
+    "band_statistics": "astrodask.models.maskrcnn:band_statistics",
+    "normalise_bands": "astrodask.models.maskrcnn:normalise_bands",
+    "train_maskrcnn": "astrodask.train.maskrcnn:train_maskrcnn",
+    "train_maskrcnn_on_simulations": "astrodask.train.maskrcnn:train_from_simulations",
+    "evaluate_maskrcnn": "astrodask.train.maskrcnn_eval:evaluate_on_simulations",
+    "Instances": "astrodask.evaluate:Instances",
+    "evaluate_detections": "astrodask.evaluate:evaluate_detections",
+    "confusion_matrix": "astrodask.evaluate:confusion_matrix",
+    "evaluation_report": "astrodask.evaluate:evaluation_report",
+    "sep_detect": "astrodask.baselines.sep_baseline:sep_detect",
 }
 
 __all__ = sorted(_API) + ["__version__"]

@@ -182,6 +182,7 @@ def train_maskrcnn(pool, run_dir, config=None, settings=None, max_seconds=None, 
         config = MaskRCNNConfig.from_dict(saved["config"])
         settings = TrainSettings(**{**saved["settings"], "steps": settings.steps})
     config = config or MaskRCNNConfig()
+    keras.utils.set_random_seed(settings.seed)  # the initial weights
     model = build_maskrcnn(config)
     optimizer = keras.optimizers.AdamW(learning_rate=settings.learning_rate,
                                        weight_decay=settings.weight_decay,
@@ -243,9 +244,16 @@ def compiled_runners(model, optimizer):
     import tensorflow as tf
 
     variables = model.trainable_variables
+    config = model.config
     forward = tf.function(lambda x: model(x, training=True))
-    box_head = tf.function(lambda r: model.box_head(r, training=True), reduce_retracing=True)
-    mask_head = tf.function(lambda r: model.mask_head(r, training=True), reduce_retracing=True)
+    box_head = tf.function(
+        lambda r: model.box_head(r, training=True),
+        input_signature=[tf.TensorSpec([None, config.pool_size, config.pool_size,
+                                        config.fpn_channels], tf.float32)])
+    mask_head = tf.function(
+        lambda r: model.mask_head(r, training=True),
+        input_signature=[tf.TensorSpec([None, config.mask_pool_size, config.mask_pool_size,
+                                        config.fpn_channels], tf.float32)])
     apply = tf.function(lambda grads: optimizer.apply_gradients(zip(grads, variables)))
     return (forward, box_head, mask_head), apply
 

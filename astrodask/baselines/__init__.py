@@ -1,0 +1,1 @@
+"""Classical baselines the deep-learning models are measured against."""

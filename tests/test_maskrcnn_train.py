@@ -1,0 +1,138 @@
+"""Mask R-CNN training: data from fields, augmentation, targets, losses, resume."""
+
+import json
+from collections import namedtuple
+
+import numpy as np
+import pytest
+
+from astrodask.cli import main
+from astrodask.evaluate import boxes_from_masks
+from astrodask.models.maskrcnn import MaskRCNNConfig
+from astrodask.models.maskrcnn.anchors import generate_anchors
+from astrodask.models.maskrcnn.detection import box_iou
+from astrodask.models.maskrcnn.rpn import rpn_targets
+from astrodask.train.maskrcnn import TrainSettings, train_maskrcnn
+from astrodask.train.maskrcnn_data import (
+    augment, crop, example_from_field, field_truth, load_examples, save_examples,
+)
+from astrodask.train.maskrcnn_targets import roi_targets
+from maskrcnn_fake_field import fake_field
+
+TINY = MaskRCNNConfig(stem_width=8, stage_widths=(8, 8, 16, 16), fpn_channels=8, head_units=16,
+                      mask_channels=8, rois_per_image=16, rpn_anchors_per_image=64,
+                      rpn_pre_nms_train=200, rpn_post_nms_train=50)
+
+
+def test_example_from_field_keeps_classes_and_masks():
+    field = fake_field((64, 64), n_stars=3, n_galaxies=2, seed=1)
+    example = example_from_field(field)
+    assert example.image.shape == (64, 64, 3) and example.image.dtype == np.float32
+    assert list(example.class_ids) == [1, 1, 1, 2, 2]
+    np.testing.assert_array_equal(example.boxes, boxes_from_masks(field.masks))
+
+
+def test_field_truth_reads_simulator_object_masks():
+    ObjectMask = namedtuple("ObjectMask", ["id", "box", "mask"])
+
+    class Field:
+        truth = {"id": np.array([7, 9]), "class": np.array(["galaxy", "star"])}
+        label_map = np.zeros((10, 12), np.int32)
+
+        def object_masks(self):
+            return [ObjectMask(9, (1, 2, 3, 5), np.ones((2, 3), bool)),
+                    ObjectMask(7, (4, 4, 6, 6), np.array([[1, 0], [1, 1]], bool))]
+
+    classes, masks = field_truth(Field())
+    assert list(classes) == [1, 2]
+    assert masks.shape == (2, 10, 12)
+    assert masks[0, 1:3, 2:5].all() and masks[0].sum() == 6
+    assert masks[1].sum() == 3 and masks[1, 4, 4]
+
+
+def test_crop_and_augment_keep_masks_on_their_objects():
+    example = example_from_field(fake_field((128, 128), 8, 8, seed=2))
+    window = crop(example, 32, 16, 64)
+    assert window.image.shape == (64, 64, 3)
+    np.testing.assert_array_equal(window.boxes, boxes_from_masks(window.masks))
+    rng = np.random.default_rng(0)
+    for _ in range(6):
+        out = augment(window, rng, blur_probability=0.0, offset_sigma=0.0)
+        np.testing.assert_array_equal(out.boxes, boxes_from_masks(out.masks))
+        # each object's mask covers the same (rotated/mirrored) pixel values
+        for mask_before, mask_after in zip(window.masks, out.masks):
+            assert np.isclose(window.image[mask_before].sum(), out.image[mask_after].sum(),
+                              rtol=1e-5)
+    blurred = augment(window, np.random.default_rng(1), blur_probability=1.0, offset_sigma=0.0)
+    assert blurred.image.std() < window.image.std()
+
+
+def test_examples_round_trip_through_npz(tmp_path):
+    examples = [example_from_field(fake_field((64, 64), 2, 2, seed=s)) for s in range(2)]
+    save_examples(tmp_path / "pool.npz", examples)
+    again = load_examples(tmp_path / "pool.npz")
+    for a, b in zip(examples, again):
+        np.testing.assert_array_equal(a.image, b.image)
+        np.testing.assert_array_equal(a.masks, b.masks)
+        np.testing.assert_array_equal(a.class_ids, b.class_ids)
+
+
+def test_rpn_targets_give_every_object_an_anchor():
+    config = MaskRCNNConfig()
+    anchors = generate_anchors((64, 64), config.anchor_scales, config.anchor_ratios)
+    gt = np.array([[10, 10, 13, 12], [30, 30, 60, 50]], np.float32)  # a 3x2 px source too
+    labels, deltas = rpn_targets(anchors, gt, config, np.random.default_rng(0))
+    positives = np.flatnonzero(labels == 1)
+    assert np.count_nonzero(labels >= 0) == config.rpn_anchors_per_image
+    matched = box_iou(anchors[positives], gt).argmax(axis=1)
+    assert set(matched) == {0, 1}
+    assert np.abs(deltas[labels != 1]).sum() == 0
+
+
+def test_roi_targets_include_truth_boxes():
+    config = MaskRCNNConfig(rois_per_image=8)
+    gt = np.array([[4, 4, 12, 12]], np.float32)
+    masks = np.zeros((1, 32, 32), bool)
+    masks[0, 4:12, 4:12] = True
+    proposals = np.array([[20, 20, 30, 30]], np.float32)
+    rois, classes, deltas, mask_targets = roi_targets(proposals, gt, np.array([2]), masks,
+                                                      config, np.random.default_rng(0))
+    assert list(classes) == [2, 0]
+    np.testing.assert_allclose(rois[0], gt[0])
+    np.testing.assert_allclose(deltas[0], 0, atol=1e-6)
+    # the box is the mask's own box: all of it is object (bilinear resampling
+    # only rounds off the four corner samples)
+    assert mask_targets.shape == (1, 28, 28)
+    assert mask_targets[0, 1:-1].all() and mask_targets[0, :, 1:-1].all()
+
+
+def _weights(model):
+    return [np.asarray(w) for w in model.get_weights()]
+
+
+def test_training_resumes_where_it_stopped(tmp_path):
+    pool = [example_from_field(fake_field((128, 128), 6, 6, seed=s)) for s in range(2)]
+    settings = TrainSettings(steps=1, batch_size=2, crop_size=64, warmup_steps=1, log_every=1,
+                             checkpoint_every_s=1e9)
+    _, state = train_maskrcnn(pool, tmp_path / "a", config=TINY, settings=settings, log=lambda _: None)
+    assert state["step"] == 1 and len(state["history"]) == 1
+    settings.steps = 2
+    resumed, state = train_maskrcnn(pool, tmp_path / "a", settings=settings, log=lambda _: None)
+    assert state["step"] == 2
+    straight, _ = train_maskrcnn(pool, tmp_path / "b", config=TINY, settings=settings,
+                                 log=lambda _: None)
+    for a, b in zip(_weights(resumed), _weights(straight)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    saved = json.loads((tmp_path / "a" / "state.json").read_text())
+    assert saved["step"] == 2 and all(np.isfinite(list(h.values())).all()
+                                      for h in saved["history"])
+
+
+def test_cli_rejects_bad_crop(capsys):
+    assert main(["train", "maskrcnn", "unused", "--crop", "100"]) == 2
+    assert "multiple of 64" in capsys.readouterr().err
+
+
+def test_cli_evaluate_unknown_model(capsys):
+    assert main(["evaluate", "no_such_model", "--fields", "1"]) == 2
+    assert "unknown model" in capsys.readouterr().err
