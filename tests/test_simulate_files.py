@@ -55,7 +55,7 @@ def test_tiled_files_equal_field_drawn_in_one_piece(tiled):
 def test_same_seed_gives_byte_identical_files(tiled, tmp_path):
     again = tmp_path / "again"
     astrodask.simulate(again, size=SIZE, preset="decam", seed=9, density=80, star_density=6,
-                       tile_size=512, noiseless=True)
+                       tile_size=256, noiseless=True, workers=2)
     assert _digests(again) == _digests(tiled)
 
 
@@ -97,6 +97,7 @@ def test_cli_writes_hst_field_and_refuses_non_empty_folder(tmp_path, capsys):
     (["--density", "-1"], "density"),
     (["--star-density", "-0.5"], "star density"),
     (["--tile-size", "300"], "tile size"),
+    (["--workers", "0"], "workers"),
 ])
 def test_cli_bad_options_are_one_line_errors(tmp_path, capsys, argv, text):
     assert main(["simulate", str(tmp_path / "x")] + argv) == 2
@@ -119,3 +120,12 @@ def test_tiled_equals_whole_with_saturation_and_cosmic_rays(tmp_path):
     for b, band in enumerate(field.bands):
         np.testing.assert_array_equal(fits.getdata(tmp_path / "t" / f"{band}.fits"),
                                       field.images[b])
+
+
+def test_output_ingests_as_a_mosaic(tiled, tmp_path):
+    mosaic = astrodask.ingest([tiled / f"{b}.fits" for b in "grz"], tmp_path / "m.zarr")
+    assert tuple(mosaic.bands) == ("g", "r", "z")
+    assert tuple(mosaic.shape) == (3, 520, 600)
+    assert mosaic.wcs is not None
+    image = np.asarray(mosaic.to_dask()[1])
+    np.testing.assert_array_equal(image, fits.getdata(tiled / "r.fits"))

@@ -41,6 +41,8 @@ def register(subparsers):
                         help="truth-mask floor in detection-image sigma (default 1)")
     parser.add_argument("--tile-size", type=int, default=1024,
                         help="drawing tile side, a multiple of 256 (memory only; default 1024)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="processes drawing tiles in parallel (default 1)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace a previous simulation in OUT_DIR")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
@@ -56,7 +58,7 @@ def run(args):
                       density=args.density, star_density=args.star_density, deep=args.deep,
                       noiseless=args.noiseless, cosmic_rays=args.cosmic_rays,
                       saturate=args.saturate,
-                      mask_sigma=args.mask_sigma, tile_size=args.tile_size,
+                      mask_sigma=args.mask_sigma, tile_size=args.tile_size, workers=args.workers,
                       overwrite=args.overwrite, progress=progress)
     if progress is not None:
         progress.close()

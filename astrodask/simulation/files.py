@@ -10,6 +10,7 @@ import numpy as np
 
 from ..errors import InputError
 from .fits_sections import FitsSectionWriter
+from .tiles import render_tiles
 from .noise import NOISE_BLOCK
 from .render import DEFAULT_MASK_SIGMA, FieldPlan, parse_size, validate_shape
 from .truth import masks_table, truth_table
@@ -92,7 +93,8 @@ def _tiles(shape, tile_size):
 def simulate(out_dir, size=(4096, 4096), preset="decam", seed=0, density=None, star_density=None,
              deep=False, noiseless=False, cosmic_rays=0.0, saturate=False,
              mask_sigma=DEFAULT_MASK_SIGMA,
-             mask_fraction=None, center=None, tile_size=1024, overwrite=False, progress=None):
+             mask_fraction=None, center=None, tile_size=1024, workers=1, overwrite=False,
+             progress=None):
     """Simulate a field and write it to ``out_dir``, tile by tile.
 
     Parameters
@@ -109,6 +111,8 @@ def simulate(out_dir, size=(4096, 4096), preset="decam", seed=0, density=None, s
     tile_size : int
         Side of the drawing tiles (a multiple of 256); memory grows with it,
         the output does not depend on it.
+    workers : int
+        Processes drawing tiles in parallel (the output does not depend on it).
     overwrite : bool
         Replace a previous simulation in ``out_dir``.
     progress : callable, optional
@@ -134,6 +138,8 @@ def simulate(out_dir, size=(4096, 4096), preset="decam", seed=0, density=None, s
     shape = validate_shape(parse_size(size) if isinstance(size, str) else size)
     if int(tile_size) != tile_size or tile_size < NOISE_BLOCK or tile_size % NOISE_BLOCK:
         raise InputError(f"tile size must be a positive multiple of {NOISE_BLOCK}, got {tile_size}")
+    if int(workers) != workers or workers < 1:
+        raise InputError(f"workers must be a positive integer, got {workers!r}")
     plan = FieldPlan(shape, preset=preset, seed=seed, density=density, star_density=star_density,
                      deep=deep, mask_sigma=mask_sigma, mask_fraction=mask_fraction, center=center,
                      saturate=saturate, cosmic_rays=cosmic_rays)
@@ -161,10 +167,7 @@ def simulate(out_dir, size=(4096, 4096), preset="decam", seed=0, density=None, s
     truths, pairs = {}, set()
     tiles = list(_tiles(shape, int(tile_size)))
     try:
-        for k, region in enumerate(tiles):
-            y0, x0, y1, x1 = region
-            result = plan.render(region)
-            noisy = plan.add_noise(result.noiseless, (y0, x0))
+        for k, (region, result, noisy) in enumerate(render_tiles(plan, tiles, workers)):
             for b, m in enumerate(plan.models):
                 writers[f"image_{m.name}"].write(region, noisy[b])
                 if noiseless:

@@ -224,7 +224,7 @@ def make_population(shape, preset, seed, density=None, star_density=None, deep=F
     q = np.where(is_sph, rng.uniform(0.5, 1.0, n_gal),
                  np.where(is_disk, rng.uniform(0.2, 1.0, n_gal), rng.uniform(0.4, 1.0, n_gal)))
     pa = rng.uniform(0.0, 180.0, n_gal)
-    n_knots = np.where(is_irr, rng.integers(8, 40, n_gal, endpoint=True), 0)
+    n_knots = np.where(is_irr, rng.integers(5, 20, n_gal, endpoint=True), 0)
     knot_share = np.where(is_irr, rng.uniform(0.3, 0.6, n_gal), 0.0)
     offset = rng.normal(0.0, 0.15, (n_gal, 2)) * disk_hlr[:, None] * is_irr[:, None]
 
