@@ -150,5 +150,7 @@ def test_detect_returns_pasted_masks_and_survives_save_load(tmp_path):
     for a, b in zip(results, again):
         np.testing.assert_allclose(a.boxes, b.boxes, atol=1e-4)
         np.testing.assert_array_equal(a.class_ids, b.class_ids)
-    # a per-call setting overrides the model's
+    # a per-call setting overrides the model's; no detection at all is fine too
     assert all(len(r) <= 5 for r in detect(model, images, detection_max_instances=5))
+    none = detect(model, images, detection_min_confidence=1.01)
+    assert [len(r) for r in none] == [0, 0] and none[0].masks.shape == (0, 70, 90)

@@ -8,7 +8,8 @@ def register(subparsers):
                     "baseline) on them and report AP, AP50, AP75, APs/m/l, precision at 80%% "
                     "recall and confusion matrices, per class and combined.")
     parser.add_argument("model", nargs="?", default="maskrcnn_decam",
-                        help="shipped model name or .keras path (default maskrcnn_decam)")
+                        help="shipped model name, .keras path or training run directory "
+                             "(default maskrcnn_decam)")
     parser.add_argument("--fields", type=int, default=12, help="number of test fields")
     parser.add_argument("--size", type=int, default=512, help="side of each field, px")
     parser.add_argument("--seed", type=int, default=None,

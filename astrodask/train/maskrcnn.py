@@ -147,6 +147,15 @@ def _restore(run_dir, model, optimizer):
     return json.loads((run_dir / STATE_FILE).read_text())
 
 
+def load_checkpoint(run_dir):
+    """The model of a run directory's latest checkpoint (a run may still be going)."""
+    run_dir = Path(run_dir)
+    state = json.loads((run_dir / STATE_FILE).read_text())
+    model = build_maskrcnn(MaskRCNNConfig.from_dict(state["config"]))
+    model.load_weights(run_dir / WEIGHTS_FILE)
+    return model, state
+
+
 def train_maskrcnn(pool, run_dir, config=None, settings=None, max_seconds=None, log=print):
     """Train (or resume training) a Mask R-CNN on a pool of examples.
 

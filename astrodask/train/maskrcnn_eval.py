@@ -17,7 +17,8 @@ def evaluate_on_simulations(model, n_fields=12, size=512, seed=TEST_SEED, preset
     Parameters
     ----------
     model : MaskRCNN or str or Path
-        A model or a ``.keras`` path / shipped model name.
+        A model, a ``.keras`` path, a shipped model name or a training run
+        directory (its latest checkpoint).
     n_fields, size : int
         Number and side (pixels) of the square test fields; each is run as one
         ``size`` x ``size`` block.
@@ -44,7 +45,14 @@ def evaluate_on_simulations(model, n_fields=12, size=512, seed=TEST_SEED, preset
     from .maskrcnn_data import example_from_field
 
     if not hasattr(model, "config"):
-        model = load_maskrcnn(resolve_model_path(model))
+        from pathlib import Path
+
+        from .maskrcnn import STATE_FILE, load_checkpoint
+
+        if (Path(model) / STATE_FILE).exists():
+            model, _ = load_checkpoint(model)
+        else:
+            model = load_maskrcnn(resolve_model_path(model))
     config = model.config
     truths, model_dets, sep_dets = [], [], []
     seconds = {"maskrcnn": 0.0, "sep": 0.0}

@@ -142,12 +142,16 @@ def detect(model, images, **settings):
     counts = [len(p) for p in proposals]
     all_proposals = np.concatenate(proposals) if proposals else np.zeros((0, 4), np.float32)
     batch_index = np.repeat(np.arange(n_images), counts)
-    pooled = roi_align(pyramid[:4], all_proposals, batch_index, config.pool_size,
-                       config.sampling_ratio)
-    class_logits, box_deltas = model.box_head(pooled, training=False)
-    probs = ops.convert_to_numpy(ops.softmax(class_logits, axis=-1))
-    refined = ops.convert_to_numpy(decode_boxes(
-        ops, box_deltas, ops.convert_to_tensor(all_proposals[:, None, :]), config.box_std))
+    if len(all_proposals):
+        pooled = roi_align(pyramid[:4], all_proposals, batch_index, config.pool_size,
+                           config.sampling_ratio)
+        class_logits, box_deltas = model.box_head(pooled, training=False)
+        probs = ops.convert_to_numpy(ops.softmax(class_logits, axis=-1))
+        refined = ops.convert_to_numpy(decode_boxes(
+            ops, box_deltas, ops.convert_to_tensor(all_proposals[:, None, :]), config.box_std))
+    else:
+        probs = np.zeros((0, config.n_classes), np.float32)
+        refined = np.zeros((0, config.n_classes, 4), np.float32)
 
     picked = []
     for i, (props, prob, boxes) in enumerate(zip(proposals, _split(probs, counts),
@@ -156,12 +160,13 @@ def detect(model, images, **settings):
     det_counts = [len(p[0]) for p in picked]
     det_boxes = np.concatenate([p[0] for p in picked])
     det_classes = np.concatenate([p[1] for p in picked])
-    mask_rois = roi_align(pyramid[:4], det_boxes, np.repeat(np.arange(n_images), det_counts),
-                          config.mask_pool_size, config.sampling_ratio)
-    mask_logits = model.mask_head(mask_rois, training=False)
-    mask_probs = ops.convert_to_numpy(ops.sigmoid(mask_logits))
-    mask_probs = mask_probs[np.arange(len(det_classes)), :, :, det_classes] \
-        if len(det_classes) else np.zeros((0, config.mask_size, config.mask_size))
+    if len(det_boxes):
+        mask_rois = roi_align(pyramid[:4], det_boxes, np.repeat(np.arange(n_images), det_counts),
+                              config.mask_pool_size, config.sampling_ratio)
+        mask_probs = ops.convert_to_numpy(ops.sigmoid(model.mask_head(mask_rois, training=False)))
+        mask_probs = mask_probs[np.arange(len(det_classes)), :, :, det_classes]
+    else:
+        mask_probs = np.zeros((0, config.mask_size, config.mask_size), np.float32)
 
     results = []
     for (boxes, class_ids, scores), probs_i in zip(picked, _split(mask_probs, det_counts)):
