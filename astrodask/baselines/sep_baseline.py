@@ -19,8 +19,8 @@ def moffat_half_light_radius(fwhm, beta):
     return alpha * np.sqrt(2.0 ** (1.0 / (beta - 1.0)) - 1.0)
 
 
-def sep_detect(images, psf_half_light_radius, threshold=1.5, min_area=5,
-               deblend_nthresh=32, deblend_cont=0.005, star_factor=1.15):
+def sep_detect(images, psf_half_light_radius, threshold=1.2, min_area=5,
+               deblend_nthresh=32, deblend_cont=0.005, star_factor=1.05):
     """Detect, deblend, mask and classify sources with SEP.
 
     Parameters
