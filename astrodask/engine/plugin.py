@@ -98,6 +98,8 @@ class ModelPlugin(WorkerPlugin):
     ----------
     specs : list of ModelSpec
     config : RunConfig
+    tile_size : int, optional
+        Window side: each model is warmed up on an empty window of this size.
     threads : int, optional
         Framework threads per worker; default the worker's task threads.
     gpu : bool
@@ -106,9 +108,10 @@ class ModelPlugin(WorkerPlugin):
 
     name = PLUGIN_NAME
 
-    def __init__(self, specs, config, threads=None, gpu=False):
+    def __init__(self, specs, config, tile_size=None, threads=None, gpu=False):
         self.specs = specs
         self.config = config
+        self.tile_size = tile_size
         self.threads = threads
         self.gpu = gpu
         self.runners = None
@@ -125,6 +128,9 @@ class ModelPlugin(WorkerPlugin):
         from .runners import make_runner
 
         self.runners = [make_runner(spec, self.config) for spec in self.specs]
+        if self.tile_size:
+            for runner in self.runners:
+                runner.warm_up(self.tile_size)
 
     def teardown(self, worker):
         self.runners = None

@@ -177,7 +177,8 @@ def _compute(summary, todo, mosaic, results, specs, config, client, progress, on
         summary.dashboard = getattr(client, "dashboard_link", None)
         if on_start is not None:
             on_start(summary)
-        _register(client, ModelPlugin(specs, config, threads=config.threads_per_worker,
+        _register(client, ModelPlugin(specs, config, tile_size=mosaic.tile_grid.tile,
+                                      threads=config.threads_per_worker,
                                       gpu=config.gpus is not None))
         report = _report_context(config.report)
         token = uuid.uuid4().hex[:8]

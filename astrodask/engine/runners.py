@@ -41,6 +41,12 @@ class UnetRunner:
             self._group = zarr.open_group(str(results.unet_store), mode="r+")
         return self._group
 
+    def warm_up(self, tile_size):
+        """Run once on an empty window so that graph tracing is not paid by the first task."""
+        blank = np.zeros((len(self.spec.band_indices), tile_size, tile_size), np.float32)
+        classify_tile(self.model, blank, mode=self.options.mode, stride=self.options.stride,
+                      flips=self.options.flips)
+
     def predict(self, tile):
         """Class maps of one :class:`~astrodask.mosaic.Tile` (whole window)."""
         data = tile.data[list(self.spec.band_indices)]
@@ -80,6 +86,13 @@ class MaskRCNNRunner:
                              detection_nms_threshold=options.nms_threshold,
                              detection_max_instances=options.max_detections)
         self._lock = threading.Lock()
+
+    def warm_up(self, tile_size):
+        """Run once on an empty window so that the first task pays no start-up cost."""
+        from ..models.maskrcnn import detect
+
+        blank = np.zeros((1, tile_size, tile_size, len(self.spec.band_indices)), np.float32)
+        detect(self.model, blank, **self.settings)
 
     def standardise(self, tiles):
         """Eq. 1 on a batch of tiles (B, T, T, band); flagged pixels become 0 (sky)."""
