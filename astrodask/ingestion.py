@@ -374,11 +374,23 @@ def _attributes(band_names, grid, header, wcs, images, weight_images, stats):
         "wcs_header": [card.image for card in header.cards],
         "mask_bits": dict(MASK_BITS),
         "band_stats": dict(zip(band_names, stats)),
+        # AB zero points (MAGZERO) and units per band, where the files state them.
+        "zeropoints": {b: _float_or_none(i.header.get("MAGZERO"))
+                       for b, i in zip(band_names, images)},
+        "bunit": {b: (str(i.header["BUNIT"]).strip() if "BUNIT" in i.header else None)
+                  for b, i in zip(band_names, images)},
         "inputs": [_file_record(i) for i in images],
         "weights": [_file_record(i) for i in weight_images],
         "astrodask_version": __version__,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def _float_or_none(value):
+    try:
+        return None if value is None else float(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def _finish(tmp, out, attrs, overwrite):

@@ -129,7 +129,8 @@ def test_block_layout_does_not_change_the_store(bands, tmp_path):
 def test_wcs_round_trip_and_provenance(tmp_path):
     wcs = make_wcs(rotation_deg=17.0)
     rng = np.random.default_rng(2)
-    paths = [write_band(tmp_path / f"{b}.fits", rng.normal(size=(HEIGHT, WIDTH)), b, wcs=wcs)
+    paths = [write_band(tmp_path / f"{b}.fits", rng.normal(size=(HEIGHT, WIDTH)), b, wcs=wcs,
+                        extra={"MAGZERO": 22.5, "BUNIT": "nanomaggy"} if b == "g" else None)
              for b in "gr"]
     mosaic = ingest_small(paths, tmp_path / "m.zarr")
     source = WCS(fits.getheader(paths[0]))
@@ -144,6 +145,8 @@ def test_wcs_round_trip_and_provenance(tmp_path):
     assert [i["name"] for i in inputs] == ["g.fits", "r.fits"]
     assert all(len(i["sha256"]) == 64 and i["size"] == paths[0].stat().st_size for i in inputs)
     assert mosaic.attrs["astrodask_version"] == astrodask.__version__
+    assert mosaic.attrs["zeropoints"] == {"g": 22.5, "r": None}
+    assert mosaic.attrs["bunit"] == {"g": "nanomaggy", "r": None}
     stats = mosaic.attrs["band_stats"]["g"]
     assert stats["n_good"] == HEIGHT * WIDTH and abs(stats["median"]) < 0.05
     assert stats["mad_std"] == pytest.approx(1.0, abs=0.05)
