@@ -80,7 +80,8 @@ def tile_instances(tile, grid, masks, class_ids, scores, brightness):
                       x1=x0w + bx1, area=int(mask.sum()), anchor_y=y0w + ay, anchor_x=x0w + ax,
                       in_core=bool(cy.start <= ay < cy.stop and cx.start <= ax < cx.stop),
                       cut=bool(cut), mask=encode_mask(mask[by0:by1, bx0:bx1]))
-        values["class"] = OBJECT_CLASSES[int(class_id)]
+        # class 0 is the detector's background: a piece without a star/galaxy class
+        values["class"] = OBJECT_CLASSES[int(class_id)] if class_id > 0 else None
         for name, value in values.items():
             rows[name].append(value)
     return pa.table(rows, schema=SCHEMA)

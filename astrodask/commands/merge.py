@@ -1,0 +1,38 @@
+"""``astrodask merge``: a finished run → catalog, segmentation map and pictures."""
+
+
+def register(subparsers):
+    parser = subparsers.add_parser(
+        "merge", help="merge a finished run into a catalog, segmentation map and pictures",
+        description="Resolve objects across window edges (ownership by anchor, stitching of "
+                    "cut objects, matching by mask IoU in the overlaps), paint the exclusive "
+                    "segmentation map, measure every object and write catalog.parquet, "
+                    "segmap.fits, morphology.fits, PNG quick-looks and summary.txt into the "
+                    "results folder.")
+    parser.add_argument("results", metavar="RESULTS", help="results folder of astrodask run")
+    parser.add_argument("--mosaic", help="mosaic store (default: the one the run used)")
+    parser.add_argument("--match-iou", type=float, default=0.5,
+                        help="IoU within window overlaps at which two pieces are one object")
+    parser.add_argument("--morpheus-threshold", type=float, default=0.1,
+                        help="U-Net-only runs: background probability that seeds a source")
+    parser.add_argument("--detection-threshold", type=float, default=0.5,
+                        help="max. min(background) for morpheus_detected")
+    parser.add_argument("--no-pictures", action="store_true", help="skip the PNG quick-looks")
+    parser.add_argument("--threads", type=int, help="threads painting chunks (default: cores)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(func=run)
+
+
+def run(args):
+    from ..merge.run import MergeOptions, merge, summary_text
+    from ..progress import TextProgress
+
+    options = MergeOptions(match_iou=args.match_iou, morpheus_threshold=args.morpheus_threshold,
+                           detection_threshold=args.detection_threshold,
+                           pictures=not args.no_pictures)
+    progress = None if args.quiet else TextProgress("merge", unit="chunks")
+    summary = merge(args.results, mosaic=args.mosaic, options=options, threads=args.threads,
+                    progress=progress)
+    if progress is not None:
+        progress.close()
+    print(summary_text(summary), end="")

@@ -1,0 +1,104 @@
+"""Pieces: what each window saw of each object, in mosaic coordinates.
+
+A piece is one instance from one window: Mask R-CNN instances as written by
+the engine, or Morpheus segments cut from the U-Net maps window by window.
+Both share the columns of :data:`astrodask.instances.SCHEMA`.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from ..instances import SCHEMA, decode_mask, tile_instances
+
+
+@dataclass
+class Pieces:
+    """Column arrays of all pieces, plus lazily decoded masks.
+
+    Attributes are NumPy arrays of length ``n`` named as the schema columns
+    (``tile_iy``, ``y0``, ``score``, ``in_core``, ...).
+    """
+
+    table: pa.Table
+
+    def __post_init__(self):
+        self.table = self.table.sort_by([("tile_iy", "ascending"), ("tile_ix", "ascending"),
+                                         ("det", "ascending")])
+        for name in SCHEMA.names:
+            if name in ("mask", "class"):
+                continue
+            setattr(self, name, self.table.column(name).to_numpy(zero_copy_only=False))
+        self._packed = self.table.column("mask").to_pylist()
+        self._masks = {}
+
+    def __len__(self):
+        return self.table.num_rows
+
+    def mask(self, i):
+        """Boolean mask of piece ``i`` over its box ``[y0, y1) x [x0, x1)``."""
+        if i not in self._masks:
+            self._masks[i] = decode_mask(self._packed[i], int(self.y1[i] - self.y0[i]),
+                                         int(self.x1[i] - self.x0[i]))
+        return self._masks[i]
+
+
+def read_instance_pieces(results):
+    """All Mask R-CNN pieces of a results folder (empty table when there are none)."""
+    import pyarrow.parquet as pq
+
+    parts = sorted(results.instances_dir.glob("tile-*.parquet"))
+    tables = [pq.read_table(p) for p in parts]
+    table = pa.concat_tables(tables) if tables else SCHEMA.empty_table()
+    return Pieces(table)
+
+
+def morpheus_pieces(mosaic, unet_group, threshold=0.0, min_distance=5, max_peaks=20,
+                    background_level=1.0):
+    """Morpheus segments (Algorithm 1 + 2) of every window, as pieces.
+
+    Each window's region of the stitched U-Net ``mean`` maps is segmented and
+    deblended on its own, then handed to the same ownership and stitching as
+    Mask R-CNN instances, so segment labels are merged across window edges.
+
+    Parameters
+    ----------
+    mosaic : Mosaic
+    unet_group : zarr.Group
+        The run's ``unet.zarr`` with a ``mean`` array (class, y, x).
+    threshold, background_level : float
+        Algorithm 1 markers: background ≤ threshold seeds sources, background
+        ≥ background_level seeds the background.
+    min_distance, max_peaks : int
+        Algorithm 2 flux-peak seeds.
+
+    Returns
+    -------
+    Pieces
+    """
+    from ..morphology.deblend import deblend
+    from ..morphology.segmentation import segment
+
+    classes = list(unet_group.attrs["astrodask"]["classes"])
+    background_index = classes.index("background")
+    grid = mosaic.tile_grid
+    tables = []
+    for iy, ix in grid.indices():
+        tile = mosaic.read_tile(iy, ix)
+        (my, mx), (wy, wx) = grid.valid_slices(iy, ix)
+        background = np.ones((grid.tile, grid.tile))
+        background[wy, wx] = unet_group["mean"][background_index, my, mx]
+        background = np.nan_to_num(background, nan=1.0)
+        valid = (tile.mask & 8) == 0  # padding outside the mosaic is not segmented
+        labels = segment(background, threshold=threshold, mask=valid.all(axis=0),
+                         background_level=background_level)
+        flux = np.where(valid, tile.data, 0.0).sum(axis=0)
+        labels, _ = deblend(labels, flux, min_distance=min_distance, max_peaks=max_peaks)
+        ids = np.unique(labels[labels > 0])
+        masks = labels[None] == ids[:, None, None] if len(ids) else \
+            np.zeros((0, grid.tile, grid.tile), bool)
+        scores = np.array([1.0 - background[m].min() for m in masks], dtype=np.float32)
+        class_ids = np.zeros(len(ids), dtype=np.int8)  # Morpheus does not classify star/galaxy
+        tables.append(tile_instances(tile, grid, masks, class_ids, scores, flux))
+    return Pieces(pa.concat_tables(tables) if tables else SCHEMA.empty_table())

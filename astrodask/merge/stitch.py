@@ -1,0 +1,342 @@
+"""Ownership and stitching: pieces from overlapping windows → one set of objects.
+
+Rules (see ``../shared/FIELD_NOTES.md`` for what StarDist, Cellpose and
+dask-image do at seams and where each breaks):
+
+1. **Ownership.** An object is kept by the window whose half-open core holds
+   its anchor (the brightest pixel of its mask). Pieces whose anchor lies in
+   their window's halo are never objects by themselves: the owning window
+   decides whether there is an object.
+2. **Matching.** The same object seen from two windows may come out slightly
+   different (proposals and NMS are not local), so pieces of neighbouring
+   windows are matched by mask IoU *inside the overlap of the two windows*,
+   not by equality.
+3. **Duplicates.** Two owned pieces that match (their anchors moved between
+   views) are one object: the piece whose anchor lies deepest inside its
+   window (most context) is kept.
+4. **Stitching.** An owned piece cut by a window edge inside the mosaic is
+   extended by the matching pieces of the neighbouring windows, transitively,
+   so objects larger than the halo (or than a window) come out whole.
+
+Global IDs are assigned by sorting objects on their anchor, so the same
+pieces give the same IDs whatever the worker count or completion order.
+"""
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+#: Pieces of two windows match when their masks' IoU within the windows' overlap reaches this.
+MATCH_IOU = 0.5
+
+
+@dataclass
+class Objects:
+    """Merged objects, sorted by ID (``id = index + 1``).
+
+    Attributes
+    ----------
+    y0, x0, y1, x1 : ndarray of int64
+        Half-open bounding boxes (mosaic pixels).
+    masks : list of ndarray of bool
+        Each object's mask over its box.
+    class_id : ndarray of int8
+        1 star, 2 galaxy, 0 unclassified.
+    score : ndarray of float32
+    anchor_y, anchor_x : ndarray of int64
+    n_pieces : ndarray of int32
+        Pieces (windows) the object was assembled from.
+    cut : ndarray of bool
+        The owning window's piece was cut by a window edge (so it was stitched).
+    """
+
+    y0: np.ndarray
+    x0: np.ndarray
+    y1: np.ndarray
+    x1: np.ndarray
+    masks: list
+    class_id: np.ndarray
+    score: np.ndarray
+    anchor_y: np.ndarray
+    anchor_x: np.ndarray
+    n_pieces: np.ndarray
+    cut: np.ndarray
+    parent_id: np.ndarray = field(default=None)
+    family_size: np.ndarray = field(default=None)
+
+    def __len__(self):
+        return len(self.masks)
+
+    @property
+    def ids(self):
+        return np.arange(1, len(self) + 1, dtype=np.int64)
+
+
+def _window_rects(pieces, grid):
+    """Mosaic rectangle (clipped) of each piece's window: (n, 4) y0, x0, y1, x1."""
+    t, core, halo = grid.tile, grid.core, grid.halo
+    wy0 = pieces.tile_iy.astype(np.int64) * core - halo
+    wx0 = pieces.tile_ix.astype(np.int64) * core - halo
+    return np.stack([np.maximum(wy0, 0), np.maximum(wx0, 0),
+                     np.minimum(wy0 + t, grid.height), np.minimum(wx0 + t, grid.width)], axis=1)
+
+
+def candidate_pairs(pieces):
+    """Index pairs ``(i, j)``, ``i < j``, of pieces from different windows whose boxes meet."""
+    n = len(pieces)
+    if n < 2:
+        return np.zeros((0, 2), dtype=np.int64)
+    order = np.argsort(pieces.y0, kind="stable")
+    y0, y1 = pieces.y0[order], pieces.y1[order]
+    x0, x1 = pieces.x0[order], pieces.x1[order]
+    window = pieces.tile_iy[order].astype(np.int64) * 1_000_003 + pieces.tile_ix[order]
+    pairs = []
+    # Sweep along y: only boxes starting before this one ends can meet it.
+    ends = np.searchsorted(y0, y1, side="left")
+    for a in range(n):
+        b = np.arange(a + 1, ends[a])
+        if not len(b):
+            continue
+        meet = (x0[b] < x1[a]) & (x0[a] < x1[b]) & (y0[b] < y1[a]) & (window[b] != window[a])
+        for c in b[meet]:
+            i, j = order[a], order[c]
+            pairs.append((min(i, j), max(i, j)))
+    return np.array(sorted(pairs), dtype=np.int64).reshape(-1, 2)
+
+
+def overlap_iou(pieces, rects, i, j):
+    """IoU of pieces ``i`` and ``j`` restricted to the overlap of their two windows."""
+    ry0, rx0 = max(rects[i, 0], rects[j, 0]), max(rects[i, 1], rects[j, 1])
+    ry1, rx1 = min(rects[i, 2], rects[j, 2]), min(rects[i, 3], rects[j, 3])
+    # the part of the overlap that either box covers
+    uy0 = max(ry0, min(pieces.y0[i], pieces.y0[j]))
+    ux0 = max(rx0, min(pieces.x0[i], pieces.x0[j]))
+    uy1 = min(ry1, max(pieces.y1[i], pieces.y1[j]))
+    ux1 = min(rx1, max(pieces.x1[i], pieces.x1[j]))
+    if uy1 <= uy0 or ux1 <= ux0:
+        return 0.0
+    a = _paste(pieces, i, uy0, ux0, uy1, ux1)
+    b = _paste(pieces, j, uy0, ux0, uy1, ux1)
+    union = np.count_nonzero(a | b)
+    return np.count_nonzero(a & b) / union if union else 0.0
+
+
+def _paste(pieces, i, y0, x0, y1, x1):
+    out = np.zeros((y1 - y0, x1 - x0), dtype=bool)
+    sy0, sx0 = max(y0, pieces.y0[i]), max(x0, pieces.x0[i])
+    sy1, sx1 = min(y1, pieces.y1[i]), min(x1, pieces.x1[i])
+    if sy1 > sy0 and sx1 > sx0:
+        out[sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0] = pieces.mask(i)[
+            sy0 - pieces.y0[i]:sy1 - pieces.y0[i], sx0 - pieces.x0[i]:sx1 - pieces.x0[i]]
+    return out
+
+
+def _depth(pieces, rects, i):
+    """Distance of the anchor from the nearest edge of its window (more = more context)."""
+    return min(pieces.anchor_y[i] - rects[i, 0], rects[i, 2] - 1 - pieces.anchor_y[i],
+               pieces.anchor_x[i] - rects[i, 1], rects[i, 3] - 1 - pieces.anchor_x[i])
+
+
+def resolve(pieces, grid, brightness=None, match_iou=MATCH_IOU):
+    """Turn pieces into objects with the rules of this module.
+
+    Parameters
+    ----------
+    pieces : Pieces
+    grid : TileGrid
+    brightness : callable, optional
+        ``brightness(y0, x0, y1, x1) -> ndarray`` of the detection image, used to
+        re-pick the anchor of stitched objects; without it the owned piece's
+        anchor is kept.
+    match_iou : float
+        Matching threshold (IoU within the windows' overlap).
+
+    Returns
+    -------
+    Objects
+    """
+    n = len(pieces)
+    rects = _window_rects(pieces, grid)
+    matches = {i: [] for i in range(n)}
+    for i, j in candidate_pairs(pieces):
+        iou = overlap_iou(pieces, rects, i, j)
+        if iou >= match_iou:
+            matches[i].append((iou, j))
+            matches[j].append((iou, i))
+
+    owned = np.flatnonzero(pieces.in_core)
+    # Duplicates: matching owned pieces; keep the deepest anchor (ties: score, then order).
+    rank = sorted(owned, key=lambda i: (-_depth(pieces, rects, i), -pieces.score[i], i))
+    kept, dropped = [], set()
+    for i in rank:
+        if i in dropped:
+            continue
+        kept.append(i)
+        dropped.update(j for _, j in matches[i] if pieces.in_core[j])
+
+    # Stitching: each non-owned piece extends at most one object (its best match).
+    claimed = {}
+    for i in kept:
+        if not pieces.cut[i]:
+            continue
+        frontier, seen = [i], {i}
+        while frontier:
+            k = frontier.pop()
+            for iou, j in matches[k]:
+                if j in seen or pieces.in_core[j]:
+                    continue
+                seen.add(j)
+                if iou > claimed.get(j, (0.0, None))[0]:
+                    claimed[j] = (iou, i)
+                if pieces.cut[j]:
+                    frontier.append(j)
+    extensions = {i: [] for i in kept}
+    for j, (_, i) in sorted(claimed.items()):
+        extensions[i].append(j)
+
+    records = [_assemble(pieces, i, extensions[i], brightness) for i in kept]
+    records.sort(key=lambda r: (r["anchor_y"], r["anchor_x"], r["class_id"], -r["score"]))
+    return _objects(records)
+
+
+def _assemble(pieces, i, extra, brightness):
+    members = [i] + sorted(extra)
+    y0 = min(int(pieces.y0[m]) for m in members)
+    x0 = min(int(pieces.x0[m]) for m in members)
+    y1 = max(int(pieces.y1[m]) for m in members)
+    x1 = max(int(pieces.x1[m]) for m in members)
+    mask = np.zeros((y1 - y0, x1 - x0), dtype=bool)
+    for m in members:
+        mask[pieces.y0[m] - y0:pieces.y1[m] - y0, pieces.x0[m] - x0:pieces.x1[m] - x0] |= \
+            pieces.mask(m)
+    anchor_y, anchor_x = int(pieces.anchor_y[i]), int(pieces.anchor_x[i])
+    if extra and brightness is not None:
+        image = np.where(mask, brightness(y0, x0, y1, x1), -np.inf)
+        ay, ax = np.unravel_index(int(np.argmax(image)), image.shape)
+        anchor_y, anchor_x = y0 + int(ay), x0 + int(ax)
+    return dict(y0=y0, x0=x0, y1=y1, x1=x1, mask=mask, class_id=int(pieces.class_id[i]),
+                score=float(pieces.score[i]), anchor_y=anchor_y, anchor_x=anchor_x,
+                n_pieces=len(members), cut=bool(pieces.cut[i]))
+
+
+def _objects(records):
+    def column(name, dtype):
+        return np.array([r[name] for r in records], dtype=dtype)
+
+    return Objects(y0=column("y0", np.int64), x0=column("x0", np.int64),
+                   y1=column("y1", np.int64), x1=column("x1", np.int64),
+                   masks=[r["mask"] for r in records], class_id=column("class_id", np.int8),
+                   score=column("score", np.float32), anchor_y=column("anchor_y", np.int64),
+                   anchor_x=column("anchor_x", np.int64), n_pieces=column("n_pieces", np.int32),
+                   cut=column("cut", bool))
+
+
+def _box_pairs(objects, margin):
+    """Pairs ``(i, j)`` of objects whose boxes, grown by ``margin`` pixels, meet."""
+    n = len(objects)
+    order = np.argsort(objects.y0, kind="stable")
+    y0 = objects.y0[order]
+    ends = np.searchsorted(y0, objects.y1[order] + margin, side="left")
+    for a in range(n):
+        i = order[a]
+        for c in range(a + 1, ends[a]):
+            j = order[c]
+            if (objects.x0[j] < objects.x1[i] + margin and objects.x0[i] < objects.x1[j] + margin
+                    and objects.y0[j] < objects.y1[i] + margin):
+                yield i, j
+
+
+def _in_box(objects, j, y0, x0, y1, x1):
+    """Object ``j``'s mask pasted into the box ``[y0, y1) x [x0, x1)``."""
+    out = np.zeros((y1 - y0, x1 - x0), dtype=bool)
+    sy0, sx0 = max(objects.y0[j], y0), max(objects.x0[j], x0)
+    sy1, sx1 = min(objects.y1[j], y1), min(objects.x1[j], x1)
+    if sy1 > sy0 and sx1 > sx0:
+        out[sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0] = objects.masks[j][
+            sy0 - objects.y0[j]:sy1 - objects.y0[j], sx0 - objects.x0[j]:sx1 - objects.x0[j]]
+    return out
+
+
+def paint_priority(objects):
+    """Rank of each object when painting the exclusive map (0 = on top).
+
+    Higher score wins; at equal score the smaller mask wins (a compact source
+    on an extended one is a distinct object, and painting the large one on
+    top would hide it); then the lower ID.
+    """
+    areas = np.array([np.count_nonzero(m) for m in objects.masks], dtype=np.int64)
+    order = np.lexsort((np.arange(len(objects)), areas, -objects.score.astype(np.float64)))
+    rank = np.empty(len(objects), dtype=np.int64)
+    rank[order] = np.arange(len(objects))
+    return rank  # 0 = painted on top
+
+
+def drop_hidden(objects):
+    """Remove objects that the exclusive map would leave without a single pixel.
+
+    An object is hidden when objects of higher painting priority cover its
+    whole mask; keeping it would put an empty segment in the catalog.
+    """
+    rank = paint_priority(objects)
+    covers = {i: [] for i in range(len(objects))}
+    for i, j in _box_pairs(objects, 0):
+        if rank[i] < rank[j]:
+            covers[j].append(i)
+        else:
+            covers[i].append(j)
+    keep = []
+    for i in range(len(objects)):
+        mask = objects.masks[i]
+        if covers[i]:
+            box = (objects.y0[i], objects.x0[i], objects.y1[i], objects.x1[i])
+            covered = np.zeros_like(mask)
+            for j in covers[i]:
+                covered |= _in_box(objects, j, *box)
+            if not (mask & ~covered).any():
+                continue
+        keep.append(i)
+    return _select(objects, keep)
+
+
+def _select(objects, keep):
+    keep = np.asarray(keep, dtype=np.int64)
+    return Objects(y0=objects.y0[keep], x0=objects.x0[keep], y1=objects.y1[keep],
+                   x1=objects.x1[keep], masks=[objects.masks[i] for i in keep],
+                   class_id=objects.class_id[keep], score=objects.score[keep],
+                   anchor_y=objects.anchor_y[keep], anchor_x=objects.anchor_x[keep],
+                   n_pieces=objects.n_pieces[keep], cut=objects.cut[keep])
+
+
+def blend_families(objects):
+    """Group objects whose masks overlap or touch (8-connected) into blend families.
+
+    Sets ``objects.parent_id`` (the smallest ID of the family) and
+    ``objects.family_size``; returns ``objects``.
+    """
+    from scipy import ndimage
+
+    n = len(objects)
+    parent = np.arange(n)
+
+    def find(a):
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+
+    grown = {}
+    for i, j in _box_pairs(objects, 1):
+        if find(i) == find(j):
+            continue
+        if i not in grown:
+            grown[i] = ndimage.binary_dilation(np.pad(objects.masks[i], 1),
+                                               structure=np.ones((3, 3), bool))
+        box = (objects.y0[i] - 1, objects.x0[i] - 1, objects.y1[i] + 1, objects.x1[i] + 1)
+        if (grown[i] & _in_box(objects, j, *box)).any():
+            ri, rj = find(i), find(j)
+            parent[max(ri, rj)] = min(ri, rj)
+    roots = np.array([find(i) for i in range(n)], dtype=np.int64)
+    objects.parent_id = roots + 1
+    objects.family_size = (np.bincount(roots, minlength=n)[roots].astype(np.int32) if n
+                           else np.zeros(0, np.int32))
+    return objects

@@ -1,0 +1,1 @@
+"""Writers of the final products: Parquet catalogs, FITS maps, images, summaries."""
