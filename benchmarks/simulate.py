@@ -46,8 +46,11 @@ t0 = time.perf_counter()
 result = files.simulate(out, size=size, preset=preset, seed=1, tile_size=int(tile),
                         workers=int(workers))
 total = time.perf_counter() - t0
-rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print(json.dumps({"seconds": total, "n_objects": result["n_objects"],
+usage = resource.getrusage(resource.RUSAGE_SELF)
+rss = usage.ru_maxrss / 1024
+children = resource.getrusage(resource.RUSAGE_CHILDREN)
+cpu = usage.ru_utime + usage.ru_stime + children.ru_utime + children.ru_stime
+print(json.dumps({"seconds": total, "cpu_seconds": cpu, "n_objects": result["n_objects"],
                   "n_stars": result["n_stars"], "peak_rss_mib": rss, **spent}))
 """
 
@@ -133,7 +136,7 @@ def main(argv=None):
     band_mib = nx * ny * 4 / 2 ** 20
     write = r["seconds"] - r["render"] - r["noise"]
     print(f"simulate {args.preset} {args.size} (tile {args.tile_size}, workers {args.workers}): "
-          f"{r['seconds']:.1f} s, "
+          f"{r['seconds']:.1f} s wall ({r['cpu_seconds']:.1f} s CPU), "
           f"{r['n_objects']} objects ({r['n_stars']} stars), "
           f"{r['n_objects'] / r['seconds']:.0f} objects/s, "
           f"{nx * ny / r['seconds'] / 1e6:.2f} Mpx/s, peak RSS {r['peak_rss_mib']:.0f} MiB "

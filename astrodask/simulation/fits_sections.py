@@ -1,7 +1,8 @@
 """Write a 2-D FITS image region by region, with bounded memory.
 
 The header is written first, the file is extended to its final size and the
-data area is filled through a memory map, one region at a time. Everything
+data area is filled one region at a time with positioned writes (row by
+row), so nothing of the image stays in this process's memory. Everything
 goes to a temporary name that is renamed when the file is complete.
 """
 
@@ -46,25 +47,36 @@ class FitsSectionWriter:
         head = header.tostring().encode("ascii")
         data_bytes = ny * nx * self.dtype.itemsize
         total = len(head) + -(-data_bytes // _BLOCK) * _BLOCK
+        self.width = nx
+        self.offset = len(head)
         with open(self.tmp, "wb") as fh:
             fh.write(head)
             fh.truncate(total)  # zero-filled data and padding
-        self._map = np.memmap(self.tmp, dtype=self.dtype, mode="r+", offset=len(head),
-                              shape=(ny, nx))
+        self._fd = os.open(self.tmp, os.O_WRONLY)
 
     def write(self, region, values):
         """Write ``values`` into ``region = (y0, x0, y1, x1)``."""
         y0, x0, y1, x1 = region
-        self._map[y0:y1, x0:x1] = values
+        data = np.ascontiguousarray(values, dtype=self.dtype)
+        step = self.width * self.dtype.itemsize
+        start = self.offset + (y0 * self.width + x0) * self.dtype.itemsize
+        if x0 == 0 and x1 == self.width:
+            os.pwrite(self._fd, data.tobytes(), start)
+            return
+        for k in range(y1 - y0):
+            os.pwrite(self._fd, data[k].tobytes(), start + k * step)
 
     def close(self):
         """Flush and move the finished file to its final name."""
-        self._map.flush()
-        del self._map
+        os.fsync(self._fd)
+        os.close(self._fd)
+        self._fd = None
         os.replace(self.tmp, self.path)
 
     def abort(self):
         """Drop the partial file."""
-        self._map = None
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
         if os.path.exists(self.tmp):
             os.remove(self.tmp)
