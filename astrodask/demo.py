@@ -1,7 +1,8 @@
 """``astrodask demo``: the pipeline end to end on a simulated field.
 
-Simulates a field with known truth, ingests it, and runs every shipped model
-that takes the field's bands on a local Dask cluster, timing each stage.
+Simulates a field with known truth, ingests it, runs every shipped model that
+takes the field's bands on a local Dask cluster, merges the results into a
+catalog and maps, and times each stage.
 """
 
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ class DemoResult:
     simulation: dict
     mosaic: object
     run: object
+    merge: object
     models: list
     seconds: dict = field(default_factory=dict)
 
@@ -43,7 +45,7 @@ def demo_models(bands):
 
 def demo(out="demo-output", preset="hst", size=DEFAULT_SIZE, seed=0, n_workers=None,
          overwrite=True, progress=None):
-    """Run simulate → ingest → run on a built-in field.
+    """Run simulate → ingest → run → merge on a built-in field.
 
     Parameters
     ----------
@@ -68,6 +70,7 @@ def demo(out="demo-output", preset="hst", size=DEFAULT_SIZE, seed=0, n_workers=N
     """
     from .engine.run import run
     from .ingestion import ingest
+    from .merge.run import merge
     from .simulation import simulate
 
     out = Path(out)
@@ -102,5 +105,9 @@ def demo(out="demo-output", preset="hst", size=DEFAULT_SIZE, seed=0, n_workers=N
     summary = run(mosaic, out / "results", models=models, n_workers=n_workers,
                   progress=stage_progress("run"))
     seconds["run"] = time.perf_counter() - start
-    return DemoResult(out=out, simulation=sim, mosaic=mosaic, run=summary, models=models,
-                      seconds=seconds)
+
+    start = time.perf_counter()
+    merged = merge(summary.results, mosaic=mosaic, progress=stage_progress("merge"))
+    seconds["merge"] = time.perf_counter() - start
+    return DemoResult(out=out, simulation=sim, mosaic=mosaic, run=summary, merge=merged,
+                      models=models, seconds=seconds)

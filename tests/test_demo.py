@@ -18,7 +18,9 @@ def test_demo_runs_every_stage(tmp_path):
 
     mean = zarr.open_group(str(tmp_path / "demo" / "results" / "unet.zarr"), mode="r")["mean"][:]
     assert mean.shape == (5, 256, 256) and not np.isnan(mean).any()
-    assert set(result.seconds) == {"simulate", "ingest", "run"}
+    assert set(result.seconds) == {"simulate", "ingest", "run", "merge"}
+    assert (tmp_path / "demo" / "results" / "catalog.parquet").exists()
+    assert result.merge.n_objects >= 0 and "segmap_fits" in result.merge.files
 
 
 def test_demo_refuses_a_foreign_folder(tmp_path, capsys):

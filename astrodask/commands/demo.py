@@ -3,9 +3,10 @@
 
 def register(subparsers):
     parser = subparsers.add_parser(
-        "demo", help="simulate a field, ingest it and run the shipped models on it",
+        "demo", help="the whole pipeline end to end on a simulated field",
         description="Run the pipeline end to end on a simulated field with known truth: "
-                    "simulate, ingest, run the shipped models on a local Dask cluster.")
+                    "simulate, ingest, run the shipped models on a local Dask cluster, merge "
+                    "into a catalog, segmentation map and pictures.")
     parser.add_argument("--out", default="demo-output", help="output folder (default demo-output)")
     parser.add_argument("--preset", choices=["decam", "hst"], default="hst",
                         help="simulated survey (default hst: the published Morpheus bands)")
@@ -16,7 +17,7 @@ def register(subparsers):
 
 
 def run(args):
-    import numpy as np
+    from pathlib import Path
 
     from ..demo import demo
     from ..progress import TextProgress
@@ -43,23 +44,13 @@ def run(args):
     print(f"mosaic: {result.mosaic}")
     print(f"results: {result.run.results} ({', '.join(result.run.models)}; "
           f"{result.run.tiles_run} tiles on {result.run.cluster})")
-    unet = result.run.results / "unet.zarr"
-    if unet.exists():
-        import zarr
-
-        group = zarr.open_group(str(unet), mode="r")
-        classes = group.attrs["astrodask"]["classes"]
-        top = np.argmax(group["mean"][:], axis=0)
-        counts = np.bincount(top.ravel(), minlength=len(classes)) / top.size
-        print("pixels by top U-Net class: " + ", ".join(
-            f"{name} {100 * share:.1f}%" for name, share in zip(classes, counts)))
-    instances = result.run.results / "maskrcnn"
-    if instances.exists():
-        import pyarrow.dataset as ds
-
-        table = ds.dataset(instances, format="parquet").to_table(
-            filter=ds.field("in_core"), columns=["class"])
-        names = table.column("class").to_pylist()
-        print(f"Mask R-CNN detections (window cores): {names.count('star')} stars, "
-              f"{names.count('galaxy')} galaxies")
+    merged = result.merge
+    print(f"catalog: {merged.files['catalog']} ({merged.n_objects} objects)")
+    print("objects by class: " + ", ".join(f"{k} {v}" for k, v in merged.by_class.items()))
+    if merged.by_morphology:
+        print("objects by morphology: " + ", ".join(f"{k} {v}"
+                                                     for k, v in merged.by_morphology.items()))
+    print("maps and pictures: " + ", ".join(Path(merged.files[k]).name for k in
+                                            ("segmap_fits", "morphology_fits", "overview_png",
+                                             "colour_png") if k in merged.files))
     print("time per stage: " + ", ".join(f"{k} {v:.1f}s" for k, v in result.seconds.items()))
