@@ -7,7 +7,6 @@ under a temporary name beside the output and renamed only when complete.
 """
 
 import datetime
-import hashlib
 import os
 import shutil
 import uuid
@@ -19,6 +18,7 @@ import numpy as np
 
 from . import __version__
 from .errors import InputError, StoreError
+from .hashing import file_sha256
 from .fits_input import FitsImage
 from .mosaic import (MASK_BITS, PADDING, STORE_FORMAT, STORE_KIND, ZERO_WEIGHT, TileGrid,
                      open_mosaic)
@@ -344,12 +344,8 @@ def _check_bands_not_empty(stats, band_names, images):
 
 
 def _file_record(image):
-    digest = hashlib.sha256()
-    with open(image.path, "rb") as fh:
-        for block in iter(lambda: fh.read(8 << 20), b""):
-            digest.update(block)
     return {"name": image.name, "path": str(image.path.resolve()), "hdu": image.hdu_index,
-            "size": image.path.stat().st_size, "sha256": digest.hexdigest()}
+            "size": image.path.stat().st_size, "sha256": file_sha256(image.path)}
 
 
 def _attributes(band_names, grid, header, wcs, images, weight_images, stats):

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import StoreError
+from ..hashing import file_sha256
 
 UNET_STORE = "unet.zarr"
 INSTANCES_DIR = "maskrcnn"
@@ -72,20 +73,12 @@ def run_key(mosaic, specs, config):
     identity = {
         "inputs": [i["sha256"] for i in mosaic.attrs["inputs"]],
         "tile_grid": mosaic.tile_grid.to_dict(),
-        "models": [(s.kind, s.name, _file_sha256(s.path), list(s.band_indices)) for s in specs],
+        "models": [(s.kind, s.name, file_sha256(s.path), list(s.band_indices)) for s in specs],
         "unet": config.unet.__dict__,
         "maskrcnn": config.maskrcnn.__dict__,
         "batch_size": config.batch_size,
     }
     digest.update(json.dumps(identity, sort_keys=True, default=str).encode())
-    return digest.hexdigest()
-
-
-def _file_sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(8 << 20), b""):
-            digest.update(block)
     return digest.hexdigest()
 
 
