@@ -21,8 +21,9 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/astrodask demo --out demo-output
 
+# The notebooks run too (nbmake), on small fields.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	ASTRODASK_NOTEBOOK_SIZE=256 MPLBACKEND=agg $(BIN)/python -m pytest -q tests --nbmake notebooks
 
 clean:
 	rm -rf $(VENV) demo-output bench-output
