@@ -25,10 +25,14 @@ SLURM = ROOT / "deploy" / "slurm"
 
 @pytest.fixture(scope="module")
 def slurm_cluster():
+    import dask
+
     spec = importlib.util.spec_from_file_location("slurm_cluster", SLURM / "slurm_cluster.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module
+    # The scheduler runs in this process: keep its dashboard off port 8787.
+    with dask.config.set({"jobqueue.slurm.scheduler-options": {"dashboard_address": ":0"}}):
+        yield module
 
 
 def sbatch_directives(script):
