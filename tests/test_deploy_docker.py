@@ -81,6 +81,10 @@ def test_copied_files_exist_and_are_not_ignored(kind):
     patterns = ignore_patterns(IMAGES[kind])
     for source, _ in copy_sources(IMAGES[kind]):
         assert (ROOT / source).exists(), source
+        if (ROOT / ".git").exists():
+            tracked = subprocess.run(["git", "ls-files", "--", source], cwd=ROOT,
+                                     capture_output=True, text=True).stdout
+            assert tracked.strip(), f"{source} is not in git: a fresh clone would lack it"
         top = Path(source).parts[0]
         assert top not in patterns, f"{source} is excluded from the build context"
     # pyproject.toml names README.md as the readme: the package build needs it.
