@@ -60,6 +60,10 @@ class RunConfig:
         Run on a dask-cuda ``LocalCUDACluster`` over these GPUs.
     scheduler, scheduler_file : str, optional
         Join an existing cluster instead of starting one.
+    gpu_workers : bool
+        On an existing cluster, send tasks only to workers that advertise the
+        ``GPU`` resource (``dask worker --resources GPU=1``), so a cluster with
+        CPU and GPU worker groups runs the models on the GPU ones.
     batch_size : int
         Tiles per task.
     restart : bool
@@ -75,6 +79,7 @@ class RunConfig:
     gpus: object = None
     scheduler: str = None
     scheduler_file: str = None
+    gpu_workers: bool = False
     batch_size: int = 4
     restart: bool = False
     report: str = None
@@ -95,7 +100,7 @@ class RunConfig:
             raise InputError("give --scheduler or --scheduler-file, not both")
         if self.gpus is not None and (self.scheduler or self.scheduler_file):
             raise InputError("--gpus starts a local GPU cluster; it cannot be combined "
-                             "with --scheduler")
+                             "with --scheduler (use --gpu-workers there)")
         if self.unet.mode not in ("fast", "faithful"):
             raise InputError(f"unet mode must be fast or faithful, got {self.unet.mode!r}")
         if self.unet.stride < 1:

@@ -259,3 +259,32 @@ def test_model_that_fails_to_load_on_workers_is_one_line(mosaic_path, client, tm
     assert "\n" not in str(info.value)
     # The client is still usable for a good run afterwards.
     assert astrodask.run(mosaic_path, tmp_path / "r2", client=client, batch_size=35).tiles_run
+
+
+def test_existing_cluster_with_gpu_workers_only_runs_there(mosaic_path, tmp_path):
+    """--scheduler joins a cluster; --gpu-workers keeps tasks on workers with GPU=1."""
+    from distributed import LocalCluster
+
+    from astrodask.engine.plugin import worker_environment
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                      dashboard_address=":0", env=worker_environment(1)) as cluster:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "distributed.cli.dask_worker", cluster.scheduler_address,
+             "--nthreads", "1", "--resources", "GPU=1", "--no-nanny", "--no-dashboard"],
+            env=dict(os.environ, **worker_environment(1)), stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL)
+        try:
+            args = cli.build_parser().parse_args(
+                ["run", str(mosaic_path), "--out", str(tmp_path / "r"), "--scheduler",
+                 cluster.scheduler_address, "--gpu-workers"])
+            assert args.gpu_workers and args.scheduler == cluster.scheduler_address
+            summary = astrodask.run(mosaic_path, tmp_path / "results", batch_size=5,
+                                    scheduler=cluster.scheduler_address, gpu_workers=True)
+        finally:
+            worker.terminate()
+            worker.wait(timeout=30)
+    assert summary.tiles_run == 35
+    assert set(summary.workers) == {worker.pid}, "a task ran on a worker without GPU=1"
+    assert summary.cluster.startswith("existing cluster")
+    assert Results(tmp_path / "results").read_run()["config"]["gpu_workers"]

@@ -43,6 +43,9 @@ def register(subparsers):
                         help="dask-cuda LocalCUDACluster, one worker per GPU (all, or 0,1,...)")
     parser.add_argument("--scheduler", metavar="ADDRESS", help="join an existing cluster")
     parser.add_argument("--scheduler-file", metavar="FILE", help="join an existing cluster")
+    parser.add_argument("--gpu-workers", action="store_true", default=None,
+                        help="existing cluster: run only on workers started with "
+                             "--resources GPU=1")
     parser.add_argument("--batch-size", type=int, help="tiles per task (default 4)")
     parser.add_argument("--unet-mode", choices=["fast", "faithful"], help="U-Net mode")
     parser.add_argument("--unet-stride", type=int, help="faithful-mode window stride")
@@ -70,6 +73,7 @@ def run(args):
         n_workers=args.n_workers, threads_per_worker=args.threads_per_worker,
         gpus=_gpus(args.gpus) if args.gpus is not None else None,
         scheduler=args.scheduler, scheduler_file=args.scheduler_file,
+        gpu_workers=args.gpu_workers,
         batch_size=args.batch_size, restart=args.restart,
         report=(args.report or str(Path(args.out) / "report.html"))
         if args.report is not None else None)

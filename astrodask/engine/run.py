@@ -179,10 +179,11 @@ def _compute(summary, todo, mosaic, results, specs, config, client, progress, on
             on_start(summary)
         _register(client, ModelPlugin(specs, config, tile_size=mosaic.tile_grid.tile,
                                       threads=config.threads_per_worker,
-                                      gpu=config.gpus is not None))
+                                      gpu=config.gpus is not None or config.gpu_workers))
         report = _report_context(config.report)
         token = uuid.uuid4().hex[:8]
-        extra = {"resources": {"GPU": 1}} if config.gpus is not None else {}
+        on_gpus = config.gpus is not None or config.gpu_workers
+        extra = {"resources": {"GPU": 1}} if on_gpus else {}
         done = summary.tiles_skipped
         if progress is not None:
             progress(done, summary.tiles_total)
