@@ -24,7 +24,7 @@ from pathlib import Path
 
 _CHILD = r"""
 import json, resource, sys, time
-from astrodask.simulation import files, render
+from astrodask.simulation import files
 from astrodask.simulation.render import FieldPlan
 
 spent = {"render": 0.0, "noise": 0.0}
@@ -123,7 +123,6 @@ def main(argv=None):
     parser.add_argument("--out", help="output folder (default: a temporary one, removed)")
     args = parser.parse_args(argv)
 
-    tmp = None
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="simbench-")) / "field"
     tmp = None if args.out else out.parent
     try:
