@@ -217,7 +217,7 @@ def make_population(shape, preset, seed, density=None, star_density=None, deep=F
     m0, r0, size_slope = preset.size_at_mag
     base = r0 * 10 ** (-size_slope * (mag - m0) + rng.normal(0, preset.size_scatter_dex, n_gal))
     base = np.clip(base, 0.6 * preset.pixel_scale, 40 * r0)
-    disk_hlr = np.where(is_sph, 1.5 * base * 0.7, base)
+    disk_hlr = np.where(is_sph, 1.05 * base, base)
     bulge_hlr = np.where(is_sph, 0.7 * base, 0.45 * base)
     n_raw = np.where(is_sph, rng.uniform(3.0, 5.0, n_gal), rng.uniform(1.5, 4.0, n_gal))
     bulge_n = np.round(n_raw / _BULGE_N_STEP) * _BULGE_N_STEP
