@@ -26,6 +26,7 @@ _API = {
     "load_config": "astrodask.config:load_config",
     "simulate": "astrodask.simulation:simulate",
     "simulate_field": "astrodask.simulation:simulate_field",
+    "simulate_fields": "astrodask.simulation:simulate_fields",
     "SimulatedField": "astrodask.simulation:SimulatedField",
     "read_object_masks": "astrodask.simulation:read_object_masks",
     "build_unet": "astrodask.models.unet:build_unet",

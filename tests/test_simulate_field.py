@@ -5,7 +5,7 @@ import pytest
 
 from astrodask.classes import MORPHOLOGY_CODE, OBJECT_CODE
 from astrodask.errors import InputError
-from astrodask.simulation import simulate_field
+from astrodask.simulation import simulate_field, simulate_fields
 from astrodask.simulation.draw import bleed_columns, draw_object
 from astrodask.simulation.render import DEFAULT_MASK_FRACTION, FieldPlan
 
@@ -148,3 +148,14 @@ def test_saturation_bleed_trails_and_cosmic_rays():
     # cosmic rays only touch the noisy images, far above the noise
     hot = (sat.images - sat.noiseless) / np.array(list(sat.sigma.values()))[:, None, None]
     assert (hot > 20).sum() > 20
+
+
+def test_simulate_fields_in_processes_equals_one_by_one():
+    fields = list(simulate_fields([4, 7], workers=2, shape=(96, 128), preset="hst"))
+    for seed, field in zip([4, 7], fields):
+        alone = simulate_field((96, 128), preset="hst", seed=seed)
+        assert field.seed == seed
+        assert field.images.tobytes() == alone.images.tobytes()
+        assert field.truth.equals(alone.truth)
+    with pytest.raises(InputError):
+        next(simulate_fields([1], workers=0))

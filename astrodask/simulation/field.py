@@ -135,3 +135,30 @@ def simulate_field(shape=(512, 512), preset="decam", seed=0, density=None, star_
         seed=plan.seed,
         _masks=result.owned,
     )
+
+
+def _field_from_kwargs(kwargs):
+    return simulate_field(**kwargs)
+
+
+def simulate_fields(seeds, workers=1, **kwargs):
+    """Simulate one field per seed, in order, optionally in parallel processes.
+
+    Parameters
+    ----------
+    seeds : iterable of int
+    workers : int
+        Processes to draw in (1: here). The fields do not depend on it.
+    **kwargs
+        Any other argument of :func:`simulate_field` (``shape``, ``preset``, ...).
+
+    Yields
+    ------
+    SimulatedField
+        In the order of ``seeds``; at most ``2 * workers`` wait in memory.
+    """
+    from .tiles import check_workers, ordered_map
+
+    workers = check_workers(workers)
+    jobs = (dict(kwargs, seed=int(seed)) for seed in seeds)
+    yield from ordered_map(_field_from_kwargs, jobs, workers)

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..errors import InputError
 from .fits_sections import FitsSectionWriter
-from .tiles import render_tiles
+from .tiles import check_workers, render_tiles
 from .noise import NOISE_BLOCK
 from .render import DEFAULT_MASK_SIGMA, FieldPlan, parse_size, validate_shape
 from .truth import masks_table, truth_table
@@ -138,8 +138,7 @@ def simulate(out_dir, size=(4096, 4096), preset="decam", seed=0, density=None, s
     shape = validate_shape(parse_size(size) if isinstance(size, str) else size)
     if int(tile_size) != tile_size or tile_size < NOISE_BLOCK or tile_size % NOISE_BLOCK:
         raise InputError(f"tile size must be a positive multiple of {NOISE_BLOCK}, got {tile_size}")
-    if int(workers) != workers or workers < 1:
-        raise InputError(f"workers must be a positive integer, got {workers!r}")
+    workers = check_workers(workers)
     plan = FieldPlan(shape, preset=preset, seed=seed, density=density, star_density=star_density,
                      deep=deep, mask_sigma=mask_sigma, mask_fraction=mask_fraction, center=center,
                      saturate=saturate, cosmic_rays=cosmic_rays)

@@ -1,12 +1,54 @@
-"""Render the tiles of a field in order, in this process or in a pool of processes.
+"""Run simulation jobs in order, here or in a pool of processes.
 
-Tiles come back in the order asked for, whatever the number of workers, and
-at most ``2 * workers`` finished tiles wait in memory.
+Results come back in the order of the jobs, whatever the number of workers,
+and at most ``2 * workers`` finished results wait in memory.
 """
 
 from collections import deque
 
+from ..errors import InputError
+
 _PLAN = None
+
+
+def check_workers(workers):
+    """Return ``workers`` as an int, or raise InputError unless it is a positive integer."""
+    if isinstance(workers, bool) or int(workers) != workers or workers < 1:
+        raise InputError(f"workers must be a positive integer, got {workers!r}")
+    return int(workers)
+
+
+def ordered_map(function, jobs, workers=1, initializer=None, initargs=()):
+    """Yield ``function(job)`` for each job, in order, with up to ``workers`` processes.
+
+    ``function`` must be importable by name (a module-level function): the
+    pool uses the ``spawn`` start method.
+    """
+    workers = check_workers(workers)
+    if workers == 1:
+        if initializer is not None:
+            initializer(*initargs)
+        for job in jobs:
+            yield function(job)
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=int(workers), mp_context=context,
+                             initializer=initializer, initargs=initargs) as pool:
+        pending = deque()
+        todo = iter(jobs)
+        for job in todo:
+            pending.append(pool.submit(function, job))
+            if len(pending) >= 2 * workers:
+                break
+        while pending:
+            done = pending.popleft().result()
+            for job in todo:
+                pending.append(pool.submit(function, job))
+                break
+            yield done
 
 
 def _init_worker(plan):
@@ -40,21 +82,4 @@ def render_tiles(plan, regions, workers=1):
         for region in regions:
             yield render_tile(plan, region)
         return
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context,
-                             initializer=_init_worker, initargs=(plan,)) as pool:
-        pending = deque()
-        todo = iter(regions)
-        for region in todo:
-            pending.append(pool.submit(_render_in_worker, region))
-            if len(pending) >= 2 * workers:
-                break
-        while pending:
-            done = pending.popleft().result()
-            for region in todo:
-                pending.append(pool.submit(_render_in_worker, region))
-                break
-            yield done
+    yield from ordered_map(_render_in_worker, regions, workers, _init_worker, (plan,))
