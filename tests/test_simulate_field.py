@@ -49,6 +49,7 @@ def test_masks_follow_noiseless_flux_and_label_map(decam):
     owner = np.zeros(shape, np.int32)
     is_star = dict(zip(decam.truth.column("id").to_pylist(),
                        np.array(decam.truth.column("class").to_pylist()) == "star"))
+    full = {}
     for i in range(len(plan.population)):
         stamp = draw_object(plan.population, i, plan.models, plan.preset.pixel_scale)
         y0, x0, y1, x1 = stamp.box
@@ -61,6 +62,7 @@ def test_masks_follow_noiseless_flux_and_label_map(decam):
         expected = det >= max(1.0, frac * peak) if peak >= 1.0 else np.zeros(shape, bool)
         got = decam.full_mask(oid)
         np.testing.assert_array_equal(got, expected)
+        full[oid] = expected
         assert (oid in masks) == bool(expected.any())
         take = expected & (det > best)
         owner[take] = oid
@@ -80,6 +82,13 @@ def test_masks_follow_noiseless_flux_and_label_map(decam):
         y0, x0, y1, x1 = m.box
         union[y0:y1, x0:x1] |= m.mask
     np.testing.assert_array_equal(union, decam.label_map > 0)
+    # neighbours: objects whose masks share a pixel with the object's mask
+    stack = np.array([full[oid] for oid in sorted(full)]).reshape(len(full), -1).astype(np.int32)
+    shared = (stack @ stack.T) > 0
+    expected_neighbours = shared.sum(axis=1) - np.diag(shared)
+    np.testing.assert_array_equal(decam.truth.column("n_neighbours").to_numpy(),
+                                  expected_neighbours)
+    assert expected_neighbours.max() >= 1
 
 
 def test_noise_level_matches_preset(decam, hst):
