@@ -113,7 +113,7 @@ def _weights(model):
 def test_training_resumes_where_it_stopped(tmp_path):
     pool = [example_from_field(fake_field((128, 128), 6, 6, seed=s)) for s in range(2)]
     settings = TrainSettings(steps=1, batch_size=2, crop_size=64, warmup_steps=1, log_every=1,
-                             checkpoint_every_s=1e9)
+                             checkpoint_every_s=1e9, compiled=False)
     _, state = train_maskrcnn(pool, tmp_path / "a", config=TINY, settings=settings, log=lambda _: None)
     assert state["step"] == 1 and len(state["history"]) == 1
     settings.steps = 2

@@ -47,6 +47,7 @@ class TrainSettings:
     seed: int = 0
     checkpoint_every_s: float = 300.0
     log_every: int = 20
+    compiled: bool = True  # tf.function the network calls (False: eager, for tiny runs)
 
 
 def learning_rate_at(step, settings):
@@ -204,7 +205,11 @@ def train_maskrcnn(pool, run_dir, config=None, settings=None, max_seconds=None, 
                  "config": config.to_dict(), "settings": asdict(settings)}
     state["settings"]["steps"] = settings.steps
 
-    runners, apply = compiled_runners(model, optimizer)
+    if settings.compiled:
+        runners, apply = compiled_runners(model, optimizer)
+    else:
+        variables = model.trainable_variables
+        runners, apply = None, lambda grads: optimizer.apply_gradients(zip(grads, variables))
     start = time.monotonic()
     last_save = start
     running = np.zeros(len(LOSS_NAMES))

@@ -101,6 +101,28 @@ def pad_images(images):
     return images
 
 
+#: Head batches are padded to a multiple of this many RoIs, so the compiled
+#: head functions see few distinct shapes.
+HEAD_BUCKET = 256
+
+
+def run_head(head, rois):
+    """Run a head on RoI crops through Keras' compiled predict path.
+
+    Rows are zero-padded to a multiple of ``HEAD_BUCKET`` so that XLA (JAX)
+    or ``tf.function`` compiles once per bucket, not once per RoI count.
+    """
+    rois = np.asarray(rois, dtype=np.float32)
+    n = len(rois)
+    padded = -(-max(n, 1) // HEAD_BUCKET) * HEAD_BUCKET
+    if padded != n:
+        rois = np.concatenate([rois, np.zeros((padded - n,) + rois.shape[1:], np.float32)])
+    outputs = head.predict_on_batch(rois)
+    if isinstance(outputs, (list, tuple)):
+        return [np.asarray(o)[:n] for o in outputs]
+    return np.asarray(outputs)[:n]
+
+
 def _split(values, counts):
     return np.split(values, np.cumsum(counts)[:-1]) if len(counts) else []
 
@@ -134,7 +156,7 @@ def detect(model, images, **settings):
         raise ValueError(f"expected images (B, H, W, {len(config.bands)}), got {images.shape}")
     n_images, height, width, _ = images.shape
     padded = pad_images(images)
-    pyramid, logits, deltas = model(padded, training=False)
+    pyramid, logits, deltas = model.predict_on_batch(padded)
     anchors = cached_anchors(padded.shape[1:3], config.anchor_scales, config.anchor_ratios)
 
     proposals = [propose(logits[i], deltas[i], anchors, (height, width), config,
@@ -145,7 +167,7 @@ def detect(model, images, **settings):
     if len(all_proposals):
         pooled = roi_align(pyramid[:4], all_proposals, batch_index, config.pool_size,
                            config.sampling_ratio)
-        class_logits, box_deltas = model.box_head(pooled, training=False)
+        class_logits, box_deltas = run_head(model.box_head, pooled)
         probs = ops.convert_to_numpy(ops.softmax(class_logits, axis=-1))
         refined = ops.convert_to_numpy(decode_boxes(
             ops, box_deltas, ops.convert_to_tensor(all_proposals[:, None, :]), config.box_std))
@@ -163,7 +185,7 @@ def detect(model, images, **settings):
     if len(det_boxes):
         mask_rois = roi_align(pyramid[:4], det_boxes, np.repeat(np.arange(n_images), det_counts),
                               config.mask_pool_size, config.sampling_ratio)
-        mask_probs = ops.convert_to_numpy(ops.sigmoid(model.mask_head(mask_rois, training=False)))
+        mask_probs = ops.convert_to_numpy(ops.sigmoid(run_head(model.mask_head, mask_rois)))
         mask_probs = mask_probs[np.arange(len(det_classes)), :, :, det_classes]
     else:
         mask_probs = np.zeros((0, config.mask_size, config.mask_size), np.float32)

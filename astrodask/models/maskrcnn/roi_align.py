@@ -18,6 +18,10 @@ CANONICAL_SIZE = 16.0
 #: RoIs pooled per gather, to bound the memory of the interpolation.
 CHUNK = 512
 
+#: Each gather pools a multiple of this many RoIs (padded with copies), so
+#: backends that compile per shape (JAX) see few distinct shapes.
+BUCKET = 64
+
 
 def roi_levels(boxes):
     """Pyramid level index (0 for P2 .. 3 for P5) of each box."""
@@ -93,8 +97,10 @@ def roi_align(features, boxes, batch_index, output_size, sampling_ratio=2):
         index = np.flatnonzero(levels == level)
         for start in range(0, len(index), CHUNK):
             chunk = index[start:start + CHUNK]
-            pieces.append(_crop_level(features[level], boxes[chunk], batch_index[chunk],
-                                      output_size, sampling_ratio, LEVEL_STRIDES[level]))
+            padded = np.resize(chunk, -(-len(chunk) // BUCKET) * BUCKET)
+            crops = _crop_level(features[level], boxes[padded], batch_index[padded],
+                                output_size, sampling_ratio, LEVEL_STRIDES[level])
+            pieces.append(crops[:len(chunk)] if len(padded) != len(chunk) else crops)
             order.append(chunk)
     pooled = pieces[0] if len(pieces) == 1 else ops.concatenate(pieces, axis=0)
     inverse = np.argsort(np.concatenate(order), kind="stable")
