@@ -102,3 +102,19 @@ def test_training_is_deterministic(tmp_path):
     wa, wb = load_unet(a)[0].get_weights(), load_unet(b)[0].get_weights()
     assert all(np.array_equal(x, y) for x, y in zip(wa, wb))
     assert read_model_card(a)["metrics"] == read_model_card(b)["metrics"]
+
+
+def test_shipped_decam_model_classifies_a_new_field():
+    from astrodask.morphology.windows import classify_tile
+    from astrodask.simulation import simulate_field
+
+    model, card = load_unet("morpheus_decam")
+    assert card["bands"] == ["g", "r", "z"]
+    assert card["metrics"]["faithful"]["iou_0.5"] > 0.5
+    field = simulate_field((96, 96), preset="decam", seed=777_777)
+    out = classify_tile(model, field.images, mode="fast")
+    metrics = pixel_metrics(out["mean"], field.morphology_map)
+    assert metrics["accuracy"] > 0.9 and metrics["accuracy_background"] > 0.9
+    # it finds the sources, not only the sky
+    sources = field.morphology_map != 4
+    assert sources.any() and (out["mean"][4][sources] < 0.5).mean() > 0.5
