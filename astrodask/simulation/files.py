@@ -51,6 +51,7 @@ def _image_cards(plan, model, kind):
         ("SKYSIG", float(np.float32(model.sigma)), "per-pixel noise, BUNIT"),
         ("SKYLEVEL", float(np.float32(model.sky)), "subtracted sky per pixel, BUNIT"),
         ("RDNOISE", float(np.float32(model.read_noise)), "read noise, BUNIT"),
+        ("NOISEKER", preset.noise_kernel, "sky noise correlated by [a,1,a] x [a,1,a]"),
         ("SATURATE", float(np.float32(model.saturation)), "saturation level, BUNIT"),
         ("PSFFWHM", round(model.fwhm_px * preset.pixel_scale, 4), "PSF FWHM, arcsec"),
         ("PIXSCALE", preset.pixel_scale, "arcsec per pixel"),

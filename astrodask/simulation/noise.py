@@ -1,13 +1,22 @@
 """Sky, Poisson and read noise (and optional cosmic rays), block by block.
 
+Each pixel gets the Poisson noise of its source electrons (white) plus sky
+and read noise of the band's per-pixel ``sigma``, correlated between
+neighbouring pixels by the band's ``[a, 1, a]`` kernel as in a resampled
+coadd (the sky holds hundreds to thousands of electrons per pixel, so its
+Poisson noise is drawn as Gaussian).
+
 Noise is drawn on a fixed grid of :data:`NOISE_BLOCK`-pixel blocks, each
-with its own generator seeded from ``(seed, band, block row, block column)``.
-Whatever the region being filled, a pixel gets the same noise, so a field
-drawn tile by tile equals the field drawn in one piece. Regions passed here
-must therefore start on the block grid.
+with its own generator seeded from ``(seed, band, block row, block column)``;
+a block draws its own one-pixel margin of white noise for the kernel, so the
+correlation does not reach across block edges. Whatever the region being
+filled, a pixel gets the same noise, so a field drawn tile by tile equals the
+field drawn in one piece. Regions passed here must therefore start on the
+block grid.
 """
 
 import numpy as np
+from scipy.ndimage import correlate1d
 
 #: Side of the fixed noise blocks (pixels). Drawing tiles are multiples of it.
 NOISE_BLOCK = 256
@@ -34,6 +43,14 @@ def _cosmic_rays(rng, shape, rate_per_mpx, amplitude):
         keep = (yy >= 0) & (yy < shape[0]) & (xx >= 0) & (xx < shape[1])
         hits[yy[keep], xx[keep]] = energy
     return hits
+
+
+def _correlated_normal(rng, shape, kernel):
+    """Unit-variance Gaussian noise correlated by the separable ``kernel`` (unit norm)."""
+    m = len(kernel) // 2
+    white = rng.standard_normal((shape[0] + 2 * m, shape[1] + 2 * m))
+    smooth = correlate1d(correlate1d(white, kernel, axis=0), kernel, axis=1)
+    return smooth[m:m + shape[0], m:m + shape[1]]
 
 
 def add_noise(noiseless, origin, models, seed, cosmic_rays=0.0, saturate=False):
@@ -70,9 +87,8 @@ def add_noise(noiseless, origin, models, seed, cosmic_rays=0.0, saturate=False):
                 block = (slice(ly, min(ly + NOISE_BLOCK, h)), slice(lx, min(lx + NOISE_BLOCK, w)))
                 rng = _block_rng(seed, b, (y0 + ly) // NOISE_BLOCK, (x0 + lx) // NOISE_BLOCK)
                 flux = np.clip(noiseless[b][block].astype(np.float64), 0.0, None)
-                electrons = rng.poisson(model.gain * (flux + model.sky))
-                value = electrons / model.gain - model.sky
-                value += model.read_noise * rng.standard_normal(value.shape)
+                value = rng.poisson(model.gain * flux) / model.gain
+                value += model.sigma * _correlated_normal(rng, value.shape, model.noise_kernel)
                 if cosmic_rays > 0:
                     value += _cosmic_rays(rng, value.shape, cosmic_rays, model.sigma * 10)
                 if saturate:

@@ -29,6 +29,7 @@ class BandModel:
     psf: object  # galsim.GSObject, unit flux, without the pixel
     fwhm_px: float
     sigma: float  # per-pixel noise of the sky-subtracted image (image units)
+    noise_kernel: np.ndarray  # 1-D [a, 1, a] kernel correlating the sky noise, unit norm
     sky: float  # sky level per pixel before subtraction (image units)
     gain: float  # electrons per image unit (effective, as in a coadd)
     read_noise: float  # image units
@@ -113,6 +114,20 @@ def band_models(preset, deep=False):
     return _band_models(get_preset(preset).name, bool(deep))
 
 
+def correlated_noise_factor(psf, kernel):
+    """How much correlated noise raises the PSF-fit flux error over white noise.
+
+    For noise ``sigma * (k x k) * white`` (``k`` of unit norm), the error of
+    a PSF-weighted flux is ``sigma * sqrt(n_eff)`` times this factor:
+    ``sqrt(sum((psf * K)^2) / sum(psf^2))`` with ``K`` the 2-D kernel.
+    """
+    from scipy.ndimage import correlate1d
+
+    smoothed = correlate1d(correlate1d(psf, kernel, axis=0, mode="constant"), kernel, axis=1,
+                           mode="constant")
+    return float(np.sqrt(np.sum(smoothed ** 2) / np.sum(psf ** 2)))
+
+
 def _wing_loss(arr):
     n = arr.shape[0]
     c = n // 2
@@ -136,7 +151,9 @@ def _band_models(preset_name, deep):
         arr = _psf_image(psf, preset.pixel_scale, preset.max_stamp_radius)
         n_eff = 1.0 / float(np.sum(arr ** 2))
         flux5 = 10 ** (-0.4 * (band.depth + deeper - band.zeropoint))
-        sigma = flux5 / 5.0 / np.sqrt(n_eff)
+        kernel = np.array([preset.noise_kernel, 1.0, preset.noise_kernel])
+        kernel /= np.sqrt(np.sum(kernel ** 2))
+        sigma = flux5 / 5.0 / np.sqrt(n_eff) / correlated_noise_factor(arr, kernel)
         sky = 10 ** (-0.4 * (band.sky - band.zeropoint)) * preset.pixel_scale ** 2
         read_var = preset.read_variance_fraction * sigma ** 2
         gain = sky / (sigma ** 2 - read_var)
@@ -147,7 +164,8 @@ def _band_models(preset_name, deep):
         fwhm_px = psf.calculateFWHM() / preset.pixel_scale
         models.append(BandModel(
             name=band.name, filter=band.filter, zeropoint=band.zeropoint, psf=psf,
-            fwhm_px=float(fwhm_px), sigma=float(sigma), sky=float(sky), gain=float(gain),
+            fwhm_px=float(fwhm_px), sigma=float(sigma), noise_kernel=kernel,
+            sky=float(sky), gain=float(gain),
             read_noise=float(np.sqrt(read_var)), saturation=float(saturation),
             psf_peak=peak, envelope_r=radii, envelope=env,
             loss_r=loss_r, loss_per_noise=loss,

@@ -111,8 +111,9 @@ def composite_hlr(bulge_fraction, bulge_n, bulge_hlr, disk_hlr):
         disk = gammainc(2.0, b1 * r / disk_hlr)
         return bt * bulge + (1 - bt) * disk
 
-    lo = np.minimum(bulge_hlr, disk_hlr) * 0.0
-    hi = np.maximum(bulge_hlr, disk_hlr) * 1.0
+    # the whole's half-light radius lies between those of its parts
+    lo = np.minimum(bulge_hlr, disk_hlr)
+    hi = np.maximum(bulge_hlr, disk_hlr)
     for _ in range(50):
         mid = 0.5 * (lo + hi)
         below = enclosed(mid) < 0.5

@@ -10,7 +10,9 @@ Noise is set from the 5-sigma point-source depth of each band: the per-pixel
 noise of the sky-subtracted image is the one that gives that depth through
 the band's PSF. The sky level and an effective gain (electrons per image
 unit) then make the Poisson part; a small share of the variance is read
-noise.
+noise. Coadds are resampled images, so their sky noise is correlated between
+neighbouring pixels: ``noise_kernel`` is the side weight ``a`` of the
+separable ``[a, 1, a]`` kernel that correlates it (0: white noise).
 """
 
 from dataclasses import dataclass, field
@@ -63,6 +65,7 @@ class Preset:
     ref_band: str
     center: tuple  # default (ra, dec) of the field centre, degrees
     read_variance_fraction: float
+    noise_kernel: float  # side weight of the [a, 1, a] kernel correlating sky noise
     # galaxies
     galaxy_density: float  # per arcmin^2 between the galaxy magnitude limits
     deep_density: float
@@ -100,6 +103,7 @@ DECAM = Preset(
     ref_band="r",
     center=(150.10, 2.20),
     read_variance_fraction=0.05,
+    noise_kernel=0.12,
     galaxy_density=30.0,
     deep_density=750.0,
     galaxy_mags=(16.0, 24.5),
@@ -135,6 +139,7 @@ HST = Preset(
     ref_band="h",
     center=(53.12, -27.80),
     read_variance_fraction=0.15,
+    noise_kernel=0.15,
     galaxy_density=150.0,
     deep_density=750.0,
     galaxy_mags=(18.0, 28.0),
