@@ -10,9 +10,9 @@ import numpy as np
 
 from ..errors import InputError
 from .fits_sections import FitsSectionWriter
-from .tiles import check_workers, render_tiles
 from .noise import NOISE_BLOCK
 from .render import DEFAULT_MASK_SIGMA, FieldPlan, parse_size, validate_shape
+from .tiles import check_workers, render_tiles
 from .truth import masks_table, truth_table
 
 MANIFEST = "simulation.json"
