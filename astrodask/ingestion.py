@@ -9,6 +9,7 @@ under a temporary name beside the output and renamed only when complete.
 import datetime
 import os
 import shutil
+import tempfile
 import uuid
 import warnings
 from contextlib import ExitStack
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__
+from . import __version__, storage
 from .errors import InputError, StoreError
 from .hashing import file_sha256
 from .fits_input import FitsImage
@@ -40,7 +41,10 @@ def ingest(inputs, out, *, bands=None, tile=512, halo=32, weights=None, hdu=None
     inputs : sequence of str or Path
         One FITS file per band (``.fits`` or ``.fits.gz``), all on one pixel grid.
     out : str or Path
-        The ``.zarr`` directory to write.
+        The ``.zarr`` folder to write, or an fsspec URL (``s3://bucket/m.zarr``,
+        ``memory://m.zarr``). A local store is built under a temporary name and
+        renamed when complete; a remote one is written in place and marked
+        complete last (readers refuse it until then) and removed on failure.
     bands : sequence of str, optional
         Band names in the order of ``inputs``; default each file's FILTER keyword.
     tile, halo : int
@@ -72,7 +76,8 @@ def ingest(inputs, out, *, bands=None, tile=512, halo=32, weights=None, hdu=None
         ``out`` exists and ``overwrite`` is not set, or is not a mosaic store.
     """
     inputs = [Path(p) for p in inputs]
-    out = Path(out)
+    out = storage.normalise(out)
+    remote = storage.is_url(out)
     if not inputs:
         raise InputError("no input FITS files given")
     if weights is not None and len(weights) != len(inputs):
@@ -85,38 +90,44 @@ def ingest(inputs, out, *, bands=None, tile=512, halo=32, weights=None, hdu=None
     except ValueError as exc:
         raise InputError(str(exc)) from None
 
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    if remote:
+        tmp, scratch = out, Path(tempfile.gettempdir())
+    else:
+        scratch = Path(out).parent
+        tmp = str(scratch / f".{Path(out).name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     with ExitStack() as stack:
-        images = [stack.enter_context(FitsImage(p, hdu=hdu, scratch_dir=out.parent))
+        images = [stack.enter_context(FitsImage(p, hdu=hdu, scratch_dir=scratch))
                   for p in inputs]
-        weight_images = [stack.enter_context(FitsImage(p, hdu=hdu, scratch_dir=out.parent))
+        weight_images = [stack.enter_context(FitsImage(p, hdu=hdu, scratch_dir=scratch))
                          for p in (weights or [])]
         band_names = _band_names(images, bands)
         _check_same_grid(images + weight_images)
         header, wcs = _reference_wcs(images[0])
         grid = TileGrid(height=images[0].shape[0], width=images[0].shape[1], **grid_args)
         try:
+            if remote:
+                storage.remove(out)  # an existing store, already checked replaceable
             stats = _write_store(tmp, images, weight_images, grid, block_tiles, progress)
             _check_bands_not_empty(stats, band_names, images)
             attrs = _attributes(band_names, grid, header, wcs, images, weight_images, stats)
             _finish(tmp, out, attrs, overwrite)
         except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
+            storage.remove(tmp)
             raise
     return open_mosaic(out)
 
 
 def _check_output(out, overwrite):
-    if not out.exists():
-        if not out.parent.exists():
-            raise StoreError(f"cannot write {out}: folder {out.parent} does not exist")
+    if not storage.exists(out):
+        if not storage.is_url(out) and not Path(out).parent.exists():
+            raise StoreError(f"cannot write {out}: folder {Path(out).parent} does not exist")
         return
     if not overwrite:
         raise StoreError(f"{out} already exists; pass --overwrite (overwrite=True) to replace it")
     try:
         open_mosaic(out)
     except StoreError:
-        if out.is_dir() and not any(out.iterdir()):
+        if not storage.listdir(out):
             return
         raise StoreError(f"{out} exists and is not an astrodask mosaic store; "
                          "refusing to overwrite it") from None
@@ -268,7 +279,7 @@ class _BandStats:
 def _write_store(tmp, images, weight_images, grid, block_tiles, progress):
     import zarr
 
-    group = zarr.open_group(str(tmp), mode="w", zarr_format=3)
+    group = zarr.open_group(tmp, mode="w", zarr_format=3)
     group.attrs["astrodask"] = {"kind": STORE_KIND, "format": STORE_FORMAT, "complete": False}
     n_bands = len(images)
     arrays = _create_arrays(group, n_bands, grid, bool(weight_images))
@@ -390,10 +401,14 @@ def _float_or_none(value):
 
 
 def _finish(tmp, out, attrs, overwrite):
+    """Mark the store complete and, for a local one, move it to its name."""
     import zarr
 
-    group = zarr.open_group(str(tmp), mode="r+")
+    group = zarr.open_group(tmp, mode="r+")
     group.attrs["astrodask"] = attrs
+    if tmp == out:  # remote: written in place, complete from now on
+        return
+    tmp, out = Path(tmp), Path(out)
     if out.exists():
         if not overwrite:  # appeared while we were writing
             raise StoreError(f"{out} appeared during ingest; not replacing it")

@@ -19,7 +19,6 @@ the last core in each direction is cut at the mosaic edge.
 from dataclasses import dataclass
 from functools import cached_property
 import math
-from pathlib import Path
 
 import numpy as np
 
@@ -243,7 +242,7 @@ def open_mosaic(path):
     Parameters
     ----------
     path : str or Path
-        The ``.zarr`` directory.
+        The ``.zarr`` folder, or an fsspec URL (``s3://bucket/mosaic.zarr``).
 
     Returns
     -------
@@ -257,11 +256,13 @@ def open_mosaic(path):
     """
     import zarr
 
-    path = Path(path)
-    if not path.exists():
+    from . import storage
+
+    path = storage.normalise(path)
+    if not storage.exists(path):
         raise StoreError(f"mosaic store {path} does not exist")
     try:
-        group = zarr.open_group(str(path), mode="r")
+        group = zarr.open_group(path, mode="r")
     except Exception:
         raise StoreError(f"{path} is not a Zarr group (not an astrodask mosaic)") from None
     attrs = dict(group.attrs).get("astrodask")

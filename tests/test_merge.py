@@ -14,7 +14,8 @@ import pytest
 from astropy.io import fits
 
 import astrodask
-from astrodask.engine.results import Results, write_json_atomic, write_parquet_atomic
+from astrodask import storage
+from astrodask.engine.results import Results, write_json, write_parquet
 from astrodask.instances import tile_instances
 from astrodask.merge.run import merge
 from astrodask.mosaic import PADDING
@@ -54,8 +55,7 @@ def fake_detections(mosaic, masks, truth, out, crop=0, perturb=None):
     """Write instance parts as a perfect detector would see each window."""
     grid = mosaic.tile_grid
     results = Results(out)
-    results.path.mkdir(parents=True, exist_ok=True)
-    results.instances_dir.mkdir(exist_ok=True)
+    storage.makedirs(results.instances_dir)
     classes = dict(zip(truth["id"], truth["class_code"]))
     for iy, ix in grid.indices():
         tile = mosaic.read_tile(iy, ix)
@@ -80,8 +80,8 @@ def fake_detections(mosaic, masks, truth, out, crop=0, perturb=None):
         brightness = np.where((tile.mask & PADDING).any(axis=0), 0.0, tile.data.sum(axis=0))
         table = tile_instances(tile, grid, stack, [classes[i] for i in ids],
                                np.ones(len(ids), np.float32), brightness)
-        write_parquet_atomic(table, results.instances_path(iy, ix))
-    write_json_atomic(out / "run.json", {
+        write_parquet(table, results.instances_path(iy, ix))
+    write_json(results.file("run.json"), {
         "complete": True, "mosaic": str(mosaic.path), "config": {},
         "models": [{"kind": "maskrcnn", "name": "truth", "card": {}, "path": ""}]})
     return out
@@ -276,7 +276,7 @@ def test_catalog_is_deterministic_and_carries_provenance(field):
 def test_merge_refuses_an_unfinished_run(tmp_path):
     from astrodask.errors import StoreError
 
-    write_json_atomic(tmp_path / "run.json", {"complete": False, "models": []})
+    write_json(tmp_path / "run.json", {"complete": False, "models": []})
     with pytest.raises(StoreError, match="did not finish"):
         merge(tmp_path)
     with pytest.raises(StoreError, match="not an astrodask results folder"):

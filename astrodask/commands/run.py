@@ -61,8 +61,8 @@ def register(subparsers):
 
 def run(args):
     from dataclasses import replace
-    from pathlib import Path
 
+    from .. import storage
     from ..engine.run import print_summary, resolve_config, run as run_engine
     from ..progress import TextProgress
 
@@ -75,7 +75,7 @@ def run(args):
         scheduler=args.scheduler, scheduler_file=args.scheduler_file,
         gpu_workers=args.gpu_workers,
         batch_size=args.batch_size, restart=args.restart,
-        report=(args.report or str(Path(args.out) / "report.html"))
+        report=(args.report or storage.join(storage.normalise(args.out), "report.html"))
         if args.report is not None else None)
     unet = {k: v for k, v in {"mode": args.unet_mode, "stride": args.unet_stride,
                               "flips": args.flips}.items() if v is not None}

@@ -1,4 +1,4 @@
-"""The results folder of a run: layout, atomic writers and done markers.
+"""The results folder of a run: layout, writers and done markers.
 
 ```
 RESULTS/
@@ -10,19 +10,18 @@ RESULTS/
   report.html       Dask performance report (with --report)
 ```
 
-Every file is written under a temporary name and renamed when whole; a
-window's done marker is written only after all its outputs.
+RESULTS is a local folder or an fsspec URL (see :mod:`astrodask.storage`).
+Every file is written whole (temporary name and rename locally, a single PUT
+on object stores); a window's done marker is written only after all its
+outputs.
 """
 
 import hashlib
 import json
-import os
-import shutil
-import uuid
-from pathlib import Path
 
 import numpy as np
 
+from .. import storage
 from ..errors import StoreError
 from ..hashing import file_sha256
 
@@ -33,33 +32,14 @@ RUN_FILE = "run.json"
 CONFIG_FILE = "config.yaml"
 
 
-def write_bytes_atomic(path, data):
-    """Write ``data`` to ``path`` via a temporary file in the same folder."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+def write_json(location, obj):
+    """Write ``obj`` as indented, key-sorted JSON, whole."""
+    storage.put_bytes(location, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
 
 
-def write_json_atomic(path, obj):
-    """Write ``obj`` as indented, key-sorted JSON, atomically."""
-    write_bytes_atomic(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
-
-
-def write_parquet_atomic(table, path):
-    """Write a :class:`pyarrow.Table` to ``path`` atomically (deterministic bytes)."""
-    import pyarrow.parquet as pq
-
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    try:
-        pq.write_table(table, tmp, compression="zstd")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+def write_parquet(table, location):
+    """Write a :class:`pyarrow.Table` as Parquet, whole (deterministic bytes)."""
+    storage.put_bytes(location, storage.parquet_bytes(table))
 
 
 def run_key(mosaic, specs, config):
@@ -83,39 +63,55 @@ def run_key(mosaic, specs, config):
 
 
 class Results:
-    """Paths and writers of one results folder (client and workers alike)."""
+    """Paths and writers of one results folder (client and workers alike).
 
-    def __init__(self, path):
-        self.path = Path(path)
+    Parameters
+    ----------
+    location : str or Path
+        Local folder or fsspec URL.
+    """
 
-    @property
-    def done_dir(self):
-        return self.path / DONE_DIR
+    def __init__(self, location):
+        self.location = storage.normalise(location)
 
-    @property
-    def instances_dir(self):
-        return self.path / INSTANCES_DIR
+    def __str__(self):
+        return self.location
+
+    def file(self, *parts):
+        """Location of an entry of the folder."""
+        return storage.join(self.location, *parts)
 
     @property
     def unet_store(self):
-        return self.path / UNET_STORE
+        return self.file(UNET_STORE)
+
+    @property
+    def instances_dir(self):
+        return self.file(INSTANCES_DIR)
 
     def done_path(self, iy, ix):
-        return self.done_dir / f"{iy:05d}-{ix:05d}.json"
+        return self.file(DONE_DIR, f"{iy:05d}-{ix:05d}.json")
 
     def instances_path(self, iy, ix):
-        return self.instances_dir / f"tile-{iy:05d}-{ix:05d}.parquet"
+        return self.file(INSTANCES_DIR, f"tile-{iy:05d}-{ix:05d}.parquet")
 
-    def is_done(self, iy, ix):
-        return self.done_path(iy, ix).exists()
+    def done_tiles(self):
+        """Set of ``(iy, ix)`` with a done marker (one listing, not one query per tile)."""
+        done = set()
+        for name in storage.listdir(self.file(DONE_DIR)):
+            stem = name.removesuffix(".json")
+            if name.endswith(".json") and "-" in stem:
+                iy, ix = stem.split("-")
+                done.add((int(iy), int(ix)))
+        return done
 
     def mark_done(self, iy, ix, info):
-        write_json_atomic(self.done_path(iy, ix), dict(info, tile=[iy, ix]))
+        write_json(self.done_path(iy, ix), dict(info, tile=[iy, ix]))
 
     def read_run(self):
         """The ``run.json`` record, or ``None`` if there is none."""
         try:
-            return json.loads((self.path / RUN_FILE).read_text())
+            return json.loads(storage.get_bytes(self.file(RUN_FILE)))
         except FileNotFoundError:
             return None
 
@@ -125,36 +121,33 @@ class Results:
         A folder holding another run (different key) is refused unless
         ``restart``; ``restart`` clears previous outputs and markers.
         """
-        previous = self.read_run() if self.path.exists() else None
-        if self.path.exists() and previous is None and any(self.path.iterdir()):
-            raise StoreError(f"{self.path} exists and is not an astrodask results folder")
+        previous = self.read_run()
+        if previous is None and storage.listdir(self.location):
+            raise StoreError(f"{self.location} exists and is not an astrodask results folder")
         if previous is not None and previous.get("key") != key and not restart:
-            raise StoreError(f"{self.path} holds a run with a different mosaic, models or "
+            raise StoreError(f"{self.location} holds a run with a different mosaic, models or "
                              "options; pass --restart to recompute there, or use another --out")
         if restart:
             for name in (DONE_DIR, INSTANCES_DIR, UNET_STORE, RUN_FILE):
-                target = self.path / name
-                if target.is_dir():
-                    shutil.rmtree(target)
-                elif target.exists():
-                    target.unlink()
-        self.path.mkdir(parents=True, exist_ok=True)
-        self.done_dir.mkdir(exist_ok=True)
+                storage.remove(self.file(name))
+        storage.makedirs(self.location)
+        storage.makedirs(self.file(DONE_DIR))
+        storage.makedirs(self.instances_dir)
         record = dict(record, key=key, complete=False)
-        write_json_atomic(self.path / RUN_FILE, record)
-        write_bytes_atomic(self.path / CONFIG_FILE, config_yaml.encode())
+        write_json(self.file(RUN_FILE), record)
+        storage.put_bytes(self.file(CONFIG_FILE), config_yaml.encode())
         return record
 
     def finish(self, record):
         """Mark the run complete."""
-        write_json_atomic(self.path / RUN_FILE, dict(record, complete=True))
+        write_json(self.file(RUN_FILE), dict(record, complete=True))
 
     def create_unet_arrays(self, grid, classes, outputs, attrs):
         """Create the U-Net arrays (class, y, x) chunked one window core per chunk."""
         import zarr
         from zarr.codecs import BloscCodec
 
-        group = zarr.open_group(str(self.unet_store), mode="a", zarr_format=3)
+        group = zarr.open_group(self.unet_store, mode="a", zarr_format=3)
         for name in outputs:
             if name in group:
                 continue

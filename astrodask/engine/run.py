@@ -13,7 +13,7 @@ import uuid
 from contextlib import nullcontext
 from pathlib import Path
 
-from .. import __version__
+from .. import __version__, storage
 from ..config import RunConfig, dump_config, load_config
 from ..errors import AstrodaskError, InputError
 from ..mosaic import open_mosaic
@@ -31,8 +31,8 @@ class RunSummary:
 
     Attributes
     ----------
-    results : Path
-        The results folder.
+    results : str
+        The results folder (local path or URL).
     tiles_total, tiles_run, tiles_skipped : int
         Windows in the mosaic, computed now, and found done.
     seconds : float
@@ -47,7 +47,7 @@ class RunSummary:
         Batches processed per worker process id.
     """
 
-    results: Path
+    results: str
     tiles_total: int
     tiles_run: int
     tiles_skipped: int
@@ -134,7 +134,7 @@ def run(mosaic, out, *, config=None, client=None, progress=None, on_start=None, 
              resolve_models(config.models, mosaic.bands, config.band_map)]
     results = Results(out)
     record = {
-        "mosaic": str(Path(mosaic.path).resolve()),
+        "mosaic": mosaic.path,
         "mosaic_inputs": mosaic.attrs["inputs"],
         "tile_grid": mosaic.tile_grid.to_dict(),
         "models": [{"kind": s.kind, "name": s.name, "path": s.path, "card": s.card,
@@ -151,10 +151,11 @@ def run(mosaic, out, *, config=None, client=None, progress=None, on_start=None, 
                                    config.unet.outputs, {"model": unet[0].name})
 
     all_batches = batches_of(mosaic.tile_grid.indices(), config.batch_size)
-    todo = [b for b in all_batches if not all(results.is_done(iy, ix) for iy, ix in b)]
+    finished = results.done_tiles()
+    todo = [b for b in all_batches if not all(tile in finished for tile in b)]
     total = len(mosaic.tile_grid)
     skipped = total - sum(len(b) for b in todo)
-    summary = RunSummary(results=results.path, tiles_total=total, tiles_run=0,
+    summary = RunSummary(results=results.location, tiles_total=total, tiles_run=0,
                          tiles_skipped=skipped, seconds=0.0, cluster="(nothing to run)",
                          models=[s.name for s in specs])
     if todo:
@@ -180,7 +181,8 @@ def _compute(summary, todo, mosaic, results, specs, config, client, progress, on
         _register(client, ModelPlugin(specs, config, tile_size=mosaic.tile_grid.tile,
                                       threads=config.threads_per_worker,
                                       gpu=config.gpus is not None or config.gpu_workers))
-        report = _report_context(config.report)
+        report_tmp = _report_tmp(config.report) if config.report else None
+        report = _report_context(report_tmp)
         token = uuid.uuid4().hex[:8]
         on_gpus = config.gpus is not None or config.gpu_workers
         extra = {"resources": {"GPU": 1}} if on_gpus else {}
@@ -189,8 +191,8 @@ def _compute(summary, todo, mosaic, results, specs, config, client, progress, on
             progress(done, summary.tiles_total)
         start = time.perf_counter()
         with report:
-            futures = {client.submit(process_batch, batch, str(Path(mosaic.path).resolve()),
-                                     str(results.path.resolve()), key=f"astrodask-{token}-{i}",
+            futures = {client.submit(process_batch, batch, mosaic.path,
+                                     results.location, key=f"astrodask-{token}-{i}",
                                      pure=False, retries=1, **extra): batch
                        for i, batch in enumerate(todo)}
             try:
@@ -207,7 +209,7 @@ def _compute(summary, todo, mosaic, results, specs, config, client, progress, on
                 raise
         summary.seconds = time.perf_counter() - start
         if config.report:
-            _finish_report(config.report)
+            _finish_report(config.report, report_tmp)
 
 
 def _register(client, plugin):
@@ -240,23 +242,26 @@ def _result(future, batch):
                           f"{message}") from None
 
 
-def _report_context(path):
-    if not path:
+def _report_context(tmp):
+    if tmp is None:
         return nullcontext()
     from distributed import performance_report
 
-    return performance_report(filename=str(_report_tmp(path)))
+    return performance_report(filename=str(tmp))
 
 
-def _report_tmp(path):
-    path = Path(path)
-    return path.with_name(f".{path.name}.tmp")
+def _report_tmp(location):
+    import tempfile
+
+    name = storage.normalise(location).rsplit("/", 1)[-1]
+    return Path(tempfile.gettempdir()) / f".astrodask-{uuid.uuid4().hex[:8]}-{name}"
 
 
-def _finish_report(path):
-    import os
-
-    os.replace(_report_tmp(path), path)
+def _finish_report(location, tmp):
+    try:
+        storage.put_bytes(location, tmp.read_bytes())
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def print_summary(summary, stream=sys.stdout):

@@ -38,7 +38,7 @@ class UnetRunner:
         if self._group is None:
             import zarr
 
-            self._group = zarr.open_group(str(results.unet_store), mode="r+")
+            self._group = zarr.open_group(results.unet_store, mode="r+")
         return self._group
 
     def warm_up(self, tile_size):
@@ -109,17 +109,16 @@ class MaskRCNNRunner:
     def process(self, tiles, mosaic, results):
         from ..instances import tile_instances
         from ..models.maskrcnn import detect
-        from .results import write_parquet_atomic
+        from .results import write_parquet
 
         images = self.standardise(tiles)
         with self._lock:
             detections = detect(self.model, images, **self.settings)
-        results.instances_dir.mkdir(exist_ok=True)
         count = 0
         for tile, image, found in zip(tiles, images, detections):
             table = tile_instances(tile, mosaic.tile_grid, found.masks, found.class_ids,
                                    found.scores, image.sum(axis=-1))
-            write_parquet_atomic(table, results.instances_path(tile.iy, tile.ix))
+            write_parquet(table, results.instances_path(tile.iy, tile.ix))
             count += table.num_rows
         return {"instances": count}
 

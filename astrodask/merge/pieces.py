@@ -46,10 +46,16 @@ class Pieces:
 
 def read_instance_pieces(results):
     """All Mask R-CNN pieces of a results folder (empty table when there are none)."""
+    import io
+
     import pyarrow.parquet as pq
 
-    parts = sorted(results.instances_dir.glob("tile-*.parquet"))
-    tables = [pq.read_table(p) for p in parts]
+    from .. import storage
+
+    names = [n for n in storage.listdir(results.instances_dir)
+             if n.startswith("tile-") and n.endswith(".parquet")]
+    tables = [pq.read_table(io.BytesIO(storage.get_bytes(storage.join(results.instances_dir, n))))
+              for n in names]
     table = pa.concat_tables(tables) if tables else SCHEMA.empty_table()
     return Pieces(table)
 

@@ -8,18 +8,16 @@ writes the products into the results folder.
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-import json
 import os
 from pathlib import Path
-import shutil
 import time
 import uuid
 
 import numpy as np
 
-from .. import __version__
+from .. import __version__, storage
 from ..classes import MORPHOLOGY_CLASSES, OBJECT_CLASSES
-from ..engine.results import Results, write_bytes_atomic, write_json_atomic
+from ..engine.results import Results, write_json
 from ..errors import StoreError
 from ..mosaic import open_mosaic
 from .pieces import morpheus_pieces, read_instance_pieces
@@ -66,7 +64,7 @@ class MergeOptions:
 class MergeSummary:
     """What the merge produced."""
 
-    results: Path
+    results: str
     n_objects: int
     by_class: dict
     by_morphology: dict
@@ -80,7 +78,7 @@ def merge(results, *, mosaic=None, options=None, threads=None, progress=None):
     Parameters
     ----------
     results : str or Path
-        Results folder of a complete ``astrodask run``.
+        Results folder (local path or fsspec URL) of a complete ``astrodask run``.
     mosaic : Mosaic or path, optional
         The mosaic (default: the one recorded in ``run.json``).
     options : MergeOptions, optional
@@ -99,9 +97,9 @@ def merge(results, *, mosaic=None, options=None, threads=None, progress=None):
     results = Results(results)
     record = results.read_run()
     if record is None:
-        raise StoreError(f"{results.path} is not an astrodask results folder (no run.json)")
+        raise StoreError(f"{results.location} is not an astrodask results folder (no run.json)")
     if not record.get("complete"):
-        raise StoreError(f"the run in {results.path} did not finish; run `astrodask run` "
+        raise StoreError(f"the run in {results.location} did not finish; run `astrodask run` "
                          "again to resume it, then merge")
     if mosaic is None or isinstance(mosaic, (str, Path)):
         mosaic = open_mosaic(mosaic or record["mosaic"])
@@ -123,16 +121,9 @@ def merge(results, *, mosaic=None, options=None, threads=None, progress=None):
     seconds["stitch"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    segmap_path = results.path / "segmap.zarr"
-    tmp_segmap = results.path / f".segmap.zarr.tmp-{uuid.uuid4().hex[:8]}"
-    try:
-        measured = _paint_and_measure(mosaic, objects, unet, tmp_segmap,
-                                      threads or cpu_count(), progress)
-        if segmap_path.exists():
-            shutil.rmtree(segmap_path)
-        os.replace(tmp_segmap, segmap_path)
-    finally:
-        shutil.rmtree(tmp_segmap, ignore_errors=True)
+    segmap_path = results.file("segmap.zarr")
+    measured = _paint_and_measure_into(segmap_path, mosaic, objects, unet, threads or cpu_count(),
+                                       progress)
     seconds["paint_measure"] = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -140,25 +131,24 @@ def merge(results, *, mosaic=None, options=None, threads=None, progress=None):
     provenance = _provenance(mosaic, record, options)
     from ..outputs.catalog import write_catalog
 
-    files = {"catalog": write_catalog(table, results.path / "catalog.parquet", provenance),
+    files = {"catalog": write_catalog(table, results.file("catalog.parquet"), provenance),
              "segmap_zarr": segmap_path}
-    files["segmap_fits"] = _write_segmap_fits(mosaic, segmap_path, results.path / "segmap.fits")
+    files["segmap_fits"] = _write_segmap_fits(mosaic, segmap_path, results.file("segmap.fits"))
     if unet is not None:
         files["morphology_fits"] = _write_morphology_fits(mosaic, unet,
-                                                          results.path / "morphology.fits")
+                                                          results.file("morphology.fits"))
     if options.pictures:
-        files.update(_write_pictures(mosaic, segmap_path, objects, unet, results.path))
+        files.update(_write_pictures(mosaic, segmap_path, objects, unet, results))
     seconds["write"] = time.perf_counter() - start
 
-    summary = MergeSummary(results=results.path, n_objects=len(objects),
+    summary = MergeSummary(results=results.location, n_objects=len(objects),
                            by_class=_counts(table.column("class").to_pylist()),
                            by_morphology=_counts(table.column("morphology").to_pylist())
                            if "morphology" in table.column_names else {},
                            files={k: str(v) for k, v in files.items()}, seconds=seconds)
-    write_bytes_atomic(results.path / "summary.txt", summary_text(summary).encode())
-    files["summary"] = results.path / "summary.txt"
-    summary.files["summary"] = str(files["summary"])
-    write_json_atomic(results.path / "merge.json",
+    summary.files["summary"] = results.file("summary.txt")
+    storage.put_bytes(summary.files["summary"], summary_text(summary).encode())
+    write_json(results.file("merge.json"),
                       {"options": options.__dict__, "n_objects": len(objects),
                        "files": summary.files})
     return summary
@@ -167,7 +157,7 @@ def merge(results, *, mosaic=None, options=None, threads=None, progress=None):
 def _open_unet(results):
     import zarr
 
-    group = zarr.open_group(str(results.unet_store), mode="r")
+    group = zarr.open_group(results.unet_store, mode="r")
     classes = list(group.attrs["astrodask"]["classes"])
     if classes[-1] != "background":
         raise StoreError(f"U-Net classes {classes} do not end with background")
@@ -208,6 +198,26 @@ def _paint(objects, indices, rank, ys, xs):
     return labels
 
 
+def _paint_and_measure_into(segmap_path, mosaic, objects, unet, threads, progress):
+    """Build the segmentation store under a temporary name (locally) and move it into place.
+
+    On an object store the map is written in place and removed if the merge fails.
+    """
+    fs, path = storage.filesystem(segmap_path)
+    local = storage.is_local(fs)
+    target = f"{path}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}" if local else segmap_path
+    try:
+        storage.remove(target)
+        measured = _paint_and_measure(mosaic, objects, unet, target, threads, progress)
+        if local:
+            storage.remove(segmap_path)
+            os.replace(target, path)
+    except BaseException:
+        storage.remove(target)
+        raise
+    return measured
+
+
 def _paint_and_measure(mosaic, objects, unet, segmap_path, threads, progress):
     """Paint each chunk of the exclusive map (one writer per chunk) and measure objects."""
     import zarr
@@ -216,7 +226,7 @@ def _paint_and_measure(mosaic, objects, unet, segmap_path, threads, progress):
     from ..measure import Accumulator, chunk_sums
 
     grid = mosaic.tile_grid
-    group = zarr.open_group(str(segmap_path), mode="w", zarr_format=3)
+    group = zarr.open_group(segmap_path, mode="w", zarr_format=3)
     labels_array = group.create_array(
         "labels", shape=(grid.height, grid.width), chunks=(grid.core, grid.core), dtype="int32",
         fill_value=0, compressors=BloscCodec(cname="zstd", clevel=3, shuffle="shuffle"),
@@ -341,7 +351,7 @@ def _write_segmap_fits(mosaic, segmap_path, path):
 
     from ..outputs.fits import StreamingFits, image_header
 
-    labels = zarr.open_group(str(segmap_path), mode="r")["labels"]
+    labels = zarr.open_group(segmap_path, mode="r")["labels"]
     grid = mosaic.tile_grid
     header = image_header((grid.height, grid.width), "int32", mosaic.header if mosaic.wcs else None,
                           cards=[("BUNIT", "", "object id of catalog.parquet; 0 = none")])
@@ -366,23 +376,23 @@ def _write_morphology_fits(mosaic, unet, path):
     return path
 
 
-def _write_pictures(mosaic, segmap_path, objects, unet, folder):
+def _write_pictures(mosaic, segmap_path, objects, unet, results):
     import zarr
 
-    from ..morphology.colour import write_colour_png
+    from ..morphology.colour import colour_image
     from ..outputs.images import overview_rgb, preview_step, save_png
 
     grid = mosaic.tile_grid
     step = preview_step(grid.height, grid.width)
     image = np.nan_to_num(mosaic.array("image")[:, ::step, ::step], nan=0.0).sum(axis=0)
-    labels = zarr.open_group(str(segmap_path), mode="r")["labels"][::step, ::step]
+    labels = zarr.open_group(segmap_path, mode="r")["labels"][::step, ::step]
     class_of = np.concatenate([[0], objects.class_id.astype(np.int64)])
-    files = {"overview_png": save_png(folder / "overview.png",
+    files = {"overview_png": save_png(results.file("overview.png"),
                                       overview_rgb(image, labels, class_of))}
     if unet is not None:
         mean = np.nan_to_num(unet["mean"][:, ::step, ::step], nan=0.0)
-        files["colour_png"] = write_colour_png(folder / "morpheus_colour.png", mean[:, ::-1],
-                                               classes=unet.attrs["astrodask"]["classes"])
+        rgb = np.round(colour_image(mean, classes=unet.attrs["astrodask"]["classes"]) * 255)
+        files["colour_png"] = save_png(results.file("morpheus_colour.png"), rgb.astype(np.uint8))
     return files
 
 

@@ -3,60 +3,73 @@
 A catalog larger than ``partition_rows`` is written as a partitioned dataset
 (a folder of Parquet parts, readable with pandas, pyarrow and
 dask.dataframe); a smaller one as a single file. Either way the path is
-``catalog.parquet`` and it appears only when complete.
+``catalog.parquet``. Locally it appears only when complete (a temporary name
+renamed); on an object store each file is one PUT, the parts one after the
+other.
 """
 
+import io
 import json
 import os
-import shutil
 import uuid
-from pathlib import Path
 
 import pyarrow.parquet as pq
+
+from .. import storage
 
 #: Rows per Parquet part of a partitioned catalog.
 PARTITION_ROWS = 1_000_000
 
 
-def write_catalog(table, path, provenance, partition_rows=PARTITION_ROWS):
+def write_catalog(table, location, provenance, partition_rows=PARTITION_ROWS):
     """Write ``table`` with ``provenance`` (a JSON-able dict) in its metadata.
 
     The bytes depend only on the table and the provenance: no timestamps, so
-    the same input and configuration give a byte-identical catalog.
+    the same input and configuration give a byte-identical catalog. A
+    partitioned catalog is a folder of ``part-NNNNN.parquet`` files; a previous
+    catalog at ``location`` is replaced.
     """
-    path = Path(path)
     metadata = dict(table.schema.metadata or {})
     metadata[b"astrodask"] = json.dumps(provenance, sort_keys=True, default=str).encode()
     table = table.replace_schema_metadata(metadata)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    try:
-        if table.num_rows <= partition_rows:
-            pq.write_table(table, tmp, compression="zstd")
-        else:
-            tmp.mkdir()
-            for k, start in enumerate(range(0, table.num_rows, partition_rows)):
-                pq.write_table(table.slice(start, partition_rows),
-                               tmp / f"part-{k:05d}.parquet", compression="zstd")
-        if path.is_dir():
-            shutil.rmtree(path)
-        elif path.exists():
-            path.unlink()
-        os.replace(tmp, path)
-    finally:
-        if tmp.is_dir():
-            shutil.rmtree(tmp, ignore_errors=True)
-        elif tmp.exists():
-            tmp.unlink()
-    return path
+    if table.num_rows <= partition_rows:
+        fs, path = storage.filesystem(location)
+        if fs.isdir(path):
+            storage.remove(location)
+        storage.put_bytes(location, storage.parquet_bytes(table))
+        return location
+    fs, path = storage.filesystem(location)
+    local = storage.is_local(fs)
+    target = f"{path}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}" if local else location
+    storage.remove(target)
+    storage.makedirs(target)
+    for k, start in enumerate(range(0, table.num_rows, partition_rows)):
+        storage.put_bytes(storage.join(target, f"part-{k:05d}.parquet"),
+                          storage.parquet_bytes(table.slice(start, partition_rows)))
+    if local:
+        storage.remove(location)
+        os.replace(target, path)
+    return location
 
 
-def read_catalog(path):
-    """Read a catalog (file or partitioned folder) as a :class:`pyarrow.Table`."""
-    return pq.read_table(path)
+def _sources(location):
+    names = storage.listdir(location)
+    fs, path = storage.filesystem(location)
+    if fs.isfile(path):
+        return [location]
+    return [storage.join(location, n) for n in names if n.endswith(".parquet")]
 
 
-def catalog_provenance(path):
+def read_catalog(location):
+    """Read a catalog (file or partitioned folder, local or URL) as a :class:`pyarrow.Table`."""
+    import pyarrow as pa
+
+    tables = [pq.read_table(io.BytesIO(storage.get_bytes(s))) for s in _sources(location)]
+    return pa.concat_tables(tables)
+
+
+def catalog_provenance(location):
     """The provenance dict stored in a catalog's schema metadata."""
-    schema = pq.read_schema(path) if Path(path).is_file() else \
-        pq.read_schema(sorted(Path(path).glob("*.parquet"))[0])
+    first = _sources(location)[0]
+    schema = pq.read_schema(io.BytesIO(storage.get_bytes(first)))
     return json.loads(schema.metadata[b"astrodask"])

@@ -2,15 +2,13 @@
 
 Data are written sequentially with plain writes (no memory map), so a map
 larger than memory still gets its FITS file and the writer's resident memory
-is one strip. Files are written under a temporary name and renamed when
-complete.
+is one strip. The file appears only when complete (see
+:class:`astrodask.storage.open_for_writing`; local paths or fsspec URLs).
 """
 
-import os
-import uuid
-from pathlib import Path
-
 import numpy as np
+
+from .. import storage
 
 BLOCK = 2880
 BITPIX = {np.dtype("uint8"): 8, np.dtype("int16"): 16, np.dtype("int32"): 32,
@@ -55,15 +53,13 @@ def image_header(shape, dtype, sky_header=None, extension=False, name=None, card
 class StreamingFits:
     """Write a FITS file HDU by HDU, each image as a sequence of row strips.
 
-    Use as a context manager; the file appears at ``path`` only when closed
-    without an exception.
+    Use as a context manager; the file appears at ``location`` only when
+    closed without an exception.
     """
 
-    def __init__(self, path):
-        self.path = Path(path)
-        self.tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}-"
-                                       f"{uuid.uuid4().hex[:8]}")
-        self._fh = open(self.tmp, "wb")
+    def __init__(self, location):
+        self._target = storage.open_for_writing(location)
+        self._fh = None
 
     def empty_primary(self, cards=()):
         """Write a data-less primary HDU (for files whose images are extensions)."""
@@ -97,12 +93,8 @@ class StreamingFits:
         self._fh.write(b"\0" * (-size % BLOCK))
 
     def __enter__(self):
+        self._fh = self._target.__enter__()
         return self
 
     def __exit__(self, exc_type, exc, tb):
-        self._fh.close()
-        if exc_type is None:
-            os.replace(self.tmp, self.path)
-        else:
-            self.tmp.unlink(missing_ok=True)
-        return False
+        return self._target.__exit__(exc_type, exc, tb)

@@ -6,8 +6,6 @@ show images.
 """
 
 import math
-import os
-from pathlib import Path
 
 import numpy as np
 
@@ -56,12 +54,15 @@ def overview_rgb(image, labels, class_of_label):
     return rgb
 
 
-def save_png(path, rgb):
-    """Write an (h, w, 3) uint8 array as PNG, y upwards, atomically."""
+def save_png(location, rgb):
+    """Write an (h, w, 3) uint8 array as PNG, y upwards, whole (local path or URL)."""
+    import io
+
     from PIL import Image
 
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.png")
-    Image.fromarray(np.ascontiguousarray(rgb[::-1])).save(tmp, format="PNG")
-    os.replace(tmp, path)
-    return path
+    from .. import storage
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(rgb[::-1])).save(buffer, format="PNG")
+    storage.put_bytes(location, buffer.getvalue())
+    return location

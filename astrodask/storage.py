@@ -1,0 +1,148 @@
+"""Where stores live: local folders or fsspec URLs (``s3://``, ``gs://``, ``file://``, ``memory://``).
+
+Local paths keep the strongest guarantee: a file or store is written under a
+temporary name and renamed when whole. Object stores have no rename, but
+each object is written by a single PUT, which is atomic; a multi-object store
+(Zarr) is marked complete in its metadata last, and readers refuse an
+incomplete one.
+
+Remote access needs the fsspec implementation of the protocol (``s3fs``,
+``gcsfs``...); credentials come from the usual environment of that library.
+"""
+
+import io
+import os
+import uuid
+from pathlib import Path
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+
+
+def is_url(location):
+    """Whether ``location`` names a non-local fsspec URL (``file://`` counts as local)."""
+    text = str(location)
+    return "://" in text and not text.startswith("file://")
+
+
+def normalise(location):
+    """A local path as an absolute string; a URL unchanged (``file://`` becomes a path)."""
+    text = str(location)
+    if text.startswith("file://"):
+        text = text[len("file://"):]
+    if is_url(text):
+        return text.rstrip("/")
+    return str(Path(text).resolve())
+
+
+def join(location, *parts):
+    """Join path components onto a local path or a URL."""
+    text = str(location).rstrip("/")
+    return "/".join([text, *[str(p).strip("/") for p in parts]])
+
+
+def filesystem(location):
+    """``(fs, path)`` of an fsspec filesystem and the path within it."""
+    try:
+        return fsspec.core.url_to_fs(normalise(location))
+    except ImportError as exc:
+        from .errors import DependencyError
+
+        raise DependencyError(f"cannot open {location}: {exc}") from None
+    except ValueError as exc:
+        from .errors import InputError
+
+        raise InputError(f"cannot open {location}: {exc}") from None
+
+
+def is_local(fs):
+    return isinstance(fs, LocalFileSystem)
+
+
+def put_bytes(location, data):
+    """Write ``data`` to ``location`` whole: temporary name + rename locally, one PUT remotely."""
+    fs, path = filesystem(location)
+    if is_local(fs):
+        target = Path(path)
+        tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        try:
+            tmp.write_bytes(data)
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+    else:
+        fs.pipe_file(path, data)
+
+
+def get_bytes(location):
+    """Read a whole object; ``FileNotFoundError`` if it does not exist."""
+    fs, path = filesystem(location)
+    return fs.cat_file(path)
+
+
+def exists(location):
+    fs, path = filesystem(location)
+    return fs.exists(path)
+
+
+def makedirs(location):
+    """Create a folder (a no-op on object stores, which have none)."""
+    fs, path = filesystem(location)
+    fs.makedirs(path, exist_ok=True)
+
+
+def remove(location):
+    """Delete a file or a whole folder/prefix if it exists."""
+    fs, path = filesystem(location)
+    if fs.exists(path):
+        fs.rm(path, recursive=True)
+
+
+def listdir(location):
+    """Names (not paths) of the entries directly under ``location``; [] if it is missing."""
+    fs, path = filesystem(location)
+    if not fs.exists(path):
+        return []
+    return sorted(entry.rstrip("/").rsplit("/", 1)[-1] for entry in fs.ls(path, detail=False))
+
+
+def parquet_bytes(table, compression="zstd"):
+    """A :class:`pyarrow.Table` serialised as Parquet (deterministic bytes)."""
+    import pyarrow.parquet as pq
+
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer, compression=compression)
+    return buffer.getvalue()
+
+
+class open_for_writing:
+    """Context manager: a binary file that appears at ``location`` only when closed cleanly.
+
+    Locally a temporary file renamed at the end; remotely the object is
+    uploaded when the file closes, and removed again if an error occurred.
+    """
+
+    def __init__(self, location):
+        self.location = location
+        self.fs, self.path = filesystem(location)
+
+    def __enter__(self):
+        if is_local(self.fs):
+            target = Path(self.path)
+            self._tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}-"
+                                         f"{uuid.uuid4().hex[:8]}")
+            self._fh = open(self._tmp, "wb")
+        else:
+            self._fh = self.fs.open(self.path, "wb")
+        return self._fh
+
+    def __exit__(self, exc_type, exc, tb):
+        self._fh.close()
+        if is_local(self.fs):
+            if exc_type is None:
+                os.replace(self._tmp, self.path)
+            else:
+                self._tmp.unlink(missing_ok=True)
+        elif exc_type is not None and self.fs.exists(self.path):
+            self.fs.rm(self.path)
+        return False

@@ -1,0 +1,79 @@
+"""A whole small pipeline through a non-local fsspec filesystem (memory://), and file:// URLs."""
+
+import io
+
+import numpy as np
+import pytest
+from astropy.io import fits
+
+import astrodask
+from astrodask import cli, storage
+from astrodask.errors import DependencyError, InputError, StoreError
+
+from test_engine import HALO, SHAPE, TILE, write_field
+
+ROOT = "memory://astrodask-tests"
+
+
+@pytest.fixture
+def memory_root():
+    storage.remove(ROOT)
+    yield ROOT
+    storage.remove(ROOT)
+
+
+def test_ingest_run_merge_through_memory_filesystem(tmp_path, memory_root):
+    from distributed import Client, LocalCluster
+
+    paths = write_field(tmp_path)
+    mosaic = astrodask.ingest(paths, f"{memory_root}/m.zarr", tile=TILE, halo=HALO)
+    assert mosaic.path == f"{memory_root}/m.zarr" and mosaic.attrs["complete"]
+    local = astrodask.ingest(paths, tmp_path / "m.zarr", tile=TILE, halo=HALO)
+    np.testing.assert_array_equal(mosaic.read_tile(2, 3).data, local.read_tile(2, 3).data)
+
+    # memory:// lives in this process: the workers must be threads here.
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
+                      dashboard_address=":0") as cluster, Client(cluster) as client:
+        results = f"{memory_root}/results"
+        summary = astrodask.run(f"{memory_root}/m.zarr", results, client=client,
+                                report=f"{results}/report.html")
+        assert summary.tiles_run == 35
+        again = astrodask.run(f"{memory_root}/m.zarr", results, client=client)
+        assert again.tiles_run == 0 and again.tiles_skipped == 35
+    assert storage.exists(f"{results}/report.html")
+    merged = astrodask.merge(results)
+    catalog = astrodask.read_catalog(f"{results}/catalog.parquet")
+    assert catalog.num_rows == merged.n_objects > 0
+    with fits.open(io.BytesIO(storage.get_bytes(f"{results}/segmap.fits"))) as hdul:
+        segmap = hdul[0].data
+        assert segmap.shape == SHAPE and segmap.max() == merged.n_objects
+        assert hdul[0].header["CTYPE1"] == "RA---TAN"
+    assert storage.get_bytes(f"{results}/overview.png")[:4] == b"\x89PNG"
+
+
+def test_failed_remote_ingest_leaves_nothing(tmp_path, memory_root):
+    paths = write_field(tmp_path)
+    fits.writeto(paths[1], np.full(SHAPE, np.nan, np.float32), fits.getheader(paths[1]),
+                 overwrite=True)
+    with pytest.raises(InputError, match="has no valid pixels"):
+        astrodask.ingest(paths, f"{memory_root}/bad.zarr", tile=TILE, halo=HALO)
+    assert not storage.exists(f"{memory_root}/bad.zarr")
+    with pytest.raises(StoreError, match="does not exist"):
+        astrodask.open_mosaic(f"{memory_root}/bad.zarr")
+
+
+def test_file_urls_are_local_paths(tmp_path, capsys):
+    paths = write_field(tmp_path, bands="gr")
+    code = cli.main(["ingest", *map(str, paths), "--out", f"file://{tmp_path}/m.zarr",
+                     "--tile", str(TILE), "--halo", str(HALO), "--quiet"])
+    assert code == 0 and (tmp_path / "m.zarr" / "zarr.json").exists()
+    assert astrodask.open_mosaic(f"file://{tmp_path}/m.zarr").bands == ("g", "r")
+
+
+def test_unknown_or_unavailable_protocols_are_one_line_errors(tmp_path, capsys):
+    paths = write_field(tmp_path, bands="g")
+    with pytest.raises((DependencyError, InputError)):
+        astrodask.ingest(paths, "nosuchprotocol://bucket/m.zarr")
+    code = cli.main(["run", "nosuchprotocol://bucket/m.zarr", "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("astrodask: error: ")
