@@ -19,6 +19,8 @@ def register(subparsers):
     parser.add_argument("--iou", choices=("bbox", "mask", "both"), default="both",
                         help="overlap measure(s) for matching")
     parser.add_argument("--out", help="write the full report as JSON here")
+    parser.add_argument("--update-card", action="store_true",
+                        help="store the metrics in the model's card (a .keras model only)")
     parser.set_defaults(func=run)
 
 
@@ -33,6 +35,14 @@ def run(args):
     if args.fields < 1 or args.size < 64:
         raise InputError("--fields must be positive and --size at least 64")
     iou_types = ("bbox", "mask") if args.iou == "both" else (args.iou,)
+    card_target = None
+    if args.update_card:
+        from astrodask.models.card import read_model_card, resolve_model_path
+
+        if Path(args.model).is_dir():
+            raise InputError("--update-card needs a .keras model, not a run directory")
+        card_target = resolve_model_path(args.model)
+        read_model_card(card_target)  # fail now, not after the evaluation
     result = evaluate_on_simulations(
         args.model, n_fields=args.fields, size=args.size,
         seed=TEST_SEED if args.seed is None else args.seed, preset=args.preset,
@@ -47,3 +57,10 @@ def run(args):
         tmp.write_text(json.dumps(result, indent=1, default=float) + "\n")
         os.replace(tmp, out)
         print(f"report written to {out}")
+    if card_target is not None:
+        from astrodask.models.card import read_model_card, write_model_card
+        from astrodask.train.maskrcnn_eval import card_metrics
+
+        card = read_model_card(card_target)
+        card["evaluation"] = card_metrics(result)
+        print(f"metrics stored in {write_model_card(card_target, card)}")

@@ -110,9 +110,11 @@ def compute_losses(model, batch, rng, training=True, runners=None):
 
     pooled = roi_align(pyramid[:4], rois, batch_index, config.pool_size, config.sampling_ratio)
     class_logits, box_deltas = box_head(pooled)
-    mask_pooled = roi_align(pyramid[:4], rois[:n_pos], batch_index[:n_pos],
-                            config.mask_pool_size, config.sampling_ratio)
-    mask_logits = mask_head(mask_pooled)
+    mask_logits = None
+    if n_pos:  # never call a head on an empty batch (oneDNN convolutions break on it)
+        mask_pooled = roi_align(pyramid[:4], rois[:n_pos], batch_index[:n_pos],
+                                config.mask_pool_size, config.sampling_ratio)
+        mask_logits = mask_head(mask_pooled)
     head = head_losses(class_logits, box_deltas, mask_logits, classes, box_targets, mask_targets)
     return dict(zip(LOSS_NAMES, (rpn_class, rpn_box) + tuple(head)))
 
@@ -285,6 +287,10 @@ def _train_step(model, runners, apply, batch, rng):
     return losses, total
 
 
+POOL_FILE = "pool.npz"
+POOL_INFO_FILE = "pool.json"
+
+
 def train_from_simulations(run_dir, n_fields=160, field_size=256, seed=0, preset="decam",
                            star_density=None, config=None, settings=None, max_seconds=None,
                            log=print):
@@ -292,27 +298,81 @@ def train_from_simulations(run_dir, n_fields=160, field_size=256, seed=0, preset
 
     The pool is ``n_fields`` fields of ``field_size``² pixels with seeds
     ``seed .. seed + n_fields - 1`` (``star_density`` stars per arcmin²,
-    default the preset's); it is written once to
-    ``run_dir/pool.npz`` and reused when the run resumes. Keep evaluation
-    seeds outside that range.
+    default the preset's); it is written once to ``run_dir/pool.npz`` (with
+    its description in ``pool.json``) and reused when the run resumes. Keep
+    evaluation seeds outside that range. The model's bands are the preset's.
+    When training ends, ``run_dir/model.keras`` gets a model card (see
+    :func:`training_card`).
 
     Returns the same as :func:`train_maskrcnn`.
     """
+    from ..simulation.presets import get_preset
     from .maskrcnn_data import load_examples, save_examples, simulated_examples
 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    pool_path = run_dir / "pool.npz"
-    scale = (config or MaskRCNNConfig()).normalisation_scale
+    survey = get_preset(preset)
+    config = (config or MaskRCNNConfig()).replace(bands=survey.band_names)
+    pool_path = run_dir / POOL_FILE
     if pool_path.exists():
         pool = load_examples(pool_path)
         log(f"loaded {len(pool)} cached fields from {pool_path}")
     else:
         start = time.monotonic()
-        pool = simulated_examples(n_fields, field_size, seed, preset=preset, scale=scale,
-                                  star_density=star_density)
+        pool = simulated_examples(n_fields, field_size, seed, preset=preset,
+                                  scale=config.normalisation_scale, star_density=star_density)
         save_examples(pool_path, pool)
+        _write_atomic_json(run_dir / POOL_INFO_FILE, {
+            "preset": survey.name, "n_fields": n_fields, "field_size": field_size,
+            "seeds": [seed, seed + n_fields - 1],
+            "star_density_per_arcmin2": star_density if star_density is not None
+            else survey.star_density,
+            "galaxy_density_per_arcmin2": survey.galaxy_density,
+            "pixel_scale_arcsec": survey.pixel_scale})
         log(f"simulated {len(pool)} {preset} fields of {field_size}x{field_size} in "
             f"{time.monotonic() - start:.0f} s")
-    return train_maskrcnn(pool, run_dir, config=config, settings=settings,
-                          max_seconds=max_seconds, log=log)
+    model, state = train_maskrcnn(pool, run_dir, config=config, settings=settings,
+                                  max_seconds=max_seconds, log=log)
+    if state["step"] >= state["settings"]["steps"] and (run_dir / POOL_INFO_FILE).exists():
+        from ..models.card import write_model_card
+
+        write_model_card(run_dir / "model.keras", training_card(run_dir, model, state))
+    return model, state
+
+
+def training_card(run_dir, model, state, name=None):
+    """Model card of a finished run: bands, normalisation, training data and time.
+
+    Metrics are added by ``astrodask evaluate --update-card``.
+    """
+    pool = json.loads((Path(run_dir) / POOL_INFO_FILE).read_text())
+    config = model.config
+    settings = state["settings"]
+    return {
+        "name": name or f"maskrcnn_{pool['preset']}",
+        "architecture": f"Mask R-CNN (ResNet-{config.backbone_depth} FPN, Keras 3)",
+        "bands": list(config.bands),
+        "pixel_scale_arcsec": pool["pixel_scale_arcsec"],
+        "normalisation": {
+            "method": "Astro R-CNN eq. 1: A * (x - mean_b) / std_b, then asinh inside the "
+                      "network",
+            "scale_A": config.normalisation_scale,
+            "statistics": "sigma-clipped (3 sigma) mean and std of each band over the whole "
+                          "mosaic (astrodask.band_statistics)",
+        },
+        "classes": list(config.classes),
+        "config": config.to_dict(),
+        "parameters": int(model.count_params()),
+        "training": {
+            "data": {**pool, "simulator": "astrodask.simulation.simulate_field"},
+            "steps": state["step"],
+            "batch_size": settings["batch_size"],
+            "crop_size": settings["crop_size"],
+            "learning_rate": settings["learning_rate"],
+            "augmentation": "90-degree rotations, mirrors, Gaussian blur sigma in [2, 6) px on "
+                            f"{settings['blur_probability']:.0%} of crops, per-band additive "
+                            f"offsets (sigma {settings['offset_sigma']})",
+            "train_seconds": round(state["train_seconds"], 1),
+            "final_losses": state["history"][-1] if state["history"] else None,
+        },
+    }

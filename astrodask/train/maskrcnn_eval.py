@@ -114,3 +114,16 @@ def metrics_table(result, iou_type="bbox"):
                                 for n in names)
             lines.append(f"| {'Mask R-CNN' if method == 'maskrcnn' else 'SEP'} | {cls} | {values} |")
     return "\n".join(lines)
+
+
+def card_metrics(result):
+    """The part of an evaluation that goes into a model card (metrics, test set, SEP)."""
+    out = {"test_set": {**result["settings"], **{"truth_counts": result["truth_counts"]},
+                        "seconds_per_field": result["seconds_per_field"]}}
+    for method in ("maskrcnn", "sep"):
+        if method in result:
+            out[method] = {iou_type: {"metrics": report["metrics"],
+                                      "confusion_iou50": report["confusion_iou50"],
+                                      "confusion_iou75": report["confusion_iou75"]}
+                           for iou_type, report in result[method].items()}
+    return out

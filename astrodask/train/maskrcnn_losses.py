@@ -40,8 +40,9 @@ def rpn_losses(logits, deltas, labels, target_deltas):
 def head_losses(class_logits, box_deltas, mask_logits, classes, target_deltas, target_masks):
     """Classification over all sampled RoIs, box and mask losses over positives.
 
-    ``box_deltas`` is (R, K, 4) and ``mask_logits`` (P, 28, 28, K); the first
-    P RoIs are the positives, each supervised only on its true class.
+    ``box_deltas`` is (R, K, 4) and ``mask_logits`` (P, 28, 28, K) (None when
+    P = 0); the first P RoIs are the positives, each supervised only on its
+    true class.
     """
     n_classes = class_logits.shape[-1]
     class_loss = ops.mean(ops.sparse_categorical_crossentropy(
@@ -50,8 +51,8 @@ def head_losses(class_logits, box_deltas, mask_logits, classes, target_deltas, t
     pos_index = (np.arange(n_pos) * n_classes + classes[:n_pos]).astype("int32")
     picked = ops.take(ops.reshape(box_deltas, (-1, 4)), pos_index, axis=0)
     box_loss = _mean_or_zero(smooth_l1(picked - target_deltas[:n_pos]), n_pos)
-    if n_pos == 0:
-        return class_loss, box_loss, ops.sum(mask_logits) * 0.0
+    if n_pos == 0 or mask_logits is None:
+        return class_loss, box_loss, ops.zeros((), dtype=class_loss.dtype)
     size = mask_logits.shape[1]
     per_class = ops.reshape(ops.transpose(mask_logits, (0, 3, 1, 2)), (-1, size, size))
     picked_masks = ops.take(per_class, pos_index, axis=0)
