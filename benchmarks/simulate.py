@@ -92,16 +92,16 @@ def morpheus_check(n):
         pred = probs.argmax(axis=0)
         np.add.at(pixels, (field.morphology_map.ravel(), pred.ravel()), 1)
         truth = field.truth.to_pydict()
-        for oid, code, area, snr in zip(truth["id"], truth["morphology_code"],
-                                        truth["mask_area"], truth["snr"]):
-            if area < 20 or snr < 20:
+        for oid, code, area, mag in zip(truth["id"], truth["morphology_code"],
+                                        truth["mask_area"], truth["mag_h"]):
+            if area < 20 or mag > 25.5:
                 continue
             sel = field.label_map == oid
             flux = np.clip(field.images[idx[0]][sel], 0, None)
             objects[code, int(np.argmax((probs[:4, sel] * flux).sum(axis=1)))] += 1
     names = MORPHOLOGY_CLASSES
     print(f"Morpheus on {n} simulated hst 512x512 fields (rows: truth, columns: predicted)")
-    print("objects (S/N >= 20, mask >= 20 px), flux-weighted class:")
+    print("objects (H <= 25.5, mask >= 20 px), flux-weighted class:")
     print("  " + " ".join(f"{c[:9]:>9}" for c in names[:4]))
     for i in range(4):
         print(f"  {names[i][:9]:>9} " + " ".join(f"{v:9d}" for v in objects[i]))

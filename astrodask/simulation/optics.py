@@ -151,7 +151,7 @@ def _band_models(preset_name, deep):
         arr = _psf_image(psf, preset.pixel_scale, preset.max_stamp_radius)
         n_eff = 1.0 / float(np.sum(arr ** 2))
         flux5 = 10 ** (-0.4 * (band.depth + deeper - band.zeropoint))
-        kernel = np.array([preset.noise_kernel, 1.0, preset.noise_kernel])
+        kernel = np.array([band.noise_kernel, 1.0, band.noise_kernel])
         kernel /= np.sqrt(np.sum(kernel ** 2))
         sigma = flux5 / 5.0 / np.sqrt(n_eff) / correlated_noise_factor(arr, kernel)
         sky = 10 ** (-0.4 * (band.sky - band.zeropoint)) * preset.pixel_scale ** 2

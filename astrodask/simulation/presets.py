@@ -11,8 +11,8 @@ noise of the sky-subtracted image is the one that gives that depth through
 the band's PSF. The sky level and an effective gain (electrons per image
 unit) then make the Poisson part; a small share of the variance is read
 noise. Coadds are resampled images, so their sky noise is correlated between
-neighbouring pixels: ``noise_kernel`` is the side weight ``a`` of the
-separable ``[a, 1, a]`` kernel that correlates it (0: white noise).
+neighbouring pixels: a band's ``noise_kernel`` is the side weight ``a`` of
+the separable ``[a, 1, a]`` kernel that correlates it (0: white noise).
 """
 
 from dataclasses import dataclass, field
@@ -39,6 +39,8 @@ class Band:
         5-sigma point-source AB depth of the image.
     sky : float
         Sky surface brightness in AB mag/arcsec^2 (sets the Poisson share).
+    noise_kernel : float
+        Side weight ``a`` of the ``[a, 1, a]`` kernel correlating the sky noise.
     """
 
     name: str
@@ -47,6 +49,7 @@ class Band:
     psf: tuple
     depth: float
     sky: float
+    noise_kernel: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -65,7 +68,6 @@ class Preset:
     ref_band: str
     center: tuple  # default (ra, dec) of the field centre, degrees
     read_variance_fraction: float
-    noise_kernel: float  # side weight of the [a, 1, a] kernel correlating sky noise
     # galaxies
     galaxy_density: float  # per arcmin^2 between the galaxy magnitude limits
     deep_density: float
@@ -94,16 +96,16 @@ class Preset:
 DECAM = Preset(
     name="decam",
     bands=(
-        Band("g", "DECam g", 22.5, ("moffat", 1.10, 3.5), depth=24.6, sky=22.0),
-        Band("r", "DECam r", 22.5, ("moffat", 1.00, 3.5), depth=24.0, sky=21.0),
-        Band("z", "DECam z", 22.5, ("moffat", 0.95, 3.5), depth=23.1, sky=19.9),
+        # Lanczos-resampled coadds: neighbouring pixels' noise correlates (0.23)
+        Band("g", "DECam g", 22.5, ("moffat", 1.10, 3.5), 24.6, 22.0, noise_kernel=0.12),
+        Band("r", "DECam r", 22.5, ("moffat", 1.00, 3.5), 24.0, 21.0, noise_kernel=0.12),
+        Band("z", "DECam z", 22.5, ("moffat", 0.95, 3.5), 23.1, 19.9, noise_kernel=0.12),
     ),
     pixel_scale=0.262,
     bunit="nanomaggy",
     ref_band="r",
     center=(150.10, 2.20),
     read_variance_fraction=0.05,
-    noise_kernel=0.12,
     galaxy_density=30.0,
     deep_density=750.0,
     galaxy_mags=(16.0, 24.5),
@@ -129,6 +131,8 @@ DECAM = Preset(
 HST = Preset(
     name="hst",
     bands=(
+        # White noise: with drizzle-like correlated noise (a = 0.08 ACS, 0.2 IR) the
+        # published Morpheus model agreed less with the truth (BENCHMARKS.md, Simulate).
         Band("v", "F606W", 26.49, ("airy", 606.0, 2.4, 0.33, 0.07), depth=28.6, sky=23.0),
         Band("z", "F850LP", 24.87, ("airy", 905.0, 2.4, 0.33, 0.08), depth=28.0, sky=22.6),
         Band("j", "F125W", 26.23, ("airy", 1250.0, 2.4, 0.33, 0.13), depth=27.9, sky=22.4),
@@ -139,7 +143,6 @@ HST = Preset(
     ref_band="h",
     center=(53.12, -27.80),
     read_variance_fraction=0.15,
-    noise_kernel=0.15,
     galaxy_density=150.0,
     deep_density=750.0,
     galaxy_mags=(18.0, 28.0),
