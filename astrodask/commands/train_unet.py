@@ -18,7 +18,8 @@ def register(subparsers):
     parser.add_argument("--epochs", type=int, default=50)
     parser.add_argument("--steps-per-epoch", type=int, default=100)
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--crop", type=int, default=40, help="window side (multiple of 8)")
+    parser.add_argument("--crop", type=int, default=40,
+                        help="window side (a multiple of 2 ** contraction levels)")
     parser.add_argument("--train-fields", type=int, default=24)
     parser.add_argument("--held-out-fields", type=int, default=4)
     parser.add_argument("--field-size", type=int, default=256)
@@ -32,6 +33,13 @@ def register(subparsers):
                         help="default: OUT without .keras + .checkpoints")
     parser.add_argument("--resume", action="store_true",
                         help="continue from the checkpoint instead of starting over")
+    parser.add_argument("--down-filters", type=int, nargs="+", default=[8, 16, 32],
+                        help="filters of each contraction level (default: Morpheus' 8 16 32)")
+    parser.add_argument("--up-filters", type=int, nargs="+", default=[8, 16, 32],
+                        help="filters of each expansion level, coarsest first")
+    parser.add_argument("--mid-filters", type=int, default=16)
+    parser.add_argument("--down-blocks", type=int, default=4)
+    parser.add_argument("--up-blocks", type=int, default=2)
     parser.add_argument("--eval-stride", type=int, default=8,
                         help="window stride of the faithful mode for the held-out metrics")
     parser.set_defaults(func=_train)
@@ -47,7 +55,12 @@ def _train(args):
                       seed=args.seed, learning_rate=args.learning_rate,
                       dropout_rate=args.dropout, max_minutes=args.max_minutes,
                       threads=args.threads, checkpoint_dir=args.checkpoint_dir,
-                      resume=args.resume, eval_stride=args.eval_stride)
+                      resume=args.resume, eval_stride=args.eval_stride,
+                      architecture={"down_filters": tuple(args.down_filters),
+                                    "up_filters": tuple(args.up_filters),
+                                    "mid_filters": args.mid_filters,
+                                    "down_blocks": args.down_blocks,
+                                    "up_blocks": args.up_blocks})
     held_out = card["metrics"]["faithful"]
     print(f"wrote {args.out} after {card['training']['epochs']} epochs; held-out pixel "
           f"accuracy {held_out['accuracy']:.3f}, IoU(0.5) {held_out['iou_0.5']:.3f}")

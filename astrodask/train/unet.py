@@ -132,7 +132,7 @@ def train_unet(out, preset="decam", epochs=50, steps_per_epoch=100, batch_size=3
     epochs, steps_per_epoch, batch_size : int
         Training length; each step is one batch of ``crop`` x ``crop`` windows.
     crop : int
-        Window side (Morpheus: 40; a multiple of 8).
+        Window side (Morpheus: 40; a multiple of 2 ** contraction levels).
     train_fields, held_out_fields, field_size : int
         Simulated ``field_size``-square fields for training and for the
         held-out metrics (different seeds).
@@ -173,8 +173,9 @@ def train_unet(out, preset="decam", epochs=50, steps_per_epoch=100, batch_size=3
     out = Path(out)
     if out.suffix != ".keras":
         raise InputError(f"output {out} must end in .keras")
-    if crop % 8:
-        raise InputError(f"crop must be a multiple of 8, got {crop}")
+    factor = 2 ** len((architecture or {}).get("down_filters", (8, 16, 32)))
+    if crop % factor:
+        raise InputError(f"crop must be a multiple of {factor}, got {crop}")
     if field_size < crop:
         raise InputError(f"field_size {field_size} is smaller than the crop {crop}")
     survey = get_preset(preset)
