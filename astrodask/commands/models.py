@@ -4,7 +4,7 @@ from astrodask.commands import group
 
 
 def register(subparsers):
-    sub = group(subparsers, "models", "Import and inspect the shipped models")
+    sub = group(subparsers, "models", "Import published models into astrodask")
     parser = sub.add_parser(
         "import-morpheus",
         help="convert the Morpheus checkpoint from the morpheus-astro package to .keras",
