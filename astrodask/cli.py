@@ -14,7 +14,7 @@ import sys
 import warnings
 
 from . import __version__, commands
-from .errors import AstrodaskError
+from .errors import AstrodaskError, first_line
 
 
 def build_parser():
@@ -57,8 +57,7 @@ def main(argv=None):
     except Exception as exc:  # anything unexpected still gets one line
         if args.debug:
             raise
-        message = str(exc).splitlines()[0] if str(exc) else ""
-        print(f"astrodask: internal error: {type(exc).__name__}: {message} "
+        print(f"astrodask: internal error: {type(exc).__name__}: {first_line(exc)} "
               "(re-run with --debug for the traceback)", file=sys.stderr)
         return 1
     return 0 if code is None else int(code)

@@ -8,7 +8,7 @@ resolved configuration is stored beside the outputs.
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from .errors import InputError
+from .errors import InputError, first_line
 
 
 @dataclass
@@ -150,7 +150,7 @@ def load_config(path):
         raise InputError(f"configuration file {path} does not exist") from None
     except yaml.YAMLError as exc:
         raise InputError(f"configuration file {path} is not valid YAML "
-                         f"({str(exc).splitlines()[0]})") from None
+                         f"({first_line(exc)})") from None
     if data is not None and not isinstance(data, dict):
         raise InputError(f"configuration file {path} must hold a mapping of options")
     return RunConfig.from_dict(data).validate()

@@ -21,3 +21,13 @@ class StoreError(AstrodaskError):
 
 class DependencyError(AstrodaskError):
     """An optional dependency needed for the requested feature is missing."""
+
+
+def first_line(exc):
+    """The first line of an exception's message (empty if it has none).
+
+    Messages of other libraries can span many lines; a user-facing error
+    quotes only the first.
+    """
+    text = str(exc)
+    return text.splitlines()[0] if text else ""

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, first_line
 from .mosaic import BLANK, NONFINITE
 
 # Header keywords that describe the stored data layout, not the sky; they are
@@ -77,7 +77,7 @@ class FitsImage:
             raise
         except (OSError, ValueError, EOFError, TypeError, IndexError, KeyError) as exc:
             self.close()
-            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            reason = first_line(exc) or type(exc).__name__
             raise InputError(f"{self.name} is not a readable FITS file ({reason})") from None
         try:
             self.hdu_index = self._choose_hdu(hdu)

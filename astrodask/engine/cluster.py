@@ -7,7 +7,7 @@ even be imported on a machine without CUDA.
 from contextlib import contextmanager
 import os
 
-from ..errors import DependencyError, InputError
+from ..errors import DependencyError, InputError, first_line
 from .plugin import worker_environment
 
 
@@ -70,7 +70,7 @@ def connect(config):
         except (OSError, TimeoutError, ValueError) as exc:
             target = config.scheduler or config.scheduler_file
             raise InputError(f"cannot connect to the Dask scheduler at {target} "
-                             f"({str(exc).splitlines()[0]})") from None
+                             f"({first_line(exc)})") from None
         try:
             yield client, f"existing cluster at {client.scheduler.address}"
         finally:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .. import __version__, storage
 from ..config import RunConfig, dump_config, load_config
-from ..errors import AstrodaskError, InputError
+from ..errors import AstrodaskError, InputError, first_line
 from ..mosaic import open_mosaic
 from .results import Results, run_key
 from .specs import resolve_models
@@ -125,8 +125,6 @@ def run(mosaic, out, *, config=None, client=None, progress=None, on_start=None, 
     -------
     RunSummary
     """
-    from distributed import as_completed
-
     config = resolve_config(config, **overrides)
     if not hasattr(mosaic, "read_tile"):
         mosaic = open_mosaic(mosaic)
@@ -159,15 +157,15 @@ def run(mosaic, out, *, config=None, client=None, progress=None, on_start=None, 
                          tiles_skipped=skipped, seconds=0.0, cluster="(nothing to run)",
                          models=[s.name for s in specs])
     if todo:
-        _compute(summary, todo, mosaic, results, specs, config, client, progress, on_start,
-                 as_completed)
+        _compute(summary, todo, mosaic, results, specs, config, client, progress, on_start)
     results.finish(dict(record, finished=datetime.datetime.now(
         datetime.timezone.utc).isoformat(timespec="seconds")))
     return summary
 
 
-def _compute(summary, todo, mosaic, results, specs, config, client, progress, on_start,
-             as_completed):
+def _compute(summary, todo, mosaic, results, specs, config, client, progress, on_start):
+    from distributed import as_completed
+
     from .cluster import connect
     from .plugin import ModelPlugin
     from .tasks import process_batch
@@ -178,13 +176,13 @@ def _compute(summary, todo, mosaic, results, specs, config, client, progress, on
         summary.dashboard = getattr(client, "dashboard_link", None)
         if on_start is not None:
             on_start(summary)
+        on_gpus = config.gpus is not None or config.gpu_workers
         _register(client, ModelPlugin(specs, config, tile_size=mosaic.tile_grid.tile,
-                                      threads=config.threads_per_worker,
-                                      gpu=config.gpus is not None or config.gpu_workers))
+                                      threads=config.threads_per_worker, gpu=on_gpus))
         report_tmp = _report_tmp(config.report) if config.report else None
         report = _report_context(report_tmp)
         token = uuid.uuid4().hex[:8]
-        on_gpus = config.gpus is not None or config.gpu_workers
+        # Resources go with each submit: annotations made at graph build are lost (dask#7036).
         extra = {"resources": {"GPU": 1}} if on_gpus else {}
         done = summary.tiles_skipped
         if progress is not None:
@@ -221,9 +219,8 @@ def _register(client, plugin):
             client.unregister_worker_plugin(plugin.name)
         except Exception:  # nothing registered, or the scheduler is gone: nothing to undo
             pass
-        message = str(exc).splitlines()[0] if str(exc) else ""
         raise EngineError(f"could not load the models on the workers: {type(exc).__name__}: "
-                          f"{message}") from None
+                          f"{first_line(exc)}") from None
 
 
 def _result(future, batch):
@@ -237,9 +234,8 @@ def _result(future, batch):
     except AstrodaskError:
         raise
     except Exception as exc:
-        message = str(exc).splitlines()[0] if str(exc) else ""
         raise EngineError(f"tiles {batch} failed on a worker: {type(exc).__name__}: "
-                          f"{message}") from None
+                          f"{first_line(exc)}") from None
 
 
 def _report_context(tmp):
