@@ -160,3 +160,19 @@ def test_train_on_simulations_then_evaluate_into_the_card(tmp_path, capsys):
     assert set(evaluation["maskrcnn"]["bbox"]["metrics"]) == {"star", "galaxy", "combined"}
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["settings"]["seed"] == 1_000_000
+
+
+def test_class_weights_make_a_weighted_mean():
+    from astrodask.train.maskrcnn_losses import head_losses
+
+    logits = np.array([[2.0, 0.0, 0.0], [0.0, 1.0, 0.0]], np.float32)
+    classes = np.array([0, 1])
+    ce = -np.log(np.exp(logits[[0, 1], classes]) / np.exp(logits).sum(axis=1))
+    deltas = np.zeros((2, 3, 4), np.float32)
+    empty = np.zeros((0, 28, 28), np.float32)
+    plain = head_losses(logits, deltas, None, classes, np.zeros((2, 4), np.float32), empty)
+    weighted = head_losses(logits, deltas, None, classes, np.zeros((2, 4), np.float32), empty,
+                           class_weights=(1.0, 4.0, 1.0))
+    assert float(plain[0]) == pytest.approx(ce.mean(), rel=1e-5)
+    assert float(weighted[0]) == pytest.approx((ce[0] + 4 * ce[1]) / 5, rel=1e-5)
+    assert float(weighted[2]) == 0.0  # no positives, no mask loss

@@ -21,6 +21,9 @@ def register(subparsers):
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--crop", type=int, default=128, help="training crop side, px (x64)")
     parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--class-weights", default=None, metavar="BG,STAR,GALAXY",
+                        help="classification loss weight of each true class, e.g. 1,4,1 "
+                             "(also changes a resumed run from its current step)")
     parser.add_argument("--depth", type=int, default=18, choices=(18, 34, 50, 101),
                         help="ResNet depth (new runs only)")
     parser.add_argument("--max-minutes", type=float, default=None,
@@ -37,6 +40,14 @@ def run(args):
         raise InputError(f"--crop must be a multiple of 64 and at most --field-size, got {args.crop}")
     if args.steps < 1 or args.batch_size < 1 or args.fields < 1:
         raise InputError("--steps, --batch-size and --fields must be positive")
+    weights = (1.0, 1.0, 1.0)
+    if args.class_weights is not None:
+        try:
+            weights = tuple(float(w) for w in args.class_weights.split(","))
+        except ValueError:
+            weights = ()
+        if len(weights) != 3 or min(weights) <= 0:
+            raise InputError(f"--class-weights needs 3 positive numbers, got {args.class_weights!r}")
     import tensorflow as tf
 
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
@@ -46,6 +57,7 @@ def run(args):
 
     settings = TrainSettings(steps=args.steps, batch_size=args.batch_size, crop_size=args.crop,
                              learning_rate=args.learning_rate, seed=args.seed,
+                             class_weights=weights,
                              checkpoint_every_s=60 * args.checkpoint_minutes)
     max_seconds = None if args.max_minutes is None else 60 * args.max_minutes
     _, state = train_from_simulations(

@@ -48,6 +48,7 @@ class TrainSettings:
     checkpoint_every_s: float = 300.0
     log_every: int = 20
     compiled: bool = True  # tf.function the network calls (False: eager, for tiny runs)
+    class_weights: tuple = (1.0, 1.0, 1.0)  # classification loss weight per true class
 
 
 def learning_rate_at(step, settings):
@@ -69,7 +70,7 @@ def make_batch(pool, step, settings):
     return batch, rng
 
 
-def compute_losses(model, batch, rng, training=True, runners=None):
+def compute_losses(model, batch, rng, training=True, runners=None, class_weights=None):
     """Forward pass and the five losses of one batch (call under a GradientTape).
 
     ``runners`` optionally replaces the three network calls (backbone + RPN,
@@ -115,7 +116,8 @@ def compute_losses(model, batch, rng, training=True, runners=None):
         mask_pooled = roi_align(pyramid[:4], rois[:n_pos], batch_index[:n_pos],
                                 config.mask_pool_size, config.sampling_ratio)
         mask_logits = mask_head(mask_pooled)
-    head = head_losses(class_logits, box_deltas, mask_logits, classes, box_targets, mask_targets)
+    head = head_losses(class_logits, box_deltas, mask_logits, classes, box_targets, mask_targets,
+                       class_weights)
     return dict(zip(LOSS_NAMES, (rpn_class, rpn_box) + tuple(head)))
 
 
@@ -192,7 +194,10 @@ def train_maskrcnn(pool, run_dir, config=None, settings=None, max_seconds=None, 
     if resuming:
         saved = json.loads((run_dir / STATE_FILE).read_text())
         config = MaskRCNNConfig.from_dict(saved["config"])
-        settings = TrainSettings(**{**saved["settings"], "steps": settings.steps})
+        changed = {"steps": settings.steps}
+        if tuple(settings.class_weights) != TrainSettings.class_weights:
+            changed["class_weights"] = tuple(settings.class_weights)
+        settings = TrainSettings(**{**saved["settings"], **changed})
     config = config or MaskRCNNConfig()
     keras.utils.set_random_seed(settings.seed)  # the initial weights
     model = build_maskrcnn(config)
@@ -206,6 +211,12 @@ def train_maskrcnn(pool, run_dir, config=None, settings=None, max_seconds=None, 
         state = {"step": 0, "train_seconds": 0.0, "history": [],
                  "config": config.to_dict(), "settings": asdict(settings)}
     state["settings"]["steps"] = settings.steps
+    if list(state["settings"].get("class_weights", TrainSettings.class_weights)) != \
+            list(settings.class_weights):
+        state.setdefault("changes", []).append(
+            {"step": state["step"], "class_weights": list(settings.class_weights)})
+        state["settings"]["class_weights"] = list(settings.class_weights)
+        log(f"class weights from step {state['step']}: {list(settings.class_weights)}")
 
     if settings.compiled:
         runners, apply = compiled_runners(model, optimizer)
@@ -221,7 +232,7 @@ def train_maskrcnn(pool, run_dir, config=None, settings=None, max_seconds=None, 
         step = state["step"]
         batch, rng = make_batch(pool, step, settings)
         optimizer.learning_rate.assign(learning_rate_at(step, settings))
-        losses, total = _train_step(model, runners, apply, batch, rng)
+        losses, total = _train_step(model, runners, apply, batch, rng, settings.class_weights)
         running += [float(losses[name]) for name in LOSS_NAMES]
         n_running += 1
         state["step"] = step + 1
@@ -274,11 +285,12 @@ def compiled_runners(model, optimizer):
     return (forward, box_head, mask_head), apply
 
 
-def _train_step(model, runners, apply, batch, rng):
+def _train_step(model, runners, apply, batch, rng, class_weights):
     import tensorflow as tf
 
     with tf.GradientTape() as tape:
-        losses = compute_losses(model, batch, rng, training=True, runners=runners)
+        losses = compute_losses(model, batch, rng, training=True, runners=runners,
+                                class_weights=class_weights)
         total = sum(losses.values())
     variables = model.trainable_variables
     grads = tape.gradient(total, variables)

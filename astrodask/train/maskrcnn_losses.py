@@ -37,16 +37,23 @@ def rpn_losses(logits, deltas, labels, target_deltas):
     return class_loss, box_loss
 
 
-def head_losses(class_logits, box_deltas, mask_logits, classes, target_deltas, target_masks):
+def head_losses(class_logits, box_deltas, mask_logits, classes, target_deltas, target_masks,
+                class_weights=None):
     """Classification over all sampled RoIs, box and mask losses over positives.
 
     ``box_deltas`` is (R, K, 4) and ``mask_logits`` (P, 28, 28, K) (None when
     P = 0); the first P RoIs are the positives, each supervised only on its
-    true class.
+    true class. ``class_weights`` (one per class) weight the classification
+    loss of each RoI by its true class (a weighted mean).
     """
     n_classes = class_logits.shape[-1]
-    class_loss = ops.mean(ops.sparse_categorical_crossentropy(
-        classes.astype("int32"), class_logits, from_logits=True))
+    per_roi = ops.sparse_categorical_crossentropy(classes.astype("int32"), class_logits,
+                                                  from_logits=True)
+    if class_weights is None:
+        class_loss = ops.mean(per_roi)
+    else:
+        weights = np.asarray(class_weights, dtype=np.float32)[classes]
+        class_loss = ops.sum(per_roi * weights) / float(weights.sum())
     n_pos = len(target_masks)
     pos_index = (np.arange(n_pos) * n_classes + classes[:n_pos]).astype("int32")
     picked = ops.take(ops.reshape(box_deltas, (-1, 4)), pos_index, axis=0)
