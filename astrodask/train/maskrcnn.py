@@ -381,6 +381,8 @@ def training_card(run_dir, model, state, name=None):
             "batch_size": settings["batch_size"],
             "crop_size": settings["crop_size"],
             "learning_rate": settings["learning_rate"],
+            "class_weights": list(settings.get("class_weights", TrainSettings.class_weights)),
+            "setting_changes": state.get("changes", []),
             "augmentation": "90-degree rotations, mirrors, Gaussian blur sigma in [2, 6) px on "
                             f"{settings['blur_probability']:.0%} of crops, per-band additive "
                             f"offsets (sigma {settings['offset_sigma']})",
