@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+from scipy import ndimage
 
 from ..instances import SCHEMA, decode_mask, tile_instances
 
@@ -61,7 +62,7 @@ def read_instance_pieces(results):
 
 
 def morpheus_pieces(mosaic, unet_group, threshold=0.0, min_distance=5, max_peaks=20,
-                    background_level=1.0):
+                    background_level=1.0, min_area=5, min_snr=5.0):
     """Morpheus segments (Algorithm 1 + 2) of every window, as pieces.
 
     Each window's region of the stitched U-Net ``mean`` maps is segmented and
@@ -78,6 +79,11 @@ def morpheus_pieces(mosaic, unet_group, threshold=0.0, min_distance=5, max_peaks
         ≥ background_level seeds the background.
     min_distance, max_peaks : int
         Algorithm 2 flux-peak seeds.
+    min_area, min_snr : float
+        Segments smaller than ``min_area`` pixels, or whose summed flux is
+        below ``min_snr`` times its noise (the ingest's robust sky σ of each
+        band, added in quadrature, times √area), are dropped: a network that
+        paints noise peaks as sources would otherwise fill the catalog.
 
     Returns
     -------
@@ -89,6 +95,8 @@ def morpheus_pieces(mosaic, unet_group, threshold=0.0, min_distance=5, max_peaks
     classes = list(unet_group.attrs["astrodask"]["classes"])
     background_index = classes.index("background")
     grid = mosaic.tile_grid
+    stats = mosaic.attrs["band_stats"]
+    sigma = float(np.sqrt(sum(stats[b]["mad_std"] ** 2 for b in mosaic.bands)))
     tables = []
     for iy, ix in grid.indices():
         tile = mosaic.read_tile(iy, ix)
@@ -102,6 +110,10 @@ def morpheus_pieces(mosaic, unet_group, threshold=0.0, min_distance=5, max_peaks
         flux = np.where(valid, tile.data, 0.0).sum(axis=0)
         labels, _ = deblend(labels, flux, min_distance=min_distance, max_peaks=max_peaks)
         ids = np.unique(labels[labels > 0])
+        if len(ids):
+            area = ndimage.sum_labels(np.ones_like(flux), labels, ids)
+            signal = ndimage.sum_labels(flux, labels, ids)
+            ids = ids[(area >= min_area) & (signal >= min_snr * sigma * np.sqrt(area))]
         masks = labels[None] == ids[:, None, None] if len(ids) else \
             np.zeros((0, grid.tile, grid.tile), bool)
         scores = np.array([1.0 - background[m].min() for m in masks], dtype=np.float32)

@@ -43,6 +43,8 @@ class MergeOptions:
         rarely exactly 0 or 1.)
     morpheus_min_distance, morpheus_max_peaks : int
         Algorithm 2 deblending seeds (U-Net-only runs).
+    morpheus_min_area, morpheus_min_snr : float
+        U-Net-only runs: smallest segment kept, and its minimum S/N.
     detection_threshold : float
         ``morpheus_detected`` is true where the object's minimum background
         probability is at most this (as the Morpheus value-added catalog flags
@@ -56,6 +58,8 @@ class MergeOptions:
     morpheus_background_level: float = 0.9
     morpheus_min_distance: int = 5
     morpheus_max_peaks: int = 20
+    morpheus_min_area: int = 5
+    morpheus_min_snr: float = 5.0
     detection_threshold: float = 0.5
     pictures: bool = True
 
@@ -114,7 +118,9 @@ def merge(results, *, mosaic=None, options=None, threads=None, progress=None):
         pieces = morpheus_pieces(mosaic, unet, threshold=options.morpheus_threshold,
                                  background_level=options.morpheus_background_level,
                                  min_distance=options.morpheus_min_distance,
-                                 max_peaks=options.morpheus_max_peaks)
+                                 max_peaks=options.morpheus_max_peaks,
+                                 min_area=options.morpheus_min_area,
+                                 min_snr=options.morpheus_min_snr)
     objects = resolve(pieces, mosaic.tile_grid, brightness=_brightness(mosaic),
                       match_iou=options.match_iou)
     objects = blend_families(drop_hidden(objects))
