@@ -231,6 +231,12 @@ def test_config_yaml_and_overrides(tmp_path):
         load_config(path)
 
 
+def test_faithful_stride_must_fit_the_tile_lattice(mosaic_path, tmp_path):
+    with pytest.raises(InputError, match="needs the tile core \\(32\\) and halo \\(16\\)"):
+        astrodask.run(mosaic_path, tmp_path / "r", config={"unet": {"mode": "faithful",
+                                                                     "stride": 5}})
+
+
 def test_gpus_without_gpu_is_a_clear_error(mosaic_path, tmp_path, capsys):
     code = cli.main(["run", str(mosaic_path), "--out", str(tmp_path / "r"), "--gpus"])
     err = capsys.readouterr().err.strip().splitlines()

@@ -96,6 +96,22 @@ def _with_stats(spec, mosaic):
     return replace(spec, stats=(tuple(mean), tuple(std)))
 
 
+def _check_window_lattice(config, grid, specs):
+    """Faithful mode: windows of neighbouring tiles must fall on one lattice.
+
+    Sliding windows start at the tile's corner, so the stride must divide the
+    tile origins (multiples of the core, minus the halo); otherwise the
+    outputs of two tiles disagree where they meet.
+    """
+    stride = config.unet.stride
+    if config.unet.mode != "faithful" or not any(s.kind == "unet" for s in specs):
+        return
+    if grid.core % stride or grid.halo % stride:
+        raise InputError(f"faithful mode with stride {stride} needs the tile core "
+                         f"({grid.core}) and halo ({grid.halo}) to be multiples of it; "
+                         "choose a stride that divides both")
+
+
 def batches_of(indices, size):
     """Fixed partition of the tile list; the same for every run of one configuration."""
     return [indices[i:i + size] for i in range(0, len(indices), size)]
@@ -130,6 +146,7 @@ def run(mosaic, out, *, config=None, client=None, progress=None, on_start=None, 
         mosaic = open_mosaic(mosaic)
     specs = [_with_stats(s, mosaic) for s in
              resolve_models(config.models, mosaic.bands, config.band_map)]
+    _check_window_lattice(config, mosaic.tile_grid, specs)
     results = Results(out)
     record = {
         "mosaic": mosaic.path,
