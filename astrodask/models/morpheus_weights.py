@@ -11,7 +11,6 @@ Conversion (not inference) uses TensorFlow directly; so does
 reference the converted model is checked against.
 """
 
-import hashlib
 import importlib.util
 import os
 from pathlib import Path
@@ -20,6 +19,7 @@ import numpy as np
 
 from ..classes import MORPHOLOGY_CLASSES
 from ..errors import DependencyError, InputError
+from ..hashing import file_sha256
 from .card import WEIGHTS_DIR, write_model_card
 
 #: Name of the checkpoint inside ``morpheus/core/model_weights``.
@@ -154,14 +154,6 @@ def _package_version(name):
         return "unknown"
 
 
-def _sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def import_morpheus(out=None, verify=True):
     """Convert the installed Morpheus checkpoint to ``.keras`` + model card.
 
@@ -224,7 +216,7 @@ def import_morpheus(out=None, verify=True):
         "source": {
             "package": f"morpheus-astro {_package_version('morpheus-astro')}",
             "checkpoint": f"morpheus/core/model_weights/{CHECKPOINT_NAME}",
-            "checkpoint_data_sha256": _sha256(str(prefix) + ".data-00000-of-00001"),
+            "checkpoint_data_sha256": file_sha256(str(prefix) + ".data-00000-of-00001"),
             "paper": "Hausen & Robertson 2019, ApJS 248, 20 (arXiv:1906.11248)",
             "licence": "MIT (morpheus-astro)",
         },
