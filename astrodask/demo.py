@@ -70,7 +70,7 @@ def demo(out="demo-output", preset="hst", size=DEFAULT_SIZE, seed=0, n_workers=N
     """
     from .engine.run import run
     from .ingestion import ingest
-    from .merge.run import merge
+    from .merging.run import merge
     from .simulation import simulate
 
     out = Path(out)

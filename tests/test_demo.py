@@ -30,3 +30,13 @@ def test_demo_refuses_a_foreign_folder(tmp_path, capsys):
         demo(tmp_path / "mine", size=(256, 256))
     assert cli.main(["demo", "--out", str(tmp_path / "mine"), "--size", "256x256"]) == 2
     assert (tmp_path / "mine" / "thesis.tex").exists()
+
+
+def test_public_names_do_not_shadow_subpackages():
+    """`astrodask.<name>` must stay the API object even after `import astrodask.<sub>`."""
+    import pkgutil
+
+    import astrodask
+
+    modules = {m.name for m in pkgutil.iter_modules(astrodask.__path__)}
+    assert not set(astrodask._API) & modules

@@ -17,7 +17,7 @@ import astrodask
 from astrodask import storage
 from astrodask.engine.results import Results, write_json, write_parquet
 from astrodask.instances import tile_instances
-from astrodask.merge.run import merge
+from astrodask.merging.run import merge
 from astrodask.mosaic import PADDING
 from astrodask.simulation import read_object_masks
 

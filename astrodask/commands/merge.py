@@ -26,7 +26,7 @@ def register(subparsers):
 
 
 def run(args):
-    from ..merge.run import MergeOptions, merge, summary_text
+    from ..merging.run import MergeOptions, merge, summary_text
     from ..progress import TextProgress
 
     options = MergeOptions(match_iou=args.match_iou, morpheus_threshold=args.morpheus_threshold,
