@@ -43,7 +43,7 @@ def demo_models(bands):
     return usable
 
 
-def demo(out="demo-output", preset="hst", size=DEFAULT_SIZE, seed=0, n_workers=None,
+def demo(out="demo-output", preset="decam", size=DEFAULT_SIZE, seed=0, n_workers=None,
          overwrite=True, progress=None):
     """Run simulate → ingest → run → merge on a built-in field.
 

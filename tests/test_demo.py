@@ -23,6 +23,20 @@ def test_demo_runs_every_stage(tmp_path):
     assert result.merge.n_objects >= 0 and "segmap_fits" in result.merge.files
 
 
+def test_demo_decam_runs_both_shipped_models(tmp_path):
+    result = demo(tmp_path / "demo", size=(256, 256), n_workers=1)  # default preset: decam
+    assert result.models == ["unet", "maskrcnn"]
+    assert result.run.models == ["morpheus_decam", "maskrcnn_decam"]
+    import pyarrow.parquet as pq
+
+    catalog = pq.read_table(tmp_path / "demo" / "results" / "catalog.parquet").to_pydict()
+    assert len(catalog["id"]) == result.merge.n_objects > 0
+    assert set(catalog["class"]) <= {"star", "galaxy"}
+    assert all(0.99 < sum(catalog[f"p_{c}"][k] for c in ("spheroid", "disk", "irregular",
+                                                          "point_source", "background")) < 1.01
+               for k in range(len(catalog["id"])))
+
+
 def test_demo_refuses_a_foreign_folder(tmp_path, capsys):
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "thesis.tex").write_text("precious")

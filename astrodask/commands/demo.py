@@ -8,8 +8,9 @@ def register(subparsers):
                     "simulate, ingest, run the shipped models on a local Dask cluster, merge "
                     "into a catalog, segmentation map and pictures.")
     parser.add_argument("--out", default="demo-output", help="output folder (default demo-output)")
-    parser.add_argument("--preset", choices=["decam", "hst"], default="hst",
-                        help="simulated survey (default hst: the published Morpheus bands)")
+    parser.add_argument("--preset", choices=["decam", "hst"], default="decam",
+                        help="simulated survey (default decam: g,r,z, where both shipped models "
+                             "run; hst: the published Morpheus model's bands)")
     parser.add_argument("--size", default="1024x1024", help="field size WIDTHxHEIGHT")
     parser.add_argument("--seed", type=int, default=0, help="simulation seed")
     parser.add_argument("--n-workers", type=int, help="local Dask workers (default: one per core)")
