@@ -115,19 +115,24 @@ def overlap_iou(pieces, rects, i, j):
     ux1 = min(rx1, max(pieces.x1[i], pieces.x1[j]))
     if uy1 <= uy0 or ux1 <= ux0:
         return 0.0
-    a = _paste(pieces, i, uy0, ux0, uy1, ux1)
-    b = _paste(pieces, j, uy0, ux0, uy1, ux1)
+    a = mask_in_box(pieces.mask(i), pieces.y0[i], pieces.x0[i], uy0, ux0, uy1, ux1)
+    b = mask_in_box(pieces.mask(j), pieces.y0[j], pieces.x0[j], uy0, ux0, uy1, ux1)
     union = np.count_nonzero(a | b)
     return np.count_nonzero(a & b) / union if union else 0.0
 
 
-def _paste(pieces, i, y0, x0, y1, x1):
+def mask_in_box(mask, mask_y0, mask_x0, y0, x0, y1, x1):
+    """A mask whose first pixel sits at ``(mask_y0, mask_x0)``, cut or padded to a box.
+
+    Returns a boolean array over ``[y0, y1) x [x0, x1)`` (mosaic pixels).
+    """
     out = np.zeros((y1 - y0, x1 - x0), dtype=bool)
-    sy0, sx0 = max(y0, pieces.y0[i]), max(x0, pieces.x0[i])
-    sy1, sx1 = min(y1, pieces.y1[i]), min(x1, pieces.x1[i])
+    my1, mx1 = mask_y0 + mask.shape[0], mask_x0 + mask.shape[1]
+    sy0, sx0 = max(y0, mask_y0), max(x0, mask_x0)
+    sy1, sx1 = min(y1, my1), min(x1, mx1)
     if sy1 > sy0 and sx1 > sx0:
-        out[sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0] = pieces.mask(i)[
-            sy0 - pieces.y0[i]:sy1 - pieces.y0[i], sx0 - pieces.x0[i]:sx1 - pieces.x0[i]]
+        out[sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0] = \
+            mask[sy0 - mask_y0:sy1 - mask_y0, sx0 - mask_x0:sx1 - mask_x0]
     return out
 
 
@@ -248,13 +253,7 @@ def _box_pairs(objects, margin):
 
 def _in_box(objects, j, y0, x0, y1, x1):
     """Object ``j``'s mask pasted into the box ``[y0, y1) x [x0, x1)``."""
-    out = np.zeros((y1 - y0, x1 - x0), dtype=bool)
-    sy0, sx0 = max(objects.y0[j], y0), max(objects.x0[j], x0)
-    sy1, sx1 = min(objects.y1[j], y1), min(objects.x1[j], x1)
-    if sy1 > sy0 and sx1 > sx0:
-        out[sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0] = objects.masks[j][
-            sy0 - objects.y0[j]:sy1 - objects.y0[j], sx0 - objects.x0[j]:sx1 - objects.x0[j]]
-    return out
+    return mask_in_box(objects.masks[j], objects.y0[j], objects.x0[j], y0, x0, y1, x1)
 
 
 def paint_priority(objects):
