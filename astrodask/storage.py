@@ -146,3 +146,32 @@ class open_for_writing:
         elif exc_type is not None and self.fs.exists(self.path):
             self.fs.rm(self.path)
         return False
+
+
+class staged_folder:
+    """Context manager for building a multi-file folder (a Zarr store, a dataset).
+
+    Yields the location to write into. Locally that is a temporary sibling,
+    renamed over ``location`` (replacing what was there) when the block ends
+    without an exception; on an object store it is ``location`` itself,
+    emptied first. Either way the partial folder is removed on failure.
+    """
+
+    def __init__(self, location):
+        self.location = normalise(location)
+        fs, self.path = filesystem(self.location)
+        self.local = is_local(fs)
+        self.target = (f"{self.path}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}" if self.local
+                       else self.location)
+
+    def __enter__(self):
+        remove(self.target)
+        return self.target
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None:
+            remove(self.target)
+        elif self.local:
+            remove(self.location)
+            os.replace(self.target, self.path)
+        return False

@@ -77,3 +77,21 @@ def test_unknown_or_unavailable_protocols_are_one_line_errors(tmp_path, capsys):
     code = cli.main(["run", "nosuchprotocol://bucket/m.zarr", "--out", str(tmp_path / "r")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and err[0].startswith("astrodask: error: ")
+
+
+@pytest.mark.parametrize("where", ["local", "memory"])
+def test_partitioned_catalog_round_trip(tmp_path, memory_root, where):
+    import pyarrow as pa
+
+    from astrodask.outputs.catalog import catalog_provenance, read_catalog, write_catalog
+
+    location = str(tmp_path / "c.parquet") if where == "local" else f"{memory_root}/c.parquet"
+    table = pa.table({"id": list(range(1, 6)), "x": [0.5, 1.5, 2.5, 3.5, 4.5]})
+    write_catalog(table, location, {"bands": ["g"]})  # a single file first ...
+    write_catalog(table, location, {"bands": ["g"]}, partition_rows=2)  # ... then replaced
+    assert storage.listdir(location) == ["part-00000.parquet", "part-00001.parquet",
+                                         "part-00002.parquet"]
+    assert read_catalog(location).select(["id", "x"]).equals(table)
+    assert catalog_provenance(location) == {"bands": ["g"]}
+    if where == "local":
+        assert [p.name for p in tmp_path.iterdir()] == ["c.parquet"]  # no staging left

@@ -8,10 +8,8 @@ writes the products into the results folder.
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-import os
 from pathlib import Path
 import time
-import uuid
 
 import numpy as np
 
@@ -128,8 +126,9 @@ def merge(results, *, mosaic=None, options=None, threads=None, progress=None):
 
     start = time.perf_counter()
     segmap_path = results.file("segmap.zarr")
-    measured = _paint_and_measure_into(segmap_path, mosaic, objects, unet, threads or cpu_count(),
-                                       progress)
+    with storage.staged_folder(segmap_path) as target:
+        measured = _paint_and_measure(mosaic, objects, unet, target, threads or cpu_count(),
+                                      progress)
     seconds["paint_measure"] = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -202,26 +201,6 @@ def _paint(objects, indices, rank, ys, xs):
         view = labels[sy0 - ys.start:sy1 - ys.start, sx0 - xs.start:sx1 - xs.start]
         view[part] = k + 1
     return labels
-
-
-def _paint_and_measure_into(segmap_path, mosaic, objects, unet, threads, progress):
-    """Build the segmentation store under a temporary name (locally) and move it into place.
-
-    On an object store the map is written in place and removed if the merge fails.
-    """
-    fs, path = storage.filesystem(segmap_path)
-    local = storage.is_local(fs)
-    target = f"{path}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}" if local else segmap_path
-    try:
-        storage.remove(target)
-        measured = _paint_and_measure(mosaic, objects, unet, target, threads, progress)
-        if local:
-            storage.remove(segmap_path)
-            os.replace(target, path)
-    except BaseException:
-        storage.remove(target)
-        raise
-    return measured
 
 
 def _paint_and_measure(mosaic, objects, unet, segmap_path, threads, progress):

@@ -10,8 +10,6 @@ other.
 
 import io
 import json
-import os
-import uuid
 
 import pyarrow.parquet as pq
 
@@ -38,17 +36,11 @@ def write_catalog(table, location, provenance, partition_rows=PARTITION_ROWS):
             storage.remove(location)
         storage.put_bytes(location, storage.parquet_bytes(table))
         return location
-    fs, path = storage.filesystem(location)
-    local = storage.is_local(fs)
-    target = f"{path}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}" if local else location
-    storage.remove(target)
-    storage.makedirs(target)
-    for k, start in enumerate(range(0, table.num_rows, partition_rows)):
-        storage.put_bytes(storage.join(target, f"part-{k:05d}.parquet"),
-                          storage.parquet_bytes(table.slice(start, partition_rows)))
-    if local:
-        storage.remove(location)
-        os.replace(target, path)
+    with storage.staged_folder(location) as target:
+        storage.makedirs(target)
+        for k, start in enumerate(range(0, table.num_rows, partition_rows)):
+            storage.put_bytes(storage.join(target, f"part-{k:05d}.parquet"),
+                              storage.parquet_bytes(table.slice(start, partition_rows)))
     return location
 
 
