@@ -154,3 +154,60 @@ def test_detect_returns_pasted_masks_and_survives_save_load(tmp_path):
     assert all(len(r) <= 5 for r in detect(model, images, detection_max_instances=5))
     none = detect(model, images, detection_min_confidence=1.01)
     assert [len(r) for r in none] == [0, 0] and none[0].masks.shape == (0, 70, 90)
+
+
+def test_p1_level_shapes_and_rpn_anchors_unchanged():
+    model = build_maskrcnn(roi_min_level=1, **TINY)
+    images = np.zeros((1, 64, 128, 3), dtype=np.float32)
+    pyramid, logits, _ = model(images)
+    assert [tuple(p.shape) for p in pyramid] == [
+        (1, 32, 64, 8), (1, 16, 32, 8), (1, 8, 16, 8), (1, 4, 8, 8), (1, 2, 4, 8), (1, 1, 2, 8)]
+    # the RPN still runs on P2..P6 only: same anchors as without P1
+    assert logits.shape[1] == len(generate_anchors((64, 128), model.config.anchor_scales,
+                                                   model.config.anchor_ratios))
+    with pytest.raises(ValueError, match="roi_min_level"):
+        MaskRCNNConfig(roi_min_level=0)
+
+
+def test_small_rois_go_to_p1_when_the_model_has_it():
+    boxes = [[0, 0, 5, 6], [0, 0, 11, 11], [0, 0, 12, 12], [0, 0, 16, 16], [0, 0, 64, 64]]
+    # sizes 5.5, 11, 12, 16, 64 -> P1, P1, P2, P2, P4 (index from the first level given)
+    assert list(roi_levels(boxes, min_level=1)) == [0, 0, 1, 1, 3]
+    assert list(roi_levels(boxes)) == [0, 0, 0, 0, 2]
+    features = [np.full((1, 64 // 2 ** k, 64 // 2 ** k, 1), float(k), np.float32)
+                for k in range(1, 6)]
+    out = np.asarray(roi_align(features, np.array(boxes, np.float32), [0] * 5, output_size=2,
+                               min_level=1))
+    np.testing.assert_allclose(out[:, 0, 0, 0], [1, 1, 2, 2, 4])
+    with pytest.raises(ValueError, match="feature levels"):
+        roi_align(features[1:], np.array(boxes, np.float32), [0] * 5, output_size=2, min_level=1)
+
+
+def test_p1_roi_align_samples_at_stride_2():
+    height = width = 32
+    yy, xx = np.mgrid[:height, :width].astype(np.float32)
+    features = [(yy + 3.0 * xx)[None, :, :, None]] + \
+        [np.zeros((1, height // 2 ** k, width // 2 ** k, 1), np.float32) for k in (1, 2, 3, 4)]
+    box = np.array([[10.0, 6.0, 18.0, 14.0]])  # 8x8 px -> P1, stride 2
+    out = np.asarray(roi_align(features, box, [0], output_size=2, sampling_ratio=2,
+                               min_level=1))
+    centres = (np.array([10.0, 14.0]) + 2.0) / 2.0 - 0.5, (np.array([6.0, 10.0]) + 2.0) / 2.0 - 0.5
+    expected = centres[0][:, None] + 3.0 * centres[1][None, :]
+    np.testing.assert_allclose(out[0, :, :, 0], expected, atol=1e-5)
+
+
+def test_old_configs_without_p1_load_and_keep_their_layers(tmp_path):
+    # a card written before roi_min_level existed has no such key: it means P2
+    values = MaskRCNNConfig(**TINY).to_dict()
+    del values["roi_min_level"]
+    config = MaskRCNNConfig.from_dict(values)
+    assert config.roi_min_level == 2
+    model = build_maskrcnn(config)
+    path = tmp_path / "old.keras"
+    model.save(path)
+    again = load_maskrcnn(path)
+    assert again.config.roi_min_level == 2
+    assert "fpn_p1" not in [layer.name for layer in again.backbone.layers]
+    images = np.random.default_rng(0).normal(size=(1, 64, 64, 3)).astype(np.float32)
+    for a, b in zip(model(images)[0], again(images)[0]):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)

@@ -176,3 +176,49 @@ def test_class_weights_make_a_weighted_mean():
     assert float(plain[0]) == pytest.approx(ce.mean(), rel=1e-5)
     assert float(weighted[0]) == pytest.approx((ce[0] + 4 * ce[1]) / 5, rel=1e-5)
     assert float(weighted[2]) == 0.0  # no positives, no mask loss
+
+
+def test_warm_start_copies_shared_layers_and_starts_p1_from_p2():
+    from astrodask.models.maskrcnn import build_maskrcnn
+    from astrodask.train.maskrcnn import warm_start
+
+    source = build_maskrcnn(TINY)
+    model = build_maskrcnn(TINY.replace(roi_min_level=1))
+    fresh = warm_start(model, source)
+    assert fresh == ["backbone/fpn_lateral1", "backbone/fpn_p1"]
+    for layer in source.backbone.layers:
+        for a, b in zip(layer.get_weights(), model.backbone.get_layer(layer.name).get_weights()):
+            np.testing.assert_array_equal(a, b)
+    for part in ("rpn_head", "box_head", "mask_head"):
+        for a, b in zip(_weights(getattr(source, part)), _weights(getattr(model, part))):
+            np.testing.assert_array_equal(a, b)
+    for a, b in zip(model.backbone.get_layer("fpn_p1").get_weights(),
+                    source.backbone.get_layer("fpn_p2").get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert not any(w.any() for w in model.backbone.get_layer("fpn_lateral1").get_weights())
+    # P2..P6 and the RPN outputs are the source's exactly
+    images = np.random.default_rng(0).normal(size=(1, 64, 64, 3)).astype(np.float32)
+    new_pyramid, new_logits, _ = model(images)
+    old_pyramid, old_logits, _ = source(images)
+    for a, b in zip(new_pyramid[1:], old_pyramid):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)
+    np.testing.assert_allclose(np.asarray(new_logits), np.asarray(old_logits), atol=1e-5)
+
+
+def test_training_from_saved_weights_records_them(tmp_path):
+    from astrodask.models.maskrcnn import build_maskrcnn
+
+    source = build_maskrcnn(TINY)
+    source.save(tmp_path / "source.keras")
+    pool = [example_from_field(fake_field((128, 128), 6, 6, seed=0))]
+    # batch 2: a one-crop batch aborts TensorFlow's eager gradient on this CPU
+    # (double free, with or without P1)
+    settings = TrainSettings(steps=1, batch_size=2, crop_size=64, warmup_steps=1, log_every=1,
+                             checkpoint_every_s=1e9, compiled=False)
+    _, state = train_maskrcnn(pool, tmp_path / "run", config=TINY.replace(roi_min_level=1),
+                              settings=settings, log=lambda _: None,
+                              init_from=tmp_path / "source.keras")
+    assert state["initialised_from"]["fresh_layers"] == ["backbone/fpn_lateral1",
+                                                         "backbone/fpn_p1"]
+    saved = json.loads((tmp_path / "run" / "state.json").read_text())
+    assert saved["config"]["roi_min_level"] == 1 and "initialised_from" in saved

@@ -26,6 +26,14 @@ def register(subparsers):
                              "(also changes a resumed run from its current step)")
     parser.add_argument("--depth", type=int, default=18, choices=(18, 34, 50, 101),
                         help="ResNet depth (new runs only)")
+    parser.add_argument("--roi-min-level", type=int, default=2, choices=(1, 2),
+                        help="finest pyramid level for ROIAlign: 2 (P2, stride 4) or 1 (adds a "
+                             "stride-2 P1 for the smallest boxes); new runs only")
+    parser.add_argument("--init-from", default=None, metavar="MODEL",
+                        help="start a new run from this model's weights (shipped name or "
+                             ".keras path; layers it lacks start fresh)")
+    parser.add_argument("--warmup-steps", type=int, default=200,
+                        help="linear learning-rate warm-up steps")
     parser.add_argument("--max-minutes", type=float, default=None,
                         help="stop (with a checkpoint) after this many minutes")
     parser.add_argument("--checkpoint-minutes", type=float, default=5.0)
@@ -57,11 +65,12 @@ def run(args):
 
     settings = TrainSettings(steps=args.steps, batch_size=args.batch_size, crop_size=args.crop,
                              learning_rate=args.learning_rate, seed=args.seed,
-                             class_weights=weights,
+                             class_weights=weights, warmup_steps=args.warmup_steps,
                              checkpoint_every_s=60 * args.checkpoint_minutes)
     max_seconds = None if args.max_minutes is None else 60 * args.max_minutes
     _, state = train_from_simulations(
         args.run_dir, n_fields=args.fields, field_size=args.field_size, seed=args.seed,
-        preset=args.preset, star_density=args.star_density, config=MaskRCNNConfig(backbone_depth=args.depth),
-        settings=settings, max_seconds=max_seconds, log=lambda line: print(line, flush=True))
+        preset=args.preset, star_density=args.star_density, config=MaskRCNNConfig(backbone_depth=args.depth, roi_min_level=args.roi_min_level),
+        settings=settings, max_seconds=max_seconds, log=lambda line: print(line, flush=True),
+        init_from=args.init_from)
     print(f"step {state['step']} of {args.steps}; model saved in {args.run_dir}/model.keras")

@@ -19,7 +19,6 @@ import numpy as np
 
 from ..models.maskrcnn import MaskRCNNConfig, build_maskrcnn
 from ..models.maskrcnn.model import cached_anchors
-from ..models.maskrcnn.roi_align import roi_align
 from ..models.maskrcnn.rpn import propose, rpn_targets
 from .maskrcnn_data import augment, random_crop
 from .maskrcnn_losses import head_losses, rpn_losses
@@ -109,12 +108,12 @@ def compute_losses(model, batch, rng, training=True, runners=None, class_weights
     mask_targets = np.concatenate([p[3] for p in positives])
     n_pos = len(mask_targets)
 
-    pooled = roi_align(pyramid[:4], rois, batch_index, config.pool_size, config.sampling_ratio)
+    pooled = model.pool_rois(pyramid, rois, batch_index, config.pool_size)
     class_logits, box_deltas = box_head(pooled)
     mask_logits = None
     if n_pos:  # never call a head on an empty batch (oneDNN convolutions break on it)
-        mask_pooled = roi_align(pyramid[:4], rois[:n_pos], batch_index[:n_pos],
-                                config.mask_pool_size, config.sampling_ratio)
+        mask_pooled = model.pool_rois(pyramid, rois[:n_pos], batch_index[:n_pos],
+                                      config.mask_pool_size)
         mask_logits = mask_head(mask_pooled)
     head = head_losses(class_logits, box_deltas, mask_logits, classes, box_targets, mask_targets,
                        class_weights)
@@ -152,6 +151,48 @@ def _restore(run_dir, model, optimizer):
     return json.loads((run_dir / STATE_FILE).read_text())
 
 
+def warm_start(model, source):
+    """Copy the weights of ``source`` into ``model`` layer by layer (by name).
+
+    Layers of ``model`` with no same-named, same-shaped layer in ``source``
+    stay as initialised, except a new P1 level (``roi_min_level=1`` grown
+    from a model without it): its output convolution starts as a copy of
+    P2's and its stem lateral at zero, so P1 starts as P2's top-down map
+    upsampled and the heads see familiar features from the first step.
+
+    Parameters
+    ----------
+    model, source : MaskRCNN
+
+    Returns
+    -------
+    list of str
+        Names of the layers that were not copied (``model.backbone`` etc.
+        prefixes included).
+    """
+    fresh = []
+    for part in ("backbone", "rpn_head", "box_head", "mask_head"):
+        target_part, source_part = getattr(model, part), getattr(source, part)
+        source_layers = {layer.name: layer for layer in source_part.layers}
+        for layer in target_part.layers:
+            if not layer.weights:
+                continue
+            match = source_layers.get(layer.name)
+            values = match.get_weights() if match is not None else None
+            if values is not None and [v.shape for v in values] == \
+                    [tuple(w.shape) for w in layer.weights]:
+                layer.set_weights(values)
+            else:
+                fresh.append(f"{part}/{layer.name}")
+    names = {layer.name for layer in source.backbone.layers}
+    if "backbone/fpn_p1" in fresh and "fpn_p2" in names:
+        model.backbone.get_layer("fpn_p1").set_weights(
+            source.backbone.get_layer("fpn_p2").get_weights())
+        lateral = model.backbone.get_layer("fpn_lateral1")
+        lateral.set_weights([np.zeros(tuple(w.shape), np.float32) for w in lateral.weights])
+    return fresh
+
+
 def load_checkpoint(run_dir):
     """The model of a run directory's latest checkpoint (a run may still be going)."""
     run_dir = Path(run_dir)
@@ -161,7 +202,8 @@ def load_checkpoint(run_dir):
     return model, state
 
 
-def train_maskrcnn(pool, run_dir, config=None, settings=None, max_seconds=None, log=print):
+def train_maskrcnn(pool, run_dir, config=None, settings=None, max_seconds=None, log=print,
+                   init_from=None):
     """Train (or resume training) a Mask R-CNN on a pool of examples.
 
     Parameters
@@ -177,6 +219,9 @@ def train_maskrcnn(pool, run_dir, config=None, settings=None, max_seconds=None, 
         Stop (after checkpointing) once this much wall time has passed.
     log : callable
         Receives one line of progress at a time.
+    init_from : str or Path, optional
+        A saved model (``.keras`` path or shipped model name) whose weights
+        start a new run (see :func:`warm_start`); ignored when resuming.
 
     Returns
     -------
@@ -210,6 +255,14 @@ def train_maskrcnn(pool, run_dir, config=None, settings=None, max_seconds=None, 
     else:
         state = {"step": 0, "train_seconds": 0.0, "history": [],
                  "config": config.to_dict(), "settings": asdict(settings)}
+        if init_from is not None:
+            from ..models.card import resolve_model_path
+            from ..models.maskrcnn import load_maskrcnn
+
+            source_path = resolve_model_path(init_from)
+            fresh = warm_start(model, load_maskrcnn(source_path))
+            state["initialised_from"] = {"model": str(init_from), "fresh_layers": fresh}
+            log(f"started from the weights of {source_path}; new layers: {fresh or 'none'}")
     state["settings"]["steps"] = settings.steps
     if list(state["settings"].get("class_weights", TrainSettings.class_weights)) != \
             list(settings.class_weights):
@@ -305,7 +358,7 @@ POOL_INFO_FILE = "pool.json"
 
 def train_from_simulations(run_dir, n_fields=160, field_size=256, seed=0, preset="decam",
                            star_density=None, config=None, settings=None, max_seconds=None,
-                           log=print):
+                           log=print, init_from=None):
     """Simulate a training pool (cached in ``run_dir``) and train on it.
 
     The pool is ``n_fields`` fields of ``field_size``² pixels with seeds
@@ -313,7 +366,8 @@ def train_from_simulations(run_dir, n_fields=160, field_size=256, seed=0, preset
     default the preset's); it is written once to ``run_dir/pool.npz`` (with
     its description in ``pool.json``) and reused when the run resumes. Keep
     evaluation seeds outside that range. The model's bands are the preset's.
-    When training ends, ``run_dir/model.keras`` gets a model card (see
+    ``init_from`` starts a new run from a saved model's weights (see
+    :func:`train_maskrcnn`). When training ends, ``run_dir/model.keras`` gets a model card (see
     :func:`training_card`).
 
     Returns the same as :func:`train_maskrcnn`.
@@ -344,7 +398,7 @@ def train_from_simulations(run_dir, n_fields=160, field_size=256, seed=0, preset
         log(f"simulated {len(pool)} {preset} fields of {field_size}x{field_size} in "
             f"{time.monotonic() - start:.0f} s")
     model, state = train_maskrcnn(pool, run_dir, config=config, settings=settings,
-                                  max_seconds=max_seconds, log=log)
+                                  max_seconds=max_seconds, log=log, init_from=init_from)
     if state["step"] >= state["settings"]["steps"] and (run_dir / POOL_INFO_FILE).exists():
         from ..models.card import write_model_card
 
@@ -383,6 +437,7 @@ def training_card(run_dir, model, state, name=None):
             "learning_rate": settings["learning_rate"],
             "class_weights": list(settings.get("class_weights", TrainSettings.class_weights)),
             "setting_changes": state.get("changes", []),
+            "initialised_from": state.get("initialised_from"),
             "augmentation": "90-degree rotations, mirrors, Gaussian blur sigma in [2, 6) px on "
                             f"{settings['blur_probability']:.0%} of crops, per-band additive "
                             f"offsets (sigma {settings['offset_sigma']})",

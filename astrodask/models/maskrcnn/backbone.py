@@ -1,4 +1,4 @@
-"""ResNet (depth 18, 34, 50 or 101) with a feature pyramid network (P2..P6)."""
+"""ResNet (depth 18, 34, 50 or 101) with a feature pyramid network (P2..P6, optionally P1)."""
 
 import keras
 from keras import layers, ops
@@ -48,13 +48,16 @@ def _bottleneck_block(x, filters, strides, name):
 def build_backbone(config):
     """Functional model: image (B, H, W, bands) -> [P2, P3, P4, P5, P6].
 
+    With ``config.roi_min_level == 1`` the list starts with P1 (stride 2):
+    the stem's output before its max-pool (1x1 lateral) plus P2's top-down
+    map upsampled, through a 3x3 convolution, as for the other levels.
     H and W must be multiples of 64 (the stride of P6).
     """
     block = _basic_block if config.backbone_depth in (18, 34) else _bottleneck_block
     image = keras.Input((None, None, len(config.bands)), name="image")
     x = InputStretch(name="stretch")(image)
-    x = _conv_bn(x, config.stem_width, 7, 2, name="stem")
-    x = layers.MaxPooling2D(3, strides=2, padding="same", name="stem_pool")(x)
+    stem = _conv_bn(x, config.stem_width, 7, 2, name="stem")
+    x = layers.MaxPooling2D(3, strides=2, padding="same", name="stem_pool")(stem)
     stages = []
     for s, (n_blocks, width) in enumerate(zip(RESNET_BLOCKS[config.backbone_depth],
                                               config.stage_widths)):
@@ -71,4 +74,9 @@ def build_backbone(config):
     outputs = [layers.Conv2D(ch, 3, padding="same", name=f"fpn_p{s + 2}")(t)
                for s, t in enumerate(top_down)]
     outputs.append(layers.MaxPooling2D(1, strides=2, name="fpn_p6")(outputs[-1]))
+    if config.roi_min_level == 1:
+        lateral = layers.Conv2D(ch, 1, name="fpn_lateral1")(stem)
+        up = layers.UpSampling2D(2, interpolation="nearest", name="fpn_up2")(top_down[0])
+        merged = layers.Add(name="fpn_merge1")([lateral, up])
+        outputs.insert(0, layers.Conv2D(ch, 3, padding="same", name="fpn_p1")(merged))
     return keras.Model(image, outputs, name="backbone")

@@ -22,6 +22,10 @@ class MaskRCNNConfig:
     stem_width: int = 32
     stage_widths: tuple = (32, 64, 96, 128)
     fpn_channels: int = 64
+    # finest pyramid level read by ROIAlign: 2 (P2, stride 4) or 1 (adds P1 at
+    # stride 2, built from the stem before its max-pool, for the smallest RoIs;
+    # the RPN always runs on P2..P6)
+    roi_min_level: int = 2
     # anchors: one scale per pyramid level P2..P6 (strides 4..64)
     anchor_scales: tuple = (8, 16, 32, 64, 128)
     anchor_ratios: tuple = (0.5, 1.0, 2.0)
@@ -64,6 +68,8 @@ class MaskRCNNConfig:
                              f"got {self.backbone_depth}")
         if len(self.stage_widths) != 4:
             raise ValueError("stage_widths needs 4 values (ResNet stages C2..C5)")
+        if self.roi_min_level not in (1, 2):
+            raise ValueError(f"roi_min_level must be 1 or 2, got {self.roi_min_level}")
         if len(self.anchor_scales) != 5:
             raise ValueError("anchor_scales needs 5 values (pyramid levels P2..P6)")
 

@@ -24,10 +24,11 @@ class MaskRCNN(keras.Model):
     """Backbone + FPN, RPN head, box head and mask head, with their settings.
 
     Calling the model on a batch of standardised images (B, H, W, bands)
-    returns ``(pyramid, rpn_logits, rpn_deltas)``: the five FPN levels and
-    the objectness logits (B, N) and deltas (B, N, 4) of all N anchors. The
-    two heads (``box_head``, ``mask_head``) take ROIAlign crops; see
-    :func:`detect` for the whole inference path.
+    returns ``(pyramid, rpn_logits, rpn_deltas)``: the FPN levels (P2..P6,
+    or P1..P6 with ``config.roi_min_level == 1``) and the objectness logits
+    (B, N) and deltas (B, N, 4) of all N anchors (the RPN runs on P2..P6).
+    The two heads (``box_head``, ``mask_head``) take crops from
+    :meth:`pool_rois`; see :func:`detect` for the whole inference path.
     """
 
     def __init__(self, config=None, **kwargs):
@@ -42,9 +43,20 @@ class MaskRCNN(keras.Model):
 
     def call(self, images, training=False):
         pyramid = self.backbone(images, training=training)
-        level_outputs = [self.rpn_head(level, training=training) for level in pyramid]
+        level_outputs = [self.rpn_head(level, training=training) for level in pyramid[-5:]]
         logits, deltas = flatten_rpn_outputs(level_outputs)
         return pyramid, logits, deltas
+
+    def pool_rois(self, pyramid, boxes, batch_index, output_size):
+        """ROIAlign crops (N, size, size, C) of ``boxes`` from the levels P_min..P5.
+
+        ``pyramid`` is the first output of calling the model; ``boxes``,
+        ``batch_index`` and ``output_size`` are as for
+        :func:`astrodask.models.maskrcnn.roi_align.roi_align`, which this
+        calls with the model's finest level and sampling ratio.
+        """
+        return roi_align(pyramid[:-1], boxes, batch_index, output_size,
+                         self.config.sampling_ratio, self.config.roi_min_level)
 
     def build(self, input_shape=None):
         self.built = True
@@ -165,8 +177,7 @@ def detect(model, images, **settings):
     all_proposals = np.concatenate(proposals) if proposals else np.zeros((0, 4), np.float32)
     batch_index = np.repeat(np.arange(n_images), counts)
     if len(all_proposals):
-        pooled = roi_align(pyramid[:4], all_proposals, batch_index, config.pool_size,
-                           config.sampling_ratio)
+        pooled = model.pool_rois(pyramid, all_proposals, batch_index, config.pool_size)
         class_logits, box_deltas = run_head(model.box_head, pooled)
         probs = ops.convert_to_numpy(ops.softmax(class_logits, axis=-1))
         refined = ops.convert_to_numpy(decode_boxes(
@@ -183,8 +194,9 @@ def detect(model, images, **settings):
     det_boxes = np.concatenate([p[0] for p in picked])
     det_classes = np.concatenate([p[1] for p in picked])
     if len(det_boxes):
-        mask_rois = roi_align(pyramid[:4], det_boxes, np.repeat(np.arange(n_images), det_counts),
-                              config.mask_pool_size, config.sampling_ratio)
+        mask_rois = model.pool_rois(pyramid, det_boxes,
+                                    np.repeat(np.arange(n_images), det_counts),
+                                    config.mask_pool_size)
         mask_probs = ops.convert_to_numpy(ops.sigmoid(run_head(model.mask_head, mask_rois)))
         mask_probs = mask_probs[np.arange(len(det_classes)), :, :, det_classes]
     else:

@@ -10,10 +10,12 @@ flow into the features and the same code runs on TensorFlow and JAX.
 import numpy as np
 from keras import ops
 
-from .anchors import LEVEL_STRIDES
-
-#: Box size (sqrt of area, pixels) pooled from P2; each doubling moves one level up.
+#: Box size (sqrt of area, pixels) pooled from P2; each doubling moves one level up
+#: (each halving one level down, to P1 where the model has it).
 CANONICAL_SIZE = 16.0
+
+#: Coarsest level read by ROIAlign (P5; P6 only feeds the RPN).
+MAX_LEVEL = 5
 
 #: RoIs pooled per gather, to bound the memory of the interpolation.
 CHUNK = 512
@@ -23,11 +25,18 @@ CHUNK = 512
 BUCKET = 64
 
 
-def roi_levels(boxes):
-    """Pyramid level index (0 for P2 .. 3 for P5) of each box."""
+def roi_levels(boxes, min_level=2):
+    """Index of each box's pyramid level in the list P``min_level`` .. P5.
+
+    A box of size ``s = sqrt(area)`` goes to level ``2 + round(log2(s / 16))``
+    clipped to ``[min_level, 5]``: with ``min_level=2`` index 0 is P2 (boxes
+    under ~22.6 px); with ``min_level=1`` boxes under ~11.3 px go to P1
+    (index 0) and P2 becomes index 1.
+    """
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     size = np.sqrt(np.maximum((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]), 1.0))
-    return np.clip(np.round(np.log2(size / CANONICAL_SIZE)), 0, 3).astype(int)
+    level = np.clip(2 + np.round(np.log2(size / CANONICAL_SIZE)), min_level, MAX_LEVEL)
+    return (level - min_level).astype(int)
 
 
 def _sample_grid(lo, hi, n, limit):
@@ -66,13 +75,14 @@ def _crop_level(feature, boxes, batch_index, output_size, sampling_ratio, stride
     return ops.sum(values * weight[..., None], axis=3)
 
 
-def roi_align(features, boxes, batch_index, output_size, sampling_ratio=2):
+def roi_align(features, boxes, batch_index, output_size, sampling_ratio=2, min_level=2):
     """Pool a fixed-size feature crop for every box.
 
     Parameters
     ----------
     features : list of tensors
-        Pyramid levels P2..P5, each (B, h, w, C).
+        Pyramid levels P``min_level``..P5, each (B, h, w, C); level k has
+        stride ``2**k``.
     boxes : ndarray, shape (N, 4)
         ``(y1, x1, y2, x2)`` in image pixels.
     batch_index : ndarray of int, shape (N,)
@@ -81,6 +91,8 @@ def roi_align(features, boxes, batch_index, output_size, sampling_ratio=2):
         Side of the pooled crop.
     sampling_ratio : int
         Bilinear samples per bin along each axis, averaged.
+    min_level : int
+        Level of ``features[0]`` (2, or 1 for a model with P1).
 
     Returns
     -------
@@ -91,15 +103,18 @@ def roi_align(features, boxes, batch_index, output_size, sampling_ratio=2):
     channels = features[0].shape[-1]
     if len(boxes) == 0:
         return ops.zeros((0, output_size, output_size, channels), dtype=features[0].dtype)
-    levels = roi_levels(boxes)
+    levels = roi_levels(boxes, min_level)
+    if len(features) != MAX_LEVEL - min_level + 1:
+        raise ValueError(f"expected {MAX_LEVEL - min_level + 1} feature levels from P{min_level}, "
+                         f"got {len(features)}")
     pieces, order = [], []
-    for level in range(4):
+    for level in range(len(features)):
         index = np.flatnonzero(levels == level)
         for start in range(0, len(index), CHUNK):
             chunk = index[start:start + CHUNK]
             padded = np.resize(chunk, -(-len(chunk) // BUCKET) * BUCKET)
             crops = _crop_level(features[level], boxes[padded], batch_index[padded],
-                                output_size, sampling_ratio, LEVEL_STRIDES[level])
+                                output_size, sampling_ratio, 2 ** (min_level + level))
             pieces.append(crops[:len(chunk)] if len(padded) != len(chunk) else crops)
             order.append(chunk)
     pooled = pieces[0] if len(pieces) == 1 else ops.concatenate(pieces, axis=0)
