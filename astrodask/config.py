@@ -64,8 +64,11 @@ class RunConfig:
         On an existing cluster, send tasks only to workers that advertise the
         ``GPU`` resource (``dask worker --resources GPU=1``), so a cluster with
         CPU and GPU worker groups runs the models on the GPU ones.
-    batch_size : int
-        Tiles per task.
+    batch_size : int, optional
+        Tiles per task. Default 4 when a Mask R-CNN runs (it takes the tiles of
+        a task in one model call, which is faster per tile), otherwise 1: the
+        U-Net runs one window per call anyway, and one-tile tasks leave no
+        worker idle at the end of a run.
     restart : bool
         Ignore done markers and recompute every tile.
     report : str, optional
@@ -80,7 +83,7 @@ class RunConfig:
     scheduler: str = None
     scheduler_file: str = None
     gpu_workers: bool = False
-    batch_size: int = 4
+    batch_size: int = None
     restart: bool = False
     report: str = None
     unet: UnetOptions = field(default_factory=UnetOptions)
@@ -90,7 +93,7 @@ class RunConfig:
         """Check values; raise :class:`~astrodask.errors.InputError` on the first bad one."""
         if not self.models:
             raise InputError("no models given (e.g. --models unet,maskrcnn)")
-        if self.batch_size < 1:
+        if self.batch_size is not None and self.batch_size < 1:
             raise InputError(f"batch size must be at least 1, got {self.batch_size}")
         for name in ("n_workers", "threads_per_worker"):
             value = getattr(self, name)

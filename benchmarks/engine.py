@@ -25,10 +25,10 @@ import numpy as np
 
 
 def _bare_worker(args):
-    mosaic_path, tiles, queue = args
-    os.environ["TF_NUM_INTRAOP_THREADS"] = "1"
-    os.environ["TF_NUM_INTEROP_THREADS"] = "1"
-    from astrodask.engine.plugin import configure_framework
+    mosaic_path, tiles, queue, go = args
+    from astrodask.engine.plugin import configure_framework, worker_environment
+
+    os.environ.update(worker_environment(1))  # the same pools as an engine worker
 
     configure_framework(1)
     import astrodask
@@ -39,7 +39,7 @@ def _bare_worker(args):
     model, _ = load_unet("morpheus")
     classify_tile(model, mosaic.read_tile(*tiles[0]).data)  # warm-up, as the engine's plugin
     queue.put("ready")
-    queue.get()  # start signal
+    go.wait()  # an Event, not the queue: the worker could read back its own "ready"
     start = time.perf_counter()
     for iy, ix in tiles:
         classify_tile(model, mosaic.read_tile(iy, ix).data)
@@ -50,16 +50,16 @@ def bare_loop(mosaic_path, tiles, processes):
     """Seconds for ``processes`` plain processes to run the model over ``tiles``."""
     ctx = mp.get_context("spawn")
     queues = [ctx.Queue() for _ in range(processes)]
+    go = ctx.Event()
     shares = [tiles[i::processes] for i in range(processes)]
-    procs = [ctx.Process(target=_bare_worker, args=((str(mosaic_path), share, q),))
+    procs = [ctx.Process(target=_bare_worker, args=((str(mosaic_path), share, q, go),))
              for share, q in zip(shares, queues)]
     for p in procs:
         p.start()
     for q in queues:
         assert q.get() == "ready"
     start = time.perf_counter()
-    for q in queues:
-        q.put("go")
+    go.set()
     for q in queues:
         q.get()
     elapsed = time.perf_counter() - start
@@ -69,21 +69,22 @@ def bare_loop(mosaic_path, tiles, processes):
 
 
 def engine(mosaic_path, out, workers, batch_size):
-    """(compute seconds, peak RSS MiB per worker) of ``astrodask.run`` on a fresh cluster."""
+    """(compute seconds, peak RSS MiB per worker) of ``astrodask.run`` on a fresh cluster.
+
+    The cluster is the one ``astrodask run`` starts (``engine.cluster.connect``).
+    """
     import resource
 
-    from distributed import Client, LocalCluster
-
     import astrodask
-    from astrodask.engine.plugin import worker_environment
+    from astrodask.engine.cluster import connect
+    from astrodask.engine.run import resolve_config
 
     if out.exists():
         shutil.rmtree(out)
-    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                      dashboard_address=":0", env=worker_environment(1)) as cluster, \
-            Client(cluster) as client:
-        summary = astrodask.run(mosaic_path, out, client=client, models=["morpheus"],
-                                batch_size=batch_size)
+    config = resolve_config(models=["morpheus"], n_workers=workers, threads_per_worker=1,
+                            batch_size=batch_size)
+    with connect(config) as (client, _):
+        summary = astrodask.run(mosaic_path, out, config=config, client=client)
         peaks = client.run(lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     return summary.seconds, max(peaks.values()), summary.tiles_run
 
@@ -124,7 +125,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=4096, help="side of the main mosaic")
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="tiles per task (default: the engine's, 1 for a U-Net run)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--workdir", type=Path, default=Path("bench-output/engine"))
     args = parser.parse_args()

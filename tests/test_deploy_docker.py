@@ -120,3 +120,19 @@ def test_entrypoint_runs_programs_and_legacy_dask_names():
     assert done.returncode == 0 and "Usage: dask worker" in done.stdout
     done = entrypoint("dask-scheduler", "--help")
     assert done.returncode == 0 and "Usage: dask scheduler" in done.stdout
+
+
+@pytest.mark.parametrize("image", sorted(IMAGES))
+def test_images_keep_the_allocator_defaults_in_workers(image):
+    """dask.yaml lands in /etc/dask and unsets the nanny's MALLOC_TRIM_THRESHOLD_."""
+    import copy
+
+    import dask
+    import yaml
+
+    assert ("deploy/docker/dask.yaml", "/etc/dask/astrodask.yaml") in copy_sources(IMAGES[image])
+    merged = dask.config.update(copy.deepcopy(dask.config.config),
+                                yaml.safe_load((DOCKER / "dask.yaml").read_text()))
+    environ = dask.config.get("distributed.nanny.pre-spawn-environ", config=merged)
+    assert "MALLOC_TRIM_THRESHOLD_" in environ and environ["MALLOC_TRIM_THRESHOLD_"] is None
+    assert environ["OMP_NUM_THREADS"] == 1  # the rest of Dask's defaults stay

@@ -58,16 +58,10 @@ def mosaic_path(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def client():
-    from distributed import Client, LocalCluster
+    from astrodask.engine.cluster import connect
 
-    from astrodask.engine.plugin import worker_environment
-
-    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                           dashboard_address=":0", env=worker_environment(1))
-    client = Client(cluster)
-    yield client
-    client.close()
-    cluster.close()
+    with connect(resolve_config(n_workers=2, threads_per_worker=1)) as (client, _):
+        yield client
 
 
 @pytest.fixture(scope="module")
@@ -214,6 +208,46 @@ def test_performance_report(mosaic_path, client, tmp_path):
     report = tmp_path / "report.html"
     astrodask.run(mosaic_path, out, client=client, batch_size=35, report=str(report))
     assert report.stat().st_size > 1000 and b"<html" in report.read_bytes()[:2000].lower()
+
+
+def test_local_clusters_spare_the_models_cpu(monkeypatch):
+    """Clusters started by the engine: glibc's allocator defaults and quiet chores.
+
+    Dask's nanny would export MALLOC_TRIM_THRESHOLD_ (slower model calls), and
+    its profiler, watchdog and monitors take CPU from the models.
+    """
+    import dask
+
+    from astrodask.engine.cluster import connect
+
+    def settings():
+        return (os.environ.get("MALLOC_TRIM_THRESHOLD_"), os.environ.get("OMP_NUM_THREADS"),
+                dask.config.get("distributed.worker.profile.enabled"),
+                dask.config.get("distributed.admin.tick.interval"))
+
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
+    with connect(resolve_config(n_workers=1)) as (client, _):
+        assert list(client.run(settings).values()) == [(None, "1", False, "1s")]
+    assert "MALLOC_TRIM_THRESHOLD_" not in os.environ  # the client process is left clean
+    assert dask.config.get("distributed.worker.profile.enabled")  # and its config restored
+    with connect(resolve_config(n_workers=1, report="report.html")) as (client, _):
+        assert list(client.run(settings).values())[0][2], "--report needs the profiler"
+
+
+def test_default_batch_size_follows_the_models(mosaic_path, client, tmp_path):
+    from types import SimpleNamespace
+
+    from astrodask.engine.run import default_batch_size
+
+    assert default_batch_size([SimpleNamespace(kind="unet")]) == 1
+    assert default_batch_size([SimpleNamespace(kind="unet"),
+                               SimpleNamespace(kind="maskrcnn")]) == 4
+    assert RunConfig().batch_size is None
+    summary = astrodask.run(mosaic_path, tmp_path / "r", client=client)
+    assert summary.tiles_run == 35
+    assert load_config(tmp_path / "r" / "config.yaml").batch_size == 1
+    with pytest.raises(InputError, match="batch size"):
+        resolve_config(batch_size=0)
 
 
 def test_config_yaml_and_overrides(tmp_path):

@@ -46,7 +46,8 @@ def register(subparsers):
     parser.add_argument("--gpu-workers", action="store_true", default=None,
                         help="existing cluster: run only on workers started with "
                              "--resources GPU=1")
-    parser.add_argument("--batch-size", type=int, help="tiles per task (default 4)")
+    parser.add_argument("--batch-size", type=int,
+                        help="tiles per task (default 4 with a Mask R-CNN, else 1)")
     parser.add_argument("--unet-mode", choices=["fast", "faithful"], help="U-Net mode")
     parser.add_argument("--unet-stride", type=int, help="faithful-mode window stride")
     parser.add_argument("--flips", action="store_true", default=None,

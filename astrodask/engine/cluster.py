@@ -10,6 +10,34 @@ import os
 from ..errors import DependencyError, InputError, first_line
 from .plugin import worker_environment
 
+#: Dask's nanny exports ``MALLOC_TRIM_THRESHOLD_=65536`` to every worker it
+#: spawns. Any explicit value switches off glibc's adaptive mmap threshold, so
+#: every large array a model call allocates becomes a fresh mmap and its page
+#: faults: model calls ran 5-9% slower in such workers (BENCHMARKS.md, Engine).
+#: Workers started here keep glibc's defaults, as a plain process has; a value
+#: the user exported still wins (the child inherits it). The Docker images set
+#: the same through ``deploy/docker/dask.yaml``.
+SPAWN_CONFIG = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
+
+#: Background chores of the clusters started here, made less frequent. With
+#: Dask's defaults an idle 2-worker local cluster used 3% of a core per worker
+#: and 5% in the client/scheduler process, 0.3% and 0.8% with these: CPU the
+#: models get back on a small machine (BENCHMARKS.md, Engine).
+QUIET_CONFIG = {
+    "distributed.admin.tick.interval": "1s",             # event-loop watchdog (20 ms)
+    "distributed.admin.system-monitor.interval": "5s",   # dashboard CPU/memory plots (0.5 s)
+    "distributed.worker.memory.monitor-interval": "1s",  # nanny memory checks (0.1 s)
+    "distributed.worker.profile.enabled": False,         # statistical profiler (10 ms)
+}
+
+
+def cluster_config(profile=False):
+    """Dask settings for starting a local cluster; ``profile`` keeps the profiler on."""
+    settings = {**SPAWN_CONFIG, **QUIET_CONFIG}
+    if profile:
+        settings.pop("distributed.worker.profile.enabled")
+    return settings
+
 
 def cpu_count():
     """Cores this process may use."""
@@ -56,9 +84,11 @@ def connect(config):
     Parameters
     ----------
     config : RunConfig
-        Uses ``scheduler``, ``scheduler_file``, ``gpus``, ``n_workers`` and
-        ``threads_per_worker``.
+        Uses ``scheduler``, ``scheduler_file``, ``gpus``, ``n_workers``,
+        ``threads_per_worker`` and ``report`` (the profiler of a cluster
+        started here runs only when a performance report is asked for).
     """
+    import dask
     from distributed import Client
 
     if config.scheduler or config.scheduler_file:
@@ -85,16 +115,19 @@ def connect(config):
             raise DependencyError(f"--gpus needs dask-cuda: pip install 'astrodask[gpu]' "
                                   f"({exc})") from None
         threads = config.threads_per_worker or 1
-        cluster = LocalCUDACluster(CUDA_VISIBLE_DEVICES=",".join(map(str, ids)),
-                                   threads_per_worker=threads, resources={"GPU": 1},
-                                   dashboard_address=":0")
+        with dask.config.set(cluster_config(profile=bool(config.report))):
+            cluster = LocalCUDACluster(CUDA_VISIBLE_DEVICES=",".join(map(str, ids)),
+                                       threads_per_worker=threads, resources={"GPU": 1},
+                                       dashboard_address=":0")
         description = f"dask-cuda LocalCUDACluster, {len(ids)} GPU worker(s) (GPUs {ids})"
     else:
         from distributed import LocalCluster
 
         workers, threads = local_cluster_size(config.n_workers, config.threads_per_worker)
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=threads, processes=True,
-                               dashboard_address=":0", env=worker_environment(threads))
+        with dask.config.set(cluster_config(profile=bool(config.report))):
+            cluster = LocalCluster(n_workers=workers, threads_per_worker=threads,
+                                   processes=True, dashboard_address=":0",
+                                   env=worker_environment(threads))
         description = f"local cluster, {workers} worker(s) x {threads} thread(s)"
     client = Client(cluster)
     try:

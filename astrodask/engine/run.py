@@ -112,6 +112,11 @@ def _check_window_lattice(config, grid, specs):
                          "choose a stride that divides both")
 
 
+def default_batch_size(specs):
+    """Tiles per task when none is configured: 4 with a Mask R-CNN, else 1."""
+    return 4 if any(s.kind == "maskrcnn" for s in specs) else 1
+
+
 def batches_of(indices, size):
     """Fixed partition of the tile list; the same for every run of one configuration."""
     return [indices[i:i + size] for i in range(0, len(indices), size)]
@@ -147,6 +152,8 @@ def run(mosaic, out, *, config=None, client=None, progress=None, on_start=None, 
     specs = [_with_stats(s, mosaic) for s in
              resolve_models(config.models, mosaic.bands, config.band_map)]
     _check_window_lattice(config, mosaic.tile_grid, specs)
+    if config.batch_size is None:
+        config = replace(config, batch_size=default_batch_size(specs))
     results = Results(out)
     record = {
         "mosaic": mosaic.path,

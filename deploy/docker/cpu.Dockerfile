@@ -27,6 +27,7 @@ COPY astrodask ./astrodask
 RUN pip install . \
     && rm -rf /tmp/astrodask-src
 COPY --chmod=0755 deploy/docker/entrypoint.sh /usr/local/bin/astrodask-entrypoint
+COPY deploy/docker/dask.yaml /etc/dask/astrodask.yaml
 
 USER 1000:1000
 WORKDIR /home/astrodask
