@@ -67,8 +67,8 @@ class RunConfig:
     batch_size : int, optional
         Tiles per task. Default 4 when a Mask R-CNN runs (it takes the tiles of
         a task in one model call, which is faster per tile), otherwise 1: the
-        U-Net runs one window per call anyway, and one-tile tasks leave no
-        worker idle at the end of a run.
+        U-Net runs one window per call anyway, and one-tile tasks keep every
+        worker busy when there are few windows per worker.
     restart : bool
         Ignore done markers and recompute every tile.
     report : str, optional
