@@ -7,10 +7,7 @@ under a temporary name beside the output and renamed only when complete.
 """
 
 import datetime
-import os
-import shutil
 import tempfile
-import uuid
 import warnings
 from contextlib import ExitStack
 from pathlib import Path
@@ -90,11 +87,7 @@ def ingest(inputs, out, *, bands=None, tile=512, halo=32, weights=None, hdu=None
     except ValueError as exc:
         raise InputError(str(exc)) from None
 
-    if remote:
-        tmp, scratch = out, Path(tempfile.gettempdir())
-    else:
-        scratch = Path(out).parent
-        tmp = str(scratch / f".{Path(out).name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    scratch = Path(tempfile.gettempdir()) if remote else Path(out).parent
     with ExitStack() as stack:
         images = [stack.enter_context(FitsImage(p, hdu=hdu, scratch_dir=scratch))
                   for p in inputs]
@@ -104,16 +97,13 @@ def ingest(inputs, out, *, bands=None, tile=512, halo=32, weights=None, hdu=None
         _check_same_grid(images + weight_images)
         header, wcs = _reference_wcs(images[0])
         grid = TileGrid(height=images[0].shape[0], width=images[0].shape[1], **grid_args)
-        try:
-            if remote:
-                storage.remove(out)  # an existing store, already checked replaceable
-            stats = _write_store(tmp, images, weight_images, grid, block_tiles, progress)
+        # Locally a temporary sibling renamed when whole; remotely in place (an
+        # existing store was checked replaceable), complete in its attributes last.
+        with storage.staged_folder(out, replace=overwrite) as target:
+            stats = _write_store(target, images, weight_images, grid, block_tiles, progress)
             _check_bands_not_empty(stats, band_names, images)
             attrs = _attributes(band_names, grid, header, wcs, images, weight_images, stats)
-            _finish(tmp, out, attrs, overwrite)
-        except BaseException:
-            storage.remove(tmp)
-            raise
+            _mark_complete(target, attrs)
     return open_mosaic(out)
 
 
@@ -400,21 +390,10 @@ def _float_or_none(value):
         return None
 
 
-def _finish(tmp, out, attrs, overwrite):
-    """Mark the store complete and, for a local one, move it to its name."""
+
+
+def _mark_complete(location, attrs):
+    """Write the store's attributes (``complete: True``): the last write of an ingest."""
     import zarr
 
-    group = zarr.open_group(tmp, mode="r+")
-    group.attrs["astrodask"] = attrs
-    if tmp == out:  # remote: written in place, complete from now on
-        return
-    tmp, out = Path(tmp), Path(out)
-    if out.exists():
-        if not overwrite:  # appeared while we were writing
-            raise StoreError(f"{out} appeared during ingest; not replacing it")
-        old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
-        os.replace(out, old)
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out)
+    zarr.open_group(location, mode="r+").attrs["astrodask"] = attrs

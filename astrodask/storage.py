@@ -152,15 +152,25 @@ class staged_folder:
     """Context manager for building a multi-file folder (a Zarr store, a dataset).
 
     Yields the location to write into. Locally that is a temporary sibling,
-    renamed over ``location`` (replacing what was there) when the block ends
-    without an exception; on an object store it is ``location`` itself,
-    emptied first. Either way the partial folder is removed on failure.
+    renamed to ``location`` when the block ends without an exception; on an
+    object store it is ``location`` itself, emptied first. Either way the
+    partial folder is removed on failure.
+
+    Parameters
+    ----------
+    location : str or Path
+    replace : bool
+        Locally, what to do with a folder that is at ``location`` when the
+        block ends: replace it (it is moved aside first and deleted only once
+        the new one is in place), or leave it and raise
+        :class:`~astrodask.errors.StoreError` (it appeared while writing).
     """
 
-    def __init__(self, location):
+    def __init__(self, location, replace=True):
         self.location = normalise(location)
         fs, self.path = filesystem(self.location)
         self.local = is_local(fs)
+        self.replace = replace
         self.target = (f"{self.path}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}" if self.local
                        else self.location)
 
@@ -172,6 +182,23 @@ class staged_folder:
         if exc_type is not None:
             remove(self.target)
         elif self.local:
-            remove(self.location)
-            os.replace(self.target, self.path)
+            try:
+                self._move_into_place()
+            except BaseException:
+                remove(self.target)
+                raise
         return False
+
+    def _move_into_place(self):
+        if not os.path.lexists(self.path):
+            os.replace(self.target, self.path)
+            return
+        if not self.replace:
+            from .errors import StoreError
+
+            raise StoreError(f"{self.path} appeared while it was being written; "
+                             "not replacing it")
+        old = f"{self.path}.old-{uuid.uuid4().hex[:8]}"
+        os.replace(self.path, old)
+        os.replace(self.target, self.path)
+        remove(old)

@@ -95,3 +95,32 @@ def test_partitioned_catalog_round_trip(tmp_path, memory_root, where):
     assert catalog_provenance(location) == {"bands": ["g"]}
     if where == "local":
         assert [p.name for p in tmp_path.iterdir()] == ["c.parquet"]  # no staging left
+
+
+def test_staged_folder_replaces_or_refuses_what_appeared(tmp_path, memory_root):
+    target = tmp_path / "out.zarr"
+    with storage.staged_folder(target) as staging:
+        storage.makedirs(staging)
+        storage.put_bytes(f"{staging}/a", b"new")
+        assert not target.exists()  # nothing at the name until the block ends
+    assert (target / "a").read_bytes() == b"new"
+
+    with storage.staged_folder(target) as staging:  # replace=True: old one moved aside
+        storage.makedirs(staging)
+        storage.put_bytes(f"{staging}/b", b"newer")
+    assert sorted(p.name for p in target.iterdir()) == ["b"]
+
+    with pytest.raises(StoreError, match="appeared while it was being written"):
+        with storage.staged_folder(target, replace=False) as staging:
+            storage.makedirs(staging)
+            storage.put_bytes(f"{staging}/c", b"late")
+    assert sorted(p.name for p in target.iterdir()) == ["b"]  # untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.zarr"]  # no staging left
+
+    with pytest.raises(RuntimeError):
+        with storage.staged_folder(f"{memory_root}/x.zarr") as staging:
+            assert staging == f"{memory_root}/x.zarr"  # object stores: in place
+            storage.makedirs(staging)
+            storage.put_bytes(f"{staging}/a", b"partial")
+            raise RuntimeError("writer failed")
+    assert not storage.exists(f"{memory_root}/x.zarr")
