@@ -21,7 +21,7 @@ SPAWN_CONFIG = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": No
 
 #: Background chores of the clusters started here, made less frequent. With
 #: Dask's defaults an idle 2-worker local cluster used 3% of a core per worker
-#: and 5% in the client/scheduler process, 0.3% and 0.8% with these: CPU the
+#: and 5% in the client/scheduler process, 0.25% and 0.75% with these: CPU the
 #: models get back on a small machine (BENCHMARKS.md, Engine).
 QUIET_CONFIG = {
     "distributed.admin.tick.interval": "1s",             # event-loop watchdog (20 ms)
