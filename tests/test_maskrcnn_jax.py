@@ -33,6 +33,10 @@ JAX_SCRIPT = textwrap.dedent("""
 @pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax is not installed")
 @pytest.mark.parametrize("roi_min_level", [2, 1])
 def test_jax_backend_gives_the_same_detections(tmp_path, roi_min_level):
+    import keras
+
+    # Untrained weights: seeded, so that the model surely detects something to compare.
+    keras.utils.set_random_seed(0)
     model = build_maskrcnn(stem_width=8, stage_widths=(8, 8, 16, 16), fpn_channels=8,
                            head_units=16, mask_channels=8, detection_min_confidence=0.0,
                            detection_max_instances=30, rpn_post_nms_inference=200,
