@@ -123,9 +123,11 @@ class _Accumulator:
                 "votes": (self.votes / n).astype(np.float32), "n": self.n}
 
 
-def _one_hot_top(probabilities, axis=-1):
+def _one_hot_top(probabilities, axis=-1, dtype=np.float64):
+    """One-hot of the most probable class, its class axis at ``axis`` as in the input."""
     top = np.argmax(probabilities, axis=axis)
-    return (np.arange(probabilities.shape[axis]) == top[..., None]).astype(np.float64)
+    one_hot = np.arange(probabilities.shape[axis]) == top[..., None]
+    return np.moveaxis(one_hot, -1, axis).astype(dtype)
 
 
 def classify_faithful(model, image, stride=1, batch_size=2048, window=WINDOW, margin=MARGIN):
@@ -231,9 +233,9 @@ def classify_fast(model, image, flips=False, normalisation="local", sampling="ha
     if not flips:
         # One pass: the accumulator's float64 sums would give exactly these values.
         probs = _predict(net, x[None])[0][:height, :width].transpose(2, 0, 1)
-        votes = (np.arange(probs.shape[0])[:, None, None] == probs.argmax(axis=0))
         return {"mean": np.ascontiguousarray(probs), "var": np.zeros_like(probs),
-                "votes": votes.astype(np.float32), "n": np.ones((height, width), np.int32)}
+                "votes": _one_hot_top(probs, axis=0, dtype=np.float32),
+                "n": np.ones((height, width), np.int32)}
     acc = None
     for k, flip in DIHEDRAL:
         view = np.rot90(x[:, ::-1] if flip else x, k, axes=(0, 1))
@@ -245,7 +247,7 @@ def classify_fast(model, image, flips=False, normalisation="local", sampling="ha
         p = probs.astype(np.float64)
         acc.sum += p
         acc.sum_sq += p * p
-        acc.votes += _one_hot_top(p, axis=0).transpose(2, 0, 1)
+        acc.votes += _one_hot_top(p, axis=0)
         acc.n += 1
     return acc.finish()
 
