@@ -59,12 +59,18 @@ def is_local(fs):
     return isinstance(fs, LocalFileSystem)
 
 
+def _hidden_sibling(path, tag="tmp"):
+    """A unique hidden name beside the local ``path`` (``.NAME.tag-PID-RANDOM``)."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.{tag}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+
+
 def put_bytes(location, data):
     """Write ``data`` to ``location`` whole: temporary name + rename locally, one PUT remotely."""
     fs, path = filesystem(location)
     if is_local(fs):
         target = Path(path)
-        tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        tmp = _hidden_sibling(target)
         try:
             tmp.write_bytes(data)
             os.replace(tmp, target)
@@ -128,9 +134,7 @@ class open_for_writing:
 
     def __enter__(self):
         if is_local(self.fs):
-            target = Path(self.path)
-            self._tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}-"
-                                         f"{uuid.uuid4().hex[:8]}")
+            self._tmp = _hidden_sibling(self.path)
             self._fh = open(self._tmp, "wb")
         else:
             self._fh = self.fs.open(self.path, "wb")
@@ -171,8 +175,7 @@ class staged_folder:
         fs, self.path = filesystem(self.location)
         self.local = is_local(fs)
         self.replace = replace
-        self.target = (f"{self.path}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}" if self.local
-                       else self.location)
+        self.target = str(_hidden_sibling(self.path)) if self.local else self.location
 
     def __enter__(self):
         remove(self.target)
@@ -198,7 +201,7 @@ class staged_folder:
 
             raise StoreError(f"{self.path} appeared while it was being written; "
                              "not replacing it")
-        old = f"{self.path}.old-{uuid.uuid4().hex[:8]}"
+        old = _hidden_sibling(self.path, "old")
         os.replace(self.path, old)
         os.replace(self.target, self.path)
         remove(old)
