@@ -390,8 +390,6 @@ def _float_or_none(value):
         return None
 
 
-
-
 def _mark_complete(location, attrs):
     """Write the store's attributes (``complete: True``): the last write of an ingest."""
     import zarr

@@ -70,7 +70,8 @@ def run(args):
     max_seconds = None if args.max_minutes is None else 60 * args.max_minutes
     _, state = train_from_simulations(
         args.run_dir, n_fields=args.fields, field_size=args.field_size, seed=args.seed,
-        preset=args.preset, star_density=args.star_density, config=MaskRCNNConfig(backbone_depth=args.depth, roi_min_level=args.roi_min_level),
+        preset=args.preset, star_density=args.star_density,
+        config=MaskRCNNConfig(backbone_depth=args.depth, roi_min_level=args.roi_min_level),
         settings=settings, max_seconds=max_seconds, log=lambda line: print(line, flush=True),
         init_from=args.init_from)
     print(f"step {state['step']} of {args.steps}; model saved in {args.run_dir}/model.keras")

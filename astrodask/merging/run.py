@@ -1,7 +1,7 @@
 """``astrodask.merge``: per-window model outputs → catalog, segmentation map, pictures.
 
 Reads a finished run (``astrodask run``), resolves objects across window
-edges (:mod:`astrodask.merge.stitch`), paints the exclusive segmentation map
+edges (:mod:`astrodask.merging.stitch`), paints the exclusive segmentation map
 chunk by chunk while measuring every object (:mod:`astrodask.measure`), and
 writes the products into the results folder.
 """
@@ -154,8 +154,7 @@ def merge(results, *, mosaic=None, options=None, threads=None, progress=None):
     summary.files["summary"] = results.file("summary.txt")
     storage.put_bytes(summary.files["summary"], summary_text(summary).encode())
     write_json(results.file("merge.json"),
-                      {"options": options.__dict__, "n_objects": len(objects),
-                       "files": summary.files})
+               {"options": options.__dict__, "n_objects": len(objects), "files": summary.files})
     return summary
 
 

@@ -45,11 +45,11 @@ def write_catalog(table, location, provenance, partition_rows=PARTITION_ROWS):
 
 
 def _sources(location):
-    names = storage.listdir(location)
+    """The Parquet file of a catalog, or the parts of a partitioned one."""
     fs, path = storage.filesystem(location)
     if fs.isfile(path):
         return [location]
-    return [storage.join(location, n) for n in names if n.endswith(".parquet")]
+    return [storage.join(location, n) for n in storage.listdir(location) if n.endswith(".parquet")]
 
 
 def read_catalog(location):
