@@ -11,8 +11,10 @@ Remote access needs the fsspec implementation of the protocol (``s3fs``,
 """
 
 import io
+import json
 import os
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 import fsspec
@@ -60,24 +62,51 @@ def is_local(fs):
 
 
 def _hidden_sibling(path, tag="tmp"):
-    """A unique hidden name beside the local ``path`` (``.NAME.tag-PID-RANDOM``)."""
+    """A unique hidden name beside the local ``path`` (``.NAME.tag-PID-RANDOM.SUFFIXES``).
+
+    The name ends with ``path``'s suffixes because libraries that write by
+    file name (Keras, NumPy, Pillow) choose the format from them.
+    """
     path = Path(path)
-    return path.with_name(f".{path.name}.{tag}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    return path.with_name(f".{path.name}.{tag}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+                          f"{''.join(path.suffixes)}")
+
+
+@contextmanager
+def local_file_written_whole(path):
+    """A temporary path that replaces the local file ``path`` when the block ends cleanly.
+
+    For writers that need a file name (``model.save``, ``np.savez``...). On
+    an exception the temporary file is deleted and ``path`` stays as it was.
+
+    Examples
+    --------
+    >>> with local_file_written_whole("run/model.keras") as tmp:  # doctest: +SKIP
+    ...     model.save(tmp)
+    """
+    target = Path(path)
+    tmp = _hidden_sibling(target)
+    try:
+        yield tmp
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def put_bytes(location, data):
     """Write ``data`` to ``location`` whole: temporary name + rename locally, one PUT remotely."""
     fs, path = filesystem(location)
     if is_local(fs):
-        target = Path(path)
-        tmp = _hidden_sibling(target)
-        try:
+        with local_file_written_whole(path) as tmp:
             tmp.write_bytes(data)
-            os.replace(tmp, target)
-        finally:
-            tmp.unlink(missing_ok=True)
     else:
         fs.pipe_file(path, data)
+
+
+def put_json(location, value, indent=2, sort_keys=True, default=None):
+    """Write ``value`` as JSON text (ending in a newline) to ``location``, whole."""
+    text = json.dumps(value, indent=indent, sort_keys=sort_keys, default=default) + "\n"
+    put_bytes(location, text.encode())
 
 
 def get_bytes(location):

@@ -15,7 +15,8 @@ from astropy.io import fits
 
 import astrodask
 from astrodask import storage
-from astrodask.engine.results import Results, write_json, write_parquet
+from astrodask.engine.results import Results, write_parquet
+from astrodask.storage import put_json
 from astrodask.instances import tile_instances
 from astrodask.merging.run import merge
 from astrodask.mosaic import PADDING
@@ -81,7 +82,7 @@ def fake_detections(mosaic, masks, truth, out, crop=0, perturb=None):
         table = tile_instances(tile, grid, stack, [classes[i] for i in ids],
                                np.ones(len(ids), np.float32), brightness)
         write_parquet(table, results.instances_path(iy, ix))
-    write_json(results.file("run.json"), {
+    put_json(results.file("run.json"), {
         "complete": True, "mosaic": str(mosaic.path), "config": {},
         "models": [{"kind": "maskrcnn", "name": "truth", "card": {}, "path": ""}]})
     return out
@@ -276,7 +277,7 @@ def test_catalog_is_deterministic_and_carries_provenance(field):
 def test_merge_refuses_an_unfinished_run(tmp_path):
     from astrodask.errors import StoreError
 
-    write_json(tmp_path / "run.json", {"complete": False, "models": []})
+    put_json(tmp_path / "run.json", {"complete": False, "models": []})
     with pytest.raises(StoreError, match="did not finish"):
         merge(tmp_path)
     with pytest.raises(StoreError, match="not an astrodask results folder"):

@@ -124,3 +124,27 @@ def test_staged_folder_replaces_or_refuses_what_appeared(tmp_path, memory_root):
             storage.put_bytes(f"{staging}/a", b"partial")
             raise RuntimeError("writer failed")
     assert not storage.exists(f"{memory_root}/x.zarr")
+
+
+def test_local_files_written_by_name_appear_whole(tmp_path):
+    target = tmp_path / "checkpoint.weights.h5"
+    target.write_bytes(b"old")
+    with pytest.raises(RuntimeError):
+        with storage.local_file_written_whole(target) as tmp:
+            # hidden, beside the target, same suffixes (Keras insists on .weights.h5)
+            assert tmp.parent == tmp_path and tmp.name.startswith(".")
+            assert tmp.name.endswith(".weights.h5")
+            tmp.write_bytes(b"half")
+            raise RuntimeError("writer failed")
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.weights.h5"]
+
+    arrays = tmp_path / "optimizer.npz"
+    with storage.local_file_written_whole(arrays) as tmp:
+        np.savez(tmp, a=np.arange(3))  # NumPy adds no second .npz: the name has it
+    assert np.load(arrays)["a"].tolist() == [0, 1, 2]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.weights.h5",
+                                                          "optimizer.npz"]
+
+    storage.put_json(tmp_path / "state.json", {"b": 1, "a": 2})
+    assert (tmp_path / "state.json").read_text() == '{\n  "a": 2,\n  "b": 1\n}\n'

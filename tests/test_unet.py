@@ -1,6 +1,5 @@
 """The Keras Morpheus U-Net against the original TF1 graph, on TF and JAX."""
 
-import json
 import os
 import subprocess
 import sys
@@ -11,7 +10,7 @@ import pytest
 from astrodask.cli import main
 from astrodask.models import morpheus_weights
 from astrodask.models.card import read_model_card
-from astrodask.models.morpheus_weights import check_inputs, import_morpheus, run_original_graph
+from astrodask.models.morpheus_weights import check_inputs, run_original_graph
 from astrodask.morphology.windows import receptive_field_radius
 from astrodask.models.unet import (LegacyBicubicUpsampling2D, build_unet, load_unet,
                                    logits_model, with_sampling)

@@ -25,11 +25,10 @@ def register(subparsers):
 
 
 def run(args):
-    import json
-    import os
     from pathlib import Path
 
     from astrodask.errors import InputError
+    from astrodask.storage import put_json
     from astrodask.train.maskrcnn_eval import TEST_SEED, evaluate_on_simulations, metrics_table
 
     if args.fields < 1 or args.size < 64:
@@ -52,11 +51,8 @@ def run(args):
         print(f"\nIoU on {iou_type}:")
         print(metrics_table(result, iou_type))
     if args.out:
-        out = Path(args.out)
-        tmp = out.with_name(out.name + f".tmp-{os.getpid()}")
-        tmp.write_text(json.dumps(result, indent=1, default=float) + "\n")
-        os.replace(tmp, out)
-        print(f"report written to {out}")
+        put_json(args.out, result, indent=1, sort_keys=False, default=float)
+        print(f"report written to {args.out}")
     if card_target is not None:
         from astrodask.models.card import read_model_card, write_model_card
         from astrodask.train.maskrcnn_eval import card_metrics

@@ -32,11 +32,6 @@ RUN_FILE = "run.json"
 CONFIG_FILE = "config.yaml"
 
 
-def write_json(location, obj):
-    """Write ``obj`` as indented, key-sorted JSON, whole."""
-    storage.put_bytes(location, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
-
-
 def write_parquet(table, location):
     """Write a :class:`pyarrow.Table` as Parquet, whole (deterministic bytes)."""
     storage.put_bytes(location, storage.parquet_bytes(table))
@@ -106,7 +101,7 @@ class Results:
         return done
 
     def mark_done(self, iy, ix, info):
-        write_json(self.done_path(iy, ix), dict(info, tile=[iy, ix]))
+        storage.put_json(self.done_path(iy, ix), dict(info, tile=[iy, ix]))
 
     def read_run(self):
         """The ``run.json`` record, or ``None`` if there is none."""
@@ -134,13 +129,13 @@ class Results:
         storage.makedirs(self.file(DONE_DIR))
         storage.makedirs(self.instances_dir)
         record = dict(record, key=key, complete=False)
-        write_json(self.file(RUN_FILE), record)
+        storage.put_json(self.file(RUN_FILE), record)
         storage.put_bytes(self.file(CONFIG_FILE), config_yaml.encode())
         return record
 
     def finish(self, record):
         """Mark the run complete."""
-        write_json(self.file(RUN_FILE), dict(record, complete=True))
+        storage.put_json(self.file(RUN_FILE), dict(record, complete=True))
 
     def create_unet_arrays(self, grid, classes, outputs, attrs):
         """Create the U-Net arrays (class, y, x) chunked one window core per chunk."""

@@ -15,7 +15,7 @@ import numpy as np
 
 from .. import __version__, storage
 from ..classes import MORPHOLOGY_CLASSES, OBJECT_CLASSES
-from ..engine.results import Results, write_json
+from ..engine.results import Results
 from ..errors import StoreError
 from ..mosaic import open_mosaic
 from .pieces import morpheus_pieces, read_instance_pieces
@@ -153,7 +153,7 @@ def merge(results, *, mosaic=None, options=None, threads=None, progress=None):
                            files={k: str(v) for k, v in files.items()}, seconds=seconds)
     summary.files["summary"] = results.file("summary.txt")
     storage.put_bytes(summary.files["summary"], summary_text(summary).encode())
-    write_json(results.file("merge.json"),
+    storage.put_json(results.file("merge.json"),
                {"options": options.__dict__, "n_objects": len(objects), "files": summary.files})
     return summary
 

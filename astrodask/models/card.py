@@ -8,10 +8,10 @@ model whose card's bands do not match the mosaic's bands.
 """
 
 import json
-import os
 from pathlib import Path
 
 from ..errors import InputError
+from ..storage import put_json
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 
@@ -44,9 +44,7 @@ def write_model_card(model_path, card):
     if missing:
         raise ValueError(f"model card lacks {', '.join(missing)}")
     path = card_path(model_path)
-    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    put_json(path, card)
     return path
 
 

@@ -12,7 +12,6 @@ reference the converted model is checked against.
 """
 
 import importlib.util
-import os
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +19,7 @@ import numpy as np
 from ..classes import MORPHOLOGY_CLASSES
 from ..errors import DependencyError, InputError
 from ..hashing import file_sha256
+from ..storage import local_file_written_whole
 from .card import WEIGHTS_DIR, write_model_card
 
 #: Name of the checkpoint inside ``morpheus/core/model_weights``.
@@ -197,9 +197,8 @@ def import_morpheus(out=None, verify=True):
                      float(np.abs(ours_logits - run_original_graph(batch, prefix)).max()),
                  "windows_checked": int(batch.shape[0])}
 
-    tmp = out.with_name(out.stem + f".tmp-{os.getpid()}.keras")
-    model.save(tmp)
-    os.replace(tmp, out)
+    with local_file_written_whole(out) as tmp:
+        model.save(tmp)
     card = {
         "name": out.stem,
         "architecture": "morpheus-unet",

@@ -6,7 +6,6 @@ classes (white where the network hesitates), value 1 - background (black
 where it sees sky).
 """
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +13,7 @@ from skimage.color import hsv2rgb
 
 from ..classes import MORPHOLOGY_CLASSES
 from ..errors import InputError
+from ..storage import local_file_written_whole
 
 #: HSV hue of each class in the picture.
 CLASS_HUES = {"spheroid": 0.0, "disk": 0.7, "irregular": 0.3, "point_source": 0.18}
@@ -47,7 +47,6 @@ def write_colour_png(path, class_images, n=None, classes=MORPHOLOGY_CLASSES):
 
     rgb = np.round(colour_image(class_images, n, classes) * 255).astype(np.uint8)
     path = Path(path)
-    tmp = path.with_name(path.name + f".tmp-{os.getpid()}.png")
-    Image.fromarray(rgb).save(tmp, format="PNG")
-    os.replace(tmp, path)
+    with local_file_written_whole(path) as tmp:
+        Image.fromarray(rgb).save(tmp, format="PNG")
     return path

@@ -2,13 +2,13 @@
 
 import dataclasses
 import json
-import os
 import time
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import InputError
+from ..storage import local_file_written_whole, put_json
 from .fits_sections import FitsSectionWriter
 from .noise import NOISE_BLOCK
 from .render import DEFAULT_MASK_SIGMA, FieldPlan, parse_size, validate_shape
@@ -80,9 +80,8 @@ def _map_cards(plan, what):
 def _write_parquet(table, path):
     import pyarrow.parquet as pq
 
-    tmp = path.with_name(path.name + ".part")
-    pq.write_table(table, tmp, row_group_size=65536)
-    os.replace(tmp, path)
+    with local_file_written_whole(path) as tmp:
+        pq.write_table(table, tmp, row_group_size=65536)
 
 
 def _tiles(shape, tile_size):
@@ -208,7 +207,5 @@ def simulate(out_dir, size=(4096, 4096), preset="decam", seed=0, density=None, s
         "n_galaxies": len(plan.population) - n_star,
         "files": files,
     }
-    tmp = out / (MANIFEST + ".part")
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, out / MANIFEST)
+    put_json(out / MANIFEST, manifest)
     return dict(manifest, out_dir=str(out), seconds=time.perf_counter() - start)

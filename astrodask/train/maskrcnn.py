@@ -10,7 +10,6 @@ resumed run draws the same batches as an uninterrupted one.
 
 import json
 import math
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ import numpy as np
 from ..models.maskrcnn import MaskRCNNConfig, build_maskrcnn
 from ..models.maskrcnn.model import cached_anchors
 from ..models.maskrcnn.rpn import propose, rpn_targets
+from ..storage import local_file_written_whole, put_json
 from .maskrcnn_data import augment, random_crop
 from .maskrcnn_losses import head_losses, rpn_losses
 from .maskrcnn_targets import roi_targets
@@ -120,22 +120,14 @@ def compute_losses(model, batch, rng, training=True, runners=None, class_weights
     return dict(zip(LOSS_NAMES, (rpn_class, rpn_box) + tuple(head)))
 
 
-def _write_atomic_json(path, value):
-    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(value, indent=1) + "\n")
-    os.replace(tmp, path)
-
-
 def save_checkpoint(run_dir, model, optimizer, state):
     """Write weights, optimizer slots and state; each file replaced whole."""
     run_dir = Path(run_dir)
-    tmp_weights = run_dir / "checkpoint-next.weights.h5"
-    model.save_weights(tmp_weights)
-    os.replace(tmp_weights, run_dir / WEIGHTS_FILE)
-    tmp_opt = run_dir / f"{OPTIMIZER_FILE}.tmp-{os.getpid()}.npz"
-    np.savez(tmp_opt, *[np.asarray(v.numpy()) for v in optimizer.variables])
-    os.replace(tmp_opt, run_dir / OPTIMIZER_FILE)
-    _write_atomic_json(run_dir / STATE_FILE, state)
+    with local_file_written_whole(run_dir / WEIGHTS_FILE) as tmp:
+        model.save_weights(tmp)
+    with local_file_written_whole(run_dir / OPTIMIZER_FILE) as tmp:
+        np.savez(tmp, *[np.asarray(v.numpy()) for v in optimizer.variables])
+    put_json(run_dir / STATE_FILE, state, indent=1, sort_keys=False)
 
 
 def _restore(run_dir, model, optimizer):
@@ -309,9 +301,8 @@ def train_maskrcnn(pool, run_dir, config=None, settings=None, max_seconds=None, 
             break
     if state["step"] == 0 or not (run_dir / STATE_FILE).exists():
         save_checkpoint(run_dir, model, optimizer, state)
-    tmp_model = run_dir / "model-next.keras"
-    model.save(tmp_model)
-    os.replace(tmp_model, run_dir / "model.keras")
+    with local_file_written_whole(run_dir / "model.keras") as tmp:
+        model.save(tmp)
     return model, state
 
 
@@ -388,7 +379,7 @@ def train_from_simulations(run_dir, n_fields=160, field_size=256, seed=0, preset
         pool = simulated_examples(n_fields, field_size, seed, preset=preset,
                                   scale=config.normalisation_scale, star_density=star_density)
         save_examples(pool_path, pool)
-        _write_atomic_json(run_dir / POOL_INFO_FILE, {
+        put_json(run_dir / POOL_INFO_FILE, {
             "preset": survey.name, "n_fields": n_fields, "field_size": field_size,
             "seeds": [seed, seed + n_fields - 1],
             "star_density_per_arcmin2": star_density if star_density is not None

@@ -14,6 +14,7 @@ from scipy import ndimage
 from ..classes import OBJECT_CODE
 from ..evaluate import Instances, boxes_from_masks
 from ..models.maskrcnn.normalise import band_statistics, normalise_bands
+from ..storage import local_file_written_whole
 
 #: Objects with fewer mask pixels than this inside a crop are dropped from it.
 MIN_CROP_PIXELS = 4
@@ -137,10 +138,6 @@ def simulated_examples(n_fields, size, seed, preset="decam", scale=1.0, star_den
 
 def save_examples(path, examples):
     """Store examples in one compressed ``.npz`` (written to a temporary name, then renamed)."""
-    import os
-    from pathlib import Path
-
-    path = Path(path)
     arrays = {}
     for i, ex in enumerate(examples):
         arrays[f"image{i}"] = ex.image
@@ -148,9 +145,8 @@ def save_examples(path, examples):
         arrays[f"classes{i}"] = ex.class_ids
         arrays[f"masks{i}"] = np.packbits(ex.masks, axis=-1)
         arrays[f"shape{i}"] = np.array(ex.masks.shape)
-    tmp = path.with_name(path.name + f".tmp-{os.getpid()}.npz")
-    np.savez_compressed(tmp, count=len(examples), **arrays)
-    os.replace(tmp, path)
+    with local_file_written_whole(path) as tmp:
+        np.savez_compressed(tmp, count=len(examples), **arrays)
 
 
 def load_examples(path):

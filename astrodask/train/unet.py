@@ -12,7 +12,6 @@ an ordinary ``.keras`` file that runs anywhere :func:`load_unet` does.
 """
 
 import json
-import os
 import shutil
 import time
 from pathlib import Path
@@ -21,6 +20,7 @@ import numpy as np
 
 from ..classes import MORPHOLOGY_CLASSES
 from ..errors import InputError
+from ..storage import local_file_written_whole, put_json
 from .unet_metrics import pixel_metrics
 
 #: Seed offset of the held-out fields (never used for training).
@@ -42,9 +42,8 @@ def _configure(seed, threads):
 
 
 def _atomic_save(model, path):
-    tmp = path.with_name(path.stem + f".tmp-{os.getpid()}.keras")
-    model.save(tmp)
-    os.replace(tmp, path)
+    with local_file_written_whole(path) as tmp:
+        model.save(tmp)
 
 
 def _callbacks(checkpoint_dir, max_minutes, sequence):
@@ -65,10 +64,8 @@ def _callbacks(checkpoint_dir, max_minutes, sequence):
             _atomic_save(self.model, checkpoint_dir / "last.keras")
             state = checkpoint_dir / "state.json"
             previous = json.loads(state.read_text())["history"] if state.exists() else []
-            tmp = state.with_name(f"state.json.tmp-{os.getpid()}")
-            tmp.write_text(json.dumps({"epochs_done": epoch + 1,
-                                       "history": previous + self.history[-1:]}, indent=1))
-            os.replace(tmp, state)
+            put_json(state, {"epochs_done": epoch + 1,
+                             "history": previous + self.history[-1:]}, indent=1, sort_keys=False)
 
     class TimeLimit(keras.callbacks.Callback):
         """Stop at the end of the first epoch that ends past the time budget."""
