@@ -205,6 +205,33 @@ def test_warm_start_copies_shared_layers_and_starts_p1_from_p2():
     np.testing.assert_allclose(np.asarray(new_logits), np.asarray(old_logits), atol=1e-5)
 
 
+def test_warm_start_grows_anchor_scale_factors_without_changing_proposals():
+    from astrodask.models.maskrcnn import build_maskrcnn
+    from astrodask.models.maskrcnn.anchors import decode_boxes
+    from astrodask.train.maskrcnn import warm_start
+
+    source = build_maskrcnn(TINY)
+    model = build_maskrcnn(TINY.replace(anchor_scale_factors=(1.0, 0.5)))
+    assert model.config.n_anchors == 6
+    assert warm_start(model, source) == []
+    images = np.random.default_rng(1).normal(size=(1, 64, 64, 3)).astype(np.float32)
+    _, old_logits, old_deltas = source(images)
+    _, new_logits, new_deltas = model(images)
+    old_anchors = generate_anchors((64, 64), TINY.anchor_scales, TINY.anchor_ratios)
+    new_anchors = generate_anchors((64, 64), TINY.anchor_scales, TINY.anchor_ratios, (1.0, 0.5))
+    old_boxes = decode_boxes(np, np.asarray(old_deltas[0]), old_anchors, TINY.box_std)
+    new_boxes = decode_boxes(np, np.asarray(new_deltas[0]), new_anchors, TINY.box_std)
+    # every position: the 3 full-size and the 3 half-size anchors give the source's 3 boxes
+    for half in (0, 1):
+        np.testing.assert_allclose(new_boxes.reshape(-1, 2, 3, 4)[:, half],
+                                   old_boxes.reshape(-1, 3, 4), rtol=1e-4, atol=1e-3)
+        np.testing.assert_allclose(np.asarray(new_logits[0]).reshape(-1, 2, 3)[:, half],
+                                   np.asarray(old_logits[0]).reshape(-1, 3), atol=1e-5)
+    # the half-size anchors are really there: 4 px on P2 for the 8 px scale
+    sides = new_anchors[:, 2:] - new_anchors[:, :2]
+    assert np.isclose(sides, 4.0).all(axis=1).any()
+
+
 def test_training_from_saved_weights_records_them(tmp_path):
     from astrodask.models.maskrcnn import build_maskrcnn
 

@@ -29,6 +29,9 @@ def register(subparsers):
     parser.add_argument("--roi-min-level", type=int, default=2, choices=(1, 2),
                         help="finest pyramid level for ROIAlign: 2 (P2, stride 4) or 1 (adds a "
                              "stride-2 P1 for the smallest boxes); new runs only")
+    parser.add_argument("--anchor-scale-factors", default="1", metavar="F[,F...]",
+                        help="anchors of each pyramid level: its scale (8..128 px) times each "
+                             "factor, e.g. 1,0.5 adds 4 px anchors on P2; new runs only")
     parser.add_argument("--init-from", default=None, metavar="MODEL",
                         help="start a new run from this model's weights (shipped name or "
                              ".keras path; layers it lacks start fresh)")
@@ -56,6 +59,13 @@ def run(args):
             weights = ()
         if len(weights) != 3 or min(weights) <= 0:
             raise InputError(f"--class-weights needs 3 positive numbers, got {args.class_weights!r}")
+    try:
+        factors = tuple(float(f) for f in args.anchor_scale_factors.split(","))
+    except ValueError:
+        factors = ()
+    if not factors or min(factors) <= 0:
+        raise InputError(f"--anchor-scale-factors needs positive numbers, "
+                         f"got {args.anchor_scale_factors!r}")
     import tensorflow as tf
 
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
@@ -71,7 +81,8 @@ def run(args):
     _, state = train_from_simulations(
         args.run_dir, n_fields=args.fields, field_size=args.field_size, seed=args.seed,
         preset=args.preset, star_density=args.star_density,
-        config=MaskRCNNConfig(backbone_depth=args.depth, roi_min_level=args.roi_min_level),
+        config=MaskRCNNConfig(backbone_depth=args.depth, roi_min_level=args.roi_min_level,
+                              anchor_scale_factors=factors),
         settings=settings, max_seconds=max_seconds, log=lambda line: print(line, flush=True),
         init_from=args.init_from)
     print(f"step {state['step']} of {args.steps}; model saved in {args.run_dir}/model.keras")

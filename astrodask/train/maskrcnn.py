@@ -82,7 +82,8 @@ def compute_losses(model, batch, rng, training=True, runners=None, class_weights
         lambda r: model.mask_head(r, training=training))
     images = np.stack([ex.image for ex in batch])
     shape = images.shape[1:3]
-    anchors = cached_anchors(shape, config.anchor_scales, config.anchor_ratios)
+    anchors = cached_anchors(shape, config.anchor_scales, config.anchor_ratios,
+                             config.anchor_scale_factors)
     targets = [rpn_targets(anchors, ex.boxes, config, rng) for ex in batch]
     labels = np.stack([t[0] for t in targets])
     anchor_deltas = np.stack([t[1] for t in targets])
@@ -150,7 +151,9 @@ def warm_start(model, source):
     stay as initialised, except a new P1 level (``roi_min_level=1`` grown
     from a model without it): its output convolution starts as a copy of
     P2's and its stem lateral at zero, so P1 starts as P2's top-down map
-    upsampled and the heads see familiar features from the first step.
+    upsampled and the heads see familiar features from the first step; and
+    an RPN with more anchor scale factors than the source's one, whose new
+    anchors start by proposing what the source's did (see ``_grow_rpn_anchors``).
 
     Parameters
     ----------
@@ -163,7 +166,11 @@ def warm_start(model, source):
         prefixes included).
     """
     fresh = []
-    for part in ("backbone", "rpn_head", "box_head", "mask_head"):
+    if _grow_rpn_anchors(model, source):
+        parts = ("backbone", "box_head", "mask_head")
+    else:
+        parts = ("backbone", "rpn_head", "box_head", "mask_head")
+    for part in parts:
         target_part, source_part = getattr(model, part), getattr(source, part)
         source_layers = {layer.name: layer for layer in source_part.layers}
         for layer in target_part.layers:
@@ -183,6 +190,42 @@ def warm_start(model, source):
         lateral = model.backbone.get_layer("fpn_lateral1")
         lateral.set_weights([np.zeros(tuple(w.shape), np.float32) for w in lateral.weights])
     return fresh
+
+
+def _grow_rpn_anchors(model, source):
+    """Start an RPN with more anchor scale factors from one with a single factor.
+
+    Every new anchor (factor ``f``, ratio ``r``) takes the source's outputs for
+    ratio ``r`` with the deltas rescaled to the new anchor size, so the grown
+    RPN first proposes exactly what the source did. Returns whether it applied.
+    """
+    old, new = source.config, model.config
+    if (old.anchor_scale_factors == new.anchor_scale_factors or len(old.anchor_scale_factors) != 1
+            or old.anchor_ratios != new.anchor_ratios or old.box_std != new.box_std):
+        return False
+    for layer in source.rpn_head.layers:
+        if layer.weights and layer.name not in ("rpn_class", "rpn_bbox"):
+            model.rpn_head.get_layer(layer.name).set_weights(layer.get_weights())
+    kernel_c, bias_c = source.rpn_head.get_layer("rpn_class").get_weights()
+    kernel_b, bias_b = source.rpn_head.get_layer("rpn_bbox").get_weights()
+    n_ratios = len(old.anchor_ratios)
+    kernel_b = kernel_b.reshape(kernel_b.shape[:-1] + (n_ratios, 4))
+    bias_b = bias_b.reshape(n_ratios, 4)
+    std = np.asarray(old.box_std, dtype=np.float32)
+    kernels, biases = [], []
+    for factor in new.anchor_scale_factors:
+        q = factor / old.anchor_scale_factors[0]
+        # centre deltas are in anchor sizes; size deltas are log(size / anchor)
+        scale = np.array([1 / q, 1 / q, 1, 1], np.float32)
+        shift = np.array([0, 0, -np.log(q) / std[2], -np.log(q) / std[3]], np.float32)
+        kernels.append((kernel_b * scale).reshape(kernel_b.shape[:-2] + (-1,)))
+        biases.append((bias_b * scale + shift).reshape(-1))
+    factors = len(new.anchor_scale_factors)
+    model.rpn_head.get_layer("rpn_class").set_weights(
+        [np.concatenate([kernel_c] * factors, axis=-1), np.concatenate([bias_c] * factors)])
+    model.rpn_head.get_layer("rpn_bbox").set_weights(
+        [np.concatenate(kernels, axis=-1), np.concatenate(biases)])
+    return True
 
 
 def load_checkpoint(run_dir):

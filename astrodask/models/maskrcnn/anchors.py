@@ -2,8 +2,9 @@
 
 Boxes are ``(y1, x1, y2, x2)`` in image pixels, ``y2``/``x2`` exclusive.
 Level P_k has stride ``2**k`` (P2..P6: 4..64) and one anchor scale; each
-feature-map position carries one anchor per aspect ratio, centred on the
-position's pixel-grid centre.
+feature-map position carries one anchor per scale factor and aspect ratio
+(factor 1 alone by default: the level's scale), centred on the position's
+pixel-grid centre.
 """
 
 import numpy as np
@@ -17,20 +18,35 @@ def feature_shapes(image_shape):
     return [(height // s, width // s) for s in LEVEL_STRIDES]
 
 
-def generate_anchors(image_shape, scales, ratios):
+def generate_anchors(image_shape, scales, ratios, scale_factors=(1.0,)):
     """All anchors of an image, in the order the RPN outputs are flattened.
 
-    Order: level, then y, then x, then ratio.
+    Parameters
+    ----------
+    image_shape : (H, W)
+        Padded image shape (multiples of 64).
+    scales : sequence of 5 floats
+        Anchor side (pixels, square anchors) of levels P2..P6.
+    ratios : sequence of float
+        Aspect ratios width / height.
+    scale_factors : sequence of float
+        Each level carries anchors of ``scale * factor`` for every factor,
+        e.g. ``(1.0, 0.5)`` adds half-size anchors (4 px on P2).
+
+    Order: level, then y, then x, then scale factor, then ratio.
 
     Returns
     -------
     ndarray, shape (n_anchors, 4), float32
     """
-    ratios = np.asarray(ratios, dtype=np.float64)
+    # one (factor, ratio) pair per anchor of a position, factor-major
+    factors, ratios = (grid.ravel() for grid in np.meshgrid(
+        np.asarray(scale_factors, dtype=np.float64), np.asarray(ratios, dtype=np.float64),
+        indexing="ij"))
     out = []
     for (fh, fw), stride, scale in zip(feature_shapes(image_shape), LEVEL_STRIDES, scales):
-        heights = scale / np.sqrt(ratios)
-        widths = scale * np.sqrt(ratios)
+        heights = scale * factors / np.sqrt(ratios)
+        widths = scale * factors * np.sqrt(ratios)
         cy = (np.arange(fh) + 0.5) * stride
         cx = (np.arange(fw) + 0.5) * stride
         cy, cx = np.meshgrid(cy, cx, indexing="ij")

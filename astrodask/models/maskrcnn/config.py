@@ -29,6 +29,9 @@ class MaskRCNNConfig:
     # anchors: one scale per pyramid level P2..P6 (strides 4..64)
     anchor_scales: tuple = (8, 16, 32, 64, 128)
     anchor_ratios: tuple = (0.5, 1.0, 2.0)
+    # each level's scale times each factor: (1.0, 0.5) adds 4 px anchors on P2
+    # (and half-size ones on every level) for faint sources a few pixels across
+    anchor_scale_factors: tuple = (1.0,)
     # region proposal network
     rpn_nms_threshold: float = 0.7
     rpn_pre_nms: int = 3000
@@ -62,6 +65,7 @@ class MaskRCNNConfig:
         self.stage_widths = tuple(self.stage_widths)
         self.anchor_scales = tuple(self.anchor_scales)
         self.anchor_ratios = tuple(float(r) for r in self.anchor_ratios)
+        self.anchor_scale_factors = tuple(float(f) for f in self.anchor_scale_factors)
         self.box_std = tuple(float(s) for s in self.box_std)
         if self.backbone_depth not in RESNET_BLOCKS:
             raise ValueError(f"backbone_depth must be one of {sorted(RESNET_BLOCKS)}, "
@@ -72,6 +76,8 @@ class MaskRCNNConfig:
             raise ValueError(f"roi_min_level must be 1 or 2, got {self.roi_min_level}")
         if len(self.anchor_scales) != 5:
             raise ValueError("anchor_scales needs 5 values (pyramid levels P2..P6)")
+        if not self.anchor_scale_factors or min(self.anchor_scale_factors) <= 0:
+            raise ValueError("anchor_scale_factors needs positive values")
 
     @property
     def n_classes(self):
@@ -80,7 +86,7 @@ class MaskRCNNConfig:
     @property
     def n_anchors(self):
         """Anchors per feature-map position."""
-        return len(self.anchor_ratios)
+        return len(self.anchor_ratios) * len(self.anchor_scale_factors)
 
     def to_dict(self):
         """JSON-ready dict (tuples as lists)."""

@@ -96,9 +96,9 @@ def load_maskrcnn(path):
 
 
 @lru_cache(maxsize=8)
-def cached_anchors(image_shape, scales, ratios):
+def cached_anchors(image_shape, scales, ratios, scale_factors=(1.0,)):
     """Anchors for a padded image shape (cached: they depend on nothing else)."""
-    anchors = generate_anchors(image_shape, scales, ratios)
+    anchors = generate_anchors(image_shape, scales, ratios, scale_factors)
     anchors.setflags(write=False)
     return anchors
 
@@ -169,7 +169,8 @@ def detect(model, images, **settings):
     n_images, height, width, _ = images.shape
     padded = pad_images(images)
     pyramid, logits, deltas = model.predict_on_batch(padded)
-    anchors = cached_anchors(padded.shape[1:3], config.anchor_scales, config.anchor_ratios)
+    anchors = cached_anchors(padded.shape[1:3], config.anchor_scales, config.anchor_ratios,
+                             config.anchor_scale_factors)
 
     proposals = [propose(logits[i], deltas[i], anchors, (height, width), config,
                          config.rpn_post_nms_inference) for i in range(n_images)]
