@@ -308,15 +308,69 @@ def confusion_matrix(truths, detections, iou_threshold=0.5, iou_type="bbox",
     """
     matrix = np.zeros((n_classes, n_classes), dtype=np.int64)
     for truth, dets in zip(truths, detections):
-        dets = dets.select(np.argsort(-dets.scores, kind="mergesort"))
-        iou = _iou(truth, dets, iou_type) if len(truth) and len(dets) else np.zeros((len(dets), len(truth)))
-        match = match_detections(iou, np.zeros(len(truth), dtype=bool), iou_threshold)
+        dets, match = _agnostic_match(truth, dets, iou_threshold, iou_type)
         for d, g in enumerate(match):
             true_class = truth.class_ids[g] if g >= 0 else 0
             matrix[true_class, dets.class_ids[d]] += 1
         missed = np.setdiff1d(np.arange(len(truth)), match[match >= 0])
         np.add.at(matrix, (truth.class_ids[missed], 0), 1)
     return matrix
+
+
+def _agnostic_match(truth, dets, iou_threshold, iou_type):
+    """Detections sorted by decreasing score and their truth match (-1: none), any class."""
+    dets = dets.select(np.argsort(-dets.scores, kind="mergesort"))
+    iou = _iou(truth, dets, iou_type) if len(truth) and len(dets) else np.zeros((len(dets), len(truth)))
+    return dets, match_detections(iou, np.zeros(len(truth), dtype=bool), iou_threshold)
+
+
+def completeness(truths, detections, values, edges, iou_threshold=0.5, iou_type="bbox"):
+    """Fraction of truth objects found, in bins of a per-object quantity (e.g. S/N).
+
+    Matching is as for :func:`confusion_matrix` (any class, by decreasing
+    score, IoU ≥ ``iou_threshold``).
+
+    Parameters
+    ----------
+    truths, detections : sequence of Instances
+    values : sequence of ndarray
+        One value per truth object of each image (same order as ``truths``).
+    edges : sequence of float
+        Bin edges; bin ``i`` holds ``edges[i] <= value < edges[i + 1]``.
+
+    Returns
+    -------
+    list of dict
+        Per bin: ``low``, ``high`` (None for an infinite last edge), ``n``
+        (truth objects), ``found`` (fraction
+        matched by a detection of any class) and ``found_right_class``
+        (fraction matched by a detection of the true class); fractions are
+        NaN for an empty bin.
+    """
+    found, right, all_values = [], [], []
+    for truth, dets, value in zip(truths, detections, values, strict=True):
+        value = np.asarray(value, dtype=np.float64).reshape(-1)
+        if len(value) != len(truth):
+            raise ValueError(f"{len(value)} values for {len(truth)} truth objects")
+        dets, match = _agnostic_match(truth, dets, iou_threshold, iou_type)
+        hit = np.zeros(len(truth), dtype=bool)
+        same = np.zeros(len(truth), dtype=bool)
+        matched = match >= 0
+        hit[match[matched]] = True
+        same[match[matched]] = dets.class_ids[matched] == truth.class_ids[match[matched]]
+        found.append(hit)
+        right.append(same)
+        all_values.append(value)
+    found, right = np.concatenate(found), np.concatenate(right)
+    all_values = np.concatenate(all_values)
+    out = []
+    for low, high in zip(edges[:-1], edges[1:]):
+        inside = (all_values >= low) & (all_values < high)
+        n = int(inside.sum())
+        out.append({"low": float(low), "high": float(high) if np.isfinite(high) else None, "n": n,
+                    "found": float(found[inside].mean()) if n else float("nan"),
+                    "found_right_class": float(right[inside].mean()) if n else float("nan")})
+    return out
 
 
 def evaluation_report(truths, detections, iou_type="bbox"):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from astrodask.evaluate import (
-    Instances, box_iou, boxes_from_masks, confusion_matrix, evaluate_detections,
+    Instances, box_iou, boxes_from_masks, completeness, confusion_matrix, evaluate_detections,
     evaluation_report, interpolated_precision, mask_iou,
 )
 
@@ -133,6 +133,25 @@ def test_confusion_matrix_counts():
                   [0, 1, 0],
                   [1, 1, 0]]
     np.testing.assert_array_equal(confusion_matrix([truth], [dets], 0.75), expected75)
+
+
+def test_completeness_in_bins_of_a_truth_quantity():
+    truth = Instances([[0, 0, 10, 10], [20, 20, 30, 30], [40, 40, 50, 50], [60, 60, 64, 64]],
+                      [STAR, GALAXY, GALAXY, GALAXY])
+    dets = Instances([[0, 0, 10, 10],      # star as star
+                      [20, 20, 30, 30],    # galaxy as star
+                      [40, 40, 50, 47]],   # galaxy as galaxy, IoU 0.7
+                     [STAR, STAR, GALAXY], scores=[0.9, 0.8, 0.6])
+    snr = [np.array([50.0, 8.0, 12.0, 5.0])]
+    bins = completeness([truth], [dets], snr, [0, 10, 100, 1000])
+    assert [b["n"] for b in bins] == [2, 2, 0]
+    assert bins[0]["found"] == 0.5 and bins[0]["found_right_class"] == 0.0  # S/N 8 as star, 5 missed
+    assert bins[1]["found"] == 1.0 and bins[1]["found_right_class"] == 1.0
+    assert math.isnan(bins[2]["found"])
+    strict = completeness([truth], [dets], snr, [0, 10, 100], iou_threshold=0.75)
+    assert strict[1]["found"] == 0.5  # the IoU 0.7 galaxy no longer counts
+    with pytest.raises(ValueError, match="3 values for 4 truth objects"):
+        completeness([truth], [dets], [snr[0][:3]], [0, 10])
 
 
 def test_report_with_masks():

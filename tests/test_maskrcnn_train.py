@@ -154,12 +154,18 @@ def test_train_on_simulations_then_evaluate_into_the_card(tmp_path, capsys):
     code = main(["evaluate", str(tmp_path / "model.keras"), "--fields", "1", "--size", "64",
                  "--iou", "bbox", "--update-card", "--out", str(tmp_path / "report.json")])
     assert code == 0
-    assert "| SEP | galaxy |" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "| SEP | galaxy |" in out and "| ≥ 100 |" in out
     evaluation = read_model_card(tmp_path / "model.keras")["evaluation"]
-    assert set(evaluation) == {"test_set", "maskrcnn", "sep"}
+    assert set(evaluation) == {"test_set", "maskrcnn", "sep", "completeness_by_snr"}
     assert set(evaluation["maskrcnn"]["bbox"]["metrics"]) == {"star", "galaxy", "combined"}
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["settings"]["seed"] == 1_000_000
+    # every truth object of the field sits in one S/N bin
+    bins = report["completeness_by_snr"]["maskrcnn"]
+    assert sum(b["n"] for b in bins) == report["maskrcnn"]["bbox"]["n_truth"] > 0
+    assert bins[-1]["high"] is None and [b["n"] for b in report["completeness_by_snr"]["sep"]] \
+        == [b["n"] for b in bins]
 
 
 def test_class_weights_make_a_weighted_mean():

@@ -29,7 +29,8 @@ def run(args):
 
     from astrodask.errors import InputError
     from astrodask.storage import put_json
-    from astrodask.train.maskrcnn_eval import TEST_SEED, evaluate_on_simulations, metrics_table
+    from astrodask.train.maskrcnn_eval import (TEST_SEED, completeness_table,
+                                               evaluate_on_simulations, metrics_table)
 
     if args.fields < 1 or args.size < 64:
         raise InputError("--fields must be positive and --size at least 64")
@@ -50,6 +51,8 @@ def run(args):
     for iou_type in iou_types:
         print(f"\nIoU on {iou_type}:")
         print(metrics_table(result, iou_type))
+    print("\nFound (box IoU >= 0.5) by the simulator's S/N:")
+    print(completeness_table(result))
     if args.out:
         put_json(args.out, result, indent=1, sort_keys=False, default=float)
         print(f"report written to {args.out}")

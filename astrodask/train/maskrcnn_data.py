@@ -28,6 +28,7 @@ class Example:
     boxes: np.ndarray       # (N, 4) float32, (y1, x1, y2, x2) exclusive ends
     class_ids: np.ndarray   # (N,) int64, 1 star / 2 galaxy
     masks: np.ndarray       # (N, H, W) bool
+    ids: np.ndarray = None  # (N,) simulator object ids, where known
 
     def truth(self):
         """The truth as :class:`astrodask.evaluate.Instances`."""
@@ -40,6 +41,13 @@ def _column(table, name):
     if hasattr(column, "to_pylist"):
         column = column.to_pylist()
     return np.asarray(column)
+
+
+def field_object_ids(field):
+    """Object ids of a simulated field, in the order of :func:`field_truth`."""
+    if hasattr(field, "object_masks"):
+        return np.array([int(obj.id) for obj in field.object_masks()], dtype=np.int64)
+    return _column(field.truth, "id").astype(np.int64)
 
 
 def field_truth(field):
@@ -77,7 +85,8 @@ def example_from_field(field, scale=1.0):
     class_ids, masks = field_truth(field)
     visible = masks.reshape(len(masks), -1).any(axis=1) if len(masks) else np.zeros(0, bool)
     masks, class_ids = masks[visible], class_ids[visible]
-    return Example(image, boxes_from_masks(masks).astype(np.float32), class_ids, masks)
+    return Example(image, boxes_from_masks(masks).astype(np.float32), class_ids, masks,
+                   field_object_ids(field)[visible])
 
 
 def random_crop(example, size, rng):

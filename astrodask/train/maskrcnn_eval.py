@@ -4,10 +4,13 @@ import time
 
 import numpy as np
 
-from ..evaluate import evaluation_report
+from ..evaluate import completeness, evaluation_report
 
 #: First seed of held-out fields; training pools use seeds far below it.
 TEST_SEED = 1_000_000
+
+#: Bin edges of the completeness table, in the simulator's optimal S/N.
+SNR_EDGES = (0.0, 7.0, 10.0, 15.0, 30.0, 100.0, np.inf)
 
 
 def evaluate_on_simulations(model, n_fields=12, size=512, seed=TEST_SEED, preset="decam",
@@ -54,13 +57,15 @@ def evaluate_on_simulations(model, n_fields=12, size=512, seed=TEST_SEED, preset
         else:
             model = load_maskrcnn(resolve_model_path(model))
     config = model.config
-    truths, model_dets, sep_dets = [], [], []
+    truths, model_dets, sep_dets, snrs = [], [], [], []
     seconds = {"maskrcnn": 0.0, "sep": 0.0}
     psf_r50 = _psf_half_light_radius(get_preset(preset)) if baseline else None
     for i in range(n_fields):
         field = simulate_field(shape=(size, size), preset=preset, seed=seed + i)
         example = example_from_field(field, scale=config.normalisation_scale)
         truths.append(example.truth())
+        snr_of = dict(zip(np.asarray(field.truth["id"]).tolist(), np.asarray(field.truth["snr"])))
+        snrs.append(np.array([snr_of[int(i)] for i in example.ids]))
         mean, std = band_statistics(field.images)
         image = normalise_bands(field.images, mean, std, config.normalisation_scale)
         start = time.perf_counter()
@@ -83,9 +88,11 @@ def evaluate_on_simulations(model, n_fields=12, size=512, seed=TEST_SEED, preset
         "truth_counts": {"star": int(sum((t.class_ids == 1).sum() for t in truths)),
                          "galaxy": int(sum((t.class_ids == 2).sum() for t in truths))},
         "maskrcnn": {t: evaluation_report(truths, model_dets, iou_type=t) for t in iou_types},
+        "completeness_by_snr": {"maskrcnn": completeness(truths, model_dets, snrs, SNR_EDGES)},
     }
     if baseline:
         result["sep"] = {t: evaluation_report(truths, sep_dets, iou_type=t) for t in iou_types}
+        result["completeness_by_snr"]["sep"] = completeness(truths, sep_dets, snrs, SNR_EDGES)
     return result
 
 
@@ -116,10 +123,29 @@ def metrics_table(result, iou_type="bbox"):
     return "\n".join(lines)
 
 
+def completeness_table(result):
+    """Markdown table of the fraction of truth objects found (box IoU >= 0.5) per S/N bin."""
+    methods = [m for m in ("maskrcnn", "sep") if m in result["completeness_by_snr"]]
+    names = {"maskrcnn": "Mask R-CNN", "sep": "SEP"}
+    lines = ["| S/N | objects | " + " | ".join(f"{names[m]} found | {names[m]} right class"
+                                                for m in methods) + " |",
+             "| --- | --- | " + " | ".join("--- | ---" for _ in methods) + " |"]
+    for i, row in enumerate(result["completeness_by_snr"]["maskrcnn"]):
+        span = f"{row['low']:g}–{row['high']:g}" if row["high"] is not None else f"≥ {row['low']:g}"
+        cells = []
+        for m in methods:
+            bin_ = result["completeness_by_snr"][m][i]
+            cells += ["n/a" if np.isnan(bin_[k]) else f"{bin_[k]:.2f}"
+                      for k in ("found", "found_right_class")]
+        lines.append(f"| {span} | {row['n']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def card_metrics(result):
     """The part of an evaluation that goes into a model card (metrics, test set, SEP)."""
     out = {"test_set": {**result["settings"], **{"truth_counts": result["truth_counts"]},
-                        "seconds_per_field": result["seconds_per_field"]}}
+                        "seconds_per_field": result["seconds_per_field"]},
+           "completeness_by_snr": result["completeness_by_snr"]}
     for method in ("maskrcnn", "sep"):
         if method in result:
             out[method] = {iou_type: {"metrics": report["metrics"],
