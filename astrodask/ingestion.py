@@ -117,7 +117,7 @@ def _check_output(out, overwrite):
     try:
         open_mosaic(out)
     except StoreError:
-        if not storage.listdir(out):
+        if not storage.listdir(out, hidden=True):
             return
         raise StoreError(f"{out} exists and is not an astrodask mosaic store; "
                          "refusing to overwrite it") from None

@@ -133,12 +133,17 @@ def remove(location):
         fs.rm(path, recursive=True)
 
 
-def listdir(location):
-    """Names (not paths) of the entries directly under ``location``; [] if it is missing."""
+def listdir(location, hidden=False):
+    """Names (not paths) of the entries directly under ``location``; [] if it is missing.
+
+    Hidden names (starting with ``.``: among them the temporaries of files
+    and folders still being written here) are left out unless ``hidden``.
+    """
     fs, path = filesystem(location)
     if not fs.exists(path):
         return []
-    return sorted(entry.rstrip("/").rsplit("/", 1)[-1] for entry in fs.ls(path, detail=False))
+    names = sorted(entry.rstrip("/").rsplit("/", 1)[-1] for entry in fs.ls(path, detail=False))
+    return names if hidden else [name for name in names if not name.startswith(".")]
 
 
 def parquet_bytes(table, compression="zstd"):

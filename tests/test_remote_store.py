@@ -148,3 +148,18 @@ def test_local_files_written_by_name_appear_whole(tmp_path):
 
     storage.put_json(tmp_path / "state.json", {"b": 1, "a": 2})
     assert (tmp_path / "state.json").read_text() == '{\n  "a": 2,\n  "b": 1\n}\n'
+
+
+def test_readers_do_not_see_files_still_being_written(tmp_path):
+    from astrodask.engine.results import Results
+
+    results = Results(tmp_path / "out")
+    storage.makedirs(tmp_path / "out" / "done")
+    results.mark_done(0, 1, {"windows": 1})
+    with storage.local_file_written_whole(results.done_path(2, 3)) as tmp:
+        tmp.write_text("{")  # half-written marker, named like one (.json)
+        assert tmp.name.endswith(".json")
+        assert results.done_tiles() == {(0, 1)}
+        assert storage.listdir(tmp_path / "out" / "done") == ["00000-00001.json"]
+        assert len(storage.listdir(tmp_path / "out" / "done", hidden=True)) == 2
+    assert results.done_tiles() == {(0, 1), (2, 3)}

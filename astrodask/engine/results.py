@@ -117,7 +117,7 @@ class Results:
         ``restart``; ``restart`` clears previous outputs and markers.
         """
         previous = self.read_run()
-        if previous is None and storage.listdir(self.location):
+        if previous is None and storage.listdir(self.location, hidden=True):
             raise StoreError(f"{self.location} exists and is not an astrodask results folder")
         if previous is not None and previous.get("key") != key and not restart:
             raise StoreError(f"{self.location} holds a run with a different mosaic, models or "
