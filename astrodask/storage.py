@@ -155,35 +155,26 @@ def parquet_bytes(table, compression="zstd"):
     return buffer.getvalue()
 
 
-class open_for_writing:
+@contextmanager
+def open_for_writing(location):
     """Context manager: a binary file that appears at ``location`` only when closed cleanly.
 
-    Locally a temporary file renamed at the end; remotely the object is
-    uploaded when the file closes, and removed again if an error occurred.
+    Locally a temporary file renamed at the end (:func:`local_file_written_whole`);
+    remotely the object is uploaded when the file closes, and removed again if
+    an error occurred.
     """
-
-    def __init__(self, location):
-        self.location = location
-        self.fs, self.path = filesystem(location)
-
-    def __enter__(self):
-        if is_local(self.fs):
-            self._tmp = _hidden_sibling(self.path)
-            self._fh = open(self._tmp, "wb")
-        else:
-            self._fh = self.fs.open(self.path, "wb")
-        return self._fh
-
-    def __exit__(self, exc_type, exc, tb):
-        self._fh.close()
-        if is_local(self.fs):
-            if exc_type is None:
-                os.replace(self._tmp, self.path)
-            else:
-                self._tmp.unlink(missing_ok=True)
-        elif exc_type is not None and self.fs.exists(self.path):
-            self.fs.rm(self.path)
-        return False
+    fs, path = filesystem(location)
+    if is_local(fs):
+        with local_file_written_whole(path) as tmp, open(tmp, "wb") as fh:
+            yield fh
+        return
+    try:
+        with fs.open(path, "wb") as fh:
+            yield fh
+    except BaseException:
+        if fs.exists(path):
+            fs.rm(path)
+        raise
 
 
 class staged_folder:

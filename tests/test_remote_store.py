@@ -163,3 +163,18 @@ def test_readers_do_not_see_files_still_being_written(tmp_path):
         assert storage.listdir(tmp_path / "out" / "done") == ["00000-00001.json"]
         assert len(storage.listdir(tmp_path / "out" / "done", hidden=True)) == 2
     assert results.done_tiles() == {(0, 1), (2, 3)}
+
+
+@pytest.mark.parametrize("where", ["local", "memory"])
+def test_file_opened_for_writing_appears_only_when_closed_cleanly(tmp_path, memory_root, where):
+    location = str(tmp_path / "a.fits") if where == "local" else f"{memory_root}/a.fits"
+    with pytest.raises(RuntimeError):
+        with storage.open_for_writing(location) as fh:
+            fh.write(b"half")
+            raise RuntimeError("writer failed")
+    assert not storage.exists(location)
+    with storage.open_for_writing(location) as fh:
+        fh.write(b"whole")
+    assert storage.get_bytes(location) == b"whole"
+    if where == "local":
+        assert [p.name for p in tmp_path.iterdir()] == ["a.fits"]

@@ -154,7 +154,8 @@ def merge(results, *, mosaic=None, options=None, threads=None, progress=None):
     summary.files["summary"] = results.file("summary.txt")
     storage.put_bytes(summary.files["summary"], summary_text(summary).encode())
     storage.put_json(results.file("merge.json"),
-               {"options": options.__dict__, "n_objects": len(objects), "files": summary.files})
+                     {"options": options.__dict__, "n_objects": len(objects),
+                      "files": summary.files})
     return summary
 
 

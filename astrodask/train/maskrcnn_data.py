@@ -43,13 +43,6 @@ def _column(table, name):
     return np.asarray(column)
 
 
-def field_object_ids(field):
-    """Object ids of a simulated field, in the order of :func:`field_truth`."""
-    if hasattr(field, "object_masks"):
-        return np.array([int(obj.id) for obj in field.object_masks()], dtype=np.int64)
-    return _column(field.truth, "id").astype(np.int64)
-
-
 def field_truth(field):
     """Classes (N,) and per-object masks (N, H, W) of a simulated field.
 
@@ -57,6 +50,11 @@ def field_truth(field):
     ``object_masks()`` of :class:`astrodask.simulation.SimulatedField`, or a
     dense ``masks`` array), so blended objects keep their own masks.
     """
+    return _field_objects(field)[1:]
+
+
+def _field_objects(field):
+    """Object ids (N,), classes (N,) and masks (N, H, W) of a simulated field, in one order."""
     ids = _column(field.truth, "id")
     classes = _column(field.truth, "class")
     class_of = {int(i): OBJECT_CODE[str(c)] for i, c in zip(ids, classes)}
@@ -67,11 +65,12 @@ def field_truth(field):
         for k, obj in enumerate(objects):
             y0, x0, y1, x1 = obj.box
             masks[k, y0:y1, x0:x1] = obj.mask
-        class_ids = np.array([class_of[int(obj.id)] for obj in objects], dtype=np.int64)
+        ids = np.array([int(obj.id) for obj in objects], dtype=np.int64)
     else:
         masks = np.asarray(field.masks, dtype=bool)
-        class_ids = np.array([class_of[int(i)] for i in ids], dtype=np.int64)
-    return class_ids, masks
+        ids = ids.astype(np.int64)
+    class_ids = np.array([class_of[int(i)] for i in ids], dtype=np.int64)
+    return ids, class_ids, masks
 
 
 def example_from_field(field, scale=1.0):
@@ -82,11 +81,10 @@ def example_from_field(field, scale=1.0):
     images = np.asarray(field.images, dtype=np.float32)
     mean, std = band_statistics(images)
     image = normalise_bands(images, mean, std, scale)
-    class_ids, masks = field_truth(field)
+    ids, class_ids, masks = _field_objects(field)
     visible = masks.reshape(len(masks), -1).any(axis=1) if len(masks) else np.zeros(0, bool)
-    masks, class_ids = masks[visible], class_ids[visible]
-    return Example(image, boxes_from_masks(masks).astype(np.float32), class_ids, masks,
-                   field_object_ids(field)[visible])
+    ids, masks, class_ids = ids[visible], masks[visible], class_ids[visible]
+    return Example(image, boxes_from_masks(masks).astype(np.float32), class_ids, masks, ids)
 
 
 def random_crop(example, size, rng):

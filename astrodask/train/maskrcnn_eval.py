@@ -65,7 +65,7 @@ def evaluate_on_simulations(model, n_fields=12, size=512, seed=TEST_SEED, preset
         example = example_from_field(field, scale=config.normalisation_scale)
         truths.append(example.truth())
         snr_of = dict(zip(np.asarray(field.truth["id"]).tolist(), np.asarray(field.truth["snr"])))
-        snrs.append(np.array([snr_of[int(i)] for i in example.ids]))
+        snrs.append(np.array([snr_of[int(oid)] for oid in example.ids]))
         mean, std = band_statistics(field.images)
         image = normalise_bands(field.images, mean, std, config.normalisation_scale)
         start = time.perf_counter()
