@@ -26,7 +26,8 @@ import numpy as np
 
 def _bare_worker(args):
     mosaic_path, tiles, queue, go = args
-    from astrodask.engine.plugin import configure_framework, worker_environment
+    from astrodask.engine.plugin import worker_environment
+    from astrodask.framework import configure_framework
 
     os.environ.update(worker_environment(1))  # the same pools as an engine worker
 

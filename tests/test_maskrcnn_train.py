@@ -255,3 +255,44 @@ def test_training_from_saved_weights_records_them(tmp_path):
                                                          "backbone/fpn_p1"]
     saved = json.loads((tmp_path / "run" / "state.json").read_text())
     assert saved["config"]["roi_min_level"] == 1 and "initialised_from" in saved
+
+
+def test_pool_from_another_run_keeps_its_fields_and_records_every_part(tmp_path):
+    from astrodask.errors import InputError
+    from astrodask.train.maskrcnn import build_pool, pool_parts
+    from astrodask.train.maskrcnn_data import simulated_examples
+
+    first = tmp_path / "first"
+    first.mkdir()
+    build_pool(first, 2, 64, seed=5, star_density=5.0, log=lambda _: None)
+    second = tmp_path / "second"
+    second.mkdir()
+    pool = build_pool(second, 3, 64, seed=999, pool_from=first, log=lambda _: None)
+    info = json.loads((second / "pool.json").read_text())
+    assert info["n_fields"] == 3 and info["seeds"] == [5, 7]
+    # mixed densities: no single figure, every part listed
+    assert "star_density_per_arcmin2" not in info
+    assert info["parts"] == [{"seeds": [5, 6], "star_density_per_arcmin2": 5.0},
+                             {"seeds": [7, 7], "star_density_per_arcmin2": 1.5}]
+    expected = load_examples(first / "pool.npz") + simulated_examples(1, 64, 7)
+    assert len(load_examples(second / "pool.npz")) == 3
+    for got, want in zip(pool, expected):
+        np.testing.assert_array_equal(got.image, want.image)
+        np.testing.assert_array_equal(got.masks, want.masks)
+    # pools described before parts were recorded read as one part
+    assert pool_parts({"seeds": [0, 9], "star_density_per_arcmin2": 5.0}) == \
+        [{"seeds": [0, 9], "star_density_per_arcmin2": 5.0}]
+    for args, message in (((second, 2, 64), "more than"), ((second, 4, 32), "of 64 px"),
+                          ((tmp_path / "none", 4, 64), "no cached training pool")):
+        with pytest.raises(InputError, match=message):
+            build_pool(tmp_path / "third", args[1], args[2], seed=0, pool_from=args[0])
+    assert not (tmp_path / "third").exists()
+
+
+def test_cli_train_pool_from_a_run_without_pool(tmp_path, capsys):
+    code = main(["train", "maskrcnn", str(tmp_path / "run"), "--pool-from", str(tmp_path),
+                 "--steps", "1"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "has no cached training pool" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "run").exists()

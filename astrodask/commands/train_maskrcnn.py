@@ -32,6 +32,10 @@ def register(subparsers):
     parser.add_argument("--anchor-scale-factors", default="1", metavar="F[,F...]",
                         help="anchors of each pyramid level: its scale (8..128 px) times each "
                              "factor, e.g. 1,0.5 adds 4 px anchors on P2; new runs only")
+    parser.add_argument("--pool-from", default=None, metavar="RUN_DIR",
+                        help="start the training pool from another run's cached fields; "
+                             "only the fields missing up to --fields are simulated, with the "
+                             "seeds after its last (new runs only)")
     parser.add_argument("--init-from", default=None, metavar="MODEL",
                         help="start a new run from this model's weights (shipped name or "
                              ".keras path; layers it lacks start fresh)")
@@ -66,10 +70,9 @@ def run(args):
     if not factors or min(factors) <= 0:
         raise InputError(f"--anchor-scale-factors needs positive numbers, "
                          f"got {args.anchor_scale_factors!r}")
-    import tensorflow as tf
+    from astrodask.framework import configure_framework
 
-    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-    tf.config.threading.set_inter_op_parallelism_threads(1)
+    configure_framework(args.threads)
     from astrodask.models.maskrcnn import MaskRCNNConfig
     from astrodask.train.maskrcnn import TrainSettings, train_from_simulations
 
@@ -84,5 +87,5 @@ def run(args):
         config=MaskRCNNConfig(backbone_depth=args.depth, roi_min_level=args.roi_min_level,
                               anchor_scale_factors=factors),
         settings=settings, max_seconds=max_seconds, log=lambda line: print(line, flush=True),
-        init_from=args.init_from)
+        init_from=args.init_from, pool_from=args.pool_from)
     print(f"step {state['step']} of {args.steps}; model saved in {args.run_dir}/model.keras")

@@ -392,7 +392,7 @@ POOL_INFO_FILE = "pool.json"
 
 def train_from_simulations(run_dir, n_fields=160, field_size=256, seed=0, preset="decam",
                            star_density=None, config=None, settings=None, max_seconds=None,
-                           log=print, init_from=None):
+                           log=print, init_from=None, pool_from=None):
     """Simulate a training pool (cached in ``run_dir``) and train on it.
 
     The pool is ``n_fields`` fields of ``field_size``² pixels with seeds
@@ -400,17 +400,19 @@ def train_from_simulations(run_dir, n_fields=160, field_size=256, seed=0, preset
     default the preset's); it is written once to ``run_dir/pool.npz`` (with
     its description in ``pool.json``) and reused when the run resumes. Keep
     evaluation seeds outside that range. The model's bands are the preset's.
-    ``init_from`` starts a new run from a saved model's weights (see
-    :func:`train_maskrcnn`). When training ends, ``run_dir/model.keras`` gets a model card (see
-    :func:`training_card`).
+    ``pool_from`` (another run directory) starts the pool from that run's
+    cached fields instead; only the fields still missing up to ``n_fields``
+    are simulated, with the seeds that follow the source's last one (see
+    :func:`build_pool`). ``init_from`` starts a new run from a saved model's
+    weights (see :func:`train_maskrcnn`). When training ends,
+    ``run_dir/model.keras`` gets a model card (see :func:`training_card`).
 
     Returns the same as :func:`train_maskrcnn`.
     """
     from ..simulation.presets import get_preset
-    from .maskrcnn_data import load_examples, save_examples, simulated_examples
+    from .maskrcnn_data import load_examples
 
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     survey = get_preset(preset)
     config = (config or MaskRCNNConfig()).replace(bands=survey.band_names)
     pool_path = run_dir / POOL_FILE
@@ -418,19 +420,9 @@ def train_from_simulations(run_dir, n_fields=160, field_size=256, seed=0, preset
         pool = load_examples(pool_path)
         log(f"loaded {len(pool)} cached fields from {pool_path}")
     else:
-        start = time.monotonic()
-        pool = simulated_examples(n_fields, field_size, seed, preset=preset,
-                                  scale=config.normalisation_scale, star_density=star_density)
-        save_examples(pool_path, pool)
-        put_json(run_dir / POOL_INFO_FILE, {
-            "preset": survey.name, "n_fields": n_fields, "field_size": field_size,
-            "seeds": [seed, seed + n_fields - 1],
-            "star_density_per_arcmin2": star_density if star_density is not None
-            else survey.star_density,
-            "galaxy_density_per_arcmin2": survey.galaxy_density,
-            "pixel_scale_arcsec": survey.pixel_scale})
-        log(f"simulated {len(pool)} {preset} fields of {field_size}x{field_size} in "
-            f"{time.monotonic() - start:.0f} s")
+        pool = build_pool(run_dir, n_fields, field_size, seed, preset=preset,
+                          star_density=star_density, scale=config.normalisation_scale,
+                          pool_from=pool_from, log=log)
     model, state = train_maskrcnn(pool, run_dir, config=config, settings=settings,
                                   max_seconds=max_seconds, log=log, init_from=init_from)
     if state["step"] >= state["settings"]["steps"] and (run_dir / POOL_INFO_FILE).exists():
@@ -438,6 +430,83 @@ def train_from_simulations(run_dir, n_fields=160, field_size=256, seed=0, preset
 
         write_model_card(run_dir / "model.keras", training_card(run_dir, model, state))
     return model, state
+
+
+def pool_parts(info):
+    """Seed ranges and star densities of a pool from its ``pool.json`` description.
+
+    Pools described before parts were recorded are one part.
+    """
+    if "parts" in info:
+        return [dict(part) for part in info["parts"]]
+    return [{"seeds": list(info["seeds"]),
+             "star_density_per_arcmin2": info["star_density_per_arcmin2"]}]
+
+
+def build_pool(run_dir, n_fields, field_size, seed, preset="decam", star_density=None,
+               scale=1.0, pool_from=None, log=print):
+    """Simulate a training pool into ``run_dir/pool.npz`` and describe it in ``pool.json``.
+
+    Parameters
+    ----------
+    run_dir : Path
+    n_fields, field_size : int
+        Fields in the pool and their side (pixels).
+    seed : int
+        Seed of the first simulated field; ignored with ``pool_from``.
+    star_density : float, optional
+        Stars per arcmin² of the simulated fields (default the preset's).
+    pool_from : str or Path, optional
+        A run directory whose cached pool (same preset and field size, at
+        most ``n_fields`` fields) becomes the start of this one; the missing
+        fields get the seeds after its last. ``pool.json`` lists every part
+        (seed range, star density), so mixed pools stay reproducible.
+
+    Returns
+    -------
+    list of Example
+    """
+    from ..errors import InputError
+    from ..simulation.presets import get_preset
+    from .maskrcnn_data import load_examples, save_examples, simulated_examples
+
+    survey = get_preset(preset)
+    pool, parts = [], []
+    if pool_from is not None:
+        source = Path(pool_from)
+        if not (source / POOL_FILE).exists() or not (source / POOL_INFO_FILE).exists():
+            raise InputError(f"{source} has no cached training pool ({POOL_FILE} + {POOL_INFO_FILE})")
+        info = json.loads((source / POOL_INFO_FILE).read_text())
+        if (info["preset"], info["field_size"]) != (survey.name, field_size):
+            raise InputError(f"the pool of {source} holds {info['preset']} fields of "
+                             f"{info['field_size']} px, not {survey.name} fields of {field_size} px")
+        if info["n_fields"] > n_fields:
+            raise InputError(f"the pool of {source} holds {info['n_fields']} fields, more than "
+                             f"the {n_fields} asked for")
+        pool = load_examples(source / POOL_FILE)
+        parts = pool_parts(info)
+        seed = parts[-1]["seeds"][1] + 1
+        log(f"pool starts from the {len(pool)} fields of {source}")
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    start = time.monotonic()
+    n_new = n_fields - len(pool)
+    density = star_density if star_density is not None else survey.star_density
+    if n_new:
+        pool += simulated_examples(n_new, field_size, seed, preset=preset, scale=scale,
+                                   star_density=star_density)
+        parts.append({"seeds": [seed, seed + n_new - 1], "star_density_per_arcmin2": density})
+    densities = {part["star_density_per_arcmin2"] for part in parts}
+    info = {"preset": survey.name, "n_fields": len(pool), "field_size": field_size,
+            "seeds": [parts[0]["seeds"][0], parts[-1]["seeds"][1]]}
+    if len(densities) == 1:
+        info["star_density_per_arcmin2"] = densities.pop()
+    info.update({"parts": parts, "galaxy_density_per_arcmin2": survey.galaxy_density,
+                 "pixel_scale_arcsec": survey.pixel_scale})
+    put_json(run_dir / POOL_INFO_FILE, info)
+    save_examples(run_dir / POOL_FILE, pool)  # last: a pool.npz is always described
+    log(f"simulated {n_new} {preset} fields of {field_size}x{field_size} in "
+        f"{time.monotonic() - start:.0f} s; pool of {len(pool)} fields")
+    return pool
 
 
 def training_card(run_dir, model, state, name=None):

@@ -20,6 +20,7 @@ import numpy as np
 
 from ..classes import MORPHOLOGY_CLASSES
 from ..errors import InputError
+from ..framework import configure_framework
 from ..storage import local_file_written_whole, put_json
 from .unet_metrics import pixel_metrics
 
@@ -28,15 +29,11 @@ HELD_OUT_SEED_OFFSET = 1_000_000
 
 
 def _configure(seed, threads):
+    if threads:
+        configure_framework(threads)
     import keras
     import tensorflow as tf
 
-    if threads:
-        try:
-            tf.config.threading.set_intra_op_parallelism_threads(threads)
-            tf.config.threading.set_inter_op_parallelism_threads(1)
-        except RuntimeError:  # already initialised in this process
-            pass
     keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()
 
