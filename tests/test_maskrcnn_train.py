@@ -266,8 +266,7 @@ def test_pool_from_another_run_keeps_its_fields_and_records_every_part(tmp_path)
     first.mkdir()
     build_pool(first, 2, 64, seed=5, star_density=5.0, log=lambda _: None)
     second = tmp_path / "second"
-    second.mkdir()
-    pool = build_pool(second, 3, 64, seed=999, pool_from=first, log=lambda _: None)
+    pool = build_pool(str(second), 3, 64, seed=999, pool_from=first, log=lambda _: None)
     info = json.loads((second / "pool.json").read_text())
     assert info["n_fields"] == 3 and info["seeds"] == [5, 7]
     # mixed densities: no single figure, every part listed

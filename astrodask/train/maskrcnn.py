@@ -449,7 +449,7 @@ def build_pool(run_dir, n_fields, field_size, seed, preset="decam", star_density
 
     Parameters
     ----------
-    run_dir : Path
+    run_dir : str or Path
     n_fields, field_size : int
         Fields in the pool and their side (pixels).
     seed : int
@@ -470,6 +470,7 @@ def build_pool(run_dir, n_fields, field_size, seed, preset="decam", star_density
     from ..simulation.presets import get_preset
     from .maskrcnn_data import load_examples, save_examples, simulated_examples
 
+    run_dir = Path(run_dir)
     survey = get_preset(preset)
     pool, parts = [], []
     if pool_from is not None:
@@ -487,7 +488,7 @@ def build_pool(run_dir, n_fields, field_size, seed, preset="decam", star_density
         parts = pool_parts(info)
         seed = parts[-1]["seeds"][1] + 1
         log(f"pool starts from the {len(pool)} fields of {source}")
-    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
     n_new = n_fields - len(pool)
     density = star_density if star_density is not None else survey.star_density
