@@ -12,7 +12,7 @@ from astrodask.models.maskrcnn import MaskRCNNConfig
 from astrodask.models.maskrcnn.anchors import generate_anchors
 from astrodask.models.maskrcnn.detection import box_iou
 from astrodask.models.maskrcnn.rpn import rpn_targets
-from astrodask.train.maskrcnn import TrainSettings, train_maskrcnn
+from astrodask.train.maskrcnn import TrainSettings, load_checkpoint, train_maskrcnn
 from astrodask.train.maskrcnn_data import (
     augment, crop, example_from_field, field_truth, load_examples, save_examples,
 )
@@ -295,3 +295,47 @@ def test_cli_train_pool_from_a_run_without_pool(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "has no cached training pool" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "run").exists()
+
+
+def test_moving_average_of_the_weights_is_the_saved_model_and_resumes(tmp_path):
+    from astrodask.models.maskrcnn import load_maskrcnn
+
+    pool = [example_from_field(fake_field((128, 128), 6, 6, seed=s)) for s in range(2)]
+    settings = TrainSettings(steps=1, batch_size=2, crop_size=64, warmup_steps=1, log_every=1,
+                             checkpoint_every_s=1e9, compiled=False, ema_momentum=0.5)
+    train_maskrcnn(pool, tmp_path / "a", config=TINY, settings=settings, log=lambda _: None)
+    after_1 = _trainable(_checkpointed(tmp_path / "a"))
+    settings.steps = 2
+    _, state = train_maskrcnn(pool, tmp_path / "a", settings=settings, log=lambda _: None)
+    assert state["settings"]["ema_momentum"] == 0.5
+    after_2 = _trainable(_checkpointed(tmp_path / "a"))
+    saved = _trainable(load_maskrcnn(tmp_path / "a" / "model.keras"))
+    # the average starts at the first step's weights; the checkpoint keeps the last ones
+    assert any(not np.allclose(a, b) for a, b in zip(after_1, after_2))
+    for average, w1, w2 in zip(saved, after_1, after_2):
+        np.testing.assert_allclose(average, 0.5 * w1 + 0.5 * w2, rtol=1e-5, atol=1e-6)
+    # a run directory read as a model (evaluate RUN_DIR) gives the average too
+    for a, b in zip(saved, _trainable(load_checkpoint(tmp_path / "a")[0])):
+        np.testing.assert_array_equal(a, b)
+    # straight through: the same average as the resumed run
+    straight, _ = train_maskrcnn(pool, tmp_path / "b", config=TINY, settings=settings,
+                                 log=lambda _: None)
+    for a, b in zip(saved, _trainable(straight)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def _checkpointed(run_dir):
+    from astrodask.models.maskrcnn import build_maskrcnn
+
+    model = build_maskrcnn(TINY)
+    model.load_weights(run_dir / "checkpoint.weights.h5")
+    return model
+
+
+def _trainable(model):
+    return [np.asarray(v) for v in model.trainable_variables]
+
+
+def test_cli_rejects_bad_ema_momentum(capsys):
+    assert main(["train", "maskrcnn", "run", "--ema-momentum", "1"]) == 2
+    assert "--ema-momentum" in capsys.readouterr().err

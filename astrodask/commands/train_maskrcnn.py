@@ -41,6 +41,10 @@ def register(subparsers):
                              ".keras path; layers it lacks start fresh)")
     parser.add_argument("--warmup-steps", type=int, default=200,
                         help="linear learning-rate warm-up steps")
+    parser.add_argument("--ema-momentum", type=float, default=0.0,
+                        help="keep a moving average of the weights with this momentum per "
+                             "step (e.g. 0.999) and save it as the model; 0: off (new runs "
+                             "only)")
     parser.add_argument("--max-minutes", type=float, default=None,
                         help="stop (with a checkpoint) after this many minutes")
     parser.add_argument("--checkpoint-minutes", type=float, default=5.0)
@@ -55,6 +59,8 @@ def run(args):
         raise InputError(f"--crop must be a multiple of 64 and at most --field-size, got {args.crop}")
     if args.steps < 1 or args.batch_size < 1 or args.fields < 1:
         raise InputError("--steps, --batch-size and --fields must be positive")
+    if not 0 <= args.ema_momentum < 1:
+        raise InputError(f"--ema-momentum must be in [0, 1), got {args.ema_momentum}")
     weights = (1.0, 1.0, 1.0)
     if args.class_weights is not None:
         try:
@@ -79,6 +85,7 @@ def run(args):
     settings = TrainSettings(steps=args.steps, batch_size=args.batch_size, crop_size=args.crop,
                              learning_rate=args.learning_rate, seed=args.seed,
                              class_weights=weights, warmup_steps=args.warmup_steps,
+                             ema_momentum=args.ema_momentum,
                              checkpoint_every_s=60 * args.checkpoint_minutes)
     max_seconds = None if args.max_minutes is None else 60 * args.max_minutes
     _, state = train_from_simulations(

@@ -3,8 +3,8 @@
 Training runs eagerly with a TensorFlow ``GradientTape`` (the forward pass
 is the same Keras/``keras.ops`` code as inference; target sampling and
 proposal NMS are NumPy in between). A run directory holds everything needed
-to resume: the latest weights, the optimizer's slots, the step and the loss
-history; the random choices of step ``k`` depend only on ``(seed, k)``, so a
+to resume: the latest weights, the optimizer's slots (with the moving average
+of the weights when ``ema_momentum`` is set), the step and the loss history; the random choices of step ``k`` depend only on ``(seed, k)``, so a
 resumed run draws the same batches as an uninterrupted one.
 """
 
@@ -48,6 +48,10 @@ class TrainSettings:
     log_every: int = 20
     compiled: bool = True  # tf.function the network calls (False: eager, for tiny runs)
     class_weights: tuple = (1.0, 1.0, 1.0)  # classification loss weight per true class
+    # > 0: keep an exponential moving average of the weights (this momentum per
+    # step) and save it as the run's model; smooths the step-to-step jitter of
+    # the last weights
+    ema_momentum: float = 0.0
 
 
 def learning_rate_at(step, settings):
@@ -229,11 +233,23 @@ def _grow_rpn_anchors(model, source):
 
 
 def load_checkpoint(run_dir):
-    """The model of a run directory's latest checkpoint (a run may still be going)."""
+    """The model of a run directory's latest checkpoint (a run may still be going).
+
+    A run that keeps a moving average of its weights gives that average, as
+    the run's finished model would be.
+    """
+    import keras
+
     run_dir = Path(run_dir)
     state = json.loads((run_dir / STATE_FILE).read_text())
     model = build_maskrcnn(MaskRCNNConfig.from_dict(state["config"]))
-    model.load_weights(run_dir / WEIGHTS_FILE)
+    momentum = state["settings"].get("ema_momentum", 0.0)
+    if momentum > 0:
+        optimizer = keras.optimizers.AdamW(use_ema=True, ema_momentum=momentum)
+        _restore(run_dir, model, optimizer)
+        optimizer.finalize_variable_values(model.trainable_variables)
+    else:
+        model.load_weights(run_dir / WEIGHTS_FILE)
     return model, state
 
 
@@ -283,7 +299,9 @@ def train_maskrcnn(pool, run_dir, config=None, settings=None, max_seconds=None, 
     model = build_maskrcnn(config)
     optimizer = keras.optimizers.AdamW(learning_rate=settings.learning_rate,
                                        weight_decay=settings.weight_decay,
-                                       global_clipnorm=settings.clip_norm)
+                                       global_clipnorm=settings.clip_norm,
+                                       use_ema=settings.ema_momentum > 0,
+                                       ema_momentum=settings.ema_momentum or 0.99)
     if resuming:
         state = _restore(run_dir, model, optimizer)
         log(f"resumed at step {state['step']}")
@@ -344,6 +362,9 @@ def train_maskrcnn(pool, run_dir, config=None, settings=None, max_seconds=None, 
             break
     if state["step"] == 0 or not (run_dir / STATE_FILE).exists():
         save_checkpoint(run_dir, model, optimizer, state)
+    if settings.ema_momentum > 0 and state["step"] > 0:
+        # the checkpoint keeps the last weights (to resume); the model is the average
+        optimizer.finalize_variable_values(model.trainable_variables)
     with local_file_written_whole(run_dir / "model.keras") as tmp:
         model.save(tmp)
     return model, state
