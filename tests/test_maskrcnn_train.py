@@ -145,12 +145,13 @@ def test_train_on_simulations_then_evaluate_into_the_card(tmp_path, capsys):
     # batch 2: TensorFlow 2.21's oneDNN kernels corrupt the heap on the backward
     # pass of this tiny-width model at batch 1 (the shipped widths are fine)
     settings = TrainSettings(steps=1, batch_size=2, crop_size=64, warmup_steps=1,
-                             compiled=False)
+                             compiled=False, ema_momentum=0.9)
     train_from_simulations(tmp_path, n_fields=2, field_size=64, seed=5, config=TINY,
                            settings=settings, log=lambda _: None)
     card = read_model_card(tmp_path / "model.keras")
     assert card["bands"] == ["g", "r", "z"] and card["pixel_scale_arcsec"] == 0.262
     assert card["training"]["data"]["seeds"] == [5, 6] and card["training"]["steps"] == 1
+    assert card["training"]["ema_momentum"] == 0.9
     code = main(["evaluate", str(tmp_path / "model.keras"), "--fields", "1", "--size", "64",
                  "--iou", "bbox", "--update-card", "--out", str(tmp_path / "report.json")])
     assert code == 0

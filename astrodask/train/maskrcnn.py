@@ -561,6 +561,8 @@ def training_card(run_dir, model, state, name=None):
             "crop_size": settings["crop_size"],
             "learning_rate": settings["learning_rate"],
             "class_weights": list(settings.get("class_weights", TrainSettings.class_weights)),
+            # > 0: the weights are this exponential moving average of the steps' weights
+            "ema_momentum": settings.get("ema_momentum", 0.0),
             "setting_changes": state.get("changes", []),
             "initialised_from": state.get("initialised_from"),
             "augmentation": "90-degree rotations, mirrors, Gaussian blur sigma in [2, 6) px on "
