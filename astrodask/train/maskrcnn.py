@@ -4,8 +4,9 @@ Training runs eagerly with a TensorFlow ``GradientTape`` (the forward pass
 is the same Keras/``keras.ops`` code as inference; target sampling and
 proposal NMS are NumPy in between). A run directory holds everything needed
 to resume: the latest weights, the optimizer's slots (with the moving average
-of the weights when ``ema_momentum`` is set), the step and the loss history; the random choices of step ``k`` depend only on ``(seed, k)``, so a
-resumed run draws the same batches as an uninterrupted one.
+of the weights when ``ema_momentum`` is set), the step and the loss history;
+the random choices of step ``k`` depend only on ``(seed, k)``, so a resumed
+run draws the same batches as an uninterrupted one.
 """
 
 import json
