@@ -239,19 +239,28 @@ def load_checkpoint(run_dir):
     A run that keeps a moving average of its weights gives that average, as
     the run's finished model would be.
     """
-    import keras
-
     run_dir = Path(run_dir)
     state = json.loads((run_dir / STATE_FILE).read_text())
     model = build_maskrcnn(MaskRCNNConfig.from_dict(state["config"]))
-    momentum = state["settings"].get("ema_momentum", 0.0)
-    if momentum > 0:
-        optimizer = keras.optimizers.AdamW(use_ema=True, ema_momentum=momentum)
+    settings = TrainSettings(**state["settings"])
+    if settings.ema_momentum > 0:
+        optimizer = _make_optimizer(settings)
         _restore(run_dir, model, optimizer)
         optimizer.finalize_variable_values(model.trainable_variables)
     else:
         model.load_weights(run_dir / WEIGHTS_FILE)
     return model, state
+
+
+def _make_optimizer(settings):
+    """AdamW of a run, with the moving average of the weights when the run keeps one."""
+    import keras
+
+    return keras.optimizers.AdamW(learning_rate=settings.learning_rate,
+                                  weight_decay=settings.weight_decay,
+                                  global_clipnorm=settings.clip_norm,
+                                  use_ema=settings.ema_momentum > 0,
+                                  ema_momentum=settings.ema_momentum or 0.99)
 
 
 def train_maskrcnn(pool, run_dir, config=None, settings=None, max_seconds=None, log=print,
@@ -298,11 +307,7 @@ def train_maskrcnn(pool, run_dir, config=None, settings=None, max_seconds=None, 
     config = config or MaskRCNNConfig()
     keras.utils.set_random_seed(settings.seed)  # the initial weights
     model = build_maskrcnn(config)
-    optimizer = keras.optimizers.AdamW(learning_rate=settings.learning_rate,
-                                       weight_decay=settings.weight_decay,
-                                       global_clipnorm=settings.clip_norm,
-                                       use_ema=settings.ema_momentum > 0,
-                                       ema_momentum=settings.ema_momentum or 0.99)
+    optimizer = _make_optimizer(settings)
     if resuming:
         state = _restore(run_dir, model, optimizer)
         log(f"resumed at step {state['step']}")
