@@ -56,6 +56,8 @@ class MaskRCNNConfig:
     detection_nms_threshold: float = 0.3
     detection_max_instances: int = 500
     mask_threshold: float = 0.5
+    # also detect on the 7 other flips/rotations and fuse (8x the work; see flips.py)
+    detection_flips: bool = False
     # input: eq. 1 scale A
     normalisation_scale: float = 1.0
 
@@ -67,6 +69,7 @@ class MaskRCNNConfig:
         self.anchor_ratios = tuple(float(r) for r in self.anchor_ratios)
         self.anchor_scale_factors = tuple(float(f) for f in self.anchor_scale_factors)
         self.box_std = tuple(float(s) for s in self.box_std)
+        self.detection_flips = bool(self.detection_flips)
         if self.backbone_depth not in RESNET_BLOCKS:
             raise ValueError(f"backbone_depth must be one of {sorted(RESNET_BLOCKS)}, "
                              f"got {self.backbone_depth}")

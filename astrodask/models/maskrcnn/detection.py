@@ -5,7 +5,7 @@ from scipy import ndimage
 
 from ...evaluate import box_iou
 
-__all__ = ["box_iou", "nms", "select_detections", "paste_masks"]
+__all__ = ["box_iou", "nms", "per_class_nms", "select_detections", "paste_masks"]
 
 
 def nms(boxes, scores, threshold, max_output):
@@ -57,14 +57,18 @@ def select_detections(proposals, probs, boxes_per_class, config, image_shape):
     boxes = np.clip(boxes, 0, [height, width, height, width])
     valid = ((class_ids > 0) & (scores >= config.detection_min_confidence)
              & (boxes[:, 2] - boxes[:, 0] > 0) & (boxes[:, 3] - boxes[:, 1] > 0))
-    kept = []
-    for class_id in np.unique(class_ids[valid]):
-        index = np.flatnonzero(valid & (class_ids == class_id))
-        kept.append(index[nms(boxes[index], scores[index], config.detection_nms_threshold,
-                              config.detection_max_instances)])
-    kept = np.concatenate(kept) if kept else np.zeros(0, dtype=np.int64)
-    kept = kept[np.argsort(-scores[kept], kind="stable")][:config.detection_max_instances]
+    valid = np.flatnonzero(valid)
+    kept = valid[per_class_nms(boxes[valid], class_ids[valid], scores[valid],
+                               config.detection_nms_threshold, config.detection_max_instances)]
     return boxes[kept].astype(np.float32), class_ids[kept], scores[kept].astype(np.float32)
+
+
+def per_class_nms(boxes, class_ids, scores, threshold, max_instances):
+    """NMS within each class; indices of the best ``max_instances`` kept, by decreasing score."""
+    kept = [index[nms(boxes[index], scores[index], threshold, max_instances)]
+            for index in (np.flatnonzero(class_ids == c) for c in np.unique(class_ids))]
+    kept = np.concatenate(kept) if kept else np.zeros(0, dtype=np.int64)
+    return kept[np.argsort(-scores[kept], kind="stable")][:max_instances]
 
 
 def paste_masks(mask_probs, boxes, image_shape, threshold=0.5):

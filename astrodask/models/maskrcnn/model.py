@@ -11,6 +11,7 @@ from .anchors import decode_boxes, generate_anchors
 from .backbone import build_backbone
 from .config import MaskRCNNConfig
 from .detection import paste_masks, select_detections
+from .flips import DIHEDRAL_PASSES, fuse_passes, transform_images, undo_boxes, undo_mask_grids
 from .heads import build_box_head, build_mask_head
 from .roi_align import roi_align
 from .rpn import build_rpn_head, flatten_rpn_outputs, propose
@@ -150,8 +151,9 @@ def detect(model, images, **settings):
         :func:`astrodask.models.maskrcnn.normalise_bands` (channels last).
     **settings
         Detection settings overriding the model's for this call, e.g.
-        ``detection_nms_threshold=0.2`` for dense fields or
-        ``detection_min_confidence``.
+        ``detection_nms_threshold=0.2`` for dense fields,
+        ``detection_min_confidence``, or ``detection_flips=False`` for one
+        pass instead of the fused 8 flips/rotations.
 
     Returns
     -------
@@ -166,6 +168,54 @@ def detect(model, images, **settings):
         images = images[None]
     if images.ndim != 4 or images.shape[-1] != len(config.bands):
         raise ValueError(f"expected images (B, H, W, {len(config.bands)}), got {images.shape}")
+    shape = images.shape[1:3]
+    if config.detection_flips:
+        found = _detect_flipped(model, images, config)
+    else:
+        found = detect_once(model, images, config)
+    return [Instances(boxes, class_ids, scores,
+                      paste_masks(grids, boxes, shape, config.mask_threshold))
+            for boxes, class_ids, scores, grids in found]
+
+
+#: Most transformed images per network call with ``detection_flips`` (bounds memory).
+FLIPS_BATCH = 8
+
+
+def _detect_flipped(model, images, config):
+    """Detections fused over the 8 flips/rotations (see :mod:`.flips`), per image.
+
+    Passes that give images of one shape (all 8 for square images) share
+    network calls of up to ``FLIPS_BATCH`` images.
+    """
+    n_images, height, width, _ = images.shape
+    per_call = max(1, FLIPS_BATCH // n_images)
+    groups = {}
+    for k, flip in DIHEDRAL_PASSES:
+        shape_key = k % 2 if height != width else 0
+        groups.setdefault(shape_key, [[]])
+        if len(groups[shape_key][-1]) == per_call:
+            groups[shape_key].append([])
+        groups[shape_key][-1].append((k, flip))
+    per_pass = {}
+    for passes in (chunk for chunks in groups.values() for chunk in chunks):
+        found = detect_once(model, np.concatenate([transform_images(images, k, flip)
+                                                   for k, flip in passes]), config)
+        for j, (k, flip) in enumerate(passes):
+            per_pass[k, flip] = [(undo_boxes(b, k, flip, (height, width)), c, s,
+                                  undo_mask_grids(m, k, flip))
+                                 for b, c, s, m in found[j * n_images:(j + 1) * n_images]]
+    return [fuse_passes([per_pass[p][i] for p in DIHEDRAL_PASSES],
+                        config.detection_nms_threshold, config.detection_max_instances)
+            for i in range(n_images)]
+
+
+def detect_once(model, images, config):
+    """One forward pass and detection, masks left as box-relative grids.
+
+    Returns, per image, ``(boxes, class_ids, scores, mask_grids)`` with the
+    grids (N, mask_size, mask_size) of the detected class' mask probability.
+    """
     n_images, height, width, _ = images.shape
     padded = pad_images(images)
     pyramid, logits, deltas = model.predict_on_batch(padded)
@@ -202,9 +252,4 @@ def detect(model, images, **settings):
         mask_probs = mask_probs[np.arange(len(det_classes)), :, :, det_classes]
     else:
         mask_probs = np.zeros((0, config.mask_size, config.mask_size), np.float32)
-
-    results = []
-    for (boxes, class_ids, scores), probs_i in zip(picked, _split(mask_probs, det_counts)):
-        masks = paste_masks(probs_i, boxes, (height, width), config.mask_threshold)
-        results.append(Instances(boxes, class_ids, scores, masks))
-    return results
+    return [found + (grids,) for found, grids in zip(picked, _split(mask_probs, det_counts))]

@@ -1,0 +1,117 @@
+"""Test-time flips: detect on the 8 flips/rotations of an image and fuse the results.
+
+A pass ``(k, flip)`` mirrors the image left-right when ``flip`` is set, then
+turns it by ``k`` quarter turns (``numpy.rot90``, counter-clockwise). Its
+detections are mapped back to the original frame (boxes and the box-relative
+mask grids) and the passes are fused: detections of different passes that
+overlap (box IoU >= ``FUSE_IOU``) are one object, whose box is their
+score-weighted mean. The group of 8 is closed, so the fused detections of a
+flipped image are the flipped detections of the original.
+"""
+
+import numpy as np
+
+from ...evaluate import box_iou
+from .detection import per_class_nms
+
+#: The 8 passes (quarter turns, mirror first) of the dihedral group D4.
+DIHEDRAL_PASSES = tuple((k, flip) for flip in (False, True) for k in range(4))
+
+#: Box IoU above which detections of different passes are the same object.
+FUSE_IOU = 0.5
+
+
+def transform_images(images, k, flip):
+    """Apply pass ``(k, flip)`` to images (B, H, W, C): mirror columns, then rotate."""
+    if flip:
+        images = images[:, :, ::-1]
+    return np.ascontiguousarray(np.rot90(images, k, axes=(1, 2)))
+
+
+def undo_boxes(boxes, k, flip, shape):
+    """Map ``(y1, x1, y2, x2)`` boxes found on a transformed image back to the original.
+
+    Parameters
+    ----------
+    boxes : ndarray (N, 4)
+        Boxes in the transformed image's pixel frame (ends exclusive).
+    k, flip
+        The pass that made the transformed image.
+    shape : (H, W)
+        The original image's shape.
+    """
+    height, width = shape
+    boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+    y1, x1, y2, x2 = boxes.T
+    # the frame before the last quarter turn has side ``rows`` along the turned x
+    rows = width if k % 2 else height
+    for _ in range(k % 4):
+        # one quarter turn maps (y, x) to (cols - x, y); undo: (y', x') -> (x', rows' - y')
+        y1, x1, y2, x2 = x1, rows - y2, x2, rows - y1
+        rows = height + width - rows
+    if flip:
+        x1, x2 = width - x2, width - x1
+    return np.stack([y1, x1, y2, x2], axis=1).astype(np.float32)
+
+
+def undo_mask_grids(grids, k, flip):
+    """Map box-relative mask grids (N, M, M) of a transformed image back to the original."""
+    grids = np.rot90(grids, -k, axes=(1, 2))
+    if flip:
+        grids = grids[:, :, ::-1]
+    return np.ascontiguousarray(grids)
+
+
+def fuse_passes(passes, nms_threshold, max_instances):
+    """Fuse the detections of several passes over one image (all in its frame).
+
+    Detections are visited by decreasing score; each unvisited one gathers the
+    unvisited detections with box IoU >= :data:`FUSE_IOU`, keeping the best of
+    each pass. The object's class is the one with the largest summed score,
+    its score the mean score of the passes that gave it that class, its box
+    the score-weighted mean box and its mask grid the score-weighted mean
+    grid. Per-class NMS then runs as for a single pass.
+
+    Parameters
+    ----------
+    passes : list of (boxes, class_ids, scores, mask_grids)
+        Each pass's detections, already mapped back to the image's frame.
+    nms_threshold : float
+        Per-class NMS threshold applied to the fused objects.
+    max_instances : int
+        Most objects kept (by score).
+
+    Returns
+    -------
+    boxes (M, 4), class_ids (M,), scores (M,), mask_grids (M, S, S)
+    """
+    boxes = np.concatenate([p[0] for p in passes]).astype(np.float64)
+    class_ids = np.concatenate([p[1] for p in passes])
+    scores = np.concatenate([p[2] for p in passes]).astype(np.float64)
+    grids = np.concatenate([p[3] for p in passes]).astype(np.float64)
+    pass_ids = np.concatenate([np.full(len(p[0]), i) for i, p in enumerate(passes)])
+    overlap = box_iou(boxes, boxes) >= FUSE_IOU
+    free = np.ones(len(boxes), bool)
+    fused = []
+    for i in np.argsort(-scores, kind="stable"):
+        if not free[i]:
+            continue
+        near = np.flatnonzero(free & overlap[i])
+        # one detection per pass: the best (``near`` is few, so a loop is fine)
+        members = np.array([max(near[pass_ids[near] == p], key=lambda j: scores[j])
+                            for p in np.unique(pass_ids[near])])
+        free[members] = False
+        sums = [scores[members][class_ids[members] == c].sum() for c in (1, 2)]
+        best_class = 1 + int(np.argmax(sums))
+        weights = scores[members] / scores[members].sum()
+        fused.append((weights @ boxes[members], best_class,
+                       max(sums) / np.count_nonzero(class_ids[members] == best_class),
+                       np.tensordot(weights, grids[members], axes=1)))
+    if not fused:
+        size = passes[0][3].shape[1:] if passes else (0, 0)
+        return (np.zeros((0, 4), np.float32), np.zeros(0, np.int64), np.zeros(0, np.float32),
+                np.zeros((0,) + tuple(size), np.float32))
+    out_boxes, out_classes, out_scores, out_grids = (np.array(v) for v in zip(*fused))
+    kept = per_class_nms(out_boxes, out_classes, out_scores, nms_threshold, max_instances)
+    return (out_boxes[kept].astype(np.float32), out_classes[kept].astype(np.int64),
+            out_scores[kept].astype(np.float32), out_grids[kept].astype(np.float32))
