@@ -35,11 +35,24 @@ class UnetOptions:
 
 @dataclass
 class MaskRCNNOptions:
-    """Detection settings of the Mask R-CNN (Astro R-CNN defaults)."""
+    """Detection settings of the Mask R-CNN (Astro R-CNN defaults).
+
+    Attributes
+    ----------
+    min_confidence, nms_threshold : float
+        Lowest score kept, and the per-class NMS threshold.
+    max_detections : int
+        Most detections per tile.
+    flips : bool, optional
+        Detect on the 8 flips/rotations of each tile and fuse them (8x the
+        work); ``None`` keeps the model's own setting (on for the shipped
+        ``maskrcnn_decam``).
+    """
 
     min_confidence: float = 0.5
     nms_threshold: float = 0.3
     max_detections: int = 300
+    flips: bool = None
 
 
 @dataclass
@@ -116,6 +129,8 @@ class RunConfig:
             raise InputError("maskrcnn min_confidence must lie in [0, 1]")
         if not 0 < self.maskrcnn.nms_threshold <= 1:
             raise InputError("maskrcnn nms_threshold must lie in (0, 1]")
+        if self.maskrcnn.flips not in (None, True, False):
+            raise InputError(f"maskrcnn flips must be true or false, got {self.maskrcnn.flips!r}")
         return self
 
     def to_dict(self):

@@ -84,3 +84,35 @@ def test_instances_per_tile_match_bare_detection(setup):
                                       and xs.start <= row["anchor_x"] < xs.stop)
     assert total > 0, "a zero-confidence threshold must give detections"
     assert json.loads((out / "run.json").read_text())["models"][0]["kind"] == "maskrcnn"
+
+
+def test_flips_option_reaches_detection(setup, tmp_path, capsys):
+    from dataclasses import replace
+
+    from astrodask.cli import main
+    from astrodask.config import MaskRCNNOptions
+    from astrodask.engine.run import _with_stats, resolve_config
+    from astrodask.engine.runners import MaskRCNNRunner
+    from astrodask.engine.specs import resolve_models
+
+    _, mosaic, model_path = setup
+    spec = _with_stats(resolve_models([str(model_path)], mosaic.bands)[0], mosaic)
+    # unset: the model's own setting holds; set: it overrides it
+    assert "detection_flips" not in MaskRCNNRunner(spec, MaskRCNNOptions()).settings
+    runner = MaskRCNNRunner(spec, replace(MaskRCNNOptions(), flips=True))
+    assert runner.settings["detection_flips"] is True
+    yaml = tmp_path / "run.yaml"
+    yaml.write_text("maskrcnn: {flips: maybe}\n")
+    code = main(["run", str(mosaic.path), "--out", str(tmp_path / "r"), "--config", str(yaml)])
+    assert code == 2
+    assert capsys.readouterr().err.strip() == ("astrodask: error: maskrcnn flips must be true "
+                                               "or false, got 'maybe'")
+    yaml.write_text("models: [maskrcnn]\nmaskrcnn: {flips: false}\n")
+    assert resolve_config(yaml).maskrcnn.flips is False
+    # the flag overrides the file
+    from astrodask.cli import build_parser
+    from astrodask.commands.run import config_from_args
+
+    args = build_parser().parse_args(["run", "m.zarr", "--out", "r", "--config", str(yaml),
+                                      "--maskrcnn-flips"])
+    assert config_from_args(args).maskrcnn.flips is True

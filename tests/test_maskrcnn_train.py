@@ -167,6 +167,13 @@ def test_train_on_simulations_then_evaluate_into_the_card(tmp_path, capsys):
     assert sum(b["n"] for b in bins) == report["maskrcnn"]["bbox"]["n_truth"] > 0
     assert bins[-1]["high"] is None and [b["n"] for b in report["completeness_by_snr"]["sep"]] \
         == [b["n"] for b in bins]
+    assert report["settings"]["detection_flips"] is False
+    # with the flips the model does not use by default, the metrics go beside the card's own
+    assert main(["evaluate", str(tmp_path / "model.keras"), "--fields", "1", "--size", "64",
+                 "--iou", "bbox", "--no-baseline", "--flips", "--update-card"]) == 0
+    card = read_model_card(tmp_path / "model.keras")
+    assert card["evaluation"] == evaluation
+    assert card["evaluation_with_flips"]["test_set"]["detection_flips"] is True
 
 
 def test_class_weights_make_a_weighted_mean():

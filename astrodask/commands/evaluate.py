@@ -1,5 +1,7 @@
 """``astrodask evaluate``: score a Mask R-CNN (and SEP) on held-out simulated fields."""
 
+import argparse
+
 
 def register(subparsers):
     parser = subparsers.add_parser(
@@ -18,6 +20,9 @@ def register(subparsers):
     parser.add_argument("--no-baseline", action="store_true", help="skip the SEP baseline")
     parser.add_argument("--iou", choices=("bbox", "mask", "both"), default="both",
                         help="overlap measure(s) for matching")
+    parser.add_argument("--flips", action=argparse.BooleanOptionalAction, default=None,
+                        help="fuse detections on the 8 flips/rotations of each field "
+                             "(default: the model's setting; on for maskrcnn_decam)")
     parser.add_argument("--out", help="write the full report as JSON here")
     parser.add_argument("--update-card", action="store_true",
                         help="store the metrics in the model's card (a .keras model only)")
@@ -47,6 +52,7 @@ def run(args):
         args.model, n_fields=args.fields, size=args.size,
         seed=TEST_SEED if args.seed is None else args.seed, preset=args.preset,
         baseline=not args.no_baseline, iou_types=iou_types,
+        settings={} if args.flips is None else {"detection_flips": args.flips},
         log=lambda line: print(line, flush=True))
     for iou_type in iou_types:
         print(f"\nIoU on {iou_type}:")
@@ -61,5 +67,10 @@ def run(args):
         from astrodask.train.maskrcnn_eval import card_metrics
 
         card = read_model_card(card_target)
-        card["evaluation"] = card_metrics(result)
+        # the card's "evaluation" is of the model's own settings; an override goes beside it
+        flips = result["settings"]["detection_flips"]
+        own = card.get("config", {}).get("detection_flips", False)
+        key = ("evaluation" if args.flips is None or flips == own
+               else f"evaluation_{'with' if flips else 'without'}_flips")
+        card[key] = card_metrics(result)
         print(f"metrics stored in {write_model_card(card_target, card)}")

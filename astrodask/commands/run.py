@@ -1,5 +1,6 @@
 """``astrodask run``: the models over every tile of a mosaic, on Dask."""
 
+import argparse
 import sys
 
 
@@ -52,6 +53,9 @@ def register(subparsers):
     parser.add_argument("--unet-stride", type=int, help="faithful-mode window stride")
     parser.add_argument("--flips", action="store_true", default=None,
                         help="fast mode: average the 8 flips/rotations")
+    parser.add_argument("--maskrcnn-flips", action=argparse.BooleanOptionalAction, default=None,
+                        help="Mask R-CNN: fuse detections on the 8 flips/rotations of each tile "
+                             "(default: the model's setting; on for maskrcnn_decam)")
     parser.add_argument("--restart", action="store_true", default=None,
                         help="ignore done markers and recompute every tile")
     parser.add_argument("--report", nargs="?", const="", metavar="HTML",
@@ -60,12 +64,12 @@ def register(subparsers):
     parser.set_defaults(func=run)
 
 
-def run(args):
+def config_from_args(args):
+    """The validated RunConfig of parsed ``astrodask run`` arguments (file, then flags)."""
     from dataclasses import replace
 
     from .. import storage
-    from ..engine.run import print_summary, resolve_config, run as run_engine
-    from ..progress import TextProgress
+    from ..engine.run import resolve_config
 
     config = resolve_config(
         args.config,
@@ -81,7 +85,17 @@ def run(args):
     unet = {k: v for k, v in {"mode": args.unet_mode, "stride": args.unet_stride,
                               "flips": args.flips}.items() if v is not None}
     if unet:
-        config = replace(config, unet=replace(config.unet, **unet)).validate()
+        config = replace(config, unet=replace(config.unet, **unet))
+    if args.maskrcnn_flips is not None:
+        config = replace(config, maskrcnn=replace(config.maskrcnn, flips=args.maskrcnn_flips))
+    return config.validate()
+
+
+def run(args):
+    from ..engine.run import print_summary, run as run_engine
+    from ..progress import TextProgress
+
+    config = config_from_args(args)
 
     def started(summary):
         print(f"running on {summary.cluster}", file=sys.stderr)

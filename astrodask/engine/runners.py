@@ -85,6 +85,8 @@ class MaskRCNNRunner:
         self.settings = dict(detection_min_confidence=options.min_confidence,
                              detection_nms_threshold=options.nms_threshold,
                              detection_max_instances=options.max_detections)
+        if options.flips is not None:
+            self.settings["detection_flips"] = options.flips
         self._lock = threading.Lock()
 
     def warm_up(self, tile_size):

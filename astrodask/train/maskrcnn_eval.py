@@ -14,7 +14,7 @@ SNR_EDGES = (0.0, 7.0, 10.0, 15.0, 30.0, 100.0, np.inf)
 
 
 def evaluate_on_simulations(model, n_fields=12, size=512, seed=TEST_SEED, preset="decam",
-                            baseline=True, iou_types=("bbox", "mask"), log=print):
+                            baseline=True, iou_types=("bbox", "mask"), settings=None, log=print):
     """Simulate held-out fields, run the model (and SEP), and score both.
 
     Parameters
@@ -32,6 +32,9 @@ def evaluate_on_simulations(model, n_fields=12, size=512, seed=TEST_SEED, preset
         Also run the SEP baseline on the same images.
     iou_types : tuple of {"bbox", "mask"}
         Overlap measures to report.
+    settings : dict, optional
+        Detection settings overriding the model's (see
+        :func:`astrodask.models.maskrcnn.detect`), e.g. ``detection_flips``.
 
     Returns
     -------
@@ -56,7 +59,8 @@ def evaluate_on_simulations(model, n_fields=12, size=512, seed=TEST_SEED, preset
             model, _ = load_checkpoint(model)
         else:
             model = load_maskrcnn(resolve_model_path(model))
-    config = model.config
+    settings = dict(settings or {})
+    config = model.config.replace(**settings)
     truths, model_dets, sep_dets, snrs = [], [], [], []
     seconds = {"maskrcnn": 0.0, "sep": 0.0}
     psf_r50 = _psf_half_light_radius(get_preset(preset)) if baseline else None
@@ -69,7 +73,7 @@ def evaluate_on_simulations(model, n_fields=12, size=512, seed=TEST_SEED, preset
         mean, std = band_statistics(field.images)
         image = normalise_bands(field.images, mean, std, config.normalisation_scale)
         start = time.perf_counter()
-        model_dets.append(detect(model, image)[0])
+        model_dets.append(detect(model, image, **settings)[0])
         seconds["maskrcnn"] += time.perf_counter() - start
         if baseline:
             from ..baselines.sep_baseline import sep_detect
@@ -83,7 +87,8 @@ def evaluate_on_simulations(model, n_fields=12, size=512, seed=TEST_SEED, preset
     result = {
         "settings": {"n_fields": n_fields, "size": size, "seed": seed, "preset": preset,
                      "detection_nms_threshold": config.detection_nms_threshold,
-                     "detection_min_confidence": config.detection_min_confidence},
+                     "detection_min_confidence": config.detection_min_confidence,
+                     "detection_flips": config.detection_flips},
         "seconds_per_field": {k: v / n_fields for k, v in seconds.items()},
         "truth_counts": {"star": int(sum((t.class_ids == 1).sum() for t in truths)),
                          "galaxy": int(sum((t.class_ids == 2).sum() for t in truths))},
