@@ -219,6 +219,8 @@ def detect_once(model, images, config):
     n_images, height, width, _ = images.shape
     padded = pad_images(images)
     pyramid, logits, deltas = model.predict_on_batch(padded)
+    # once here, not in every ROIAlign gather (each would copy the whole level)
+    pyramid = [ops.convert_to_tensor(level) for level in pyramid]
     anchors = cached_anchors(padded.shape[1:3], config.anchor_scales, config.anchor_ratios,
                              config.anchor_scale_factors)
 
