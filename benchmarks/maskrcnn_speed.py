@@ -2,8 +2,9 @@
 
 Runs the whole inference path (forward pass, proposals, heads, per-class
 NMS, mask pasting) with :func:`astrodask.models.maskrcnn.detect` on
-simulated DECam fields at batch 1 and batch 4, after one warm-up call, and
-prints the median of ``--repeats`` timings.
+simulated DECam fields at batch 1 and batch 4, in one pass and with the 8
+fused flips/rotations (``detection_flips``), after one warm-up call each, and
+prints the median of ``--repeats`` timings and the flips/one-pass ratio.
 
     .venv/bin/python benchmarks/maskrcnn_speed.py [--model maskrcnn_decam] [--repeats 3]
 """
@@ -40,20 +41,25 @@ def main():
 
     print(f"model {args.model}: depth {model.config.backbone_depth}, "
           f"{model.count_params():,} parameters; load average {os.getloadavg()[0]:.1f}")
-    print("| batch | s per call | s per 512x512 block | detections per block |")
-    print("| --- | --- | --- | --- |")
-    for batch in (1, 4):
-        images = blocks[:batch]
-        results = detect(model, images)  # warm-up
-        times = []
-        for _ in range(args.repeats):
-            start = time.perf_counter()
-            results = detect(model, images)
-            times.append(time.perf_counter() - start)
-        per_call = statistics.median(times)
-        n_det = np.mean([len(r) for r in results])
-        print(f"| {batch} | {per_call:.2f} | {per_call / batch:.2f} | {n_det:.0f} |")
-
+    print("| flips | batch | s per call | s per 512x512 block | detections per block |")
+    print("| --- | --- | --- | --- | --- |")
+    per_block = {}
+    for flips in (False, True):
+        for batch in (1, 4):
+            images = blocks[:batch]
+            results = detect(model, images, detection_flips=flips)  # warm-up
+            times = []
+            for _ in range(args.repeats):
+                start = time.perf_counter()
+                results = detect(model, images, detection_flips=flips)
+                times.append(time.perf_counter() - start)
+            per_call = statistics.median(times)
+            per_block[flips, batch] = per_call / batch
+            n_det = np.mean([len(r) for r in results])
+            print(f"| {'8 fused' if flips else 'one pass'} | {batch} | {per_call:.2f} | "
+                  f"{per_call / batch:.2f} | {n_det:.0f} |")
+    print("flips / one pass, s per block: " + ", ".join(
+        f"batch {b} {per_block[True, b] / per_block[False, b]:.1f}x" for b in (1, 4)))
 
 if __name__ == "__main__":
     main()
