@@ -31,8 +31,8 @@ JAX_SCRIPT = textwrap.dedent("""
 
 
 @pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax is not installed")
-@pytest.mark.parametrize("roi_min_level", [2, 1])
-def test_jax_backend_gives_the_same_detections(tmp_path, roi_min_level):
+@pytest.mark.parametrize("roi_min_level, flips", [(2, False), (1, True)])
+def test_jax_backend_gives_the_same_detections(tmp_path, roi_min_level, flips):
     import keras
 
     # Untrained weights: seeded, so that the model surely detects something to compare.
@@ -40,7 +40,7 @@ def test_jax_backend_gives_the_same_detections(tmp_path, roi_min_level):
     model = build_maskrcnn(stem_width=8, stage_widths=(8, 8, 16, 16), fpn_channels=8,
                            head_units=16, mask_channels=8, detection_min_confidence=0.0,
                            detection_max_instances=30, rpn_post_nms_inference=200,
-                           roi_min_level=roi_min_level)
+                           roi_min_level=roi_min_level, detection_flips=flips)
     rng = np.random.default_rng(7)
     images = rng.normal(size=(2, 64, 64, 3)).astype(np.float32)
     images[:, 20:26, 30:36] += 20.0  # a bright source to detect
