@@ -328,3 +328,13 @@ def test_existing_cluster_with_gpu_workers_only_runs_there(mosaic_path, tmp_path
     assert set(summary.workers) == {worker.pid}, "a task ran on a worker without GPU=1"
     assert summary.cluster.startswith("existing cluster")
     assert Results(tmp_path / "results").read_run()["config"]["gpu_workers"]
+
+
+def test_parsers_can_be_built_again_and_again():
+    # each parser gets its own command groups (train, models), whatever became of the last
+    import gc
+
+    for _ in range(20):
+        args = cli.build_parser().parse_args(["train", "maskrcnn", "run-dir"])
+        assert args.command == "train" and args.train_command == "maskrcnn"
+        gc.collect()

@@ -7,18 +7,18 @@ A handler takes the parsed ``argparse.Namespace`` and returns an exit code
 (``None`` means 0).
 """
 
-_GROUPS = {}
-
-
 def group(subparsers, name, help):
     """Return the sub-parsers of command group ``name`` (e.g. ``train``).
 
     Several modules can add subcommands to one group (``train unet`` and
     ``train maskrcnn``); the group parser is created by whichever asks first.
+    The groups live on ``subparsers`` itself, so every parser built gets its
+    own (a registry keyed by ``id()`` handed a new parser the groups of a
+    collected one).
     """
-    key = (id(subparsers), name)
-    if key not in _GROUPS:
+    groups = vars(subparsers).setdefault("astrodask_groups", {})
+    if name not in groups:
         parser = subparsers.add_parser(name, help=help, description=help)
-        _GROUPS[key] = parser.add_subparsers(dest=f"{name}_command", metavar="SUBCOMMAND",
+        groups[name] = parser.add_subparsers(dest=f"{name}_command", metavar="SUBCOMMAND",
                                              required=True)
-    return _GROUPS[key]
+    return groups[name]
