@@ -7,6 +7,7 @@ A handler takes the parsed ``argparse.Namespace`` and returns an exit code
 (``None`` means 0).
 """
 
+
 def group(subparsers, name, help):
     """Return the sub-parsers of command group ``name`` (e.g. ``train``).
 

@@ -43,10 +43,11 @@ def undo_boxes(boxes, k, flip, shape):
     height, width = shape
     boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
     y1, x1, y2, x2 = boxes.T
-    # the frame before the last quarter turn has side ``rows`` along the turned x
+    # ``rows``: the height of the frame being undone (odd turns swap the sides)
     rows = width if k % 2 else height
     for _ in range(k % 4):
-        # one quarter turn maps (y, x) to (cols - x, y); undo: (y', x') -> (x', rows' - y')
+        # a quarter turn takes (y, x) of a frame of width w to (w - x, y), and the
+        # turned frame's height is w: so (y', x') came from (x', rows - y')
         y1, x1, y2, x2 = x1, rows - y2, x2, rows - y1
         rows = height + width - rows
     if flip:
@@ -101,8 +102,9 @@ def fuse_passes(passes, nms_threshold, max_instances):
         members = np.array([max(near[pass_ids[near] == p], key=lambda j: scores[j])
                             for p in np.unique(pass_ids[near])])
         free[members] = False
-        sums = [scores[members][class_ids[members] == c].sum() for c in (1, 2)]
-        best_class = 1 + int(np.argmax(sums))
+        classes = np.unique(class_ids[members])
+        sums = [scores[members][class_ids[members] == c].sum() for c in classes]
+        best_class = classes[int(np.argmax(sums))]
         weights = scores[members] / scores[members].sum()
         fused.append((weights @ boxes[members], best_class,
                        max(sums) / np.count_nonzero(class_ids[members] == best_class),
