@@ -4,14 +4,11 @@ import keras
 import numpy as np
 import pytest
 
+from astrodask.dihedral import DIHEDRAL, transform, untransform
 from astrodask.evaluate import boxes_from_masks
 from astrodask.models.maskrcnn import build_maskrcnn, detect
-from astrodask.models.maskrcnn.flips import (
-    DIHEDRAL_PASSES, fuse_passes, transform_images, undo_boxes, undo_mask_grids,
-)
-
-TINY = dict(stem_width=8, stage_widths=(8, 8, 16, 16), fpn_channels=8, head_units=16,
-            mask_channels=8)
+from astrodask.models.maskrcnn.flips import fuse_passes, undo_boxes
+from test_maskrcnn import TINY
 
 
 def _l_shape(shape, y0, x0, size):
@@ -26,8 +23,8 @@ def test_the_eight_passes_are_distinct_and_boxes_map_back():
     image = _l_shape((40, 60), 5, 30, 8)  # not square: odd turns swap the sides
     truth_box = boxes_from_masks(image[..., 0] > 0)
     seen = set()
-    for k, flip in DIHEDRAL_PASSES:
-        moved = transform_images(image, k, flip)
+    for k, flip in DIHEDRAL:
+        moved = transform(image, k, flip, axes=(1, 2))
         assert moved.shape[1:3] == ((60, 40) if k % 2 else (40, 60))
         seen.add(moved.tobytes())
         found_box = boxes_from_masks(moved[..., 0] > 0)
@@ -39,11 +36,11 @@ def test_mask_grids_map_back():
     # a 12 x 12 box holding the L: its box-relative grid at 12 x 12 is the crop itself
     image = _l_shape((30, 30), 7, 11, 12)
     crop = image[0, 7:19, 11:23, 0]
-    for k, flip in DIHEDRAL_PASSES:
-        moved = transform_images(image, k, flip)[0, ..., 0]
+    for k, flip in DIHEDRAL:
+        moved = transform(image, k, flip, axes=(1, 2))[0, ..., 0]
         y1, x1, y2, x2 = boxes_from_masks(moved[None] > 0)[0].astype(int)
         grid = moved[y1:y2, x1:x2][None]
-        np.testing.assert_array_equal(undo_mask_grids(grid, k, flip)[0], crop)
+        np.testing.assert_array_equal(untransform(grid, k, flip, axes=(1, 2))[0], crop)
 
 
 def _pass(boxes, classes, scores, grid_value=None):

@@ -24,14 +24,12 @@ the pixel; mean, var and votes are 0 there, as Morpheus writes them).
 import numpy as np
 from scipy import ndimage
 
+from ..dihedral import DIHEDRAL, transform, untransform
 from ..errors import InputError
 
 #: Morpheus window and the margin of it that is not counted.
 WINDOW = 40
 MARGIN = 5
-
-#: The eight flips/rotations (rot90 count, flip left-right first).
-DIHEDRAL = tuple((k, flip) for flip in (False, True) for k in range(4))
 
 
 def standardise_windows(windows):
@@ -238,10 +236,8 @@ def classify_fast(model, image, flips=False, normalisation="local", sampling="ha
                 "n": np.ones((height, width), np.int32)}
     acc = None
     for k, flip in DIHEDRAL:
-        view = np.rot90(x[:, ::-1] if flip else x, k, axes=(0, 1))
-        probs = _predict(net, np.ascontiguousarray(view)[None])[0]
-        probs = np.rot90(probs, -k, axes=(0, 1))
-        probs = (probs[:, ::-1] if flip else probs)[:height, :width].transpose(2, 0, 1)
+        probs = _predict(net, transform(x, k, flip)[None])[0]
+        probs = untransform(probs, k, flip)[:height, :width].transpose(2, 0, 1)
         if acc is None:
             acc = _Accumulator(probs.shape[0], (height, width))
         p = probs.astype(np.float64)

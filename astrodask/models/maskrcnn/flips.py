@@ -1,11 +1,10 @@
 """Test-time flips: detect on the 8 flips/rotations of an image and fuse the results.
 
-A pass ``(k, flip)`` mirrors the image left-right when ``flip`` is set, then
-turns it by ``k`` quarter turns (``numpy.rot90``, counter-clockwise). Its
-detections are mapped back to the original frame (boxes and the box-relative
-mask grids) and the passes are fused: detections of different passes that
-overlap (box IoU >= ``FUSE_IOU``) are one object, whose box is their
-score-weighted mean. The group of 8 is closed, so the fused detections of a
+Each pass ``(k, flip)`` of :mod:`astrodask.dihedral` gives detections that
+are mapped back to the original frame (boxes here, the box-relative mask
+grids with :func:`astrodask.dihedral.untransform`) and the passes are fused:
+detections of different passes that overlap (box IoU >= ``FUSE_IOU``) are
+one object, whose box is their score-weighted mean. The group of 8 is closed, so the fused detections of a
 flipped image are the flipped detections of the original.
 """
 
@@ -14,18 +13,8 @@ import numpy as np
 from ...evaluate import box_iou
 from .detection import per_class_nms
 
-#: The 8 passes (quarter turns, mirror first) of the dihedral group D4.
-DIHEDRAL_PASSES = tuple((k, flip) for flip in (False, True) for k in range(4))
-
 #: Box IoU above which detections of different passes are the same object.
 FUSE_IOU = 0.5
-
-
-def transform_images(images, k, flip):
-    """Apply pass ``(k, flip)`` to images (B, H, W, C): mirror columns, then rotate."""
-    if flip:
-        images = images[:, :, ::-1]
-    return np.ascontiguousarray(np.rot90(images, k, axes=(1, 2)))
 
 
 def undo_boxes(boxes, k, flip, shape):
@@ -53,14 +42,6 @@ def undo_boxes(boxes, k, flip, shape):
     if flip:
         x1, x2 = width - x2, width - x1
     return np.stack([y1, x1, y2, x2], axis=1).astype(np.float32)
-
-
-def undo_mask_grids(grids, k, flip):
-    """Map box-relative mask grids (N, M, M) of a transformed image back to the original."""
-    grids = np.rot90(grids, -k, axes=(1, 2))
-    if flip:
-        grids = grids[:, :, ::-1]
-    return np.ascontiguousarray(grids)
 
 
 def fuse_passes(passes, nms_threshold, max_instances):

@@ -6,12 +6,13 @@ import keras
 import numpy as np
 from keras import ops
 
+from ...dihedral import DIHEDRAL, transform, untransform
 from ...evaluate import Instances
 from .anchors import decode_boxes, generate_anchors
 from .backbone import build_backbone
 from .config import MaskRCNNConfig
 from .detection import paste_masks, select_detections
-from .flips import DIHEDRAL_PASSES, fuse_passes, transform_images, undo_boxes, undo_mask_grids
+from .flips import fuse_passes, undo_boxes
 from .heads import build_box_head, build_mask_head
 from .roi_align import roi_align
 from .rpn import build_rpn_head, flatten_rpn_outputs, propose
@@ -190,22 +191,20 @@ def _detect_flipped(model, images, config):
     """
     n_images, height, width, _ = images.shape
     per_call = max(1, FLIPS_BATCH // n_images)
-    groups = {}
-    for k, flip in DIHEDRAL_PASSES:
-        shape_key = k % 2 if height != width else 0
-        groups.setdefault(shape_key, [[]])
-        if len(groups[shape_key][-1]) == per_call:
-            groups[shape_key].append([])
-        groups[shape_key][-1].append((k, flip))
+    by_shape = {}
+    for k, flip in DIHEDRAL:
+        by_shape.setdefault(k % 2 if height != width else 0, []).append((k, flip))
     per_pass = {}
-    for passes in (chunk for chunks in groups.values() for chunk in chunks):
-        found = detect_once(model, np.concatenate([transform_images(images, k, flip)
-                                                   for k, flip in passes]), config)
-        for j, (k, flip) in enumerate(passes):
-            per_pass[k, flip] = [(undo_boxes(b, k, flip, (height, width)), c, s,
-                                  undo_mask_grids(m, k, flip))
-                                 for b, c, s, m in found[j * n_images:(j + 1) * n_images]]
-    return [fuse_passes([per_pass[p][i] for p in DIHEDRAL_PASSES],
+    for passes in by_shape.values():
+        for start in range(0, len(passes), per_call):
+            chunk = passes[start:start + per_call]
+            found = detect_once(model, np.concatenate([transform(images, k, flip, axes=(1, 2))
+                                                       for k, flip in chunk]), config)
+            for j, (k, flip) in enumerate(chunk):
+                per_pass[k, flip] = [(undo_boxes(b, k, flip, (height, width)), c, s,
+                                      untransform(m, k, flip, axes=(1, 2)))
+                                     for b, c, s, m in found[j * n_images:(j + 1) * n_images]]
+    return [fuse_passes([per_pass[p][i] for p in DIHEDRAL],
                         config.detection_nms_threshold, config.detection_max_instances)
             for i in range(n_images)]
 
