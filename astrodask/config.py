@@ -35,24 +35,34 @@ class UnetOptions:
 
 @dataclass
 class MaskRCNNOptions:
-    """Detection settings of the Mask R-CNN (Astro R-CNN defaults).
+    """Detection settings of the Mask R-CNN; ``None`` keeps the model card's.
+
+    The engine runs a model as its card says (the settings it was evaluated
+    with) unless an option here is given; ``run.json`` records what was used.
 
     Attributes
     ----------
-    min_confidence, nms_threshold : float
-        Lowest score kept, and the per-class NMS threshold.
-    max_detections : int
-        Most detections per tile.
+    min_confidence, nms_threshold : float, optional
+        Lowest score kept, and the per-class NMS threshold (card of
+        ``maskrcnn_decam``: 0.5 and 0.3, Astro R-CNN's).
+    max_detections : int, optional
+        Most detections per tile (card: 500).
     flips : bool, optional
         Detect on the 8 flips/rotations of each tile and fuse them (8x the
-        work); ``None`` keeps the model's own setting (on for the shipped
-        ``maskrcnn_decam``).
+        work; on for the shipped ``maskrcnn_decam``).
     """
 
-    min_confidence: float = 0.5
-    nms_threshold: float = 0.3
-    max_detections: int = 300
+    min_confidence: float = None
+    nms_threshold: float = None
+    max_detections: int = None
     flips: bool = None
+
+    def overrides(self):
+        """The given options as Mask R-CNN detection settings (``detection_*`` names)."""
+        names = {"min_confidence": "detection_min_confidence",
+                 "nms_threshold": "detection_nms_threshold",
+                 "max_detections": "detection_max_instances", "flips": "detection_flips"}
+        return {names[k]: v for k, v in asdict(self).items() if v is not None}
 
 
 @dataclass
@@ -61,10 +71,13 @@ class RunConfig:
 
     Attributes
     ----------
-    models : list of str
+    models : list of str, optional
         ``unet`` / ``maskrcnn`` (the shipped model for the mosaic's bands), a
         shipped model name (``morpheus``, ``morpheus_decam``,
         ``maskrcnn_decam``) or a path to a ``.keras`` file with a model card.
+        Default (``None``): every kind of shipped model that takes the
+        mosaic's bands (Mask R-CNN for detection and classes, U-Net for
+        morphology).
     band_map : dict, optional
         Model band → mosaic band, for models whose bands are named otherwise.
     n_workers, threads_per_worker : int, optional
@@ -88,7 +101,7 @@ class RunConfig:
         Write Dask's performance report HTML to this path.
     """
 
-    models: list = field(default_factory=lambda: ["unet"])
+    models: list = None
     band_map: dict = field(default_factory=dict)
     n_workers: int = None
     threads_per_worker: int = None
@@ -104,7 +117,7 @@ class RunConfig:
 
     def validate(self):
         """Check values; raise :class:`~astrodask.errors.InputError` on the first bad one."""
-        if not self.models:
+        if self.models is not None and not self.models:
             raise InputError("no models given (e.g. --models unet,maskrcnn)")
         if self.batch_size is not None and self.batch_size < 1:
             raise InputError(f"batch size must be at least 1, got {self.batch_size}")
@@ -125,10 +138,13 @@ class RunConfig:
         if unknown or not self.unet.outputs:
             raise InputError(f"unet outputs must be among mean, var, votes; got "
                              f"{', '.join(self.unet.outputs)}")
-        if not 0 <= self.maskrcnn.min_confidence <= 1:
+        detection = self.maskrcnn
+        if detection.min_confidence is not None and not 0 <= detection.min_confidence <= 1:
             raise InputError("maskrcnn min_confidence must lie in [0, 1]")
-        if not 0 < self.maskrcnn.nms_threshold <= 1:
+        if detection.nms_threshold is not None and not 0 < detection.nms_threshold <= 1:
             raise InputError("maskrcnn nms_threshold must lie in (0, 1]")
+        if detection.max_detections is not None and detection.max_detections < 1:
+            raise InputError("maskrcnn max_detections must be at least 1")
         if self.maskrcnn.flips not in (None, True, False):
             raise InputError(f"maskrcnn flips must be true or false, got {self.maskrcnn.flips!r}")
         return self

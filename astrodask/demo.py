@@ -31,16 +31,9 @@ class DemoResult:
 
 def demo_models(bands):
     """The kinds of shipped models (``unet``, ``maskrcnn``) that take ``bands``."""
-    from .engine.specs import KINDS, resolve_models
+    from .engine.specs import usable_kinds
 
-    usable = []
-    for kind in KINDS:
-        try:
-            resolve_models([kind], bands)
-        except InputError:
-            continue
-        usable.append(kind)
-    return usable
+    return usable_kinds(bands)
 
 
 def demo(out="demo-output", preset="decam", size=DEFAULT_SIZE, seed=0, n_workers=None,

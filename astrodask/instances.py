@@ -45,13 +45,17 @@ def tile_instances(tile, grid, masks, class_ids, scores, brightness):
     class_ids : ndarray, shape (N,)
     scores : ndarray, shape (N,)
     brightness : ndarray, shape (T, T)
-        Image used to choose each instance's anchor (its brightest mask pixel).
+        The detection image (:func:`astrodask.sky.detection_image`), ``-inf``
+        on flagged pixels: each instance's anchor is its brightest mask pixel.
 
     Returns
     -------
     pyarrow.Table
-        With :data:`SCHEMA`; instances whose mask lies wholly in the padding
-        are dropped. ``in_core``: the anchor lies in the window's half-open
+        With :data:`SCHEMA`. Instances centred on flagged pixels (the mask's
+        centroid, or every pixel, has no data: padding, NaN, zero weight) are
+        dropped: whatever the model saw there was the sky noise filled in.
+        Their masks may still cover flagged pixels (the catalog's ``masked``
+        flag). ``in_core``: the anchor lies in the window's half-open
         core. ``cut``: the mask touches a window edge that lies inside the
         mosaic, so the object may continue in a neighbouring window.
     """
@@ -68,11 +72,13 @@ def tile_instances(tile, grid, masks, class_ids, scores, brightness):
         mask = mask & inside
         if not mask.any():
             continue
-        ys = np.flatnonzero(mask.any(axis=1))
-        xs = np.flatnonzero(mask.any(axis=0))
-        by0, by1, bx0, bx1 = ys[0], ys[-1] + 1, xs[0], xs[-1] + 1
+        py, px = np.nonzero(mask)
         masked = np.where(mask, brightness, -np.inf)
         ay, ax = np.unravel_index(int(np.argmax(masked)), masked.shape)
+        if not np.isfinite(masked[ay, ax]) or \
+                not np.isfinite(brightness[int(round(py.mean())), int(round(px.mean()))]):
+            continue
+        by0, by1, bx0, bx1 = py.min(), py.max() + 1, px.min(), px.max() + 1
         cut = ((cut_edges[0] and by0 == 0) or (cut_edges[1] and bx0 == 0)
                or (cut_edges[2] and by1 == t) or (cut_edges[3] and bx1 == t))
         values = dict(tile_iy=tile.iy, tile_ix=tile.ix, det=det, class_id=int(class_id),

@@ -16,7 +16,33 @@ import numpy as np
 from .mosaic import PADDING
 
 
-def chunk_sums(labels, y0, x0, image, flags, weight=None, classes=None):
+def near_flagged(flags, ys, xs):
+    """Pixels of a chunk that are flagged, or touch a flagged pixel (8-connected).
+
+    Parameters
+    ----------
+    flags : array_like of uint8, shape (band, height, width)
+        The mosaic's mask (a Zarr array: only the chunk and a 1-pixel border
+        are read).
+    ys, xs : slice
+        The chunk.
+
+    Returns
+    -------
+    ndarray of bool, shape (ys, xs)
+        Padding (outside the mosaic) does not count as flagged.
+    """
+    from scipy import ndimage
+
+    _, height, width = flags.shape
+    y0, x0 = max(ys.start - 1, 0), max(xs.start - 1, 0)
+    y1, x1 = min(ys.stop + 1, height), min(xs.stop + 1, width)
+    bad = (np.asarray(flags[:, y0:y1, x0:x1]) & ~np.uint8(PADDING)).any(axis=0)
+    grown = ndimage.binary_dilation(bad, structure=np.ones((3, 3), bool))
+    return grown[ys.start - y0:ys.stop - y0, xs.start - x0:xs.stop - x0]
+
+
+def chunk_sums(labels, y0, x0, image, flags, weight=None, classes=None, touching=None):
     """Partial sums of every object in one chunk.
 
     Parameters
@@ -33,6 +59,11 @@ def chunk_sums(labels, y0, x0, image, flags, weight=None, classes=None):
         Inverse-variance weights.
     classes : ndarray, shape (class, h, w), optional
         U-Net class probabilities.
+    touching : ndarray of bool, shape (h, w), optional
+        Pixels that are flagged or touch a flagged pixel (:func:`near_flagged`);
+        ``flagged`` then counts an object's pixels there, so an object whose
+        mask stops beside a masked column is flagged too. Default: the
+        object's flagged pixels only.
 
     Returns
     -------
@@ -60,7 +91,8 @@ def chunk_sums(labels, y0, x0, image, flags, weight=None, classes=None):
         "sum_fx": total(detection * xx),
         "sum_y": total(yy),
         "sum_x": total(xx),
-        "flagged": total((flags & ~np.uint8(PADDING)).any(axis=0)),
+        "flagged": total((flags & ~np.uint8(PADDING)).any(axis=0) if touching is None
+                         else touching),
     }
     if weight is not None:
         with np.errstate(divide="ignore"):

@@ -43,7 +43,7 @@ def test_instances_per_tile_match_bare_detection(setup):
     from astrodask.engine.plugin import worker_environment
     from astrodask.engine.runners import MaskRCNNRunner
     from astrodask.engine.specs import resolve_models
-    from astrodask.engine.run import _with_stats, resolve_config
+    from astrodask.engine.run import prepare_spec, resolve_config
 
     folder, mosaic, model_path = setup
     config = resolve_config(models=[str(model_path)], batch_size=4)
@@ -55,8 +55,10 @@ def test_instances_per_tile_match_bare_detection(setup):
         summary = astrodask.run(mosaic, out, config=config, client=client)
     assert summary.tiles_run == 35
     results = Results(out)
-    spec = _with_stats(resolve_models([str(model_path)], mosaic.bands)[0], mosaic)
-    assert spec.stats is not None
+    spec = prepare_spec(resolve_models([str(model_path)], mosaic.bands)[0], mosaic, config)
+    assert spec.stats is not None and spec.settings["detection_min_confidence"] == 0.0
+    record = json.loads((out / "run.json").read_text())
+    assert record["models"][0]["settings"] == spec.settings
     runner = MaskRCNNRunner(spec, config.maskrcnn)
     total = 0
     grid = mosaic.tile_grid
@@ -66,8 +68,11 @@ def test_instances_per_tile_match_bare_detection(setup):
         tile = mosaic.read_tile(iy, ix)
         from astrodask.models.maskrcnn import detect
 
-        found = detect(runner.model, runner.standardise([tile]), **runner.settings)[0]
-        kept = [m for m in found.masks if (m & (tile.mask[0] == 0)).any()]
+        found = detect(runner.model, runner.standardise([tile], mosaic), **runner.settings)[0]
+        valid = tile.mask[0] == 0
+        kept = [m for m in found.masks
+                if (m & valid).any() and valid[tuple(np.round(np.mean(np.nonzero(m & valid),
+                                                                        axis=1)).astype(int))]]
         assert table.num_rows == len(kept)
         total += table.num_rows
         y0w, x0w = tile.origin
@@ -91,16 +96,19 @@ def test_flips_option_reaches_detection(setup, tmp_path, capsys):
 
     from astrodask.cli import main
     from astrodask.config import MaskRCNNOptions
-    from astrodask.engine.run import _with_stats, resolve_config
+    from astrodask.engine.run import prepare_spec, resolve_config
     from astrodask.engine.runners import MaskRCNNRunner
-    from astrodask.engine.specs import resolve_models
+    from astrodask.engine.specs import detection_settings, resolve_models
 
     _, mosaic, model_path = setup
-    spec = _with_stats(resolve_models([str(model_path)], mosaic.bands)[0], mosaic)
-    # unset: the model's own setting holds; set: it overrides it
-    assert "detection_flips" not in MaskRCNNRunner(spec, MaskRCNNOptions()).settings
-    runner = MaskRCNNRunner(spec, replace(MaskRCNNOptions(), flips=True))
-    assert runner.settings["detection_flips"] is True
+    spec = resolve_models([str(model_path)], mosaic.bands)[0]
+    # unset: the card's setting holds; set: it overrides it
+    card_flips = detection_settings(spec.card)["detection_flips"]
+    config = resolve_config(models=[str(model_path)])
+    assert prepare_spec(spec, mosaic, config).settings["detection_flips"] is card_flips
+    config = replace(config, maskrcnn=replace(MaskRCNNOptions(), flips=not card_flips))
+    runner = MaskRCNNRunner(prepare_spec(spec, mosaic, config), config.maskrcnn)
+    assert runner.settings["detection_flips"] is (not card_flips)
     yaml = tmp_path / "run.yaml"
     yaml.write_text("maskrcnn: {flips: maybe}\n")
     code = main(["run", str(mosaic.path), "--out", str(tmp_path / "r"), "--config", str(yaml)])

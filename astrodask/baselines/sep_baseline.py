@@ -45,29 +45,84 @@ def sep_detect(images, psf_half_light_radius, threshold=1.2, min_area=5,
     Instances
         Boxes, classes (1 star, 2 galaxy), scores (S/N) and masks.
     """
+    objects, segmap, detection = _extract(images, None, threshold, min_area, deblend_nthresh,
+                                          deblend_cont, segmentation_map=True)
+    n = len(objects)
+    if n == 0:
+        return Instances(np.zeros((0, 4)), np.zeros(0, int), np.zeros(0),
+                         np.zeros((0,) + detection.shape, bool))
+    masks = segmap[None, :, :] == np.arange(1, n + 1)[:, None, None]
+    classes, scores = _classify(objects, detection, psf_half_light_radius, star_factor)
+    return Instances(boxes_from_masks(masks), classes, scores, masks)
+
+
+def sep_catalog(images, psf_half_light_radius, mask=None, threshold=1.2, min_area=5,
+                deblend_nthresh=32, deblend_cont=0.005, star_factor=1.05):
+    """A SEP source catalog of a whole image: positions, class and S/N, no masks.
+
+    The same detection and classification as :func:`sep_detect`, for images
+    too large to hold one full-size mask per source.
+
+    Parameters
+    ----------
+    images : ndarray, shape (band, y, x)
+        Raw band images; NaNs are allowed where ``mask`` is set.
+    psf_half_light_radius : float
+        Of the PSF, in pixels.
+    mask : ndarray of bool, shape (y, x), optional
+        Pixels to ignore (no data).
+    threshold, min_area, deblend_nthresh, deblend_cont, star_factor
+        As :func:`sep_detect`.
+
+    Returns
+    -------
+    dict of ndarray
+        ``x``, ``y`` (0-based pixels), ``class`` (``star``/``galaxy``) and ``snr``.
+    """
+    objects, _, detection = _extract(images, mask, threshold, min_area, deblend_nthresh,
+                                     deblend_cont)
+    classes, scores = _classify(objects, detection, psf_half_light_radius, star_factor)
+    names = np.array(["", "star", "galaxy"], dtype=object)
+    return {"x": np.asarray(objects["x"], float), "y": np.asarray(objects["y"], float),
+            "class": names[classes], "snr": scores}
+
+
+def _extract(images, mask, threshold, min_area, deblend_nthresh, deblend_cont,
+             segmentation_map=False):
+    """SEP background, detection image (bands summed in noise units) and extraction."""
     try:
         import sep
     except ImportError:
         raise DependencyError("the SEP baseline needs the 'sep' package "
                               "(pip install 'astrodask[baselines]')") from None
     images = np.asarray(images, dtype=np.float64)
+    if mask is not None:
+        mask = np.ascontiguousarray(mask, dtype=bool) | ~np.isfinite(images).all(axis=0)
+        images = np.where(mask, 0.0, images)
     detection = np.zeros(images.shape[1:])
     for band in images:
         band = np.ascontiguousarray(band)
-        background = sep.Background(band)
+        background = sep.Background(band, mask=mask)
         detection += (band - background.back()) / background.globalrms
     detection = np.ascontiguousarray(detection / np.sqrt(len(images)))
-    objects, segmap = sep.extract(detection, threshold, err=1.0, minarea=min_area,
-                                  deblend_nthresh=deblend_nthresh, deblend_cont=deblend_cont,
-                                  segmentation_map=True)
-    n = len(objects)
-    if n == 0:
-        return Instances(np.zeros((0, 4)), np.zeros(0, int), np.zeros(0),
-                         np.zeros((0,) + detection.shape, bool))
-    masks = segmap[None, :, :] == np.arange(1, n + 1)[:, None, None]
+    if mask is not None:
+        detection[mask] = 0.0
+    found = sep.extract(detection, threshold, err=1.0, mask=mask, minarea=min_area,
+                        deblend_nthresh=deblend_nthresh, deblend_cont=deblend_cont,
+                        segmentation_map=segmentation_map)
+    objects, segmap = found if segmentation_map else (found, None)
+    return objects, segmap, detection
+
+
+def _classify(objects, detection, psf_half_light_radius, star_factor):
+    """SEP's size rule (1 star, 2 galaxy) and S/N score of each object."""
+    import sep
+
+    if not len(objects):
+        return np.zeros(0, int), np.zeros(0)
     radius, _ = sep.flux_radius(detection, objects["x"], objects["y"],
                                 6.0 * np.maximum(objects["a"], 1.0), 0.5,
                                 normflux=np.maximum(objects["flux"], 1e-9), subpix=5)
     classes = np.where(radius < star_factor * psf_half_light_radius, 1, 2)
     scores = objects["flux"] / np.sqrt(np.maximum(objects["npix"], 1))
-    return Instances(boxes_from_masks(masks), classes, scores, masks)
+    return classes, scores

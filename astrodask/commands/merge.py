@@ -17,6 +17,9 @@ def register(subparsers):
                         help="U-Net-only runs: background probability that seeds a source")
     parser.add_argument("--min-snr", type=float, default=5.0,
                         help="U-Net-only runs: minimum S/N of a segment (default 5)")
+    parser.add_argument("--min-score", type=float,
+                        help="Mask R-CNN runs: leave out objects scored below this (default: "
+                             "the model card's catalog_min_score)")
     parser.add_argument("--detection-threshold", type=float, default=0.5,
                         help="max. min(background) for morpheus_detected")
     parser.add_argument("--no-pictures", action="store_true", help="skip the PNG quick-looks")
@@ -31,6 +34,7 @@ def run(args):
 
     options = MergeOptions(match_iou=args.match_iou, morpheus_threshold=args.morpheus_threshold,
                            morpheus_min_snr=args.min_snr,
+                           min_score=args.min_score,
                            detection_threshold=args.detection_threshold,
                            pictures=not args.no_pictures)
     progress = None if args.quiet else TextProgress("merge", unit="chunks")

@@ -18,7 +18,8 @@ from ..config import RunConfig, dump_config, load_config
 from ..errors import AstrodaskError, InputError, first_line
 from ..mosaic import open_mosaic
 from .results import Results, run_key
-from .specs import resolve_models
+from ..sky import band_levels
+from .specs import detection_settings, resolve_models
 
 
 class EngineError(AstrodaskError):
@@ -81,19 +82,19 @@ def resolve_config(config=None, **overrides):
     return replace(config, **updates).validate()
 
 
-def _with_stats(spec, mosaic):
-    """Give a Mask R-CNN spec the mosaic's sigma-clipped band statistics (eq. 1).
+def prepare_spec(spec, mosaic, config):
+    """Give a Mask R-CNN spec its input statistics and detection settings.
 
-    They were measured at ingest on a fixed pixel lattice over the whole
-    mosaic, so every tile is standardised as the whole mosaic would be.
+    The statistics are the mosaic's sigma-clipped band statistics (eq. 1),
+    measured at ingest on a fixed pixel lattice over the whole mosaic, so
+    every tile is standardised as the whole mosaic would be. The detection
+    settings are the card's, with the run's overrides.
     """
     if spec.kind != "maskrcnn":
         return spec
-    stats = mosaic.attrs["band_stats"]
-    bands = [mosaic.bands[i] for i in spec.band_indices]
-    mean = [stats[b]["clipped_mean"] for b in bands]
-    std = [stats[b]["clipped_std"] if stats[b]["clipped_std"] > 0 else 1.0 for b in bands]
-    return replace(spec, stats=(tuple(mean), tuple(std)))
+    mean, std = band_levels(mosaic, [mosaic.bands[i] for i in spec.band_indices])
+    return replace(spec, stats=(tuple(map(float, mean)), tuple(map(float, std))),
+                   settings=detection_settings(spec.card, config.maskrcnn.overrides()))
 
 
 def _check_window_lattice(config, grid, specs):
@@ -149,7 +150,7 @@ def run(mosaic, out, *, config=None, client=None, progress=None, on_start=None, 
     config = resolve_config(config, **overrides)
     if not hasattr(mosaic, "read_tile"):
         mosaic = open_mosaic(mosaic)
-    specs = [_with_stats(s, mosaic) for s in
+    specs = [prepare_spec(s, mosaic, config) for s in
              resolve_models(config.models, mosaic.bands, config.band_map)]
     _check_window_lattice(config, mosaic.tile_grid, specs)
     if config.batch_size is None:
@@ -160,7 +161,8 @@ def run(mosaic, out, *, config=None, client=None, progress=None, on_start=None, 
         "mosaic_inputs": mosaic.attrs["inputs"],
         "tile_grid": mosaic.tile_grid.to_dict(),
         "models": [{"kind": s.kind, "name": s.name, "path": s.path, "card": s.card,
-                    "band_indices": list(s.band_indices)} for s in specs],
+                    "band_indices": list(s.band_indices), "settings": s.settings}
+                   for s in specs],
         "config": config.to_dict(),
         "astrodask_version": __version__,
         "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

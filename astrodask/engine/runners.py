@@ -10,6 +10,17 @@ import threading
 import numpy as np
 
 from ..morphology.windows import classify_tile
+from ..sky import band_levels, detection_image, fill_flagged
+
+
+def filled_data(tile, mosaic):
+    """A window's pixels with padding and flagged pixels filled by sky noise.
+
+    The noise is seeded by the window's index, so a window is always filled
+    the same way (:func:`astrodask.sky.fill_flagged`).
+    """
+    mean, std = band_levels(mosaic)
+    return fill_flagged(tile.data, tile.mask != 0, mean, std, seed=(tile.iy, tile.ix))
 
 
 class UnetRunner:
@@ -47,9 +58,9 @@ class UnetRunner:
         classify_tile(self.model, blank, mode=self.options.mode, stride=self.options.stride,
                       flips=self.options.flips)
 
-    def predict(self, tile):
+    def predict(self, tile, mosaic):
         """Class maps of one :class:`~astrodask.mosaic.Tile` (whole window)."""
-        data = tile.data[list(self.spec.band_indices)]
+        data = filled_data(tile, mosaic)[list(self.spec.band_indices)]
         with self._lock:
             return classify_tile(self.model, data, mode=self.options.mode,
                                  stride=self.options.stride, flips=self.options.flips)
@@ -58,7 +69,7 @@ class UnetRunner:
         """Run on ``tiles`` and write each window's core; returns a small summary."""
         group = self.open_outputs(results)
         for tile in tiles:
-            out = self.predict(tile)
+            out = self.predict(tile, mosaic)
             ys, xs = mosaic.core_slices(tile.iy, tile.ix)
             for name in self.options.outputs:
                 group[name][:, ys, xs] = np.asarray(out[name][(slice(None),) + tile.core],
@@ -71,7 +82,9 @@ class MaskRCNNRunner:
 
     Tiles are standardised with eq. 1 using the *mosaic's* band statistics
     (``spec.stats``, computed once on the client), so a tile is normalised as
-    the whole mosaic would be.
+    the whole mosaic would be. Padding and flagged pixels are filled with sky
+    noise first; detection settings are ``spec.settings`` (the model card's,
+    with the run's overrides).
     """
 
     kind = "maskrcnn"
@@ -82,11 +95,7 @@ class MaskRCNNRunner:
         self.spec = spec
         self.model = load_maskrcnn(spec.path)
         self.mean, self.std = (np.asarray(v, dtype=np.float32) for v in spec.stats)
-        self.settings = dict(detection_min_confidence=options.min_confidence,
-                             detection_nms_threshold=options.nms_threshold,
-                             detection_max_instances=options.max_detections)
-        if options.flips is not None:
-            self.settings["detection_flips"] = options.flips
+        self.settings = dict(spec.settings or {})
         self._lock = threading.Lock()
 
     def warm_up(self, tile_size):
@@ -96,30 +105,28 @@ class MaskRCNNRunner:
         blank = np.zeros((1, tile_size, tile_size, len(self.spec.band_indices)), np.float32)
         detect(self.model, blank, **self.settings)
 
-    def standardise(self, tiles):
-        """Eq. 1 on a batch of tiles (B, T, T, band); flagged pixels become 0 (sky)."""
+    def standardise(self, tiles, mosaic):
+        """Eq. 1 on a batch of tiles (B, T, T, band), flagged pixels filled with sky noise."""
         from ..models.maskrcnn import normalise_bands
 
         bands = list(self.spec.band_indices)
-        data = np.stack([t.data[bands] for t in tiles])
-        flagged = np.stack([(t.mask[bands] != 0) for t in tiles])
-        images = normalise_bands(data, self.mean, self.std,
-                                 self.model.config.normalisation_scale, channels_last=False)
-        images[flagged] = 0.0
-        return np.ascontiguousarray(np.moveaxis(images, 1, -1))
+        data = np.stack([filled_data(t, mosaic)[bands] for t in tiles])
+        return normalise_bands(data, self.mean, self.std, self.model.config.normalisation_scale)
 
     def process(self, tiles, mosaic, results):
         from ..instances import tile_instances
         from ..models.maskrcnn import detect
         from .results import write_parquet
 
-        images = self.standardise(tiles)
+        images = self.standardise(tiles, mosaic)
         with self._lock:
             detections = detect(self.model, images, **self.settings)
+        mean, std = band_levels(mosaic)
         count = 0
-        for tile, image, found in zip(tiles, images, detections):
+        for tile, found in zip(tiles, detections):
             table = tile_instances(tile, mosaic.tile_grid, found.masks, found.class_ids,
-                                   found.scores, image.sum(axis=-1))
+                                   found.scores, detection_image(tile.data, tile.mask != 0,
+                                                                 mean, std))
             write_parquet(table, results.instances_path(tile.iy, tile.ix))
             count += table.num_rows
         return {"instances": count}

@@ -34,6 +34,9 @@ class ModelSpec:
     stats : tuple, optional
         Mosaic band statistics ``(mean, std)`` for input standardisation
         (Mask R-CNN eq. 1), in model band order.
+    settings : dict, optional
+        Mask R-CNN detection settings the run uses: the card's, with the run's
+        overrides (:func:`detection_settings`).
     """
 
     kind: str
@@ -42,6 +45,35 @@ class ModelSpec:
     card: dict
     band_indices: tuple
     stats: tuple = None
+    settings: dict = None
+
+
+#: Detection settings of a Mask R-CNN card that the engine applies.
+DETECTION_SETTINGS = ("detection_min_confidence", "detection_nms_threshold",
+                      "detection_max_instances", "detection_flips", "detection_cross_class_iou")
+
+
+def detection_settings(card, overrides=None):
+    """The detection settings a Mask R-CNN runs with: its card's, then ``overrides``.
+
+    Parameters
+    ----------
+    card : dict
+        The model card (its ``config`` holds the settings it was evaluated with).
+    overrides : dict, optional
+        ``detection_*`` settings given for this run.
+
+    Returns
+    -------
+    dict
+    """
+    from ..models.maskrcnn import MaskRCNNConfig
+
+    config = card.get("config") or {}
+    defaults = MaskRCNNConfig()
+    settings = {k: config.get(k, getattr(defaults, k)) for k in DETECTION_SETTINGS}
+    settings.update(overrides or {})
+    return settings
 
 
 def model_kind(card):
@@ -84,13 +116,31 @@ def _shipped_cards():
             continue
 
 
+def usable_kinds(mosaic_bands, band_map=None):
+    """The kinds (``unet``, ``maskrcnn``) of shipped model that take ``mosaic_bands``."""
+    usable = []
+    for kind in KINDS:
+        try:
+            _shipped_for_bands(kind, mosaic_bands, band_map)
+        except InputError:
+            continue
+        usable.append(kind)
+    return usable
+
+
 def resolve_models(names, mosaic_bands, band_map=None):
     """Turn ``--models`` entries into :class:`ModelSpec` objects.
 
     ``unet`` and ``maskrcnn`` pick the shipped model of that kind whose bands
     match the mosaic's (or ``band_map``); other entries are shipped model
-    names or ``.keras`` paths.
+    names or ``.keras`` paths. ``names=None``: every kind of shipped model
+    that takes the mosaic's bands (:func:`usable_kinds`).
     """
+    if names is None:
+        names = usable_kinds(mosaic_bands, band_map)
+        if not names:
+            raise InputError(f"no shipped model takes bands {','.join(mosaic_bands)}; "
+                             "name the bands with --band-map or give --models")
     specs = []
     for entry in names:
         entry = str(entry).strip()

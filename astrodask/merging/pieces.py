@@ -12,6 +12,7 @@ import pyarrow as pa
 from scipy import ndimage
 
 from ..instances import SCHEMA, decode_mask, tile_instances
+from ..sky import band_levels, detection_image
 
 
 @dataclass
@@ -97,6 +98,7 @@ def morpheus_pieces(mosaic, unet_group, threshold=0.0, min_distance=5, max_peaks
     grid = mosaic.tile_grid
     stats = mosaic.attrs["band_stats"]
     sigma = float(np.sqrt(sum(stats[b]["mad_std"] ** 2 for b in mosaic.bands)))
+    mean, std = band_levels(mosaic)
     tables = []
     for iy, ix in grid.indices():
         tile = mosaic.read_tile(iy, ix)
@@ -118,5 +120,6 @@ def morpheus_pieces(mosaic, unet_group, threshold=0.0, min_distance=5, max_peaks
             np.zeros((0, grid.tile, grid.tile), bool)
         scores = np.array([1.0 - background[m].min() for m in masks], dtype=np.float32)
         class_ids = np.zeros(len(ids), dtype=np.int8)  # Morpheus does not classify star/galaxy
-        tables.append(tile_instances(tile, grid, masks, class_ids, scores, flux))
+        tables.append(tile_instances(tile, grid, masks, class_ids, scores,
+                                     detection_image(tile.data, tile.mask != 0, mean, std)))
     return Pieces(pa.concat_tables(tables) if tables else SCHEMA.empty_table())

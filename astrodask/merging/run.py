@@ -16,10 +16,12 @@ import numpy as np
 from .. import __version__, storage
 from ..classes import MORPHOLOGY_CLASSES, OBJECT_CLASSES
 from ..engine.results import Results
-from ..errors import StoreError
+from ..errors import InputError, StoreError
 from ..mosaic import open_mosaic
+from ..sky import detection_reader
 from .pieces import morpheus_pieces, read_instance_pieces
-from .stitch import MATCH_IOU, blend_families, drop_hidden, paint_priority, resolve
+from .stitch import (MATCH_IOU, blend_families, drop_hidden, paint_priority, resolve,
+                     select_objects)
 
 #: Catalog flag bits.
 FLAGS = {"blended": 1, "truncated": 2, "tile_edge": 4, "masked": 8, "morpheus_undetected": 16}
@@ -43,6 +45,10 @@ class MergeOptions:
         Algorithm 2 deblending seeds (U-Net-only runs).
     morpheus_min_area, morpheus_min_snr : float
         U-Net-only runs: smallest segment kept, and its minimum S/N.
+    min_score : float, optional
+        Mask R-CNN runs: objects whose detection score is below this are left
+        out of the catalog. Default: the model card's ``catalog_min_score``
+        (chosen for purity on validation mosaics), else none.
     detection_threshold : float
         ``morpheus_detected`` is true where the object's minimum background
         probability is at most this (as the Morpheus value-added catalog flags
@@ -58,8 +64,22 @@ class MergeOptions:
     morpheus_max_peaks: int = 20
     morpheus_min_area: int = 5
     morpheus_min_snr: float = 5.0
+    min_score: float = None
     detection_threshold: float = 0.5
     pictures: bool = True
+
+
+def catalog_min_score(record, options):
+    """The score cut of a run's catalog: the option, else its Mask R-CNN card's, else none."""
+    if options.min_score is not None:
+        if not 0 <= options.min_score <= 1:
+            raise InputError(f"min score must lie in [0, 1], got {options.min_score}")
+        return float(options.min_score)
+    for model in record["models"]:
+        if model["kind"] == "maskrcnn":
+            value = model["card"].get("catalog_min_score")
+            return float(value) if value is not None else None
+    return None
 
 
 @dataclass
@@ -119,8 +139,11 @@ def merge(results, *, mosaic=None, options=None, threads=None, progress=None):
                                  max_peaks=options.morpheus_max_peaks,
                                  min_area=options.morpheus_min_area,
                                  min_snr=options.morpheus_min_snr)
-    objects = resolve(pieces, mosaic.tile_grid, brightness=_brightness(mosaic),
+    objects = resolve(pieces, mosaic.tile_grid, brightness=detection_reader(mosaic),
                       match_iou=options.match_iou)
+    min_score = catalog_min_score(record, options) if "maskrcnn" in kinds else None
+    if min_score is not None:
+        objects = select_objects(objects, np.flatnonzero(objects.score >= min_score))
     objects = blend_families(drop_hidden(objects))
     seconds["stitch"] = time.perf_counter() - start
 
@@ -154,7 +177,8 @@ def merge(results, *, mosaic=None, options=None, threads=None, progress=None):
     summary.files["summary"] = results.file("summary.txt")
     storage.put_bytes(summary.files["summary"], summary_text(summary).encode())
     storage.put_json(results.file("merge.json"),
-                     {"options": options.__dict__, "n_objects": len(objects),
+                     {"options": options.__dict__, "min_score_applied": min_score,
+                      "n_objects": len(objects),
                       "files": summary.files})
     return summary
 
@@ -167,15 +191,6 @@ def _open_unet(results):
     if classes[-1] != "background":
         raise StoreError(f"U-Net classes {classes} do not end with background")
     return group
-
-
-def _brightness(mosaic):
-    image = mosaic.array("image")
-
-    def read(y0, x0, y1, x1):
-        return np.nan_to_num(image[:, y0:y1, x0:x1], nan=0.0).sum(axis=0)
-
-    return read
 
 
 def _chunk_objects(objects, grid):
@@ -208,7 +223,7 @@ def _paint_and_measure(mosaic, objects, unet, segmap_path, threads, progress):
     import zarr
     from zarr.codecs import BloscCodec
 
-    from ..measure import Accumulator, chunk_sums
+    from ..measure import Accumulator, chunk_sums, near_flagged
 
     grid = mosaic.tile_grid
     group = zarr.open_group(segmap_path, mode="w", zarr_format=3)
@@ -234,7 +249,8 @@ def _paint_and_measure(mosaic, objects, unet, segmap_path, threads, progress):
             return None
         return chunk_sums(labels, ys.start, xs.start, image[:, ys, xs], flags[:, ys, xs],
                           weight[:, ys, xs] if weight is not None else None,
-                          unet["mean"][:, ys, xs] if unet is not None else None)
+                          unet["mean"][:, ys, xs] if unet is not None else None,
+                          touching=near_flagged(flags, ys, xs))
 
     indices = grid.indices()
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:

@@ -294,10 +294,11 @@ def drop_hidden(objects):
             if not (mask & ~covered).any():
                 continue
         keep.append(i)
-    return _select(objects, keep)
+    return select_objects(objects, keep)
 
 
-def _select(objects, keep):
+def select_objects(objects, keep):
+    """The objects at indices ``keep`` (in that order)."""
     keep = np.asarray(keep, dtype=np.int64)
     return Objects(y0=objects.y0[keep], x0=objects.x0[keep], y1=objects.y1[keep],
                    x1=objects.x1[keep], masks=[objects.masks[i] for i in keep],

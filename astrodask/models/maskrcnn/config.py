@@ -56,6 +56,10 @@ class MaskRCNNConfig:
     detection_nms_threshold: float = 0.3
     detection_max_instances: int = 500
     mask_threshold: float = 0.5
+    # after the per-class NMS, detections of *different* classes whose boxes
+    # overlap by more than this IoU are one object seen twice (a star and a
+    # galaxy on the same pixels): the lower-scored one goes. 1.0 = off.
+    detection_cross_class_iou: float = 1.0
     # also detect on the 7 other flips/rotations and fuse (8x the work; see flips.py)
     detection_flips: bool = False
     # input: eq. 1 scale A

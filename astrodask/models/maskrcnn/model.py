@@ -11,7 +11,7 @@ from ...evaluate import Instances
 from .anchors import decode_boxes, generate_anchors
 from .backbone import build_backbone
 from .config import MaskRCNNConfig
-from .detection import paste_masks, select_detections
+from .detection import nms, paste_masks, select_detections
 from .flips import fuse_passes, undo_boxes
 from .heads import build_box_head, build_mask_head
 from .roi_align import roi_align
@@ -174,9 +174,19 @@ def detect(model, images, **settings):
         found = _detect_flipped(model, images, config)
     else:
         found = detect_once(model, images, config)
+    if config.detection_cross_class_iou < 1.0:
+        found = [_one_class_per_object(f, config.detection_cross_class_iou) for f in found]
     return [Instances(boxes, class_ids, scores,
                       paste_masks(grids, boxes, shape, config.mask_threshold))
             for boxes, class_ids, scores, grids in found]
+
+
+def _one_class_per_object(found, iou_threshold):
+    """Drop detections that overlap a better-scored one of another class (box IoU)."""
+    boxes, class_ids, scores, grids = found
+    keep = nms(boxes, scores, iou_threshold, len(boxes))
+    keep = np.sort(keep)  # keep the per-class NMS order (decreasing score)
+    return boxes[keep], class_ids[keep], scores[keep], grids[keep]
 
 
 #: Most transformed images per network call with ``detection_flips`` (bounds memory).

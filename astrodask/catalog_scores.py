@@ -1,0 +1,185 @@
+"""A whole-mosaic catalog scored against truth, region by region.
+
+The product of astrodask is the catalog of a whole mosaic, so its quality is
+measured there: one-to-one positional matching of catalog objects to true
+sources, completeness per S/N bin, purity, star/galaxy accuracy, duplicates,
+each also split by where a source lies in the tile grid (interior windows,
+near a seam between window cores, edge windows that reach past the mosaic,
+near flagged pixels). Positions are 0-based pixels, ``x`` along columns.
+"""
+
+import numpy as np
+
+#: S/N bins of the completeness table (detection-image sigma of the truth).
+SNR_EDGES = (5.0, 7.0, 10.0, 20.0, 50.0, np.inf)
+
+
+def match_positions(x_a, y_a, x_b, y_b, radius):
+    """One-to-one matching of two point sets within ``radius`` pixels.
+
+    Pairs are taken in order of increasing distance (ties by index), so the
+    result does not depend on the order of the inputs beyond ties.
+
+    Parameters
+    ----------
+    x_a, y_a, x_b, y_b : array_like
+        Positions of the two sets.
+    radius : float
+        Largest distance of a match.
+
+    Returns
+    -------
+    match_a : ndarray of int, shape (len(a),)
+        Index into ``b`` of each ``a``'s match, -1 where none.
+    match_b : ndarray of int, shape (len(b),)
+        The same from ``b`` to ``a``.
+    """
+    from scipy.spatial import cKDTree
+
+    a = np.column_stack([np.asarray(x_a, float), np.asarray(y_a, float)]).reshape(-1, 2)
+    b = np.column_stack([np.asarray(x_b, float), np.asarray(y_b, float)]).reshape(-1, 2)
+    match_a = np.full(len(a), -1, dtype=np.int64)
+    match_b = np.full(len(b), -1, dtype=np.int64)
+    if not len(a) or not len(b):
+        return match_a, match_b
+    pairs = cKDTree(a).sparse_distance_matrix(cKDTree(b), radius, output_type="ndarray")
+    order = np.lexsort((pairs["j"], pairs["i"], pairs["v"]))
+    for i, j in zip(pairs["i"][order], pairs["j"][order]):
+        if match_a[i] < 0 and match_b[j] < 0:
+            match_a[i], match_b[j] = j, i
+    return match_a, match_b
+
+
+def region_masks(x, y, grid, flagged=None, seam_width=16, flag_distance=5):
+    """Where each position lies in the tile grid.
+
+    Parameters
+    ----------
+    x, y : array_like
+        0-based mosaic pixel positions.
+    grid : TileGrid
+    flagged : ndarray of bool, shape (height, width), optional
+        Pixels without data in any band (padding excluded).
+    seam_width : int
+        ``seam``: within this many pixels of an edge between two window cores.
+    flag_distance : float
+        ``near_flagged``: within this many pixels of a flagged pixel.
+
+    Returns
+    -------
+    dict of str to ndarray of bool
+        ``interior`` (the owning window lies wholly inside the mosaic),
+        ``edge_window`` (it reaches past the mosaic edge), ``seam`` and
+        ``near_flagged``.
+    """
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    iy = np.clip(np.floor(y).astype(int) // grid.core, 0, grid.shape[0] - 1)
+    ix = np.clip(np.floor(x).astype(int) // grid.core, 0, grid.shape[1] - 1)
+    y0 = iy * grid.core - grid.halo
+    x0 = ix * grid.core - grid.halo
+    edge = (y0 < 0) | (x0 < 0) | (y0 + grid.tile > grid.height) | (x0 + grid.tile > grid.width)
+    dy = np.abs(y + 0.5 - np.round((y + 0.5) / grid.core) * grid.core)
+    dx = np.abs(x + 0.5 - np.round((x + 0.5) / grid.core) * grid.core)
+    inner_y = (np.round((y + 0.5) / grid.core) > 0) & \
+        (np.round((y + 0.5) / grid.core) * grid.core < grid.height)
+    inner_x = (np.round((x + 0.5) / grid.core) > 0) & \
+        (np.round((x + 0.5) / grid.core) * grid.core < grid.width)
+    seam = ((dy <= seam_width) & inner_y) | ((dx <= seam_width) & inner_x)
+    near = np.zeros(len(x), dtype=bool)
+    if flagged is not None and np.any(flagged):
+        from scipy import ndimage
+
+        distance = ndimage.distance_transform_edt(~flagged)
+        yi = np.clip(np.round(y).astype(int), 0, grid.height - 1)
+        xi = np.clip(np.round(x).astype(int), 0, grid.width - 1)
+        near = distance[yi, xi] <= flag_distance
+    return {"interior": ~edge, "edge_window": edge, "seam": seam, "near_flagged": near}
+
+
+def _ratio(numerator, denominator):
+    return float(numerator) / float(denominator) if denominator else float("nan")
+
+
+def score_catalog(catalog, truth, grid, flagged=None, radius=2.0, snr_min=10.0,
+                  snr_edges=SNR_EDGES):
+    """Completeness, purity, classes and duplicates of a catalog against truth.
+
+    Parameters
+    ----------
+    catalog : dict-like
+        Columns ``x``, ``y`` and optionally ``class`` (``star``/``galaxy``).
+    truth : dict-like
+        Columns ``x``, ``y``, ``snr`` and ``class`` of the true sources.
+    grid : TileGrid
+        The tile grid the catalog was made on (for the regions).
+    flagged : ndarray of bool, optional
+        Pixels without data; true sources centred on them are not counted.
+    radius : float
+        Match radius in pixels (one-to-one).
+    snr_min : float
+        Completeness, purity and classes are reported for true S/N above this.
+
+    Returns
+    -------
+    dict
+        ``completeness``, ``purity``, ``star_accuracy``, ``galaxy_accuracy``,
+        ``duplicates``, ``n_catalog``, ``n_truth``, ``completeness_by_snr``
+        (list of ``(low, high, completeness, n)``), and ``regions``: the same
+        completeness/purity/duplicates per region of :func:`region_masks`.
+    """
+    cx, cy = np.asarray(catalog["x"], float), np.asarray(catalog["y"], float)
+    tx, ty = np.asarray(truth["x"], float), np.asarray(truth["y"], float)
+    snr = np.asarray(truth["snr"], float)
+    tclass = np.asarray(truth["class"]).astype(str)
+    cclass = (np.asarray(catalog["class"], dtype=object) if "class" in catalog
+              else np.full(len(cx), None, dtype=object))
+    inside = (tx >= 0) & (ty >= 0) & (tx < grid.width) & (ty < grid.height)
+    if flagged is not None:
+        yi = np.clip(np.round(ty).astype(int), 0, grid.height - 1)
+        xi = np.clip(np.round(tx).astype(int), 0, grid.width - 1)
+        inside &= ~flagged[yi, xi]
+    to_truth, to_cat = match_positions(cx, cy, tx, ty, radius)
+    matched = to_cat >= 0
+    # a duplicate: an unmatched catalog object within the radius of a matched true source
+    _, near = match_positions(tx[matched], ty[matched], cx[to_truth < 0], cy[to_truth < 0],
+                              radius)
+    duplicate = np.zeros(len(cx), dtype=bool)
+    duplicate[np.flatnonzero(to_truth < 0)[near >= 0]] = True
+
+    bright = inside & (snr >= snr_min)
+    truth_regions = region_masks(tx, ty, grid, flagged)
+    cat_regions = region_masks(cx, cy, grid, flagged)
+
+    def summary(t_sel, c_sel):
+        return {"completeness": _ratio((matched & t_sel).sum(), t_sel.sum()),
+                "n_truth": int(t_sel.sum()),
+                "purity": _ratio((to_truth[c_sel] >= 0).sum(), c_sel.sum()),
+                "n_catalog": int(c_sel.sum()),
+                "duplicates": int((duplicate & c_sel).sum())}
+
+    result = summary(bright, np.ones(len(cx), dtype=bool))
+    for kind in ("star", "galaxy"):
+        sel = bright & matched & (tclass == kind)
+        right = np.array([cclass[to_cat[i]] == kind for i in np.flatnonzero(sel)], dtype=bool)
+        result[f"{kind}_accuracy"] = _ratio(right.sum(), sel.sum())
+        result[f"n_{kind}"] = int(sel.sum())
+    result["completeness_by_snr"] = [
+        (float(lo), float(hi), _ratio((matched & inside & (snr >= lo) & (snr < hi)).sum(),
+                                      (inside & (snr >= lo) & (snr < hi)).sum()),
+         int((inside & (snr >= lo) & (snr < hi)).sum()))
+        for lo, hi in zip(snr_edges[:-1], snr_edges[1:])]
+    result["regions"] = {name: summary(bright & truth_regions[name], cat_regions[name])
+                         for name in truth_regions}
+    return result
+
+
+def catalog_agreement(a, b, radius=1.0):
+    """Fractions of two catalogs' objects with a one-to-one counterpart within ``radius``.
+
+    Returns
+    -------
+    (float, float)
+        Matched fraction of ``a`` and of ``b``.
+    """
+    to_b, to_a = match_positions(a["x"], a["y"], b["x"], b["y"], radius)
+    return _ratio((to_b >= 0).sum(), len(to_b)), _ratio((to_a >= 0).sum(), len(to_a))

@@ -1,0 +1,110 @@
+"""The sky of a mosaic, as the models and the merge see it.
+
+- :func:`band_levels`: each band's sky level and noise (sigma-clipped mean and
+  standard deviation measured at ingest over the whole mosaic).
+- :func:`fill_flagged`: what a model sees where a window has no data
+  (padding past the mosaic edge, NaN, BLANK, zero weight): sky noise of the
+  band's level and sigma, never a flat constant. A flat region is something
+  the networks never saw in training, and it blinds a whole window, not only
+  itself (FIELD_NOTES: 3 detections with zero padding, 46 with noise).
+- :func:`detection_image`: the sum of the bands in units of their noise, the
+  one image that decides an object's anchor (its brightest pixel) everywhere:
+  in the engine, in the merge and in the Morpheus segments.
+"""
+
+import numpy as np
+
+
+def band_levels(mosaic, bands=None):
+    """Sky level and noise of each band of a mosaic.
+
+    Parameters
+    ----------
+    mosaic : Mosaic
+        An open mosaic store (its ``band_stats`` attribute, from ingest).
+    bands : sequence of str, optional
+        Band names (default all the mosaic's bands, in order).
+
+    Returns
+    -------
+    mean, std : ndarray of float32, shape (band,)
+        Sigma-clipped mean and standard deviation; a band without measurable
+        noise (std <= 0) gets std 1 so that dividing by it stays defined.
+    """
+    stats = mosaic.attrs["band_stats"]
+    bands = mosaic.bands if bands is None else bands
+    mean = np.array([stats[b]["clipped_mean"] for b in bands], dtype=np.float32)
+    std = np.array([stats[b]["clipped_std"] for b in bands], dtype=np.float32)
+    return mean, np.where(std > 0, std, np.float32(1.0)).astype(np.float32)
+
+
+def fill_flagged(data, flagged, mean, std, seed):
+    """Replace flagged pixels by Gaussian sky noise.
+
+    Parameters
+    ----------
+    data : ndarray, shape (band, y, x)
+        Pixels of one window (not modified).
+    flagged : ndarray of bool, shape (band, y, x)
+        True where a pixel has no usable value.
+    mean, std : array_like, shape (band,)
+        The sky level and noise of each band (:func:`band_levels`).
+    seed : sequence of int
+        Seeds the noise, e.g. ``(iy, ix)`` of the window: the same window is
+        always filled the same way, so runs stay byte-identical.
+
+    Returns
+    -------
+    ndarray of float32, shape (band, y, x)
+        A copy of ``data`` with the flagged pixels filled.
+    """
+    out = np.array(data, dtype=np.float32, copy=True)
+    if not flagged.any():
+        return out
+    rng = np.random.default_rng([int(s) for s in seed])
+    noise = rng.standard_normal(out.shape, dtype=np.float32)
+    mean = np.asarray(mean, dtype=np.float32)[:, None, None]
+    std = np.asarray(std, dtype=np.float32)[:, None, None]
+    out[flagged] = (mean + std * noise)[flagged]
+    return out
+
+
+def detection_image(data, flagged, mean, std):
+    """Sum of the bands in units of their sky noise; flagged pixels are ``-inf``.
+
+    Parameters
+    ----------
+    data : ndarray, shape (band, y, x)
+    flagged : ndarray of bool, shape (band, y, x)
+        A pixel flagged in any band is left out (``-inf``), so it can never be
+        an object's anchor.
+    mean, std : array_like, shape (band,)
+
+    Returns
+    -------
+    ndarray of float32, shape (y, x)
+    """
+    mean = np.asarray(mean, dtype=np.float32)[:, None, None]
+    std = np.asarray(std, dtype=np.float32)[:, None, None]
+    with np.errstate(invalid="ignore"):
+        image = ((np.asarray(data, dtype=np.float32) - mean) / std).sum(axis=0)
+    bad = np.asarray(flagged).any(axis=0) | ~np.isfinite(image)
+    return np.where(bad, -np.inf, image).astype(np.float32)
+
+
+def detection_reader(mosaic):
+    """A reader of the mosaic's :func:`detection_image` over any box.
+
+    Returns
+    -------
+    callable
+        ``read(y0, x0, y1, x1) -> ndarray (y1 - y0, x1 - x0)``, mosaic pixels
+        (0-based, ends exclusive).
+    """
+    image, flags = mosaic.array("image"), mosaic.array("mask")
+    mean, std = band_levels(mosaic)
+
+    def read(y0, x0, y1, x1):
+        return detection_image(image[:, y0:y1, x0:x1], flags[:, y0:y1, x0:x1] != 0, mean, std)
+
+    return read

@@ -1,0 +1,44 @@
+"""Scoring a whole-mosaic catalog against truth."""
+
+import numpy as np
+
+from astrodask.catalog_scores import (catalog_agreement, match_positions, region_masks,
+                                      score_catalog)
+from astrodask.mosaic import TileGrid
+
+
+def test_match_is_one_to_one_and_nearest_first():
+    a, b = match_positions([0.0, 1.0, 50.0], [0.0, 0.0, 0.0], [0.9, 10.0], [0.0, 0.0], 2.0)
+    assert list(a) == [-1, 0, -1] and list(b) == [1, -1]
+    a, b = match_positions([], [], [1.0], [1.0], 2.0)
+    assert len(a) == 0 and list(b) == [-1]
+
+
+def test_regions_of_a_grid():
+    grid = TileGrid(1024, 1024, tile=512, halo=32)      # cores of 448: 3x3 windows
+    r = region_masks([600.0, 100.0, 440.0, 600.0], [600.0, 600.0, 600.0, 1000.0], grid)
+    assert list(r["interior"]) == [True, False, False, False]   # only window (1, 1) is inside
+    assert list(r["edge_window"]) == [False, True, True, True]
+    assert list(r["seam"]) == [False, False, True, False]     # 440 is 8 px from the seam at 448
+    flagged = np.zeros((1024, 1024), bool)
+    flagged[:, 603] = True
+    assert list(region_masks([600.0, 100.0], [10.0, 10.0], grid, flagged)["near_flagged"]) == \
+        [True, False]
+
+
+def test_score_catalog_counts_completeness_purity_classes_and_duplicates():
+    grid = TileGrid(1024, 1024, tile=512, halo=32)
+    truth = {"x": np.array([100.0, 300.0, 600.0, 800.0, 900.0]),
+             "y": np.array([100.0, 300.0, 600.0, 800.0, 100.0]),
+             "snr": np.array([50.0, 20.0, 12.0, 5.0, 30.0]),
+             "class": np.array(["star", "galaxy", "galaxy", "galaxy", "star"])}
+    catalog = {"x": np.array([100.5, 301.0, 600.0, 600.5, 400.0]),
+               "y": np.array([100.0, 300.0, 601.0, 600.0, 400.0]),
+               "class": np.array(["star", "galaxy", "galaxy", "star", "galaxy"], dtype=object)}
+    flagged = np.zeros((1024, 1024), bool)
+    flagged[95:105, 895:905] = True       # the last true source sits on flagged pixels
+    s = score_catalog(catalog, truth, grid, flagged)
+    assert s["n_truth"] == 3 and s["completeness"] == 1.0
+    assert s["purity"] == 3 / 5 and s["duplicates"] == 1
+    assert s["star_accuracy"] == 1.0 and s["galaxy_accuracy"] == 0.5
+    assert catalog_agreement(catalog, catalog) == (1.0, 1.0)

@@ -1,0 +1,32 @@
+"""What the models see where there is no data, and the one anchor image."""
+
+import numpy as np
+
+from astrodask.sky import detection_image, fill_flagged
+
+
+def test_fill_replaces_only_flagged_pixels_with_sky_noise_deterministically():
+    data = np.zeros((2, 200, 200), np.float32) + np.array([3.0, -1.0], np.float32)[:, None, None]
+    flagged = np.zeros(data.shape, bool)
+    flagged[:, :, 120:] = True          # padding past the mosaic edge
+    flagged[1, 10:20, :] = True         # a stripe in one band only
+    mean, std = np.array([3.0, -1.0]), np.array([0.5, 2.0])
+    out = fill_flagged(data, flagged, mean, std, seed=(1, 2))
+    np.testing.assert_array_equal(out[~flagged], data[~flagged])
+    assert not np.array_equal(out, data) and data[0, 0, 150] == 3.0  # input untouched
+    for b in range(2):
+        values = out[b][flagged[b]]
+        assert abs(values.mean() - mean[b]) < 0.05 * std[b] * 10
+        assert abs(values.std() - std[b]) < 0.05 * std[b]
+    np.testing.assert_array_equal(out, fill_flagged(data, flagged, mean, std, seed=(1, 2)))
+    assert not np.array_equal(out, fill_flagged(data, flagged, mean, std, seed=(2, 1)))
+
+
+def test_detection_image_is_noise_units_and_minus_inf_on_flagged():
+    data = np.ones((3, 4, 4), np.float32) * np.array([1.0, 2.0, 4.0], np.float32)[:, None, None]
+    flagged = np.zeros(data.shape, bool)
+    flagged[2, 0, 0] = True
+    data[0, 3, 3] = np.nan
+    image = detection_image(data, flagged, mean=[0, 0, 2], std=[1, 2, 1])
+    assert image[1, 1] == 1.0 + 1.0 + 2.0
+    assert image[0, 0] == -np.inf and image[3, 3] == -np.inf
