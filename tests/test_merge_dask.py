@@ -4,8 +4,6 @@ Fields and fake detections are those of test_merge.py (a perfect detector:
 the simulator's truth masks clipped to each window).
 """
 
-from types import SimpleNamespace
-
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -120,27 +118,53 @@ def test_catalog_dataset_reads_as_one_table(field, client):
     assert len(dd.read_parquet(str(path))) == summary.n_objects
 
 
+def _add_long_object(mosaic, out, centre=(200, 200)):
+    """Add a 300-px diagonal stripe to every window's part, its brightest pixel at ``centre``.
+
+    One window's core holds the anchor, so the stripe is one object made of
+    the pieces of about seven windows along the diagonal.
+    """
+    import pyarrow as pa
+
+    from astrodask.engine.results import write_parquet
+    from astrodask.instances import tile_instances
+
+    grid = mosaic.tile_grid
+    results = Results(out)
+    t = grid.tile
+    for iy, ix in grid.indices():
+        tile = mosaic.read_tile(iy, ix)
+        y0, x0 = tile.origin
+        yy, xx = np.mgrid[y0:y0 + t, x0:x0 + t]
+        stripe = (np.abs(yy - xx) < 4) & (yy >= 50) & (yy < 350) & (xx >= 50) & (xx < 350)
+        if not stripe.any():
+            continue
+        brightness = -np.hypot(yy - centre[0], xx - centre[1])
+        extra = tile_instances(tile, grid, stripe[None], [2], np.ones(1, np.float32), brightness)
+        part = pq.read_table(results.instances_path(iy, ix))
+        det = pa.array(np.full(extra.num_rows, len(part), np.int32))
+        extra = extra.set_column(extra.schema.get_field_index("det"), "det", det)
+        write_parquet(pa.concat_tables([part, extra]), results.instances_path(iy, ix))
+
+
 def test_object_spanning_many_windows_is_stitched_by_the_global_step(field, client):
-    """A long diagonal object through 6+ windows: no neighbourhood holds it whole."""
+    """No window's 3x3 neighbourhood holds the stripe whole: the global step joins it."""
     folder, truth, masks = field
     mosaic = ingest(folder, "long", tile=64, halo=8)  # core 48
-    yy, xx = np.mgrid[0:300, 0:300]
-    band = np.abs(yy - xx) < 4  # a 7-pixel-wide diagonal stripe across 300 px
-    long_id = max(masks) + 1
-    masks = dict(masks)
-    masks[long_id] = SimpleNamespace(box=(50, 50, 350, 350), mask=band)
-    truth = {k: list(v) for k, v in truth.items()}
-    truth["id"].append(long_id)
-    truth["class_code"].append(2)
     out = fake_detections(mosaic, masks, truth, folder / "long-dask")
+    _add_long_object(mosaic, out)
     reference = _copy_results(out, folder / "long-ref")
     merge(out, client=client)
     merge_in_process(reference)
     _same_outputs(out, reference)
     cat = read_catalog(out / "catalog.parquet").to_pydict()
-    big = [k for k in range(len(cat["id"])) if cat["bbox_y0"][k] <= 60 and cat["bbox_y1"][k] >= 340
-           and cat["bbox_x0"][k] <= 60 and cat["bbox_x1"][k] >= 340]
-    assert len(big) == 1 and cat["n_pieces"][big[0]] >= 6
+    long = [k for k in range(len(cat["id"])) if (cat["bbox_y0"][k], cat["bbox_x0"][k],
+                                                 cat["bbox_y1"][k], cat["bbox_x1"][k])
+            == (50, 50, 350, 350)]
+    assert len(long) == 1 and cat["n_pieces"][long[0]] >= 7
+    import json
+
+    assert json.loads((out / "merge.json").read_text())["large_objects"] == 1
 
 
 def test_interrupted_merge_resumes(field, client, monkeypatch):

@@ -122,7 +122,8 @@ def merge(results, *, mosaic=None, options=None, client=None, n_workers=None,
     storage.put_json(results.file("merge.json"),
                      {"options": options.__dict__, "n_objects": summary.n_objects,
                       "files": summary.files, "cluster": description,
-                      "tasks": plan.submitted})
+                      "tasks": plan.submitted, "windows": len(plan.windows),
+                      "large_objects": plan.n_large})
     return summary
 
 
@@ -244,6 +245,7 @@ class _Plan:
         resolved = self.stage("resolve", "resolve_task", {names[w]: w for w in self.windows})
         reported = [w for w in self.windows if resolved[names[w]]["candidates"]]
         large = self.stage("large", "large_task", {"all": (reported,)})["all"]
+        self.n_large = len(large)
         by_owner = {}
         for record in large:
             by_owner.setdefault(T.window_of_uid(grid, record["uid"]), []).append(record)
