@@ -123,7 +123,7 @@ def merge(results, *, mosaic=None, options=None, client=None, n_workers=None,
                      {"options": options.__dict__, "n_objects": summary.n_objects,
                       "files": summary.files, "cluster": description,
                       "tasks": plan.submitted, "windows": len(plan.windows),
-                      "large_objects": plan.n_large})
+                      "large_objects": plan.n_large, "stage_seconds": plan.stage_seconds})
     return summary
 
 
@@ -197,6 +197,7 @@ class _Plan:
         self.grid = ctx.grid
         self.windows = self.grid.indices()
         self.submitted = 0
+        self.stage_seconds = {}
         self.done_tasks = 0
         self.token = uuid.uuid4().hex[:8]
         ny, nx = self.grid.shape
@@ -214,6 +215,7 @@ class _Plan:
         """Run ``{name: args}`` jobs of one stage; return ``{name: value}``."""
         from distributed import as_completed
 
+        start = time.perf_counter()
         values = {}
         for entry in storage.listdir(self.ctx.path("done", stage)):
             name = entry.removesuffix(".json")
@@ -233,6 +235,7 @@ class _Plan:
         except BaseException:
             self.client.cancel(list(futures))
             raise
+        self.stage_seconds[stage] = round(time.perf_counter() - start, 3)
         return values
 
     def run(self, meta):

@@ -26,12 +26,10 @@ not depend on the number of workers or the order in which tasks finish.
 """
 
 from functools import lru_cache
-import io
 import math
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from .. import storage
 from ..engine.results import Results
@@ -137,18 +135,25 @@ def _mosaic(path):
     return open_mosaic(path)
 
 
-def _read_parquet(location, columns=None, missing_ok=True):
+# Intermediate tables are Arrow IPC files: opening one costs far less than a Parquet file,
+# and each task opens a few dozen. Only the catalog parts are Parquet.
+
+def _read_table(location, columns=None, missing_ok=True):
     try:
         data = storage.get_bytes(location)
     except FileNotFoundError:
         if missing_ok:
             return None
         raise
-    return pq.read_table(io.BytesIO(data), columns=columns)
+    table = pa.ipc.open_file(pa.BufferReader(data)).read_all()
+    return table.select(columns) if columns is not None else table
 
 
-def _put_parquet(location, table):
-    storage.put_bytes(location, storage.parquet_bytes(table))
+def _put_table(location, table):
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table)
+    storage.put_bytes(location, sink.getvalue().to_pybytes())
 
 
 def tile_name(iy, ix):
@@ -157,7 +162,7 @@ def tile_name(iy, ix):
 
 def _window_pieces(ctx, iy, ix):
     if ctx.morpheus:
-        table = _read_parquet(ctx.path("pieces", tile_name(iy, ix) + ".parquet"))
+        table = _read_table(ctx.path("pieces", tile_name(iy, ix) + ".arrow"))
         return table if table is not None else SCHEMA.empty_table()
     return read_window_pieces(Results(ctx.results), iy, ix)
 
@@ -190,7 +195,7 @@ def pieces_task(ctx, iy, ix):
         threshold=o["morpheus_threshold"], background_level=o["morpheus_background_level"],
         min_distance=o["morpheus_min_distance"], max_peaks=o["morpheus_max_peaks"],
         min_area=o["morpheus_min_area"], min_snr=o["morpheus_min_snr"])
-    _put_parquet(ctx.path("pieces", tile_name(iy, ix) + ".parquet"), table)
+    _put_table(ctx.path("pieces", tile_name(iy, ix) + ".arrow"), table)
     return {"pieces": table.num_rows}
 
 
@@ -238,7 +243,7 @@ def resolve_task(ctx, iy, ix):
     records = [assemble(pieces, i, extra, brightness) for i, extra in chosen]
     objects = _object_rows(ctx, records, [uids[i] for i, _ in chosen],
                            [depth(pieces, rects, i) for i, _ in chosen])
-    _put_parquet(ctx.path("objects", tile_name(iy, ix) + ".parquet"), objects)
+    _put_table(ctx.path("objects", tile_name(iy, ix) + ".arrow"), objects)
 
     # This window's pieces whose group may reach beyond any neighbourhood.
     own = (pieces.tile_iy == iy) & (pieces.tile_ix == ix)
@@ -256,7 +261,7 @@ def resolve_task(ctx, iy, ix):
                               type=pa.list_(pa.float64())),
     })
     if len(report):
-        _put_parquet(ctx.path("candidates", tile_name(iy, ix) + ".parquet"), candidates)
+        _put_table(ctx.path("candidates", tile_name(iy, ix) + ".arrow"), candidates)
     return {"objects": objects.num_rows, "candidates": int(len(report))}
 
 
@@ -278,7 +283,7 @@ def large_task(ctx, windows):
 
     grid = ctx.grid
     r = reach(grid)
-    tables = [_read_parquet(ctx.path("candidates", tile_name(iy, ix) + ".parquet"),
+    tables = [_read_table(ctx.path("candidates", tile_name(iy, ix) + ".arrow"),
                             missing_ok=False) for iy, ix in windows]
     if not tables:
         return []
@@ -337,7 +342,7 @@ def assemble_task(ctx, iy, ix, plan):
         owners.append(record["uid"])
         depths.append(depth(pieces, rects, i))
     objects = _object_rows(ctx, records, owners, depths)
-    _put_parquet(ctx.path("objects", f"large-{iy:05d}-{ix:05d}.parquet"), objects)
+    _put_table(ctx.path("objects", f"large-{iy:05d}-{ix:05d}.arrow"), objects)
     return [{"uid": int(u), "box": [int(v) for v in (o["y0"], o["x0"], o["y1"], o["x1"])],
              "anchor_y": int(o["anchor_y"])}
             for u, o in zip(owners, objects.select(["y0", "x0", "y1", "x1", "anchor_y"])
@@ -354,7 +359,7 @@ def _objects_near(ctx, cy, cx, large_files, columns=None):
     d = spread(grid)
     names = [tile_name(vy, vx) for vy in range(max(cy - d, 0), min(cy + d, ny - 1) + 1)
              for vx in range(max(cx - d, 0), min(cx + d, nx - 1) + 1)] + list(large_files)
-    tables = [_read_parquet(ctx.path("objects", name + ".parquet"), columns=columns,
+    tables = [_read_table(ctx.path("objects", name + ".arrow"), columns=columns,
                             missing_ok=False) for name in names]
     table = pa.concat_tables(tables)
     ys, xs = grid.core_slices(cy, cx)
@@ -418,7 +423,7 @@ def order_task(ctx, block, rows_per_block, chunk_rows, large_files):
     d = spread(grid)
     names = [tile_name(vy, vx) for vy in range(max(r0 - d, 0), min(r1 - 1 + d, ny - 1) + 1)
              for vx in range(nx)] + list(large_files)
-    table = pa.concat_tables([_read_parquet(ctx.path("objects", name + ".parquet"),
+    table = pa.concat_tables([_read_table(ctx.path("objects", name + ".arrow"),
                                             columns=SMALL_COLUMNS, missing_ok=False)
                               for name in names])
     row = table["anchor_y"].to_numpy() // grid.core
@@ -428,7 +433,7 @@ def order_task(ctx, block, rows_per_block, chunk_rows, large_files):
                             for vy in range(lo, hi + 1) for vx in range(nx)] + [np.zeros(0, "<i8")])
     table = table.filter(pa.array(np.isin(table["uid"].to_numpy(), shown)))
     table = table.take(pa.array(np.lexsort(sort_columns(_columns(table)))))
-    _put_parquet(ctx.path("blocks", f"block-{block:05d}.parquet"), table)
+    _put_table(ctx.path("blocks", f"block-{block:05d}.arrow"), table)
     return {"objects": table.num_rows}
 
 
@@ -447,7 +452,7 @@ def paint_task(ctx, cy, cx, large_files, blocks):
     table, ys, xs = _objects_near(ctx, cy, cx, large_files)
     ids_of = {}
     for block, first_id in blocks:
-        uids = _read_parquet(ctx.path("blocks", f"block-{block:05d}.parquet"),
+        uids = _read_table(ctx.path("blocks", f"block-{block:05d}.arrow"),
                              columns=["uid"], missing_ok=False)["uid"].to_numpy()
         ids_of.update(zip(uids.tolist(), range(first_id, first_id + len(uids))))
     uid = table["uid"].to_numpy()
@@ -473,7 +478,7 @@ def paint_task(ctx, cy, cx, large_files, blocks):
         columns = {}
         for name, value in sums.items():
             columns[name] = list(value) if value.ndim == 2 else value
-        _put_parquet(ctx.path("sums", tile_name(cy, cx) + ".parquet"), pa.table(columns))
+        _put_table(ctx.path("sums", tile_name(cy, cx) + ".arrow"), pa.table(columns))
         result["sums"] = True
 
     # Touching pairs (8-connected), found in the chunk that holds the pixel of the second one.
@@ -515,7 +520,7 @@ def families_task(ctx, chunks):
     inverse = inverse.reshape(-1, 2)
     n = len(nodes)
     if n == 0:
-        _put_parquet(ctx.path("families.parquet"), pa.table(
+        _put_table(ctx.path("families.arrow"), pa.table(
             {"id": nodes, "parent_id": nodes, "family_size": np.zeros(0, np.int32)}))
         return {"blended": 0}
     graph = coo_matrix((np.ones(len(inverse)), (inverse[:, 0], inverse[:, 1])), shape=(n, n))
@@ -524,7 +529,7 @@ def families_task(ctx, chunks):
     np.minimum.at(parent, label, nodes)
     table = pa.table({"id": nodes, "parent_id": parent[label],
                       "family_size": np.bincount(label)[label].astype(np.int32)})
-    _put_parquet(ctx.path("families.parquet"), table)
+    _put_table(ctx.path("families.arrow"), table)
     return {"blended": n}
 
 
@@ -541,7 +546,7 @@ def catalog_task(ctx, block, first_id, chunk_rows, provenance):
     grid = ctx.grid
     nx = grid.shape[1]
     mosaic = _mosaic(ctx.mosaic)
-    table = _read_parquet(ctx.path("blocks", f"block-{block:05d}.parquet"), missing_ok=False)
+    table = _read_table(ctx.path("blocks", f"block-{block:05d}.arrow"), missing_ok=False)
     c = _columns(table)
     n = table.num_rows
     unet = open_unet(Results(ctx.results)) if ctx.unet else None
@@ -551,7 +556,7 @@ def catalog_task(ctx, block, first_id, chunk_rows, provenance):
     lo, hi = chunk_rows
     for cy in range(lo, hi + 1):  # row-major, as the single-process merge adds them
         for cx in range(nx):
-            sums = _read_parquet(ctx.path("sums", tile_name(cy, cx) + ".parquet"))
+            sums = _read_table(ctx.path("sums", tile_name(cy, cx) + ".arrow"))
             if sums is None:
                 continue
             local = sums["id"].to_numpy() - (first_id - 1)
@@ -567,7 +572,7 @@ def catalog_task(ctx, block, first_id, chunk_rows, provenance):
                          if pa.types.is_list(column.type) else column.to_numpy())
                 part[name] = value[inside]
             accumulator.add(part)
-    families = pq.read_table(io.BytesIO(storage.get_bytes(ctx.path("families.parquet"))))
+    families = _read_table(ctx.path("families.arrow"), missing_ok=False)
     families = families.filter(pc.and_(pc.greater_equal(families["id"], first_id),
                                        pc.less(families["id"], first_id + n)))
     parent = np.arange(first_id, first_id + n, dtype=np.int64)
@@ -584,7 +589,8 @@ def catalog_task(ctx, block, first_id, chunk_rows, provenance):
     metadata = dict(part.schema.metadata or {})
     metadata[b"astrodask"] = json.dumps(provenance, sort_keys=True, default=str).encode()
     part = part.replace_schema_metadata(metadata)
-    _put_parquet(ctx.path("catalog", f"part-{block:05d}.parquet"), part)
+    storage.put_bytes(ctx.path("catalog", f"part-{block:05d}.parquet"),
+                      storage.parquet_bytes(part))
     return {"rows": n, "by_class": counts(part.column("class").to_pylist()),
             "by_morphology": counts(part.column("morphology").to_pylist())
             if "morphology" in part.column_names else {}}
