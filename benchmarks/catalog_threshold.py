@@ -17,7 +17,6 @@ from pathlib import Path
 import shutil
 import sys
 
-import numpy as np
 
 from mosaic_quality import pipeline
 

@@ -262,9 +262,13 @@ def test_catalog_is_deterministic_and_carries_provenance(field):
     mosaic = ingest(folder, "a", tile=128, halo=16)
     first = fake_detections(mosaic, masks, truth, folder / "det-1")
     second = fake_detections(mosaic, masks, truth, folder / "det-2")
-    merge(first, threads=1)
-    merge(second, threads=2)
-    assert (first / "catalog.parquet").read_bytes() == (second / "catalog.parquet").read_bytes()
+    merge(first, n_workers=1)
+    merge(second, n_workers=2)
+    files = sorted(p.name for p in (first / "catalog.parquet").iterdir())
+    assert "part-00000.parquet" in files and "_metadata" in files
+    for name in files:
+        assert (first / "catalog.parquet" / name).read_bytes() == \
+            (second / "catalog.parquet" / name).read_bytes()
     from astrodask.outputs.catalog import catalog_provenance
 
     provenance = catalog_provenance(first / "catalog.parquet")

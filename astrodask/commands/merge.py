@@ -6,9 +6,10 @@ def register(subparsers):
         "merge", help="merge a finished run into a catalog, segmentation map and pictures",
         description="Resolve objects across window edges (ownership by anchor, stitching of "
                     "cut objects, matching by mask IoU in the overlaps), paint the exclusive "
-                    "segmentation map, measure every object and write catalog.parquet, "
-                    "segmap.fits, morphology.fits, PNG quick-looks and summary.txt into the "
-                    "results folder.")
+                    "segmentation map, measure every object and write catalog.parquet (a "
+                    "Parquet dataset), segmap.fits, morphology.fits, PNG quick-looks and "
+                    "summary.txt into the results folder. Runs as Dask tasks (a local cluster "
+                    "by default); re-running an interrupted merge resumes it.")
     parser.add_argument("results", metavar="RESULTS", help="results folder of astrodask run")
     parser.add_argument("--mosaic", help="mosaic store (default: the one the run used)")
     parser.add_argument("--match-iou", type=float, default=0.5,
@@ -23,7 +24,10 @@ def register(subparsers):
     parser.add_argument("--detection-threshold", type=float, default=0.5,
                         help="max. min(background) for morpheus_detected")
     parser.add_argument("--no-pictures", action="store_true", help="skip the PNG quick-looks")
-    parser.add_argument("--threads", type=int, help="threads painting chunks (default: cores)")
+    parser.add_argument("--n-workers", type=int, help="local workers (default: one per core)")
+    parser.add_argument("--threads-per-worker", type=int, help="threads per worker (default 1)")
+    parser.add_argument("--scheduler", metavar="ADDRESS", help="join an existing cluster")
+    parser.add_argument("--scheduler-file", metavar="FILE", help="join an existing cluster")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 
@@ -37,8 +41,10 @@ def run(args):
                            min_score=args.min_score,
                            detection_threshold=args.detection_threshold,
                            pictures=not args.no_pictures)
-    progress = None if args.quiet else TextProgress("merge", unit="chunks")
-    summary = merge(args.results, mosaic=args.mosaic, options=options, threads=args.threads,
+    progress = None if args.quiet else TextProgress("merge", unit="tasks")
+    summary = merge(args.results, mosaic=args.mosaic, options=options,
+                    n_workers=args.n_workers, threads_per_worker=args.threads_per_worker,
+                    scheduler=args.scheduler, scheduler_file=args.scheduler_file,
                     progress=progress)
     if progress is not None:
         progress.close()

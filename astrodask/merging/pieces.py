@@ -46,18 +46,44 @@ class Pieces:
         return self._masks[i]
 
 
-def read_instance_pieces(results):
-    """All Mask R-CNN pieces of a results folder (empty table when there are none)."""
+def read_window_pieces(results, iy, ix):
+    """The Mask R-CNN pieces of one window, from its Parquet part.
+
+    Every path of the merge (single process or on Dask) gets a window's
+    pieces here, so a filter on pieces belongs in this function.
+
+    Parameters
+    ----------
+    results : Results
+    iy, ix : int
+        Window index.
+
+    Returns
+    -------
+    pyarrow.Table
+        With :data:`astrodask.instances.SCHEMA` (empty when the window has no part).
+    """
     import io
 
     import pyarrow.parquet as pq
 
     from .. import storage
 
-    names = [n for n in storage.listdir(results.instances_dir)
-             if n.startswith("tile-") and n.endswith(".parquet")]
-    tables = [pq.read_table(io.BytesIO(storage.get_bytes(storage.join(results.instances_dir, n))))
-              for n in names]
+    try:
+        data = storage.get_bytes(results.instances_path(iy, ix))
+    except FileNotFoundError:
+        return SCHEMA.empty_table()
+    return pq.read_table(io.BytesIO(data))
+
+
+def read_instance_pieces(results):
+    """All Mask R-CNN pieces of a results folder (empty table when there are none)."""
+    from .. import storage
+
+    windows = [tuple(int(v) for v in n[len("tile-"):-len(".parquet")].split("-"))
+               for n in storage.listdir(results.instances_dir)
+               if n.startswith("tile-") and n.endswith(".parquet")]
+    tables = [read_window_pieces(results, iy, ix) for iy, ix in windows]
     table = pa.concat_tables(tables) if tables else SCHEMA.empty_table()
     return Pieces(table)
 
@@ -90,6 +116,17 @@ def morpheus_pieces(mosaic, unet_group, threshold=0.0, min_distance=5, max_peaks
     -------
     Pieces
     """
+    tables = [morpheus_window_pieces(mosaic, unet_group, iy, ix, threshold=threshold,
+                                     min_distance=min_distance, max_peaks=max_peaks,
+                                     background_level=background_level, min_area=min_area,
+                                     min_snr=min_snr)
+              for iy, ix in mosaic.tile_grid.indices()]
+    return Pieces(pa.concat_tables(tables) if tables else SCHEMA.empty_table())
+
+
+def morpheus_window_pieces(mosaic, unet_group, iy, ix, threshold=0.0, min_distance=5,
+                           max_peaks=20, background_level=1.0, min_area=5, min_snr=5.0):
+    """Morpheus segments of one window as a pieces table (see :func:`morpheus_pieces`)."""
     from ..morphology.deblend import deblend
     from ..morphology.segmentation import segment
 
@@ -99,27 +136,24 @@ def morpheus_pieces(mosaic, unet_group, threshold=0.0, min_distance=5, max_peaks
     stats = mosaic.attrs["band_stats"]
     sigma = float(np.sqrt(sum(stats[b]["mad_std"] ** 2 for b in mosaic.bands)))
     mean, std = band_levels(mosaic)
-    tables = []
-    for iy, ix in grid.indices():
-        tile = mosaic.read_tile(iy, ix)
-        (my, mx), (wy, wx) = grid.valid_slices(iy, ix)
-        background = np.ones((grid.tile, grid.tile))
-        background[wy, wx] = unet_group["mean"][background_index, my, mx]
-        background = np.nan_to_num(background, nan=1.0)
-        valid = (tile.mask & 8) == 0  # padding outside the mosaic is not segmented
-        labels = segment(background, threshold=threshold, mask=valid.all(axis=0),
-                         background_level=background_level)
-        flux = np.where(valid, tile.data, 0.0).sum(axis=0)
-        labels, _ = deblend(labels, flux, min_distance=min_distance, max_peaks=max_peaks)
-        ids = np.unique(labels[labels > 0])
-        if len(ids):
-            area = ndimage.sum_labels(np.ones_like(flux), labels, ids)
-            signal = ndimage.sum_labels(flux, labels, ids)
-            ids = ids[(area >= min_area) & (signal >= min_snr * sigma * np.sqrt(area))]
-        masks = labels[None] == ids[:, None, None] if len(ids) else \
-            np.zeros((0, grid.tile, grid.tile), bool)
-        scores = np.array([1.0 - background[m].min() for m in masks], dtype=np.float32)
-        class_ids = np.zeros(len(ids), dtype=np.int8)  # Morpheus does not classify star/galaxy
-        tables.append(tile_instances(tile, grid, masks, class_ids, scores,
-                                     detection_image(tile.data, tile.mask != 0, mean, std)))
-    return Pieces(pa.concat_tables(tables) if tables else SCHEMA.empty_table())
+    tile = mosaic.read_tile(iy, ix)
+    (my, mx), (wy, wx) = grid.valid_slices(iy, ix)
+    background = np.ones((grid.tile, grid.tile))
+    background[wy, wx] = unet_group["mean"][background_index, my, mx]
+    background = np.nan_to_num(background, nan=1.0)
+    valid = (tile.mask & 8) == 0  # padding outside the mosaic is not segmented
+    labels = segment(background, threshold=threshold, mask=valid.all(axis=0),
+                     background_level=background_level)
+    flux = np.where(valid, tile.data, 0.0).sum(axis=0)
+    labels, _ = deblend(labels, flux, min_distance=min_distance, max_peaks=max_peaks)
+    ids = np.unique(labels[labels > 0])
+    if len(ids):
+        area = ndimage.sum_labels(np.ones_like(flux), labels, ids)
+        signal = ndimage.sum_labels(flux, labels, ids)
+        ids = ids[(area >= min_area) & (signal >= min_snr * sigma * np.sqrt(area))]
+    masks = labels[None] == ids[:, None, None] if len(ids) else \
+        np.zeros((0, grid.tile, grid.tile), bool)
+    scores = np.array([1.0 - background[m].min() for m in masks], dtype=np.float32)
+    class_ids = np.zeros(len(ids), dtype=np.int8)  # Morpheus does not classify star/galaxy
+    return tile_instances(tile, grid, masks, class_ids, scores,
+                          detection_image(tile.data, tile.mask != 0, mean, std))

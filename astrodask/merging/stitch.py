@@ -136,10 +136,103 @@ def mask_in_box(mask, mask_y0, mask_x0, y0, x0, y1, x1):
     return out
 
 
-def _depth(pieces, rects, i):
+def depth(pieces, rects, i):
     """Distance of the anchor from the nearest edge of its window (more = more context)."""
     return min(pieces.anchor_y[i] - rects[i, 0], rects[i, 2] - 1 - pieces.anchor_y[i],
                pieces.anchor_x[i] - rects[i, 1], rects[i, 3] - 1 - pieces.anchor_x[i])
+
+
+def match_pieces(pieces, grid, match_iou=MATCH_IOU):
+    """The match graph of pieces: who matches whom, and each piece's window.
+
+    Parameters
+    ----------
+    pieces : Pieces
+        Sorted by window then detection (as :class:`Pieces` sorts them), so
+        that index order is the global order of pieces.
+    grid : TileGrid
+    match_iou : float
+        Matching threshold (IoU within the windows' overlap).
+
+    Returns
+    -------
+    rects : ndarray, shape (n, 4)
+        Each piece's window rectangle (clipped to the mosaic).
+    matches : list of list of (float, int)
+        For each piece, ``(iou, j)`` for every piece ``j`` it matches, ``j``
+        ascending.
+    """
+    rects = _window_rects(pieces, grid)
+    matches = [[] for _ in range(len(pieces))]
+    for i, j in candidate_pairs(pieces):
+        iou = overlap_iou(pieces, rects, i, j)
+        if iou >= match_iou:
+            matches[i].append((iou, j))
+            matches[j].append((iou, i))
+    return rects, matches
+
+
+def decide(matches, in_core, cut, rank_key, nodes=None):
+    """Which pieces become objects, and which pieces extend each of them.
+
+    Rules 3 and 4 of this module over a match graph; only small per-piece
+    values are needed (no masks), so the same function resolves a window's
+    neighbourhood and the global step over objects that span many windows.
+    The outcome for a connected component of the match graph depends only on
+    that component.
+
+    Parameters
+    ----------
+    matches : sequence of list of (float, int)
+        As returned by :func:`match_pieces` (node indices in global order).
+    in_core, cut : sequence of bool
+        Per node.
+    rank_key : callable
+        ``rank_key(i)`` of an owned node: lower keeps first among duplicates.
+    nodes : iterable of int, optional
+        Decide only for these nodes (whole connected components); default all.
+
+    Returns
+    -------
+    list of (int, list of int)
+        ``(kept node, extending nodes)`` in keeping order.
+    """
+    nodes = range(len(matches)) if nodes is None else sorted(nodes)
+    owned = [i for i in nodes if in_core[i]]
+    # Duplicates: matching owned pieces; keep the deepest anchor (ties: score, then order).
+    rank = sorted(owned, key=rank_key)
+    kept, dropped = [], set()
+    for i in rank:
+        if i in dropped:
+            continue
+        kept.append(i)
+        dropped.update(j for _, j in matches[i] if in_core[j])
+
+    # Stitching: each non-owned piece extends at most one object (its best match).
+    claimed = {}
+    for i in kept:
+        if not cut[i]:
+            continue
+        frontier, seen = [i], {i}
+        while frontier:
+            k = frontier.pop()
+            for iou, j in matches[k]:
+                if j in seen or in_core[j]:
+                    continue
+                seen.add(j)
+                if iou > claimed.get(j, (0.0, None))[0]:
+                    claimed[j] = (iou, i)
+                if cut[j]:
+                    frontier.append(j)
+    extensions = {i: [] for i in kept}
+    for j, (_, i) in sorted(claimed.items()):
+        extensions[i].append(j)
+    return [(i, extensions[i]) for i in kept]
+
+
+def owned_rank_key(pieces, rects):
+    """Keeping order of owned pieces: deepest anchor, then score, then index."""
+    return lambda i: (-depth(pieces, rects, i), -pieces.score[i], i)
 
 
 def resolve(pieces, grid, brightness=None, match_iou=MATCH_IOU):
@@ -160,51 +253,15 @@ def resolve(pieces, grid, brightness=None, match_iou=MATCH_IOU):
     -------
     Objects
     """
-    n = len(pieces)
-    rects = _window_rects(pieces, grid)
-    matches = {i: [] for i in range(n)}
-    for i, j in candidate_pairs(pieces):
-        iou = overlap_iou(pieces, rects, i, j)
-        if iou >= match_iou:
-            matches[i].append((iou, j))
-            matches[j].append((iou, i))
-
-    owned = np.flatnonzero(pieces.in_core)
-    # Duplicates: matching owned pieces; keep the deepest anchor (ties: score, then order).
-    rank = sorted(owned, key=lambda i: (-_depth(pieces, rects, i), -pieces.score[i], i))
-    kept, dropped = [], set()
-    for i in rank:
-        if i in dropped:
-            continue
-        kept.append(i)
-        dropped.update(j for _, j in matches[i] if pieces.in_core[j])
-
-    # Stitching: each non-owned piece extends at most one object (its best match).
-    claimed = {}
-    for i in kept:
-        if not pieces.cut[i]:
-            continue
-        frontier, seen = [i], {i}
-        while frontier:
-            k = frontier.pop()
-            for iou, j in matches[k]:
-                if j in seen or pieces.in_core[j]:
-                    continue
-                seen.add(j)
-                if iou > claimed.get(j, (0.0, None))[0]:
-                    claimed[j] = (iou, i)
-                if pieces.cut[j]:
-                    frontier.append(j)
-    extensions = {i: [] for i in kept}
-    for j, (_, i) in sorted(claimed.items()):
-        extensions[i].append(j)
-
-    records = [_assemble(pieces, i, extensions[i], brightness) for i in kept]
+    rects, matches = match_pieces(pieces, grid, match_iou)
+    chosen = decide(matches, pieces.in_core, pieces.cut, owned_rank_key(pieces, rects))
+    records = [assemble(pieces, i, extra, brightness) for i, extra in chosen]
     records.sort(key=lambda r: (r["anchor_y"], r["anchor_x"], r["class_id"], -r["score"]))
     return _objects(records)
 
 
-def _assemble(pieces, i, extra, brightness):
+def assemble(pieces, i, extra, brightness):
+    """Object record from owned piece ``i`` and the pieces ``extra`` that extend it."""
     members = [i] + sorted(extra)
     y0 = min(int(pieces.y0[m]) for m in members)
     x0 = min(int(pieces.x0[m]) for m in members)

@@ -1,9 +1,11 @@
 """The object catalog as Parquet, with provenance in the schema metadata.
 
-A catalog larger than ``partition_rows`` is written as a partitioned dataset
-(a folder of Parquet parts, readable with pandas, pyarrow and
-dask.dataframe); a smaller one as a single file. Either way the path is
-``catalog.parquet``. Locally it appears only when complete (a temporary name
+``astrodask merge`` writes ``catalog.parquet`` as a dataset: a folder of
+Parquet parts written by the workers, plus ``_metadata`` and
+``_common_metadata`` (:func:`write_dataset_metadata`), which pandas, pyarrow,
+dask.dataframe and DuckDB read as one table. :func:`write_catalog` writes a
+table from one process: a catalog larger than ``partition_rows`` as such a
+folder of parts, a smaller one as a single file. Locally it appears only when complete (a temporary name
 renamed); on an object store each file is one PUT, the parts one after the
 other.
 """
@@ -52,12 +54,45 @@ def _sources(location):
     return [storage.join(location, n) for n in storage.listdir(location) if n.endswith(".parquet")]
 
 
-def read_catalog(location):
-    """Read a catalog (file or partitioned folder, local or URL) as a :class:`pyarrow.Table`."""
+def read_catalog(location, columns=None):
+    """Read a catalog (file or partitioned folder, local or URL) as a :class:`pyarrow.Table`.
+
+    Parameters
+    ----------
+    location : str or Path
+    columns : list of str, optional
+        Read only these columns.
+    """
     import pyarrow as pa
 
-    tables = [pq.read_table(io.BytesIO(storage.get_bytes(s))) for s in _sources(location)]
+    tables = [pq.read_table(io.BytesIO(storage.get_bytes(s)), columns=columns)
+              for s in _sources(location)]
     return pa.concat_tables(tables)
+
+
+def write_dataset_metadata(location):
+    """Write ``_metadata`` and ``_common_metadata`` into a folder of Parquet parts.
+
+    ``_common_metadata`` holds the schema (with the provenance);
+    ``_metadata`` also every part's row groups, so readers plan the whole
+    table from one file. Parts are taken in name order; only their footers
+    are read.
+    """
+    fs, path = storage.filesystem(location)
+    names = [n for n in storage.listdir(location) if n.endswith(".parquet")]
+    collected, schema = [], None
+    for name in names:
+        with fs.open(storage.filesystem(storage.join(location, name))[1], "rb") as fh:
+            metadata = pq.read_metadata(fh)
+            if schema is None:
+                fh.seek(0)
+                schema = pq.read_schema(fh)  # the Arrow schema, with the provenance
+        metadata.set_file_path(name)
+        collected.append(metadata)
+    for name, collector in (("_common_metadata", None), ("_metadata", collected)):
+        buffer = io.BytesIO()
+        pq.write_metadata(schema, buffer, metadata_collector=collector)
+        storage.put_bytes(storage.join(location, name), buffer.getvalue())
 
 
 def catalog_provenance(location):

@@ -1,0 +1,307 @@
+"""What every merge writes: options, catalog columns, provenance, FITS maps, pictures.
+
+Shared by the merge on Dask (:mod:`astrodask.merging.run`) and the
+single-process reference (:mod:`astrodask.merging.single`), so both give the
+same bytes.
+"""
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .. import __version__
+from ..classes import MORPHOLOGY_CLASSES, OBJECT_CLASSES
+from ..errors import InputError, StoreError
+from .stitch import MATCH_IOU
+
+#: Catalog flag bits.
+FLAGS = {"blended": 1, "truncated": 2, "tile_edge": 4, "masked": 8, "morpheus_undetected": 16}
+
+
+@dataclass
+class MergeOptions:
+    """Settings of the merge stage.
+
+    Attributes
+    ----------
+    match_iou : float
+        Pieces of neighbouring windows are the same object at this IoU within
+        the windows' overlap.
+    morpheus_threshold, morpheus_background_level : float
+        Algorithm 1 on the mean background probability (U-Net-only runs):
+        background ≤ threshold seeds a source, ≥ level seeds the background.
+        (Morpheus applied 0 and 1 to rank votes; mean probabilities are
+        rarely exactly 0 or 1.)
+    morpheus_min_distance, morpheus_max_peaks : int
+        Algorithm 2 deblending seeds (U-Net-only runs).
+    morpheus_min_area, morpheus_min_snr : float
+        U-Net-only runs: smallest segment kept, and its minimum S/N.
+    min_score : float, optional
+        Mask R-CNN runs: objects whose detection score is below this are left
+        out of the catalog. Default: the model card's ``catalog_min_score``
+        (chosen for purity on validation mosaics), else none.
+    detection_threshold : float
+        ``morpheus_detected`` is true where the object's minimum background
+        probability is at most this (as the Morpheus value-added catalog flags
+        sources the network saw).
+    pictures : bool
+        Write the PNG quick-looks.
+    """
+
+    match_iou: float = MATCH_IOU
+    morpheus_threshold: float = 0.1
+    morpheus_background_level: float = 0.9
+    morpheus_min_distance: int = 5
+    morpheus_max_peaks: int = 20
+    morpheus_min_area: int = 5
+    morpheus_min_snr: float = 5.0
+    min_score: float = None
+    detection_threshold: float = 0.5
+    pictures: bool = True
+
+
+def catalog_min_score(record, options):
+    """The score cut of a run's catalog: the option, else its Mask R-CNN card's, else none.
+
+    U-Net-only runs (Morpheus segments) have no detection score: no cut.
+    """
+    if options.min_score is not None:
+        if not 0 <= options.min_score <= 1:
+            raise InputError(f"min score must lie in [0, 1], got {options.min_score}")
+        return float(options.min_score)
+    for model in record["models"]:
+        if model["kind"] == "maskrcnn":
+            value = model["card"].get("catalog_min_score")
+            return float(value) if value is not None else None
+    return None
+
+
+@dataclass
+class MergeSummary:
+    """What the merge produced."""
+
+    results: str
+    n_objects: int
+    by_class: dict
+    by_morphology: dict
+    files: dict
+    seconds: dict = field(default_factory=dict)
+
+
+def open_unet(results):
+    """The run's ``unet.zarr`` group (its class list must end with background)."""
+    import zarr
+
+    group = zarr.open_group(results.unet_store, mode="r")
+    classes = list(group.attrs["astrodask"]["classes"])
+    if classes[-1] != "background":
+        raise StoreError(f"U-Net classes {classes} do not end with background")
+    return group
+
+
+def paint(boxes, masks, values, ys, xs):
+    """Paint masks into a chunk of the label map, later ones on top.
+
+    Parameters
+    ----------
+    boxes : sequence of (y0, x0, y1, x1)
+        Half-open mosaic boxes of the masks.
+    masks : sequence of ndarray of bool
+    values : sequence of int
+        Label of each mask.
+    ys, xs : slice
+        Mosaic slices of the chunk.
+
+    Returns
+    -------
+    ndarray of int32
+    """
+    labels = np.zeros((ys.stop - ys.start, xs.stop - xs.start), dtype=np.int32)
+    for (y0, x0, y1, x1), mask, value in zip(boxes, masks, values):
+        sy0, sx0 = max(y0, ys.start), max(x0, xs.start)
+        sy1, sx1 = min(y1, ys.stop), min(x1, xs.stop)
+        if sy1 <= sy0 or sx1 <= sx0:
+            continue
+        part = mask[sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0]
+        labels[sy0 - ys.start:sy1 - ys.start, sx0 - xs.start:sx1 - xs.start][part] = value
+    return labels
+
+
+def catalog_table(mosaic, objects, accumulator, unet, options, first_id=1):
+    """Catalog columns of objects ``first_id, first_id + 1, ...``.
+
+    Parameters
+    ----------
+    mosaic : Mosaic
+    objects : Objects
+        Masks are not used (they may be ``None``); ``parent_id`` and
+        ``family_size`` must be set.
+    accumulator : Accumulator
+        Sums of these objects, object ``first_id + k`` at index ``k + 1``.
+    unet : zarr.Group or None
+    options : MergeOptions
+    first_id : int
+
+    Returns
+    -------
+    pyarrow.Table
+    """
+    import pyarrow as pa
+
+    from ..measure import ab_magnitude, sky_coordinates
+
+    stats = mosaic.attrs["band_stats"]
+    noise = None if mosaic.has_weight else [stats[b]["mad_std"] for b in mosaic.bands]
+    measured = accumulator.columns(mosaic.bands, noise=noise)
+    n = len(objects)
+    ra, dec = sky_coordinates(mosaic.wcs, measured["x"], measured["y"])
+    grid = mosaic.tile_grid
+    truncated = ((objects.y0 == 0) | (objects.x0 == 0) | (objects.y1 == grid.height)
+                 | (objects.x1 == grid.width))
+    tile_edge = objects.cut | (objects.n_pieces > 1)
+    blended = objects.family_size > 1
+    masked = measured["masked_pixels"] > 0
+    columns = {
+        "id": np.arange(first_id, first_id + n, dtype=np.int64),
+        "parent_id": objects.parent_id.astype(np.int64),
+        "family_size": objects.family_size.astype(np.int32),
+        "x": measured["x"], "y": measured["y"], "ra": ra, "dec": dec,
+        "bbox_y0": objects.y0, "bbox_x0": objects.x0,
+        "bbox_y1": objects.y1, "bbox_x1": objects.x1,
+        "area": measured["area"],
+        "anchor_y": objects.anchor_y, "anchor_x": objects.anchor_x,
+    }
+    for band in mosaic.bands:
+        columns[f"flux_{band}"] = measured[f"flux_{band}"]
+        columns[f"flux_err_{band}"] = measured[f"flux_err_{band}"]
+        columns[f"mag_{band}"] = ab_magnitude(measured[f"flux_{band}"],
+                                              mosaic.attrs.get("zeropoints", {}).get(band))
+    columns["class_id"] = objects.class_id
+    columns["class"] = pa.array([OBJECT_CLASSES[c] if c > 0 else None for c in objects.class_id],
+                                type=pa.string())
+    columns["class_score"] = np.where(objects.class_id > 0, objects.score, np.nan)
+    morpheus_undetected = np.zeros(n, dtype=bool)
+    if unet is not None:
+        probabilities = measured["class_probabilities"]
+        for k, name in enumerate(MORPHOLOGY_CLASSES):
+            columns[f"p_{name}"] = probabilities[:, k]
+        sources = probabilities[:, :-1]
+        dominant = np.argmax(np.nan_to_num(sources, nan=-1.0), axis=1)
+        columns["morphology"] = pa.array(
+            [MORPHOLOGY_CLASSES[d] if np.isfinite(sources[i]).all() else None
+             for i, d in enumerate(dominant)], type=pa.string())
+        columns["min_background"] = measured["min_background"]
+        columns["morpheus_detected"] = measured["min_background"] <= options.detection_threshold
+        morpheus_undetected = ~columns["morpheus_detected"]
+    columns.update(blended=blended, truncated=truncated, tile_edge=tile_edge, masked=masked,
+                   n_pieces=objects.n_pieces)
+    bits = (blended * FLAGS["blended"] | truncated * FLAGS["truncated"]
+            | tile_edge * FLAGS["tile_edge"] | masked * FLAGS["masked"]
+            | morpheus_undetected * FLAGS["morpheus_undetected"])
+    columns["flags"] = np.asarray(bits, dtype=np.int32)
+    return pa.table(columns)
+
+
+def provenance(mosaic, record, options):
+    """The catalog's provenance (schema metadata): inputs, models, options, versions."""
+    import dask
+    import zarr
+
+    return {
+        "astrodask_version": __version__,
+        "versions": {"dask": dask.__version__, "zarr": zarr.__version__},
+        "mosaic": record["mosaic"],
+        "mosaic_inputs": mosaic.attrs["inputs"],
+        "bands": list(mosaic.bands),
+        "tile_grid": mosaic.tile_grid.to_dict(),
+        "models": [{"kind": m["kind"], "name": m["name"], "card": m["card"]}
+                   for m in record["models"]],
+        "run_config": record["config"],
+        "merge_options": options.__dict__,
+        "flags": FLAGS,
+        "pixel_convention": "0-based pixel coordinates, pixel centres on integers; "
+                            "ra/dec in degrees (ICRS)",
+    }
+
+
+def _strips(array, grid, index=None):
+    """Row strips (one window core high) of a 2-D Zarr array, or of ``array[index]``."""
+    for iy in range(grid.shape[0]):
+        ys, _ = grid.core_slices(iy, 0)
+        yield array[ys] if index is None else array[index, ys]
+
+
+def write_segmap_fits(mosaic, segmap_path, path):
+    """Stream the segmentation map of ``segmap_path`` (Zarr) into FITS, row strip by row strip."""
+    import zarr
+
+    from ..outputs.fits import StreamingFits, image_header
+
+    labels = zarr.open_group(segmap_path, mode="r")["labels"]
+    grid = mosaic.tile_grid
+    header = image_header((grid.height, grid.width), "int32", mosaic.header if mosaic.wcs else None,
+                          cards=[("BUNIT", "", "object id of catalog.parquet; 0 = none")])
+    with StreamingFits(path) as out:
+        out.image(header, _strips(labels, grid))
+    return path
+
+
+def write_morphology_fits(mosaic, unet, path):
+    """One FITS image extension per U-Net class, streamed."""
+    from ..outputs.fits import StreamingFits, image_header
+
+    grid = mosaic.tile_grid
+    classes = unet.attrs["astrodask"]["classes"]
+    sky = mosaic.header if mosaic.wcs else None
+    with StreamingFits(path) as out:
+        out.empty_primary(cards=[("ORIGIN", "astrodask", "U-Net class probabilities"),
+                                 ("NCLASS", len(classes), "one image extension per class")])
+        for k, name in enumerate(classes):
+            header = image_header((grid.height, grid.width), "float32", sky, extension=True,
+                                  name=name.upper())
+            out.image(header, _strips(unet["mean"], grid, index=k))
+    return path
+
+
+def write_pictures(mosaic, segmap_path, class_id, unet, results):
+    """PNG quick-looks; ``class_id[k]`` is the class of object ``k + 1``."""
+    import zarr
+
+    from ..morphology.colour import colour_image
+    from ..outputs.images import overview_rgb, preview_step, save_png
+
+    grid = mosaic.tile_grid
+    step = preview_step(grid.height, grid.width)
+    image = np.nan_to_num(mosaic.array("image")[:, ::step, ::step], nan=0.0).sum(axis=0)
+    labels = zarr.open_group(segmap_path, mode="r")["labels"][::step, ::step]
+    class_of = np.concatenate([[0], np.asarray(class_id, dtype=np.int64)])
+    files = {"overview_png": save_png(results.file("overview.png"),
+                                      overview_rgb(image, labels, class_of))}
+    if unet is not None:
+        mean = np.nan_to_num(unet["mean"][:, ::step, ::step], nan=0.0)
+        rgb = np.round(colour_image(mean, classes=unet.attrs["astrodask"]["classes"]) * 255)
+        files["colour_png"] = save_png(results.file("morpheus_colour.png"), rgb.astype(np.uint8))
+    return files
+
+
+def counts(values):
+    """Occurrences of each value (``None`` counted as unclassified), sorted by value."""
+    counts = {}
+    for value in values:
+        key = value if value is not None else "unclassified"
+        counts[key] = counts.get(key, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def summary_text(summary):
+    """A short text summary of a merge."""
+    lines = [f"astrodask {__version__}: {summary.n_objects} objects in {summary.results}"]
+    if summary.by_class:
+        lines.append("by class: " + ", ".join(f"{k} {v}" for k, v in summary.by_class.items()))
+    if summary.by_morphology:
+        lines.append("by morphology: " + ", ".join(f"{k} {v}"
+                                                    for k, v in summary.by_morphology.items()))
+    lines.append("files: " + ", ".join(f"{k}={Path(v).name}" for k, v in summary.files.items()))
+    lines.append("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in summary.seconds.items()))
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,221 @@
+"""The merge as Dask tasks: the same bytes as the single-process reference, any worker count.
+
+Fields and fake detections are those of test_merge.py (a perfect detector:
+the simulator's truth masks clipped to each window).
+"""
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from astropy.io import fits
+
+from astrodask import storage
+from astrodask.engine.results import Results
+from astrodask.merging import tasks
+from astrodask.merging.run import WORK_DIR, MergeError, merge
+from astrodask.merging.single import merge_in_process
+from astrodask.outputs.catalog import read_catalog
+
+from test_merge import fake_detections, field, ingest  # noqa: F401 (field is a fixture)
+
+
+@pytest.fixture(scope="module")
+def client():
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                      dashboard_address=":0") as cluster, Client(cluster) as c:
+        yield c
+
+
+def _same_outputs(dask_out, reference_out):
+    """Catalog table (with provenance) and segmentation map equal to the reference's."""
+    ours, theirs = read_catalog(dask_out / "catalog.parquet"), \
+        pq.read_table(reference_out / "catalog.parquet")
+    assert ours.schema.equals(theirs.schema, check_metadata=True)
+    assert ours.num_rows == theirs.num_rows
+    different = [name for name in theirs.column_names  # NaN == NaN here, unlike Table.equals
+                 if not np.array_equal(ours.column(name).to_numpy(zero_copy_only=False),
+                                       theirs.column(name).to_numpy(zero_copy_only=False),
+                                       equal_nan=ours.column(name).type.equals("double"))]
+    assert not different, f"columns that differ: {different}"
+    assert storage.parquet_bytes(ours.combine_chunks()) == storage.parquet_bytes(theirs)
+    parts = sorted((dask_out / "catalog.parquet").glob("part-*.parquet"))
+    if len(parts) == 1:  # a small mosaic's one part is the reference's file, byte for byte
+        assert parts[0].read_bytes() == (reference_out / "catalog.parquet").read_bytes()
+    assert np.array_equal(fits.getdata(dask_out / "segmap.fits"),
+                          fits.getdata(reference_out / "segmap.fits"))
+    assert (dask_out / "segmap.fits").read_bytes() == (reference_out / "segmap.fits").read_bytes()
+
+
+def _copy_results(source, target):
+    import shutil
+
+    shutil.copytree(source, target)
+    return target
+
+
+@pytest.mark.parametrize("geometry", [(64, 8, 0), (128, 24, 40)])
+def test_equals_single_process_merge(field, client, geometry):
+    folder, truth, masks = field
+    tile, halo, crop = geometry
+    mosaic = ingest(folder, f"eq-{tile}-{halo}", tile=tile, halo=halo, crop=crop)
+    out = fake_detections(mosaic, masks, truth, folder / f"eq-dask-{tile}", crop=crop)
+    reference = _copy_results(out, folder / f"eq-ref-{tile}")
+    summary = merge(out, client=client)
+    merge_in_process(reference)
+    _same_outputs(out, reference)
+    assert summary.n_objects == pq.read_table(reference / "catalog.parquet").num_rows > 50
+    assert not (out / WORK_DIR).exists()
+
+
+def test_one_and_two_workers_give_the_same_bytes(field, client):
+    from distributed import Client, LocalCluster
+
+    folder, truth, masks = field
+    mosaic = ingest(folder, "workers", tile=64, halo=8)
+    one = fake_detections(mosaic, masks, truth, folder / "workers-1")
+    two = _copy_results(one, folder / "workers-2")
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                      dashboard_address=":0") as cluster, Client(cluster) as single:
+        merge(one, client=single)
+    merge(two, client=client)
+    names = sorted(p.name for p in (one / "catalog.parquet").iterdir())
+    assert names == sorted(p.name for p in (two / "catalog.parquet").iterdir())
+    assert {"_metadata", "_common_metadata", "part-00000.parquet"} <= set(names)
+    for name in names:
+        assert (one / "catalog.parquet" / name).read_bytes() == \
+            (two / "catalog.parquet" / name).read_bytes(), name
+    assert (one / "segmap.fits").read_bytes() == (two / "segmap.fits").read_bytes()
+
+
+def test_catalog_dataset_reads_as_one_table(field, client):
+    import pandas as pd
+    import pyarrow.dataset as ds
+
+    folder, truth, masks = field
+    mosaic = ingest(folder, "dataset", tile=64, halo=8)
+    out = fake_detections(mosaic, masks, truth, folder / "dataset")
+    import astrodask.merging.run as run_module
+
+    blocks = run_module.BLOCK_WINDOWS
+    run_module.BLOCK_WINDOWS = 20  # several parts on a small mosaic
+    try:
+        summary = merge(out, client=client)
+    finally:
+        run_module.BLOCK_WINDOWS = blocks
+    path = out / "catalog.parquet"
+    parts = sorted(p.name for p in path.glob("part-*.parquet"))
+    assert len(parts) > 1
+    frame = pd.read_parquet(path)
+    table = ds.dataset(path, format="parquet").to_table()
+    via_metadata = pq.ParquetDataset(path).read()
+    assert len(frame) == table.num_rows == via_metadata.num_rows == summary.n_objects
+    assert frame["id"].tolist() == list(range(1, summary.n_objects + 1))
+    assert pq.read_metadata(path / "_metadata").num_rows == summary.n_objects
+    assert b"astrodask" in pq.read_schema(path / "_common_metadata").metadata
+    dd = pytest.importorskip("dask.dataframe")
+    assert len(dd.read_parquet(str(path))) == summary.n_objects
+
+
+def _add_long_object(mosaic, out, centre=(200, 200)):
+    """Add a 300-px diagonal stripe to every window's part, its brightest pixel at ``centre``.
+
+    One window's core holds the anchor, so the stripe is one object made of
+    the pieces of about seven windows along the diagonal.
+    """
+    import pyarrow as pa
+
+    from astrodask.engine.results import write_parquet
+    from astrodask.instances import tile_instances
+
+    grid = mosaic.tile_grid
+    results = Results(out)
+    t = grid.tile
+    for iy, ix in grid.indices():
+        tile = mosaic.read_tile(iy, ix)
+        y0, x0 = tile.origin
+        yy, xx = np.mgrid[y0:y0 + t, x0:x0 + t]
+        stripe = (np.abs(yy - xx) < 4) & (yy >= 50) & (yy < 350) & (xx >= 50) & (xx < 350)
+        if not stripe.any():
+            continue
+        brightness = -np.hypot(yy - centre[0], xx - centre[1])
+        extra = tile_instances(tile, grid, stripe[None], [2], np.ones(1, np.float32), brightness)
+        part = pq.read_table(results.instances_path(iy, ix))
+        det = pa.array(np.full(extra.num_rows, len(part), np.int32))
+        extra = extra.set_column(extra.schema.get_field_index("det"), "det", det)
+        write_parquet(pa.concat_tables([part, extra]), results.instances_path(iy, ix))
+
+
+def test_object_spanning_many_windows_is_stitched_by_the_global_step(field, client):
+    """No window's 3x3 neighbourhood holds the stripe whole: the global step joins it."""
+    folder, truth, masks = field
+    mosaic = ingest(folder, "long", tile=64, halo=8)  # core 48
+    out = fake_detections(mosaic, masks, truth, folder / "long-dask")
+    _add_long_object(mosaic, out)
+    reference = _copy_results(out, folder / "long-ref")
+    merge(out, client=client)
+    merge_in_process(reference)
+    _same_outputs(out, reference)
+    cat = read_catalog(out / "catalog.parquet").to_pydict()
+    long = [k for k in range(len(cat["id"])) if (cat["bbox_y0"][k], cat["bbox_x0"][k],
+                                                 cat["bbox_y1"][k], cat["bbox_x1"][k])
+            == (50, 50, 350, 350)]
+    assert len(long) == 1 and cat["n_pieces"][long[0]] >= 7
+    import json
+
+    assert json.loads((out / "merge.json").read_text())["large_objects"] == 1
+
+
+def test_interrupted_merge_resumes(field, client, monkeypatch):
+    folder, truth, masks = field
+    mosaic = ingest(folder, "resume", tile=64, halo=8)
+    out = fake_detections(mosaic, masks, truth, folder / "resume")
+    reference = _copy_results(out, folder / "resume-ref")
+    merge_in_process(reference)
+
+    # Stop the merge in its paint stage (in this process: threads share the patch).
+    from distributed import Client, LocalCluster
+
+    original = tasks.paint_task
+    calls = []
+
+    def failing(ctx, cy, cx, *args):
+        calls.append((cy, cx))
+        if len(calls) > 5:
+            raise RuntimeError("interrupted")
+        return original(ctx, cy, cx, *args)
+
+    monkeypatch.setattr(tasks, "paint_task", failing)
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                      dashboard_address=":0") as cluster, Client(cluster) as threads:
+        with pytest.raises(MergeError, match="paint .* failed on a worker: RuntimeError"):
+            merge(out, client=threads)
+    monkeypatch.setattr(tasks, "paint_task", original)
+    work = out / WORK_DIR
+    assert not (out / "catalog.parquet").exists() and not (out / "segmap.fits").exists()
+    resolved = {p.name for p in (work / "done" / "resolve").iterdir()}
+    assert len(resolved) == len(mosaic.tile_grid)
+    painted_before = len(list((work / "done" / "paint").iterdir()))
+    assert 0 < painted_before < len(mosaic.tile_grid)
+
+    summary = merge(out, client=client)
+    _same_outputs(out, reference)
+    assert summary.n_objects > 50
+    assert not work.exists()
+    # only the unfinished tasks ran: the rest of the paint stage, families, one catalog part
+    import json
+
+    record = json.loads((out / "merge.json").read_text())
+    assert record["tasks"] == len(mosaic.tile_grid) - painted_before + 2
+
+
+def test_refuses_unfinished_or_missing_runs(tmp_path):
+    from astrodask.errors import StoreError
+
+    storage.put_json(tmp_path / "run.json", {"complete": False, "models": []})
+    with pytest.raises(StoreError, match="did not finish"):
+        merge(tmp_path)
+    with pytest.raises(StoreError, match="not an astrodask results folder"):
+        merge(tmp_path / "nothing")
+    assert Results(tmp_path).read_run()["complete"] is False
