@@ -51,7 +51,8 @@ def test_halo_against_context():
         "mosaic's halo is 32: its maps may show seams within 74 px of the core edges; "
         "re-ingest with `astrodask ingest --halo 106` to remove them"]
     # faithful: the halo must also stay a multiple of the stride
-    assert "`astrodask ingest --halo 36`" in check(TileGrid(**mosaic), mode="faithful", stride=4)[0]
+    faithful = check(TileGrid(**mosaic), mode="faithful", stride=4)
+    assert "`astrodask ingest --halo 36`" in faithful[0]
     assert check(TileGrid(**mosaic, halo=36), mode="faithful", stride=4) == []
     assert check(TileGrid(**mosaic, halo=106), mode="fast") == []
     # a tile too small for the halo gets a larger tile suggested
