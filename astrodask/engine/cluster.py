@@ -153,3 +153,158 @@ def _close_quietly(cluster):
         cluster.close()
     finally:
         logger.setLevel(level)
+
+
+#: Seconds a run waits for a worker that can take its tasks (see :class:`SchedulingWatch`).
+WORKER_WAIT_ENV = "ASTRODASK_WORKER_WAIT"
+DEFAULT_WORKER_WAIT = 45.0
+
+
+def worker_wait():
+    """Seconds to wait for a suitable worker: ``$ASTRODASK_WORKER_WAIT`` or 45."""
+    text = os.environ.get(WORKER_WAIT_ENV, "")
+    try:
+        value = float(text) if text.strip() else DEFAULT_WORKER_WAIT
+    except ValueError:
+        raise InputError(f"{WORKER_WAIT_ENV} must be a number of seconds, got {text!r}") from None
+    if value < 0:
+        raise InputError(f"{WORKER_WAIT_ENV} must not be negative, got {text!r}")
+    return value
+
+
+def _format_resources(needed):
+    return ",".join(f"{name}={amount:g}" for name, amount in sorted(needed.items()))
+
+
+def unschedulable(client, needed, option="--gpu-workers"):
+    """Why no worker of ``client``'s cluster can run tasks that need ``needed``.
+
+    Parameters
+    ----------
+    client : distributed.Client
+    needed : dict
+        Dask resources each task asks for (e.g. ``{"GPU": 1}``).
+    option : str
+        The option that asked for them, named in the message.
+
+    Returns
+    -------
+    str or None
+        A one-line reason when the cluster has workers and none advertises
+        the resources; ``None`` when one does, when nothing is needed, or when
+        the cluster has no workers yet (they may still be queued, as SLURM
+        jobs or pods are, and a cluster with no workers is waited for).
+    """
+    if not needed:
+        return None
+    workers = client.scheduler_info(n_workers=-1)["workers"]
+    for info in workers.values():
+        resources = info.get("resources") or {}
+        if all(resources.get(name, 0) >= amount for name, amount in needed.items()):
+            return None
+    if not workers:
+        return None
+    wanted = _format_resources(needed)
+    return (f"none of the {len(workers)} worker(s) of the cluster advertises {wanted}, which "
+            f"{option} needs: start workers with `dask worker --resources {wanted}` "
+            f"or run without {option}")
+
+
+class SchedulingWatch:
+    """Ends a run whose tasks no worker of the cluster can take.
+
+    The scheduler keeps such tasks waiting for ever (in the ``no-worker``
+    state): a run with ``--gpu-workers`` on a cluster without ``GPU=1``
+    workers would sit at 0 tiles. The watch checks before the models are
+    loaded (:meth:`wait_at_start`) and, while the run makes no progress, in a
+    background thread (:meth:`start`): after ``wait`` seconds with workers but
+    none suitable it records the reason and calls ``on_stuck``.
+
+    Parameters
+    ----------
+    client : distributed.Client
+    needed : dict
+        Resources each task asks for; an empty dict disables the watch.
+    option : str
+        The option that asked for them (for the message).
+    wait : float, optional
+        Seconds to wait for a suitable worker; default :func:`worker_wait`.
+    poll : float
+        Seconds between checks.
+    """
+
+    def __init__(self, client, needed, option="--gpu-workers", wait=None, poll=5.0):
+        import threading
+
+        self.client = client
+        self.needed = dict(needed or {})
+        self.option = option
+        self.wait = worker_wait() if wait is None else wait
+        self.poll = poll
+        self.reason = None
+        self._progress = None
+        self._stop = threading.Event()
+        self._thread = None
+
+    def _message(self, reason):
+        return f"{reason} (waited {self.wait:.0f} s)"
+
+    def wait_at_start(self):
+        """Block until a suitable worker is there (or none at all); the reason if none came."""
+        import time
+
+        if not self.needed:
+            return None
+        deadline = time.monotonic() + self.wait
+        while True:
+            reason = unschedulable(self.client, self.needed, self.option)
+            if reason is None:
+                return None
+            if time.monotonic() >= deadline:
+                self.reason = self._message(reason)
+                return self.reason
+            time.sleep(min(1.0, self.poll))
+
+    def progressed(self):
+        """Tell the watch that a task finished (no check is needed for a while)."""
+        import time
+
+        self._progress = time.monotonic()
+
+    def start(self, on_stuck):
+        """Watch in a background thread; call ``on_stuck()`` once the run cannot go on."""
+        import threading
+
+        if not self.needed:
+            return
+        self.progressed()
+        self._thread = threading.Thread(target=self._watch, args=(on_stuck,), daemon=True,
+                                        name="astrodask-scheduling-watch")
+        self._thread.start()
+
+    def _watch(self, on_stuck):
+        import time
+
+        stuck_since = None
+        while not self._stop.wait(self.poll):
+            if time.monotonic() - self._progress < self.poll:
+                stuck_since = None
+                continue
+            try:
+                reason = unschedulable(self.client, self.needed, self.option)
+            except Exception:  # the client is closing: the run is ending anyway
+                return
+            if reason is None:
+                stuck_since = None
+                continue
+            stuck_since = stuck_since or time.monotonic()
+            if time.monotonic() - stuck_since >= self.wait:
+                self.reason = self._message(reason)
+                on_stuck()
+                return
+
+    def stop(self):
+        """End the background thread."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()

@@ -13,10 +13,21 @@ from distributed import WorkerPlugin
 
 from ..framework import configure_framework
 
-PLUGIN_NAME = "astrodask-models"
+#: Prefix of the plugin names; each run adds its own token (:func:`plugin_name`).
+PLUGIN_PREFIX = "astrodask-models"
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                     "TF_NUM_INTRAOP_THREADS")
+
+
+def plugin_name(token):
+    """The plugin name of the run identified by ``token``.
+
+    Each run registers its models under its own name, so two runs sharing a
+    cluster never replace each other's models or band statistics, and each
+    run's tasks look up their own.
+    """
+    return f"{PLUGIN_PREFIX}-{token}"
 
 
 def worker_environment(threads):
@@ -55,11 +66,17 @@ class ModelPlugin(WorkerPlugin):
         Framework threads per worker; default the worker's task threads.
     gpu : bool
         Restrict the worker to its own GPU.
+    name : str, optional
+        The name it is registered under (:func:`plugin_name` of the run);
+        default a fresh one.
     """
 
-    name = PLUGIN_NAME
+    def __init__(self, specs, config, tile_size=None, threads=None, gpu=False, name=None):
+        if name is None:
+            import uuid
 
-    def __init__(self, specs, config, tile_size=None, threads=None, gpu=False):
+            name = plugin_name(uuid.uuid4().hex[:8])
+        self.name = name
         self.specs = specs
         self.config = config
         self.tile_size = tile_size

@@ -113,6 +113,44 @@ def _check_window_lattice(config, grid, specs):
                          "choose a stride that divides both")
 
 
+def _check_context(config, grid, specs):
+    """Warn when a model needs more context around a window core than the store's halo.
+
+    Each runner says how much it needs (``required_context``: the U-Net's
+    from its network and mode, none for the Mask R-CNN, whose seams the merge
+    resolves). A warning, not an error: the run's outputs are complete and
+    correct away from the seams (only pixels within ``need - halo`` of a core
+    edge may differ from a whole-image run), the halo is fixed at ingest,
+    which is costly to redo for a survey mosaic, and the default geometry
+    (halo 32) is below the fast mode's 106 px: an error would refuse the
+    default ``ingest`` + ``run`` with nothing to do but re-ingest. The
+    warning names the ``astrodask ingest`` options that remove the seams.
+    """
+    import warnings
+
+    from .runners import RUNNERS
+
+    if len(grid) == 1:
+        return  # one window: no seams
+    for spec in specs:
+        options = getattr(config, spec.kind)
+        need = RUNNERS[spec.kind].required_context(spec, options)
+        if need is None or need <= grid.halo:
+            continue
+        # faithful windows must also stay on one lattice (_check_window_lattice)
+        stride = options.stride if getattr(options, "mode", None) == "faithful" else 1
+        halo = -(-need // stride) * stride
+        tile = grid.tile
+        while tile - 2 * halo < max(64, stride) or (tile - 2 * halo) % stride:
+            tile += 64 if tile % 64 == 0 else 64 - tile % 64
+        options_text = f"--halo {halo}" + (f" --tile {tile}" if tile != grid.tile else "")
+        mode = f", {options.mode} mode" if hasattr(options, "mode") else ""
+        warnings.warn(f"{spec.name} ({spec.kind}{mode}) needs {need} px of context around each "
+                      f"window core but the mosaic's halo is {grid.halo}: its maps may show "
+                      f"seams within {need - grid.halo} px of the core edges; re-ingest with "
+                      f"`astrodask ingest {options_text}` to remove them", stacklevel=3)
+
+
 def default_batch_size(specs):
     """Tiles per task when none is configured: 4 with a Mask R-CNN, else 1."""
     return 4 if any(s.kind == "maskrcnn" for s in specs) else 1
@@ -153,6 +191,7 @@ def run(mosaic, out, *, config=None, client=None, progress=None, on_start=None, 
     specs = [prepare_spec(s, mosaic, config) for s in
              resolve_models(config.models, mosaic.bands, config.band_map)]
     _check_window_lattice(config, mosaic.tile_grid, specs)
+    _check_context(config, mosaic.tile_grid, specs)
     if config.batch_size is None:
         config = replace(config, batch_size=default_batch_size(specs))
     results = Results(out)
@@ -192,8 +231,8 @@ def run(mosaic, out, *, config=None, client=None, progress=None, on_start=None, 
 def _compute(summary, todo, mosaic, results, specs, config, client, progress, on_start):
     from distributed import as_completed
 
-    from .cluster import connect
-    from .plugin import ModelPlugin
+    from .cluster import SchedulingWatch, connect
+    from .plugin import ModelPlugin, plugin_name
     from .tasks import process_batch
 
     cluster = nullcontext((client, "given client")) if client is not None else connect(config)
@@ -203,50 +242,72 @@ def _compute(summary, todo, mosaic, results, specs, config, client, progress, on
         if on_start is not None:
             on_start(summary)
         on_gpus = config.gpus is not None or config.gpu_workers
-        _register(client, ModelPlugin(specs, config, tile_size=mosaic.tile_grid.tile,
-                                      threads=config.threads_per_worker, gpu=on_gpus))
-        report_tmp = _report_tmp(config.report) if config.report else None
-        report = _report_context(report_tmp)
-        token = uuid.uuid4().hex[:8]
         # Resources go with each submit: annotations made at graph build are lost (dask#7036).
         extra = {"resources": {"GPU": 1}} if on_gpus else {}
-        done = summary.tiles_skipped
-        if progress is not None:
-            progress(done, summary.tiles_total)
-        start = time.perf_counter()
-        with report:
-            futures = {client.submit(process_batch, batch, mosaic.path,
-                                     results.location, key=f"astrodask-{token}-{i}",
-                                     pure=False, retries=1, **extra): batch
-                       for i, batch in enumerate(todo)}
-            try:
-                for future in as_completed(futures):
-                    batch_summary = _result(future, futures[future])
-                    summary.tiles_run += batch_summary["tiles"]
-                    pid = batch_summary["pid"]
-                    summary.workers[pid] = summary.workers.get(pid, 0) + 1
-                    done += batch_summary["tiles"]
-                    if progress is not None:
-                        progress(done, summary.tiles_total)
-            except BaseException:
-                client.cancel(list(futures))
-                raise
-        summary.seconds = time.perf_counter() - start
-        if config.report:
-            _finish_report(config.report, report_tmp)
+        watch = SchedulingWatch(client, extra.get("resources"),
+                                option="--gpus" if config.gpus is not None else "--gpu-workers")
+        if watch.wait_at_start():
+            raise EngineError(watch.reason)
+        # One token names this run's plugin and task keys: runs sharing a cluster
+        # each keep their own models and statistics.
+        token = uuid.uuid4().hex[:8]
+        plugin = ModelPlugin(specs, config, tile_size=mosaic.tile_grid.tile,
+                             threads=config.threads_per_worker, gpu=on_gpus,
+                             name=plugin_name(token))
+        try:
+            _register(client, plugin)
+            report_tmp = _report_tmp(config.report) if config.report else None
+            report = _report_context(report_tmp)
+            done = summary.tiles_skipped
+            if progress is not None:
+                progress(done, summary.tiles_total)
+            start = time.perf_counter()
+            with report:
+                futures = {client.submit(process_batch, batch, mosaic.path,
+                                         results.location, plugin.name,
+                                         key=f"astrodask-{token}-{i}",
+                                         pure=False, retries=1, **extra): batch
+                           for i, batch in enumerate(todo)}
+                watch.start(lambda: client.cancel(list(futures)))
+                try:
+                    for future in as_completed(futures):
+                        if watch.reason:
+                            raise EngineError(watch.reason)
+                        batch_summary = _result(future, futures[future])
+                        watch.progressed()
+                        summary.tiles_run += batch_summary["tiles"]
+                        pid = batch_summary["pid"]
+                        summary.workers[pid] = summary.workers.get(pid, 0) + 1
+                        done += batch_summary["tiles"]
+                        if progress is not None:
+                            progress(done, summary.tiles_total)
+                except BaseException:
+                    client.cancel(list(futures))
+                    raise
+                finally:
+                    watch.stop()
+            summary.seconds = time.perf_counter() - start
+            if config.report:
+                _finish_report(config.report, report_tmp)
+        finally:
+            _unregister(client, plugin.name)
 
 
 def _register(client, plugin):
-    """Load the models on every worker (and on workers that join later)."""
+    """Load the run's models on every worker (and on workers that join later)."""
     try:
         client.register_plugin(plugin, name=plugin.name)
     except Exception as exc:
-        try:
-            client.unregister_worker_plugin(plugin.name)
-        except Exception:  # nothing registered, or the scheduler is gone: nothing to undo
-            pass
         raise EngineError(f"could not load the models on the workers: {type(exc).__name__}: "
                           f"{first_line(exc)}") from None
+
+
+def _unregister(client, name):
+    """Remove the run's plugin: the workers drop its models (also after errors and Ctrl-C)."""
+    try:
+        client.unregister_worker_plugin(name)
+    except Exception:  # nothing registered, or the scheduler is gone: nothing to undo
+        pass
 
 
 def _result(future, batch):

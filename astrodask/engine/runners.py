@@ -45,6 +45,18 @@ class UnetRunner:
         self._lock = threading.Lock()
         self._group = None
 
+    @staticmethod
+    def required_context(spec, options):
+        """Pixels of context each side of a window core needed for seamless maps.
+
+        :func:`~astrodask.morphology.windows.context_radius` for the run's mode
+        and the network of ``spec``'s card (34 faithful, 106 fast for Morpheus).
+        """
+        from ..morphology.windows import context_radius
+
+        return context_radius(mode=options.mode, stride=options.stride,
+                              architecture=spec.card.get("config"))
+
     def open_outputs(self, results):
         if self._group is None:
             import zarr
@@ -97,6 +109,19 @@ class MaskRCNNRunner:
         self.mean, self.std = (np.asarray(v, dtype=np.float32) for v in spec.stats)
         self.settings = dict(spec.settings or {})
         self._lock = threading.Lock()
+
+    @staticmethod
+    def required_context(spec, options):
+        """None: no halo makes Mask R-CNN windows agree; the merge resolves their seams.
+
+        Its receptive field runs through the FPN's top-down path to the
+        coarsest level (hundreds of pixels, more than a 512 window leaves for
+        a core) and its proposals and NMS are global to the window, so two
+        windows may see one object differently whatever the halo. The merge
+        keeps each object in the window whose core holds its anchor and
+        matches and stitches pieces by mask IoU (``astrodask.merging``).
+        """
+        return None
 
     def warm_up(self, tile_size):
         """Run once on an empty window so that the first task pays no start-up cost."""

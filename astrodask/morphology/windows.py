@@ -271,8 +271,30 @@ def receptive_field_radius(model):
     return radius
 
 
+def unet_receptive_field(down_filters=(8, 16, 32), down_blocks=4, up_blocks=2, **_):
+    """:func:`receptive_field_radius` of a U-Net from its build settings, without Keras.
+
+    Takes the keyword arguments of :func:`astrodask.models.unet.build_unet`
+    (a model card's ``config``; others are ignored, missing ones take
+    ``build_unet``'s defaults), so the client can check a run's geometry
+    without loading the model. Counted as :func:`receptive_field_radius`
+    counts the layers: down the contraction path, one bottom block, back up
+    the expansion path, and the final 3x3 logits convolution.
+    """
+    radius, step = 0, 1
+    for _level in down_filters:
+        radius += down_blocks * step + step  # 3x3 convolutions, then the 2x2 pooling
+        step *= 2
+    radius += step  # the bottom block
+    for _level in down_filters:
+        radius += 2 * step  # bicubic upsampling: two taps of the coarse grid
+        step //= 2
+        radius += up_blocks * step
+    return radius + step  # logits
+
+
 def context_radius(model=None, mode="fast", stride=1, normalisation="local",
-                   window=WINDOW, margin=MARGIN):
+                   window=WINDOW, margin=MARGIN, architecture=None):
     """Width of the border of a :func:`classify_tile` output that is not final.
 
     A pixel closer than this to a tile edge whose far side is image data
@@ -283,10 +305,15 @@ def context_radius(model=None, mode="fast", stride=1, normalisation="local",
       pixel starts that far before it); the tile origin must also be a
       multiple of ``stride`` in mosaic coordinates so that the window grids
       of neighbouring tiles coincide.
-    * fast: the network's receptive field (:func:`receptive_field_radius`)
-      plus half the standardisation window for ``normalisation="local"``.
-      ``"tile"`` normalisation depends on the whole tile: no finite radius
-      (returns None).
+    * fast: the network's receptive field (:func:`receptive_field_radius` of
+      ``model``, or :func:`unet_receptive_field` of ``architecture``, the
+      ``build_unet`` settings; the published Morpheus network when neither
+      is given) plus half the standardisation window for
+      ``normalisation="local"``. ``"tile"`` normalisation depends on the
+      whole tile: no finite radius (returns None). The 8 flips/rotations
+      do not widen it.
+
+    For the published network: 34 px faithful, 106 px fast.
     """
     if mode == "faithful":
         return window - margin - 1
@@ -294,11 +321,11 @@ def context_radius(model=None, mode="fast", stride=1, normalisation="local",
         raise InputError(f"unknown mode {mode!r} (fast or faithful)")
     if normalisation == "tile":
         return None
-    if model is None:
-        from ..models.unet import build_morpheus_unet
-
-        model = build_morpheus_unet()
-    return receptive_field_radius(model) + window // 2
+    if model is not None:
+        field = receptive_field_radius(model)
+    else:
+        field = unet_receptive_field(**(architecture or {}))
+    return field + window // 2
 
 
 def classify_tile(model, tile, mode="fast", stride=1, flips=False, normalisation="local",
