@@ -11,8 +11,12 @@ class AstrodaskError(Exception):
     exit_code = 2
 
 
-class InputError(AstrodaskError):
-    """Bad user input: a file, an option, or data that cannot be used."""
+class InputError(AstrodaskError, ValueError):
+    """Bad user input: a file, an option, or data that cannot be used.
+
+    A :class:`ValueError` too, as input errors are in NumPy, astropy and
+    scikit-image, so ``except ValueError`` catches it.
+    """
 
 
 class StoreError(AstrodaskError):

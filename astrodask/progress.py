@@ -5,16 +5,20 @@ import time
 
 
 class TextProgress:
-    """Callable ``progress(done, total)`` that redraws one line on stderr.
+    """Callable ``progress(done, total)`` that shows progress on stderr.
 
-    Shows done/total, rate and ETA; redraws at most a few times a second.
+    Shows done/total, rate and ETA. On a terminal one line is redrawn at most
+    a few times a second; elsewhere (a SLURM log, a pipe) a new line is
+    written at most every ``log_interval`` seconds, and at the end.
     """
 
-    def __init__(self, label, unit="items", stream=None, min_interval=0.25):
+    def __init__(self, label, unit="items", stream=None, min_interval=0.25, log_interval=30.0):
         self.label = label
         self.unit = unit
         self.stream = stream or sys.stderr
-        self.min_interval = min_interval
+        isatty = getattr(self.stream, "isatty", None)
+        self.interactive = bool(isatty and isatty())
+        self.min_interval = min_interval if self.interactive else log_interval
         self._first = None  # (time, done) of the first report: rates count from there
         self._last = 0.0
         self._drawn = False
@@ -33,10 +37,10 @@ class TextProgress:
         width = 30
         filled = int(width * done / total) if total else width
         bar = "#" * filled + "-" * (width - filled)
-        self.stream.write(f"\r{self.label} [{bar}] {done}/{total} {self.unit} "
-                          f"{rate:6.2f}/s ETA {eta_text}")
+        line = f"{self.label} [{bar}] {done}/{total} {self.unit} {rate:6.2f}/s ETA {eta_text}"
+        self.stream.write(f"\r{line}" if self.interactive else f"{line}\n")
         self.stream.flush()
-        self._drawn = True
+        self._drawn = self.interactive
 
     def close(self):
         """End the progress line."""

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+import astrodask
 from astrodask import cli
 from astrodask.demo import demo, demo_models
 from astrodask.errors import InputError
@@ -20,7 +21,9 @@ def test_demo_runs_every_stage(tmp_path):
     assert mean.shape == (5, 256, 256) and not np.isnan(mean).any()
     assert set(result.seconds) == {"simulate", "ingest", "run", "merge"}
     assert (tmp_path / "demo" / "results" / "catalog.parquet").exists()
-    assert result.merge.n_objects >= 0 and "segmap_fits" in result.merge.files
+    catalog = astrodask.read_catalog(tmp_path / "demo" / "results" / "catalog.parquet")
+    assert catalog.num_rows == result.merge.n_objects > 0
+    assert "segmap_fits" in result.merge.files
 
 
 def test_demo_decam_runs_both_shipped_models(tmp_path):

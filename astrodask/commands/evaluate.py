@@ -7,7 +7,7 @@ def register(subparsers):
     parser = subparsers.add_parser(
         "evaluate", help="score a Mask R-CNN on held-out simulated fields",
         description="Simulate held-out fields with truth, run a Mask R-CNN (and the SEP "
-                    "baseline) on them and report AP, AP50, AP75, APs/m/l, precision at 80%% "
+                    "baseline) on them and report AP, AP50, AP75, APs/m/l, precision at 80% "
                     "recall and confusion matrices, per class and combined.")
     parser.add_argument("model", nargs="?", default="maskrcnn_decam",
                         help="shipped model name, .keras path or training run directory "
