@@ -5,7 +5,7 @@ is ingested with small windows, and every window "detects" the blobs' truth
 masks clipped to it (as tests/test_merge.py does with the simulator's truth),
 written as the engine writes Mask R-CNN parts. Each mosaic is then merged
 with 1 and with 2 local workers, each merge in a fresh process so that peak
-RSS is its own.
+RSS is its own, with the Dask scheduler and workers in processes of their own.
 
 Prints, per size: merge seconds per window with 1 and 2 workers, the speed-up,
 peak RSS of the client and of each worker, and scheduler tasks per window.
@@ -104,25 +104,55 @@ def fake_results(mosaic, truth, out):
 
 
 def one_merge(results, workers):
-    """Child process: merge ``results`` on a fresh local cluster; print a JSON line."""
-    from distributed import Client, LocalCluster
+    """Child process: merge ``results`` on a fresh cluster; print a JSON line.
+
+    The scheduler and the workers run in processes of their own (``dask
+    scheduler``, ``dask worker``), as on a real cluster, so the client's peak
+    RSS is the client's alone (a ``LocalCluster`` would put the scheduler in
+    this process).
+    """
+    import tempfile
+
+    from distributed import Client
 
     from astrodask.engine.cluster import cluster_config
     from astrodask.merging.products import MergeOptions
     from astrodask.merging.run import merge
-    import dask
 
-    with dask.config.set(cluster_config()), \
-            LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                         dashboard_address=":0") as cluster, Client(cluster) as client:
-        start = time.perf_counter()
-        summary = merge(results, client=client, options=MergeOptions(pictures=False))
-        seconds = time.perf_counter() - start
-        worker_rss = client.run(lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+    env = dict(os.environ, **{"DASK_" + k.upper().replace(".", "__").replace("-", "_"):
+                              str(v) for k, v in cluster_config().items() if v is not None})
+    folder = tempfile.mkdtemp(prefix="merge-scale-")
+    scheduler_file = os.path.join(folder, "scheduler.json")
+    dask_bin = [sys.executable, "-m"]
+    procs = [subprocess.Popen(dask_bin + ["distributed.cli.dask_scheduler",
+                                              "--scheduler-file", scheduler_file, "--port", "0",
+                                              "--dashboard-address", ":0"],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    try:
+        while not os.path.exists(scheduler_file):
+            time.sleep(0.1)
+        procs.append(subprocess.Popen(dask_bin + [
+            "distributed.cli.dask_worker", "--scheduler-file", scheduler_file,
+            "--nworkers", str(workers), "--nthreads", "1", "--dashboard-address", ":0"],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        with Client(scheduler_file=scheduler_file) as client:
+            client.wait_for_workers(workers, timeout=120)
+            start = time.perf_counter()
+            summary = merge(results, client=client, options=MergeOptions(pictures=False))
+            seconds = time.perf_counter() - start
+            rss = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # noqa: E731
+            worker_rss = client.run(rss)
+            scheduler_rss = client.run_on_scheduler(rss)
+    finally:
+        for proc in reversed(procs):
+            proc.terminate()
+            proc.wait(timeout=60)
+        shutil.rmtree(folder, ignore_errors=True)
     record = json.loads((Path(results) / "merge.json").read_text())
     print(json.dumps({"seconds": seconds, "objects": summary.n_objects,
                       "tasks": record["tasks"], "windows": record["windows"],
                       "client_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                      "scheduler_rss_mb": scheduler_rss / 1024,
                       "worker_rss_mb": sorted(v / 1024 for v in worker_rss.values())}))
 
 
@@ -174,13 +204,14 @@ def main():
 
 def _print(rows):
     print(f"\n{'windows':>8} {'objects':>8} {'s/win 1w':>9} {'s/win 2w':>9} {'2w/1w':>6} "
-          f"{'client MB 1w/2w':>16} {'worker MB 1w | 2w':>22} {'tasks/win':>9} {'same':>5}")
+          f"{'client MB 1w/2w':>16} {'sched. MB':>9} {'worker MB 1w | 2w':>22} {'tasks/win':>9} "
+          f"{'same':>5}")
     for r in rows:
         one, two = r[1], r[2]
         print(f"{r['windows']:8d} {one['objects']:8d} {one['seconds'] / r['windows']:9.4f} "
               f"{two['seconds'] / r['windows']:9.4f} {one['seconds'] / two['seconds']:6.2f} "
               f"{one['client_rss_mb']:7.0f}/{two['client_rss_mb']:<8.0f} "
-              f"{one['worker_rss_mb'][0]:7.0f} | "
+              f"{two['scheduler_rss_mb']:9.0f} {one['worker_rss_mb'][0]:7.0f} | "
               f"{', '.join(f'{v:.0f}' for v in two['worker_rss_mb']):>12} "
               f"{one['tasks'] / r['windows']:9.2f} {str(r['identical']):>5}")
     sys.stdout.flush()

@@ -53,10 +53,11 @@ def damage(folder, bands, size):
             data[(3 * h) // 4:(3 * h) // 4 + 120, h // 3:h // 3 + 120] = np.nan  # NaN patch
             data[h // 10:h // 10 + 256, (2 * h) // 3:(2 * h) // 3 + 256] = np.nan  # missing block
             sigma = float(np.nanstd(data[:200, :200]))
+            header = hdul[0].header.copy()
         weight = np.full((h, h), 1.0 / sigma ** 2, dtype=np.float32)
         weight[(9 * h) // 20:(9 * h) // 20 + 30, :] = 0.0                  # zero-weight stripe
         wpath = folder / f"weight_{band}.fits"
-        fits.PrimaryHDU(weight).writeto(wpath, overwrite=True)
+        fits.PrimaryHDU(weight, header).writeto(wpath, overwrite=True)
         weights.append(wpath)
     return weights
 
