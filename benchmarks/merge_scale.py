@@ -103,6 +103,23 @@ def fake_results(mosaic, truth, out):
         "models": [{"kind": "maskrcnn", "name": "truth", "card": {}, "path": ""}]})
 
 
+def peak_rss_mb():
+    """This process's peak resident memory (MB) since it started its program.
+
+    ``VmHWM`` from ``/proc/self/status``: ``getrusage``'s ``ru_maxrss`` survives
+    ``execve``, so a child started by a large parent would report the parent's
+    size (falls back to it off Linux).
+    """
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def one_merge(results, workers):
     """Child process: merge ``results`` on a fresh cluster; print a JSON line.
 
@@ -140,9 +157,8 @@ def one_merge(results, workers):
             start = time.perf_counter()
             summary = merge(results, client=client, options=MergeOptions(pictures=False))
             seconds = time.perf_counter() - start
-            rss = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # noqa: E731
-            worker_rss = client.run(rss)
-            scheduler_rss = client.run_on_scheduler(rss)
+            worker_rss = client.run(peak_rss_mb)
+            scheduler_rss = client.run_on_scheduler(peak_rss_mb)
     finally:
         for proc in reversed(procs):
             proc.terminate()
@@ -151,9 +167,8 @@ def one_merge(results, workers):
     record = json.loads((Path(results) / "merge.json").read_text())
     print(json.dumps({"seconds": seconds, "objects": summary.n_objects,
                       "tasks": record["tasks"], "windows": record["windows"],
-                      "client_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                      "scheduler_rss_mb": scheduler_rss / 1024,
-                      "worker_rss_mb": sorted(v / 1024 for v in worker_rss.values())}))
+                      "client_rss_mb": peak_rss_mb(), "scheduler_rss_mb": scheduler_rss,
+                      "worker_rss_mb": sorted(worker_rss.values())}))
 
 
 def main():

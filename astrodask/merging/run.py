@@ -32,6 +32,11 @@ from . import tasks as T
 
 __all__ = ["merge", "MergeOptions", "MergeSummary", "summary_text", "MergeError"]
 
+#: Merge tasks waiting on the scheduler at once: this many per worker thread, at least
+#: MIN_IN_FLIGHT.
+IN_FLIGHT_PER_THREAD = 8
+MIN_IN_FLIGHT = 32
+
 #: The work folder inside the results folder (removed after a successful merge).
 WORK_DIR = "merge.work"
 
@@ -202,6 +207,8 @@ class _Plan:
         self.stage_seconds = {}
         self.done_tasks = 0
         self.token = uuid.uuid4().hex[:8]
+        threads = sum(client.nthreads().values()) if hasattr(client, "nthreads") else 1
+        self.in_flight = max(IN_FLIGHT_PER_THREAD * threads, MIN_IN_FLIGHT)
         ny, nx = self.grid.shape
         self.rows_per_block = max(1, math.ceil(BLOCK_WINDOWS / nx))
         self.n_blocks = math.ceil(ny / self.rows_per_block)
@@ -225,15 +232,30 @@ class _Plan:
                 values[name] = json.loads(storage.get_bytes(
                     self.ctx.path("done", stage, entry)))["value"]
         self._tick(len(values))
-        todo = [name for name in jobs if name not in values]
-        futures = {self.client.submit(_run_task, stage, name, function, self.ctx, jobs[name],
-                                      key=f"astrodask-merge-{stage}-{name}-{self.token}",
-                                      pure=False, retries=1): name for name in todo}
-        self.submitted += len(futures)
+        todo = iter([name for name in jobs if name not in values])
+        futures = {}
+        queue = as_completed()
+
+        def submit_next():
+            name = next(todo, None)
+            if name is not None:
+                future = self.client.submit(_run_task, stage, name, function, self.ctx,
+                                            jobs[name], pure=False, retries=1,
+                                            key=f"astrodask-merge-{stage}-{name}-{self.token}")
+                futures[future] = name
+                queue.add(future)
+                self.submitted += 1
+
+        # At most a few tasks per worker thread wait on the scheduler, so the client's
+        # memory follows the cluster's size, not the mosaic's.
+        for _ in range(self.in_flight):
+            submit_next()
         try:
-            for future in as_completed(futures):
-                values[futures[future]] = _result(future, stage, futures[future])
+            for future in queue:
+                name = futures.pop(future)
+                values[name] = _result(future, stage, name)
                 self._tick()
+                submit_next()
         except BaseException:
             self.client.cancel(list(futures))
             raise
