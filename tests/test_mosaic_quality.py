@@ -8,6 +8,8 @@ twice, and a masked stripe neither blinds its surroundings nor yields
 detections centred on it.
 """
 
+import json
+
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -56,6 +58,10 @@ def test_edge_windows_find_what_interior_windows_find(field):
     assert score["completeness"] > 0.9
     assert score["duplicates"] == 0
     assert len(np.unique(catalog["id"])) == len(catalog["id"])
+    # the card's catalog cut was applied
+    record = json.loads((folder / "plain" / "results" / "merge.json").read_text())
+    assert record["min_score_applied"] == 0.6
+    assert catalog["class_score"].min() >= 0.6
 
 
 def test_masked_stripe_gives_no_detection_on_it_and_flags_its_neighbours(field, tmp_path):

@@ -1,0 +1,53 @@
+"""What a run and a merge use when the user gives nothing: the shipped models and their cards."""
+
+import numpy as np
+import pytest
+
+from astrodask.errors import InputError
+from astrodask.merging.products import MergeOptions, catalog_min_score
+
+
+def test_without_models_every_shipped_kind_that_takes_the_bands_runs():
+    from astrodask.engine.specs import resolve_models
+
+    specs = resolve_models(None, ("g", "r", "z"))
+    assert sorted(s.kind for s in specs) == ["maskrcnn", "unet"]
+    assert [s.kind for s in resolve_models(None, ("H", "J", "V", "Z"))] == ["unet"]
+    with pytest.raises(InputError, match="no shipped model takes bands a,b"):
+        resolve_models(None, ("a", "b"))
+
+
+def test_detection_settings_are_the_cards_unless_overridden():
+    from astrodask.config import MaskRCNNOptions
+    from astrodask.engine.specs import detection_settings, resolve_models
+
+    card = resolve_models(["maskrcnn"], ("g", "r", "z"))[0].card
+    settings = detection_settings(card)
+    assert settings["detection_max_instances"] == card["config"]["detection_max_instances"] == 500
+    assert settings["detection_cross_class_iou"] == 0.7
+    overridden = detection_settings(card, MaskRCNNOptions(max_detections=300).overrides())
+    assert overridden["detection_max_instances"] == 300
+    assert overridden["detection_flips"] == settings["detection_flips"]
+
+
+def test_catalog_cut_comes_from_the_option_then_the_card():
+    record = {"models": [{"kind": "unet", "card": {}},
+                         {"kind": "maskrcnn", "card": {"catalog_min_score": 0.6}}]}
+    assert catalog_min_score(record, MergeOptions()) == 0.6
+    assert catalog_min_score(record, MergeOptions(min_score=0.8)) == 0.8
+    assert catalog_min_score({"models": [{"kind": "unet", "card": {}}]}, MergeOptions()) is None
+    with pytest.raises(InputError, match="min score must lie in"):
+        catalog_min_score(record, MergeOptions(min_score=1.5))
+
+
+def test_one_class_per_object():
+    from astrodask.models.maskrcnn.model import _one_class_per_object
+
+    boxes = np.array([[0, 0, 10, 10], [0, 0, 10, 11], [20, 20, 30, 30], [2, 2, 8, 8]], float)
+    classes = np.array([1, 2, 2, 2])
+    scores = np.array([0.9, 0.6, 0.8, 0.7])
+    grids = np.arange(4)[:, None, None] * np.ones((4, 2, 2))
+    kept = _one_class_per_object((boxes, classes, scores, grids), 0.7)
+    # the galaxy on the star's pixels (IoU 0.91) goes; one inside it (IoU 0.36) stays
+    np.testing.assert_array_equal(kept[3][:, 0, 0], [0, 2, 3])
+    np.testing.assert_array_equal(kept[1], [1, 2, 2])
