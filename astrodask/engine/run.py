@@ -17,8 +17,8 @@ from .. import __version__, storage
 from ..config import RunConfig, dump_config, load_config
 from ..errors import AstrodaskError, InputError, first_line
 from ..mosaic import open_mosaic
-from .results import Results, run_key
 from ..sky import band_levels
+from .results import Results, run_key
 from .specs import detection_settings, resolve_models
 
 
