@@ -16,30 +16,36 @@ import numpy as np
 from .mosaic import PADDING
 
 
-def near_flagged(flags, ys, xs):
-    """Pixels of a chunk that are flagged, or touch a flagged pixel (8-connected).
+def chunk_flags(flags, ys, xs):
+    """A chunk's mask bits and the pixels that are flagged or touch a flagged pixel.
+
+    One read of the chunk and a 1-pixel border.
 
     Parameters
     ----------
     flags : array_like of uint8, shape (band, height, width)
-        The mosaic's mask (a Zarr array: only the chunk and a 1-pixel border
-        are read).
+        The mosaic's mask (a Zarr array).
     ys, xs : slice
         The chunk.
 
     Returns
     -------
-    ndarray of bool, shape (ys, xs)
-        Padding (outside the mosaic) does not count as flagged.
+    bits : ndarray of uint8, shape (band, ys, xs)
+        The chunk's mask bits.
+    touching : ndarray of bool, shape (ys, xs)
+        Flagged or 8-connected to a flagged pixel; padding (outside the
+        mosaic) does not count as flagged.
     """
     from scipy import ndimage
 
     _, height, width = flags.shape
     y0, x0 = max(ys.start - 1, 0), max(xs.start - 1, 0)
     y1, x1 = min(ys.stop + 1, height), min(xs.stop + 1, width)
-    bad = (np.asarray(flags[:, y0:y1, x0:x1]) & ~np.uint8(PADDING)).any(axis=0)
+    block = np.asarray(flags[:, y0:y1, x0:x1])
+    inner = (slice(None), slice(ys.start - y0, ys.stop - y0), slice(xs.start - x0, xs.stop - x0))
+    bad = (block & ~np.uint8(PADDING)).any(axis=0)
     grown = ndimage.binary_dilation(bad, structure=np.ones((3, 3), bool))
-    return grown[ys.start - y0:ys.stop - y0, xs.start - x0:xs.stop - x0]
+    return block[inner], grown[inner[1:]]
 
 
 def chunk_sums(labels, y0, x0, image, flags, weight=None, classes=None, touching=None):
@@ -60,7 +66,7 @@ def chunk_sums(labels, y0, x0, image, flags, weight=None, classes=None, touching
     classes : ndarray, shape (class, h, w), optional
         U-Net class probabilities.
     touching : ndarray of bool, shape (h, w), optional
-        Pixels that are flagged or touch a flagged pixel (:func:`near_flagged`);
+        Pixels that are flagged or touch a flagged pixel (:func:`chunk_flags`);
         ``flagged`` then counts an object's pixels there, so an object whose
         mask stops beside a masked column is flagged too. Default: the
         object's flagged pixels only.

@@ -126,7 +126,7 @@ def _paint_and_measure(mosaic, objects, unet, segmap_path, threads, progress):
     import zarr
     from zarr.codecs import BloscCodec
 
-    from ..measure import Accumulator, chunk_sums, near_flagged
+    from ..measure import Accumulator, chunk_flags, chunk_sums
 
     grid = mosaic.tile_grid
     group = zarr.open_group(segmap_path, mode="w", zarr_format=3)
@@ -153,10 +153,11 @@ def _paint_and_measure(mosaic, objects, unet, segmap_path, threads, progress):
         labels_array[ys, xs] = labels
         if not labels.any():
             return None
-        return chunk_sums(labels, ys.start, xs.start, image[:, ys, xs], flags[:, ys, xs],
+        bits, touching = chunk_flags(flags, ys, xs)
+        return chunk_sums(labels, ys.start, xs.start, image[:, ys, xs], bits,
                           weight[:, ys, xs] if weight is not None else None,
                           unet["mean"][:, ys, xs] if unet is not None else None,
-                          touching=near_flagged(flags, ys, xs))
+                          touching=touching)
 
     indices = grid.indices()
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:

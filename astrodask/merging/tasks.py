@@ -449,7 +449,7 @@ def paint_task(ctx, cy, cx, large_files, blocks):
     import zarr
     from scipy import ndimage
 
-    from ..measure import chunk_sums, near_flagged
+    from ..measure import chunk_flags, chunk_sums
     from .stitch import mask_in_box
 
     table, ys, xs = _objects_near(ctx, cy, cx, large_files)
@@ -476,9 +476,9 @@ def paint_task(ctx, cy, cx, large_files, blocks):
             from .products import open_unet
 
             unet = open_unet(Results(ctx.results))["mean"][:, ys, xs]
-        flags = mosaic.array("mask")
+        bits, touching = chunk_flags(mosaic.array("mask"), ys, xs)
         sums = chunk_sums(labels, ys.start, xs.start, mosaic.array("image")[:, ys, xs],
-                          flags[:, ys, xs], weight, unet, touching=near_flagged(flags, ys, xs))
+                          bits, weight, unet, touching=touching)
         columns = {}
         for name, value in sums.items():
             columns[name] = list(value) if value.ndim == 2 else value
