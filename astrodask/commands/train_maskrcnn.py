@@ -16,6 +16,15 @@ def register(subparsers):
     parser.add_argument("--field-size", type=int, default=256, help="side of each field, px")
     parser.add_argument("--star-density", type=float, default=None,
                         help="stars per arcmin² in the training fields (default: the preset's)")
+    parser.add_argument("--randomised-fields", type=int, default=0, metavar="N",
+                        help="of the new fields, the last N draw seeing, PSF family, pixel "
+                             "scale, depth, noise, stars, cosmic rays and saturation at random "
+                             "(domain randomisation; new runs only)")
+    parser.add_argument("--artefacts", type=float, default=0.0, metavar="P",
+                        help="share of crops given a residual sky gradient (and half as many "
+                             "an unflagged bad column); default 0")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="processes simulating the pool (it does not depend on them)")
     parser.add_argument("--seed", type=int, default=0, help="first simulation seed and batch seed")
     parser.add_argument("--steps", type=int, default=6000, help="total optimisation steps")
     parser.add_argument("--batch-size", type=int, default=4)
@@ -59,6 +68,8 @@ def run(args):
         raise InputError(f"--crop must be a multiple of 64 and at most --field-size, got {args.crop}")
     if args.steps < 1 or args.batch_size < 1 or args.fields < 1:
         raise InputError("--steps, --batch-size and --fields must be positive")
+    if not 0 <= args.artefacts <= 1:
+        raise InputError(f"--artefacts must be in [0, 1], got {args.artefacts}")
     if not 0 <= args.ema_momentum < 1:
         raise InputError(f"--ema-momentum must be in [0, 1), got {args.ema_momentum}")
     weights = (1.0, 1.0, 1.0)
@@ -86,6 +97,8 @@ def run(args):
                              learning_rate=args.learning_rate, seed=args.seed,
                              class_weights=weights, warmup_steps=args.warmup_steps,
                              ema_momentum=args.ema_momentum,
+                             gradient_probability=args.artefacts,
+                             bad_column_probability=args.artefacts / 2,
                              checkpoint_every_s=60 * args.checkpoint_minutes)
     max_seconds = None if args.max_minutes is None else 60 * args.max_minutes
     _, state = train_from_simulations(
@@ -94,5 +107,6 @@ def run(args):
         config=MaskRCNNConfig(backbone_depth=args.depth, roi_min_level=args.roi_min_level,
                               anchor_scale_factors=factors),
         settings=settings, max_seconds=max_seconds, log=lambda line: print(line, flush=True),
-        init_from=args.init_from, pool_from=args.pool_from)
+        init_from=args.init_from, pool_from=args.pool_from, randomised=args.randomised_fields,
+        workers=args.workers)
     print(f"step {state['step']} of {args.steps}; model saved in {args.run_dir}/model.keras")

@@ -79,7 +79,7 @@ class SimulatedField:
 
 def simulate_field(shape=(512, 512), preset="decam", seed=0, density=None, star_density=None,
                    deep=False, noiseless=False, cosmic_rays=0.0, saturate=False,
-                   mask_sigma=1.0, mask_fraction=None, center=None):
+                   mask_sigma=1.0, mask_fraction=None, center=None, conditions=None):
     """Simulate a field in memory, with its truth.
 
     Parameters
@@ -108,11 +108,24 @@ def simulate_field(shape=(512, 512), preset="decam", seed=0, density=None, star_
         (``{"star": 0.001, "galaxy": 0.005}`` by default).
     center : tuple, optional
         ``(ra, dec)`` of the field centre, degrees.
+    conditions : Conditions or dict, optional
+        Seeing, PSF, pixel scale, depth... of this field
+        (:class:`~.conditions.Conditions`); its star density, cosmic rays and
+        saturation replace those arguments.
 
     Returns
     -------
     SimulatedField
     """
+    if conditions is not None:
+        from .conditions import Conditions, apply_conditions
+
+        if isinstance(conditions, dict):
+            conditions = Conditions(**conditions)
+        preset = apply_conditions(preset, conditions)
+        extra = conditions.simulate_kwargs()
+        star_density = extra.get("star_density", star_density)
+        cosmic_rays, saturate = extra["cosmic_rays"], extra["saturate"]
     plan = FieldPlan(shape, preset=preset, seed=seed, density=density, star_density=star_density,
                      deep=deep, mask_sigma=mask_sigma, mask_fraction=mask_fraction, center=center,
                      saturate=saturate, cosmic_rays=cosmic_rays)

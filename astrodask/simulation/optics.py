@@ -63,7 +63,14 @@ def gsparams():
     return galsim.GSParams(**GSPARAMS_KW)
 
 
-def _make_psf(spec, pixel_scale):
+def _make_psf(spec, pixel_scale, shear=(0.0, 0.0)):
+    psf = _round_psf(spec)
+    if shear[0] or shear[1]:
+        psf = psf.shear(g1=float(shear[0]), g2=float(shear[1]))
+    return psf
+
+
+def _round_psf(spec):
     import galsim
 
     gsp = gsparams()
@@ -74,6 +81,9 @@ def _make_psf(spec, pixel_scale):
     if kind == "kolmogorov":
         _, fwhm = spec
         return galsim.Kolmogorov(fwhm=fwhm, gsparams=gsp)
+    if kind == "gaussian":
+        _, fwhm = spec
+        return galsim.Gaussian(fwhm=fwhm, gsparams=gsp)
     if kind == "airy":
         _, wavelength_nm, diameter_m, obscuration, blur = spec
         lam_over_diam = wavelength_nm * 1e-9 / diameter_m * 206264.806
@@ -109,9 +119,24 @@ def band_models(preset, deep=False):
 
     ``deep`` makes the images deeper by half of the preset's
     ``deep_faint_extra`` magnitudes (an ultra-deep field is deeper imaging of
-    a denser sky). Results are cached per preset name.
+    a denser sky). Results are cached per preset (a variant made by
+    :func:`~.conditions.apply_conditions` is its own entry).
     """
-    return _band_models(get_preset(preset).name, bool(deep))
+    return _band_models(_PresetKey(get_preset(preset)), bool(deep))
+
+
+class _PresetKey:
+    """Hashable stand-in for a preset (presets hold dicts), equal when their values are."""
+
+    def __init__(self, preset):
+        self.preset = preset
+        self.text = repr(preset)
+
+    def __hash__(self):
+        return hash(self.text)
+
+    def __eq__(self, other):
+        return isinstance(other, _PresetKey) and self.text == other.text
 
 
 def correlated_noise_factor(psf, kernel):
@@ -141,13 +166,13 @@ def _wing_loss(arr):
     return radii, np.minimum.accumulate(loss)
 
 
-@lru_cache(maxsize=8)
-def _band_models(preset_name, deep):
-    preset = get_preset(preset_name)
+@lru_cache(maxsize=32)
+def _band_models(key, deep):
+    preset = key.preset
     deeper = 0.5 * preset.deep_faint_extra if deep else 0.0
     models = []
     for band in preset.bands:
-        psf = _make_psf(band.psf, preset.pixel_scale)
+        psf = _make_psf(band.psf, preset.pixel_scale, band.psf_shear)
         arr = _psf_image(psf, preset.pixel_scale, preset.max_stamp_radius)
         n_eff = 1.0 / float(np.sum(arr ** 2))
         flux5 = 10 ** (-0.4 * (band.depth + deeper - band.zeropoint))

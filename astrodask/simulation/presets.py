@@ -34,6 +34,7 @@ class Band:
         AB magnitude of one image unit (``MAGZERO``).
     psf : tuple
         ``("moffat", fwhm_arcsec, beta)`` or
+        ``("kolmogorov", fwhm_arcsec)``, ``("gaussian", fwhm_arcsec)`` or
         ``("airy", wavelength_nm, diameter_m, obscuration, blur_fwhm_arcsec)``.
     depth : float
         5-sigma point-source AB depth of the image.
@@ -41,6 +42,8 @@ class Band:
         Sky surface brightness in AB mag/arcsec^2 (sets the Poisson share).
     noise_kernel : float
         Side weight ``a`` of the ``[a, 1, a]`` kernel correlating the sky noise.
+    psf_shear : tuple
+        ``(g1, g2)`` reduced shear applied to the PSF (an elongated PSF).
     """
 
     name: str
@@ -50,6 +53,7 @@ class Band:
     depth: float
     sky: float
     noise_kernel: float = 0.0
+    psf_shear: tuple = (0.0, 0.0)
 
 
 @dataclass(frozen=True)

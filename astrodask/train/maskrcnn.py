@@ -44,6 +44,9 @@ class TrainSettings:
     clip_norm: float = 5.0
     blur_probability: float = 0.1
     offset_sigma: float = 0.2
+    # share of crops given a residual sky gradient, and an unflagged bad column
+    gradient_probability: float = 0.0
+    bad_column_probability: float = 0.0
     seed: int = 0
     checkpoint_every_s: float = 300.0
     log_every: int = 20
@@ -70,7 +73,8 @@ def make_batch(pool, step, settings):
     for _ in range(settings.batch_size):
         example = pool[int(rng.integers(len(pool)))]
         example = random_crop(example, settings.crop_size, rng)
-        batch.append(augment(example, rng, settings.blur_probability, settings.offset_sigma))
+        batch.append(augment(example, rng, settings.blur_probability, settings.offset_sigma,
+                             settings.gradient_probability, settings.bad_column_probability))
     return batch, rng
 
 
@@ -419,7 +423,7 @@ POOL_INFO_FILE = "pool.json"
 
 def train_from_simulations(run_dir, n_fields=160, field_size=256, seed=0, preset="decam",
                            star_density=None, config=None, settings=None, max_seconds=None,
-                           log=print, init_from=None, pool_from=None):
+                           log=print, init_from=None, pool_from=None, randomised=0, workers=1):
     """Simulate a training pool (cached in ``run_dir``) and train on it.
 
     The pool is ``n_fields`` fields of ``field_size``² pixels with seeds
@@ -430,6 +434,8 @@ def train_from_simulations(run_dir, n_fields=160, field_size=256, seed=0, preset
     ``pool_from`` (another run directory) starts the pool from that run's
     cached fields instead; only the fields still missing up to ``n_fields``
     are simulated, with the seeds that follow the source's last one (see
+    :func:`build_pool`); ``randomised`` of the new fields draw their
+    observing conditions at random (domain randomisation, see
     :func:`build_pool`). ``init_from`` starts a new run from a saved model's
     weights (see :func:`train_maskrcnn`). When training ends,
     ``run_dir/model.keras`` gets a model card (see :func:`training_card`).
@@ -449,7 +455,7 @@ def train_from_simulations(run_dir, n_fields=160, field_size=256, seed=0, preset
     else:
         pool = build_pool(run_dir, n_fields, field_size, seed, preset=preset,
                           star_density=star_density, scale=config.normalisation_scale,
-                          pool_from=pool_from, log=log)
+                          pool_from=pool_from, randomised=randomised, workers=workers, log=log)
     model, state = train_maskrcnn(pool, run_dir, config=config, settings=settings,
                                   max_seconds=max_seconds, log=log, init_from=init_from)
     if state["step"] >= state["settings"]["steps"] and (run_dir / POOL_INFO_FILE).exists():
@@ -471,7 +477,7 @@ def pool_parts(info):
 
 
 def build_pool(run_dir, n_fields, field_size, seed, preset="decam", star_density=None,
-               scale=1.0, pool_from=None, log=print):
+               scale=1.0, pool_from=None, randomised=0, workers=1, log=print):
     """Simulate a training pool into ``run_dir/pool.npz`` and describe it in ``pool.json``.
 
     Parameters
@@ -487,7 +493,15 @@ def build_pool(run_dir, n_fields, field_size, seed, preset="decam", star_density
         A run directory whose cached pool (same preset and field size, at
         most ``n_fields`` fields) becomes the start of this one; the missing
         fields get the seeds after its last. ``pool.json`` lists every part
-        (seed range, star density), so mixed pools stay reproducible.
+        (seed range, star density, conditions), so mixed pools stay
+        reproducible.
+    randomised : int
+        How many of the new fields (the last ones) draw their observing
+        conditions from :data:`~astrodask.simulation.conditions.TRAINING_RANGES`
+        (seeing, PSF family, pixel scale, depth, noise, stars, cosmic rays,
+        saturation); the others are drawn as the preset says.
+    workers : int
+        Processes that simulate (the pool does not depend on it).
 
     Returns
     -------
@@ -519,10 +533,23 @@ def build_pool(run_dir, n_fields, field_size, seed, preset="decam", star_density
     start = time.monotonic()
     n_new = n_fields - len(pool)
     density = star_density if star_density is not None else survey.star_density
-    if n_new:
-        pool += simulated_examples(n_new, field_size, seed, preset=preset, scale=scale,
-                                   star_density=star_density)
-        parts.append({"seeds": [seed, seed + n_new - 1], "star_density_per_arcmin2": density})
+    if not 0 <= randomised <= n_new:
+        raise InputError(f"randomised fields must be between 0 and the {n_new} new ones, "
+                         f"got {randomised}")
+    plain = n_new - randomised
+    if plain:
+        pool += simulated_examples(plain, field_size, seed, preset=preset, scale=scale,
+                                   star_density=star_density, workers=workers)
+        parts.append({"seeds": [seed, seed + plain - 1], "star_density_per_arcmin2": density})
+    if randomised:
+        from ..simulation.conditions import TRAINING_RANGES
+
+        first = seed + plain
+        pool += simulated_examples(randomised, field_size, first, preset=preset, scale=scale,
+                                   randomise=True, workers=workers)
+        parts.append({"seeds": [first, first + randomised - 1], "star_density_per_arcmin2": None,
+                      "conditions": "astrodask.simulation.conditions.draw_conditions(seed)",
+                      "condition_ranges": json.loads(json.dumps(TRAINING_RANGES))})
     densities = {part["star_density_per_arcmin2"] for part in parts}
     info = {"preset": survey.name, "n_fields": len(pool), "field_size": field_size,
             "seeds": [parts[0]["seeds"][0], parts[-1]["seeds"][1]]}
@@ -573,7 +600,10 @@ def training_card(run_dir, model, state, name=None):
             "initialised_from": state.get("initialised_from"),
             "augmentation": "90-degree rotations, mirrors, Gaussian blur sigma in [2, 6) px on "
                             f"{settings['blur_probability']:.0%} of crops, per-band additive "
-                            f"offsets (sigma {settings['offset_sigma']})",
+                            f"offsets (sigma {settings['offset_sigma']}); residual sky gradients "
+                            f"on {settings.get('gradient_probability', 0.0):.0%} and an unflagged "
+                            f"bad column on {settings.get('bad_column_probability', 0.0):.0%} of "
+                            "crops",
             "train_seconds": round(state["train_seconds"], 1),
             "final_losses": state["history"][-1] if state["history"] else None,
         },

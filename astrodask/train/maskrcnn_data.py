@@ -108,11 +108,15 @@ def crop(example, y0, x0, size):
                    example.class_ids[inside][keep], masks)
 
 
-def augment(example, rng, blur_probability=0.1, offset_sigma=0.2):
+def augment(example, rng, blur_probability=0.1, offset_sigma=0.2, gradient_probability=0.0,
+            bad_column_probability=0.0):
     """Random 90° rotation, mirror, Gaussian blur (σ in [2, 6) px) and band offsets.
 
-    Geometric changes apply to image and masks alike; blur and offsets only to
-    the image.
+    Geometric changes apply to image and masks alike; blur, offsets, residual
+    sky gradients (``gradient_probability`` of crops: a plane per band rising
+    by up to ~0.5 sky σ across the crop) and an unflagged bad column
+    (``bad_column_probability``: one band, 1 to 10 σ above or below the sky)
+    only to the image.
     """
     image, masks = example.image, example.masks
     k = int(rng.integers(0, 4))
@@ -125,22 +129,48 @@ def augment(example, rng, blur_probability=0.1, offset_sigma=0.2):
         sigma = float(rng.uniform(2.0, 6.0))
         image = ndimage.gaussian_filter(image, sigma=(sigma, sigma, 0))
     image = image + rng.normal(0.0, offset_sigma, size=image.shape[-1]).astype(np.float32)
+    if rng.random() < gradient_probability:
+        height, width, bands = image.shape
+        slopes = rng.normal(0.0, 0.2, size=(2, bands))
+        yy = (np.arange(height) / height - 0.5)[:, None, None]
+        xx = (np.arange(width) / width - 0.5)[None, :, None]
+        image = image + (yy * slopes[0] + xx * slopes[1]).astype(np.float32)
+    if rng.random() < bad_column_probability:
+        image = np.array(image, dtype=np.float32)
+        column, band = int(rng.integers(image.shape[1])), int(rng.integers(image.shape[2]))
+        image[:, column, band] += float(rng.choice([-1.0, 1.0]) * rng.uniform(1.0, 10.0))
     masks = np.ascontiguousarray(masks)
     return Example(np.ascontiguousarray(image, dtype=np.float32),
                    boxes_from_masks(masks).astype(np.float32), example.class_ids, masks)
 
 
-def simulated_examples(n_fields, size, seed, preset="decam", scale=1.0, star_density=None):
+def simulated_examples(n_fields, size, seed, preset="decam", scale=1.0, star_density=None,
+                       randomise=False, workers=1):
     """Simulate ``n_fields`` square fields (seeds ``seed``, ``seed + 1``, ...) as Examples.
 
     ``star_density`` (stars per arcmin², default the preset's) lets a
-    training pool hold more of the rarer class.
+    training pool hold more of the rarer class. ``randomise`` draws each
+    field's observing conditions (seeing, PSF family and shape, pixel scale,
+    depth, sky, noise correlation, star density, cosmic rays, saturation)
+    from :data:`~astrodask.simulation.conditions.TRAINING_RANGES`, seeded by
+    the field's seed. ``workers`` processes draw the fields (the result does
+    not depend on it).
     """
-    from ..simulation import simulate_field
+    from ..simulation.tiles import check_workers, ordered_map
 
-    return [example_from_field(simulate_field(shape=(size, size), preset=preset, seed=seed + i,
-                                              star_density=star_density), scale=scale)
-            for i in range(n_fields)]
+    jobs = ((size, preset, seed + i, star_density, randomise, scale) for i in range(n_fields))
+    return list(ordered_map(_simulated_example, jobs, check_workers(workers)))
+
+
+def _simulated_example(job):
+    from ..simulation import simulate_field
+    from ..simulation.conditions import draw_conditions
+
+    size, preset, seed, star_density, randomise, scale = job
+    conditions = draw_conditions(seed) if randomise else None
+    field = simulate_field(shape=(size, size), preset=preset, seed=seed, star_density=star_density,
+                           conditions=conditions)
+    return example_from_field(field, scale=scale)
 
 
 def save_examples(path, examples):
