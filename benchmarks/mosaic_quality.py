@@ -79,8 +79,9 @@ def shifted_copy(folder, bands, out, shift):
     return paths
 
 
-def pipeline(images, work, halo=32, weights=None):
-    """ingest -> run -> merge with the defaults; returns (mosaic, catalog dict, seconds)."""
+def pipeline(images, work, halo=32, weights=None, models=None):
+    """ingest -> run -> merge with the defaults (or these ``models``); returns (mosaic, catalog
+    dict, seconds)."""
     import astrodask
 
     seconds = {}
@@ -90,7 +91,7 @@ def pipeline(images, work, halo=32, weights=None):
                               overwrite=True)
     seconds["ingest"] = time.perf_counter() - start
     start = time.perf_counter()
-    summary = astrodask.run(mosaic, work / "results", restart=True)
+    summary = astrodask.run(mosaic, work / "results", restart=True, models=models)
     seconds["run"] = time.perf_counter() - start
     start = time.perf_counter()
     astrodask.merge(summary.results, mosaic=mosaic, options=astrodask.MergeOptions(pictures=False))
@@ -103,11 +104,11 @@ def pipeline(images, work, halo=32, weights=None):
 
 def sep_on(mosaic, preset):
     from astrodask.baselines.sep_baseline import sep_catalog
-    from astrodask.train.maskrcnn_eval import _psf_half_light_radius
+    from astrodask.train.maskrcnn_eval import psf_half_light_radius
 
     image = mosaic.array("image")[:]
     flagged = (mosaic.array("mask")[:] != 0).any(axis=0)
-    return sep_catalog(image, _psf_half_light_radius(preset), mask=flagged)
+    return sep_catalog(image, psf_half_light_radius(preset), mask=flagged)
 
 
 def score_field(name, kwargs, size, out, grid_checks):

@@ -97,3 +97,27 @@ def test_augmentation_adds_gradients_and_bad_columns_to_the_image_only():
     column_offsets = np.abs(np.diff(both.image, axis=1)).max(axis=(0, 2))
     assert column_offsets.max() >= 1.0 and np.count_nonzero(column_offsets >= 1.0) <= 2
     assert np.ptp(both.image) > 0 and both.masks.sum() == masks.sum()
+
+
+def test_evaluation_conditions_by_name_and_the_sep_psf_scale():
+    from astrodask.train.maskrcnn_eval import psf_half_light_radius, resolve_conditions
+
+    assert resolve_conditions("seeing_2.2") is HELD_OUT["seeing_2.2"]
+    assert resolve_conditions(None) is None
+    assert resolve_conditions({"seeing": 1.0}).seeing == 1.0
+    with pytest.raises(InputError, match="held-out settings"):
+        resolve_conditions("full_moon")
+    plain = psf_half_light_radius("decam")
+    assert psf_half_light_radius(apply_conditions("decam", HELD_OUT["seeing_2.2"])) == \
+        pytest.approx(plain * 2.2, rel=0.05)
+    # a PSF family without a Moffat index still has a scale for SEP
+    assert psf_half_light_radius(apply_conditions("decam", HELD_OUT["gaussian_psf"])) > plain
+
+
+def test_simulate_to_files_records_the_conditions(tmp_path):
+    from astrodask.simulation import simulate
+
+    manifest = simulate(tmp_path / "f", size=(256, 256), seed=3,
+                        conditions=Conditions(seeing=1.5, pixel_scale=0.3))
+    assert manifest["conditions"]["seeing"] == 1.5 and manifest["pixel_scale"] == 0.3
+    assert manifest["psf_fwhm_px"]["r"] == pytest.approx(1.5 / 0.3, rel=0.03)

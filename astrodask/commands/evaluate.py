@@ -17,6 +17,10 @@ def register(subparsers):
     parser.add_argument("--seed", type=int, default=None,
                         help="seed of the first test field (default 1000000, away from training)")
     parser.add_argument("--preset", default="decam")
+    parser.add_argument("--conditions", default=None, metavar="NAME",
+                        help="observing conditions of the test fields, one of the held-out "
+                             "settings (seeing_2.2, seeing_0.5, gaussian_psf, pixel_scale_0.6, "
+                             "deeper_1.2mag, shallower_1.2mag); default the preset's own")
     parser.add_argument("--no-baseline", action="store_true", help="skip the SEP baseline")
     parser.add_argument("--iou", choices=("bbox", "mask", "both"), default="both",
                         help="overlap measure(s) for matching")
@@ -53,7 +57,7 @@ def run(args):
         seed=TEST_SEED if args.seed is None else args.seed, preset=args.preset,
         baseline=not args.no_baseline, iou_types=iou_types,
         settings={} if args.flips is None else {"detection_flips": args.flips},
-        log=lambda line: print(line, flush=True))
+        log=lambda line: print(line, flush=True), conditions=args.conditions)
     for iou_type in iou_types:
         print(f"\nIoU on {iou_type}:")
         print(metrics_table(result, iou_type))

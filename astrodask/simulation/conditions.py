@@ -125,6 +125,22 @@ def apply_conditions(preset, conditions):
     return replace(preset, bands=tuple(bands), pixel_scale=scale)
 
 
+def with_conditions(preset, conditions, star_density=None, cosmic_rays=0.0, saturate=False):
+    """Preset and drawing arguments of a field under ``conditions`` (None: as given).
+
+    Returns ``(preset, conditions, star_density, cosmic_rays, saturate)``: the
+    conditions' star density, cosmic rays and saturation replace the
+    arguments, ``conditions`` comes back as a :class:`Conditions` (or None).
+    """
+    if conditions is None:
+        return preset, None, star_density, cosmic_rays, saturate
+    if isinstance(conditions, dict):
+        conditions = Conditions(**conditions)
+    extra = conditions.simulate_kwargs()
+    return (apply_conditions(preset, conditions), conditions,
+            extra.get("star_density", star_density), extra["cosmic_rays"], extra["saturate"])
+
+
 def _fwhm_of(spec):
     return float(spec[1]) if spec[0] in PSF_FAMILIES else None
 

@@ -4,6 +4,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .conditions import with_conditions
 from .render import FieldPlan
 from .truth import ObjectMask, truth_table
 
@@ -117,15 +118,8 @@ def simulate_field(shape=(512, 512), preset="decam", seed=0, density=None, star_
     -------
     SimulatedField
     """
-    if conditions is not None:
-        from .conditions import Conditions, apply_conditions
-
-        if isinstance(conditions, dict):
-            conditions = Conditions(**conditions)
-        preset = apply_conditions(preset, conditions)
-        extra = conditions.simulate_kwargs()
-        star_density = extra.get("star_density", star_density)
-        cosmic_rays, saturate = extra["cosmic_rays"], extra["saturate"]
+    preset, _, star_density, cosmic_rays, saturate = with_conditions(
+        preset, conditions, star_density, cosmic_rays, saturate)
     plan = FieldPlan(shape, preset=preset, seed=seed, density=density, star_density=star_density,
                      deep=deep, mask_sigma=mask_sigma, mask_fraction=mask_fraction, center=center,
                      saturate=saturate, cosmic_rays=cosmic_rays)

@@ -9,6 +9,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..storage import local_file_written_whole, put_json
+from .conditions import with_conditions
 from .fits_sections import FitsSectionWriter
 from .noise import NOISE_BLOCK
 from .render import DEFAULT_MASK_SIGMA, FieldPlan, parse_size, validate_shape
@@ -95,7 +96,7 @@ def simulate(out_dir, size=(4096, 4096), preset="decam", seed=0, density=None, s
              deep=False, noiseless=False, cosmic_rays=0.0, saturate=False,
              mask_sigma=DEFAULT_MASK_SIGMA,
              mask_fraction=None, center=None, tile_size=1024, workers=1, overwrite=False,
-             progress=None):
+             progress=None, conditions=None):
     """Simulate a field and write it to ``out_dir``, tile by tile.
 
     Parameters
@@ -118,6 +119,9 @@ def simulate(out_dir, size=(4096, 4096), preset="decam", seed=0, density=None, s
         Replace a previous simulation in ``out_dir``.
     progress : callable, optional
         Called as ``progress(done_tiles, total_tiles)``.
+    conditions : Conditions or dict, optional
+        Seeing, PSF, pixel scale, depth... of the field, as
+        :func:`astrodask.simulation.simulate_field`; recorded in the manifest.
 
     Returns
     -------
@@ -140,6 +144,8 @@ def simulate(out_dir, size=(4096, 4096), preset="decam", seed=0, density=None, s
     if int(tile_size) != tile_size or tile_size < NOISE_BLOCK or tile_size % NOISE_BLOCK:
         raise InputError(f"tile size must be a positive multiple of {NOISE_BLOCK}, got {tile_size}")
     workers = check_workers(workers)
+    preset, conditions, star_density, cosmic_rays, saturate = with_conditions(
+        preset, conditions, star_density, cosmic_rays, saturate)
     plan = FieldPlan(shape, preset=preset, seed=seed, density=density, star_density=star_density,
                      deep=deep, mask_sigma=mask_sigma, mask_fraction=mask_fraction, center=center,
                      saturate=saturate, cosmic_rays=cosmic_rays)
@@ -205,6 +211,8 @@ def simulate(out_dir, size=(4096, 4096), preset="decam", seed=0, density=None, s
         "sigma": {m.name: m.sigma for m in plan.models},
         "n_objects": len(plan.population), "n_stars": n_star,
         "n_galaxies": len(plan.population) - n_star,
+        "psf_fwhm_px": {m.name: m.fwhm_px for m in plan.models},
+        "conditions": None if conditions is None else conditions.to_dict(),
         "files": files,
     }
     put_json(out / MANIFEST, manifest)

@@ -14,7 +14,8 @@ SNR_EDGES = (0.0, 7.0, 10.0, 15.0, 30.0, 100.0, np.inf)
 
 
 def evaluate_on_simulations(model, n_fields=12, size=512, seed=TEST_SEED, preset="decam",
-                            baseline=True, iou_types=("bbox", "mask"), settings=None, log=print):
+                            baseline=True, iou_types=("bbox", "mask"), settings=None, log=print,
+                            conditions=None):
     """Simulate held-out fields, run the model (and SEP), and score both.
 
     Parameters
@@ -35,6 +36,11 @@ def evaluate_on_simulations(model, n_fields=12, size=512, seed=TEST_SEED, preset
     settings : dict, optional
         Detection settings overriding the model's (see
         :func:`astrodask.models.maskrcnn.detect`), e.g. ``detection_flips``.
+    conditions : Conditions or str, optional
+        Observing conditions of the test fields
+        (:class:`astrodask.simulation.conditions.Conditions`, or the name of
+        one of :data:`~astrodask.simulation.conditions.HELD_OUT`); default the
+        preset's own.
 
     Returns
     -------
@@ -47,6 +53,7 @@ def evaluate_on_simulations(model, n_fields=12, size=512, seed=TEST_SEED, preset
     from ..models.maskrcnn import detect, load_maskrcnn, normalise_bands
     from ..models.maskrcnn.normalise import band_statistics
     from ..simulation import simulate_field
+    from ..simulation.conditions import apply_conditions
     from ..simulation.presets import get_preset
     from .maskrcnn_data import example_from_field
 
@@ -61,11 +68,14 @@ def evaluate_on_simulations(model, n_fields=12, size=512, seed=TEST_SEED, preset
             model = load_maskrcnn(resolve_model_path(model))
     settings = dict(settings or {})
     config = model.config.replace(**settings)
+    conditions = resolve_conditions(conditions)
+    survey = get_preset(preset) if conditions is None else apply_conditions(preset, conditions)
     truths, model_dets, sep_dets, snrs = [], [], [], []
     seconds = {"maskrcnn": 0.0, "sep": 0.0}
-    psf_r50 = _psf_half_light_radius(get_preset(preset)) if baseline else None
+    psf_r50 = psf_half_light_radius(survey) if baseline else None
     for i in range(n_fields):
-        field = simulate_field(shape=(size, size), preset=preset, seed=seed + i)
+        field = simulate_field(shape=(size, size), preset=preset, seed=seed + i,
+                               conditions=conditions)
         example = example_from_field(field, scale=config.normalisation_scale)
         truths.append(example.truth())
         snr_of = dict(zip(np.asarray(field.truth["id"]).tolist(), np.asarray(field.truth["snr"])))
@@ -88,7 +98,8 @@ def evaluate_on_simulations(model, n_fields=12, size=512, seed=TEST_SEED, preset
         "settings": {"n_fields": n_fields, "size": size, "seed": seed, "preset": preset,
                      "detection_nms_threshold": config.detection_nms_threshold,
                      "detection_min_confidence": config.detection_min_confidence,
-                     "detection_flips": config.detection_flips},
+                     "detection_flips": config.detection_flips,
+                     "conditions": None if conditions is None else conditions.to_dict()},
         "seconds_per_field": {k: v / n_fields for k, v in seconds.items()},
         "truth_counts": {"star": int(sum((t.class_ids == 1).sum() for t in truths)),
                          "galaxy": int(sum((t.class_ids == 2).sum() for t in truths))},
@@ -101,15 +112,34 @@ def evaluate_on_simulations(model, n_fields=12, size=512, seed=TEST_SEED, preset
     return result
 
 
-def _psf_half_light_radius(preset):
-    """Mean half-light radius (pixels) of the preset's Moffat PSFs."""
-    from ..baselines.sep_baseline import moffat_half_light_radius
+def resolve_conditions(conditions):
+    """A :class:`~astrodask.simulation.conditions.Conditions` from itself, a dict, a
+    :data:`~astrodask.simulation.conditions.HELD_OUT` name, or None."""
+    from ..errors import InputError
+    from ..simulation.conditions import HELD_OUT, Conditions
 
-    radii = [moffat_half_light_radius(b.psf[1] / preset.pixel_scale, b.psf[2])
-             for b in preset.bands if b.psf[0] == "moffat"]
-    if not radii:
-        raise ValueError(f"preset {preset.name} has no Moffat PSF for the SEP star rule")
-    return float(np.mean(radii))
+    if conditions is None or isinstance(conditions, Conditions):
+        return conditions
+    if isinstance(conditions, dict):
+        return Conditions(**conditions)
+    if conditions not in HELD_OUT:
+        raise InputError(f"unknown conditions {conditions!r}; held-out settings: "
+                         f"{', '.join(HELD_OUT)}")
+    return HELD_OUT[conditions]
+
+
+def psf_half_light_radius(preset):
+    """Mean half-light radius (pixels) of a preset's PSFs (the SEP star rule's scale).
+
+    The simulator's own PSFs: SEP is told the true PSF, which no real survey
+    knows this well.
+    """
+    from ..simulation.optics import band_models
+    from ..simulation.presets import get_preset
+
+    preset = get_preset(preset)
+    return float(np.mean([m.psf.calculateHLR() / preset.pixel_scale
+                          for m in band_models(preset)]))
 
 
 def metrics_table(result, iou_type="bbox"):
