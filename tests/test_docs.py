@@ -4,12 +4,13 @@ and every Python example in README.md and docs/ is a script that runs.
 Examples are ```` ```python ```` blocks. Each one is checked statically
 (it compiles, pyflakes finds no undefined name, code that starts worker
 processes sits under ``if __name__ == "__main__":``) and then run as a script
-in a fresh process, in one shared folder, README.md first and then the pages
+in a fresh process, in one shared folder, README.md (and deploy/README.md) first and then the pages
 in the order of the site's navigation (so an example may use the files that
 an earlier one wrote, as a reader following the pages would). A block that
 cannot run here (a Kubernetes cluster, a SLURM login node, an hour of
 training) is preceded by a line ``<!-- example: skip (reason) -->`` and is
-only checked statically.
+only checked statically. deploy/README.md (published in the site) is checked
+the same way.
 """
 
 import ast
@@ -39,7 +40,7 @@ def _env():
 
 
 def doc_pages():
-    """README.md, then the docs pages in the order of mkdocs.yml's nav."""
+    """README.md, deploy/README.md, then the docs pages in the order of mkdocs.yml's nav."""
     config = yaml.safe_load((ROOT / "mkdocs.yml").read_text())
     pages = []
 
@@ -52,7 +53,7 @@ def doc_pages():
                 pages.append(DOCS / value)
 
     walk(config["nav"])
-    return [README] + pages
+    return [README, ROOT / "deploy" / "README.md"] + pages
 
 
 def examples():
@@ -104,7 +105,7 @@ def _unguarded_worker_calls(code):
 
 def test_every_page_has_examples_where_expected():
     pages = {page for page, *_ in examples()}
-    for page in ("README.md", "docs/getting-started.md", "docs/pipeline.md"):
+    for page in ("README.md", "deploy/README.md", "docs/getting-started.md", "docs/pipeline.md"):
         assert page in pages
 
 
@@ -127,21 +128,44 @@ def test_example_is_a_complete_script(page, line, code, skip):
                            'if __name__ == "__main__":')
 
 
-def test_examples_run_as_scripts(tmp_path):
-    """Every example not marked skip runs as a script (one shared folder, reading order)."""
-    seen, failures, timings = set(), [], []
-    for page, line, code, skip in examples():
-        if skip or code in seen:
-            continue
-        seen.add(code)
-        script = tmp_path / f"example_{len(seen):02d}.py"
+def _run_page(folder, page_examples):
+    """Run one page's examples in order; ``(timings, failures)``."""
+    timings, failures = [], []
+    for page, line, code in page_examples:
+        script = folder / f"example_{Path(page).stem}_{line}.py"
         script.write_text(code)
         start = time.perf_counter()
-        proc = subprocess.run([sys.executable, script.name], cwd=tmp_path, env=_env(),
+        proc = subprocess.run([sys.executable, script.name], cwd=folder, env=_env(),
                               capture_output=True, text=True, timeout=300)
         timings.append(f"{page}:{line} {time.perf_counter() - start:.1f}s")
         if proc.returncode != 0:
             failures.append(f"{page}:{line} exited {proc.returncode}:\n{proc.stderr[-2000:]}")
+    return timings, failures
+
+
+def test_examples_run_as_scripts(tmp_path):
+    """Every example not marked skip runs as a script, in one shared folder.
+
+    README.md's examples run first (the five-line example writes ``field/``,
+    ``mosaic.zarr`` and ``results/``, which later pages use); then each page's
+    examples in order, two pages at a time (pages do not share files, except
+    what README.md's examples wrote).
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    seen, pages = set(), {}
+    for page, line, code, skip in examples():
+        if skip or code in seen:
+            continue
+        seen.add(code)
+        pages.setdefault(page, []).append((page, line, code))
+    first = pages.pop("README.md", [])
+    timings, failures = _run_page(tmp_path, first)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        for page_timings, page_failures in pool.map(lambda e: _run_page(tmp_path, e),
+                                                    pages.values()):
+            timings += page_timings
+            failures += page_failures
     print("\n".join(timings))
     assert not failures, "\n\n".join(failures)
 
