@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.astrodask-installed
 
-.PHONY: demo test install clean
+.PHONY: demo test docs install clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,9 +21,14 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/astrodask demo --out demo-output
 
-# The notebooks run too (nbmake), on small fields.
+# The notebooks run too (nbmake), on small fields; tests/test_docs.py builds the docs
+# (mkdocs build --strict into a temporary folder) and runs every documented example.
 test: $(STAMP)
 	ASTRODASK_NOTEBOOK_SIZE=256 MPLBACKEND=agg $(BIN)/python -m pytest -q tests --nbmake notebooks
 
+# The documentation site into site/; warnings are errors (tests/test_docs.py builds it too).
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 PYTHONPATH=. $(BIN)/mkdocs build --strict --site-dir site
+
 clean:
-	rm -rf $(VENV) demo-output bench-output
+	rm -rf $(VENV) demo-output bench-output site

@@ -42,11 +42,14 @@ def test_astrodask_command_lines_parse():
             command = words[words.index("--") + 1:]
             if command[0] == "astrodask":
                 seen.add(parser.parse_args(command[1:]).command)
+        elif words[0] == "srun":
+            program = next(i for i, w in enumerate(words) if w.endswith("/astrodask"))
+            seen.add(parser.parse_args(words[program + 1:]).command)
         elif words[0] == "sbatch":
             script = next(i for i, w in enumerate(words) if w.endswith("astrodask.sbatch"))
             mosaic, out, *options = words[script + 1:]
             seen.add(parser.parse_args(["run", mosaic, "--out", out, *options]).command)
-    assert seen == {"run", "simulate"}
+    assert seen == {"run", "simulate", "merge"}  # the walkthroughs end with a catalog
 
 
 def test_slurm_cluster_command_lines_parse():
