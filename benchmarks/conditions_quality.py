@@ -105,6 +105,9 @@ def main(argv=None):
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--ap", action="store_true", help="also per-block AP50 and P@80%%R")
     parser.add_argument("--out", default="bench-output/conditions")
+    parser.add_argument("--update-card", default=None, metavar="MODEL",
+                        help="store this model's numbers per setting in its card "
+                             "(evaluation_conditions)")
     args = parser.parse_args(argv)
     everything = settings()
     names = list(everything) if args.settings is None else args.settings.split(",")
@@ -120,7 +123,32 @@ def main(argv=None):
         sys.stdout.flush()
         results.append(r)
         (out / "results.json").write_text(json.dumps(results, indent=1, default=float))
+    if args.update_card:
+        update_card(args.update_card, models, results, args)
     return 0
+
+
+def update_card(model, models, results, args):
+    """Each setting's catalog (and block) metrics of ``model`` in its card."""
+    from astrodask.models.card import read_model_card, resolve_model_path, write_model_card
+
+    label = next(k for k, v in models.items() if v == model)
+    path = resolve_model_path(model)
+    card = read_model_card(path)
+    card["evaluation_conditions"] = {
+        "command": "python benchmarks/conditions_quality.py " + " ".join(sys.argv[1:]),
+        "what": f"one {args.size}x{args.size} decam field per setting (seeds {SEED}+), "
+                f"{STAR_DENSITY:g} stars/arcmin2, ingest -> run -> merge with the card's "
+                "settings; S/N >= 10, one-to-one match within 2 px; SEP told the true PSF",
+        "settings": {r["setting"]: {
+            "conditions": r["conditions"], "psf_fwhm_px": r["psf_fwhm_px"],
+            **{k: r["models"][label]["catalog"][k]
+               for k in ("completeness", "purity", "star_accuracy", "galaxy_accuracy")},
+            **r["models"][label].get("blocks", {}),
+            "sep": {k: r["sep"][k] for k in ("completeness", "purity", "star_accuracy",
+                                              "galaxy_accuracy")}}
+            for r in results}}
+    write_model_card(path, card)
 
 
 if __name__ == "__main__":

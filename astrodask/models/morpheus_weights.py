@@ -211,12 +211,12 @@ def import_morpheus(out=None, verify=True):
         "window": {"size": 40, "counted_inner": 30},
         "classes": list(MORPHOLOGY_CLASSES),
         "training_data": "CANDELS GOODS-S 5-band HST images with visual classifications "
-                         "(Kartaltepe et al. 2015), Hausen & Robertson 2019",
+                         "(Kartaltepe et al. 2015), Hausen & Robertson 2020",
         "source": {
             "package": f"morpheus-astro {_package_version('morpheus-astro')}",
             "checkpoint": f"morpheus/core/model_weights/{CHECKPOINT_NAME}",
             "checkpoint_data_sha256": file_sha256(str(prefix) + ".data-00000-of-00001"),
-            "paper": "Hausen & Robertson 2019, ApJS 248, 20 (arXiv:1906.11248)",
+            "paper": "Hausen & Robertson 2020, ApJS 248, 20 (arXiv:1906.11248)",
             "licence": "MIT (morpheus-astro)",
         },
         "metrics": {"conversion_check": check} if check else {},

@@ -1,4 +1,4 @@
-"""The Morpheus U-Net (Hausen & Robertson 2019, Table 1) as a Keras 3 model.
+"""The Morpheus U-Net (Hausen & Robertson 2020, Table 1) as a Keras 3 model.
 
 Each block is batch-norm -> 3x3 convolution -> ReLU (-> dropout while
 training). The contraction path has one level per entry of ``down_filters``
