@@ -100,8 +100,9 @@ def test_worker_killed_mid_merge_ends_identical(field, tmp_path):
                                name="die-writing-part")
         summary = merge(hit, client=client)
         client.wait_for_workers(2)
-        assert len(_worker_pids(client) - pids) == 2, "both workers should have been replaced"
-    assert paint_marker.exists() and part_marker.exists()
+        # Both deaths may hit the same worker slot (its replacement takes the next task).
+        assert _worker_pids(client) - pids, "no worker was replaced"
+    assert paint_marker.exists() and part_marker.exists()  # each written just before a kill
     assert _files(hit) == _files(calm)
     assert not list(hit.rglob(".*")), "a temporary of the dead writer was left"
     assert summary.n_objects > 50 and not (hit / WORK_DIR).exists()
