@@ -5,6 +5,7 @@ the simulator's truth masks clipped to each window).
 """
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from astropy.io import fits
@@ -17,6 +18,9 @@ from astrodask.merging.single import merge_in_process
 from astrodask.outputs.catalog import read_catalog
 
 from test_merge import fake_detections, field, ingest  # noqa: F401 (field is a fixture)
+
+#: Fake U-Net probabilities: (background, own class) inside a truth mask; background outside.
+SOURCE_P, OUTSIDE_BACKGROUND_P = (0.02, 0.9), 0.98
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +41,7 @@ def _same_outputs(dask_out, reference_out):
     different = [name for name in theirs.column_names  # NaN == NaN here, unlike Table.equals
                  if not np.array_equal(ours.column(name).to_numpy(zero_copy_only=False),
                                        theirs.column(name).to_numpy(zero_copy_only=False),
-                                       equal_nan=ours.column(name).type.equals("double"))]
+                                       equal_nan=pa.types.is_floating(ours.column(name).type))]
     assert not different, f"columns that differ: {different}"
     assert storage.parquet_bytes(ours.combine_chunks()) == storage.parquet_bytes(theirs)
     parts = sorted((dask_out / "catalog.parquet").glob("part-*.parquet"))
@@ -208,6 +212,75 @@ def test_interrupted_merge_resumes(field, client, monkeypatch):
 
     record = json.loads((out / "merge.json").read_text())
     assert record["tasks"] == len(mosaic.tile_grid) - painted_before + 2
+
+
+def fake_unet_maps(mosaic, masks, truth, out, crop=0):
+    """Write the results of a U-Net-only run whose maps a perfect classifier would give.
+
+    Inside a truth mask the background probability is low and the object's
+    class (stars point sources, galaxies spheroid or disk by id) dominant;
+    outside, background dominates. The merge then cuts Morpheus segments from
+    these maps window by window (its ``pieces`` stage).
+    """
+    from astrodask.classes import MORPHOLOGY_CLASSES, OBJECT_CODE
+    from astrodask.storage import put_json
+
+    grid = mosaic.tile_grid
+    shape = (grid.height, grid.width)
+    background_k = MORPHOLOGY_CLASSES.index("background")
+    rest = (1.0 - OUTSIDE_BACKGROUND_P) / (len(MORPHOLOGY_CLASSES) - 1)
+    mean = np.full((len(MORPHOLOGY_CLASSES), *shape), rest, np.float32)
+    mean[background_k] = OUTSIDE_BACKGROUND_P
+    classes = dict(zip(truth["id"], truth["class_code"]))
+    background_p, own_p = SOURCE_P
+    others = (1.0 - background_p - own_p) / (len(MORPHOLOGY_CLASSES) - 2)
+    for oid, m in sorted(masks.items()):
+        y0, x0, y1, x1 = (v - crop for v in m.box)
+        sy0, sx0, sy1, sx1 = max(y0, 0), max(x0, 0), min(y1, shape[0]), min(x1, shape[1])
+        if sy1 <= sy0 or sx1 <= sx0:
+            continue
+        inside = m.mask[sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0]
+        own = "point_source" if classes[oid] == OBJECT_CODE["star"] else \
+            ("spheroid" if oid % 2 else "disk")
+        for k, name in enumerate(MORPHOLOGY_CLASSES):
+            value = background_p if k == background_k else own_p if name == own else others
+            mean[k, sy0:sy1, sx0:sx1][inside] = value
+    results = Results(out)
+    group = results.create_unet_arrays(grid, MORPHOLOGY_CLASSES, ["mean"], {"model": "truth"})
+    group["mean"][:] = mean
+    put_json(results.file("run.json"), {
+        "complete": True, "mosaic": str(mosaic.path), "config": {},
+        "models": [{"kind": "unet", "name": "truth", "card": {}, "path": ""}]})
+    return out
+
+
+def test_unet_only_run_merges_to_the_same_bytes(field, client):
+    """Morpheus segments from U-Net maps: 1 and 2 workers and the single-process merge agree."""
+    from distributed import Client, LocalCluster
+
+    folder, truth, masks = field
+    crop = 200  # the field's last 200 x 240 pixels: 5 x 5 windows
+    mosaic = ingest(folder, "unet", tile=64, halo=8, crop=crop)
+    one = fake_unet_maps(mosaic, masks, truth, folder / "unet-1", crop=crop)
+    two = _copy_results(one, folder / "unet-2")
+    reference = _copy_results(one, folder / "unet-ref")
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                      dashboard_address=":0") as cluster, Client(cluster) as single:
+        summary = merge(one, client=single)
+    merge(two, client=client)
+    merge_in_process(reference)
+    for out in (one, two):
+        _same_outputs(out, reference)
+        assert (out / "morphology.fits").read_bytes() == \
+            (reference / "morphology.fits").read_bytes()
+    cat = read_catalog(one / "catalog.parquet").to_pydict()
+    assert summary.n_objects == len(cat["id"]) > 10
+    assert max(cat["n_pieces"]) > 1  # segments cut by window edges were stitched
+    assert {"disk", "spheroid"} <= set(cat["morphology"])  # measured from the maps
+    assert sum(summary.by_morphology.values()) == summary.n_objects
+    import json
+
+    assert "pieces" in json.loads((two / "merge.json").read_text())["stage_seconds"]
 
 
 def test_refuses_unfinished_or_missing_runs(tmp_path):

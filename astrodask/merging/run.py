@@ -17,6 +17,7 @@ from contextlib import contextmanager
 import hashlib
 import json
 import math
+import os
 from pathlib import Path
 import time
 import uuid
@@ -363,6 +364,8 @@ def _publish(ctx, results, n_objects):
     from ..outputs.catalog import write_dataset_metadata
 
     parts = storage.join(ctx.work, "catalog")
+    for folder in (parts, ctx.path("segmap.zarr")):
+        drop_leftovers(folder)
     write_dataset_metadata(parts)
     catalog = results.file("catalog.parquet")
     _move_folder(parts, catalog)
@@ -371,6 +374,30 @@ def _publish(ctx, results, n_objects):
     segmap = results.file("segmap.zarr")
     _move_folder(ctx.path("segmap.zarr"), segmap)
     return {"catalog": catalog, "segmap_zarr": segmap}
+
+
+def drop_leftovers(location):
+    """Delete the temporaries that writers killed mid-write left in a local work folder.
+
+    Files are written under a temporary name and renamed when whole (hidden
+    ``.NAME.tmp-...`` by :func:`astrodask.storage.put_bytes`,
+    ``NAME.HEX.partial`` by Zarr); a worker killed before the rename leaves
+    its temporary behind. The task then ran again and wrote the file whole,
+    so what is left is junk that must not be published. On an object store a
+    file is one PUT: nothing is left, and nothing is listed.
+
+    Parameters
+    ----------
+    location : str or Path
+        A folder that no task writes into any more.
+    """
+    fs, path = storage.filesystem(location)
+    if not storage.is_local(fs):
+        return
+    for folder, _, names in os.walk(path):
+        for name in names:
+            if name.startswith(".") or name.endswith(".partial"):
+                os.remove(os.path.join(folder, name))
 
 
 def _move_folder(source, location):
