@@ -111,7 +111,7 @@ def sep_on(mosaic, preset):
     return sep_catalog(image, psf_half_light_radius(preset), mask=flagged)
 
 
-def score_field(name, kwargs, size, out, grid_checks):
+def score_field(name, kwargs, size, out, grid_checks, models=None):
     import pyarrow.parquet as pq
 
     import astrodask
@@ -126,7 +126,7 @@ def score_field(name, kwargs, size, out, grid_checks):
     images = [work / "field" / f"{b}.fits" for b in bands]
     weights = damage(work / "field", bands, size) if name == "masked" else None
     truth = pq.read_table(work / "field" / "truth.parquet").to_pydict()
-    mosaic, catalog, seconds = pipeline(images, work / "h32", weights=weights)
+    mosaic, catalog, seconds = pipeline(images, work / "h32", weights=weights, models=models)
     flagged = (mosaic.array("mask")[:] != 0).any(axis=0)
     result = {"field": name, "size": size, "settings": kwargs, "seconds": seconds,
               "n_true": len(truth["x"]),
@@ -134,11 +134,11 @@ def score_field(name, kwargs, size, out, grid_checks):
               "sep": score_catalog(sep_on(mosaic, get_preset("decam")), truth,
                                    mosaic.tile_grid, flagged)}
     if grid_checks:
-        _, other, _ = pipeline(images, work / "h64", halo=64)
+        _, other, _ = pipeline(images, work / "h64", halo=64, models=models)
         result["halo_32_vs_64"] = catalog_agreement(catalog, other, radius=1.0)
         dy, dx = SHIFT
         shifted_images = shifted_copy(work / "field", bands, work / "shifted-field", SHIFT)
-        _, moved, _ = pipeline(shifted_images, work / "shifted")
+        _, moved, _ = pipeline(shifted_images, work / "shifted", models=models)
         moved = {"x": moved["x"] + dx, "y": moved["y"] + dy}
         # compare away from the crop edge, where the two fields see the same pixels
         margin = 40
@@ -189,13 +189,18 @@ def main(argv=None):
     parser.add_argument("--out", default="bench-output/mosaic_quality")
     parser.add_argument("--no-grid-checks", action="store_true",
                         help="skip the halo-64 and shifted-origin runs of the standard field")
+    parser.add_argument("--models", default=None,
+                        help="comma-separated models to run (default: every shipped one for "
+                             "the bands, as the CLI)")
     args = parser.parse_args(argv)
+    models = None if args.models is None else args.models.split(",")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results = []
     for name in args.fields.split(","):
         r = score_field(name, FIELDS[name], args.size, out,
-                        grid_checks=(name == "standard" and not args.no_grid_checks))
+                        grid_checks=(name == "standard" and not args.no_grid_checks),
+                        models=models)
         print_field(r)
         sys.stdout.flush()
         results.append(r)

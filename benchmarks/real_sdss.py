@@ -40,6 +40,9 @@ def main(argv=None):
     parser.add_argument("--out", default="bench-output/sdss")
     parser.add_argument("--brightest", type=int, default=100)
     parser.add_argument("--picture", help="copy overview.png here")
+    parser.add_argument("--models", default=None,
+                        help="comma-separated models to run (default: every shipped one for the "
+                             "bands)")
     args = parser.parse_args(argv)
     data, out = Path(args.data), Path(args.out)
     if out.exists():
@@ -52,7 +55,8 @@ def main(argv=None):
             path.write_bytes(src.read())
         images.append(path)
     mosaic = astrodask.ingest(images, out / "mosaic.zarr", bands=["g", "r", "i"])
-    summary = astrodask.run(mosaic, out / "results", band_map={"z": "i"})
+    models = None if args.models is None else args.models.split(",")
+    summary = astrodask.run(mosaic, out / "results", band_map={"z": "i"}, models=models)
     astrodask.merge(summary.results, mosaic=mosaic)
     catalog = astrodask.read_catalog(out / "results" / "catalog.parquet").to_pydict()
 
@@ -61,7 +65,12 @@ def main(argv=None):
     order = np.argsort(ref["MAG_AUTO"])[:args.brightest]
     rx, ry = ref["X_IMAGE"][order] - 1.0, ref["Y_IMAGE"][order] - 1.0   # FITS 1-based -> 0-based
     cls = ref["CLASS_STAR"][order]
-    cx, cy = np.asarray(catalog["x"]), np.asarray(catalog["y"])
+    # catalog positions on the input grid through the sky (the store's grid may be rescaled)
+    from astropy.wcs import WCS
+
+    with fits.open(images[1]) as hdul:
+        input_wcs = WCS(hdul[0].header)
+    cx, cy = input_wcs.all_world2pix(np.asarray(catalog["ra"]), np.asarray(catalog["dec"]), 0)
     to_cat, _ = match_positions(rx, ry, cx, cy, 2.0)
     found = to_cat >= 0
     ours = np.array([catalog["class"][k] if k >= 0 else None for k in to_cat], dtype=object)
