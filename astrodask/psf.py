@@ -105,6 +105,31 @@ def given_psf(band, fwhm_arcsec, pixel_scale):
     return BandPSF(band=band, fwhm_px=value / pixel_scale, fwhm_arcsec=value, source="given")
 
 
+def rescale_for_fwhm(fwhm_px, target=TARGET_FWHM_PX):
+    """The resampling factor that brings a PSF of ``fwhm_px`` to about ``target`` px.
+
+    Resampled stars keep the blur of the original pixel (a box of side
+    ``F`` new pixels), which the FWHM measured on the new grid includes:
+    with Gaussian equivalents, ``F**2 * (s**2 + 1/12) = t**2 + 1/12`` for
+    ``s``, ``t`` the FWHMs over 2.3548. Rounded to two decimals.
+
+    Parameters
+    ----------
+    fwhm_px : float
+        FWHM on the current grid (pixels, the PSF without the pixel).
+    target : float
+        FWHM wanted on the resampled grid.
+
+    Returns
+    -------
+    float
+    """
+    box = 1.0 / 12.0
+    s2 = (fwhm_px / 2.3548) ** 2
+    t2 = (target / 2.3548) ** 2
+    return round(math.sqrt((t2 + box) / (s2 + box)), 2)
+
+
 def parse_psf_fwhm(text):
     """Parse ``"g=1.1,r=1.0"`` (arcsec per band) into ``{"g": 1.1, "r": 1.0}``.
 
