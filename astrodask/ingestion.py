@@ -20,6 +20,8 @@ from .hashing import file_sha256
 from .fits_input import FitsImage
 from .mosaic import (MASK_BITS, PADDING, STORE_FORMAT, STORE_KIND, ZERO_WEIGHT, TileGrid,
                      open_mosaic)
+from .psf import METHOD as PSF_METHOD, given_psf, measure_psf, rescale_for_fwhm
+from .rescale import RescaledImage, check_factor
 
 #: Pixels sampled per band for the robust statistics stored in the attributes.
 STAT_SAMPLES = 2_000_000
@@ -30,7 +32,7 @@ class AstrodaskWarning(UserWarning):
 
 
 def ingest(inputs, out, *, bands=None, tile=512, halo=32, weights=None, hdu=None,
-           overwrite=False, block_tiles=8, progress=None):
+           overwrite=False, rescale=None, psf_fwhm=None, block_tiles=8, progress=None):
     """Convert per-band FITS images into a mosaic store.
 
     Parameters
@@ -53,6 +55,15 @@ def ingest(inputs, out, *, bands=None, tile=512, halo=32, weights=None, hdu=None
         HDU index to read in every file; default the first image HDU with data.
     overwrite : bool
         Replace ``out`` if it is an existing mosaic store.
+    rescale : float or "auto", optional
+        Resample the bands by this factor (> 1 upsamples, < 1 downsamples),
+        conserving flux, with the WCS updated exactly (:mod:`astrodask.rescale`);
+        ``"auto"`` picks the factor that brings the median measured PSF FWHM
+        to :data:`~astrodask.psf.TARGET_FWHM_PX`. The factor and the original
+        grid are stored in the attributes (``rescale``).
+    psf_fwhm : dict, optional
+        PSF FWHM in arcsec per band name, stored instead of the measurement
+        (:func:`astrodask.psf.measure_psf`) for those bands.
     block_tiles : int
         Windows per block along x; bounds memory (about
         ``n_bands * tile * tile * block_tiles * 13`` bytes).
@@ -95,16 +106,107 @@ def ingest(inputs, out, *, bands=None, tile=512, halo=32, weights=None, hdu=None
                          for p in (weights or [])]
         band_names = _band_names(images, bands)
         _check_same_grid(images + weight_images)
+        original = _original_grid(images[0])
+        factor = _rescale_factor(rescale, images, band_names, psf_fwhm, original)
+        if factor != 1.0:
+            images = [RescaledImage(i, factor) for i in images]
+            weight_images = [RescaledImage(w, factor, weight=True) for w in weight_images]
         header, wcs = _reference_wcs(images[0])
+        given = _given_psf(psf_fwhm, band_names, _pixel_scale(wcs))
         grid = TileGrid(height=images[0].shape[0], width=images[0].shape[1], **grid_args)
         # Locally a temporary sibling renamed when whole; remotely in place (an
         # existing store was checked replaceable), complete in its attributes last.
         with storage.staged_folder(out, replace=overwrite) as target:
             stats = _write_store(target, images, weight_images, grid, block_tiles, progress)
             _check_bands_not_empty(stats, band_names, images)
+            psf = _store_psf(target, band_names, _pixel_scale(wcs), given)
             attrs = _attributes(band_names, grid, header, wcs, images, weight_images, stats)
+            attrs["psf"] = {"method": PSF_METHOD, "bands": {b: p.to_dict() for b, p in psf.items()}}
+            attrs["rescale"] = dict(original, factor=factor)
             _mark_complete(target, attrs)
     return open_mosaic(out)
+
+
+def _pixel_scale(wcs):
+    """Mean pixel scale (arcsec) of a celestial WCS, or ``None``."""
+    if wcs is None:
+        return None
+    from astropy.wcs.utils import proj_plane_pixel_scales
+
+    return float(np.mean(proj_plane_pixel_scales(wcs)) * 3600.0)
+
+
+def _original_grid(image):
+    """The input grid, kept in the attributes of a rescaled store."""
+    return {"original_shape": list(image.shape),
+            "original_pixel_scale_arcsec": _pixel_scale(_celestial_wcs(image)),
+            "to_original": "x_original = (x + 0.5) / factor - 0.5, the same for y "
+                           "(0-based pixel centres)"}
+
+
+def _rescale_factor(rescale, images, band_names, psf_fwhm, original):
+    """The factor to resample by: 1 for none, the given one, or the ``auto`` choice."""
+    if rescale is None:
+        return 1.0
+    if str(rescale).strip().lower() != "auto":
+        return check_factor(rescale)
+    scale = original["original_pixel_scale_arcsec"]
+    given = _given_psf(psf_fwhm, band_names, scale)
+    fwhms, reasons = [], []
+    for band, image in zip(band_names, images):
+        psf = given.get(band) or measure_psf(_FitsBand(image), band=band)
+        if psf.fwhm_px is None:
+            reasons.append(f"{band}: {psf.reason}")
+        else:
+            fwhms.append(psf.fwhm_px)
+    if not fwhms:
+        raise InputError("--rescale auto needs a PSF FWHM and none was measured ("
+                         + "; ".join(reasons) + "); give --rescale F or --psf-fwhm")
+    return rescale_for_fwhm(float(np.median(fwhms)))
+
+
+class _FitsBand:
+    """A FITS band sliceable as ``band[ys, xs]`` (values, NaN where flagged)."""
+
+    def __init__(self, image):
+        self.shape = image.shape
+        self._image = image
+
+    def __getitem__(self, key):
+        return self._image.read(*key)[0]
+
+
+class _StoreBand:
+    """One band of a store's array, sliceable as ``band[ys, xs]``."""
+
+    def __init__(self, array, index):
+        self.shape = array.shape[1:]
+        self._array, self._index = array, index
+
+    def __getitem__(self, key):
+        return self._array[(self._index, *key)]
+
+
+def _given_psf(psf_fwhm, band_names, pixel_scale):
+    """``{band: BandPSF}`` for the bands whose PSF FWHM (arcsec) the user gave."""
+    if not psf_fwhm:
+        return {}
+    unknown = sorted(set(psf_fwhm) - set(band_names))
+    if unknown:
+        raise InputError(f"--psf-fwhm names band(s) {', '.join(unknown)}, which the mosaic "
+                         f"lacks (bands: {','.join(band_names)})")
+    return {b: given_psf(b, v, pixel_scale) for b, v in psf_fwhm.items()}
+
+
+def _store_psf(location, band_names, pixel_scale, given):
+    """Each band's PSF: the given one, or measured on blocks sampled from the store."""
+    import zarr
+
+    group = zarr.open_group(location, mode="r")
+    image, mask = group["image"], group["mask"]
+    return {b: given.get(b) or measure_psf(_StoreBand(image, i), _StoreBand(mask, i),
+                                           band=b, pixel_scale=pixel_scale)
+            for i, b in enumerate(band_names)}
 
 
 def _check_output(out, overwrite):
@@ -350,11 +452,7 @@ def _file_record(image):
 
 
 def _attributes(band_names, grid, header, wcs, images, weight_images, stats):
-    pixel_scale = None
-    if wcs is not None:
-        from astropy.wcs.utils import proj_plane_pixel_scales
-
-        pixel_scale = float(np.mean(proj_plane_pixel_scales(wcs)) * 3600.0)
+    pixel_scale = _pixel_scale(wcs)
     return {
         "kind": STORE_KIND,
         "format": STORE_FORMAT,

@@ -193,6 +193,32 @@ class Mosaic:
 
         return WCS(self.header, naxis=2)
 
+    @cached_property
+    def psf(self):
+        """Each band's PSF, or ``None`` when the store has none (ingested before PSFs were).
+
+        Returns
+        -------
+        dict or None
+            Band name → :class:`~astrodask.psf.BandPSF` (``fwhm_px``,
+            ``fwhm_arcsec``, ``n_stars``, ``source`` "measured" or "given",
+            ``reason`` when no FWHM could be measured).
+        """
+        stored = self.attrs.get("psf")
+        if not stored:
+            return None
+        from .psf import BandPSF
+
+        return {band: BandPSF.from_dict(d) for band, d in stored["bands"].items()}
+
+    @property
+    def rescale_factor(self):
+        """Factor the inputs were resampled by at ingest (1.0: their own grid).
+
+        ``attrs["rescale"]`` also holds the original shape and pixel scale.
+        """
+        return float((self.attrs.get("rescale") or {}).get("factor", 1.0))
+
     @property
     def has_weight(self):
         """Whether weight maps were ingested."""

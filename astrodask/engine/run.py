@@ -151,6 +151,45 @@ def _check_context(config, grid, specs):
                       f"`astrodask ingest {options_text}` to remove them", stacklevel=3)
 
 
+def _check_psf(mosaic, specs):
+    """Warn when the mosaic's PSF lies outside the FWHM range a model was trained on.
+
+    A model card's ``trained_psf_fwhm_px`` (``[lo, hi]``, over all bands) is
+    compared with the store's PSF (measured or given at ingest) in the bands
+    that feed the model. Stores without a PSF and cards without the key pass
+    silently. One warning line per model, naming the ``--rescale`` factor that
+    brings the median FWHM to the middle of the range (for a store already
+    resampled, the factor from the original grid).
+    """
+    import statistics
+    import warnings
+
+    from ..psf import rescale_for_fwhm
+
+    psf = mosaic.psf
+    if not psf:
+        return
+    for spec in specs:
+        trained = spec.card.get("trained_psf_fwhm_px")
+        if not trained:
+            continue
+        lo, hi = (float(v) for v in trained)
+        fwhms = {b: psf[b].fwhm_px for b in (mosaic.bands[i] for i in spec.band_indices)
+                 if b in psf and psf[b].fwhm_px is not None}
+        outside = {b: v for b, v in fwhms.items() if not lo <= v <= hi}
+        if not outside:
+            continue
+        middle = (lo + hi) / 2
+        factor = rescale_for_fwhm(statistics.median(fwhms.values()), middle)
+        factor *= mosaic.rescale_factor
+        measured = ", ".join(f"{b} {v:.2f}" for b, v in outside.items())
+        source = "original FITS " if mosaic.rescale_factor != 1.0 else ""
+        warnings.warn(f"{spec.name} was trained on PSF FWHM {lo:g}-{hi:g} px but the mosaic's "
+                      f"is {measured} px: its detections and classes may be unreliable; "
+                      f"re-ingest the {source}bands with `astrodask ingest --rescale "
+                      f"{factor:.3g}` to bring the FWHM to about {middle:.1f} px", stacklevel=3)
+
+
 def default_batch_size(specs):
     """Tiles per task when none is configured: 4 with a Mask R-CNN, else 1."""
     return 4 if any(s.kind == "maskrcnn" for s in specs) else 1
@@ -192,6 +231,7 @@ def run(mosaic, out, *, config=None, client=None, progress=None, on_start=None, 
              resolve_models(config.models, mosaic.bands, config.band_map)]
     _check_window_lattice(config, mosaic.tile_grid, specs)
     _check_context(config, mosaic.tile_grid, specs)
+    _check_psf(mosaic, specs)
     if config.batch_size is None:
         config = replace(config, batch_size=default_batch_size(specs))
     results = Results(out)
@@ -199,6 +239,8 @@ def run(mosaic, out, *, config=None, client=None, progress=None, on_start=None, 
         "mosaic": mosaic.path,
         "mosaic_inputs": mosaic.attrs["inputs"],
         "tile_grid": mosaic.tile_grid.to_dict(),
+        "psf": mosaic.attrs.get("psf"),
+        "rescale": mosaic.attrs.get("rescale"),
         "models": [{"kind": s.kind, "name": s.name, "path": s.path, "card": s.card,
                     "band_indices": list(s.band_indices), "settings": s.settings}
                    for s in specs],
