@@ -57,7 +57,7 @@ def ingest(inputs, out, *, bands=None, tile=512, halo=32, weights=None, hdu=None
         Replace ``out`` if it is an existing mosaic store.
     rescale : float or "auto", optional
         Resample the bands by this factor (> 1 upsamples, < 1 downsamples),
-        conserving flux, with the WCS updated exactly (:mod:`astrodask.rescale`);
+        conserving flux, with the WCS updated exactly (:class:`astrodask.RescaledImage`);
         ``"auto"`` picks the factor that brings the median measured PSF FWHM
         to :data:`~astrodask.psf.TARGET_FWHM_PX`. The factor and the original
         grid are stored in the attributes (``rescale``).
