@@ -7,7 +7,7 @@ until a function that needs it is called.
 
 from importlib import import_module
 
-__version__ = "0.1.0"
+from ._version import __version__  # noqa: F401 (the package version)
 
 # public name -> "module:attribute"
 _API = {
@@ -53,7 +53,7 @@ _API = {
     "train_maskrcnn": "astrodask.train.maskrcnn:train_maskrcnn",
     "train_maskrcnn_on_simulations": "astrodask.train.maskrcnn:train_from_simulations",
     "evaluate_maskrcnn": "astrodask.train.maskrcnn_eval:evaluate_on_simulations",
-    "Instances": "astrodask.evaluate:Instances",
+    "Instances": "astrodask.models.detections:Instances",
     "evaluate_detections": "astrodask.evaluate:evaluate_detections",
     "confusion_matrix": "astrodask.evaluate:confusion_matrix",
     "evaluation_report": "astrodask.evaluate:evaluation_report",

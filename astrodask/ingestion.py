@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__, storage
+from . import storage
+from ._version import __version__
 from .errors import InputError, StoreError
 from .hashing import file_sha256
 from .fits_input import FitsImage

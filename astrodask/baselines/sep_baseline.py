@@ -10,7 +10,7 @@ star/galaxy rule is a size cut: a source whose half-light radius is within
 import numpy as np
 
 from ..errors import DependencyError
-from ..evaluate import Instances, boxes_from_masks
+from ..models.detections import Instances, boxes_from_masks
 
 
 def moffat_half_light_radius(fwhm, beta):

@@ -13,7 +13,8 @@ import uuid
 from contextlib import nullcontext
 from pathlib import Path
 
-from .. import __version__, storage
+from .. import storage
+from .._version import __version__
 from ..config import RunConfig, dump_config, load_config
 from ..errors import AstrodaskError, InputError, first_line
 from ..mosaic import open_mosaic

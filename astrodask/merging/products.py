@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import __version__
+from .._version import __version__
 from ..classes import MORPHOLOGY_CLASSES, OBJECT_CLASSES
 from ..errors import InputError, StoreError
 from .stitch import MATCH_IOU

@@ -12,7 +12,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..classes import OBJECT_CODE
-from ..evaluate import Instances, boxes_from_masks
+from ..models.detections import Instances, boxes_from_masks
 from ..models.maskrcnn.normalise import band_statistics, normalise_bands
 from ..storage import local_file_written_whole
 

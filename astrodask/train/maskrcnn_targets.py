@@ -3,7 +3,7 @@
 import numpy as np
 from scipy import ndimage
 
-from ..evaluate import box_iou
+from ..models.detections import box_iou
 from ..models.maskrcnn.anchors import encode_boxes
 
 

@@ -3,7 +3,7 @@
 import numpy as np
 from scipy import ndimage
 
-from ...evaluate import box_iou
+from ..detections import box_iou
 
 __all__ = ["box_iou", "nms", "per_class_nms", "select_detections", "paste_masks"]
 

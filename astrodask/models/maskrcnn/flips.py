@@ -10,7 +10,7 @@ flipped image are the flipped detections of the original.
 
 import numpy as np
 
-from ...evaluate import box_iou
+from ..detections import box_iou
 from .detection import per_class_nms
 
 #: Box IoU above which detections of different passes are the same object.

@@ -7,7 +7,7 @@ import numpy as np
 from keras import ops
 
 from ...dihedral import DIHEDRAL, transform, untransform
-from ...evaluate import Instances
+from ..detections import Instances
 from .anchors import decode_boxes, generate_anchors
 from .backbone import build_backbone
 from .config import MaskRCNNConfig
