@@ -15,6 +15,7 @@ Usage::
 
     python benchmarks/real_sdss.py [--data ../shared/realdata/sdss_ngc6976_gri]
         [--out bench-output/sdss] [--brightest 100] [--picture docs/gallery/sdss_overview.png]
+        [--models maskrcnn_decam,unet] [--rescale 3|auto]
 """
 
 import argparse
@@ -43,6 +44,8 @@ def main(argv=None):
     parser.add_argument("--models", default=None,
                         help="comma-separated models to run (default: every shipped one for the "
                              "bands)")
+    parser.add_argument("--rescale", default=None,
+                        help="resample at ingest by this factor (or auto), as ingest --rescale")
     args = parser.parse_args(argv)
     data, out = Path(args.data), Path(args.out)
     if out.exists():
@@ -54,7 +57,9 @@ def main(argv=None):
         with gzip.open(data / f"sdss_{band}.fits.gz") as src:
             path.write_bytes(src.read())
         images.append(path)
-    mosaic = astrodask.ingest(images, out / "mosaic.zarr", bands=["g", "r", "i"])
+    rescale = None if args.rescale in (None, "auto") else float(args.rescale)
+    mosaic = astrodask.ingest(images, out / "mosaic.zarr", bands=["g", "r", "i"],
+                              rescale=args.rescale if args.rescale == "auto" else rescale)
     models = None if args.models is None else args.models.split(",")
     summary = astrodask.run(mosaic, out / "results", band_map={"z": "i"}, models=models)
     astrodask.merge(summary.results, mosaic=mosaic)
