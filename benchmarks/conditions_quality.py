@@ -41,7 +41,7 @@ def settings():
     return {"in_distribution": Conditions(), **HELD_OUT}
 
 
-def score_setting(k, name, conditions, models, size, out, ap):
+def score_setting(k, name, conditions, models, size, out, ap, rescale=None):
     import pyarrow.parquet as pq
 
     import astrodask
@@ -56,15 +56,19 @@ def score_setting(k, name, conditions, models, size, out, ap):
     sim = astrodask.simulate(work / "field", size=(size, size), preset="decam", seed=SEED + k,
                              conditions=conditions)
     images = [work / "field" / f"{b}.fits" for b in sim["bands"]]
-    truth = pq.read_table(work / "field" / "truth.parquet").to_pydict()
+    truth_input = pq.read_table(work / "field" / "truth.parquet").to_pydict()
+    truth = truth_input
     result = {"setting": name, "conditions": conditions.to_dict(), "size": size,
               "psf_fwhm_px": sim["psf_fwhm_px"], "n_true": len(truth["x"]), "models": {}}
     mosaic = None
     for label, model in models.items():
-        mosaic, catalog, seconds = pipeline(images, work / label, models=[model])
+        mosaic, catalog, seconds = pipeline(images, work / label, models=[model], rescale=rescale)
         flagged = (mosaic.array("mask")[:] != 0).any(axis=0)
+        truth = on_store_grid(truth_input, mosaic.rescale_factor)
+        # 2 px of the simulated grid, whatever the store's grid
+        radius = 2.0 * mosaic.rescale_factor
         result["models"][label] = {"catalog": score_catalog(catalog, truth, mosaic.tile_grid,
-                                                            flagged),
+                                                            flagged, radius=radius),
                                    "seconds": seconds}
         if ap:
             report = evaluate_on_simulations(model, n_fields=4, size=512, seed=AP_SEED + 10 * k,
@@ -76,8 +80,20 @@ def score_setting(k, name, conditions, models, size, out, ap):
                 "precision_at_80_recall": {c: box[c]["precision_at_80_recall"]
                                            for c in ("star", "galaxy")}}
     preset = apply_conditions("decam", conditions)
-    result["sep"] = score_catalog(sep_on(mosaic, preset), truth, mosaic.tile_grid, flagged)
+    result["sep"] = score_catalog(sep_on(mosaic, preset), truth, mosaic.tile_grid, flagged,
+                                  radius=radius)
+    result["rescale"] = mosaic.rescale_factor
     return result
+
+
+def on_store_grid(truth, factor):
+    """Truth positions on a store resampled by ``factor`` (original ``x = (x' + 0.5) / F - 0.5``)."""
+    if factor == 1:
+        return truth
+    import numpy as np
+
+    return dict(truth, x=(np.asarray(truth["x"]) + 0.5) * factor - 0.5,
+                y=(np.asarray(truth["y"]) + 0.5) * factor - 0.5)
 
 
 def print_setting(r):
@@ -104,6 +120,8 @@ def main(argv=None):
     parser.add_argument("--settings", default=None, help="comma-separated setting names")
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--ap", action="store_true", help="also per-block AP50 and P@80%%R")
+    parser.add_argument("--rescale", default=None, metavar="F|auto",
+                        help="resample at ingest (ingest --rescale); scores on the store's grid")
     parser.add_argument("--out", default="bench-output/conditions")
     parser.add_argument("--update-card", default=None, metavar="MODEL",
                         help="store this model's numbers per setting in its card "
@@ -118,7 +136,8 @@ def main(argv=None):
     results = []
     for name in names:
         k = list(everything).index(name)
-        r = score_setting(k, name, everything[name], models, args.size, out, args.ap)
+        rescale = args.rescale if args.rescale in (None, "auto") else float(args.rescale)
+        r = score_setting(k, name, everything[name], models, args.size, out, args.ap, rescale)
         print_setting(r)
         sys.stdout.flush()
         results.append(r)

@@ -79,7 +79,7 @@ def shifted_copy(folder, bands, out, shift):
     return paths
 
 
-def pipeline(images, work, halo=32, weights=None, models=None):
+def pipeline(images, work, halo=32, weights=None, models=None, rescale=None):
     """ingest -> run -> merge with the defaults (or these ``models``); returns (mosaic, catalog
     dict, seconds)."""
     import astrodask
@@ -88,7 +88,7 @@ def pipeline(images, work, halo=32, weights=None, models=None):
     work.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     mosaic = astrodask.ingest(images, work / "mosaic.zarr", halo=halo, weights=weights,
-                              overwrite=True)
+                              overwrite=True, rescale=rescale)
     seconds["ingest"] = time.perf_counter() - start
     start = time.perf_counter()
     summary = astrodask.run(mosaic, work / "results", restart=True, models=models)
@@ -103,12 +103,13 @@ def pipeline(images, work, halo=32, weights=None, models=None):
 
 
 def sep_on(mosaic, preset):
+    """SEP on the store's pixels, told the true PSF (on the store's grid, which may be rescaled)."""
     from astrodask.baselines.sep_baseline import sep_catalog
     from astrodask.train.maskrcnn_eval import psf_half_light_radius
 
     image = mosaic.array("image")[:]
     flagged = (mosaic.array("mask")[:] != 0).any(axis=0)
-    return sep_catalog(image, psf_half_light_radius(preset), mask=flagged)
+    return sep_catalog(image, psf_half_light_radius(preset) * mosaic.rescale_factor, mask=flagged)
 
 
 def score_field(name, kwargs, size, out, grid_checks, models=None):
