@@ -344,3 +344,14 @@ def test_parsers_can_be_built_again_and_again():
         args = cli.build_parser().parse_args(["train", "maskrcnn", "run-dir"])
         assert args.command == "train" and args.train_command == "maskrcnn"
         gc.collect()
+
+
+def test_a_cluster_close_that_times_out_is_a_warning_not_a_failure():
+    from astrodask.engine.cluster import _close_quietly
+
+    class SlowCluster:
+        def close(self):
+            raise TimeoutError
+
+    with pytest.warns(UserWarning, match="did not shut down in time"):
+        _close_quietly(SlowCluster())
