@@ -35,7 +35,8 @@ from .. import storage
 from ..engine.results import Results
 from ..instances import SCHEMA, decode_mask, encode_mask
 from .pieces import Pieces, morpheus_window_pieces, read_window_pieces
-from .stitch import _window_rects, assemble, decide, depth, match_pieces, owned_rank_key
+from .stitch import (_window_rects, assemble, components, decide, depth, match_pieces,
+                     owned_rank_key, smallest_member)
 
 #: Bits of a piece's id left for its detection index: uid = window << 24 | det.
 DET_BITS = 24
@@ -211,9 +212,6 @@ def resolve_task(ctx, iy, ix):
     neighbourhood: a matching piece must meet it, so none is missing. Its
     home is the first window (row-major) whose neighbourhood holds it whole.
     """
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
     grid = ctx.grid
     ny, nx = grid.shape
     r = reach(grid)
@@ -223,10 +221,7 @@ def resolve_task(ctx, iy, ix):
     pieces = Pieces(pa.concat_tables(tables))
     n = len(pieces)
     rects, matches = match_pieces(pieces, grid, ctx.options["match_iou"])
-    pairs = np.array([(i, j) for i in range(n) for _, j in matches[i]], dtype=np.int64)
-    pairs = pairs.reshape(-1, 2)
-    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
-    _, label = connected_components(graph, directed=False)
+    _, label = components(n, [(i, j) for i in range(n) for _, j in matches[i]])
     ty0, tx0, ty1, tx1 = touched_windows(grid, pieces.y0, pieces.x0, pieces.y1, pieces.x1)
     n_groups = label.max() + 1 if n else 0
     gy0 = np.full(n_groups, ny)
@@ -282,9 +277,6 @@ def large_task(ctx, windows):
         One small record per large object: its owner piece ``uid``, its
         members and its box.
     """
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
     grid = ctx.grid
     r = reach(grid)
     tables = [_read_table(ctx.path("candidates", tile_name(iy, ix) + ".arrow"),
@@ -307,9 +299,7 @@ def large_task(ctx, windows):
             else:
                 open_ended[k] = True
         matches[k].sort(key=lambda m: m[1])
-    pairs = np.array([(i, j) for i in range(n) for _, j in matches[i]], np.int64).reshape(-1, 2)
-    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
-    n_groups, label = connected_components(graph, directed=False)
+    n_groups, label = components(n, [(i, j) for i in range(n) for _, j in matches[i]])
     out = []
     for g in range(n_groups):
         members = np.flatnonzero(label == g)
@@ -515,9 +505,6 @@ def paint_task(ctx, cy, cx, large_files, blocks):
 
 def families_task(ctx, chunks):
     """Blend families over the touching pairs of ``chunks``: parent = smallest ID."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
     pairs = np.concatenate([_read_ids(ctx.path("edges", tile_name(cy, cx) + ".bin"))
                             for cy, cx in chunks] + [np.zeros(0, "<i8")]).reshape(-1, 2)
     nodes, inverse = np.unique(pairs, return_inverse=True)
@@ -527,11 +514,8 @@ def families_task(ctx, chunks):
         _put_table(ctx.path("families.arrow"), pa.table(
             {"id": nodes, "parent_id": nodes, "family_size": np.zeros(0, np.int32)}))
         return {"blended": 0}
-    graph = coo_matrix((np.ones(len(inverse)), (inverse[:, 0], inverse[:, 1])), shape=(n, n))
-    _, label = connected_components(graph, directed=False)
-    parent = np.full(label.max() + 1 if n else 0, np.iinfo(np.int64).max)
-    np.minimum.at(parent, label, nodes)
-    table = pa.table({"id": nodes, "parent_id": parent[label],
+    _, label = components(n, inverse)
+    table = pa.table({"id": nodes, "parent_id": smallest_member(label, nodes),
                       "family_size": np.bincount(label)[label].astype(np.int32)})
     _put_table(ctx.path("families.arrow"), table)
     return {"blended": n}
