@@ -23,8 +23,10 @@ from .mosaic import (MASK_BITS, PADDING, STORE_FORMAT, STORE_KIND, ZERO_WEIGHT, 
                      open_mosaic)
 from .psf import METHOD as PSF_METHOD, given_psf, measure_psf, rescale_for_fwhm
 from .rescale import RescaledImage, check_factor
+from .sky import clipped_stats, sample_step
 
-#: Pixels sampled per band for the robust statistics stored in the attributes.
+#: Pixels sampled per band for the robust statistics stored in the attributes (half
+#: of ``band_statistics``' budget: ingest holds every band's sample at once).
 STAT_SAMPLES = 2_000_000
 
 
@@ -356,16 +358,14 @@ class _BandStats:
     def summary(self):
         if self.n_good == 0:
             return {"n_good": 0}
-        from astropy.stats import sigma_clipped_stats
+        from astropy.stats import mad_std
 
         sample = np.concatenate(self.samples)
-        median = float(np.median(sample))
-        mad = float(np.median(np.abs(sample - median)))
-        clipped_mean, _, clipped_std = sigma_clipped_stats(sample, sigma=3.0, maxiters=10)
+        clipped_mean, clipped_std = clipped_stats(sample)
         return {"n_good": self.n_good, "min": self.minimum, "max": self.maximum,
                 "mean": float(sample.mean()), "std": float(sample.std()),
-                "median": median, "mad_std": 1.4826 * mad,
-                "clipped_mean": float(clipped_mean), "clipped_std": float(clipped_std),
+                "median": float(np.median(sample)), "mad_std": float(mad_std(sample)),
+                "clipped_mean": clipped_mean, "clipped_std": clipped_std,
                 "n_sampled": int(sample.size)}
 
 
@@ -376,7 +376,7 @@ def _write_store(tmp, images, weight_images, grid, block_tiles, progress):
     group.attrs["astrodask"] = {"kind": STORE_KIND, "format": STORE_FORMAT, "complete": False}
     n_bands = len(images)
     arrays = _create_arrays(group, n_bands, grid, bool(weight_images))
-    stride = max(1, int(np.ceil(np.sqrt(grid.height * grid.width / STAT_SAMPLES))))
+    stride = sample_step(grid.height, grid.width, STAT_SAMPLES)
     stats = [_BandStats(stride) for _ in images]
     ny, nx = grid.shape
     blocks = [(iy, ix0) for iy in range(ny) for ix0 in range(0, nx, block_tiles)]

@@ -1,5 +1,10 @@
 """The sky of a mosaic, as the models and the merge see it.
 
+- :func:`clipped_stats`, :func:`usable_std` and :func:`sample_step`: the one
+  definition of a band's sky level and noise (sigma-clipped mean and standard
+  deviation of a pixel sample on a regular grid), used by ingest (stored in
+  the mosaic attrs, which the engine reads) and by
+  :func:`astrodask.band_statistics` (training and evaluation fields).
 - :func:`band_levels`: each band's sky level and noise (sigma-clipped mean and
   standard deviation measured at ingest over the whole mosaic).
 - :func:`fill_flagged`: what a model sees where a window has no data
@@ -13,6 +18,65 @@
 """
 
 import numpy as np
+
+#: Clipping threshold of the sky statistics, in standard deviations.
+CLIP_SIGMA = 3.0
+
+
+def sample_step(height, width, max_pixels):
+    """Stride of the regular sampling grid that keeps at most ``max_pixels`` of a band.
+
+    Parameters
+    ----------
+    height, width : int
+        Size of the band.
+    max_pixels : int
+        Pixels wanted at most.
+
+    Returns
+    -------
+    int
+        Sample the pixels whose row and column are multiples of this.
+    """
+    return max(1, int(np.ceil(np.sqrt(height * width / max_pixels))))
+
+
+def clipped_stats(sample, sigma=CLIP_SIGMA):
+    """Sigma-clipped mean and standard deviation of a band's pixel sample.
+
+    Parameters
+    ----------
+    sample : ndarray
+        Valid pixel values (no NaN, no flagged pixel).
+    sigma : float
+        Clipping threshold in standard deviations (at most 10 iterations).
+
+    Returns
+    -------
+    mean, std : float
+        Not yet made usable as a divisor: see :func:`usable_std`.
+    """
+    from astropy.stats import sigma_clipped_stats
+
+    mean, _, std = sigma_clipped_stats(sample, sigma=sigma, maxiters=10)
+    return float(mean), float(std)
+
+
+def usable_std(std):
+    """Noise that can divide: a band without measurable noise (std <= 0) gets 1.
+
+    Parameters
+    ----------
+    std : array_like
+        Standard deviation of each band.
+
+    Returns
+    -------
+    ndarray
+        Same dtype as ``std``.
+    """
+    std = np.asarray(std)
+    return np.where(std > 0, std, np.ones_like(std))
 
 
 def band_levels(mosaic, bands=None):
@@ -35,7 +99,7 @@ def band_levels(mosaic, bands=None):
     bands = mosaic.bands if bands is None else bands
     mean = np.array([stats[b]["clipped_mean"] for b in bands], dtype=np.float32)
     std = np.array([stats[b]["clipped_std"] for b in bands], dtype=np.float32)
-    return mean, np.where(std > 0, std, np.float32(1.0)).astype(np.float32)
+    return mean, usable_std(std)
 
 
 def fill_flagged(data, flagged, mean, std, seed):

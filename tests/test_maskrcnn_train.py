@@ -128,6 +128,33 @@ def test_training_resumes_where_it_stopped(tmp_path):
                                       for h in saved["history"])
 
 
+def test_explicit_class_weights_win_on_resume_and_none_keeps_the_saved(tmp_path, monkeypatch):
+    import astrodask.train.maskrcnn as fit
+
+    pool = [example_from_field(fake_field((128, 128), 6, 6, seed=s)) for s in range(2)]
+    options = dict(batch_size=2, crop_size=64, warmup_steps=1, log_every=1,
+                   checkpoint_every_s=1e9, compiled=False)
+    train_maskrcnn(pool, tmp_path, config=TINY, log=lambda _: None,
+                   settings=TrainSettings(steps=1, class_weights=(1.0, 4.0, 1.0), **options))
+    used = []
+    step = fit._train_step
+
+    def recording_step(model, runners, apply, batch, rng, class_weights):
+        used.append(list(class_weights))
+        return step(model, runners, apply, batch, rng, class_weights)
+
+    monkeypatch.setattr(fit, "_train_step", recording_step)
+    _, state = train_maskrcnn(pool, tmp_path, log=lambda _: None,
+                              settings=TrainSettings(steps=2, **options))
+    assert used == [[1.0, 4.0, 1.0]] and "changes" not in state
+    _, state = train_maskrcnn(pool, tmp_path, log=lambda _: None,
+                              settings=TrainSettings(steps=3, class_weights=(1, 1, 1), **options))
+    assert used[1:] == [[1, 1, 1]]
+    assert state["changes"] == [{"step": 2, "class_weights": [1, 1, 1]}]
+    saved = json.loads((tmp_path / "state.json").read_text())
+    assert saved["settings"]["class_weights"] == [1, 1, 1]
+
+
 def test_cli_rejects_bad_crop(capsys):
     assert main(["train", "maskrcnn", "unused", "--crop", "100"]) == 2
     assert "multiple of 64" in capsys.readouterr().err

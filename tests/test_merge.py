@@ -286,3 +286,28 @@ def test_merge_refuses_an_unfinished_run(tmp_path):
         merge(tmp_path)
     with pytest.raises(StoreError, match="not an astrodask results folder"):
         merge(tmp_path / "nothing")
+
+
+def test_box_pairs_and_components_match_brute_force():
+    from astrodask.merging.stitch import box_pairs, components, smallest_member
+
+    rng = np.random.default_rng(5)
+    for _ in range(50):
+        n = int(rng.integers(0, 30))
+        y0, x0 = rng.integers(0, 50, n), rng.integers(0, 50, n)
+        y1, x1 = y0 + rng.integers(1, 10, n), x0 + rng.integers(1, 10, n)
+        for margin in (0, 1):
+            expected = [(i, j) for i in range(n) for j in range(i + 1, n)
+                        if y0[j] < y1[i] + margin and y0[i] < y1[j] + margin
+                        and x0[j] < x1[i] + margin and x0[i] < x1[j] + margin]
+            assert box_pairs(y0, x0, y1, x1, margin).tolist() == [list(p) for p in expected]
+        pairs = box_pairs(y0, x0, y1, x1)
+        lowest = np.arange(n)  # lowest node of each component, by relaxation
+        changed = True
+        while changed:
+            before = lowest.copy()
+            for i, j in pairs:
+                lowest[i] = lowest[j] = min(lowest[i], lowest[j])
+            changed = not np.array_equal(before, lowest)
+        _, label = components(n, pairs)
+        assert smallest_member(label, np.arange(n)).tolist() == lowest.tolist()

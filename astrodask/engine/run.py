@@ -5,6 +5,7 @@ write their own outputs, so only tile indices and small summaries pass through
 the scheduler. Finished tiles carry done markers: re-running resumes.
 """
 
+from collections import Counter
 from dataclasses import dataclass, field, replace
 import datetime
 import sys
@@ -45,7 +46,7 @@ class RunSummary:
         Dask dashboard address.
     models : list of str
         Names of the models that ran.
-    workers : dict
+    workers : collections.Counter
         Batches processed per worker process id.
     """
 
@@ -57,7 +58,7 @@ class RunSummary:
     cluster: str
     dashboard: str = None
     models: list = field(default_factory=list)
-    workers: dict = field(default_factory=dict)
+    workers: Counter = field(default_factory=Counter)
 
     @property
     def tiles_per_second(self):
@@ -319,8 +320,7 @@ def _compute(summary, todo, mosaic, results, specs, config, client, progress, on
                         batch_summary = _result(future, futures[future])
                         watch.progressed()
                         summary.tiles_run += batch_summary["tiles"]
-                        pid = batch_summary["pid"]
-                        summary.workers[pid] = summary.workers.get(pid, 0) + 1
+                        summary.workers[batch_summary["pid"]] += 1
                         done += batch_summary["tiles"]
                         if progress is not None:
                             progress(done, summary.tiles_total)

@@ -13,6 +13,7 @@ The result is the same, byte for byte, as :func:`astrodask.merging.single.merge_
 (the single-process reference) and whatever the number of workers.
 """
 
+from collections import Counter
 from contextlib import contextmanager
 import hashlib
 import json
@@ -332,12 +333,10 @@ class _Plan:
         parts = self.stage("catalog", "catalog_task",
                            {f"part-{b:05d}": (b, first_ids[b], v["rows"], meta)
                             for b, v in blocks.items()})
-        by_class, by_morphology = {}, {}
+        by_class, by_morphology = Counter(), Counter()
         for value in parts.values():
-            for key, count in value["by_class"].items():
-                by_class[key] = by_class.get(key, 0) + count
-            for key, count in value["by_morphology"].items():
-                by_morphology[key] = by_morphology.get(key, 0) + count
+            by_class.update(value["by_class"])
+            by_morphology.update(value["by_morphology"])
         return {"n_objects": next_id - 1, "by_class": dict(sorted(by_class.items())),
                 "by_morphology": dict(sorted(by_morphology.items()))}
 

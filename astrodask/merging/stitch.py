@@ -81,27 +81,74 @@ def _window_rects(pieces, grid):
                      np.minimum(wy0 + t, grid.height), np.minimum(wx0 + t, grid.width)], axis=1)
 
 
+def box_pairs(y0, x0, y1, x1, margin=0):
+    """Index pairs ``(i, j)``, ``i < j``, of half-open boxes that meet once grown by ``margin``.
+
+    Parameters
+    ----------
+    y0, x0, y1, x1 : array_like of int, shape (n,)
+        The boxes.
+    margin : int
+        Pixels added to the far edges of the first box of a pair: ``1`` also
+        pairs boxes that only touch.
+
+    Returns
+    -------
+    ndarray of int64, shape (k, 2)
+        Sorted lexicographically.
+    """
+    y0, x0, y1, x1 = (np.asarray(a, dtype=np.int64) for a in (y0, x0, y1, x1))
+    order = np.argsort(y0, kind="stable")
+    sy0, sy1, sx0, sx1 = y0[order], y1[order], x0[order], x1[order]
+    # Sweep along y: only boxes starting before this one ends (plus margin) can meet it.
+    ends = np.searchsorted(sy0, sy1 + margin, side="left")
+    found = []
+    for a in range(len(order)):
+        b = np.arange(a + 1, ends[a])
+        meet = (sx0[b] < sx1[a] + margin) & (sx0[a] < sx1[b] + margin)
+        if meet.any():
+            i, j = order[a], order[b[meet]]
+            found.append(np.stack([np.minimum(i, j), np.maximum(i, j)], axis=1))
+    if not found:
+        return np.zeros((0, 2), dtype=np.int64)
+    pairs = np.concatenate(found)
+    return pairs[np.lexsort((pairs[:, 1], pairs[:, 0]))]
+
+
 def candidate_pairs(pieces):
     """Index pairs ``(i, j)``, ``i < j``, of pieces from different windows whose boxes meet."""
-    n = len(pieces)
-    if n < 2:
-        return np.zeros((0, 2), dtype=np.int64)
-    order = np.argsort(pieces.y0, kind="stable")
-    y0, y1 = pieces.y0[order], pieces.y1[order]
-    x0, x1 = pieces.x0[order], pieces.x1[order]
-    window = pieces.tile_iy[order].astype(np.int64) * 1_000_003 + pieces.tile_ix[order]
-    pairs = []
-    # Sweep along y: only boxes starting before this one ends can meet it.
-    ends = np.searchsorted(y0, y1, side="left")
-    for a in range(n):
-        b = np.arange(a + 1, ends[a])
-        if not len(b):
-            continue
-        meet = (x0[b] < x1[a]) & (x0[a] < x1[b]) & (y0[b] < y1[a]) & (window[b] != window[a])
-        for c in b[meet]:
-            i, j = order[a], order[c]
-            pairs.append((min(i, j), max(i, j)))
-    return np.array(sorted(pairs), dtype=np.int64).reshape(-1, 2)
+    pairs = box_pairs(pieces.y0, pieces.x0, pieces.y1, pieces.x1)
+    iy, ix = pieces.tile_iy, pieces.tile_ix
+    other = (iy[pairs[:, 0]] != iy[pairs[:, 1]]) | (ix[pairs[:, 0]] != ix[pairs[:, 1]])
+    return pairs[other]
+
+
+def components(n, pairs):
+    """Connected components of the graph of ``n`` nodes with edges ``pairs``.
+
+    Returns
+    -------
+    n_components : int
+    label : ndarray of int, shape (n,)
+        Component of each node, numbered in the order of each component's
+        lowest node (so the labelling depends only on the graph).
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
+    return connected_components(graph, directed=False)
+
+
+def smallest_member(label, values):
+    """For each node, the smallest ``values`` entry over its component."""
+    values = np.asarray(values)
+    if not len(values):
+        return values.copy()
+    smallest = np.full(int(label.max()) + 1, np.iinfo(values.dtype).max, dtype=values.dtype)
+    np.minimum.at(smallest, label, values)
+    return smallest[label]
 
 
 def overlap_iou(pieces, rects, i, j):
@@ -293,19 +340,8 @@ def _objects(records):
                    cut=column("cut", bool))
 
 
-def _box_pairs(objects, margin):
-    """Pairs ``(i, j)`` of objects whose boxes, grown by ``margin`` pixels, meet."""
-    n = len(objects)
-    order = np.argsort(objects.y0, kind="stable")
-    y0 = objects.y0[order]
-    ends = np.searchsorted(y0, objects.y1[order] + margin, side="left")
-    for a in range(n):
-        i = order[a]
-        for c in range(a + 1, ends[a]):
-            j = order[c]
-            if (objects.x0[j] < objects.x1[i] + margin and objects.x0[i] < objects.x1[j] + margin
-                    and objects.y0[j] < objects.y1[i] + margin):
-                yield i, j
+def _object_pairs(objects, margin):
+    return box_pairs(objects.y0, objects.x0, objects.y1, objects.x1, margin)
 
 
 def _in_box(objects, j, y0, x0, y1, x1):
@@ -335,7 +371,7 @@ def drop_hidden(objects):
     """
     rank = paint_priority(objects)
     covers = {i: [] for i in range(len(objects))}
-    for i, j in _box_pairs(objects, 0):
+    for i, j in _object_pairs(objects, 0):
         if rank[i] < rank[j]:
             covers[j].append(i)
         else:
@@ -373,27 +409,16 @@ def blend_families(objects):
     from scipy import ndimage
 
     n = len(objects)
-    parent = np.arange(n)
-
-    def find(a):
-        while parent[a] != a:
-            parent[a] = parent[parent[a]]
-            a = parent[a]
-        return a
-
     grown = {}
-    for i, j in _box_pairs(objects, 1):
-        if find(i) == find(j):
-            continue
+    touching = []
+    for i, j in _object_pairs(objects, 1):
         if i not in grown:
             grown[i] = ndimage.binary_dilation(np.pad(objects.masks[i], 1),
                                                structure=np.ones((3, 3), bool))
         box = (objects.y0[i] - 1, objects.x0[i] - 1, objects.y1[i] + 1, objects.x1[i] + 1)
         if (grown[i] & _in_box(objects, j, *box)).any():
-            ri, rj = find(i), find(j)
-            parent[max(ri, rj)] = min(ri, rj)
-    roots = np.array([find(i) for i in range(n)], dtype=np.int64)
-    objects.parent_id = roots + 1
-    objects.family_size = (np.bincount(roots, minlength=n)[roots].astype(np.int32) if n
-                           else np.zeros(0, np.int32))
+            touching.append((i, j))
+    _, label = components(n, touching)
+    objects.parent_id = smallest_member(label, np.arange(n, dtype=np.int64)) + 1
+    objects.family_size = np.bincount(label, minlength=1)[label].astype(np.int32)
     return objects

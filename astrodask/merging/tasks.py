@@ -35,7 +35,8 @@ from .. import storage
 from ..engine.results import Results
 from ..instances import SCHEMA, decode_mask, encode_mask
 from .pieces import Pieces, morpheus_window_pieces, read_window_pieces
-from .stitch import _window_rects, assemble, decide, depth, match_pieces, owned_rank_key
+from .stitch import (_window_rects, assemble, box_pairs, components, decide, depth,
+                     mask_in_box, match_pieces, owned_rank_key, smallest_member)
 
 #: Bits of a piece's id left for its detection index: uid = window << 24 | det.
 DET_BITS = 24
@@ -211,9 +212,6 @@ def resolve_task(ctx, iy, ix):
     neighbourhood: a matching piece must meet it, so none is missing. Its
     home is the first window (row-major) whose neighbourhood holds it whole.
     """
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
     grid = ctx.grid
     ny, nx = grid.shape
     r = reach(grid)
@@ -223,10 +221,7 @@ def resolve_task(ctx, iy, ix):
     pieces = Pieces(pa.concat_tables(tables))
     n = len(pieces)
     rects, matches = match_pieces(pieces, grid, ctx.options["match_iou"])
-    pairs = np.array([(i, j) for i in range(n) for _, j in matches[i]], dtype=np.int64)
-    pairs = pairs.reshape(-1, 2)
-    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
-    _, label = connected_components(graph, directed=False)
+    _, label = components(n, [(i, j) for i in range(n) for _, j in matches[i]])
     ty0, tx0, ty1, tx1 = touched_windows(grid, pieces.y0, pieces.x0, pieces.y1, pieces.x1)
     n_groups = label.max() + 1 if n else 0
     gy0 = np.full(n_groups, ny)
@@ -282,9 +277,6 @@ def large_task(ctx, windows):
         One small record per large object: its owner piece ``uid``, its
         members and its box.
     """
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
     grid = ctx.grid
     r = reach(grid)
     tables = [_read_table(ctx.path("candidates", tile_name(iy, ix) + ".arrow"),
@@ -307,9 +299,7 @@ def large_task(ctx, windows):
             else:
                 open_ended[k] = True
         matches[k].sort(key=lambda m: m[1])
-    pairs = np.array([(i, j) for i in range(n) for _, j in matches[i]], np.int64).reshape(-1, 2)
-    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
-    n_groups, label = connected_components(graph, directed=False)
+    n_groups, label = components(n, [(i, j) for i in range(n) for _, j in matches[i]])
     out = []
     for g in range(n_groups):
         members = np.flatnonzero(label == g)
@@ -447,10 +437,8 @@ def paint_task(ctx, cy, cx, large_files, blocks):
     ``blocks``: ``[(block, first_id), ...]`` whose objects may meet this chunk.
     """
     import zarr
-    from scipy import ndimage
 
     from ..measure import chunk_flags, chunk_sums
-    from .stitch import mask_in_box
 
     table, ys, xs = _objects_near(ctx, cy, cx, large_files)
     ids_of = {}
@@ -485,27 +473,7 @@ def paint_task(ctx, cy, cx, large_files, blocks):
         _put_table(ctx.path("sums", tile_name(cy, cx) + ".arrow"), pa.table(columns))
         result["sums"] = True
 
-    # Touching pairs (8-connected), found in the chunk that holds the pixel of the second one.
-    pairs = []
-    order = np.argsort(ids)
-    for a_pos, a in enumerate(order):
-        box = (c["y0"][a] - 1, c["x0"][a] - 1, c["y1"][a] + 1, c["x1"][a] + 1)
-        sy0, sx0 = max(box[0], ys.start), max(box[1], xs.start)  # grown box within the chunk
-        sy1, sx1 = min(box[2], ys.stop), min(box[3], xs.stop)
-        if sy1 <= sy0 or sx1 <= sx0:
-            continue
-        here = None
-        for b in order[a_pos + 1:]:
-            if not (c["y0"][b] < sy1 and c["y1"][b] > sy0 and c["x0"][b] < sx1
-                    and c["x1"][b] > sx0):
-                continue
-            if here is None:
-                grown = ndimage.binary_dilation(np.pad(masks[a], 1),
-                                                structure=np.ones((3, 3), bool))
-                here = grown[sy0 - box[0]:sy1 - box[0], sx0 - box[1]:sx1 - box[1]]
-            other = mask_in_box(masks[b], c["y0"][b], c["x0"][b], sy0, sx0, sy1, sx1)
-            if (here & other).any():
-                pairs.append((ids[a], ids[b]))
+    pairs = _touching_pairs(c, ids, masks, ys, xs)
     if pairs:
         storage.put_bytes(ctx.path("edges", tile_name(cy, cx) + ".bin"),
                           np.array(pairs, "<i8").tobytes())
@@ -513,11 +481,40 @@ def paint_task(ctx, cy, cx, large_files, blocks):
     return result
 
 
+def _touching_pairs(c, ids, masks, ys, xs):
+    """ID pairs ``(a, b)``, ``a < b``, whose masks touch (8-connected) inside a chunk.
+
+    A pair is found in the chunk that holds the pixel of ``b`` next to ``a``;
+    the pairs come in ID order.
+    """
+    from scipy import ndimage
+
+    rank = np.argsort(np.argsort(ids))
+    candidates = box_pairs(c["y0"], c["x0"], c["y1"], c["x1"], margin=1)
+    # orient each pair lower ID first, in the order (rank of a, rank of b)
+    swap = rank[candidates[:, 0]] > rank[candidates[:, 1]]
+    candidates[swap] = candidates[swap][:, ::-1]
+    candidates = candidates[np.lexsort((rank[candidates[:, 1]], rank[candidates[:, 0]]))]
+    pairs, grown = [], {}
+    for a, b in candidates:
+        box = (c["y0"][a] - 1, c["x0"][a] - 1, c["y1"][a] + 1, c["x1"][a] + 1)
+        sy0, sx0 = max(box[0], ys.start), max(box[1], xs.start)  # grown box within the chunk
+        sy1, sx1 = min(box[2], ys.stop), min(box[3], xs.stop)
+        if sy1 <= sy0 or sx1 <= sx0 or not (c["y0"][b] < sy1 and c["y1"][b] > sy0
+                                             and c["x0"][b] < sx1 and c["x1"][b] > sx0):
+            continue
+        if a not in grown:
+            grown[a] = ndimage.binary_dilation(np.pad(masks[a], 1),
+                                               structure=np.ones((3, 3), bool))
+        here = grown[a][sy0 - box[0]:sy1 - box[0], sx0 - box[1]:sx1 - box[1]]
+        other = mask_in_box(masks[b], c["y0"][b], c["x0"][b], sy0, sx0, sy1, sx1)
+        if (here & other).any():
+            pairs.append((ids[a], ids[b]))
+    return pairs
+
+
 def families_task(ctx, chunks):
     """Blend families over the touching pairs of ``chunks``: parent = smallest ID."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
     pairs = np.concatenate([_read_ids(ctx.path("edges", tile_name(cy, cx) + ".bin"))
                             for cy, cx in chunks] + [np.zeros(0, "<i8")]).reshape(-1, 2)
     nodes, inverse = np.unique(pairs, return_inverse=True)
@@ -527,11 +524,8 @@ def families_task(ctx, chunks):
         _put_table(ctx.path("families.arrow"), pa.table(
             {"id": nodes, "parent_id": nodes, "family_size": np.zeros(0, np.int32)}))
         return {"blended": 0}
-    graph = coo_matrix((np.ones(len(inverse)), (inverse[:, 0], inverse[:, 1])), shape=(n, n))
-    _, label = connected_components(graph, directed=False)
-    parent = np.full(label.max() + 1 if n else 0, np.iinfo(np.int64).max)
-    np.minimum.at(parent, label, nodes)
-    table = pa.table({"id": nodes, "parent_id": parent[label],
+    _, label = components(n, inverse)
+    table = pa.table({"id": nodes, "parent_id": smallest_member(label, nodes),
                       "family_size": np.bincount(label)[label].astype(np.int32)})
     _put_table(ctx.path("families.arrow"), table)
     return {"blended": n}

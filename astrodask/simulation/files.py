@@ -137,8 +137,6 @@ def simulate(out_dir, size=(4096, 4096), preset="decam", seed=0, density=None, s
     ``truth.parquet``, ``masks.parquet`` and ``simulation.json`` (written
     last). Each file is written under a temporary name and renamed when whole.
     """
-    import pyarrow as pa
-
     start = time.perf_counter()
     shape = validate_shape(parse_size(size) if isinstance(size, str) else size)
     if int(tile_size) != tile_size or tile_size < NOISE_BLOCK or tile_size % NOISE_BLOCK:
@@ -150,7 +148,25 @@ def simulate(out_dir, size=(4096, 4096), preset="decam", seed=0, density=None, s
                      deep=deep, mask_sigma=mask_sigma, mask_fraction=mask_fraction, center=center,
                      saturate=saturate, cosmic_rays=cosmic_rays)
     out = _check_out_dir(out_dir, overwrite)
+    files, writers = _open_writers(out, plan, noiseless)
+    try:
+        truth = _draw(plan, writers, list(_tiles(shape, int(tile_size))), workers, noiseless,
+                      progress)
+        for w in writers.values():
+            w.close()
+        _write_truth(out, files, plan, *truth)
+    except BaseException:
+        for w in writers.values():
+            w.abort()
+        raise
+    manifest = _manifest(plan, density, star_density, conditions, files)
+    put_json(out / MANIFEST, manifest)
+    return dict(manifest, out_dir=str(out), seconds=time.perf_counter() - start)
 
+
+def _open_writers(out, plan, noiseless):
+    """File names of the outputs (the manifest's ``files``) and the FITS writers."""
+    shape = plan.shape
     files = {f"image_{m.name}": f"{m.name}.fits" for m in plan.models}
     files.update(labels="labels.fits", morphology="morphology.fits",
                  truth="truth.parquet", masks="masks.parquet")
@@ -168,39 +184,56 @@ def simulate(out_dir, size=(4096, 4096), preset="decam", seed=0, density=None, s
     writers["morphology"] = FitsSectionWriter(
         out / files["morphology"], shape, "u1",
         _map_cards(plan, "morphology codes (astrodask.classes)"))
-    mask_parts = []  # packed bits: ~1/32 of one band's pixels at most
+    return files, writers
+
+
+def _draw(plan, writers, tiles, workers, noiseless, progress):
+    """Render ``tiles`` into the writers; the truth of the objects the tiles own.
+
+    Returns
+    -------
+    mask_parts : list of pyarrow.Table
+        Packed masks, one table per tile (~1/32 of one band's pixels at most).
+    truths : dict
+        Object id -> its truth, without its mask.
+    pairs : set
+        ``(id_a, id_b)`` of objects whose masks overlap.
+    """
+    mask_parts = []
     lut = plan.morphology_lookup()
     truths, pairs = {}, set()
-    tiles = list(_tiles(shape, int(tile_size)))
-    try:
-        for k, (region, result, noisy) in enumerate(render_tiles(plan, tiles, workers)):
-            for b, m in enumerate(plan.models):
-                writers[f"image_{m.name}"].write(region, noisy[b])
-                if noiseless:
-                    writers[f"noiseless_{m.name}"].write(region, result.noiseless[b])
-            writers["labels"].write(region, result.label)
-            writers["morphology"].write(region, lut[result.label])
-            mask_parts.append(masks_table(sorted(result.owned.items())))
-            for oid, t in result.owned.items():
-                truths[oid] = dataclasses.replace(t, mask=None)
-            pairs |= result.pairs
-            del result, noisy
-            if progress is not None:
-                progress(k + 1, len(tiles))
-        for w in writers.values():
-            w.close()
-        # in id order, so the file does not depend on the tiling
-        masks = pa.concat_tables(mask_parts).sort_by("id")
-        _write_parquet(masks, out / files["masks"])
-        _write_parquet(truth_table(plan, truths, pairs), out / files["truth"])
-    except BaseException:
-        for w in writers.values():
-            w.abort()
-        raise
+    for k, (region, result, noisy) in enumerate(render_tiles(plan, tiles, workers)):
+        for b, m in enumerate(plan.models):
+            writers[f"image_{m.name}"].write(region, noisy[b])
+            if noiseless:
+                writers[f"noiseless_{m.name}"].write(region, result.noiseless[b])
+        writers["labels"].write(region, result.label)
+        writers["morphology"].write(region, lut[result.label])
+        mask_parts.append(masks_table(sorted(result.owned.items())))
+        for oid, t in result.owned.items():
+            truths[oid] = dataclasses.replace(t, mask=None)
+        pairs |= result.pairs
+        del result, noisy
+        if progress is not None:
+            progress(k + 1, len(tiles))
+    return mask_parts, truths, pairs
 
+
+def _write_truth(out, files, plan, mask_parts, truths, pairs):
+    """Write ``masks.parquet`` and ``truth.parquet`` from what :func:`_draw` returned."""
+    import pyarrow as pa
+
+    # in id order, so the file does not depend on the tiling
+    masks = pa.concat_tables(mask_parts).sort_by("id")
+    _write_parquet(masks, out / files["masks"])
+    _write_parquet(truth_table(plan, truths, pairs), out / files["truth"])
+
+
+def _manifest(plan, density, star_density, conditions, files):
+    """What ``simulation.json`` records: settings, counts, band properties and files."""
     n_star = int(plan.population.is_star.sum())
-    manifest = {
-        "preset": plan.preset.name, "seed": plan.seed, "shape": list(shape),
+    return {
+        "preset": plan.preset.name, "seed": plan.seed, "shape": list(plan.shape),
         "bands": list(plan.bands), "deep": plan.deep,
         "density": density, "star_density": star_density, "cosmic_rays": plan.cosmic_rays,
         "saturate": plan.saturate,
@@ -215,5 +248,3 @@ def simulate(out_dir, size=(4096, 4096), preset="decam", seed=0, density=None, s
         "conditions": None if conditions is None else conditions.to_dict(),
         "files": files,
     }
-    put_json(out / MANIFEST, manifest)
-    return dict(manifest, out_dir=str(out), seconds=time.perf_counter() - start)

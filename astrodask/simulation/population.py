@@ -191,23 +191,40 @@ def make_population(shape, preset, seed, density=None, star_density=None, deep=F
     Population
     """
     ny, nx = shape
-    models = band_models(preset, deep)
-    nb = len(preset.bands)
-    ref = preset.band_names.index(preset.ref_band)
-    zps = [b.zeropoint for b in preset.bands]
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), _POPULATION_TAG]))
     area = ny * nx * (preset.pixel_scale / 60.0) ** 2  # arcmin^2
-
     if density is None:
         density = preset.deep_density if deep else preset.galaxy_density
     if star_density is None:
         star_density = preset.star_density
+    # one generator in a fixed order: galaxies, then stars, then the objects' own seeds
+    galaxies = _draw_galaxies(rng, preset, shape, density * area, deep)
+    stars = _draw_stars(rng, preset, shape, star_density * area)
+    n = len(galaxies["x"]) + len(stars["x"])
+    cat = {k: np.r_[galaxies[k], stars[k]] for k in galaxies}
+    cat["object_seed"] = rng.integers(1, 2 ** 31 - 1, n)
+    # ids follow raster order of the (rounded) centre pixel: a stable, readable order
+    order = np.lexsort((cat["x"], cat["y"]))
+    cat = {k: v[order] for k, v in cat.items()}
+    stamp = _stamps(cat, band_models(preset, deep), preset, saturate)
+    return Population(shape=(int(ny), int(nx)), bands=preset.band_names,
+                      id=np.arange(1, n + 1, dtype=np.int64), stamp=stamp, **cat)
+
+
+def _reference(preset):
+    """Index of the reference band and the zero points of all bands."""
+    return preset.band_names.index(preset.ref_band), [b.zeropoint for b in preset.bands]
+
+
+def _draw_galaxies(rng, preset, shape, mean_count, deep):
+    """Galaxy columns of a population (the draws of ``rng`` in their fixed order)."""
+    ny, nx = shape
+    nb = len(preset.bands)
+    ref, zps = _reference(preset)
     bright, faint = preset.galaxy_mags
     if deep:
         faint += preset.deep_faint_extra
-
-    # galaxies
-    n_gal = int(rng.poisson(density * area))
+    n_gal = int(rng.poisson(mean_count))
     mag = _truncated_power_law_mags(rng, n_gal, bright, faint, preset.galaxy_slope)
     kinds = np.array(["spheroid", "disk", "irregular"])
     fractions = np.array([preset.type_fractions[k] for k in kinds], dtype=float)
@@ -246,9 +263,20 @@ def make_population(shape, preset, seed, density=None, star_density=None, deep=F
     hlr = np.where(is_irr, disk_hlr, composite_hlr(bt, bulge_n, bulge_hlr, disk_hlr))
     gx = rng.uniform(-0.5, nx - 0.5, n_gal)
     gy = rng.uniform(-0.5, ny - 0.5, n_gal)
+    return dict(
+        is_star=np.zeros(n_gal, bool), morphology=morph.astype(np.uint8), x=gx, y=gy,
+        flux=bulge_flux + disk_flux + knot_flux, bulge_flux=bulge_flux, disk_flux=disk_flux,
+        knot_flux=knot_flux, bulge_n=np.where(is_irr, 0.0, bulge_n),
+        bulge_hlr=np.where(is_irr, 0.0, bulge_hlr), disk_hlr=disk_hlr, bulge_fraction=bt,
+        hlr=hlr, q=q, position_angle=pa, n_knots=n_knots.astype(np.int32), knot_offset=offset)
 
-    # stars
-    n_star = int(rng.poisson(star_density * area))
+
+def _draw_stars(rng, preset, shape, mean_count):
+    """Star columns of a population, drawn after the galaxies."""
+    ny, nx = shape
+    nb = len(preset.bands)
+    ref, zps = _reference(preset)
+    n_star = int(rng.poisson(mean_count))
     smag = _truncated_power_law_mags(rng, n_star, *preset.star_mags, preset.star_slope)
     blue, red = (np.asarray(c, dtype=float) for c in preset.star_colors)
     t = rng.random(n_star)[:, None]
@@ -257,31 +285,18 @@ def make_population(shape, preset, seed, density=None, star_density=None, deep=F
     star_flux = _fluxes(10 ** (-0.4 * (smag - zps[ref])), soff, zps, ref)
     sx = rng.uniform(-0.5, nx - 0.5, n_star)
     sy = rng.uniform(-0.5, ny - 0.5, n_star)
-    n = n_gal + n_star
-    seeds = rng.integers(1, 2 ** 31 - 1, n)
+    zeros, zero_flux = np.zeros(n_star), np.zeros((n_star, nb))
+    return dict(
+        is_star=np.ones(n_star, bool),
+        morphology=np.full(n_star, MORPHOLOGY_CODE["point_source"], dtype=np.uint8),
+        x=sx, y=sy, flux=star_flux, bulge_flux=zero_flux, disk_flux=zero_flux,
+        knot_flux=zero_flux, bulge_n=zeros, bulge_hlr=zeros, disk_hlr=zeros,
+        bulge_fraction=zeros, hlr=zeros, q=np.ones(n_star), position_angle=zeros,
+        n_knots=np.zeros(n_star, np.int32), knot_offset=np.zeros((n_star, 2)))
 
-    zeros_s = np.zeros(n_star)
-    zf = np.zeros((n_star, nb))
-    cat = dict(
-        is_star=np.r_[np.zeros(n_gal, bool), np.ones(n_star, bool)],
-        morphology=np.r_[morph, np.full(n_star, MORPHOLOGY_CODE["point_source"])].astype(np.uint8),
-        x=np.r_[gx, sx], y=np.r_[gy, sy],
-        flux=np.r_[bulge_flux + disk_flux + knot_flux, star_flux],
-        bulge_flux=np.r_[bulge_flux, zf], disk_flux=np.r_[disk_flux, zf],
-        knot_flux=np.r_[knot_flux, zf],
-        bulge_n=np.r_[np.where(is_irr, 0.0, bulge_n), zeros_s],
-        bulge_hlr=np.r_[np.where(is_irr, 0.0, bulge_hlr), zeros_s],
-        disk_hlr=np.r_[disk_hlr, zeros_s],
-        bulge_fraction=np.r_[bt, zeros_s], hlr=np.r_[hlr, zeros_s],
-        q=np.r_[q, np.ones(n_star)], position_angle=np.r_[pa, zeros_s],
-        n_knots=np.r_[n_knots, np.zeros(n_star, int)].astype(np.int32),
-        knot_offset=np.r_[offset, np.zeros((n_star, 2))],
-        object_seed=seeds,
-    )
-    # ids follow raster order of the (rounded) centre pixel: a stable, readable order
-    order = np.lexsort((cat["x"], cat["y"]))
-    cat = {k: v[order] for k, v in cat.items()}
 
+def _stamps(cat, models, preset, saturate):
+    """Stamp boxes ``(y0, x0, y1, x1)`` of the objects (taller for bleed trails when asked)."""
     parts = (cat["flux"], cat["bulge_flux"], cat["disk_flux"], cat["knot_flux"],
              np.where(cat["bulge_n"] > 0, cat["bulge_n"], 1.0), cat["bulge_hlr"],
              cat["disk_hlr"], cat["q"])
@@ -296,7 +311,5 @@ def make_population(shape, preset, seed, density=None, star_density=None, deep=F
             trail = np.ceil(flux / model.saturation / 2).astype(np.int64) + radius // 2
             half_height = np.where(can_bleed, np.maximum(half_height, trail), half_height)
         half_height = np.minimum(half_height, preset.max_stamp_radius)
-    stamp = np.stack([cy - half_height, cx - radius, cy + half_height + 1, cx + radius + 1],
-                     axis=1)
-    return Population(shape=(int(ny), int(nx)), bands=preset.band_names,
-                      id=np.arange(1, n + 1, dtype=np.int64), stamp=stamp, **cat)
+    return np.stack([cy - half_height, cx - radius, cy + half_height + 1, cx + radius + 1],
+                    axis=1)

@@ -12,7 +12,7 @@ run draws the same batches as an uninterrupted one.
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +29,8 @@ LOSS_NAMES = ("rpn_class", "rpn_box", "class", "box", "mask")
 WEIGHTS_FILE = "checkpoint.weights.h5"
 OPTIMIZER_FILE = "optimizer.npz"
 STATE_FILE = "state.json"
+#: Classification loss weight per true class when a run is given none.
+DEFAULT_CLASS_WEIGHTS = (1.0, 1.0, 1.0)
 
 
 @dataclass
@@ -51,7 +53,9 @@ class TrainSettings:
     checkpoint_every_s: float = 300.0
     log_every: int = 20
     compiled: bool = True  # tf.function the network calls (False: eager, for tiny runs)
-    class_weights: tuple = (1.0, 1.0, 1.0)  # classification loss weight per true class
+    # classification loss weight per true class; None: not given (a new run takes
+    # DEFAULT_CLASS_WEIGHTS, a resumed one keeps its own)
+    class_weights: tuple = None
     # > 0: keep an exponential moving average of the weights (this momentum per
     # step) and save it as the run's model; smooths the step-to-step jitter of
     # the last weights
@@ -141,6 +145,7 @@ def save_checkpoint(run_dir, model, optimizer, state):
 
 
 def _restore(run_dir, model, optimizer):
+    """Load a checkpoint's weights and optimizer slots into ``model`` and ``optimizer``."""
     run_dir = Path(run_dir)
     model.load_weights(run_dir / WEIGHTS_FILE)
     optimizer.build(model.trainable_variables)
@@ -150,7 +155,6 @@ def _restore(run_dir, model, optimizer):
         raise ValueError("optimizer checkpoint does not match the model")
     for variable, value in zip(optimizer.variables, values):
         variable.assign(value)
-    return json.loads((run_dir / STATE_FILE).read_text())
 
 
 def warm_start(model, source):
@@ -246,7 +250,7 @@ def load_checkpoint(run_dir):
     run_dir = Path(run_dir)
     state = json.loads((run_dir / STATE_FILE).read_text())
     model = build_maskrcnn(MaskRCNNConfig.from_dict(state["config"]))
-    settings = TrainSettings(**state["settings"])
+    settings = settings_of(state)
     if settings.ema_momentum > 0:
         optimizer = _make_optimizer(settings)
         _restore(run_dir, model, optimizer)
@@ -280,6 +284,8 @@ def train_maskrcnn(pool, run_dir, config=None, settings=None, max_seconds=None, 
         win over ``config``).
     config : MaskRCNNConfig, optional
     settings : TrainSettings, optional
+        A resumed run takes only ``steps`` and, when given, ``class_weights``
+        from these (see :func:`apply_options`); the rest are its own.
     max_seconds : float, optional
         Stop (after checkpointing) once this much wall time has passed.
     log : callable
@@ -293,47 +299,101 @@ def train_maskrcnn(pool, run_dir, config=None, settings=None, max_seconds=None, 
     model : MaskRCNN
         The trained model (also saved as ``run_dir/model.keras``).
     state : dict
-        Step, training seconds and loss history.
+        The run's one record (``state.json``): step, training seconds, loss
+        history, model config, settings (:func:`settings_of`) and changes.
     """
-    import keras
-
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     settings = settings or TrainSettings()
     resuming = (run_dir / STATE_FILE).exists()
     if resuming:
-        saved = json.loads((run_dir / STATE_FILE).read_text())
-        config = MaskRCNNConfig.from_dict(saved["config"])
-        changed = {"steps": settings.steps}
-        if tuple(settings.class_weights) != TrainSettings.class_weights:
-            changed["class_weights"] = tuple(settings.class_weights)
-        settings = TrainSettings(**{**saved["settings"], **changed})
-    config = config or MaskRCNNConfig()
-    keras.utils.set_random_seed(settings.seed)  # the initial weights
-    model = build_maskrcnn(config)
-    optimizer = _make_optimizer(settings)
-    if resuming:
-        state = _restore(run_dir, model, optimizer)
-        log(f"resumed at step {state['step']}")
+        state = json.loads((run_dir / STATE_FILE).read_text())
+        apply_options(state, settings, log)
     else:
-        state = {"step": 0, "train_seconds": 0.0, "history": [],
-                 "config": config.to_dict(), "settings": asdict(settings)}
-        if init_from is not None:
-            from ..models.card import resolve_model_path
-            from ..models.maskrcnn import load_maskrcnn
+        state = new_state(config or MaskRCNNConfig(), settings)
+    model, optimizer = _build(state, run_dir if resuming else None, init_from, log)
+    _fit(pool, run_dir, model, optimizer, state, max_seconds, log)
+    _finish(run_dir, model, optimizer, state)
+    return model, state
 
-            source_path = resolve_model_path(init_from)
-            fresh = warm_start(model, load_maskrcnn(source_path))
-            state["initialised_from"] = {"model": str(init_from), "fresh_layers": fresh}
-            log(f"started from the weights of {source_path}; new layers: {fresh or 'none'}")
-    state["settings"]["steps"] = settings.steps
-    if list(state["settings"].get("class_weights", TrainSettings.class_weights)) != \
-            list(settings.class_weights):
-        state.setdefault("changes", []).append(
-            {"step": state["step"], "class_weights": list(settings.class_weights)})
-        state["settings"]["class_weights"] = list(settings.class_weights)
-        log(f"class weights from step {state['step']}: {list(settings.class_weights)}")
 
+def settings_of(state):
+    """The :class:`TrainSettings` a run's state holds (the one record of them).
+
+    Runs saved before class weights existed trained with the default ones.
+    """
+    return TrainSettings(**{"class_weights": DEFAULT_CLASS_WEIGHTS, **state["settings"]})
+
+
+def new_state(config, settings):
+    """State of a run that starts: step 0, the model and training settings."""
+    if settings.class_weights is None:
+        settings = replace(settings, class_weights=DEFAULT_CLASS_WEIGHTS)
+    return {"step": 0, "train_seconds": 0.0, "history": [],
+            "config": config.to_dict(), "settings": asdict(settings)}
+
+
+def apply_options(state, settings, log=print):
+    """Apply the options a resumed run is given to its saved ``state`` (in place).
+
+    The model and the other settings stay the saved ones. ``steps`` is always
+    the caller's; ``class_weights`` when given (not None), also when equal to
+    the defaults, and the change is recorded with the step it starts at.
+    """
+    saved = state["settings"]
+    saved["steps"] = settings.steps
+    if settings.class_weights is None:
+        return
+    weights = list(settings.class_weights)
+    if list(saved.get("class_weights", DEFAULT_CLASS_WEIGHTS)) != weights:
+        state.setdefault("changes", []).append({"step": state["step"], "class_weights": weights})
+        log(f"class weights from step {state['step']}: {weights}")
+    saved["class_weights"] = weights
+
+
+def _build(state, checkpoint, init_from, log):
+    """Model and optimizer of a run: restored from ``checkpoint`` (a run directory) or new."""
+    import keras
+
+    settings = settings_of(state)
+    keras.utils.set_random_seed(settings.seed)  # the initial weights
+    model = build_maskrcnn(MaskRCNNConfig.from_dict(state["config"]))
+    optimizer = _make_optimizer(settings)
+    if checkpoint is not None:
+        _restore(checkpoint, model, optimizer)
+        log(f"resumed at step {state['step']}")
+    elif init_from is not None:
+        from ..models.card import resolve_model_path
+        from ..models.maskrcnn import load_maskrcnn
+
+        source_path = resolve_model_path(init_from)
+        fresh = warm_start(model, load_maskrcnn(source_path))
+        state["initialised_from"] = {"model": str(init_from), "fresh_layers": fresh}
+        log(f"started from the weights of {source_path}; new layers: {fresh or 'none'}")
+    return model, optimizer
+
+
+class _RunningLosses:
+    """Mean of the losses since the last log line."""
+
+    def __init__(self):
+        self.sums = np.zeros(len(LOSS_NAMES))
+        self.count = 0
+
+    def add(self, losses):
+        self.sums += [float(losses[name]) for name in LOSS_NAMES]
+        self.count += 1
+
+    def take(self):
+        mean = self.sums / self.count
+        self.sums[:] = 0
+        self.count = 0
+        return {name: round(float(v), 4) for name, v in zip(LOSS_NAMES, mean)}
+
+
+def _fit(pool, run_dir, model, optimizer, state, max_seconds, log):
+    """Train from ``state["step"]`` to the last step or the time limit, checkpointing."""
+    settings = settings_of(state)
     if settings.compiled:
         runners, apply = compiled_runners(model, optimizer)
     else:
@@ -341,26 +401,21 @@ def train_maskrcnn(pool, run_dir, config=None, settings=None, max_seconds=None, 
         runners, apply = None, lambda grads: optimizer.apply_gradients(zip(grads, variables))
     start = time.monotonic()
     last_save = start
-    running = np.zeros(len(LOSS_NAMES))
-    n_running = 0
+    running = _RunningLosses()
     step_start_total = state["train_seconds"]
     while state["step"] < settings.steps:
         step = state["step"]
         batch, rng = make_batch(pool, step, settings)
         optimizer.learning_rate.assign(learning_rate_at(step, settings))
-        losses, total = _train_step(model, runners, apply, batch, rng, settings.class_weights)
-        running += [float(losses[name]) for name in LOSS_NAMES]
-        n_running += 1
+        losses, _ = _train_step(model, runners, apply, batch, rng, settings.class_weights)
+        running.add(losses)
         state["step"] = step + 1
         state["train_seconds"] = step_start_total + time.monotonic() - start
         if state["step"] % settings.log_every == 0 or state["step"] == settings.steps:
-            mean = running / n_running
             entry = {"step": state["step"], "seconds": round(state["train_seconds"], 1),
-                     **{name: round(float(v), 4) for name, v in zip(LOSS_NAMES, mean)}}
+                     **running.take()}
             state["history"].append(entry)
             log(" ".join(f"{k}={v}" for k, v in entry.items()))
-            running[:] = 0
-            n_running = 0
         now = time.monotonic()
         out_of_time = max_seconds is not None and now - start >= max_seconds
         if now - last_save >= settings.checkpoint_every_s or out_of_time \
@@ -370,14 +425,17 @@ def train_maskrcnn(pool, run_dir, config=None, settings=None, max_seconds=None, 
         if out_of_time:
             log(f"time limit reached at step {state['step']}")
             break
+
+
+def _finish(run_dir, model, optimizer, state):
+    """Save the last checkpoint if none was, and the run's model (the average, with EMA)."""
     if state["step"] == 0 or not (run_dir / STATE_FILE).exists():
         save_checkpoint(run_dir, model, optimizer, state)
-    if settings.ema_momentum > 0 and state["step"] > 0:
+    if settings_of(state).ema_momentum > 0 and state["step"] > 0:
         # the checkpoint keeps the last weights (to resume); the model is the average
         optimizer.finalize_variable_values(model.trainable_variables)
     with local_file_written_whole(run_dir / "model.keras") as tmp:
         model.save(tmp)
-    return model, state
 
 
 def compiled_runners(model, optimizer):
@@ -593,7 +651,7 @@ def training_card(run_dir, model, state, name=None):
             "batch_size": settings["batch_size"],
             "crop_size": settings["crop_size"],
             "learning_rate": settings["learning_rate"],
-            "class_weights": list(settings.get("class_weights", TrainSettings.class_weights)),
+            "class_weights": list(settings.get("class_weights", DEFAULT_CLASS_WEIGHTS)),
             # > 0: the weights are this exponential moving average of the steps' weights
             "ema_momentum": settings.get("ema_momentum", 0.0),
             "setting_changes": state.get("changes", []),

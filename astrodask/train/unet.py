@@ -43,26 +43,29 @@ def _atomic_save(model, path):
         model.save(tmp)
 
 
-def _callbacks(checkpoint_dir, max_minutes, sequence):
+STATE_FILE = "state.json"
+
+
+def _load_state(checkpoint_dir):
+    """A run's one record of its progress (epochs done, history); empty when it has none."""
+    path = checkpoint_dir / STATE_FILE
+    return json.loads(path.read_text()) if path.exists() else {"epochs_done": 0, "history": []}
+
+
+def _callbacks(checkpoint_dir, state, max_minutes, sequence):
     import keras
 
     from .unet_data import EpochSync
 
     class Checkpoint(keras.callbacks.Callback):
-        """Write last.keras (weights + optimiser) and state.json after each epoch."""
-
-        def __init__(self):
-            super().__init__()
-            self.history = []
+        """Write last.keras (weights + optimiser) and the run's ``state`` after each epoch."""
 
         def on_epoch_end(self, epoch, logs=None):
-            self.history.append({"epoch": epoch + 1,
-                                 **{k: float(v) for k, v in (logs or {}).items()}})
+            state["history"].append({"epoch": epoch + 1,
+                                     **{k: float(v) for k, v in (logs or {}).items()}})
+            state["epochs_done"] = epoch + 1
             _atomic_save(self.model, checkpoint_dir / "last.keras")
-            state = checkpoint_dir / "state.json"
-            previous = json.loads(state.read_text())["history"] if state.exists() else []
-            put_json(state, {"epochs_done": epoch + 1,
-                             "history": previous + self.history[-1:]}, indent=1, sort_keys=False)
+            put_json(checkpoint_dir / STATE_FILE, state, indent=1, sort_keys=False)
 
     class TimeLimit(keras.callbacks.Callback):
         """Stop at the end of the first epoch that ends past the time budget."""
@@ -155,16 +158,38 @@ def train_unet(out, preset="decam", epochs=50, steps_per_epoch=100, batch_size=3
         The model card that was written (``card["metrics"]`` holds the
         held-out metrics).
     """
-    import keras
-
     from ..models.card import write_model_card
-    from ..morphology.windows import normalisation_card
-    from ..models.unet import build_unet
     from ..simulation.presets import get_preset
-    from .unet_data import WindowSequence, sample_windows, simulate_fields
-    from .unet_losses import morpheus_loss
 
     out = Path(out)
+    _check_options(out, crop, field_size, architecture)
+    survey = get_preset(preset)
+    checkpoint_dir = _checkpoint_dir(out, checkpoint_dir, resume)
+    _configure(seed, threads)
+
+    started = time.monotonic()
+    data = _training_data(preset, train_fields, held_out_fields, field_size, crop, seed)
+    config = {"n_bands": len(data["bands"]), "n_classes": len(MORPHOLOGY_CLASSES),
+              "dropout_rate": dropout_rate, **(architecture or {})}
+    state = _load_state(checkpoint_dir)  # empty unless resuming
+    model = _open_model(checkpoint_dir, config, learning_rate, out.stem)
+    _fit(model, data, state, checkpoint_dir, epochs, steps_per_epoch, batch_size, crop, seed,
+         max_minutes)
+    train_seconds = time.monotonic() - started
+
+    final = _deployable(model, config, out.stem)
+    metrics = evaluate_unet(final, data["test_images"], data["test_labels"], stride=eval_stride)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_save(final, out)
+    card = _card(out.stem, survey, config, crop, state, metrics, dict(
+        train_fields=train_fields, held_out_fields=held_out_fields, field_size=field_size,
+        seed=seed, steps_per_epoch=steps_per_epoch, batch_size=batch_size,
+        learning_rate=learning_rate, threads=threads, train_seconds=train_seconds))
+    write_model_card(out, card)
+    return card
+
+
+def _check_options(out, crop, field_size, architecture):
     if out.suffix != ".keras":
         raise InputError(f"output {out} must end in .keras")
     factor = 2 ** len((architecture or {}).get("down_filters", (8, 16, 32)))
@@ -172,50 +197,75 @@ def train_unet(out, preset="decam", epochs=50, steps_per_epoch=100, batch_size=3
         raise InputError(f"crop must be a multiple of {factor}, got {crop}")
     if field_size < crop:
         raise InputError(f"field_size {field_size} is smaller than the crop {crop}")
-    survey = get_preset(preset)
+
+
+def _checkpoint_dir(out, checkpoint_dir, resume):
+    """The run's checkpoint folder, emptied unless resuming."""
     checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else \
         out.with_name(out.stem + ".checkpoints")
     if checkpoint_dir.exists() and not resume:
         shutil.rmtree(checkpoint_dir)
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
-    _configure(seed, threads)
+    return checkpoint_dir
 
-    started = time.monotonic()
+
+def _training_data(preset, train_fields, held_out_fields, field_size, crop, seed):
+    """Training fields, held-out fields and the validation windows cut from the latter."""
+    from .unet_data import sample_windows, simulate_fields
+
     images, labels, bands = simulate_fields(train_fields, field_size, preset, seed * 10_000)
     test_images, test_labels, _ = simulate_fields(
         held_out_fields, field_size, preset, seed * 10_000 + HELD_OUT_SEED_OFFSET)
     val_x, val_y = sample_windows(test_images, test_labels, 256, crop,
                                   np.random.default_rng([seed, 99]))
     val_y = np.eye(len(MORPHOLOGY_CLASSES), dtype=np.float32)[val_y]
+    return dict(images=images, labels=labels, bands=bands, test_images=test_images,
+                test_labels=test_labels, val_x=val_x, val_y=val_y)
 
-    state_path = checkpoint_dir / "state.json"
-    initial_epoch = 0
-    config = {"n_bands": len(bands), "n_classes": len(MORPHOLOGY_CLASSES),
-              "dropout_rate": dropout_rate, **(architecture or {})}
-    if resume and state_path.exists():
-        model = keras.saving.load_model(checkpoint_dir / "last.keras")
-        initial_epoch = json.loads(state_path.read_text())["epochs_done"]
-    else:
-        model = build_unet(**config, name=out.stem)
-        model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=morpheus_loss,
-                      metrics=["categorical_accuracy"])
-    sequence = WindowSequence(images, labels, batch_size, steps_per_epoch, crop=crop, seed=seed)
-    if initial_epoch < epochs:
-        model.fit(sequence, epochs=epochs, initial_epoch=initial_epoch,
-                  validation_data=(val_x, val_y), verbose=2, shuffle=False,
-                  callbacks=_callbacks(checkpoint_dir, max_minutes, sequence))
-    state = json.loads(state_path.read_text()) if state_path.exists() else \
-        {"epochs_done": initial_epoch, "history": []}
-    train_seconds = time.monotonic() - started
 
-    # the deployable model: no dropout layers, same weights
-    final = build_unet(**{**config, "dropout_rate": 0.0}, name=out.stem)
+def _open_model(checkpoint_dir, config, learning_rate, name):
+    """The checkpoint's model when there is one, else a new compiled one."""
+    import keras
+
+    from ..models.unet import build_unet
+    from .unet_losses import morpheus_loss
+
+    if (checkpoint_dir / STATE_FILE).exists():
+        return keras.saving.load_model(checkpoint_dir / "last.keras")
+    model = build_unet(**config, name=name)
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=morpheus_loss,
+                  metrics=["categorical_accuracy"])
+    return model
+
+
+def _fit(model, data, state, checkpoint_dir, epochs, steps_per_epoch, batch_size, crop, seed,
+         max_minutes):
+    """Train from ``state["epochs_done"]`` to ``epochs``; ``state`` follows every epoch."""
+    from .unet_data import WindowSequence
+
+    sequence = WindowSequence(data["images"], data["labels"], batch_size, steps_per_epoch,
+                              crop=crop, seed=seed)
+    if state["epochs_done"] < epochs:
+        model.fit(sequence, epochs=epochs, initial_epoch=state["epochs_done"],
+                  validation_data=(data["val_x"], data["val_y"]), verbose=2, shuffle=False,
+                  callbacks=_callbacks(checkpoint_dir, state, max_minutes, sequence))
+
+
+def _deployable(model, config, name):
+    """The model without dropout layers, with the same weights."""
+    from ..models.unet import build_unet
+
+    final = build_unet(**{**config, "dropout_rate": 0.0}, name=name)
     final.set_weights(model.get_weights())
-    metrics = evaluate_unet(final, test_images, test_labels, stride=eval_stride)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_save(final, out)
-    card = {
-        "name": out.stem,
+    return final
+
+
+def _card(name, survey, config, crop, state, metrics, run):
+    """Model card of a trained U-Net; ``run`` holds the training options and wall time."""
+    from ..morphology.windows import normalisation_card
+
+    return {
+        "name": name,
         "architecture": "morpheus-unet",
         "config": {k: list(v) if isinstance(v, tuple) else v for k, v in config.items()},
         "bands": [b.name for b in survey.bands],
@@ -224,22 +274,21 @@ def train_unet(out, preset="decam", epochs=50, steps_per_epoch=100, batch_size=3
         "normalisation": normalisation_card(crop),
         "window": {"size": crop, "counted_inner": crop - 10},
         "classes": list(MORPHOLOGY_CLASSES),
-        "training_data": (f"astrodask simulator, preset {survey.name!r}: {train_fields} fields "
-                          f"of {field_size}x{field_size} px (seeds {seed * 10_000}..), labels "
-                          "from the simulator's morphology map"),
+        "training_data": (f"astrodask simulator, preset {survey.name!r}: {run['train_fields']} "
+                          f"fields of {run['field_size']}x{run['field_size']} px (seeds "
+                          f"{run['seed'] * 10_000}..), labels from the simulator's morphology map"),
         "training": {
-            "epochs": state["epochs_done"], "steps_per_epoch": steps_per_epoch,
-            "batch_size": batch_size, "crop": crop, "optimizer": "adam",
-            "learning_rate": learning_rate, "loss": "weighted cross-entropy + background Dice",
+            "epochs": state["epochs_done"], "steps_per_epoch": run["steps_per_epoch"],
+            "batch_size": run["batch_size"], "crop": crop, "optimizer": "adam",
+            "learning_rate": run["learning_rate"],
+            "loss": "weighted cross-entropy + background Dice",
             "augmentation": "random crops (half centred near sources), 90-degree rotations, flips",
-            "seed": seed, "threads": threads, "wall_seconds": round(train_seconds, 1),
-            "history": state["history"],
+            "seed": run["seed"], "threads": run["threads"],
+            "wall_seconds": round(run["train_seconds"], 1), "history": state["history"],
         },
         "metrics": {
-            "held_out": (f"{held_out_fields} simulated fields of {field_size}x{field_size} px, "
-                         "seeds not used in training"),
+            "held_out": (f"{run['held_out_fields']} simulated fields of {run['field_size']}x"
+                         f"{run['field_size']} px, seeds not used in training"),
             **metrics,
         },
     }
-    write_model_card(out, card)
-    return card

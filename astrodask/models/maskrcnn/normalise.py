@@ -9,12 +9,18 @@ normalised exactly as the whole mosaic would be.
 
 import numpy as np
 
+from ...sky import CLIP_SIGMA, clipped_stats, sample_step, usable_std
+
 #: Pixels used at most for the statistics; larger bands are subsampled on a fixed grid.
 MAX_STAT_PIXELS = 4_000_000
 
 
-def band_statistics(images, mask=None, sigma=3.0, max_pixels=MAX_STAT_PIXELS):
+def band_statistics(images, mask=None, sigma=CLIP_SIGMA, max_pixels=MAX_STAT_PIXELS):
     """Sigma-clipped mean and standard deviation of each band.
+
+    The statistics of :mod:`astrodask.sky` (those ingest stores for the
+    engine), over the pixels on a regular grid of step
+    :func:`~astrodask.sky.sample_step`.
 
     Parameters
     ----------
@@ -29,11 +35,10 @@ def band_statistics(images, mask=None, sigma=3.0, max_pixels=MAX_STAT_PIXELS):
     Returns
     -------
     mean, std : ndarray, shape (band,)
+        A band without measurable noise gets std 1 (:func:`~astrodask.sky.usable_std`).
     """
-    from astropy.stats import sigma_clipped_stats
-
     n_bands, height, width = images.shape
-    step = max(1, int(np.ceil(np.sqrt(height * width / max_pixels))))
+    step = sample_step(height, width, max_pixels)
     means, stds = np.zeros(n_bands), np.zeros(n_bands)
     for b in range(n_bands):
         values = np.asarray(images[b, ::step, ::step], dtype=np.float64)
@@ -42,9 +47,8 @@ def band_statistics(images, mask=None, sigma=3.0, max_pixels=MAX_STAT_PIXELS):
             good &= np.asarray(mask[b, ::step, ::step]) == 0
         if not good.any():
             raise ValueError(f"band {b} has no valid pixels")
-        mean, _, std = sigma_clipped_stats(values[good], sigma=sigma, maxiters=10)
-        means[b], stds[b] = mean, std if std > 0 else 1.0
-    return means, stds
+        means[b], stds[b] = clipped_stats(values[good], sigma)
+    return means, usable_std(stds)
 
 
 def normalise_bands(images, mean, std, scale=1.0, channels_last=True):
