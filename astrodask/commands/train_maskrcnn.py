@@ -72,7 +72,7 @@ def run(args):
         raise InputError(f"--artefacts must be in [0, 1], got {args.artefacts}")
     if not 0 <= args.ema_momentum < 1:
         raise InputError(f"--ema-momentum must be in [0, 1), got {args.ema_momentum}")
-    weights = (1.0, 1.0, 1.0)
+    weights = None  # not given: a new run's default, a resumed run's saved weights
     if args.class_weights is not None:
         try:
             weights = tuple(float(w) for w in args.class_weights.split(","))
