@@ -88,3 +88,50 @@ def test_planted_violations_are_found():
 def test_every_public_name_resolves():
     for name in astrodask._API:
         assert getattr(astrodask, name) is not None, name
+
+
+# Validation lives in the API, so a notebook gets the same one-line errors as the CLI.
+
+def test_train_settings_validate_and_parse_class_weights():
+    from astrodask import InputError, TrainSettings
+
+    assert TrainSettings(class_weights="1,4,1").class_weights == (1.0, 4.0, 1.0)
+    for weights in ("1,0,1", "1,2", "a,b,c", (1, 1)):
+        with pytest.raises(InputError, match="class_weights needs 3 positive numbers"):
+            TrainSettings(class_weights=weights)
+    for bad, match in (({"crop_size": 100}, "multiple of 64"), ({"steps": 0}, "positive"),
+                       ({"gradient_probability": 2.0}, r"\[0, 1\]"),
+                       ({"ema_momentum": 1.0}, r"ema_momentum must be in \[0, 1\)")):
+        with pytest.raises(InputError, match=match):
+            TrainSettings(**bad)
+
+
+def test_maskrcnn_config_validates_anchor_factors():
+    from astrodask import InputError, MaskRCNNConfig
+
+    assert MaskRCNNConfig(anchor_scale_factors="1,0.5").anchor_scale_factors == (1.0, 0.5)
+    for factors in ("0", "1,x", "", (-1.0,)):
+        with pytest.raises(InputError, match="anchor_scale_factors needs positive numbers"):
+            MaskRCNNConfig(anchor_scale_factors=factors)
+
+
+def test_cli_bad_class_weights_is_one_line(capsys):
+    from astrodask.cli import main
+
+    assert main(["train", "maskrcnn", "unused", "--class-weights", "1,0,1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "class_weights needs 3 positive numbers" in err
+
+
+def test_both_loaders_take_a_shipped_name_or_a_path(tmp_path):
+    from astrodask import InputError, load_maskrcnn, load_unet, model_card
+
+    model = load_maskrcnn("maskrcnn_decam")
+    assert model.config.bands == tuple(model_card("maskrcnn_decam")["bands"])
+    _, card = load_unet("morpheus_decam")
+    assert card["name"] == "morpheus_decam"
+    for loader in (load_maskrcnn, load_unet, model_card):
+        with pytest.raises(InputError, match="is a folder"):
+            loader(tmp_path)
+        with pytest.raises(InputError, match="unknown model 'nope'"):
+            loader("nope")

@@ -279,6 +279,22 @@ def run(mosaic, out, *, config=None, client=None, progress=None, on_start=None, 
     Returns
     -------
     RunSummary
+
+    Examples
+    --------
+    The U-Net over the store of the example of :func:`astrodask.ingest`, on
+    an in-process Dask cluster (without ``client``, a local cluster of one
+    worker process per core is started and closed):
+
+    >>> import astrodask
+    >>> from distributed import Client
+    >>> client = Client(processes=False, n_workers=1, dashboard_address=":0")
+    >>> summary = astrodask.run("mosaic.zarr", "results", models="unet", client=client)
+    >>> summary.tiles_run, summary.models
+    (4, ['morpheus_decam'])
+    >>> client.close()
+
+    In a script, start clusters under ``if __name__ == "__main__":``.
     """
     config = resolve_config(config, **overrides)
     if not hasattr(mosaic, "read_tile"):
