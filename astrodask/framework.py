@@ -81,14 +81,24 @@ def quiet_native_logs(stream_fd=2):
     """Drop TensorFlow's/CUDA's native log lines from stderr while the block runs.
 
     Sets ``TF_CPP_MIN_LOG_LEVEL=3`` (if unset) for TensorFlow's own logger,
-    and routes file descriptor ``stream_fd`` through a pipe whose reader
+    quietens the ``tensorflow`` and absl Python loggers to errors, and
+    routes file descriptor ``stream_fd`` through a pipe whose reader
     forwards every line except those matching :data:`NATIVE_NOISE` (absl
     writes those before any log level applies). Python's ``sys.stderr``, which
     writes to the same descriptor, is forwarded unchanged.
     """
+    import logging
     import threading
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    # TensorFlow's Python-side notices (deprecations of the TF1 API, retracing)
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+    try:
+        from absl import logging as absl_logging
+    except ImportError:
+        pass
+    else:
+        absl_logging.set_verbosity(absl_logging.ERROR)
     sys.stderr.flush()
     saved = os.dup(stream_fd)
     read_end, write_end = os.pipe()
