@@ -67,7 +67,7 @@ _API = {
     "confusion_matrix": "astrodask.evaluate:confusion_matrix",
     "evaluation_report": "astrodask.evaluate:evaluation_report",
     "sep_detect": "astrodask.baselines.sep_baseline:sep_detect",
-    "demo": "astrodask.demo:demo",
+    "run_demo": "astrodask.demo:demo",
     "DemoResult": "astrodask.demo:DemoResult",
 }
 

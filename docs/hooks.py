@@ -52,7 +52,7 @@ API_SECTIONS = [
     ("Evaluation", ["evaluate_maskrcnn", "evaluation_tables", "write_evaluation",
                     "store_evaluation", "evaluate_detections", "confusion_matrix",
                     "evaluation_report", "sep_detect"]),
-    ("End to end", ["demo", "DemoResult"]),
+    ("End to end", ["run_demo", "DemoResult"]),
     ("Errors", ["AstrodaskError", "InputError", "StoreError"]),
 ]
 

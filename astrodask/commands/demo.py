@@ -22,10 +22,10 @@ def register(subparsers):
 def run(args):
     from pathlib import Path
 
-    from astrodask import demo
+    from astrodask import run_demo
 
     with stage_progress("steps") as progress:
-        result = demo(args.out, preset=args.preset, size=args.size, seed=args.seed,
+        result = run_demo(args.out, preset=args.preset, size=args.size, seed=args.seed,
                       n_workers=args.n_workers, progress=progress)
     sim = result.simulation
     print(f"simulated {sim['shape'][1]}x{sim['shape'][0]} {sim['preset']} field "
