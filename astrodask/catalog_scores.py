@@ -107,7 +107,8 @@ def score_catalog(catalog, truth, grid, flagged=None, radius=2.0, snr_min=10.0,
     Parameters
     ----------
     catalog : dict-like
-        Columns ``x``, ``y`` and optionally ``class`` (``star``/``galaxy``).
+        Columns ``x``, ``y`` and optionally ``source_class`` (``star``/``galaxy``),
+        as in the merged catalog.
     truth : dict-like
         Columns ``x``, ``y``, ``snr`` and ``class`` of the true sources.
     grid : TileGrid
@@ -131,7 +132,7 @@ def score_catalog(catalog, truth, grid, flagged=None, radius=2.0, snr_min=10.0,
     tx, ty = np.asarray(truth["x"], float), np.asarray(truth["y"], float)
     snr = np.asarray(truth["snr"], float)
     tclass = np.asarray(truth["class"]).astype(str)
-    cclass = (np.asarray(catalog["class"], dtype=object) if "class" in catalog
+    cclass = (np.asarray(catalog["source_class"], dtype=object) if "source_class" in catalog
               else np.full(len(cx), None, dtype=object))
     inside = (tx >= 0) & (ty >= 0) & (tx < grid.width) & (ty < grid.height)
     if flagged is not None:

@@ -7,6 +7,8 @@ exceptions are reported as one line too unless ``--debug`` is given.
 """
 
 import argparse
+from contextlib import nullcontext
+import difflib
 import importlib
 import os
 import pkgutil
@@ -17,9 +19,23 @@ from . import __version__, commands
 from .errors import AstrodaskError, first_line
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser that answers a mistyped (sub)command with "did you mean"."""
+
+    def _check_value(self, action, value):
+        if (isinstance(action, argparse._SubParsersAction) and action.choices is not None
+                and value not in action.choices):
+            close = difflib.get_close_matches(value, list(action.choices), n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise argparse.ArgumentError(
+                action, f"unknown command {value!r}{hint} (commands: "
+                        f"{', '.join(sorted(action.choices))})")
+        super()._check_value(action, value)
+
+
 def build_parser():
     """Build the top-level argument parser with every discovered subcommand."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="astrodask",
         description="Survey mosaics to source catalogs with deep learning on Dask.",
     )
@@ -37,6 +53,15 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
     print(f"astrodask: warning: {message}", file=sys.stderr)
 
 
+def _native_logs(args):
+    """Commands that set ``quiet_native_logs=True`` run with TensorFlow's C++ log lines dropped."""
+    if not getattr(args, "quiet_native_logs", False) or args.debug:
+        return nullcontext()
+    from .framework import quiet_native_logs
+
+    return quiet_native_logs()
+
+
 def main(argv=None):
     """Entry point of the ``astrodask`` console script; returns the exit code."""
     warnings.showwarning = _one_line_warning
@@ -45,7 +70,8 @@ def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        code = args.func(args)
+        with _native_logs(args):
+            code = args.func(args)
     except AstrodaskError as exc:
         if args.debug:
             raise

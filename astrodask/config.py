@@ -23,14 +23,19 @@ class UnetOptions:
         Window stride of the faithful mode (1 reproduces Morpheus).
     flips : bool
         Fast mode: average the 8 flips/rotations (adds variance and votes).
-    outputs : list of str
-        Which per-pixel products to keep: ``mean``, ``var``, ``votes``.
+    outputs : list of str or str
+        Which per-pixel products to keep: ``mean``, ``var``, ``votes`` (a
+        list or comma-separated text; default ``mean`` only).
     """
 
     mode: str = "fast"
     stride: int = 4
     flips: bool = False
     outputs: list = field(default_factory=lambda: ["mean"])
+
+    def __post_init__(self):
+        if isinstance(self.outputs, str):
+            self.outputs = split_list(self.outputs)
 
 
 @dataclass
@@ -71,19 +76,22 @@ class RunConfig:
 
     Attributes
     ----------
-    models : list of str, optional
-        ``unet`` / ``maskrcnn`` (the shipped model for the mosaic's bands), a
+    models : list of str or str, optional
+        A list, or one comma-separated string. ``unet`` / ``maskrcnn`` (the shipped model for the mosaic's bands), a
         shipped model name (``morpheus``, ``morpheus_decam``,
         ``maskrcnn_decam``) or a path to a ``.keras`` file with a model card.
         Default (``None``): every kind of shipped model that takes the
         mosaic's bands (Mask R-CNN for detection and classes, U-Net for
         morphology).
-    band_map : dict, optional
-        Model band → mosaic band, for models whose bands are named otherwise.
+    band_map : dict or str, optional
+        Model band → mosaic band, for models whose bands are named otherwise;
+        a dict or ``"MODEL=MOSAIC,..."`` text (``"H=f160w,J=f125w"``). Every
+        pair needs both names.
     n_workers, threads_per_worker : int, optional
         Local cluster size; default one single-threaded worker per core.
     gpus : list of int or "all", optional
-        Run on a dask-cuda ``LocalCUDACluster`` over these GPUs.
+        Run on a dask-cuda ``LocalCUDACluster`` over these GPUs (also as
+        text: ``"all"`` or ``"0,1"``).
     scheduler, scheduler_file : str, optional
         Join an existing cluster instead of starting one.
     gpu_workers : bool
@@ -98,7 +106,8 @@ class RunConfig:
     restart : bool
         Ignore done markers and recompute every tile.
     report : str, optional
-        Write Dask's performance report HTML to this path.
+        Write Dask's performance report HTML to this path (``""``:
+        ``report.html`` in the results folder).
     """
 
     models: list = None
@@ -115,10 +124,24 @@ class RunConfig:
     unet: UnetOptions = field(default_factory=UnetOptions)
     maskrcnn: MaskRCNNOptions = field(default_factory=MaskRCNNOptions)
 
+    def __post_init__(self):
+        if self.band_map is None:
+            self.band_map = {}
+        if isinstance(self.models, str):
+            self.models = split_list(self.models)
+        if isinstance(self.band_map, str):
+            self.band_map = parse_band_map(self.band_map)
+        if isinstance(self.gpus, str) and self.gpus != "all":
+            try:
+                self.gpus = [int(g) for g in split_list(self.gpus)]
+            except ValueError:
+                raise InputError(f"gpus must be all or GPU numbers like 0,1; got {self.gpus!r}") from None
+
     def validate(self):
         """Check values; raise :class:`~astrodask.errors.InputError` on the first bad one."""
         if self.models is not None and not self.models:
             raise InputError("no models given (e.g. --models unet,maskrcnn)")
+        check_band_map(self.band_map)
         if self.batch_size is not None and self.batch_size < 1:
             raise InputError(f"batch size must be at least 1, got {self.batch_size}")
         for name in ("n_workers", "threads_per_worker"):
@@ -171,6 +194,40 @@ class RunConfig:
                     raise InputError(f"unknown {key} option(s): {', '.join(bad)}")
                 data[key] = kind(**value)
         return cls(**data)
+
+
+def split_list(text):
+    """The non-empty, stripped items of comma-separated ``text``."""
+    return [part.strip() for part in str(text).split(",") if part.strip()]
+
+
+def parse_band_map(text):
+    """``"H=f160w,J=f125w"`` as ``{"H": "f160w", "J": "f125w"}``.
+
+    Raises
+    ------
+    InputError
+        On a pair without ``=`` or with an empty name on either side.
+    """
+    mapping = {}
+    for pair in split_list(text):
+        if "=" not in pair:
+            raise InputError(f"band map wants MODEL=MOSAIC pairs, got {pair!r}")
+        model_band, mosaic_band = (name.strip() for name in pair.split("=", 1))
+        mapping[model_band] = mosaic_band
+    check_band_map(mapping)
+    return mapping
+
+
+def check_band_map(band_map):
+    """Raise :class:`InputError` unless every pair of ``band_map`` names two bands."""
+    if not isinstance(band_map, dict):
+        raise InputError(f"band map must be a mapping of model band to mosaic band, "
+                         f"got {band_map!r}")
+    for model_band, mosaic_band in band_map.items():
+        if not str(model_band).strip() or not str(mosaic_band or "").strip():
+            raise InputError(f"band map pair {model_band}={mosaic_band or ''} needs a model "
+                             "band and a mosaic band (MODEL=MOSAIC)")
 
 
 def load_config(path):

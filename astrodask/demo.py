@@ -46,8 +46,8 @@ def demo(out="demo-output", preset="decam", size=DEFAULT_SIZE, seed=0, n_workers
         Folder for everything the demo writes (``field/``, ``mosaic.zarr``, ``results/``).
     preset : {"decam", "hst"}
         Simulator preset; the shipped models for its bands are run.
-    size : tuple of int
-        Field size ``(ny, nx)`` in pixels.
+    size : tuple of int or str
+        Field size ``(ny, nx)`` in pixels, or ``"WIDTHxHEIGHT"`` text.
     seed : int
         Simulation seed.
     n_workers : int, optional

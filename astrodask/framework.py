@@ -1,6 +1,9 @@
 """Keras and TensorFlow set-up shared by workers, trainers and the CLI."""
 
+from contextlib import contextmanager
 import os
+import re
+import sys
 
 
 def import_keras_quietly():
@@ -35,7 +38,16 @@ def import_keras_quietly():
 
 
 def configure_framework(threads):
-    """Size TensorFlow's pools if TensorFlow is the Keras backend (before first use)."""
+    """Import Keras quietly and size TensorFlow's thread pools (call before first use).
+
+    Does nothing more when the Keras backend is not TensorFlow. GPUs, if
+    any, get memory growth instead of grabbing all memory at once.
+
+    Parameters
+    ----------
+    threads : int
+        TensorFlow intra-op threads (inter-op: 1).
+    """
     keras = import_keras_quietly()
 
     if keras.backend.backend() != "tensorflow":
@@ -52,3 +64,59 @@ def configure_framework(threads):
             tf.config.experimental.set_memory_growth(gpu, True)
         except RuntimeError:
             pass
+
+
+#: Lines of native (C++) start-up chatter that TensorFlow, XLA and CUDA write
+#: straight to file descriptor 2, whatever ``TF_CPP_MIN_LOG_LEVEL`` says: absl
+#: log lines (``I0000 00:00:...``, ``W0000``, ``E0000``) and their preambles.
+NATIVE_NOISE = re.compile(
+    r"^([IWE]\d{4} \d\d:\d\d:[\d.]+ +\d+ \S+:\d+\]"
+    r"|WARNING: All log messages before absl::InitializeLog\(\) is called"
+    r"|To enable the following instructions: .* rebuild TensorFlow"
+    r"|oneDNN custom operations are on)")
+
+
+@contextmanager
+def quiet_native_logs(stream_fd=2):
+    """Drop TensorFlow's/CUDA's native log lines from stderr while the block runs.
+
+    Sets ``TF_CPP_MIN_LOG_LEVEL=3`` (if unset) for TensorFlow's own logger,
+    quietens the ``tensorflow`` and absl Python loggers to errors, and
+    routes file descriptor ``stream_fd`` through a pipe whose reader
+    forwards every line except those matching :data:`NATIVE_NOISE` (absl
+    writes those before any log level applies). Python's ``sys.stderr``, which
+    writes to the same descriptor, is forwarded unchanged.
+    """
+    import logging
+    import threading
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    # TensorFlow's Python-side notices (deprecations of the TF1 API, retracing)
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+    try:
+        from absl import logging as absl_logging
+    except ImportError:
+        pass
+    else:
+        absl_logging.set_verbosity(absl_logging.ERROR)
+    sys.stderr.flush()
+    saved = os.dup(stream_fd)
+    read_end, write_end = os.pipe()
+    os.dup2(write_end, stream_fd)
+    os.close(write_end)
+
+    def forward():
+        with os.fdopen(read_end, "rb") as lines:
+            for line in lines:
+                if not NATIVE_NOISE.match(line.decode(errors="replace")):
+                    os.write(saved, line)
+
+    reader = threading.Thread(target=forward, name="astrodask-stderr", daemon=True)
+    reader.start()
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, stream_fd)  # closes the pipe's last write end: the reader sees EOF
+        reader.join(timeout=5)
+        os.close(saved)

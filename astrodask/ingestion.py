@@ -85,6 +85,17 @@ def ingest(inputs, out, *, bands=None, tile=512, halo=32, weights=None, hdu=None
         shapes or WCS that differ, a band with no valid pixels, ...).
     StoreError
         ``out`` exists and ``overwrite`` is not set, or is not a mosaic store.
+
+    Examples
+    --------
+    A small simulated field stands in for your band images:
+
+    >>> import astrodask
+    >>> sim = astrodask.simulate("field", size="128x128", seed=1)
+    >>> mosaic = astrodask.ingest([f"field/{band}.fits" for band in sim["bands"]],
+    ...                           "mosaic.zarr", tile=128, halo=16, progress=None)
+    >>> mosaic.bands, mosaic.shape, mosaic.tile_grid.shape
+    (('g', 'r', 'z'), (3, 128, 128), (2, 2))
     """
     inputs = [Path(p) for p in inputs]
     out = storage.normalise(out)

@@ -279,6 +279,16 @@ def open_mosaic(path):
     StoreError
         If ``path`` does not exist, is not a Zarr group, or is not a complete
         astrodask mosaic.
+
+    Examples
+    --------
+    The store written in the example of :func:`astrodask.ingest`:
+
+    >>> import astrodask
+    >>> mosaic = astrodask.open_mosaic("mosaic.zarr")
+    >>> tile = mosaic.read_tile(0, 1)          # one chunk: a window with its halo
+    >>> tile.data.shape, mosaic.core_slices(0, 1)
+    ((3, 128, 128), (slice(0, 96, None), slice(96, 128, None)))
     """
     import zarr
 

@@ -52,7 +52,7 @@ def main(argv=None):
             astrodask.merge(work / "h32" / "results", mosaic=mosaic,
                             options=astrodask.MergeOptions(min_score=cut, pictures=False))
             cat = astrodask.read_catalog(work / "h32" / "results" / "catalog.parquet")
-            catalog = {k: cat.column(k).to_numpy(zero_copy_only=False) for k in ("x", "y", "class")}
+            catalog = {k: cat.column(k).to_numpy(zero_copy_only=False) for k in ("x", "y", "source_class")}
             s = score_catalog(catalog, truth, mosaic.tile_grid, flagged)
             table[name, cut] = (s["completeness"], s["purity"])
             print(f"{name:11s} min_score {cut:.2f}: completeness {s['completeness']:.4f} "

@@ -98,7 +98,7 @@ def pipeline(images, work, halo=32, weights=None, models=None, rescale=None):
     seconds["merge"] = time.perf_counter() - start
     table = astrodask.read_catalog(work / "results" / "catalog.parquet")
     catalog = {name: table.column(name).to_numpy(zero_copy_only=False)
-               for name in ("x", "y", "class")}
+               for name in ("x", "y", "source_class")}
     return mosaic, catalog, seconds
 
 

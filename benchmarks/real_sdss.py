@@ -78,7 +78,7 @@ def main(argv=None):
     cx, cy = input_wcs.all_world2pix(np.asarray(catalog["ra"]), np.asarray(catalog["dec"]), 0)
     to_cat, _ = match_positions(rx, ry, cx, cy, 2.0)
     found = to_cat >= 0
-    ours = np.array([catalog["class"][k] if k >= 0 else None for k in to_cat], dtype=object)
+    ours = np.array([catalog["source_class"][k] if k >= 0 else None for k in to_cat], dtype=object)
     star, galaxy = cls > 0.9, cls < 0.1
     agree_star = (ours[found & star] == "star").mean() if (found & star).any() else float("nan")
     agree_gal = (ours[found & galaxy] == "galaxy").mean() if (found & galaxy).any() \

@@ -37,18 +37,22 @@ CARDS = PACKAGE / "models" / "weights"
 #: reading order. Public names not listed here land in "Other".
 API_SECTIONS = [
     ("Mosaic store (ingest)", ["ingest", "open_mosaic", "Mosaic", "TileGrid"]),
-    ("Run the models", ["run", "RunConfig", "load_config"]),
-    ("Merge and the catalog", ["merge", "MergeOptions", "read_catalog"]),
+    ("Run the models", ["run", "RunConfig", "resolve_config", "load_config", "RunSummary"]),
+    ("Merge and the catalog", ["merge", "MergeOptions", "MergeSummary", "read_catalog"]),
     ("Simulation", ["simulate", "simulate_field", "simulate_fields", "SimulatedField",
                     "read_object_masks"]),
+    ("Models and their cards", ["model_card", "configure_framework"]),
     ("Morpheus U-Net and morphology", ["load_unet", "build_unet", "import_morpheus",
                                        "classify_tile", "classify_image", "segment", "deblend",
                                        "object_morphology", "colour_image", "write_colour_png"]),
     ("Mask R-CNN", ["load_maskrcnn", "build_maskrcnn", "MaskRCNNConfig", "detect_sources",
                     "band_statistics", "normalise_bands", "Instances"]),
-    ("Training", ["train_unet", "train_maskrcnn", "train_maskrcnn_on_simulations"]),
-    ("Evaluation", ["evaluate_maskrcnn", "evaluate_detections", "confusion_matrix",
+    ("Training", ["train_unet", "train_maskrcnn", "train_maskrcnn_on_simulations",
+                  "TrainSettings"]),
+    ("Evaluation", ["evaluate_maskrcnn", "evaluation_tables", "write_evaluation",
+                    "store_evaluation", "evaluate_detections", "confusion_matrix",
                     "evaluation_report", "sep_detect"]),
+    ("End to end", ["run_demo", "DemoResult"]),
     ("Errors", ["AstrodaskError", "InputError", "StoreError"]),
 ]
 

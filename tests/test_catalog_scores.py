@@ -34,7 +34,8 @@ def test_score_catalog_counts_completeness_purity_classes_and_duplicates():
              "class": np.array(["star", "galaxy", "galaxy", "galaxy", "star"])}
     catalog = {"x": np.array([100.5, 301.0, 600.0, 600.5, 400.0]),
                "y": np.array([100.0, 300.0, 601.0, 600.0, 400.0]),
-               "class": np.array(["star", "galaxy", "galaxy", "star", "galaxy"], dtype=object)}
+               "source_class": np.array(["star", "galaxy", "galaxy", "star", "galaxy"],
+                                        dtype=object)}
     flagged = np.zeros((1024, 1024), bool)
     flagged[95:105, 895:905] = True       # the last true source sits on flagged pixels
     s = score_catalog(catalog, truth, grid, flagged)

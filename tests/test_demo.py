@@ -34,7 +34,7 @@ def test_demo_decam_runs_both_shipped_models(tmp_path):
 
     catalog = pq.read_table(tmp_path / "demo" / "results" / "catalog.parquet").to_pydict()
     assert len(catalog["id"]) == result.merge.n_objects > 0
-    assert set(catalog["class"]) <= {"star", "galaxy"}
+    assert set(catalog["source_class"]) <= {"star", "galaxy"}
     assert all(0.99 < sum(catalog[f"p_{c}"][k] for c in ("spheroid", "disk", "irregular",
                                                           "point_source", "background")) < 1.01
                for k in range(len(catalog["id"])))

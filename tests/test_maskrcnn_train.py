@@ -373,4 +373,4 @@ def _trainable(model):
 
 def test_cli_rejects_bad_ema_momentum(capsys):
     assert main(["train", "maskrcnn", "run", "--ema-momentum", "1"]) == 2
-    assert "--ema-momentum" in capsys.readouterr().err
+    assert "ema_momentum must be in [0, 1)" in capsys.readouterr().err

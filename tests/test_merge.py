@@ -191,7 +191,7 @@ def test_one_window_equals_blockwise(field):
     merge(out_tiled)
     cw, ct = catalog(out_whole), catalog(out_tiled)
     for name in ("id", "parent_id", "x", "y", "ra", "dec", "area", "flux_g", "flux_r", "flux_z",
-                 "class", "bbox_y0", "bbox_x1", "blended"):
+                 "source_class", "bbox_y0", "bbox_x1", "blended"):
         np.testing.assert_array_equal(np.asarray(cw[name]), np.asarray(ct[name]), err_msg=name)
     np.testing.assert_array_equal(fits.getdata(out_whole / "segmap.fits"),
                                   fits.getdata(out_tiled / "segmap.fits"))
@@ -274,6 +274,23 @@ def test_catalog_is_deterministic_and_carries_provenance(field):
     provenance = catalog_provenance(first / "catalog.parquet")
     assert provenance["bands"] == ["g", "r", "z"]
     assert provenance["mosaic_inputs"][0]["sha256"] == mosaic.attrs["inputs"][0]["sha256"]
+    assert provenance["bunit"] == mosaic.attrs["bunit"] and provenance["bunit"]["g"]
+    assert provenance["zeropoints"] == mosaic.attrs["zeropoints"]
+    assert provenance["magnitude_system"] == "AB" and provenance["quality_flags"]["masked"] == 8
+    schema = pq.read_schema(first / "catalog.parquet" / "_common_metadata")
+    units = {f.name: (f.metadata or {}).get(b"unit", b"").decode() for f in schema}
+    assert units["x"] == units["bbox_y0"] == "pix" and units["area"] == "pix2"
+    assert units["ra"] == units["dec"] == "deg" and units["mag_r"] == "mag(AB)"
+    assert units["flux_g"] == units["flux_err_g"] == mosaic.attrs["bunit"]["g"]
+    assert units["id"] == units["source_class"] == ""
+    # every column works as a pandas attribute (no keyword, no DataFrame attribute)
+    import keyword
+
+    import pandas as pd
+
+    for name in schema.names:
+        assert name.isidentifier() and not keyword.iskeyword(name), name
+        assert not hasattr(pd.DataFrame, name), name
     summary = (first / "summary.txt").read_text()
     assert "objects" in summary and "by class" in summary
 

@@ -87,7 +87,7 @@ def test_masked_stripe_gives_no_detection_on_it_and_flags_its_neighbours(field, 
     found = to_catalog[to_catalog >= 0]
     assert len(found) >= beside.sum() - 1
     assert catalog["masked"][found].all()
-    assert (catalog["flags"][found] & 8).all()
+    assert (catalog["quality_flags"][found] & 8).all()
     # and the rest of the window is not blinded: away from the stripe, as good as without it
     flagged = (mosaic.array("mask")[:] != 0).any(axis=0)
     score = score_catalog({"x": x, "y": y}, truth, mosaic.tile_grid, flagged)

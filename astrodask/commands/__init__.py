@@ -5,7 +5,14 @@ import nothing heavy at module level (no TensorFlow, no dask-cuda) so that
 ``astrodask --help`` stays instant; import inside the handler instead.
 A handler takes the parsed ``argparse.Namespace`` and returns an exit code
 (``None`` means 0).
+
+A handler only parses and prints: it imports public names (``from astrodask
+import ...``), :mod:`astrodask.errors` and the helpers here, nothing else of
+the package (``tests/test_cli_api.py`` checks), so a notebook can do all that
+the command line does.
 """
+
+from contextlib import contextmanager
 
 
 def group(subparsers, name, help):
@@ -23,3 +30,44 @@ def group(subparsers, name, help):
         groups[name] = parser.add_subparsers(dest=f"{name}_command", metavar="SUBCOMMAND",
                                              required=True)
     return groups[name]
+
+
+@contextmanager
+def progress_bar(label, unit, quiet=False):
+    """A ``progress(done, total)`` line on stderr for one stage, ended when the block ends.
+
+    Yields ``None`` when ``quiet`` (the API functions take ``progress=None``
+    as "report nothing").
+    """
+    from astrodask.progress import TextProgress
+
+    bar = None if quiet else TextProgress(label, unit=unit)
+    try:
+        yield bar
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+@contextmanager
+def stage_progress(unit="steps", quiet=False):
+    """A ``progress(stage, done, total)`` callable: one progress line per stage, in turn."""
+    from astrodask.progress import TextProgress
+
+    current = {}
+
+    def progress(stage, done, total):
+        if stage not in current:
+            close()
+            current[stage] = TextProgress(stage, unit=unit)
+        current[stage](done, total)
+
+    def close():
+        for bar in current.values():
+            bar.close()
+        current.clear()
+
+    try:
+        yield None if quiet else progress
+    finally:
+        close()

@@ -1,5 +1,7 @@
 """``astrodask demo``: the whole pipeline on a built-in simulated field."""
 
+from astrodask.commands import stage_progress
+
 
 def register(subparsers):
     parser = subparsers.add_parser(
@@ -20,24 +22,11 @@ def register(subparsers):
 def run(args):
     from pathlib import Path
 
-    from ..demo import demo
-    from ..progress import TextProgress
-    from ..simulation.render import parse_size
+    from astrodask import run_demo
 
-    bars = {}
-
-    def progress(stage, done, total):
-        if stage not in bars:
-            for bar in bars.values():
-                bar.close()
-            bars.clear()
-            bars[stage] = TextProgress(stage, unit="steps")
-        bars[stage](done, total)
-
-    result = demo(args.out, preset=args.preset, size=parse_size(args.size), seed=args.seed,
-                  n_workers=args.n_workers, progress=progress)
-    for bar in bars.values():
-        bar.close()
+    with stage_progress("steps") as progress:
+        result = run_demo(args.out, preset=args.preset, size=args.size, seed=args.seed,
+                      n_workers=args.n_workers, progress=progress)
     sim = result.simulation
     print(f"simulated {sim['shape'][1]}x{sim['shape'][0]} {sim['preset']} field "
           f"({','.join(sim['bands'])}): {sim['n_galaxies']} galaxies, {sim['n_stars']} stars "

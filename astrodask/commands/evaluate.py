@@ -30,51 +30,25 @@ def register(subparsers):
     parser.add_argument("--out", help="write the full report as JSON here")
     parser.add_argument("--update-card", action="store_true",
                         help="store the metrics in the model's card (a .keras model only)")
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=run, quiet_native_logs=True)
 
 
 def run(args):
-    from pathlib import Path
+    from astrodask import (evaluate_maskrcnn, evaluation_tables, model_card, store_evaluation,
+                           write_evaluation)
 
-    from astrodask.errors import InputError
-    from astrodask.storage import put_json
-    from astrodask.train.maskrcnn_eval import (TEST_SEED, completeness_table,
-                                               evaluate_on_simulations, metrics_table)
-
-    if args.fields < 1 or args.size < 64:
-        raise InputError("--fields must be positive and --size at least 64")
     iou_types = ("bbox", "mask") if args.iou == "both" else (args.iou,)
-    card_target = None
     if args.update_card:
-        from astrodask.models.card import read_model_card, resolve_model_path
-
-        if Path(args.model).is_dir():
-            raise InputError("--update-card needs a .keras model, not a run directory")
-        card_target = resolve_model_path(args.model)
-        read_model_card(card_target)  # fail now, not after the evaluation
-    result = evaluate_on_simulations(
-        args.model, n_fields=args.fields, size=args.size,
-        seed=TEST_SEED if args.seed is None else args.seed, preset=args.preset,
+        model_card(args.model)  # fail now, not after the evaluation
+    seed = {} if args.seed is None else {"seed": args.seed}
+    result = evaluate_maskrcnn(
+        args.model, n_fields=args.fields, size=args.size, preset=args.preset,
         baseline=not args.no_baseline, iou_types=iou_types,
         settings={} if args.flips is None else {"detection_flips": args.flips},
-        log=lambda line: print(line, flush=True), conditions=args.conditions)
-    for iou_type in iou_types:
-        print(f"\nIoU on {iou_type}:")
-        print(metrics_table(result, iou_type))
-    print("\nFound (box IoU >= 0.5) by the simulator's S/N:")
-    print(completeness_table(result))
+        log=lambda line: print(line, flush=True), conditions=args.conditions, **seed)
+    print()
+    print(evaluation_tables(result, iou_types))
     if args.out:
-        put_json(args.out, result, indent=1, sort_keys=False, default=float)
-        print(f"report written to {args.out}")
-    if card_target is not None:
-        from astrodask.models.card import read_model_card, write_model_card
-        from astrodask.train.maskrcnn_eval import card_metrics
-
-        card = read_model_card(card_target)
-        # the card's "evaluation" is of the model's own settings; an override goes beside it
-        flips = result["settings"]["detection_flips"]
-        own = card.get("config", {}).get("detection_flips", False)
-        key = ("evaluation" if args.flips is None or flips == own
-               else f"evaluation_{'with' if flips else 'without'}_flips")
-        card[key] = card_metrics(result)
-        print(f"metrics stored in {write_model_card(card_target, card)}")
+        print(f"report written to {write_evaluation(result, args.out)}")
+    if args.update_card:
+        print(f"metrics stored in {store_evaluation(args.model, result, flips=args.flips)}")

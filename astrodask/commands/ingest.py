@@ -2,6 +2,8 @@
 
 import sys
 
+from astrodask.commands import progress_bar
+
 
 def register(subparsers):
     parser = subparsers.add_parser(
@@ -32,18 +34,14 @@ def register(subparsers):
 
 
 def run(args):
-    from ..ingestion import ingest
-    from ..progress import TextProgress
-    from ..psf import parse_psf_fwhm
+    from astrodask import ingest, parse_psf_fwhm
 
     bands = args.bands.split(",") if args.bands else None
     psf_fwhm = parse_psf_fwhm(args.psf_fwhm) if args.psf_fwhm else None
-    progress = None if args.quiet else TextProgress("ingest", unit="blocks")
-    mosaic = ingest(args.inputs, args.out, bands=bands, tile=args.tile, halo=args.halo,
-                    weights=args.weight, hdu=args.hdu, overwrite=args.overwrite,
-                    rescale=args.rescale, psf_fwhm=psf_fwhm, progress=progress)
-    if progress is not None:
-        progress.close()
+    with progress_bar("ingest", "blocks", args.quiet) as progress:
+        mosaic = ingest(args.inputs, args.out, bands=bands, tile=args.tile, halo=args.halo,
+                        weights=args.weight, hdu=args.hdu, overwrite=args.overwrite,
+                        rescale=args.rescale, psf_fwhm=psf_fwhm, progress=progress)
     n_bands, height, width = mosaic.shape
     ny, nx = mosaic.tile_grid.shape
     wcs = "with WCS" if mosaic.wcs is not None else "no WCS"

@@ -1,5 +1,7 @@
 """``astrodask merge``: a finished run → catalog, segmentation map and pictures."""
 
+from astrodask.commands import progress_bar
+
 
 def register(subparsers):
     parser = subparsers.add_parser(
@@ -33,19 +35,16 @@ def register(subparsers):
 
 
 def run(args):
-    from ..merging.run import MergeOptions, merge, summary_text
-    from ..progress import TextProgress
+    from astrodask import MergeOptions, merge
 
     options = MergeOptions(match_iou=args.match_iou, morpheus_threshold=args.morpheus_threshold,
                            morpheus_min_snr=args.min_snr,
                            min_score=args.min_score,
                            detection_threshold=args.detection_threshold,
                            pictures=not args.no_pictures)
-    progress = None if args.quiet else TextProgress("merge", unit="tasks")
-    summary = merge(args.results, mosaic=args.mosaic, options=options,
-                    n_workers=args.n_workers, threads_per_worker=args.threads_per_worker,
-                    scheduler=args.scheduler, scheduler_file=args.scheduler_file,
-                    progress=progress)
-    if progress is not None:
-        progress.close()
-    print(summary_text(summary), end="")
+    with progress_bar("merge", "tasks", args.quiet) as progress:
+        summary = merge(args.results, mosaic=args.mosaic, options=options,
+                        n_workers=args.n_workers, threads_per_worker=args.threads_per_worker,
+                        scheduler=args.scheduler, scheduler_file=args.scheduler_file,
+                        progress=progress)
+    print(summary.text(), end="")

@@ -18,15 +18,14 @@ def register(subparsers):
                              "astrodask/models/weights/morpheus.keras)")
     parser.add_argument("--no-verify", action="store_true",
                         help="skip running the original TF1 graph for the check")
-    parser.set_defaults(func=_import_morpheus)
+    parser.set_defaults(func=_import_morpheus, quiet_native_logs=True)
 
 
 def _import_morpheus(args):
-    from astrodask import import_morpheus
-    from astrodask.models.card import read_model_card
+    from astrodask import import_morpheus, model_card
 
     path = import_morpheus(out=args.out, verify=not args.no_verify)
-    check = read_model_card(path)["metrics"].get("conversion_check", {})
+    check = model_card(path)["metrics"].get("conversion_check", {})
     line = f"wrote {path} and its model card"
     if check:
         line += (f"; max |softmax - original| = "

@@ -3,25 +3,7 @@
 import argparse
 import sys
 
-
-def _csv(text):
-    return [part.strip() for part in text.split(",") if part.strip()]
-
-
-def _band_map(text):
-    from ..errors import InputError
-
-    mapping = {}
-    for pair in _csv(text):
-        if "=" not in pair:
-            raise InputError(f"--band-map wants MODEL=MOSAIC pairs, got {pair!r}")
-        model_band, mosaic_band = pair.split("=", 1)
-        mapping[model_band.strip()] = mosaic_band.strip()
-    return mapping
-
-
-def _gpus(text):
-    return "all" if text in (None, "all") else [int(g) for g in _csv(text)]
+from astrodask.commands import progress_bar
 
 
 def register(subparsers):
@@ -53,6 +35,12 @@ def register(subparsers):
     parser.add_argument("--unet-stride", type=int, help="faithful-mode window stride")
     parser.add_argument("--flips", action="store_true", default=None,
                         help="fast mode: average the 8 flips/rotations")
+    parser.add_argument("--unet-outputs", metavar="mean[,var,votes]",
+                        help="U-Net products kept in unet.zarr (default mean; var and votes: "
+                             "variance and rank votes over the flips or the faithful windows)")
+    parser.add_argument("--max-detections", type=int, metavar="N",
+                        help="Mask R-CNN: most detections per window (default: the model "
+                             "card's, 500 for maskrcnn_decam)")
     parser.add_argument("--maskrcnn-flips", action=argparse.BooleanOptionalAction, default=None,
                         help="Mask R-CNN: fuse detections on the 8 flips/rotations of each tile "
                              "(default: the model's setting; on for maskrcnn_decam)")
@@ -66,34 +54,21 @@ def register(subparsers):
 
 def config_from_args(args):
     """The validated RunConfig of parsed ``astrodask run`` arguments (file, then flags)."""
-    from dataclasses import replace
+    from astrodask import resolve_config
 
-    from .. import storage
-    from ..engine.run import resolve_config
-
-    config = resolve_config(
-        args.config,
-        models=_csv(args.models) if args.models else None,
-        band_map=_band_map(args.band_map) if args.band_map else None,
-        n_workers=args.n_workers, threads_per_worker=args.threads_per_worker,
-        gpus=_gpus(args.gpus) if args.gpus is not None else None,
+    return resolve_config(
+        args.config, models=args.models, band_map=args.band_map,
+        n_workers=args.n_workers, threads_per_worker=args.threads_per_worker, gpus=args.gpus,
         scheduler=args.scheduler, scheduler_file=args.scheduler_file,
-        gpu_workers=args.gpu_workers,
-        batch_size=args.batch_size, restart=args.restart,
-        report=(args.report or storage.join(storage.normalise(args.out), "report.html"))
-        if args.report is not None else None)
-    unet = {k: v for k, v in {"mode": args.unet_mode, "stride": args.unet_stride,
-                              "flips": args.flips}.items() if v is not None}
-    if unet:
-        config = replace(config, unet=replace(config.unet, **unet))
-    if args.maskrcnn_flips is not None:
-        config = replace(config, maskrcnn=replace(config.maskrcnn, flips=args.maskrcnn_flips))
-    return config.validate()
+        gpu_workers=args.gpu_workers, batch_size=args.batch_size, restart=args.restart,
+        report=args.report,
+        unet={"mode": args.unet_mode, "stride": args.unet_stride, "flips": args.flips,
+              "outputs": args.unet_outputs},
+        maskrcnn={"flips": args.maskrcnn_flips, "max_detections": args.max_detections})
 
 
 def run(args):
-    from ..engine.run import print_summary, run as run_engine
-    from ..progress import TextProgress
+    from astrodask import run as run_engine
 
     config = config_from_args(args)
 
@@ -102,9 +77,7 @@ def run(args):
         if summary.dashboard:
             print(f"dashboard: {summary.dashboard}", file=sys.stderr)
 
-    progress = None if args.quiet else TextProgress("run", unit="tiles")
-    summary = run_engine(args.mosaic, args.out, config=config, progress=progress,
-                         on_start=None if args.quiet else started)
-    if progress is not None:
-        progress.close()
-    print_summary(summary)
+    with progress_bar("run", "tiles", args.quiet) as progress:
+        summary = run_engine(args.mosaic, args.out, config=config, progress=progress,
+                             on_start=None if args.quiet else started)
+    print(summary.text())

@@ -2,6 +2,8 @@
 
 import argparse
 
+from astrodask.commands import progress_bar
+
 
 def _number(text):
     try:
@@ -50,18 +52,15 @@ def register(subparsers):
 
 
 def run(args):
-    from ..progress import TextProgress
-    from ..simulation import simulate
+    from astrodask import simulate
 
-    progress = None if args.quiet else TextProgress("simulate", unit="tiles")
-    result = simulate(args.out_dir, size=args.size, preset=args.preset, seed=args.seed,
-                      density=args.density, star_density=args.star_density, deep=args.deep,
-                      noiseless=args.noiseless, cosmic_rays=args.cosmic_rays,
-                      saturate=args.saturate,
-                      mask_sigma=args.mask_sigma, tile_size=args.tile_size, workers=args.workers,
-                      overwrite=args.overwrite, progress=progress)
-    if progress is not None:
-        progress.close()
+    with progress_bar("simulate", "tiles", args.quiet) as progress:
+        result = simulate(args.out_dir, size=args.size, preset=args.preset, seed=args.seed,
+                          density=args.density, star_density=args.star_density, deep=args.deep,
+                          noiseless=args.noiseless, cosmic_rays=args.cosmic_rays,
+                          saturate=args.saturate, mask_sigma=args.mask_sigma,
+                          tile_size=args.tile_size, workers=args.workers,
+                          overwrite=args.overwrite, progress=progress)
     ny, nx = result["shape"]
     print(f"wrote {result['out_dir']}: {result['preset']} {nx}x{ny} px, bands "
           f"{','.join(result['bands'])}, {result['n_galaxies']} galaxies and "

@@ -58,54 +58,27 @@ def register(subparsers):
                         help="stop (with a checkpoint) after this many minutes")
     parser.add_argument("--checkpoint-minutes", type=float, default=5.0)
     parser.add_argument("--threads", type=int, default=2, help="TensorFlow intra-op threads")
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=run, quiet_native_logs=True)
 
 
 def run(args):
-    from astrodask.errors import InputError
-
-    if args.crop % 64 or args.crop > args.field_size:
-        raise InputError(f"--crop must be a multiple of 64 and at most --field-size, got {args.crop}")
-    if args.steps < 1 or args.batch_size < 1 or args.fields < 1:
-        raise InputError("--steps, --batch-size and --fields must be positive")
-    if not 0 <= args.artefacts <= 1:
-        raise InputError(f"--artefacts must be in [0, 1], got {args.artefacts}")
-    if not 0 <= args.ema_momentum < 1:
-        raise InputError(f"--ema-momentum must be in [0, 1), got {args.ema_momentum}")
-    weights = None  # not given: a new run's default, a resumed run's saved weights
-    if args.class_weights is not None:
-        try:
-            weights = tuple(float(w) for w in args.class_weights.split(","))
-        except ValueError:
-            weights = ()
-        if len(weights) != 3 or min(weights) <= 0:
-            raise InputError(f"--class-weights needs 3 positive numbers, got {args.class_weights!r}")
-    try:
-        factors = tuple(float(f) for f in args.anchor_scale_factors.split(","))
-    except ValueError:
-        factors = ()
-    if not factors or min(factors) <= 0:
-        raise InputError(f"--anchor-scale-factors needs positive numbers, "
-                         f"got {args.anchor_scale_factors!r}")
-    from astrodask.framework import configure_framework
-
-    configure_framework(args.threads)
-    from astrodask.models.maskrcnn import MaskRCNNConfig
-    from astrodask.train.maskrcnn import TrainSettings, train_from_simulations
+    from astrodask import (MaskRCNNConfig, TrainSettings, configure_framework,
+                           train_maskrcnn_on_simulations)
 
     settings = TrainSettings(steps=args.steps, batch_size=args.batch_size, crop_size=args.crop,
                              learning_rate=args.learning_rate, seed=args.seed,
-                             class_weights=weights, warmup_steps=args.warmup_steps,
-                             ema_momentum=args.ema_momentum,
+                             class_weights=args.class_weights or TrainSettings.class_weights,
+                             warmup_steps=args.warmup_steps, ema_momentum=args.ema_momentum,
                              gradient_probability=args.artefacts,
                              bad_column_probability=args.artefacts / 2,
                              checkpoint_every_s=60 * args.checkpoint_minutes)
+    config = MaskRCNNConfig(backbone_depth=args.depth, roi_min_level=args.roi_min_level,
+                            anchor_scale_factors=args.anchor_scale_factors)
+    configure_framework(args.threads)
     max_seconds = None if args.max_minutes is None else 60 * args.max_minutes
-    _, state = train_from_simulations(
+    _, state = train_maskrcnn_on_simulations(
         args.run_dir, n_fields=args.fields, field_size=args.field_size, seed=args.seed,
-        preset=args.preset, star_density=args.star_density,
-        config=MaskRCNNConfig(backbone_depth=args.depth, roi_min_level=args.roi_min_level,
-                              anchor_scale_factors=factors),
+        preset=args.preset, star_density=args.star_density, config=config,
         settings=settings, max_seconds=max_seconds, log=lambda line: print(line, flush=True),
         init_from=args.init_from, pool_from=args.pool_from, randomised=args.randomised_fields,
         workers=args.workers)

@@ -42,7 +42,7 @@ def register(subparsers):
     parser.add_argument("--up-blocks", type=int, default=2)
     parser.add_argument("--eval-stride", type=int, default=8,
                         help="window stride of the faithful mode for the held-out metrics")
-    parser.set_defaults(func=_train)
+    parser.set_defaults(func=_train, quiet_native_logs=True)
 
 
 def _train(args):

@@ -8,7 +8,6 @@ the scheduler. Finished tiles carry done markers: re-running resumes.
 from collections import Counter
 from dataclasses import dataclass, field, replace
 import datetime
-import sys
 import time
 import uuid
 from contextlib import nullcontext
@@ -62,14 +61,58 @@ class RunSummary:
 
     @property
     def tiles_per_second(self):
+        """Tiles computed per second of the compute phase."""
         return self.tiles_run / self.seconds if self.seconds > 0 else 0.0
+
+    def text(self):
+        """Human-readable lines about the run (what ``astrodask run`` prints).
+
+        Returns
+        -------
+        str
+            One or two lines, without a final newline.
+        """
+        lines = [f"results in {self.results}: {self.tiles_run} tiles computed, "
+                 f"{self.tiles_skipped} already done, of {self.tiles_total} "
+                 f"({', '.join(self.models)})"]
+        if self.tiles_run:
+            lines.append(f"{self.seconds:.1f} s on {self.cluster}: "
+                         f"{self.tiles_per_second:.2f} tiles/s")
+        return "\n".join(lines)
 
 
 def resolve_config(config=None, **overrides):
     """A validated :class:`RunConfig` from a config object, dict or YAML path plus overrides.
 
-    Overrides whose value is ``None`` are ignored, so CLI flags that were not
-    given leave the file's values alone.
+    Parameters
+    ----------
+    config : RunConfig, dict, str or Path, optional
+        Starting point: a configuration, its dict form or a YAML file
+        (default: :class:`RunConfig` defaults).
+    **overrides
+        :class:`RunConfig` fields. ``None`` values are ignored, so options
+        that were not given leave the file's values alone. ``unet`` and
+        ``maskrcnn`` take a dict of their options, merged into the file's
+        (again without the ``None`` values). Text forms are accepted where
+        the command line has them (``models="unet,maskrcnn"``,
+        ``band_map="H=f160w"``, ``gpus="0,1"``).
+
+    Returns
+    -------
+    RunConfig
+
+    Raises
+    ------
+    InputError
+        On an unknown option or a bad value.
+
+    Examples
+    --------
+    >>> from astrodask import resolve_config
+    >>> config = resolve_config(models="unet", band_map="H=f160w,J=f125w",
+    ...                         unet={"mode": "faithful", "stride": None})
+    >>> config.models, config.band_map, config.unet.mode, config.unet.stride
+    (['unet'], {'H': 'f160w', 'J': 'f125w'}, 'faithful', 4)
     """
     if config is None:
         config = RunConfig()
@@ -81,7 +124,19 @@ def resolve_config(config=None, **overrides):
     unknown = set(updates) - set(RunConfig.__dataclass_fields__)
     if unknown:
         raise InputError(f"unknown run option(s): {', '.join(sorted(unknown))}")
+    for name in ("unet", "maskrcnn"):
+        if isinstance(updates.get(name), dict):
+            updates[name] = _merged(getattr(config, name), updates[name], name)
     return replace(config, **updates).validate()
+
+
+def _merged(options, changes, name):
+    """``options`` (a dataclass) with the non-``None`` entries of ``changes``."""
+    changes = {k: v for k, v in changes.items() if v is not None}
+    unknown = set(changes) - set(type(options).__dataclass_fields__)
+    if unknown:
+        raise InputError(f"unknown {name} option(s): {', '.join(sorted(unknown))}")
+    return replace(options, **changes)
 
 
 def prepare_spec(spec, mosaic, config):
@@ -225,6 +280,22 @@ def run(mosaic, out, *, config=None, client=None, progress=None, on_start=None, 
     Returns
     -------
     RunSummary
+
+    Examples
+    --------
+    The U-Net over the store of the example of :func:`astrodask.ingest`, on
+    an in-process Dask cluster (without ``client``, a local cluster of one
+    worker process per core is started and closed):
+
+    >>> import astrodask
+    >>> from distributed import Client
+    >>> client = Client(processes=False, n_workers=1, dashboard_address=":0")
+    >>> summary = astrodask.run("mosaic.zarr", "results", models="unet", client=client)
+    >>> summary.tiles_run, summary.models
+    (4, ['morpheus_decam'])
+    >>> client.close()
+
+    In a script, start clusters under ``if __name__ == "__main__":``.
     """
     config = resolve_config(config, **overrides)
     if not hasattr(mosaic, "read_tile"):
@@ -237,6 +308,8 @@ def run(mosaic, out, *, config=None, client=None, progress=None, on_start=None, 
     if config.batch_size is None:
         config = replace(config, batch_size=default_batch_size(specs))
     results = Results(out)
+    if config.report == "":
+        config = replace(config, report=results.file("report.html"))
     record = {
         "mosaic": mosaic.path,
         "mosaic_inputs": mosaic.attrs["inputs"],
@@ -389,12 +462,3 @@ def _finish_report(location, tmp):
     finally:
         tmp.unlink(missing_ok=True)
 
-
-def print_summary(summary, stream=sys.stdout):
-    """Human-readable lines about a finished run."""
-    print(f"results in {summary.results}: {summary.tiles_run} tiles computed, "
-          f"{summary.tiles_skipped} already done, of {summary.tiles_total} "
-          f"({', '.join(summary.models)})", file=stream)
-    if summary.tiles_run:
-        print(f"{summary.seconds:.1f} s on {summary.cluster}: "
-              f"{summary.tiles_per_second:.2f} tiles/s", file=stream)

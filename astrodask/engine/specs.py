@@ -136,6 +136,7 @@ def resolve_models(names, mosaic_bands, band_map=None):
     names or ``.keras`` paths. ``names=None``: every kind of shipped model
     that takes the mosaic's bands (:func:`usable_kinds`).
     """
+    check_band_map_targets(band_map, mosaic_bands)
     if names is None:
         names = usable_kinds(mosaic_bands, band_map)
         if not names:
@@ -159,6 +160,15 @@ def resolve_models(names, mosaic_bands, band_map=None):
     return specs
 
 
+def check_band_map_targets(band_map, mosaic_bands):
+    """Raise :class:`InputError` if ``band_map`` sends a model band to a band the mosaic lacks."""
+    known = {band.lower() for band in mosaic_bands}
+    wrong = [f"{k}={v}" for k, v in (band_map or {}).items() if str(v).lower() not in known]
+    if wrong:
+        raise InputError(f"band map {','.join(wrong)} names a band the mosaic does not have "
+                         f"(its bands: {','.join(mosaic_bands)})")
+
+
 def _shipped_for_bands(kind, mosaic_bands, band_map):
     candidates = [(p, c) for p, c in _shipped_cards() if _kind_or_none(c) == kind]
     for path, card in candidates:
@@ -168,7 +178,9 @@ def _shipped_for_bands(kind, mosaic_bands, band_map):
             continue
         return path, card
     offered = "; ".join(f"{c['name']} ({','.join(c['bands'])})" for _, c in candidates)
-    raise InputError(f"no shipped {kind} model takes bands {','.join(mosaic_bands)}"
+    mapped = (" with band map " + ",".join(f"{k}={v}" for k, v in band_map.items())
+              if band_map else "")
+    raise InputError(f"no shipped {kind} model takes bands {','.join(mosaic_bands)}{mapped}"
                      f" (shipped: {offered or 'none'}); give a model name with --band-map, "
                      "or a .keras path")
 

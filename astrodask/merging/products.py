@@ -79,7 +79,21 @@ def catalog_min_score(record, options):
 
 @dataclass
 class MergeSummary:
-    """What the merge produced."""
+    """What the merge produced.
+
+    Attributes
+    ----------
+    results : str
+        The results folder.
+    n_objects : int
+        Rows of the catalog.
+    by_class, by_morphology : dict
+        Objects per class (``star``, ``galaxy``) and per dominant morphology.
+    files : dict
+        Product name -> path (``catalog``, ``segmap_fits``, ...).
+    seconds : dict
+        Wall time per phase.
+    """
 
     results: str
     n_objects: int
@@ -87,6 +101,16 @@ class MergeSummary:
     by_morphology: dict
     files: dict
     seconds: dict = field(default_factory=dict)
+
+    def text(self):
+        """A short text summary (``summary.txt``; what ``astrodask merge`` prints).
+
+        Returns
+        -------
+        str
+            Lines ending in a newline.
+        """
+        return summary_text(self)
 
 
 def open_unet(results):
@@ -178,7 +202,7 @@ def catalog_table(mosaic, objects, accumulator, unet, options, first_id=1):
         columns[f"mag_{band}"] = ab_magnitude(measured[f"flux_{band}"],
                                               mosaic.attrs.get("zeropoints", {}).get(band))
     columns["class_id"] = objects.class_id
-    columns["class"] = pa.array([OBJECT_CLASSES[c] if c > 0 else None for c in objects.class_id],
+    columns["source_class"] = pa.array([OBJECT_CLASSES[c] if c > 0 else None for c in objects.class_id],
                                 type=pa.string())
     columns["class_score"] = np.where(objects.class_id > 0, objects.score, np.nan)
     morpheus_undetected = np.zeros(n, dtype=bool)
@@ -199,8 +223,35 @@ def catalog_table(mosaic, objects, accumulator, unet, options, first_id=1):
     bits = (blended * FLAGS["blended"] | truncated * FLAGS["truncated"]
             | tile_edge * FLAGS["tile_edge"] | masked * FLAGS["masked"]
             | morpheus_undetected * FLAGS["morpheus_undetected"])
-    columns["flags"] = np.asarray(bits, dtype=np.int32)
-    return pa.table(columns)
+    columns["quality_flags"] = np.asarray(bits, dtype=np.int32)
+    return with_units(pa.table(columns), column_units(mosaic))
+
+
+#: Units of the catalog columns that have one (astropy unit strings); fluxes
+#: take their band's BUNIT (:func:`column_units`).
+UNITS = {"x": "pix", "y": "pix", "ra": "deg", "dec": "deg", "area": "pix2",
+         **{f"bbox_{c}": "pix" for c in ("y0", "x0", "y1", "x1")},
+         "anchor_y": "pix", "anchor_x": "pix"}
+
+
+def column_units(mosaic):
+    """Column name -> unit of a mosaic's catalog: :data:`UNITS`, BUNIT fluxes, AB magnitudes."""
+    units = dict(UNITS)
+    bunit = mosaic.attrs.get("bunit") or {}
+    for band in mosaic.bands:
+        if bunit.get(band):
+            units[f"flux_{band}"] = units[f"flux_err_{band}"] = bunit[band]
+        units[f"mag_{band}"] = "mag(AB)"
+    return units
+
+
+def with_units(table, units):
+    """``table`` with each column's unit in its Parquet field metadata (``b"unit"``)."""
+    import pyarrow as pa
+
+    fields = [f.with_metadata({b"unit": units[f.name].encode()}) if f.name in units else f
+              for f in table.schema]
+    return table.cast(pa.schema(fields, metadata=table.schema.metadata))
 
 
 def provenance(mosaic, record, options):
@@ -219,7 +270,10 @@ def provenance(mosaic, record, options):
                    for m in record["models"]],
         "run_config": record["config"],
         "merge_options": options.__dict__,
-        "flags": FLAGS,
+        "quality_flags": FLAGS,
+        "bunit": {b: (mosaic.attrs.get("bunit") or {}).get(b) for b in mosaic.bands},
+        "zeropoints": {b: (mosaic.attrs.get("zeropoints") or {}).get(b) for b in mosaic.bands},
+        "magnitude_system": "AB",
         "pixel_convention": "0-based pixel coordinates, pixel centres on integers; "
                             "ra/dec in degrees (ICRS)",
     }

@@ -88,6 +88,17 @@ def merge(results, *, mosaic=None, options=None, client=None, n_workers=None,
     rows in ID order across parts) with ``_metadata`` and
     ``_common_metadata``. pandas, pyarrow, dask.dataframe, DuckDB and
     :func:`astrodask.read_catalog` read it as one table.
+
+    Examples
+    --------
+    The results of the example of :func:`astrodask.run`:
+
+    >>> import astrodask
+    >>> from distributed import Client
+    >>> with Client(processes=False, n_workers=1, dashboard_address=":0") as client:
+    ...     summary = astrodask.merge("results", client=client)
+    >>> summary.n_objects > 0, sorted(summary.files)[:3]
+    (True, ['catalog', 'colour_png', 'morphology_fits'])
     """
     options = options or MergeOptions()
     results = Results(results)

@@ -109,7 +109,7 @@ def merge_in_process(results, *, mosaic=None, options=None, threads=None, progre
     seconds["write"] = time.perf_counter() - start
 
     summary = MergeSummary(results=results.location, n_objects=len(objects),
-                           by_class=counts(table.column("class").to_pylist()),
+                           by_class=counts(table.column("source_class").to_pylist()),
                            by_morphology=counts(table.column("morphology").to_pylist())
                            if "morphology" in table.column_names else {},
                            files={k: str(v) for k, v in files.items()}, seconds=seconds)

@@ -589,6 +589,6 @@ def catalog_task(ctx, block, first_id, chunk_rows, provenance):
     part = part.replace_schema_metadata(metadata)
     storage.put_bytes(ctx.path("catalog", f"part-{block:05d}.parquet"),
                       storage.parquet_bytes(part))
-    return {"rows": n, "by_class": counts(part.column("class").to_pylist()),
+    return {"rows": n, "by_class": counts(part.column("source_class").to_pylist()),
             "by_morphology": counts(part.column("morphology").to_pylist())
             if "morphology" in part.column_names else {}}

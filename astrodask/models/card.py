@@ -66,6 +66,8 @@ def read_model_card(model_path):
 def resolve_model_path(name_or_path):
     """Map a shipped model name (``morpheus``) or a path to a ``.keras`` file."""
     candidate = Path(name_or_path)
+    if candidate.is_dir():
+        raise InputError(f"{candidate} is a folder; give a .keras file or a shipped model name")
     if candidate.suffix == ".keras":
         if not candidate.exists():
             raise InputError(f"model file {candidate} does not exist")
@@ -76,3 +78,31 @@ def resolve_model_path(name_or_path):
     available = sorted(p.name.removesuffix(".keras") for p in WEIGHTS_DIR.glob("*.keras"))
     raise InputError(f"unknown model {name_or_path!r}; shipped models: "
                      f"{', '.join(available) or 'none'}; or give a path to a .keras file")
+
+
+def model_card(name_or_path):
+    """The model card of a shipped model or a ``.keras`` file.
+
+    Parameters
+    ----------
+    name_or_path : str or Path
+        A shipped model's name (``"maskrcnn_decam"``) or a ``.keras`` path.
+
+    Returns
+    -------
+    dict
+        The card: bands, pixel scale, normalisation, classes, training data
+        and metrics.
+
+    Raises
+    ------
+    InputError
+        If the model does not exist or its card is missing or incomplete.
+
+    Examples
+    --------
+    >>> from astrodask import model_card
+    >>> model_card("maskrcnn_decam")["bands"]
+    ['g', 'r', 'z']
+    """
+    return read_model_card(resolve_model_path(name_or_path))

@@ -62,6 +62,24 @@ def read_catalog(location, columns=None):
     location : str or Path
     columns : list of str, optional
         Read only these columns.
+
+    Returns
+    -------
+    pyarrow.Table
+        With the provenance in ``schema.metadata[b"astrodask"]`` (JSON) and
+        each column's unit, where it has one, in its field metadata.
+
+    Examples
+    --------
+    The catalog of the example of :func:`astrodask.merge`:
+
+    >>> import astrodask
+    >>> catalog = astrodask.read_catalog("results/catalog.parquet")
+    >>> catalog.schema.field("ra").metadata, catalog.schema.field("area").metadata
+    ({b'unit': b'deg'}, {b'unit': b'pix2'})
+    >>> frame = catalog.to_pandas()
+    >>> bool((frame.quality_flags >= 0).all()), bool(frame.morphology.notna().all())
+    (True, True)
     """
     import pyarrow as pa
 

@@ -117,6 +117,15 @@ def simulate_field(shape=(512, 512), preset="decam", seed=0, density=None, star_
     Returns
     -------
     SimulatedField
+
+    Examples
+    --------
+    >>> from astrodask import simulate_field
+    >>> field = simulate_field(shape=(64, 64), preset="decam", seed=1)
+    >>> field.images.shape, field.bands, field.label_map.shape
+    ((3, 64, 64), ('g', 'r', 'z'), (64, 64))
+    >>> field.truth.num_rows > 0, set(field.truth.column("class").to_pylist()) <= {"star", "galaxy"}
+    (True, True)
     """
     preset, _, star_density, cosmic_rays, saturate = with_conditions(
         preset, conditions, star_density, cosmic_rays, saturate)

@@ -35,7 +35,11 @@ DEFAULT_CLASS_WEIGHTS = (1.0, 1.0, 1.0)
 
 @dataclass
 class TrainSettings:
-    """How a run trains (the model itself is set by MaskRCNNConfig)."""
+    """How a run trains (the model itself is set by MaskRCNNConfig).
+
+    Bad values raise :class:`~astrodask.errors.InputError`; ``class_weights``
+    (background, star, galaxy) may be given as text (``"1,4,1"``).
+    """
 
     steps: int = 20000
     batch_size: int = 4
@@ -60,6 +64,27 @@ class TrainSettings:
     # step) and save it as the run's model; smooths the step-to-step jitter of
     # the last weights
     ema_momentum: float = 0.0
+
+    def __post_init__(self):
+        check_settings(self)
+
+
+def check_settings(settings):
+    """Raise :class:`~astrodask.errors.InputError` on the first bad value of ``settings``."""
+    from ..errors import InputError
+    from ..models.maskrcnn.config import positive_numbers
+
+    if settings.class_weights is not None:
+        settings.class_weights = positive_numbers(settings.class_weights, "class_weights", 3)
+    if settings.crop_size < 64 or settings.crop_size % 64:
+        raise InputError(f"crop size must be a multiple of 64, got {settings.crop_size}")
+    if settings.steps < 1 or settings.batch_size < 1:
+        raise InputError("steps and batch size must be positive")
+    for name in ("gradient_probability", "bad_column_probability", "blur_probability"):
+        if not 0 <= getattr(settings, name) <= 1:
+            raise InputError(f"{name} must be in [0, 1], got {getattr(settings, name)}")
+    if not 0 <= settings.ema_momentum < 1:
+        raise InputError(f"ema_momentum must be in [0, 1), got {settings.ema_momentum}")
 
 
 def learning_rate_at(step, settings):
@@ -503,6 +528,12 @@ def train_from_simulations(run_dir, n_fields=160, field_size=256, seed=0, preset
     from ..simulation.presets import get_preset
     from .maskrcnn_data import load_examples
 
+    from ..errors import InputError
+
+    crop = (settings or TrainSettings()).crop_size
+    if n_fields < 1 or crop > field_size:
+        raise InputError(f"need at least one field, at least as large as the crop "
+                         f"({crop} px); got {n_fields} of {field_size} px")
     run_dir = Path(run_dir)
     survey = get_preset(preset)
     config = (config or MaskRCNNConfig()).replace(bands=survey.band_names)

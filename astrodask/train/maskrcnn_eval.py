@@ -49,8 +49,12 @@ def evaluate_on_simulations(model, n_fields=12, size=512, seed=TEST_SEED, preset
         "seconds_per_field": {...}}`` with reports from
         :func:`astrodask.evaluate.evaluation_report`.
     """
+    from ..errors import InputError
     from ..models.card import resolve_model_path
     from ..models.maskrcnn import detect, load_maskrcnn, normalise_bands
+
+    if n_fields < 1 or size < 64:
+        raise InputError(f"need at least one field of at least 64 px, got {n_fields} of {size}")
     from ..models.maskrcnn.normalise import band_statistics
     from ..simulation import simulate_field
     from ..simulation.conditions import apply_conditions

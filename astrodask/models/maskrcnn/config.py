@@ -3,6 +3,7 @@
 from dataclasses import asdict, dataclass, fields
 
 from ...classes import OBJECT_CLASSES
+from ...errors import InputError
 
 RESNET_BLOCKS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
 
@@ -10,6 +11,9 @@ RESNET_BLOCKS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3), 101: (3, 
 @dataclass
 class MaskRCNNConfig:
     """Everything that defines a Mask R-CNN and how it detects.
+
+    Bad values raise :class:`~astrodask.errors.InputError`. The anchor
+    scale factors may be given as text (``"1,0.5"``).
 
     The defaults are the shipped small model: a ResNet-18 layout with reduced
     widths, which trains on a 2-core CPU. Depth 50/101 use bottleneck blocks
@@ -71,20 +75,19 @@ class MaskRCNNConfig:
         self.stage_widths = tuple(self.stage_widths)
         self.anchor_scales = tuple(self.anchor_scales)
         self.anchor_ratios = tuple(float(r) for r in self.anchor_ratios)
-        self.anchor_scale_factors = tuple(float(f) for f in self.anchor_scale_factors)
+        self.anchor_scale_factors = positive_numbers(self.anchor_scale_factors,
+                                                     "anchor_scale_factors")
         self.box_std = tuple(float(s) for s in self.box_std)
         self.detection_flips = bool(self.detection_flips)
         if self.backbone_depth not in RESNET_BLOCKS:
-            raise ValueError(f"backbone_depth must be one of {sorted(RESNET_BLOCKS)}, "
+            raise InputError(f"backbone_depth must be one of {sorted(RESNET_BLOCKS)}, "
                              f"got {self.backbone_depth}")
         if len(self.stage_widths) != 4:
-            raise ValueError("stage_widths needs 4 values (ResNet stages C2..C5)")
+            raise InputError("stage_widths needs 4 values (ResNet stages C2..C5)")
         if self.roi_min_level not in (1, 2):
-            raise ValueError(f"roi_min_level must be 1 or 2, got {self.roi_min_level}")
+            raise InputError(f"roi_min_level must be 1 or 2, got {self.roi_min_level}")
         if len(self.anchor_scales) != 5:
-            raise ValueError("anchor_scales needs 5 values (pyramid levels P2..P6)")
-        if not self.anchor_scale_factors or min(self.anchor_scale_factors) <= 0:
-            raise ValueError("anchor_scale_factors needs positive values")
+            raise InputError("anchor_scales needs 5 values (pyramid levels P2..P6)")
 
     @property
     def n_classes(self):
@@ -114,3 +117,20 @@ class MaskRCNNConfig:
         values = asdict(self)
         values.update(changes)
         return type(self)(**values)
+
+
+def positive_numbers(values, name, count=None):
+    """``values`` (a sequence or comma-separated text) as a tuple of positive floats.
+
+    Raises :class:`~astrodask.errors.InputError` unless there are numbers,
+    ``count`` of them if given, all positive.
+    """
+    text = values if isinstance(values, str) else ",".join(str(v) for v in values)
+    try:
+        numbers = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        numbers = ()
+    if not numbers or min(numbers) <= 0 or (count is not None and len(numbers) != count):
+        wanted = f"{count} positive numbers" if count else "positive numbers"
+        raise InputError(f"{name} needs {wanted}, got {values!r}")
+    return numbers

@@ -89,8 +89,30 @@ def build_maskrcnn(config=None, **settings):
     return model
 
 
-def load_maskrcnn(path):
-    """Load a Mask R-CNN saved with ``model.save(path)`` (a ``.keras`` file)."""
+def load_maskrcnn(name_or_path="maskrcnn_decam"):
+    """Load a shipped Mask R-CNN (``"maskrcnn_decam"``) or one saved as a ``.keras`` file.
+
+    Parameters
+    ----------
+    name_or_path : str or Path
+        A shipped model's name or the path of a file written by
+        ``model.save(path)``.
+
+    Returns
+    -------
+    MaskRCNN
+        The model; its card is :func:`astrodask.model_card` of the same name.
+
+    Raises
+    ------
+    InputError
+        If there is no such shipped model or file.
+    TypeError
+        If the file holds another kind of model.
+    """
+    from ..card import resolve_model_path
+
+    path = resolve_model_path(name_or_path)
     model = keras.saving.load_model(path, compile=False)
     if not isinstance(model, MaskRCNN):
         raise TypeError(f"{path} holds a {type(model).__name__}, not a Mask R-CNN")
