@@ -77,14 +77,15 @@ def sep_catalog(images, psf_half_light_radius, mask=None, threshold=1.2, min_are
     Returns
     -------
     dict of ndarray
-        ``x``, ``y`` (0-based pixels), ``class`` (``star``/``galaxy``) and ``snr``.
+        ``x``, ``y`` (0-based pixels), ``source_class`` (``star``/``galaxy``, the
+        catalog's column name) and ``snr``.
     """
     objects, _, detection = _extract(images, mask, threshold, min_area, deblend_nthresh,
                                      deblend_cont)
     classes, scores = _classify(objects, detection, psf_half_light_radius, star_factor)
     names = np.array(["", "star", "galaxy"], dtype=object)
     return {"x": np.asarray(objects["x"], float), "y": np.asarray(objects["y"], float),
-            "class": names[classes], "snr": scores}
+            "source_class": names[classes], "snr": scores}
 
 
 def _extract(images, mask, threshold, min_area, deblend_nthresh, deblend_cont,
