@@ -128,6 +128,7 @@ def test_images_keep_the_allocator_defaults_in_workers(image):
     import copy
 
     import dask
+    import distributed  # noqa: F401 (its import puts its defaults into dask.config)
     import yaml
 
     assert ("deploy/docker/dask.yaml", "/etc/dask/astrodask.yaml") in copy_sources(IMAGES[image])

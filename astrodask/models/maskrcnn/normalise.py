@@ -18,9 +18,9 @@ MAX_STAT_PIXELS = 4_000_000
 def band_statistics(images, mask=None, sigma=CLIP_SIGMA, max_pixels=MAX_STAT_PIXELS):
     """Sigma-clipped mean and standard deviation of each band.
 
-    The statistics of :mod:`astrodask.sky` (those ingest stores for the
+    The statistics of ``astrodask.sky`` (those ingest stores for the
     engine), over the pixels on a regular grid of step
-    :func:`~astrodask.sky.sample_step`.
+    ``astrodask.sky.sample_step``.
 
     Parameters
     ----------
@@ -35,7 +35,7 @@ def band_statistics(images, mask=None, sigma=CLIP_SIGMA, max_pixels=MAX_STAT_PIX
     Returns
     -------
     mean, std : ndarray, shape (band,)
-        A band without measurable noise gets std 1 (:func:`~astrodask.sky.usable_std`).
+        A band without measurable noise gets std 1 (``astrodask.sky.usable_std``).
     """
     n_bands, height, width = images.shape
     step = sample_step(height, width, max_pixels)
