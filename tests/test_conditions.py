@@ -121,3 +121,13 @@ def test_simulate_to_files_records_the_conditions(tmp_path):
                         conditions=Conditions(seeing=1.5, pixel_scale=0.3))
     assert manifest["conditions"]["seeing"] == 1.5 and manifest["pixel_scale"] == 0.3
     assert manifest["psf_fwhm_px"]["r"] == pytest.approx(1.5 / 0.3, rel=0.03)
+
+
+def test_mask_fraction_takes_one_number_or_a_dict():
+    one = simulate_field(shape=(64, 64), seed=5, mask_fraction=0.01)
+    same = simulate_field(shape=(64, 64), seed=5, mask_fraction={"star": 0.01, "galaxy": 0.01})
+    assert np.array_equal(one.label_map, same.label_map)
+    with pytest.raises(InputError, match="mask_fraction"):
+        simulate_field(shape=(64, 64), seed=5, mask_fraction="wide")
+    with pytest.raises(InputError, match="star and galaxy"):
+        simulate_field(shape=(64, 64), seed=5, mask_fraction={"quasar": 0.1})

@@ -104,9 +104,9 @@ def simulate_field(shape=(512, 512), preset="decam", seed=0, density=None, star_
         columns (truth masks and fluxes ignore it).
     mask_sigma : float
         Truth-mask floor in detection-image sigma.
-    mask_fraction : dict, optional
+    mask_fraction : dict or float, optional
         Per-class share of the peak a masked pixel needs
-        (``{"star": 0.001, "galaxy": 0.005}`` by default).
+        (``{"star": 0.001, "galaxy": 0.005}`` by default; one number: both classes).
     center : tuple, optional
         ``(ra, dec)`` of the field centre, degrees.
     conditions : Conditions or dict, optional

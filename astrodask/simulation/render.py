@@ -86,8 +86,9 @@ class FieldPlan:
         Ultra-deep field.
     mask_sigma : float
         Floor of the truth masks in detection-image sigma.
-    mask_fraction : dict, optional
-        ``{"star": f, "galaxy": f}``: share of the peak a masked pixel needs.
+    mask_fraction : dict or float, optional
+        ``{"star": f, "galaxy": f}``: share of the peak a masked pixel needs
+        (one number: the same for both classes).
     center : tuple, optional
         ``(ra, dec)`` of the field centre in degrees.
     saturate : bool
@@ -115,7 +116,7 @@ class FieldPlan:
         self.saturate = bool(saturate)
         self.models = band_models(self.preset, self.deep)
         self.mask_sigma = float(mask_sigma)
-        self.mask_fraction = dict(DEFAULT_MASK_FRACTION, **(mask_fraction or {}))
+        self.mask_fraction = _mask_fractions(mask_fraction)
         self.center = tuple(center) if center is not None else self.preset.center
         self.wcs = make_wcs(self.shape, self.preset.pixel_scale, self.center)
         self.population = make_population(self.shape, self.preset, self.seed, density,
@@ -250,6 +251,26 @@ def overlapping_pairs(items):
         if np.any(ma & mb):
             pairs.add((min(ia, ib), max(ia, ib)))
     return pairs
+
+
+def _mask_fractions(value):
+    """Per-class mask fractions from a dict, one number for both classes, or None."""
+    if value is None:
+        return dict(DEFAULT_MASK_FRACTION)
+    if isinstance(value, dict):
+        unknown = set(value) - set(DEFAULT_MASK_FRACTION)
+        if unknown:
+            raise InputError(f"mask_fraction classes are star and galaxy, got {sorted(unknown)}")
+        fractions = dict(DEFAULT_MASK_FRACTION, **value)
+    else:
+        try:
+            fractions = dict.fromkeys(DEFAULT_MASK_FRACTION, float(value))
+        except (TypeError, ValueError):
+            raise InputError(f"mask_fraction must be a number or a dict per class, "
+                             f"got {value!r}") from None
+    if not all(0 <= f < 1 for f in fractions.values()):
+        raise InputError(f"mask fractions must be in [0, 1), got {fractions}")
+    return fractions
 
 
 def validate_shape(shape):
