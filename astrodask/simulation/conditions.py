@@ -83,13 +83,6 @@ class Conditions:
         out["shear"] = list(self.shear)
         return out
 
-    def simulate_kwargs(self):
-        """Arguments of :func:`~.simulate_field` these conditions set (besides the preset)."""
-        out = {"cosmic_rays": self.cosmic_rays, "saturate": self.saturate}
-        if self.star_density is not None:
-            out["star_density"] = self.star_density
-        return out
-
 
 def apply_conditions(preset, conditions):
     """The preset that draws a field under ``conditions`` (a new frozen :class:`Preset`).
@@ -136,9 +129,10 @@ def with_conditions(preset, conditions, star_density=None, cosmic_rays=0.0, satu
         return preset, None, star_density, cosmic_rays, saturate
     if isinstance(conditions, dict):
         conditions = Conditions(**conditions)
-    extra = conditions.simulate_kwargs()
-    return (apply_conditions(preset, conditions), conditions,
-            extra.get("star_density", star_density), extra["cosmic_rays"], extra["saturate"])
+    if conditions.star_density is not None:
+        star_density = conditions.star_density
+    return (apply_conditions(preset, conditions), conditions, star_density,
+            conditions.cosmic_rays, conditions.saturate)
 
 
 def _fwhm_of(spec):

@@ -63,7 +63,7 @@ def gsparams():
     return galsim.GSParams(**GSPARAMS_KW)
 
 
-def _make_psf(spec, pixel_scale, shear=(0.0, 0.0)):
+def _make_psf(spec, shear=(0.0, 0.0)):
     psf = _round_psf(spec)
     if shear[0] or shear[1]:
         psf = psf.shear(g1=float(shear[0]), g2=float(shear[1]))
@@ -172,7 +172,7 @@ def _band_models(key, deep):
     deeper = 0.5 * preset.deep_faint_extra if deep else 0.0
     models = []
     for band in preset.bands:
-        psf = _make_psf(band.psf, preset.pixel_scale, band.psf_shear)
+        psf = _make_psf(band.psf, band.psf_shear)
         arr = _psf_image(psf, preset.pixel_scale, preset.max_stamp_radius)
         n_eff = 1.0 / float(np.sum(arr ** 2))
         flux5 = 10 ** (-0.4 * (band.depth + deeper - band.zeropoint))
