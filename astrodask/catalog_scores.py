@@ -184,3 +184,47 @@ def catalog_agreement(a, b, radius=1.0):
     """
     to_b, to_a = match_positions(a["x"], a["y"], b["x"], b["y"], radius)
     return _ratio((to_b >= 0).sum(), len(to_b)), _ratio((to_a >= 0).sum(), len(to_a))
+
+
+def morphology_confusion(catalog, truth, radius=2.0, snr_min=20.0, classes=None):
+    """Per-object morphology of a catalog against the truth's classes.
+
+    Each true source with S/N ≥ ``snr_min`` that has a catalog counterpart
+    (one-to-one within ``radius`` px) adds one count to row "its true class",
+    column "the catalog's ``morphology``" (the dominant flux-weighted U-Net
+    class, Morpheus eq. 16).
+
+    Parameters
+    ----------
+    catalog : dict-like
+        Columns ``x``, ``y`` and ``morphology`` (None where unmeasured).
+    truth : dict-like
+        Columns ``x``, ``y``, ``snr`` and ``morphology``.
+    classes : sequence of str, optional
+        Rows and columns, in order (default the four source classes of
+        :data:`astrodask.classes.MORPHOLOGY_CLASSES`).
+
+    Returns
+    -------
+    dict
+        ``classes``; ``matrix`` (list of rows, truth × catalog; objects
+        whose catalog morphology is missing are not counted); ``recall``
+        (per true class, nan where no object); ``n`` per true class.
+    """
+    from .classes import MORPHOLOGY_CLASSES
+
+    classes = list(classes or MORPHOLOGY_CLASSES[:-1])
+    to_truth, to_cat = match_positions(catalog["x"], catalog["y"], truth["x"], truth["y"], radius)
+    predicted = np.asarray(catalog["morphology"], dtype=object)
+    true_class = np.asarray(truth["morphology"]).astype(str)
+    snr = np.asarray(truth["snr"], float)
+    index = {name: k for k, name in enumerate(classes)}
+    matrix = np.zeros((len(classes), len(classes)), dtype=np.int64)
+    for t in np.flatnonzero((to_cat >= 0) & (snr >= snr_min)):
+        row, column = index.get(true_class[t]), index.get(predicted[to_cat[t]])
+        if row is not None and column is not None:
+            matrix[row, column] += 1
+    totals = matrix.sum(axis=1)
+    return {"classes": classes, "matrix": matrix.tolist(),
+            "recall": {name: _ratio(matrix[k, k], totals[k]) for k, name in enumerate(classes)},
+            "n": {name: int(totals[k]) for k, name in enumerate(classes)}}

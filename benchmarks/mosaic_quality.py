@@ -11,14 +11,18 @@ windows, within 16 px of a seam between window cores, edge windows, within
 also ingested with halo 64 and with the tile origin shifted: the catalogs
 must agree with the halo-32 one.
 
-Fields: ``standard`` (the preset's density), ``crowded`` (120 galaxies per
-arcmin²) and ``masked`` (bad columns, a NaN patch, a zero-weight stripe, a
-missing block half a window wide, saturated stars).
+Fields (``--preset decam``): ``standard`` (the preset's density), ``crowded``
+(120 galaxies per arcmin²) and ``masked`` (bad columns, a NaN patch, a
+zero-weight stripe, a missing block half a window wide, saturated stars).
+``--preset hst``: ``standard`` and ``deep``; where the catalog has a
+morphology (the U-Net ran), the morphology of matched true sources with
+S/N ≥ 20 is printed as a confusion matrix against the simulator's classes.
 
 Usage::
 
-    python benchmarks/mosaic_quality.py [--size 2048] [--fields standard,crowded,masked]
-        [--out bench-output/mosaic_quality] [--no-grid-checks]
+    python benchmarks/mosaic_quality.py [--preset decam] [--size 2048]
+        [--fields standard,crowded,masked] [--out bench-output/mosaic_quality]
+        [--no-grid-checks] [--models maskrcnn_decam,morpheus_decam]
 """
 
 import argparse
@@ -32,9 +36,16 @@ import numpy as np
 
 SEED = 2_000_000
 FIELDS = {
-    "standard": dict(seed=SEED),
-    "crowded": dict(seed=SEED + 1, density=120.0),
-    "masked": dict(seed=SEED + 2, saturate=True),
+    "decam": {
+        "standard": dict(seed=SEED),
+        "crowded": dict(seed=SEED + 1, density=120.0),
+        "masked": dict(seed=SEED + 2, saturate=True),
+    },
+    # HST-like fields (H, J, V, Z at 0.06"/px); deep: the preset's deep density and faint end
+    "hst": {
+        "standard": dict(seed=SEED + 100),
+        "deep": dict(seed=SEED + 101, deep=True),
+    },
 }
 SHIFT = (100, 60)  # (dy, dx) of the shifted tile origin
 
@@ -98,7 +109,8 @@ def pipeline(images, work, halo=32, weights=None, models=None, rescale=None):
     seconds["merge"] = time.perf_counter() - start
     table = astrodask.read_catalog(work / "results" / "catalog.parquet")
     catalog = {name: table.column(name).to_numpy(zero_copy_only=False)
-               for name in ("x", "y", "source_class")}
+               for name in ("x", "y", "source_class", "morphology")
+               if name in table.column_names}
     return mosaic, catalog, seconds
 
 
@@ -112,17 +124,17 @@ def sep_on(mosaic, preset):
     return sep_catalog(image, psf_half_light_radius(preset) * mosaic.rescale_factor, mask=flagged)
 
 
-def score_field(name, kwargs, size, out, grid_checks, models=None):
+def score_field(name, kwargs, size, out, grid_checks, models=None, preset="decam"):
     import pyarrow.parquet as pq
 
     import astrodask
-    from astrodask.catalog_scores import catalog_agreement, score_catalog
+    from astrodask.catalog_scores import catalog_agreement, morphology_confusion, score_catalog
     from astrodask.simulation.presets import get_preset
 
     work = out / name
     if work.exists():
         shutil.rmtree(work)
-    sim = astrodask.simulate(work / "field", size=(size, size), preset="decam", **kwargs)
+    sim = astrodask.simulate(work / "field", size=(size, size), preset=preset, **kwargs)
     bands = sim["bands"]
     images = [work / "field" / f"{b}.fits" for b in bands]
     weights = damage(work / "field", bands, size) if name == "masked" else None
@@ -132,8 +144,10 @@ def score_field(name, kwargs, size, out, grid_checks, models=None):
     result = {"field": name, "size": size, "settings": kwargs, "seconds": seconds,
               "n_true": len(truth["x"]),
               "astrodask": score_catalog(catalog, truth, mosaic.tile_grid, flagged),
-              "sep": score_catalog(sep_on(mosaic, get_preset("decam")), truth,
+              "sep": score_catalog(sep_on(mosaic, get_preset(preset)), truth,
                                    mosaic.tile_grid, flagged)}
+    if "morphology" in catalog:
+        result["morphology"] = morphology_confusion(catalog, truth)
     if grid_checks:
         _, other, _ = pipeline(images, work / "h64", halo=64, models=models)
         result["halo_32_vs_64"] = catalog_agreement(catalog, other, radius=1.0)
@@ -176,6 +190,15 @@ def print_field(r):
         print(f"{region:14s} {v['n_truth']:5d} {fmt(v['completeness']):>6s} "
               f"{fmt(v['purity']):>6s} {v['duplicates']:4d} | {fmt(sv['completeness']):>9s} "
               f"{fmt(sv['purity']):>6s}")
+    if "morphology" in r:
+        m = r["morphology"]
+        print("morphology, matched true sources with S/N >= 20 (rows truth, columns catalog):")
+        print(f"{'':14s} " + " ".join(f"{c:>12s}" for c in m["classes"]) + "   recall")
+        for name, row in zip(m["classes"], m["matrix"]):
+            print(f"{name:14s} " + " ".join(f"{v:12d}" for v in row)
+                  + f"   {fmt(m['recall'][name])}")
+    mpx = r["size"] ** 2 / 1e6
+    print("seconds per Mpx: " + ", ".join(f"{k} {v / mpx:.2f}" for k, v in r["seconds"].items()))
     if "halo_32_vs_64" in r:
         h = r["halo_32_vs_64"]
         o = r["origin_shift"]
@@ -186,7 +209,10 @@ def print_field(r):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size", type=int, default=2048)
-    parser.add_argument("--fields", default=",".join(FIELDS))
+    parser.add_argument("--preset", default="decam", choices=sorted(FIELDS))
+    parser.add_argument("--fields", default=None,
+                        help="comma-separated fields (default: all of the preset's: "
+                             + "; ".join(f"{p}: {', '.join(f)}" for p, f in FIELDS.items()) + ")")
     parser.add_argument("--out", default="bench-output/mosaic_quality")
     parser.add_argument("--no-grid-checks", action="store_true",
                         help="skip the halo-64 and shifted-origin runs of the standard field")
@@ -198,14 +224,17 @@ def main(argv=None):
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results = []
-    for name in args.fields.split(","):
-        r = score_field(name, FIELDS[name], args.size, out,
+    fields = FIELDS[args.preset]
+    for name in (args.fields.split(",") if args.fields else fields):
+        if name not in fields:
+            parser.error(f"no field {name!r} for {args.preset}; choose from {', '.join(fields)}")
+        r = score_field(name, fields[name], args.size, out / args.preset,
                         grid_checks=(name == "standard" and not args.no_grid_checks),
-                        models=models)
+                        models=models, preset=args.preset)
         print_field(r)
         sys.stdout.flush()
         results.append(r)
-    (out / "results.json").write_text(json.dumps(results, indent=1, default=float))
+    (out / args.preset / "results.json").write_text(json.dumps(results, indent=1, default=float))
     return 0
 
 

@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from astrodask.catalog_scores import (catalog_agreement, match_positions, region_masks,
-                                      score_catalog)
+from astrodask.catalog_scores import (catalog_agreement, match_positions, morphology_confusion,
+                                      region_masks, score_catalog)
 from astrodask.mosaic import TileGrid
 
 
@@ -43,3 +43,18 @@ def test_score_catalog_counts_completeness_purity_classes_and_duplicates():
     assert s["purity"] == 3 / 5 and s["duplicates"] == 1
     assert s["star_accuracy"] == 1.0 and s["galaxy_accuracy"] == 0.5
     assert catalog_agreement(catalog, catalog) == (1.0, 1.0)
+
+
+def test_morphology_confusion_counts_matched_bright_sources():
+    truth = {"x": np.array([10.0, 50.0, 90.0, 130.0, 170.0]), "y": np.zeros(5),
+             "snr": np.array([30.0, 25.0, 40.0, 10.0, 60.0]),
+             "morphology": np.array(["disk", "disk", "spheroid", "disk", "point_source"])}
+    catalog = {"x": np.array([10.5, 50.0, 90.0, 130.0, 300.0]), "y": np.zeros(5),
+               "morphology": np.array(["disk", "irregular", "spheroid", "disk", "disk"],
+                                      dtype=object)}
+    m = morphology_confusion(catalog, truth)
+    assert m["classes"] == ["spheroid", "disk", "irregular", "point_source"]
+    # the S/N 10 disk is below the cut; the point source has no counterpart
+    assert m["matrix"][1] == [0, 1, 1, 0] and m["matrix"][0] == [1, 0, 0, 0]
+    assert m["recall"]["disk"] == 0.5 and m["n"]["point_source"] == 0
+    assert np.isnan(m["recall"]["point_source"])

@@ -246,6 +246,26 @@ def test_warm_start_copies_shared_layers_and_starts_p1_from_p2():
     np.testing.assert_allclose(np.asarray(new_logits), np.asarray(old_logits), atol=1e-5)
 
 
+def test_warm_start_spreads_the_stem_over_more_bands():
+    from astrodask.models.maskrcnn import build_maskrcnn
+    from astrodask.train.maskrcnn import warm_start
+
+    source = build_maskrcnn(TINY)                                    # g, r, z
+    model = build_maskrcnn(TINY.replace(bands=("v", "z", "j", "h")))
+    assert warm_start(model, source) == []
+    kernel = model.backbone.get_layer("stem_conv").get_weights()[0]
+    old = source.backbone.get_layer("stem_conv").get_weights()[0]
+    assert kernel.shape[2] == 4
+    np.testing.assert_allclose(kernel[:, :, :2].sum(axis=2), old[:, :, 0], rtol=1e-6)
+    np.testing.assert_allclose(kernel[:, :, 3], old[:, :, 2])
+    # the same image in every band: the same pyramid as the source's on its three bands
+    plane = np.random.default_rng(1).normal(size=(1, 64, 64, 1)).astype(np.float32)
+    new_pyramid, _, _ = model(np.repeat(plane, 4, axis=-1))
+    old_pyramid, _, _ = source(np.repeat(plane, 3, axis=-1))
+    for a, b in zip(new_pyramid, old_pyramid):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-4)
+
+
 def test_warm_start_grows_anchor_scale_factors_without_changing_proposals():
     from astrodask.models.maskrcnn import build_maskrcnn
     from astrodask.models.maskrcnn.anchors import decode_boxes

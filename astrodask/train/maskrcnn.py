@@ -186,7 +186,8 @@ def warm_start(model, source):
     """Copy the weights of ``source`` into ``model`` layer by layer (by name).
 
     Layers of ``model`` with no same-named, same-shaped layer in ``source``
-    stay as initialised, except a new P1 level (``roi_min_level=1`` grown
+    stay as initialised, except a stem for another number of bands (see
+    :func:`spread_input_channels`), a new P1 level (``roi_min_level=1`` grown
     from a model without it): its output convolution starts as a copy of
     P2's and its stem lateral at zero, so P1 starts as P2's top-down map
     upsampled and the heads see familiar features from the first step; and
@@ -216,9 +217,12 @@ def warm_start(model, source):
                 continue
             match = source_layers.get(layer.name)
             values = match.get_weights() if match is not None else None
-            if values is not None and [v.shape for v in values] == \
-                    [tuple(w.shape) for w in layer.weights]:
+            shapes = [tuple(w.shape) for w in layer.weights]
+            if values is not None and [v.shape for v in values] == shapes:
                 layer.set_weights(values)
+            elif layer.name == "stem_conv" and values is not None \
+                    and values[0].shape[:2] + values[0].shape[3:] == shapes[0][:2] + shapes[0][3:]:
+                layer.set_weights([spread_input_channels(values[0], shapes[0][2])])
             else:
                 fresh.append(f"{part}/{layer.name}")
     names = {layer.name for layer in source.backbone.layers}
@@ -228,6 +232,31 @@ def warm_start(model, source):
         lateral = model.backbone.get_layer("fpn_lateral1")
         lateral.set_weights([np.zeros(tuple(w.shape), np.float32) for w in lateral.weights])
     return fresh
+
+
+def spread_input_channels(kernel, n_new):
+    """A first-layer kernel for ``n_new`` input bands from one for ``kernel.shape[2]`` bands.
+
+    New band ``i`` (in wavelength order, as the bands are) takes the weights of
+    the source band at the same relative position, divided among the new bands
+    that share it, so (with at least as many new bands as old) an image
+    identical in every band gives the same response
+    as before: a model trained on g, r, z starts on four HST bands with the
+    features it learned rather than from scratch.
+
+    Parameters
+    ----------
+    kernel : ndarray, shape (kh, kw, n_old, filters)
+    n_new : int
+
+    Returns
+    -------
+    ndarray, shape (kh, kw, n_new, filters)
+    """
+    n_old = kernel.shape[2]
+    source = (np.arange(n_new) * n_old) // n_new
+    shares = np.bincount(source, minlength=n_old).astype(kernel.dtype)
+    return kernel[:, :, source, :] / shares[source][None, None, :, None]
 
 
 def _grow_rpn_anchors(model, source):
