@@ -8,12 +8,15 @@ with 1 and with 2 local workers, each merge in a fresh process so that peak
 RSS is its own, with the Dask scheduler and workers in processes of their own.
 
 Prints, per size: merge seconds per window with 1 and 2 workers, the speed-up,
-peak RSS of the client and of each worker, and scheduler tasks per window.
+peak RSS of the client and of each worker, scheduler tasks per window, and the
+CPU seconds the client and scheduler spent beside the workers' (on a machine
+with two cores they compete with the two workers). ``--repeats N`` merges N
+times per worker count, alternating, and reports the median.
 Bar (issue 19): client peak RSS grows <= 20% from 64 to 1,024 windows;
 per-worker peak RSS flat (<= 10%); 2 workers >= 1.7x one on 1,024 windows.
 
     PYTHONPATH=. .venv/bin/python benchmarks/merge_scale.py [--windows 16,64,256,1024]
-        [--tile 64] [--halo 8] [--density 0.004] [--out /tmp/merge-scale]
+        [--tile 64] [--halo 8] [--density 0.004] [--repeats 1] [--out /tmp/merge-scale]
 """
 
 import argparse
@@ -154,9 +157,11 @@ def one_merge(results, workers):
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         with Client(scheduler_file=scheduler_file) as client:
             client.wait_for_workers(workers, timeout=120)
+            cpu = _cpu_seconds(client)
             start = time.perf_counter()
             summary = merge(results, client=client, options=MergeOptions(pictures=False))
             seconds = time.perf_counter() - start
+            cpu = {k: v - cpu[k] for k, v in _cpu_seconds(client).items()}
             worker_rss = client.run(peak_rss_mb)
             scheduler_rss = client.run_on_scheduler(peak_rss_mb)
     finally:
@@ -167,8 +172,16 @@ def one_merge(results, workers):
     record = json.loads((Path(results) / "merge.json").read_text())
     print(json.dumps({"seconds": seconds, "objects": summary.n_objects,
                       "tasks": record["tasks"], "windows": record["windows"],
+                      "cpu_seconds": cpu,
                       "client_rss_mb": peak_rss_mb(), "scheduler_rss_mb": scheduler_rss,
                       "worker_rss_mb": sorted(worker_rss.values())}))
+
+
+def _cpu_seconds(client):
+    """CPU seconds used so far by this client process, the scheduler and the workers (summed)."""
+    return {"client": time.process_time(),
+            "scheduler": client.run_on_scheduler(time.process_time),
+            "workers": sum(client.run(time.process_time).values())}
 
 
 def main():
@@ -178,6 +191,9 @@ def main():
     parser.add_argument("--halo", type=int, default=8)
     parser.add_argument("--density", type=float, default=0.004, help="blobs per pixel")
     parser.add_argument("--out", default="/tmp/merge-scale")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="merges per worker count, alternating 1, 2, 1, 2, ...; the "
+                             "median time of each is reported (the machine is noisy)")
     parser.add_argument("--child", nargs=2, metavar=("RESULTS", "WORKERS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -200,15 +216,21 @@ def main():
                                   halo=args.halo, overwrite=True)
         fake_results(mosaic, truth, folder / "results")
         row = {"windows": len(mosaic.tile_grid), "side": side, "truth": len(truth)}
-        for workers in (1, 2):
-            target = folder / f"results-{workers}"
-            shutil.copytree(folder / "results", target)
-            done = subprocess.run([sys.executable, __file__, "--child", str(target),
-                                   str(workers)], capture_output=True, text=True,
-                                  env=dict(os.environ))
-            if done.returncode:
-                sys.exit(done.stderr[-3000:])
-            row[workers] = json.loads(done.stdout.strip().splitlines()[-1])
+        runs = {1: [], 2: []}
+        for _ in range(max(1, args.repeats)):
+            for workers in (1, 2):
+                target = folder / f"results-{workers}"
+                shutil.rmtree(target, ignore_errors=True)
+                shutil.copytree(folder / "results", target)
+                done = subprocess.run([sys.executable, __file__, "--child", str(target),
+                                       str(workers)], capture_output=True, text=True,
+                                      env=dict(os.environ))
+                if done.returncode:
+                    sys.exit(done.stderr[-3000:])
+                runs[workers].append(json.loads(done.stdout.strip().splitlines()[-1]))
+        for workers, measured in runs.items():
+            row[workers] = sorted(measured, key=lambda m: m["seconds"])[len(measured) // 2]
+            row[f"seconds_{workers}"] = [round(m["seconds"], 2) for m in measured]
         same = all((folder / "results-1" / "catalog.parquet" / p.name).read_bytes()
                    == p.read_bytes() for p in (folder / "results-2" / "catalog.parquet").iterdir())
         row["identical"] = same
@@ -220,7 +242,7 @@ def main():
 def _print(rows):
     print(f"\n{'windows':>8} {'objects':>8} {'s/win 1w':>9} {'s/win 2w':>9} {'2w/1w':>6} "
           f"{'client MB 1w/2w':>16} {'sched. MB':>9} {'worker MB 1w | 2w':>22} {'tasks/win':>9} "
-          f"{'same':>5}")
+          f"{'same':>5} {'CPU s 2w: client+sched. / workers':>34}")
     for r in rows:
         one, two = r[1], r[2]
         print(f"{r['windows']:8d} {one['objects']:8d} {one['seconds'] / r['windows']:9.4f} "
@@ -228,7 +250,11 @@ def _print(rows):
               f"{one['client_rss_mb']:7.0f}/{two['client_rss_mb']:<8.0f} "
               f"{two['scheduler_rss_mb']:9.0f} {one['worker_rss_mb'][0]:7.0f} | "
               f"{', '.join(f'{v:.0f}' for v in two['worker_rss_mb']):>12} "
-              f"{one['tasks'] / r['windows']:9.2f} {str(r['identical']):>5}")
+              f"{one['tasks'] / r['windows']:9.2f} {str(r['identical']):>5} "
+              f"{two['cpu_seconds']['client'] + two['cpu_seconds']['scheduler']:17.1f} / "
+              f"{two['cpu_seconds']['workers']:<14.1f}")
+        if len(r["seconds_1"]) > 1:
+            print(f"{'':8} all runs (s): 1 worker {r['seconds_1']}, 2 workers {r['seconds_2']}")
     sys.stdout.flush()
 
 

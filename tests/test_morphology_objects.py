@@ -123,6 +123,8 @@ def test_colour_image_and_png(tmp_path):
     assert rgb[1, 0, 2] > 0.9 and rgb[1, 0, 1] < 0.1
     assert np.allclose(rgb[2], 1)
     assert np.allclose(rgb[3, 0], [1, 0, 0]) and np.allclose(rgb[3, 5], 0)
+    only = colour_image(probs, n, sources=np.arange(6) < 3)   # objects in columns 0-2
+    assert np.allclose(only[:, 3:], 0) and np.allclose(only[:, :3], rgb[:, :3])
     path = write_colour_png(tmp_path / "morph.png", probs, n)
     back = np.asarray(Image.open(path))
     assert back.shape == (4, 6, 3) and back.dtype == np.uint8

@@ -334,7 +334,8 @@ def write_pictures(mosaic, segmap_path, class_id, unet, results):
                                       overview_rgb(image, labels, class_of))}
     if unet is not None:
         mean = np.nan_to_num(unet["mean"][:, ::step, ::step], nan=0.0)
-        rgb = np.round(colour_image(mean, classes=unet.attrs["astrodask"]["classes"]) * 255)
+        rgb = np.round(colour_image(mean, classes=unet.attrs["astrodask"]["classes"],
+                                    sources=labels > 0) * 255)
         files["colour_png"] = save_png(results.file("morpheus_colour.png"), rgb.astype(np.uint8))
     return files
 

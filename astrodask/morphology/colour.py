@@ -19,10 +19,14 @@ from ..storage import local_file_written_whole
 CLASS_HUES = {"spheroid": 0.0, "disk": 0.7, "irregular": 0.3, "point_source": 0.18}
 
 
-def colour_image(class_images, n=None, classes=MORPHOLOGY_CLASSES):
+def colour_image(class_images, n=None, classes=MORPHOLOGY_CLASSES, sources=None):
     """RGB image (H, W, 3) in [0, 1] from (classes, H, W) probabilities.
 
-    Pixels with ``n == 0`` (never classified) are black.
+    Pixels with ``n == 0`` (never classified) are black, and so are pixels
+    outside ``sources`` (bool (H, W), e.g. the segmentation map's objects)
+    when it is given: the sky is then black rather than speckled with the
+    network's low source probabilities, and the normalisation boxes around
+    bright stars do not show.
     """
     class_images = np.asarray(class_images, dtype=np.float64)
     if class_images.ndim != 3 or class_images.shape[0] != len(classes):
@@ -38,14 +42,16 @@ def colour_image(class_images, n=None, classes=MORPHOLOGY_CLASSES):
     value = 1.0 - class_images[names.index("background")]
     if n is not None:
         value = np.where(np.asarray(n) > 0, value, 0.0)
+    if sources is not None:
+        value = np.where(np.asarray(sources, dtype=bool), value, 0.0)
     return hsv2rgb(np.clip(np.stack([hue, saturation, value], axis=-1), 0, 1))
 
 
-def write_colour_png(path, class_images, n=None, classes=MORPHOLOGY_CLASSES):
+def write_colour_png(path, class_images, n=None, classes=MORPHOLOGY_CLASSES, sources=None):
     """Write :func:`colour_image` as an 8-bit PNG (row 0 at the top); returns the path."""
     from PIL import Image
 
-    rgb = np.round(colour_image(class_images, n, classes) * 255).astype(np.uint8)
+    rgb = np.round(colour_image(class_images, n, classes, sources) * 255).astype(np.uint8)
     path = Path(path)
     with local_file_written_whole(path) as tmp:
         Image.fromarray(rgb).save(tmp, format="PNG")
