@@ -1,7 +1,8 @@
 """Choose the catalog score cut of a Mask R-CNN on validation mosaics.
 
-Simulates validation ``decam`` mosaics (seeds 3000000+, never used in
-training nor in ``mosaic_quality.py``), runs ingest -> run once with the
+Simulates validation mosaics of a preset (``decam``: seeds 3000000-3000002,
+two standard and a crowded one; ``hst``: 3000100-3000101, a standard and a
+deep one; never used in training nor in ``mosaic_quality.py``), runs ingest -> run once with the
 model card's detection settings, then merges at each candidate ``min_score``
 and scores the catalog against truth (S/N >= 10, 2 px one-to-one). The pick
 maximises the harmonic mean of completeness and purity, summed over the
@@ -9,7 +10,8 @@ fields; write it into the card as ``catalog_min_score``.
 
 Usage::
 
-    python benchmarks/catalog_threshold.py [--size 2048] [--out bench-output/threshold]
+    python benchmarks/catalog_threshold.py [--preset decam] [--size 2048]
+        [--models maskrcnn_hst,morpheus] [--out bench-output/threshold]
 """
 
 import argparse
@@ -20,8 +22,11 @@ import sys
 
 from mosaic_quality import pipeline
 
-VALIDATION = {"standard-a": dict(seed=3_000_000), "standard-b": dict(seed=3_000_001),
-              "crowded": dict(seed=3_000_002, density=120.0)}
+VALIDATION = {
+    "decam": {"standard-a": dict(seed=3_000_000), "standard-b": dict(seed=3_000_001),
+              "crowded": dict(seed=3_000_002, density=120.0)},
+    "hst": {"standard": dict(seed=3_000_100), "deep": dict(seed=3_000_101, deep=True)},
+}
 CUTS = (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9)
 
 
@@ -34,17 +39,22 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size", type=int, default=2048)
     parser.add_argument("--out", default="bench-output/threshold")
+    parser.add_argument("--preset", default="decam", choices=sorted(VALIDATION))
+    parser.add_argument("--models", default=None,
+                        help="comma-separated models to run (default: every shipped one for "
+                             "the bands, as the CLI)")
     args = parser.parse_args(argv)
-    out = Path(args.out)
+    models = None if args.models is None else args.models.split(",")
+    out = Path(args.out) / args.preset
     table = {}
-    for name, kwargs in VALIDATION.items():
+    for name, kwargs in VALIDATION[args.preset].items():
         work = out / name
         if not (work / "h32" / "results" / "run.json").exists():
             shutil.rmtree(work, ignore_errors=True)
-            sim = astrodask.simulate(work / "field", size=(args.size, args.size), preset="decam",
-                                     **kwargs)
+            sim = astrodask.simulate(work / "field", size=(args.size, args.size),
+                                     preset=args.preset, **kwargs)
             images = [work / "field" / f"{b}.fits" for b in sim["bands"]]
-            pipeline(images, work / "h32")
+            pipeline(images, work / "h32", models=models)
         truth = pq.read_table(work / "field" / "truth.parquet").to_pydict()
         mosaic = astrodask.open_mosaic(work / "h32" / "mosaic.zarr")
         flagged = (mosaic.array("mask")[:] != 0).any(axis=0)

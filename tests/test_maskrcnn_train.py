@@ -67,6 +67,14 @@ def test_crop_and_augment_keep_masks_on_their_objects():
     assert blurred.image.std() < window.image.std()
 
 
+def test_crop_of_a_window_without_objects():
+    example = example_from_field(fake_field((128, 128), 1, 0, seed=2))
+    y, x = example.boxes[0, :2].astype(int)
+    window = crop(example, 64 if y < 64 else 0, 64 if x < 64 else 0, 64)   # the other corner
+    assert window.masks.shape == (0, 64, 64) and window.boxes.shape == (0, 4)
+    assert window.class_ids.shape == (0,)
+
+
 def test_examples_round_trip_through_npz(tmp_path):
     examples = [example_from_field(fake_field((64, 64), 2, 2, seed=s)) for s in range(2)]
     save_examples(tmp_path / "pool.npz", examples)

@@ -102,7 +102,7 @@ def crop(example, y0, x0, size):
     inside = ((example.boxes[:, 0] < y0 + size) & (example.boxes[:, 2] > y0)
               & (example.boxes[:, 1] < x0 + size) & (example.boxes[:, 3] > x0))
     masks = example.masks[inside][:, window[0], window[1]]
-    keep = masks.reshape(len(masks), -1).sum(axis=1) >= MIN_CROP_PIXELS
+    keep = masks.sum(axis=(1, 2)) >= MIN_CROP_PIXELS
     masks = masks[keep]
     return Example(np.ascontiguousarray(image), boxes_from_masks(masks).astype(np.float32),
                    example.class_ids[inside][keep], masks)
