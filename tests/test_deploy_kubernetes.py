@@ -235,6 +235,12 @@ def test_run_jobs_reach_the_operator_scheduler_service():
         assert 8786 in [port["port"] for port in service["ports"]]
         for path in (args.mosaic, args.out):
             assert path.startswith(SHARED_PATH + "/")
+    merge_job = next(d for d in by_kind("Job") if d["metadata"]["name"] == "astrodask-merge")
+    pod = pod_specs(merge_job)[0][1]
+    args = astrodask_args(pod["containers"][0])
+    assert args.command == "merge" and args.results == run_job["spec"]["template"]["spec"][
+        "containers"][0]["args"][3]
+    assert args.scheduler == scheduler_address_waited_for(pod) == f"tcp://{name}-scheduler:8786"
     ingest = next(d for d in by_kind("Job") if d["metadata"]["name"] == "astrodask-ingest")
     args = astrodask_args(pod_specs(ingest)[0][1]["containers"][0])
     assert args.command == "ingest"
@@ -261,7 +267,8 @@ def test_jobs_and_workers_share_one_volume():
 
 def test_one_image_per_cluster():
     """Workers load models by the client's path and need the client's dask version."""
-    for files in (("cluster.yaml", "gpu-workers.yaml", "run-job.yaml", "ingest-job.yaml"),
+    for files in (("cluster.yaml", "gpu-workers.yaml", "run-job.yaml", "ingest-job.yaml",
+                   "merge-job.yaml"),
                   ("daskjob.yaml",)):
         images = {c["image"] for name, doc in manifests() if name in files
                   for _, pod in pod_specs(doc) for c in containers(pod)}
