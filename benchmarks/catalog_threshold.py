@@ -6,12 +6,15 @@ deep one; never used in training nor in ``mosaic_quality.py``), runs ingest -> r
 model card's detection settings, then merges at each candidate ``min_score``
 and scores the catalog against truth (S/N >= 10, 2 px one-to-one). The pick
 maximises the harmonic mean of completeness and purity, summed over the
-fields; write it into the card as ``catalog_min_score``.
+fields; write it into the card as ``catalog_min_score``. With
+``--segmentation`` (U-Net-only runs, e.g. ``--models morpheus``) the sweep is
+over Algorithm 1's (threshold, background level) instead: the card's
+``segmentation``.
 
 Usage::
 
     python benchmarks/catalog_threshold.py [--preset decam] [--size 2048]
-        [--models maskrcnn_hst,morpheus] [--out bench-output/threshold]
+        [--models maskrcnn_hst,morpheus] [--segmentation] [--out bench-output/threshold]
 """
 
 import argparse
@@ -28,6 +31,9 @@ VALIDATION = {
     "hst": {"standard": dict(seed=3_000_100), "deep": dict(seed=3_000_101, deep=True)},
 }
 CUTS = (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9)
+#: ``--segmentation``: Algorithm 1 (threshold, background level) pairs of U-Net-only runs
+LEVELS = ((0.1, 0.9), (0.3, 0.9), (0.5, 0.95), (0.7, 0.97), (0.8, 0.98), (0.85, 0.99),
+          (0.9, 0.99), (0.95, 0.995))
 
 
 def main(argv=None):
@@ -43,9 +49,18 @@ def main(argv=None):
     parser.add_argument("--models", default=None,
                         help="comma-separated models to run (default: every shipped one for "
                              "the bands, as the CLI)")
+    parser.add_argument("--segmentation", action="store_true",
+                        help="U-Net-only runs: sweep the Algorithm 1 levels instead of the "
+                             "Mask R-CNN score cut (give --models the U-Net)")
     args = parser.parse_args(argv)
     models = None if args.models is None else args.models.split(",")
-    out = Path(args.out) / args.preset
+    out = Path(args.out) / args.preset / ("segmentation" if args.segmentation else "score")
+    if args.segmentation:
+        cuts = LEVELS
+        options = [dict(morpheus_threshold=t, morpheus_background_level=b) for t, b in cuts]
+    else:
+        cuts = CUTS
+        options = [dict(min_score=cut) for cut in cuts]
     table = {}
     for name, kwargs in VALIDATION[args.preset].items():
         work = out / name
@@ -58,20 +73,22 @@ def main(argv=None):
         truth = pq.read_table(work / "field" / "truth.parquet").to_pydict()
         mosaic = astrodask.open_mosaic(work / "h32" / "mosaic.zarr")
         flagged = (mosaic.array("mask")[:] != 0).any(axis=0)
-        for cut in CUTS:
+        for cut, option in zip(cuts, options):
             astrodask.merge(work / "h32" / "results", mosaic=mosaic,
-                            options=astrodask.MergeOptions(min_score=cut, pictures=False))
+                            options=astrodask.MergeOptions(pictures=False, **option))
             cat = astrodask.read_catalog(work / "h32" / "results" / "catalog.parquet")
             catalog = {k: cat.column(k).to_numpy(zero_copy_only=False) for k in ("x", "y", "source_class")}
             s = score_catalog(catalog, truth, mosaic.tile_grid, flagged)
             table[name, cut] = (s["completeness"], s["purity"])
-            print(f"{name:11s} min_score {cut:.2f}: completeness {s['completeness']:.4f} "
+            print(f"{name:11s} {option}: completeness {s['completeness']:.4f} "
                   f"purity {s['purity']:.4f} objects {s['n_catalog']}", flush=True)
-    f1 = {cut: sum(2 * c * p / (c + p) for (n, k), (c, p) in table.items() if k == cut)
-          for cut in CUTS}
-    best = max(CUTS, key=lambda cut: (round(f1[cut], 6), -cut))
-    for cut in CUTS:
-        print(f"min_score {cut:.2f}: summed F1 {f1[cut]:.4f}{'  <- pick' if cut == best else ''}")
+    f1 = {cut: sum(2 * c * p / (c + p) if c + p else 0.0
+                   for (n, k), (c, p) in table.items() if k == cut) for cut in cuts}
+    # ties go to the lower cut, or the lower segmentation levels
+    best = max(cuts, key=lambda cut: (round(f1[cut], 6), -cut if not args.segmentation
+                                      else tuple(-v for v in cut)))
+    for cut in cuts:
+        print(f"{cut}: summed F1 {f1[cut]:.4f}{'  <- pick' if cut == best else ''}")
     return 0
 
 

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from astrodask.errors import InputError
-from astrodask.merging.products import MergeOptions, catalog_min_score
+from astrodask.merging.products import (MergeOptions, catalog_min_score, resolved_options,
+                                        segmentation_levels)
 
 
 def test_without_models_every_shipped_kind_that_takes_the_bands_runs():
@@ -38,6 +39,19 @@ def test_catalog_cut_comes_from_the_option_then_the_card():
     assert catalog_min_score({"models": [{"kind": "unet", "card": {}}]}, MergeOptions()) is None
     with pytest.raises(InputError, match="min score must lie in"):
         catalog_min_score(record, MergeOptions(min_score=1.5))
+
+
+def test_morpheus_levels_come_from_the_option_then_the_unet_card_then_the_defaults():
+    chosen = {"models": [{"kind": "unet", "card": {"segmentation": {
+        "threshold": 0.85, "background_level": 0.99}}}]}
+    plain = {"models": [{"kind": "unet", "card": {}}]}
+    assert segmentation_levels(chosen, MergeOptions()) == (0.85, 0.99)
+    assert segmentation_levels(plain, MergeOptions()) == (0.1, 0.9)
+    assert segmentation_levels(chosen, MergeOptions(morpheus_threshold=0.5)) == (0.5, 0.99)
+    with pytest.raises(InputError, match="below the background level"):
+        segmentation_levels(plain, MergeOptions(morpheus_threshold=0.95))
+    applied = resolved_options(chosen, MergeOptions(min_score=0.7))
+    assert (applied.min_score, applied.morpheus_threshold) == (0.7, 0.85)
 
 
 def test_one_class_per_object():

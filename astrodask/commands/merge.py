@@ -16,8 +16,12 @@ def register(subparsers):
     parser.add_argument("--mosaic", help="mosaic store (default: the one the run used)")
     parser.add_argument("--match-iou", type=float, default=0.5,
                         help="IoU within window overlaps at which two pieces are one object")
-    parser.add_argument("--morpheus-threshold", type=float, default=0.1,
-                        help="U-Net-only runs: background probability that seeds a source")
+    parser.add_argument("--morpheus-threshold", type=float,
+                        help="U-Net-only runs: background probability that seeds a source "
+                             "(default: the U-Net card's, else 0.1)")
+    parser.add_argument("--morpheus-background-level", type=float,
+                        help="U-Net-only runs: background probability that seeds the sky "
+                             "(default: the U-Net card's, else 0.9)")
     parser.add_argument("--min-snr", type=float, default=5.0,
                         help="U-Net-only runs: minimum S/N of a segment (default 5)")
     parser.add_argument("--min-score", type=float,
@@ -38,6 +42,7 @@ def run(args):
     from astrodask import MergeOptions, merge
 
     options = MergeOptions(match_iou=args.match_iou, morpheus_threshold=args.morpheus_threshold,
+                           morpheus_background_level=args.morpheus_background_level,
                            morpheus_min_snr=args.min_snr,
                            min_score=args.min_score,
                            detection_threshold=args.detection_threshold,

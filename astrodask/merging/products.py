@@ -28,11 +28,12 @@ class MergeOptions:
     match_iou : float
         Pieces of neighbouring windows are the same object at this IoU within
         the windows' overlap.
-    morpheus_threshold, morpheus_background_level : float
+    morpheus_threshold, morpheus_background_level : float, optional
         Algorithm 1 on the mean background probability (U-Net-only runs):
         background ≤ threshold seeds a source, ≥ level seeds the background.
         (Morpheus applied 0 and 1 to rank votes; mean probabilities are
-        rarely exactly 0 or 1.)
+        rarely exactly 0 or 1.) Default: the U-Net card's ``segmentation``
+        (chosen on validation mosaics), else 0.1 and 0.9.
     morpheus_min_distance, morpheus_max_peaks : int
         Algorithm 2 deblending seeds (U-Net-only runs).
     morpheus_min_area, morpheus_min_snr : float
@@ -50,8 +51,8 @@ class MergeOptions:
     """
 
     match_iou: float = MATCH_IOU
-    morpheus_threshold: float = 0.1
-    morpheus_background_level: float = 0.9
+    morpheus_threshold: float = None
+    morpheus_background_level: float = None
     morpheus_min_distance: int = 5
     morpheus_max_peaks: int = 20
     morpheus_min_area: int = 5
@@ -59,6 +60,41 @@ class MergeOptions:
     min_score: float = None
     detection_threshold: float = 0.5
     pictures: bool = True
+
+
+#: Algorithm 1 levels of a U-Net whose card does not choose them.
+DEFAULT_SEGMENTATION = {"threshold": 0.1, "background_level": 0.9}
+
+
+def segmentation_levels(record, options):
+    """Algorithm 1 levels of a U-Net-only run: the options', else its card's, else the defaults.
+
+    Returns
+    -------
+    (float, float)
+        ``(threshold, background_level)``: background probability at or below
+        which a pixel seeds a source, and at or above which it seeds the sky.
+    """
+    card = next((m["card"] for m in record["models"] if m["kind"] == "unet"), {})
+    chosen = dict(DEFAULT_SEGMENTATION, **{k: v for k, v in card.get("segmentation", {}).items()
+                                           if k in DEFAULT_SEGMENTATION})
+    threshold = (options.morpheus_threshold if options.morpheus_threshold is not None
+                 else chosen["threshold"])
+    level = (options.morpheus_background_level if options.morpheus_background_level is not None
+             else chosen["background_level"])
+    if not 0 <= threshold < level <= 1:
+        raise InputError(f"the Morpheus threshold must lie below the background level in [0, 1]; "
+                         f"got {threshold} and {level}")
+    return float(threshold), float(level)
+
+
+def resolved_options(record, options):
+    """``options`` with every setting a card may choose filled in for this run."""
+    from dataclasses import replace
+
+    threshold, level = segmentation_levels(record, options)
+    return replace(options, min_score=catalog_min_score(record, options),
+                   morpheus_threshold=threshold, morpheus_background_level=level)
 
 
 def catalog_min_score(record, options):

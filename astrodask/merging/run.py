@@ -27,7 +27,7 @@ from .. import storage
 from ..engine.results import Results
 from ..errors import AstrodaskError, first_line
 from ..mosaic import open_mosaic
-from .products import (MergeOptions, MergeSummary, catalog_min_score, open_unet, provenance,
+from .products import (MergeOptions, MergeSummary, open_unet, provenance, resolved_options,
                        summary_text, write_morphology_fits, write_pictures, write_segmap_fits)
 from .single import read_finished_run
 from . import tasks as T
@@ -107,9 +107,10 @@ def merge(results, *, mosaic=None, options=None, client=None, n_workers=None,
         mosaic = open_mosaic(mosaic or record["mosaic"])
     kinds = {m["kind"] for m in record["models"]}
     work = results.file(WORK_DIR)
-    min_score = catalog_min_score(record, options)
+    applied = resolved_options(record, options)
+    min_score = applied.min_score
     ctx = T.Context(results=results.location, work=work, mosaic=mosaic.path,
-                    grid=mosaic.tile_grid, options=dict(options.__dict__, min_score=min_score),
+                    grid=mosaic.tile_grid, options=dict(applied.__dict__),
                     morpheus="maskrcnn" not in kinds, unet="unet" in kinds)
     _prepare_work(ctx, record)
     seconds = {}
@@ -117,7 +118,7 @@ def merge(results, *, mosaic=None, options=None, client=None, n_workers=None,
     with _cluster(client, results.location, n_workers, threads_per_worker, scheduler,
                   scheduler_file) as (client, description):
         plan = _Plan(ctx, client, progress)
-        totals = plan.run(provenance(mosaic, record, options))
+        totals = plan.run(provenance(mosaic, record, applied))
     seconds["tasks"] = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -139,7 +140,7 @@ def merge(results, *, mosaic=None, options=None, client=None, n_workers=None,
     summary.files["summary"] = results.file("summary.txt")
     storage.put_bytes(summary.files["summary"], summary_text(summary).encode())
     storage.put_json(results.file("merge.json"),
-                     {"options": options.__dict__, "min_score_applied": min_score,
+                     {"options": applied.__dict__, "min_score_applied": min_score,
                       "n_objects": summary.n_objects,
                       "files": summary.files, "cluster": description,
                       "tasks": plan.submitted, "windows": len(plan.windows),

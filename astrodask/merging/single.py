@@ -21,7 +21,7 @@ from ..errors import StoreError
 from ..mosaic import open_mosaic
 from ..sky import detection_reader
 from .pieces import morpheus_pieces, read_instance_pieces
-from .products import (MergeOptions, MergeSummary, catalog_min_score, catalog_table, counts,
+from .products import (MergeOptions, MergeSummary, catalog_table, counts, resolved_options,
                        open_unet, paint, provenance, summary_text, write_morphology_fits,
                        write_pictures, write_segmap_fits)
 from .stitch import blend_families, drop_hidden, paint_priority, resolve, select_objects
@@ -69,6 +69,7 @@ def merge_in_process(results, *, mosaic=None, options=None, threads=None, progre
     seconds = {}
 
     start = time.perf_counter()
+    options = resolved_options(record, options)
     if "maskrcnn" in kinds:
         pieces = read_instance_pieces(results)
     else:
@@ -80,7 +81,7 @@ def merge_in_process(results, *, mosaic=None, options=None, threads=None, progre
                                  min_snr=options.morpheus_min_snr)
     objects = resolve(pieces, mosaic.tile_grid, brightness=detection_reader(mosaic),
                       match_iou=options.match_iou)
-    min_score = catalog_min_score(record, options)
+    min_score = options.min_score
     if min_score is not None:
         objects = select_objects(objects, np.flatnonzero(objects.score >= min_score))
     objects = blend_families(drop_hidden(objects))
