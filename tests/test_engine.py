@@ -22,6 +22,9 @@ from astrodask.errors import InputError, StoreError
 TILE, HALO = 64, 16
 SHAPE = (150, 200)  # 5 x 7 windows of core 32
 
+#: The engine tests run the U-Net alone (the default for these bands adds maskrcnn_hst).
+UNET = ["unet"]
+
 
 def write_field(folder, bands="hjvz", seed=0):
     """A small multi-band field of blobs with a TAN WCS, one FITS per band."""
@@ -67,7 +70,7 @@ def client():
 @pytest.fixture(scope="module")
 def reference(mosaic_path, client, tmp_path_factory):
     out = tmp_path_factory.mktemp("ref") / "results"
-    summary = astrodask.run(mosaic_path, out, client=client, batch_size=3)
+    summary = astrodask.run(mosaic_path, out, client=client, batch_size=3, models=UNET)
     assert summary.tiles_run == summary.tiles_total == 35
     return out
 
@@ -106,7 +109,7 @@ def test_rerun_skips_done_tiles_and_resumes_missing_ones(mosaic_path, client, re
 
     out = tmp_path / "results"
     shutil.copytree(reference, out)
-    summary = astrodask.run(mosaic_path, out, client=client, batch_size=3)
+    summary = astrodask.run(mosaic_path, out, client=client, batch_size=3, models=UNET)
     assert summary.tiles_run == 0 and summary.tiles_skipped == 35
     # Lose two tiles' markers and their pixels: only their batch is recomputed.
     import zarr
@@ -115,10 +118,11 @@ def test_rerun_skips_done_tiles_and_resumes_missing_ones(mosaic_path, client, re
         (out / "done" / f"{iy:05d}-{ix:05d}.json").unlink()
         zarr.open_group(str(out / "unet.zarr"), mode="r+")["mean"][
             :, iy * 32:(iy + 1) * 32, ix * 32:(ix + 1) * 32] = np.nan
-    summary = astrodask.run(mosaic_path, out, client=client, batch_size=3)
+    summary = astrodask.run(mosaic_path, out, client=client, batch_size=3, models=UNET)
     assert summary.tiles_run == 3  # the whole batch (1,2),(1,3),(1,4)
     np.testing.assert_array_equal(unet_mean(out), unet_mean(reference))
-    summary = astrodask.run(mosaic_path, out, client=client, batch_size=3, restart=True)
+    summary = astrodask.run(mosaic_path, out, client=client, batch_size=3, restart=True,
+                            models=UNET)
     assert summary.tiles_run == 35
     np.testing.assert_array_equal(unet_mean(out), unet_mean(reference))
 
@@ -145,7 +149,7 @@ def test_killed_worker_mid_run_ends_identical(mosaic_path, reference, tmp_path):
 
         killer = threading.Thread(target=kill_when_started)
         killer.start()
-        summary = astrodask.run(mosaic_path, out, client=client, batch_size=3)
+        summary = astrodask.run(mosaic_path, out, client=client, batch_size=3, models=UNET)
         killer.join()
     assert killed, "the worker was never killed"
     assert summary.tiles_run + summary.tiles_skipped == 35
@@ -156,7 +160,7 @@ def test_killed_worker_mid_run_ends_identical(mosaic_path, reference, tmp_path):
 def test_interrupted_run_resumes_to_identical_outputs(mosaic_path, reference, tmp_path):
     out = tmp_path / "results"
     command = [sys.executable, "-m", "astrodask.cli", "run", str(mosaic_path), "--out", str(out),
-               "--n-workers", "1", "--batch-size", "3", "--quiet"]
+               "--n-workers", "1", "--batch-size", "3", "--quiet", "--models", "unet"]
     process = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 180
@@ -183,12 +187,12 @@ def test_results_of_another_run_are_not_mixed(mosaic_path, client, reference, tm
     out = tmp_path / "results"
     shutil.copytree(reference, out)
     with pytest.raises(StoreError, match="different mosaic, models or options"):
-        astrodask.run(mosaic_path, out, client=client, batch_size=4)
+        astrodask.run(mosaic_path, out, client=client, batch_size=4, models=UNET)
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "x.txt").write_text("mine")
     with pytest.raises(StoreError, match="not an astrodask results folder"):
-        astrodask.run(mosaic_path, foreign, client=client)
+        astrodask.run(mosaic_path, foreign, client=client, models=UNET)
 
 
 def test_band_checks_and_band_map(tmp_path, client):
@@ -200,7 +204,7 @@ def test_band_checks_and_band_map(tmp_path, client):
         astrodask.run(tmp_path / "m.zarr", tmp_path / "r2", client=client)
     with pytest.raises(InputError, match="no shipped unet model takes bands a,b,c,d"):
         astrodask.run(tmp_path / "m.zarr", tmp_path / "r2", client=client, models=["unet"])
-    summary = astrodask.run(tmp_path / "m.zarr", tmp_path / "r3", client=client,
+    summary = astrodask.run(tmp_path / "m.zarr", tmp_path / "r3", client=client, models=UNET,
                             band_map={"H": "d", "J": "c", "V": "a", "Z": "b"})
     assert summary.tiles_run == 35
     record = Results(tmp_path / "r3").read_run()
@@ -210,7 +214,8 @@ def test_band_checks_and_band_map(tmp_path, client):
 def test_performance_report(mosaic_path, client, tmp_path):
     out = tmp_path / "results"
     report = tmp_path / "report.html"
-    astrodask.run(mosaic_path, out, client=client, batch_size=35, report=str(report))
+    astrodask.run(mosaic_path, out, client=client, batch_size=35, report=str(report),
+                  models=UNET)
     assert report.stat().st_size > 1000 and b"<html" in report.read_bytes()[:2000].lower()
 
 
@@ -247,7 +252,7 @@ def test_default_batch_size_follows_the_models(mosaic_path, client, tmp_path):
     assert default_batch_size([SimpleNamespace(kind="unet"),
                                SimpleNamespace(kind="maskrcnn")]) == 4
     assert RunConfig().batch_size is None
-    summary = astrodask.run(mosaic_path, tmp_path / "r", client=client)
+    summary = astrodask.run(mosaic_path, tmp_path / "r", client=client, models=UNET)
     assert summary.tiles_run == 35
     assert load_config(tmp_path / "r" / "config.yaml").batch_size == 1
     with pytest.raises(InputError, match="batch size"):
@@ -304,7 +309,8 @@ def test_model_that_fails_to_load_on_workers_is_one_line(mosaic_path, client, tm
         astrodask.run(mosaic_path, tmp_path / "r", client=client, models=[str(bad)])
     assert "\n" not in str(info.value)
     # The client is still usable for a good run afterwards.
-    assert astrodask.run(mosaic_path, tmp_path / "r2", client=client, batch_size=35).tiles_run
+    assert astrodask.run(mosaic_path, tmp_path / "r2", client=client, batch_size=35,
+                         models=UNET).tiles_run
 
 
 def test_existing_cluster_with_gpu_workers_only_runs_there(mosaic_path, tmp_path):
@@ -325,7 +331,7 @@ def test_existing_cluster_with_gpu_workers_only_runs_there(mosaic_path, tmp_path
                 ["run", str(mosaic_path), "--out", str(tmp_path / "r"), "--scheduler",
                  cluster.scheduler_address, "--gpu-workers"])
             assert args.gpu_workers and args.scheduler == cluster.scheduler_address
-            summary = astrodask.run(mosaic_path, tmp_path / "results", batch_size=5,
+            summary = astrodask.run(mosaic_path, tmp_path / "results", batch_size=5, models=UNET,
                                     scheduler=cluster.scheduler_address, gpu_workers=True)
         finally:
             worker.terminate()

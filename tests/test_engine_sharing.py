@@ -16,8 +16,8 @@ from astrodask.engine.run import EngineError
 
 from test_engine import HALO, TILE, unet_mean, write_field
 
-A = dict(batch_size=1)
-B = dict(batch_size=2, config={"unet": {"flips": True, "outputs": ["mean", "var"]}})
+A = dict(batch_size=1, models=["unet"])
+B = dict(batch_size=2, models=["unet"], config={"unet": {"flips": True, "outputs": ["mean", "var"]}})
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +115,8 @@ def test_plugin_goes_after_an_error_or_an_interrupt(mosaic_path, cluster, tmp_pa
             astrodask.run(mosaic_path, tmp_path / "r1", client=client, models=[str(bad)])
         assert astrodask_plugins(client)[0] == []
         with pytest.raises(KeyboardInterrupt):
-            astrodask.run(mosaic_path, tmp_path / "r2", client=client, progress=interrupt)
+            astrodask.run(mosaic_path, tmp_path / "r2", client=client, progress=interrupt,
+                          models=["unet"])
         scheduler, workers = astrodask_plugins(client)
         assert scheduler == [] and all(names == [] for names in workers.values())
 
@@ -128,7 +129,8 @@ def test_gpu_workers_without_gpu_workers_fail_within_a_minute(mosaic_path, clust
     monkeypatch.setenv("ASTRODASK_WORKER_WAIT", "2")
     start = time.monotonic()
     code = cli.main(["run", str(mosaic_path), "--out", str(tmp_path / "r"), "--quiet",
-                     "--scheduler", cluster.scheduler_address, "--gpu-workers"])
+                     "--models", "unet", "--scheduler", cluster.scheduler_address,
+                     "--gpu-workers"])
     assert time.monotonic() - start < 30
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2
@@ -156,7 +158,7 @@ def test_run_fails_when_its_only_gpu_worker_goes(mosaic_path, cluster, tmp_path,
     try:
         start = time.monotonic()
         with pytest.raises(EngineError, match="none of the 2 worker.*advertises GPU=1") as info:
-            astrodask.run(mosaic_path, tmp_path / "r", batch_size=1, gpu_workers=True,
+            astrodask.run(mosaic_path, tmp_path / "r", batch_size=1, gpu_workers=True, models=["unet"],
                           scheduler=cluster.scheduler_address, progress=kill_the_gpu_worker)
     finally:
         worker.kill()

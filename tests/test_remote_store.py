@@ -35,10 +35,10 @@ def test_ingest_run_merge_through_memory_filesystem(tmp_path, memory_root):
     with LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
                       dashboard_address=":0") as cluster, Client(cluster) as client:
         results = f"{memory_root}/results"
-        summary = astrodask.run(f"{memory_root}/m.zarr", results, client=client,
+        summary = astrodask.run(f"{memory_root}/m.zarr", results, client=client, models=["unet"],
                                 report=f"{results}/report.html")
         assert summary.tiles_run == 35
-        again = astrodask.run(f"{memory_root}/m.zarr", results, client=client)
+        again = astrodask.run(f"{memory_root}/m.zarr", results, client=client, models=["unet"])
         assert again.tiles_run == 0 and again.tiles_skipped == 35
     assert storage.exists(f"{results}/report.html")
     merged = astrodask.merge(results)
