@@ -73,6 +73,24 @@ def test_equals_single_process_merge(field, client, geometry):
     assert not (out / WORK_DIR).exists()
 
 
+def test_windows_batched_into_tasks_give_the_same_bytes(field, client, monkeypatch):
+    """Several windows per task (as on large mosaics): the reference's bytes, fewer tasks."""
+    import json
+
+    from astrodask.merging import run as merge_run
+
+    folder, truth, masks = field
+    mosaic = ingest(folder, "batched", tile=64, halo=8)
+    out = fake_detections(mosaic, masks, truth, folder / "batched")
+    reference = _copy_results(out, folder / "batched-ref")
+    monkeypatch.setattr(merge_run, "TASKS_PER_THREAD", 1)
+    merge(out, client=client)
+    merge_in_process(reference)
+    _same_outputs(out, reference)
+    record = json.loads((out / "merge.json").read_text())
+    assert record["tasks"] < record["jobs"] / 2
+
+
 def test_one_and_two_workers_give_the_same_bytes(field, client):
     from distributed import Client, LocalCluster
 
@@ -207,11 +225,12 @@ def test_interrupted_merge_resumes(field, client, monkeypatch):
     _same_outputs(out, reference)
     assert summary.n_objects > 50
     assert not work.exists()
-    # only the unfinished tasks ran: the rest of the paint stage, families, one catalog part
+    # only the unfinished jobs ran: the rest of the paint stage, families, one catalog part
     import json
 
     record = json.loads((out / "merge.json").read_text())
-    assert record["tasks"] == len(mosaic.tile_grid) - painted_before + 2
+    assert record["jobs"] == len(mosaic.tile_grid) - painted_before + 2
+    assert record["tasks"] <= record["jobs"]
 
 
 def fake_unet_maps(mosaic, masks, truth, out, crop=0):

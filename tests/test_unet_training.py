@@ -105,6 +105,34 @@ def test_training_is_deterministic(tmp_path):
     assert read_model_card(a)["metrics"] == read_model_card(b)["metrics"]
 
 
+def test_fine_tune_starts_from_a_model_in_its_band_order(tmp_path):
+    source = tmp_path / "source.keras"
+    train_unet(source, epochs=1, seed=3, **FAST)
+    card = read_model_card(source)
+    card["bands"] = ["z", "g", "r"]  # as a model trained on another band order would say
+    (tmp_path / "source.card.json").write_text(json.dumps(card))
+    options = {**FAST, "architecture": None}  # the source's architecture is used
+    copy = tmp_path / "copy.keras"
+    card0 = train_unet(copy, epochs=0, seed=4, init_from=source, **options)
+    assert card0["bands"] == ["z", "g", "r"] and card0["filters"] == ["DECam z", "DECam g", "DECam r"]
+    assert card0["training"]["initialised_from"] == str(source)
+    start = load_unet(source)[0].get_weights()
+    assert all(np.array_equal(a, b) for a, b in zip(start, load_unet(copy)[0].get_weights()))
+    tuned = tmp_path / "tuned.keras"
+    card1 = train_unet(tuned, epochs=1, seed=4, init_from=source, star_density=20.0, **options)
+    assert card1["training_data"].endswith("20 stars per arcmin²")
+    after = load_unet(tuned)[0].get_weights()
+    assert len(after) == len(start) and not all(np.array_equal(a, b) for a, b in zip(start, after))
+
+
+def test_fine_tune_refuses_other_bands(tmp_path, capsys):
+    code = main(["train", "unet", "--out", str(tmp_path / "x.keras"), "--preset", "decam",
+                 "--init-from", "morpheus", "--epochs", "0"])
+    assert code != 0
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "cannot fine-tune morpheus" in err
+
+
 def test_shipped_decam_model_classifies_a_new_field():
     from astrodask.morphology.windows import classify_tile
     from astrodask.simulation import simulate_field

@@ -40,6 +40,12 @@ def register(subparsers):
     parser.add_argument("--mid-filters", type=int, default=16)
     parser.add_argument("--down-blocks", type=int, default=4)
     parser.add_argument("--up-blocks", type=int, default=2)
+    parser.add_argument("--init-from", metavar="MODEL",
+                        help="fine-tune: start from this U-Net's weights (a shipped name such as "
+                             "morpheus, or a .keras file with the preset's bands); its "
+                             "architecture replaces the filter and block options")
+    parser.add_argument("--star-density", type=float, default=None,
+                        help="stars per arcmin² in the simulated fields (default: the preset's)")
     parser.add_argument("--eval-stride", type=int, default=8,
                         help="window stride of the faithful mode for the held-out metrics")
     parser.set_defaults(func=_train, quiet_native_logs=True)
@@ -56,6 +62,7 @@ def _train(args):
                       dropout_rate=args.dropout, max_minutes=args.max_minutes,
                       threads=args.threads, checkpoint_dir=args.checkpoint_dir,
                       resume=args.resume, eval_stride=args.eval_stride,
+                      init_from=args.init_from, star_density=args.star_density,
                       architecture={"down_filters": tuple(args.down_filters),
                                     "up_filters": tuple(args.up_filters),
                                     "mid_filters": args.mid_filters,

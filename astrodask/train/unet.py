@@ -117,7 +117,8 @@ def evaluate_unet(model, images, labels, stride=8, modes=("faithful", "fast")):
 def train_unet(out, preset="decam", epochs=50, steps_per_epoch=100, batch_size=32, crop=40,
                train_fields=24, held_out_fields=4, field_size=256, seed=0,
                learning_rate=1e-3, dropout_rate=0.1, max_minutes=None, threads=2,
-               checkpoint_dir=None, resume=False, eval_stride=8, architecture=None):
+               checkpoint_dir=None, resume=False, eval_stride=8, architecture=None,
+               init_from=None, star_density=None):
     """Train a U-Net on simulated fields of a survey preset and write it with its card.
 
     Parameters
@@ -151,6 +152,14 @@ def train_unet(out, preset="decam", epochs=50, steps_per_epoch=100, batch_size=3
         Stride of the faithful mode for the held-out metrics.
     architecture : dict, optional
         Overrides of :func:`build_unet` arguments (filters, blocks).
+    init_from : str or Path, optional
+        Fine-tune: start from this U-Net's weights (a shipped name such as
+        ``"morpheus"``, or a ``.keras`` file) instead of random ones. Its
+        bands must be the preset's (in any order: the training images follow
+        the source's order) and its architecture replaces ``architecture``.
+    star_density : float, optional
+        Stars per arcmin² in the training and held-out fields (default: the
+        preset's; ``hst`` has 1.5, too few point sources to learn from).
 
     Returns
     -------
@@ -162,17 +171,24 @@ def train_unet(out, preset="decam", epochs=50, steps_per_epoch=100, batch_size=3
     from ..simulation.presets import get_preset
 
     out = Path(out)
-    _check_options(out, crop, field_size, architecture)
     survey = get_preset(preset)
+    source = _init_source(init_from, survey)
+    if source is not None:
+        architecture = source["architecture"]
+    _check_options(out, crop, field_size, architecture)
     checkpoint_dir = _checkpoint_dir(out, checkpoint_dir, resume)
     _configure(seed, threads)
 
     started = time.monotonic()
-    data = _training_data(preset, train_fields, held_out_fields, field_size, crop, seed)
-    config = {"n_bands": len(data["bands"]), "n_classes": len(MORPHOLOGY_CLASSES),
+    band_order = source["bands"] if source else [b.name for b in survey.bands]
+    data = _training_data(preset, train_fields, held_out_fields, field_size, crop, seed,
+                          band_order, star_density)
+    config = {"n_bands": len(band_order), "n_classes": len(MORPHOLOGY_CLASSES),
               "dropout_rate": dropout_rate, **(architecture or {})}
     state = _load_state(checkpoint_dir)  # empty unless resuming
-    model = _open_model(checkpoint_dir, config, learning_rate, out.stem)
+    model = _open_model(checkpoint_dir, config, learning_rate, out.stem, source)
+    if source is not None:
+        state.setdefault("initialised_from", source["name"])
     _fit(model, data, state, checkpoint_dir, epochs, steps_per_epoch, batch_size, crop, seed,
          max_minutes)
     train_seconds = time.monotonic() - started
@@ -181,9 +197,10 @@ def train_unet(out, preset="decam", epochs=50, steps_per_epoch=100, batch_size=3
     metrics = evaluate_unet(final, data["test_images"], data["test_labels"], stride=eval_stride)
     out.parent.mkdir(parents=True, exist_ok=True)
     _atomic_save(final, out)
-    card = _card(out.stem, survey, config, crop, state, metrics, dict(
+    card = _card(out.stem, survey, band_order, config, crop, state, metrics, dict(
         train_fields=train_fields, held_out_fields=held_out_fields, field_size=field_size,
         seed=seed, steps_per_epoch=steps_per_epoch, batch_size=batch_size,
+        star_density=star_density,
         learning_rate=learning_rate, threads=threads, train_seconds=train_seconds))
     write_model_card(out, card)
     return card
@@ -209,13 +226,42 @@ def _checkpoint_dir(out, checkpoint_dir, resume):
     return checkpoint_dir
 
 
-def _training_data(preset, train_fields, held_out_fields, field_size, crop, seed):
+def _init_source(init_from, survey):
+    """The U-Net a fine-tuning run starts from: its weights, bands and architecture."""
+    if init_from is None:
+        return None
+    from ..models.unet import load_unet
+
+    model, card = load_unet(init_from)
+    preset_bands = {b.name.lower(): b.name for b in survey.bands}
+    # band names match case-insensitively, as in the engine (Morpheus says V, the preset v)
+    bands = [preset_bands.get(b.lower(), b) for b in card["bands"]]
+    if sorted(bands) != sorted(preset_bands.values()):
+        raise InputError(f"cannot fine-tune {init_from} (bands {', '.join(bands)}) on preset "
+                         f"{survey.name!r} (bands {', '.join(b.name for b in survey.bands)})")
+    architecture = {k: tuple(v) if isinstance(v, list) else v
+                    for k, v in card["config"].items()
+                    if k not in ("n_bands", "n_classes", "dropout_rate")}
+    return {"name": str(init_from), "weights": model.get_weights(), "bands": bands,
+            "architecture": architecture}
+
+
+def _in_band_order(images, bands, order):
+    """``images`` (fields, bands, H, W) with the bands rearranged into ``order``."""
+    return images[:, [list(bands).index(b) for b in order]]
+
+
+def _training_data(preset, train_fields, held_out_fields, field_size, crop, seed, band_order,
+                   star_density=None):
     """Training fields, held-out fields and the validation windows cut from the latter."""
     from .unet_data import sample_windows, simulate_fields
 
-    images, labels, bands = simulate_fields(train_fields, field_size, preset, seed * 10_000)
+    images, labels, bands = simulate_fields(train_fields, field_size, preset, seed * 10_000,
+                                            star_density)
     test_images, test_labels, _ = simulate_fields(
-        held_out_fields, field_size, preset, seed * 10_000 + HELD_OUT_SEED_OFFSET)
+        held_out_fields, field_size, preset, seed * 10_000 + HELD_OUT_SEED_OFFSET, star_density)
+    images = _in_band_order(images, bands, band_order)
+    test_images = _in_band_order(test_images, bands, band_order)
     val_x, val_y = sample_windows(test_images, test_labels, 256, crop,
                                   np.random.default_rng([seed, 99]))
     val_y = np.eye(len(MORPHOLOGY_CLASSES), dtype=np.float32)[val_y]
@@ -223,8 +269,8 @@ def _training_data(preset, train_fields, held_out_fields, field_size, crop, seed
                 test_labels=test_labels, val_x=val_x, val_y=val_y)
 
 
-def _open_model(checkpoint_dir, config, learning_rate, name):
-    """The checkpoint's model when there is one, else a new compiled one."""
+def _open_model(checkpoint_dir, config, learning_rate, name, source=None):
+    """The checkpoint's model when there is one, else a new compiled one (``source``'s weights)."""
     import keras
 
     from ..models.unet import build_unet
@@ -233,6 +279,8 @@ def _open_model(checkpoint_dir, config, learning_rate, name):
     if (checkpoint_dir / STATE_FILE).exists():
         return keras.saving.load_model(checkpoint_dir / "last.keras")
     model = build_unet(**config, name=name)
+    if source is not None:
+        model.set_weights(source["weights"])
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=morpheus_loss,
                   metrics=["categorical_accuracy"])
     return model
@@ -260,23 +308,26 @@ def _deployable(model, config, name):
     return final
 
 
-def _card(name, survey, config, crop, state, metrics, run):
+def _card(name, survey, bands, config, crop, state, metrics, run):
     """Model card of a trained U-Net; ``run`` holds the training options and wall time."""
     from ..morphology.windows import normalisation_card
 
-    return {
+    filters = {b.name: b.filter for b in survey.bands}
+    card = {
         "name": name,
         "architecture": "morpheus-unet",
         "config": {k: list(v) if isinstance(v, tuple) else v for k, v in config.items()},
-        "bands": [b.name for b in survey.bands],
-        "filters": [b.filter for b in survey.bands],
+        "bands": list(bands),
+        "filters": [filters[b] for b in bands],
         "pixel_scale_arcsec": survey.pixel_scale,
         "normalisation": normalisation_card(crop),
         "window": {"size": crop, "counted_inner": crop - 10},
         "classes": list(MORPHOLOGY_CLASSES),
         "training_data": (f"astrodask simulator, preset {survey.name!r}: {run['train_fields']} "
                           f"fields of {run['field_size']}x{run['field_size']} px (seeds "
-                          f"{run['seed'] * 10_000}..), labels from the simulator's morphology map"),
+                          f"{run['seed'] * 10_000}..), labels from the simulator's morphology map"
+                          + ("" if run["star_density"] is None else
+                             f"; {run['star_density']:g} stars per arcmin²")),
         "training": {
             "epochs": state["epochs_done"], "steps_per_epoch": run["steps_per_epoch"],
             "batch_size": run["batch_size"], "crop": crop, "optimizer": "adam",
@@ -292,3 +343,6 @@ def _card(name, survey, config, crop, state, metrics, run):
             **metrics,
         },
     }
+    if "initialised_from" in state:
+        card["training"]["initialised_from"] = state["initialised_from"]
+    return card

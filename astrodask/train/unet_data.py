@@ -16,11 +16,16 @@ from ..morphology.windows import standardise_windows
 BACKGROUND = MORPHOLOGY_CODE["background"]
 
 
-def simulate_fields(n_fields, size, preset, seed):
-    """``n_fields`` simulated fields (images, label maps); field i uses seed ``seed + i``."""
+def simulate_fields(n_fields, size, preset, seed, star_density=None):
+    """``n_fields`` simulated fields (images, label maps); field i uses seed ``seed + i``.
+
+    ``star_density`` (stars per arcmin², default the preset's) lets point sources
+    be common enough to learn from in presets with few stars.
+    """
     from ..simulation import simulate_field
 
-    fields = [simulate_field((size, size), preset=preset, seed=seed + i) for i in range(n_fields)]
+    fields = [simulate_field((size, size), preset=preset, seed=seed + i, star_density=star_density)
+              for i in range(n_fields)]
     images = np.stack([f.images for f in fields]).astype(np.float32)
     labels = np.stack([f.morphology_map for f in fields]).astype(np.int64)
     return images, labels, fields[0].bands
