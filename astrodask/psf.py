@@ -26,6 +26,9 @@ MAX_BLOCKS = 16
 MIN_SNR = 30.0
 #: Fewer stars than this and the band's FWHM is left unknown.
 MIN_STARS = 5
+#: This many bright sources clearly smaller than the apparent stellar locus, in one tight
+#: group, are the real stars (see ``_stellar_locus``).
+SMALLER_GROUP = 3
 #: At most this many stars (the highest S/N) are fitted per band.
 MAX_FIT_STARS = 60
 #: No other source closer than ISOLATION FWHMs plus that source's isophotal radius.
@@ -313,10 +316,20 @@ def _stellar_locus(candidates):
     if len(candidates) < MIN_STARS:
         return None, (f"only {len(candidates)} bright (S/N >= {MIN_SNR:g}), clean source(s) "
                       f"(need {MIN_STARS})")
-    locus = _lowest_cluster([c.r50 for c in candidates], 0.2, 0.25)
+    sizes = np.sort([c.r50 for c in candidates])
+    locus = _lowest_cluster(sizes, 0.2, 0.25)
     if locus.size == 0:
         return None, "no cluster of point-like sizes among the bright sources"
     low, high = locus[0] / 1.1, locus[0] * 1.3
+    # Nothing real is smaller than the PSF: a tight group of smaller sources below the
+    # locus means the stars are that group, too few to count, and the "locus" is compact
+    # galaxies (a deep field at high resolution with few stars).
+    smaller = sizes[sizes < low]
+    if smaller.size and np.count_nonzero(smaller < smaller[0] * 1.2) >= SMALLER_GROUP:
+        group = np.count_nonzero(smaller < smaller[0] * 1.2)
+        return None, (f"only {group} point-like source(s) with S/N >= {MIN_SNR:g} (need "
+                      f"{MIN_STARS}); the next group of sizes, {locus[0] / smaller[0]:.1f}x "
+                      "larger, is taken for galaxies")
     # For a Moffat or Gaussian PSF the FWHM is 1.6-2.0 half-light radii.
     fwhm_guess = 1.8 * float(np.median(locus))
     stars = [c for c in candidates

@@ -69,6 +69,21 @@ def test_too_few_stars_gives_no_fwhm_and_says_why():
     assert "need 5" in psf.reason and "\n" not in psf.reason
 
 
+def test_compact_galaxies_are_not_taken_for_stars():
+    """Four stars and many compact galaxies twice their size (a deep HST-like band)."""
+    rng = np.random.default_rng(2)
+    size = 600
+    image = rng.normal(size=(size, size))
+    yy, xx = np.mgrid[:size, :size]
+    spots = [(y, x) for y in range(40, size - 40, 60) for x in range(40, size - 40, 60)]
+    for k, (y, x) in enumerate(spots):
+        sigma = 1.3 if k < 4 else 2.6 * (1 + 0.05 * (k % 3))
+        image += 3000 * sigma ** -2 * np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / (2 * sigma ** 2))
+    psf = measure_psf(image, band="h")
+    assert psf.fwhm_px is None and "only 4 point-like" in psf.reason
+    assert "taken for galaxies" in psf.reason and "\n" not in psf.reason
+
+
 @pytest.fixture(scope="module")
 def noise_bands(tmp_path_factory):
     folder = tmp_path_factory.mktemp("noise")

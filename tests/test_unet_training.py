@@ -119,8 +119,9 @@ def test_fine_tune_starts_from_a_model_in_its_band_order(tmp_path):
     start = load_unet(source)[0].get_weights()
     assert all(np.array_equal(a, b) for a, b in zip(start, load_unet(copy)[0].get_weights()))
     tuned = tmp_path / "tuned.keras"
-    card1 = train_unet(tuned, epochs=1, seed=4, init_from=source, star_density=20.0, **options)
-    assert card1["training_data"].endswith("20 stars per arcmin²")
+    card1 = train_unet(tuned, epochs=1, seed=4, init_from=source, star_density=20.0,
+                       deep_fraction=0.5, **{**options, "train_fields": 2})
+    assert card1["training_data"].endswith("20 stars per arcmin²; 0.5 of them ultra-deep")
     after = load_unet(tuned)[0].get_weights()
     assert len(after) == len(start) and not all(np.array_equal(a, b) for a, b in zip(start, after))
 
@@ -147,3 +148,16 @@ def test_shipped_decam_model_classifies_a_new_field():
     # it finds the sources, not only the sky
     sources = field.morphology_map != 4
     assert sources.any() and (out["mean"][4][sources] < 0.5).mean() > 0.5
+
+
+def test_deep_fraction_makes_the_first_fields_ultra_deep():
+    from astrodask.simulation import simulate_field
+    from astrodask.train.unet_data import simulate_fields
+
+    images, labels, _ = simulate_fields(2, 48, "decam", 70, deep_fraction=0.5)
+    deep = simulate_field((48, 48), preset="decam", seed=70, deep=True)
+    plain = simulate_field((48, 48), preset="decam", seed=71)
+    assert np.array_equal(images[0], deep.images.astype(np.float32))
+    assert np.array_equal(labels[1], plain.morphology_map)
+    assert not np.array_equal(images[0], simulate_field((48, 48), preset="decam", seed=70)
+                              .images.astype(np.float32))

@@ -46,6 +46,8 @@ def register(subparsers):
                              "architecture replaces the filter and block options")
     parser.add_argument("--star-density", type=float, default=None,
                         help="stars per arcmin² in the simulated fields (default: the preset's)")
+    parser.add_argument("--deep-fraction", type=float, default=0.0,
+                        help="fraction of the simulated fields that are ultra-deep (default 0)")
     parser.add_argument("--eval-stride", type=int, default=8,
                         help="window stride of the faithful mode for the held-out metrics")
     parser.set_defaults(func=_train, quiet_native_logs=True)
@@ -63,6 +65,7 @@ def _train(args):
                       threads=args.threads, checkpoint_dir=args.checkpoint_dir,
                       resume=args.resume, eval_stride=args.eval_stride,
                       init_from=args.init_from, star_density=args.star_density,
+                      deep_fraction=args.deep_fraction,
                       architecture={"down_filters": tuple(args.down_filters),
                                     "up_filters": tuple(args.up_filters),
                                     "mid_filters": args.mid_filters,

@@ -118,7 +118,7 @@ def train_unet(out, preset="decam", epochs=50, steps_per_epoch=100, batch_size=3
                train_fields=24, held_out_fields=4, field_size=256, seed=0,
                learning_rate=1e-3, dropout_rate=0.1, max_minutes=None, threads=2,
                checkpoint_dir=None, resume=False, eval_stride=8, architecture=None,
-               init_from=None, star_density=None):
+               init_from=None, star_density=None, deep_fraction=0.0):
     """Train a U-Net on simulated fields of a survey preset and write it with its card.
 
     Parameters
@@ -160,6 +160,8 @@ def train_unet(out, preset="decam", epochs=50, steps_per_epoch=100, batch_size=3
     star_density : float, optional
         Stars per arcmin² in the training and held-out fields (default: the
         preset's; ``hst`` has 1.5, too few point sources to learn from).
+    deep_fraction : float
+        Fraction of the training and held-out fields simulated ultra-deep.
 
     Returns
     -------
@@ -182,7 +184,7 @@ def train_unet(out, preset="decam", epochs=50, steps_per_epoch=100, batch_size=3
     started = time.monotonic()
     band_order = source["bands"] if source else [b.name for b in survey.bands]
     data = _training_data(preset, train_fields, held_out_fields, field_size, crop, seed,
-                          band_order, star_density)
+                          band_order, star_density, deep_fraction)
     config = {"n_bands": len(band_order), "n_classes": len(MORPHOLOGY_CLASSES),
               "dropout_rate": dropout_rate, **(architecture or {})}
     state = _load_state(checkpoint_dir)  # empty unless resuming
@@ -200,7 +202,7 @@ def train_unet(out, preset="decam", epochs=50, steps_per_epoch=100, batch_size=3
     card = _card(out.stem, survey, band_order, config, crop, state, metrics, dict(
         train_fields=train_fields, held_out_fields=held_out_fields, field_size=field_size,
         seed=seed, steps_per_epoch=steps_per_epoch, batch_size=batch_size,
-        star_density=star_density,
+        star_density=star_density, deep_fraction=deep_fraction,
         learning_rate=learning_rate, threads=threads, train_seconds=train_seconds))
     write_model_card(out, card)
     return card
@@ -252,14 +254,15 @@ def _in_band_order(images, bands, order):
 
 
 def _training_data(preset, train_fields, held_out_fields, field_size, crop, seed, band_order,
-                   star_density=None):
+                   star_density=None, deep_fraction=0.0):
     """Training fields, held-out fields and the validation windows cut from the latter."""
     from .unet_data import sample_windows, simulate_fields
 
     images, labels, bands = simulate_fields(train_fields, field_size, preset, seed * 10_000,
-                                            star_density)
+                                            star_density, deep_fraction)
     test_images, test_labels, _ = simulate_fields(
-        held_out_fields, field_size, preset, seed * 10_000 + HELD_OUT_SEED_OFFSET, star_density)
+        held_out_fields, field_size, preset, seed * 10_000 + HELD_OUT_SEED_OFFSET, star_density,
+        deep_fraction)
     images = _in_band_order(images, bands, band_order)
     test_images = _in_band_order(test_images, bands, band_order)
     val_x, val_y = sample_windows(test_images, test_labels, 256, crop,
@@ -327,7 +330,9 @@ def _card(name, survey, bands, config, crop, state, metrics, run):
                           f"fields of {run['field_size']}x{run['field_size']} px (seeds "
                           f"{run['seed'] * 10_000}..), labels from the simulator's morphology map"
                           + ("" if run["star_density"] is None else
-                             f"; {run['star_density']:g} stars per arcmin²")),
+                             f"; {run['star_density']:g} stars per arcmin²")
+                          + (f"; {run['deep_fraction']:g} of them ultra-deep"
+                             if run["deep_fraction"] else "")),
         "training": {
             "epochs": state["epochs_done"], "steps_per_epoch": run["steps_per_epoch"],
             "batch_size": run["batch_size"], "crop": crop, "optimizer": "adam",

@@ -16,15 +16,19 @@ from ..morphology.windows import standardise_windows
 BACKGROUND = MORPHOLOGY_CODE["background"]
 
 
-def simulate_fields(n_fields, size, preset, seed, star_density=None):
+def simulate_fields(n_fields, size, preset, seed, star_density=None, deep_fraction=0.0):
     """``n_fields`` simulated fields (images, label maps); field i uses seed ``seed + i``.
 
     ``star_density`` (stars per arcmin², default the preset's) lets point sources
-    be common enough to learn from in presets with few stars.
+    be common enough to learn from in presets with few stars; the first
+    ``round(deep_fraction * n_fields)`` fields are ultra-deep (the simulator's
+    ``deep``: more and fainter galaxies, deeper images).
     """
     from ..simulation import simulate_field
 
-    fields = [simulate_field((size, size), preset=preset, seed=seed + i, star_density=star_density)
+    n_deep = round(deep_fraction * n_fields)
+    fields = [simulate_field((size, size), preset=preset, seed=seed + i, star_density=star_density,
+                             deep=i < n_deep)
               for i in range(n_fields)]
     images = np.stack([f.images for f in fields]).astype(np.float32)
     labels = np.stack([f.morphology_map for f in fields]).astype(np.int64)
