@@ -66,3 +66,22 @@ def test_one_class_per_object():
     # the galaxy on the star's pixels (IoU 0.91) goes; one inside it (IoU 0.36) stays
     np.testing.assert_array_equal(kept[3][:, 0, 0], [0, 2, 3])
     np.testing.assert_array_equal(kept[1], [1, 2, 2])
+
+
+def test_a_card_marked_default_wins_over_others_that_take_the_same_bands(tmp_path, monkeypatch):
+    import json
+
+    from astrodask.engine import specs
+    from astrodask.models.card import WEIGHTS_DIR
+
+    card = json.loads((WEIGHTS_DIR / "morpheus.card.json").read_text())
+    for name, default in (("a_published", False), ("b_trained_here", True), ("c_other", False)):
+        (tmp_path / f"{name}.keras").write_bytes(b"")
+        (tmp_path / f"{name}.card.json").write_text(json.dumps({**card, "name": name,
+                                                                "default": default}))
+    monkeypatch.setattr(specs, "WEIGHTS_DIR", tmp_path)
+    (unet,) = specs.resolve_models(["unet"], ("V", "Z", "J", "H"))
+    assert unet.name == "b_trained_here"
+    (tmp_path / "b_trained_here.card.json").write_text(json.dumps({**card, "name": "b_trained_here"}))
+    (unet,) = specs.resolve_models(["unet"], ("V", "Z", "J", "H"))
+    assert unet.name == "a_published"

@@ -170,7 +170,10 @@ def check_band_map_targets(band_map, mosaic_bands):
 
 
 def _shipped_for_bands(kind, mosaic_bands, band_map):
-    candidates = [(p, c) for p, c in _shipped_cards() if _kind_or_none(c) == kind]
+    # A card marked "default": true wins over others of its kind that take the
+    # same bands (a model trained here beside the published one it started from).
+    candidates = sorted(((p, c) for p, c in _shipped_cards() if _kind_or_none(c) == kind),
+                        key=lambda pc: not pc[1].get("default", False))
     for path, card in candidates:
         try:
             band_indices(card, mosaic_bands, band_map)
