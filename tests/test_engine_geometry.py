@@ -68,7 +68,7 @@ def test_run_warns_in_one_line_before_work_starts(mosaic_path, tmp_path, capsys)
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2
     assert err == [
-        "astrodask: warning: morpheus (unet, fast mode) needs 106 px of context around each "
+        "astrodask: warning: morpheus_hst (unet, fast mode) needs 106 px of context around each "
         "window core but the mosaic's halo is 16: its maps may show seams within 90 px of the "
         "core edges; re-ingest with `astrodask ingest --halo 106 --tile 320` to remove them",
         "astrodask: error: --gpus was given but no NVIDIA GPU is visible on this machine"]

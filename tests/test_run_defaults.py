@@ -14,7 +14,7 @@ def test_without_models_every_shipped_kind_that_takes_the_bands_runs():
     specs = resolve_models(None, ("g", "r", "z"))
     assert sorted(s.kind for s in specs) == ["maskrcnn", "unet"]
     hst = resolve_models(None, ("H", "J", "V", "Z"))
-    assert sorted((s.kind, s.name) for s in hst) == [("maskrcnn", "maskrcnn_hst"), ("unet", "morpheus")]
+    assert sorted((s.kind, s.name) for s in hst) == [("maskrcnn", "maskrcnn_hst"), ("unet", "morpheus_hst")]
     with pytest.raises(InputError, match="no shipped model takes bands a,b"):
         resolve_models(None, ("a", "b"))
 
