@@ -1,7 +1,7 @@
 """Cut the documentation gallery's pictures from the results of a demo or a merge.
 
     .venv/bin/astrodask demo --out /work/bench/demo
-    .venv/bin/python benchmarks/gallery.py /work/bench/demo/results --prefix demo --corner 192 0
+    .venv/bin/python benchmarks/gallery.py /work/bench/demo/results --prefix demo --corner 504 0
 
 writes ``docs/gallery/<prefix>_overview.jpg`` (the whole overview, at most
 640 px), and the ``--size`` square whose lower-left pixel is ``--corner``

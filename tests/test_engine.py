@@ -23,7 +23,7 @@ TILE, HALO = 64, 16
 SHAPE = (150, 200)  # 5 x 7 windows of core 32
 
 #: The engine tests run the U-Net alone (the default for these bands adds maskrcnn_hst).
-UNET = ["unet"]
+UNET = ["morpheus"]  # named: the kind "unet" on these bands would pick morpheus_hst
 
 
 def write_field(folder, bands="hjvz", seed=0):
@@ -160,7 +160,7 @@ def test_killed_worker_mid_run_ends_identical(mosaic_path, reference, tmp_path):
 def test_interrupted_run_resumes_to_identical_outputs(mosaic_path, reference, tmp_path):
     out = tmp_path / "results"
     command = [sys.executable, "-m", "astrodask.cli", "run", str(mosaic_path), "--out", str(out),
-               "--n-workers", "1", "--batch-size", "3", "--quiet", "--models", "unet"]
+               "--n-workers", "1", "--batch-size", "3", "--quiet", "--models", "morpheus"]
     process = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 180
