@@ -23,6 +23,7 @@ Usage::
     python benchmarks/mosaic_quality.py [--preset decam] [--size 2048]
         [--fields standard,crowded,masked] [--out bench-output/mosaic_quality]
         [--no-grid-checks] [--models maskrcnn_decam,morpheus_decam] [--match-radius 2]
+        [--unet-mode fast|faithful] [--unet-stride 8]
 """
 
 import argparse
@@ -90,9 +91,9 @@ def shifted_copy(folder, bands, out, shift):
     return paths
 
 
-def pipeline(images, work, halo=32, weights=None, models=None, rescale=None):
-    """ingest -> run -> merge with the defaults (or these ``models``); returns (mosaic, catalog
-    dict, seconds)."""
+def pipeline(images, work, halo=32, weights=None, models=None, rescale=None, config=None):
+    """ingest -> run -> merge with the defaults (or these ``models`` and run ``config``);
+    returns (mosaic, catalog dict, seconds)."""
     import astrodask
 
     seconds = {}
@@ -102,7 +103,7 @@ def pipeline(images, work, halo=32, weights=None, models=None, rescale=None):
                               overwrite=True, rescale=rescale)
     seconds["ingest"] = time.perf_counter() - start
     start = time.perf_counter()
-    summary = astrodask.run(mosaic, work / "results", restart=True, models=models)
+    summary = astrodask.run(mosaic, work / "results", restart=True, models=models, config=config)
     seconds["run"] = time.perf_counter() - start
     start = time.perf_counter()
     astrodask.merge(summary.results, mosaic=mosaic, options=astrodask.MergeOptions(pictures=False))
@@ -148,7 +149,8 @@ def missed_offsets(catalog, truth, radius, snr_min=10.0, edges=(3.0, 5.0)):
             for lo, hi in zip(bounds[:-1], bounds[1:])}
 
 
-def score_field(name, kwargs, size, out, grid_checks, models=None, preset="decam", radius=2.0):
+def score_field(name, kwargs, size, out, grid_checks, models=None, preset="decam", radius=2.0,
+                config=None):
     import pyarrow.parquet as pq
 
     import astrodask
@@ -163,7 +165,8 @@ def score_field(name, kwargs, size, out, grid_checks, models=None, preset="decam
     images = [work / "field" / f"{b}.fits" for b in bands]
     weights = damage(work / "field", bands, size) if name == "masked" else None
     truth = pq.read_table(work / "field" / "truth.parquet").to_pydict()
-    mosaic, catalog, seconds = pipeline(images, work / "h32", weights=weights, models=models)
+    mosaic, catalog, seconds = pipeline(images, work / "h32", weights=weights, models=models,
+                                        config=config)
     flagged = (mosaic.array("mask")[:] != 0).any(axis=0)
     result = {"field": name, "size": size, "settings": kwargs, "seconds": seconds,
               "n_true": len(truth["x"]),
@@ -251,7 +254,14 @@ def main(argv=None):
     parser.add_argument("--match-radius", type=float, default=2.0,
                         help="one-to-one match radius, px (default 2: 0.52\" on decam, "
                              "0.12\" on hst)")
+    parser.add_argument("--unet-mode", choices=("fast", "faithful"), default=None,
+                        help="the U-Net's mode (default: the run's, fast)")
+    parser.add_argument("--unet-stride", type=int, default=None,
+                        help="window stride of the faithful mode")
     args = parser.parse_args(argv)
+    unet = {k: v for k, v in (("mode", args.unet_mode), ("stride", args.unet_stride))
+            if v is not None}
+    config = {"unet": unet} if unet else None
     models = None if args.models is None else args.models.split(",")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -262,7 +272,8 @@ def main(argv=None):
             parser.error(f"no field {name!r} for {args.preset}; choose from {', '.join(fields)}")
         r = score_field(name, fields[name], args.size, out / args.preset,
                         grid_checks=(name == "standard" and not args.no_grid_checks),
-                        models=models, preset=args.preset, radius=args.match_radius)
+                        models=models, preset=args.preset, radius=args.match_radius,
+                        config=config)
         print_field(r)
         sys.stdout.flush()
         results.append(r)
