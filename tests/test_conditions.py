@@ -83,6 +83,23 @@ def test_training_pool_records_its_randomised_part(tmp_path):
         build_pool(tmp_path / "x", 2, 64, seed=0, randomised=3, log=lambda line: None)
 
 
+def test_training_pool_puts_its_deep_fields_first(tmp_path):
+    from astrodask.simulation import simulate_field
+    from astrodask.train.maskrcnn import build_pool
+    from astrodask.train.maskrcnn_data import example_from_field
+
+    pool = build_pool(tmp_path, 3, 64, seed=60, deep=1, randomised=1, log=lambda line: None)
+    info = json.loads((tmp_path / "pool.json").read_text())
+    assert [part["seeds"] for part in info["parts"]] == [[60, 60], [61, 61], [62, 62]]
+    assert info["parts"][0]["deep"] and "deep" not in info["parts"][1]
+    deep = example_from_field(simulate_field((64, 64), seed=60, deep=True))
+    plain = example_from_field(simulate_field((64, 64), seed=61))
+    assert np.array_equal(pool[0].image, deep.image)
+    assert np.array_equal(pool[1].image, plain.image)
+    with pytest.raises(InputError, match="deep fields"):
+        build_pool(tmp_path / "x", 2, 64, seed=0, deep=2, randomised=1, log=lambda line: None)
+
+
 def test_augmentation_adds_gradients_and_bad_columns_to_the_image_only():
     from astrodask.train.maskrcnn_data import Example, augment
 

@@ -20,6 +20,9 @@ def register(subparsers):
                         help="of the new fields, the last N draw seeing, PSF family, pixel "
                              "scale, depth, noise, stars, cosmic rays and saturation at random "
                              "(domain randomisation; new runs only)")
+    parser.add_argument("--deep-fields", type=int, default=0, metavar="N",
+                        help="of the new fields, the first N are ultra-deep (more and fainter "
+                             "galaxies, deeper images; new runs only)")
     parser.add_argument("--artefacts", type=float, default=0.0, metavar="P",
                         help="share of crops given a residual sky gradient (and half as many "
                              "an unflagged bad column); default 0")
@@ -81,5 +84,5 @@ def run(args):
         preset=args.preset, star_density=args.star_density, config=config,
         settings=settings, max_seconds=max_seconds, log=lambda line: print(line, flush=True),
         init_from=args.init_from, pool_from=args.pool_from, randomised=args.randomised_fields,
-        workers=args.workers)
+        workers=args.workers, deep=args.deep_fields)
     print(f"step {state['step']} of {args.steps}; model saved in {args.run_dir}/model.keras")

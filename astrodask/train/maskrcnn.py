@@ -535,7 +535,8 @@ POOL_INFO_FILE = "pool.json"
 
 def train_from_simulations(run_dir, n_fields=160, field_size=256, seed=0, preset="decam",
                            star_density=None, config=None, settings=None, max_seconds=None,
-                           log=print, init_from=None, pool_from=None, randomised=0, workers=1):
+                           log=print, init_from=None, pool_from=None, randomised=0, workers=1,
+                           deep=0):
     """Simulate a training pool (cached in ``run_dir``) and train on it.
 
     The pool is ``n_fields`` fields of ``field_size``² pixels with seeds
@@ -547,8 +548,8 @@ def train_from_simulations(run_dir, n_fields=160, field_size=256, seed=0, preset
     cached fields instead; only the fields still missing up to ``n_fields``
     are simulated, with the seeds that follow the source's last one (see
     :func:`build_pool`); ``randomised`` of the new fields draw their
-    observing conditions at random (domain randomisation, see
-    :func:`build_pool`). ``init_from`` starts a new run from a saved model's
+    observing conditions at random (domain randomisation) and ``deep`` of
+    them are ultra-deep (see :func:`build_pool`). ``init_from`` starts a new run from a saved model's
     weights (see :func:`train_maskrcnn`). When training ends,
     ``run_dir/model.keras`` gets a model card (see :func:`training_card`).
 
@@ -573,7 +574,8 @@ def train_from_simulations(run_dir, n_fields=160, field_size=256, seed=0, preset
     else:
         pool = build_pool(run_dir, n_fields, field_size, seed, preset=preset,
                           star_density=star_density, scale=config.normalisation_scale,
-                          pool_from=pool_from, randomised=randomised, workers=workers, log=log)
+                          pool_from=pool_from, randomised=randomised, workers=workers, log=log,
+                          deep=deep)
     model, state = train_maskrcnn(pool, run_dir, config=config, settings=settings,
                                   max_seconds=max_seconds, log=log, init_from=init_from)
     if state["step"] >= state["settings"]["steps"] and (run_dir / POOL_INFO_FILE).exists():
@@ -595,7 +597,7 @@ def pool_parts(info):
 
 
 def build_pool(run_dir, n_fields, field_size, seed, preset="decam", star_density=None,
-               scale=1.0, pool_from=None, randomised=0, workers=1, log=print):
+               scale=1.0, pool_from=None, randomised=0, workers=1, log=print, deep=0):
     """Simulate a training pool into ``run_dir/pool.npz`` and describe it in ``pool.json``.
 
     Parameters
@@ -618,6 +620,9 @@ def build_pool(run_dir, n_fields, field_size, seed, preset="decam", star_density
         conditions from :data:`~astrodask.simulation.conditions.TRAINING_RANGES`
         (seeing, PSF family, pixel scale, depth, noise, stars, cosmic rays,
         saturation); the others are drawn as the preset says.
+    deep : int
+        How many of the new fields (the first ones) are ultra-deep (the
+        simulator's ``deep``: more and fainter galaxies, deeper images).
     workers : int
         Processes that simulate (the pool does not depend on it).
 
@@ -654,7 +659,16 @@ def build_pool(run_dir, n_fields, field_size, seed, preset="decam", star_density
     if not 0 <= randomised <= n_new:
         raise InputError(f"randomised fields must be between 0 and the {n_new} new ones, "
                          f"got {randomised}")
-    plain = n_new - randomised
+    if not 0 <= deep <= n_new - randomised:
+        raise InputError(f"deep fields must be between 0 and the {n_new - randomised} new ones "
+                         f"that are not randomised, got {deep}")
+    if deep:
+        pool += simulated_examples(deep, field_size, seed, preset=preset, scale=scale,
+                                   star_density=star_density, workers=workers, deep=True)
+        parts.append({"seeds": [seed, seed + deep - 1], "star_density_per_arcmin2": density,
+                      "deep": True})
+        seed += deep
+    plain = n_new - randomised - deep
     if plain:
         pool += simulated_examples(plain, field_size, seed, preset=preset, scale=scale,
                                    star_density=star_density, workers=workers)

@@ -145,7 +145,7 @@ def augment(example, rng, blur_probability=0.1, offset_sigma=0.2, gradient_proba
 
 
 def simulated_examples(n_fields, size, seed, preset="decam", scale=1.0, star_density=None,
-                       randomise=False, workers=1):
+                       randomise=False, workers=1, deep=False):
     """Simulate ``n_fields`` square fields (seeds ``seed``, ``seed + 1``, ...) as Examples.
 
     ``star_density`` (stars per arcmin², default the preset's) lets a
@@ -153,12 +153,14 @@ def simulated_examples(n_fields, size, seed, preset="decam", scale=1.0, star_den
     field's observing conditions (seeing, PSF family and shape, pixel scale,
     depth, sky, noise correlation, star density, cosmic rays, saturation)
     from :data:`~astrodask.simulation.conditions.TRAINING_RANGES`, seeded by
-    the field's seed. ``workers`` processes draw the fields (the result does
-    not depend on it).
+    the field's seed. ``deep`` makes the fields ultra-deep (the simulator's
+    ``deep``: more and fainter galaxies, deeper images). ``workers``
+    processes draw the fields (the result does not depend on it).
     """
     from ..simulation.tiles import check_workers, ordered_map
 
-    jobs = ((size, preset, seed + i, star_density, randomise, scale) for i in range(n_fields))
+    jobs = ((size, preset, seed + i, star_density, randomise, scale, deep)
+            for i in range(n_fields))
     return list(ordered_map(_simulated_example, jobs, check_workers(workers)))
 
 
@@ -166,10 +168,10 @@ def _simulated_example(job):
     from ..simulation import simulate_field
     from ..simulation.conditions import draw_conditions
 
-    size, preset, seed, star_density, randomise, scale = job
+    size, preset, seed, star_density, randomise, scale, deep = job
     conditions = draw_conditions(seed) if randomise else None
     field = simulate_field(shape=(size, size), preset=preset, seed=seed, star_density=star_density,
-                           conditions=conditions)
+                           conditions=conditions, deep=deep)
     return example_from_field(field, scale=scale)
 
 
