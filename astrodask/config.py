@@ -55,19 +55,26 @@ class MaskRCNNOptions:
     flips : bool, optional
         Detect on the 8 flips/rotations of each tile and fuse them (8x the
         work; on for the shipped ``maskrcnn_decam``).
+    psf_classes : bool
+        Star/galaxy from the card's PSF-aware model (the network's score
+        combined with each source's concentration relative to the mosaic's
+        PSF, :mod:`astrodask.star_galaxy`) where the card has one and the
+        store has a measured PSF; ``False`` keeps the network's classes.
     """
 
     min_confidence: float = None
     nms_threshold: float = None
     max_detections: int = None
     flips: bool = None
+    psf_classes: bool = True
 
     def overrides(self):
         """The given options as Mask R-CNN detection settings (``detection_*`` names)."""
         names = {"min_confidence": "detection_min_confidence",
                  "nms_threshold": "detection_nms_threshold",
                  "max_detections": "detection_max_instances", "flips": "detection_flips"}
-        return {names[k]: v for k, v in asdict(self).items() if v is not None}
+        return {names[k]: v for k, v in asdict(self).items()
+                if v is not None and k in names}
 
 
 @dataclass
@@ -170,6 +177,9 @@ class RunConfig:
             raise InputError("maskrcnn max_detections must be at least 1")
         if self.maskrcnn.flips not in (None, True, False):
             raise InputError(f"maskrcnn flips must be true or false, got {self.maskrcnn.flips!r}")
+        if self.maskrcnn.psf_classes not in (True, False):
+            raise InputError("maskrcnn psf_classes must be true or false, got "
+                             f"{self.maskrcnn.psf_classes!r}")
         return self
 
     def to_dict(self):

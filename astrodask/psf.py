@@ -57,6 +57,10 @@ class BandPSF:
         ``"measured"`` or ``"given"``.
     reason : str or None
         Why ``fwhm_px`` is ``None``.
+    concentration : float or None
+        Median aperture concentration of the PSF stars
+        (:func:`concentration` at this FWHM); ``None``
+        when given or not measured.
     """
 
     band: str
@@ -65,6 +69,7 @@ class BandPSF:
     n_stars: int = 0
     source: str = "measured"
     reason: str = None
+    concentration: float = None
 
     def to_dict(self):
         """JSON-ready values (stored in the mosaic's attributes)."""
@@ -158,6 +163,54 @@ def parse_psf_fwhm(text):
     return out
 
 
+def aperture_radii(fwhm_px):
+    """The inner and outer aperture radii (px) used at a PSF FWHM of ``fwhm_px``."""
+    inner = max(0.5 * float(fwhm_px), 1.0)
+    return inner, 3.0 * inner
+
+
+def concentration(image, x, y, fwhm_px, noise=1.0, mask=None):
+    """Aperture concentration ``F(r1) / F(r2)`` of sources, its error and the S/N in ``r2``.
+
+    Parameters
+    ----------
+    image : ndarray, shape (y, x)
+        Background-subtracted pixels (flagged pixels may hold anything; give
+        them in ``mask``).
+    x, y : array_like
+        0-based source centres.
+    fwhm_px : float
+        The PSF FWHM that sets the apertures (:func:`aperture_radii`).
+    noise : float
+        Per-pixel noise of ``image``.
+    mask : ndarray of bool, optional
+        Flagged pixels, left out of both apertures.
+
+    Returns
+    -------
+    ratio, error, snr : ndarray of float64
+        ``ratio`` is NaN where the outer flux is not positive.
+    """
+    import sep
+
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    data = np.ascontiguousarray(image, dtype=np.float64)
+    if mask is not None:
+        mask = np.ascontiguousarray(mask, dtype=bool)
+        data = np.where(mask, 0.0, data)
+    inner, outer = aperture_radii(fwhm_px)
+    kwargs = dict(err=float(noise), mask=mask, subpix=5)
+    f1, e1, _ = sep.sum_circle(data, x, y, np.full(x.shape, inner), **kwargs)
+    f2, e2, _ = sep.sum_circle(data, x, y, np.full(x.shape, outer), **kwargs)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(f2 > 0, f1 / f2, np.nan)
+        # The inner aperture lies inside the outer one: its noise is shared.
+        variance = ratio ** 2 * (e1 ** 2 / f1 ** 2 + e2 ** 2 / f2 ** 2 - 2 * e1 ** 2 / (f1 * f2))
+        snr = np.where(e2 > 0, f2 / e2, 0.0)
+    return ratio, np.sqrt(np.maximum(variance, 0.0)), snr
+
+
 def sample_blocks(height, width, block=BLOCK, max_blocks=MAX_BLOCKS):
     """Non-overlapping blocks spread evenly over a ``height x width`` image.
 
@@ -215,14 +268,15 @@ def measure_psf(image, mask=None, *, band="", pixel_scale=None, block=BLOCK,
     stars, why = _stellar_locus(candidates)
     if stars is None:
         return BandPSF(band=band, reason=f"{why} in {n_blocks} sampled block(s)")
-    fwhms = _fit_stars(stars)
-    if len(fwhms) < MIN_STARS:
-        return BandPSF(band=band, n_stars=len(fwhms),
-                       reason=f"only {len(fwhms)} PSF star(s) fitted in {n_blocks} sampled "
+    fitted = _fit_stars(stars)
+    if len(fitted) < MIN_STARS:
+        return BandPSF(band=band, n_stars=len(fitted),
+                       reason=f"only {len(fitted)} PSF star(s) fitted in {n_blocks} sampled "
                               f"block(s) (need {MIN_STARS})")
-    fwhm = float(np.median(fwhms))
+    fwhm = float(np.median([f for f, _ in fitted]))
     arcsec = fwhm * pixel_scale if pixel_scale else None
-    return BandPSF(band=band, fwhm_px=fwhm, fwhm_arcsec=arcsec, n_stars=len(fwhms))
+    return BandPSF(band=band, fwhm_px=fwhm, fwhm_arcsec=arcsec, n_stars=len(fitted),
+                   concentration=_concentration([s for _, s in fitted], fwhm))
 
 
 @dataclass
@@ -342,10 +396,24 @@ def _stellar_locus(candidates):
 
 
 def _fit_stars(stars):
-    """FWHMs of the fitted stars on the FWHM locus (compact galaxies left out)."""
-    fwhms = [f for f in (_fit_moffat(s) for s in stars) if f is not None]
+    """(FWHM, star) of the fitted stars on the FWHM locus (compact galaxies left out)."""
+    fitted = [(f, s) for f, s in ((_fit_moffat(s), s) for s in stars) if f is not None]
     # Stars' fitted FWHMs agree within a few per cent; galaxies' are larger and spread.
-    return _lowest_cluster(fwhms, 0.1, 0.5)
+    locus = _lowest_cluster([f for f, _ in fitted], 0.1, 0.5)
+    if not locus.size:
+        return []
+    return [(f, s) for f, s in fitted if locus[0] <= f <= locus[-1]]
+
+
+def _concentration(stars, fwhm):
+    """Median aperture concentration of the PSF stars at the band's FWHM."""
+    values = []
+    for star in stars:
+        ratio, _, _ = concentration(star.stamp, [star.centre[1]], [star.centre[0]], fwhm)
+        values.append(ratio[0])
+    values = np.asarray(values)
+    values = values[np.isfinite(values)]
+    return float(np.median(values)) if values.size else None
 
 
 def _fit_moffat(star):

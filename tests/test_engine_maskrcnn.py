@@ -124,3 +124,51 @@ def test_flips_option_reaches_detection(setup, tmp_path, capsys):
     args = build_parser().parse_args(["run", "m.zarr", "--out", "r", "--config", str(yaml),
                                       "--maskrcnn-flips"])
     assert config_from_args(args).maskrcnn.flips is True
+
+
+def test_card_star_galaxy_model_sets_the_classes_and_the_option_turns_it_off(setup, tmp_path):
+    import shutil
+
+    import zarr
+
+    from astrodask.engine.run import resolve_config
+    from astrodask.models.card import read_model_card, write_model_card
+    from astrodask.star_galaxy import FEATURES, StarGalaxyModel
+
+    folder, mosaic, model_path = setup
+    # a card whose star/galaxy model says "star" for everything
+    path = tmp_path / "tiny_sg.keras"
+    shutil.copy(model_path, path)
+    card = dict(read_model_card(model_path), name="tiny_sg")
+    card["star_galaxy"] = StarGalaxyModel(mean=(0,) * len(FEATURES), scale=(1,) * len(FEATURES),
+                                          coefficients=(0,) * len(FEATURES), intercept=20.0,
+                                          trained_fwhm_px=3.8).to_dict()
+    write_model_card(path, card)
+    # a store with a measured PSF in every band
+    store = tmp_path / "m.zarr"
+    shutil.copytree(mosaic.path, store)
+    group = zarr.open_group(str(store), mode="r+")
+    attrs = dict(group.attrs["astrodask"])
+    attrs["psf"] = {"bands": {b: {"band": b, "fwhm_px": 3.0, "n_stars": 9,
+                                  "source": "measured", "concentration": 0.45}
+                              for b in "grz"}}
+    group.attrs["astrodask"] = attrs
+    classes = {}
+    for on in (True, False):
+        out = tmp_path / f"r-{on}"
+        config = resolve_config(models=[str(path)], maskrcnn={"min_confidence": 0.0,
+                                                               "psf_classes": on})
+        astrodask.run(store, out, config=config, client=None, n_workers=1)
+        record = json.loads((out / "run.json").read_text())["star_galaxy"]["tiny_sg"]
+        assert record["psf_aware"] is on
+        if on:
+            assert record["fwhm_px"] == 3.0 and record["concentration"] == 0.45
+        else:
+            assert record["why"] == "psf_classes is off"
+        classes[on] = [c for p in sorted((out / "maskrcnn").glob("*.parquet"))
+                       for c in pq.read_table(p).column("class").to_pylist()]
+    assert len(classes[True]) == len(classes[False]) > 0
+    # every instance with a measurable concentration is a star; the others (no positive
+    # flux in the outer aperture: this untrained model also detects noise) keep the network's
+    on, off = (np.array(classes[k]) == "star" for k in (True, False))
+    assert on.sum() > off.sum() and on.mean() > 0.5 and (on | ~off).all()

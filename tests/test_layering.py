@@ -18,7 +18,7 @@ LAYERS = [
               "framework", "dihedral"}),
     ("io", {"fits_input", "mosaic", "psf", "rescale", "outputs", "sky"}),
     ("models", {"models", "morphology"}),
-    ("stages", {"ingestion", "engine", "instances", "measure", "merging"}),
+    ("stages", {"ingestion", "engine", "instances", "measure", "merging", "star_galaxy"}),
     ("evaluation", {"evaluate", "catalog_scores", "baselines"}),
     ("simulation", {"simulation"}),
     ("training", {"train"}),

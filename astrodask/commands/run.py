@@ -44,6 +44,10 @@ def register(subparsers):
     parser.add_argument("--maskrcnn-flips", action=argparse.BooleanOptionalAction, default=None,
                         help="Mask R-CNN: fuse detections on the 8 flips/rotations of each tile "
                              "(default: the model's setting; on for maskrcnn_decam)")
+    parser.add_argument("--psf-classes", action=argparse.BooleanOptionalAction, default=None,
+                        help="Mask R-CNN: star/galaxy from the card's PSF-aware model (the "
+                             "network's score and each source's concentration against the "
+                             "PSF measured at ingest); default on where the card has one")
     parser.add_argument("--restart", action="store_true", default=None,
                         help="ignore done markers and recompute every tile")
     parser.add_argument("--report", nargs="?", const="", metavar="HTML",
@@ -64,7 +68,8 @@ def config_from_args(args):
         report=args.report,
         unet={"mode": args.unet_mode, "stride": args.unet_stride, "flips": args.flips,
               "outputs": args.unet_outputs},
-        maskrcnn={"flips": args.maskrcnn_flips, "max_detections": args.max_detections})
+        maskrcnn={"flips": args.maskrcnn_flips, "max_detections": args.max_detections,
+                  "psf_classes": args.psf_classes})
 
 
 def run(args):

@@ -247,6 +247,35 @@ def _check_psf(mosaic, specs):
                       f"{factor:.3g}` to bring the FWHM to about {middle:.1f} px", stacklevel=3)
 
 
+def _star_galaxy_record(mosaic, specs, config):
+    """How each Mask R-CNN of the run classifies stars and galaxies (for run.json).
+
+    Warns in one line when a card's PSF-aware model cannot be used because
+    the store lacks a measured PSF concentration in some band.
+    """
+    import warnings
+
+    from ..star_galaxy import psf_reference
+
+    record = {}
+    for spec in specs:
+        if spec.kind != "maskrcnn":
+            continue
+        if not spec.card.get("star_galaxy"):
+            record[spec.name] = {"psf_aware": False, "why": "the card has no star_galaxy model"}
+        elif not config.maskrcnn.psf_classes:
+            record[spec.name] = {"psf_aware": False, "why": "psf_classes is off"}
+        elif (reference := psf_reference(mosaic.psf, mosaic.bands)) is None:
+            why = ("the store has no measured PSF concentration in every band (a PSF given "
+                   "with --psf-fwhm has none, nor do stores ingested by earlier versions)")
+            record[spec.name] = {"psf_aware": False, "why": why}
+            warnings.warn(f"{spec.name}: star/galaxy from the network alone: {why}",
+                          stacklevel=3)
+        else:
+            record[spec.name] = {"psf_aware": True, **reference}
+    return record
+
+
 def default_batch_size(specs):
     """Tiles per task when none is configured: 4 with a Mask R-CNN, else 1."""
     return 4 if any(s.kind == "maskrcnn" for s in specs) else 1
@@ -320,6 +349,7 @@ def run(mosaic, out, *, config=None, client=None, progress=None, on_start=None, 
                     "band_indices": list(s.band_indices), "settings": s.settings}
                    for s in specs],
         "config": config.to_dict(),
+        "star_galaxy": _star_galaxy_record(mosaic, specs, config),
         "astrodask_version": __version__,
         "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }

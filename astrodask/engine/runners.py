@@ -108,6 +108,7 @@ class MaskRCNNRunner:
         self.model = load_maskrcnn(spec.path)
         self.mean, self.std = (np.asarray(v, dtype=np.float32) for v in spec.stats)
         self.settings = dict(spec.settings or {})
+        self.star_galaxy = star_galaxy_model(spec) if options.psf_classes else None
         self._lock = threading.Lock()
 
     @staticmethod
@@ -141,20 +142,33 @@ class MaskRCNNRunner:
     def process(self, tiles, mosaic, results):
         from ..instances import tile_instances
         from ..models.maskrcnn import detect
+        from ..star_galaxy import psf_reference, reclassify_instances
         from .results import write_parquet
 
         images = self.standardise(tiles, mosaic)
         with self._lock:
             detections = detect(self.model, images, **self.settings)
         mean, std = band_levels(mosaic)
+        reference = psf_reference(mosaic.psf, mosaic.bands) if self.star_galaxy else None
         count = 0
         for tile, found in zip(tiles, detections):
+            brightness = detection_image(tile.data, tile.mask != 0, mean, std)
             table = tile_instances(tile, mosaic.tile_grid, found.masks, found.class_ids,
-                                   found.scores, detection_image(tile.data, tile.mask != 0,
-                                                                 mean, std))
+                                   found.scores, brightness)
+            if reference:
+                table = reclassify_instances(table, brightness, tile.origin, reference,
+                                             self.star_galaxy, noise=np.sqrt(len(mean)))
             write_parquet(table, results.instances_path(tile.iy, tile.ix))
             count += table.num_rows
         return {"instances": count}
+
+
+def star_galaxy_model(spec):
+    """The PSF-aware star/galaxy model in a Mask R-CNN spec's card, or None."""
+    from ..star_galaxy import StarGalaxyModel
+
+    section = spec.card.get("star_galaxy")
+    return StarGalaxyModel.from_dict(section) if section else None
 
 
 RUNNERS = {"unet": UnetRunner, "maskrcnn": MaskRCNNRunner}

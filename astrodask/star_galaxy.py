@@ -1,0 +1,266 @@
+"""Star/galaxy separation that knows the PSF.
+
+A source is a star when it looks like the PSF. The Mask R-CNN learned what a
+star looks like in the pixels it was trained on; under another seeing or
+pixel scale its idea of "small" no longer matches the PSF. This module adds
+what the network lacks: how concentrated each source is *relative to the
+mosaic's own PSF*, measured at ingest from its stars.
+
+The concentration of a source is the ratio of its flux in two circular
+apertures, ``F(r1) / F(r2)`` with ``r1 = max(FWHM / 2, 1 px)`` and
+``r2 = 3 r1``; a point source has the PSF's ratio whatever the seeing, and a
+galaxy a smaller one. A logistic model (:class:`StarGalaxyModel`), fitted on
+simulated fields whose seeing, PSF family, pixel scale and depth are drawn
+at random, combines the network's own star probability with the
+concentration relative to the PSF, the aperture S/N and how far the
+mosaic's FWHM lies from the one the network was trained on; it lives in the
+Mask R-CNN's model card (``star_galaxy``).
+
+Positions are 0-based pixels, ``x`` along columns.
+"""
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from .psf import concentration
+
+#: Names of the model's features, in the order of :func:`design_matrix`.
+FEATURES = ("network_logit", "concentration_deficit", "log10_snr", "deficit_x_log10_snr",
+            "fwhm_offset", "fwhm_offset_x_network_logit", "deficit_x_fwhm_offset")
+
+
+def design_matrix(network_p_star, relative_concentration, snr, fwhm_px, trained_fwhm_px):
+    """The model's features (:data:`FEATURES`), one row per source.
+
+    Parameters
+    ----------
+    network_p_star : array_like
+        The network's star probability.
+    relative_concentration : array_like
+        Concentration divided by the PSF's (about 1 for a star).
+    snr : array_like
+        S/N in the outer aperture.
+    fwhm_px : float or array_like
+        The mosaic's PSF FWHM (px), one for all sources or one each.
+    trained_fwhm_px : float
+        The FWHM the network was trained on (px).
+    """
+    p = np.clip(np.asarray(network_p_star, dtype=np.float64), 1e-4, 1 - 1e-4)
+    logit = np.log(p / (1 - p))
+    deficit = 1.0 - np.asarray(relative_concentration, dtype=np.float64)
+    log_snr = np.log10(np.clip(np.asarray(snr, dtype=np.float64), 1.0, None))
+    offset = np.broadcast_to(np.abs(np.log(np.asarray(fwhm_px, dtype=np.float64)
+                                           / float(trained_fwhm_px))), logit.shape)
+    return np.column_stack([logit, deficit, log_snr, deficit * log_snr, offset,
+                            offset * logit, deficit * offset])
+
+
+@dataclass(frozen=True)
+class StarGalaxyModel:
+    """Logistic star probability from the network's score and the PSF-relative concentration.
+
+    Attributes
+    ----------
+    mean, scale : tuple of float
+        Standardisation of each feature (:data:`FEATURES`).
+    coefficients : tuple of float
+        One per feature.
+    intercept : float
+    trained_fwhm_px : float
+        FWHM (px) the network was trained on (the ``fwhm_offset`` feature).
+    """
+
+    mean: tuple
+    scale: tuple
+    coefficients: tuple
+    intercept: float
+    trained_fwhm_px: float
+    features: tuple = FEATURES
+
+    def to_dict(self):
+        """JSON-ready values (the card's ``star_galaxy`` section)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d):
+        """Inverse of :meth:`to_dict`."""
+        if tuple(d.get("features", FEATURES)) != FEATURES:
+            raise ValueError("star_galaxy model has other features than this version's")
+        return cls(mean=tuple(d["mean"]), scale=tuple(d["scale"]),
+                   coefficients=tuple(d["coefficients"]), intercept=float(d["intercept"]),
+                   trained_fwhm_px=float(d["trained_fwhm_px"]))
+
+    def star_probability(self, network_p_star, relative_concentration, snr, fwhm_px):
+        """Star probability of each source; the network's where the concentration is NaN."""
+        network_p_star = np.asarray(network_p_star, dtype=np.float64)
+        features = design_matrix(network_p_star, relative_concentration, snr, fwhm_px,
+                                 self.trained_fwhm_px)
+        z = (features - np.asarray(self.mean)) / np.asarray(self.scale)
+        logit = z @ np.asarray(self.coefficients) + self.intercept
+        p = 1.0 / (1.0 + np.exp(-logit))
+        return np.where(np.isfinite(features).all(axis=1), p, network_p_star)
+
+
+def fit_star_galaxy(features, is_star, trained_fwhm_px, l2=1e-2):
+    """Fit a :class:`StarGalaxyModel` (class-balanced logistic regression, L2 penalty).
+
+    Parameters
+    ----------
+    features : ndarray, shape (n, len(FEATURES))
+        :func:`design_matrix` of matched sources; rows with a non-finite
+        value are left out.
+    is_star : array_like of bool
+        Truth.
+    trained_fwhm_px : float
+    l2 : float
+        Penalty on the standardised coefficients.
+
+    Returns
+    -------
+    StarGalaxyModel
+    """
+    from scipy.optimize import minimize
+
+    features = np.asarray(features, dtype=np.float64)
+    y = np.asarray(is_star, dtype=np.float64)
+    keep = np.isfinite(features).all(axis=1)
+    features, y = features[keep], y[keep]
+    if not 0 < y.sum() < len(y):
+        raise ValueError("fitting needs both stars and galaxies")
+    mean, scale = features.mean(axis=0), features.std(axis=0)
+    scale = np.where(scale > 1e-9, scale, 1.0)
+    z = np.column_stack([(features - mean) / scale, np.ones(len(y))])
+    weight = np.where(y == 1, 0.5 / y.mean(), 0.5 / (1 - y.mean()))
+
+    def loss(b):
+        logit = z @ b
+        value = np.sum(weight * (np.logaddexp(0.0, logit) - y * logit)) / len(y)
+        p = 1.0 / (1.0 + np.exp(-logit))
+        grad = z.T @ (weight * (p - y)) / len(y)
+        value += l2 * b[:-1] @ b[:-1]
+        grad[:-1] += 2 * l2 * b[:-1]
+        return value, grad
+
+    b = minimize(loss, np.zeros(z.shape[1]), jac=True, method="L-BFGS-B").x
+    return StarGalaxyModel(mean=tuple(map(float, mean)), scale=tuple(map(float, scale)),
+                           coefficients=tuple(map(float, b[:-1])), intercept=float(b[-1]),
+                           trained_fwhm_px=float(trained_fwhm_px))
+
+
+def psf_reference(psf, bands):
+    """The PSF FWHM (px) and concentration the classifier compares sources with.
+
+    Parameters
+    ----------
+    psf : dict of str to BandPSF, or None
+        The mosaic's PSF (:attr:`astrodask.Mosaic.psf`).
+    bands : sequence of str
+        The bands summed in the detection image.
+
+    Returns
+    -------
+    dict or None
+        ``{"fwhm_px", "concentration"}`` (medians over the bands), or
+        ``None`` when a band lacks either: the network's classes are kept.
+    """
+    if not psf:
+        return None
+    values = [psf.get(b) for b in bands]
+    if any(v is None or v.fwhm_px is None or v.concentration is None for v in values):
+        return None
+    return {"fwhm_px": float(np.median([v.fwhm_px for v in values])),
+            "concentration": float(np.median([v.concentration for v in values]))}
+
+
+def instance_features(table, detection, origin, reference, noise):
+    """Centre, network star probability, relative concentration and S/N of instances.
+
+    Parameters
+    ----------
+    table : pyarrow.Table
+        Rows of :data:`astrodask.instances.SCHEMA` for one window.
+    detection : ndarray, shape (T, T)
+        The window's detection image (``-inf`` on flagged pixels).
+    origin : tuple of int
+        Mosaic position of the window's pixel (0, 0).
+    reference : dict
+        :func:`psf_reference` of the mosaic.
+    noise : float
+        Per-pixel noise of ``detection``.
+
+    Returns
+    -------
+    dict of ndarray
+        ``rows`` (indices of the instances with a star/galaxy class), and for
+        each of them ``x``, ``y`` (mosaic pixels, 0-based; the flux-weighted
+        centre of the mask), ``network_p_star``, ``relative_concentration``
+        and ``snr``.
+    """
+    from .classes import OBJECT_CODE
+    from .instances import decode_mask
+
+    class_ids = table.column("class_id").to_numpy()
+    rows = np.flatnonzero(class_ids > 0)
+    flagged = ~np.isfinite(detection)
+    light = np.where(flagged, 0.0, np.clip(detection, 0.0, None))
+    y0, x0 = (table.column(c).to_numpy()[rows] - o for c, o in (("y0", origin[0]), ("x0", origin[1])))
+    y1, x1 = (table.column(c).to_numpy()[rows] - o for c, o in (("y1", origin[0]), ("x1", origin[1])))
+    packed = table.column("mask").to_pylist()
+    xs, ys = np.empty(rows.size), np.empty(rows.size)
+    for k, i in enumerate(rows):
+        mask = decode_mask(packed[i], int(y1[k] - y0[k]), int(x1[k] - x0[k]))
+        yy, xx = np.nonzero(mask)
+        w = light[y0[k]:y1[k], x0[k]:x1[k]][yy, xx]
+        if w.sum() > 0:
+            ys[k], xs[k] = (yy * w).sum() / w.sum() + y0[k], (xx * w).sum() / w.sum() + x0[k]
+        else:
+            ys[k], xs[k] = yy.mean() + y0[k], xx.mean() + x0[k]
+    if rows.size:
+        ratio, _, snr = concentration(np.where(flagged, 0.0, detection), xs, ys,
+                                      reference["fwhm_px"], noise=noise, mask=flagged)
+    else:
+        ratio, snr = np.zeros(0), np.zeros(0)
+    scores = table.column("score").to_numpy().astype(np.float64)[rows]
+    network = np.where(class_ids[rows] == OBJECT_CODE["star"], scores, 1.0 - scores)
+    return {"rows": rows, "x": xs + origin[1], "y": ys + origin[0], "network_p_star": network,
+            "relative_concentration": ratio / reference["concentration"], "snr": snr}
+
+
+def reclassify_instances(table, detection, origin, reference, model, noise):
+    """One window's Mask R-CNN instances with their star/galaxy class from ``model``.
+
+    Parameters
+    ----------
+    table, detection, origin, reference, noise
+        As for :func:`instance_features`.
+    model : StarGalaxyModel
+
+    Returns
+    -------
+    pyarrow.Table
+        The same rows; ``class_id`` and ``class`` follow the combined star
+        probability (star at >= 0.5) where the concentration could be
+        measured, the network's class elsewhere; the detection ``score`` is
+        kept.
+    """
+    import pyarrow as pa
+
+    from .classes import OBJECT_CLASSES, OBJECT_CODE
+
+    found = instance_features(table, detection, origin, reference, noise)
+    if not found["rows"].size:
+        return table
+    p_star = model.star_probability(found["network_p_star"], found["relative_concentration"],
+                                    found["snr"], reference["fwhm_px"])
+    new_ids = table.column("class_id").to_numpy().copy()
+    # without a measurable concentration the network's class stands
+    measured = np.isfinite(found["relative_concentration"]) & np.isfinite(found["snr"])
+    new_ids[found["rows"]] = np.where(
+        measured, np.where(p_star >= 0.5, OBJECT_CODE["star"], OBJECT_CODE["galaxy"]),
+        new_ids[found["rows"]])
+    index = table.schema.get_field_index
+    table = table.set_column(index("class_id"), "class_id",
+                             pa.array(new_ids, type=table.schema.field("class_id").type))
+    names = [OBJECT_CLASSES[c] if c > 0 else None for c in new_ids]
+    return table.set_column(index("class"), "class", pa.array(names, type=pa.string()))
