@@ -55,18 +55,25 @@ class MaskRCNNOptions:
     flips : bool, optional
         Detect on the 8 flips/rotations of each tile and fuse them (8x the
         work; on for the shipped ``maskrcnn_decam``).
-    psf_classes : bool
-        Star/galaxy from the card's PSF-aware model (the network's score
-        combined with each source's concentration relative to the mosaic's
-        PSF, :mod:`astrodask.star_galaxy`) where the card has one and the
-        store has a measured PSF; ``False`` keeps the network's classes.
+    psf_classes : {"auto", "on", "off"}
+        Star/galaxy from the card's PSF-aware model (each source's
+        concentration relative to the mosaic's PSF measured at ingest,
+        :mod:`astrodask.star_galaxy`) instead of the network's class:
+        ``auto`` where the mosaic's FWHM lies outside the range the network
+        was trained on, ``on`` always, ``off`` never (``true`` / ``false``
+        are read as on / off). Needs a card with a ``star_galaxy`` model and
+        a measured PSF.
     """
 
     min_confidence: float = None
     nms_threshold: float = None
     max_detections: int = None
     flips: bool = None
-    psf_classes: bool = True
+    psf_classes: str = "auto"
+
+    def __post_init__(self):
+        if self.psf_classes is True or self.psf_classes is False:
+            self.psf_classes = "on" if self.psf_classes else "off"
 
     def overrides(self):
         """The given options as Mask R-CNN detection settings (``detection_*`` names)."""
@@ -177,8 +184,8 @@ class RunConfig:
             raise InputError("maskrcnn max_detections must be at least 1")
         if self.maskrcnn.flips not in (None, True, False):
             raise InputError(f"maskrcnn flips must be true or false, got {self.maskrcnn.flips!r}")
-        if self.maskrcnn.psf_classes not in (True, False):
-            raise InputError("maskrcnn psf_classes must be true or false, got "
+        if self.maskrcnn.psf_classes not in ("auto", "on", "off"):
+            raise InputError("maskrcnn psf_classes must be auto, on or off, got "
                              f"{self.maskrcnn.psf_classes!r}")
         return self
 

@@ -9,12 +9,15 @@ mosaic's own PSF*, measured at ingest from its stars.
 The concentration of a source is the ratio of its flux in two circular
 apertures, ``F(r1) / F(r2)`` with ``r1 = max(FWHM / 2, 1 px)`` and
 ``r2 = 3 r1``; a point source has the PSF's ratio whatever the seeing, and a
-galaxy a smaller one. A logistic model (:class:`StarGalaxyModel`), fitted on
-simulated fields whose seeing, PSF family, pixel scale and depth are drawn
-at random, combines the network's own star probability with the
-concentration relative to the PSF, the aperture S/N and how far the
-mosaic's FWHM lies from the one the network was trained on; it lives in the
-Mask R-CNN's model card (``star_galaxy``).
+galaxy a smaller one. A logistic model (:class:`StarGalaxyModel`) of the
+concentration relative to the PSF and the aperture S/N, fitted on simulated
+fields whose seeing, PSF family, pixel scale and depth are drawn at random,
+gives the star probability; it lives in the Mask R-CNN's model card
+(``star_galaxy``). Adding the network's own score to it made it worse on
+fields it had not seen (the network's errors depend on the field), so the
+engine uses it instead of the network's class where the network is out of
+its depth: by default (``auto``) where the mosaic's FWHM lies outside the
+range the network was trained on (:func:`use_psf_classes`).
 
 Positions are 0-based pixels, ``x`` along columns.
 """
@@ -26,39 +29,27 @@ import numpy as np
 from .psf import concentration
 
 #: Names of the model's features, in the order of :func:`design_matrix`.
-FEATURES = ("network_logit", "concentration_deficit", "log10_snr", "deficit_x_log10_snr",
-            "fwhm_offset", "fwhm_offset_x_network_logit", "deficit_x_fwhm_offset")
+FEATURES = ("concentration_deficit", "log10_snr", "deficit_x_log10_snr")
 
 
-def design_matrix(network_p_star, relative_concentration, snr, fwhm_px, trained_fwhm_px):
+def design_matrix(relative_concentration, snr):
     """The model's features (:data:`FEATURES`), one row per source.
 
     Parameters
     ----------
-    network_p_star : array_like
-        The network's star probability.
     relative_concentration : array_like
         Concentration divided by the PSF's (about 1 for a star).
     snr : array_like
         S/N in the outer aperture.
-    fwhm_px : float or array_like
-        The mosaic's PSF FWHM (px), one for all sources or one each.
-    trained_fwhm_px : float
-        The FWHM the network was trained on (px).
     """
-    p = np.clip(np.asarray(network_p_star, dtype=np.float64), 1e-4, 1 - 1e-4)
-    logit = np.log(p / (1 - p))
     deficit = 1.0 - np.asarray(relative_concentration, dtype=np.float64)
     log_snr = np.log10(np.clip(np.asarray(snr, dtype=np.float64), 1.0, None))
-    offset = np.broadcast_to(np.abs(np.log(np.asarray(fwhm_px, dtype=np.float64)
-                                           / float(trained_fwhm_px))), logit.shape)
-    return np.column_stack([logit, deficit, log_snr, deficit * log_snr, offset,
-                            offset * logit, deficit * offset])
+    return np.column_stack([deficit, log_snr, deficit * log_snr])
 
 
 @dataclass(frozen=True)
 class StarGalaxyModel:
-    """Logistic star probability from the network's score and the PSF-relative concentration.
+    """Logistic star probability from the concentration relative to the PSF and the S/N.
 
     Attributes
     ----------
@@ -67,15 +58,12 @@ class StarGalaxyModel:
     coefficients : tuple of float
         One per feature.
     intercept : float
-    trained_fwhm_px : float
-        FWHM (px) the network was trained on (the ``fwhm_offset`` feature).
     """
 
     mean: tuple
     scale: tuple
     coefficients: tuple
     intercept: float
-    trained_fwhm_px: float
     features: tuple = FEATURES
 
     def to_dict(self):
@@ -88,21 +76,18 @@ class StarGalaxyModel:
         if tuple(d.get("features", FEATURES)) != FEATURES:
             raise ValueError("star_galaxy model has other features than this version's")
         return cls(mean=tuple(d["mean"]), scale=tuple(d["scale"]),
-                   coefficients=tuple(d["coefficients"]), intercept=float(d["intercept"]),
-                   trained_fwhm_px=float(d["trained_fwhm_px"]))
+                   coefficients=tuple(d["coefficients"]), intercept=float(d["intercept"]))
 
-    def star_probability(self, network_p_star, relative_concentration, snr, fwhm_px):
-        """Star probability of each source; the network's where the concentration is NaN."""
-        network_p_star = np.asarray(network_p_star, dtype=np.float64)
-        features = design_matrix(network_p_star, relative_concentration, snr, fwhm_px,
-                                 self.trained_fwhm_px)
+    def star_probability(self, relative_concentration, snr):
+        """Star probability of each source; NaN where the concentration is not measured."""
+        features = design_matrix(relative_concentration, snr)
         z = (features - np.asarray(self.mean)) / np.asarray(self.scale)
         logit = z @ np.asarray(self.coefficients) + self.intercept
         p = 1.0 / (1.0 + np.exp(-logit))
-        return np.where(np.isfinite(features).all(axis=1), p, network_p_star)
+        return np.where(np.isfinite(features).all(axis=1), p, np.nan)
 
 
-def fit_star_galaxy(features, is_star, trained_fwhm_px, l2=1e-2):
+def fit_star_galaxy(features, is_star, l2=1e-2):
     """Fit a :class:`StarGalaxyModel` (class-balanced logistic regression, L2 penalty).
 
     Parameters
@@ -112,7 +97,6 @@ def fit_star_galaxy(features, is_star, trained_fwhm_px, l2=1e-2):
         value are left out.
     is_star : array_like of bool
         Truth.
-    trained_fwhm_px : float
     l2 : float
         Penalty on the standardised coefficients.
 
@@ -144,8 +128,44 @@ def fit_star_galaxy(features, is_star, trained_fwhm_px, l2=1e-2):
 
     b = minimize(loss, np.zeros(z.shape[1]), jac=True, method="L-BFGS-B").x
     return StarGalaxyModel(mean=tuple(map(float, mean)), scale=tuple(map(float, scale)),
-                           coefficients=tuple(map(float, b[:-1])), intercept=float(b[-1]),
-                           trained_fwhm_px=float(trained_fwhm_px))
+                           coefficients=tuple(map(float, b[:-1])), intercept=float(b[-1]))
+
+
+def use_psf_classes(mode, card, fwhm_px):
+    """Whether the PSF-aware model classifies, and why (for run.json).
+
+    Parameters
+    ----------
+    mode : {"auto", "on", "off"}
+        ``auto``: only where the mosaic's FWHM lies outside the card's
+        ``trained_psf_fwhm_px`` (there the network's idea of "small" no
+        longer matches the PSF; inside it the network is the better judge).
+    card : dict
+        The Mask R-CNN's card.
+    fwhm_px : float or None
+        The mosaic's median FWHM (px), None when not measured.
+
+    Returns
+    -------
+    (bool, str)
+    """
+    if not card.get("star_galaxy"):
+        return False, "the card has no star_galaxy model"
+    if mode == "off":
+        return False, "psf_classes is off"
+    if fwhm_px is None:
+        return False, ("the store has no measured PSF concentration in every band (a PSF "
+                       "given with --psf-fwhm has none, nor do stores ingested by earlier "
+                       "versions)")
+    trained = card.get("trained_psf_fwhm_px")
+    if mode == "auto" and trained and trained[0] <= fwhm_px <= trained[1]:
+        return False, (f"the PSF FWHM {fwhm_px:.2f} px lies within the {trained[0]:g}-"
+                       f"{trained[1]:g} px the network was trained on")
+    if mode == "auto" and not trained:
+        return True, "the card gives no FWHM range the network was trained on"
+    if mode == "auto":
+        return True, f"the PSF FWHM {fwhm_px:.2f} px lies outside the network's training"
+    return True, "psf_classes is on"
 
 
 def psf_reference(psf, bands):
@@ -194,10 +214,8 @@ def instance_features(table, detection, origin, reference, noise):
     dict of ndarray
         ``rows`` (indices of the instances with a star/galaxy class), and for
         each of them ``x``, ``y`` (mosaic pixels, 0-based; the flux-weighted
-        centre of the mask), ``network_p_star``, ``relative_concentration``
-        and ``snr``.
+        centre of the mask), ``relative_concentration`` and ``snr``.
     """
-    from .classes import OBJECT_CODE
     from .instances import decode_mask
 
     class_ids = table.column("class_id").to_numpy()
@@ -221,9 +239,7 @@ def instance_features(table, detection, origin, reference, noise):
                                       reference["fwhm_px"], noise=noise, mask=flagged)
     else:
         ratio, snr = np.zeros(0), np.zeros(0)
-    scores = table.column("score").to_numpy().astype(np.float64)[rows]
-    network = np.where(class_ids[rows] == OBJECT_CODE["star"], scores, 1.0 - scores)
-    return {"rows": rows, "x": xs + origin[1], "y": ys + origin[0], "network_p_star": network,
+    return {"rows": rows, "x": xs + origin[1], "y": ys + origin[0],
             "relative_concentration": ratio / reference["concentration"], "snr": snr}
 
 
@@ -251,13 +267,11 @@ def reclassify_instances(table, detection, origin, reference, model, noise):
     found = instance_features(table, detection, origin, reference, noise)
     if not found["rows"].size:
         return table
-    p_star = model.star_probability(found["network_p_star"], found["relative_concentration"],
-                                    found["snr"], reference["fwhm_px"])
+    p_star = model.star_probability(found["relative_concentration"], found["snr"])
     new_ids = table.column("class_id").to_numpy().copy()
     # without a measurable concentration the network's class stands
-    measured = np.isfinite(found["relative_concentration"]) & np.isfinite(found["snr"])
     new_ids[found["rows"]] = np.where(
-        measured, np.where(p_star >= 0.5, OBJECT_CODE["star"], OBJECT_CODE["galaxy"]),
+        np.isfinite(p_star), np.where(p_star >= 0.5, OBJECT_CODE["star"], OBJECT_CODE["galaxy"]),
         new_ids[found["rows"]])
     index = table.schema.get_field_index
     table = table.set_column(index("class_id"), "class_id",

@@ -141,8 +141,8 @@ def test_card_star_galaxy_model_sets_the_classes_and_the_option_turns_it_off(set
     shutil.copy(model_path, path)
     card = dict(read_model_card(model_path), name="tiny_sg")
     card["star_galaxy"] = StarGalaxyModel(mean=(0,) * len(FEATURES), scale=(1,) * len(FEATURES),
-                                          coefficients=(0,) * len(FEATURES), intercept=20.0,
-                                          trained_fwhm_px=3.8).to_dict()
+                                          coefficients=(0,) * len(FEATURES),
+                                          intercept=20.0).to_dict()
     write_model_card(path, card)
     # a store with a measured PSF in every band
     store = tmp_path / "m.zarr"
@@ -156,14 +156,15 @@ def test_card_star_galaxy_model_sets_the_classes_and_the_option_turns_it_off(set
     classes = {}
     for on in (True, False):
         out = tmp_path / f"r-{on}"
+        # the card has no trained FWHM range: "auto" uses the PSF
         config = resolve_config(models=[str(path)], maskrcnn={"min_confidence": 0.0,
-                                                               "psf_classes": on})
+                                                               "psf_classes": "auto" if on
+                                                               else False})
         astrodask.run(store, out, config=config, client=None, n_workers=1)
         record = json.loads((out / "run.json").read_text())["star_galaxy"]["tiny_sg"]
         assert record["psf_aware"] is on
-        if on:
-            assert record["fwhm_px"] == 3.0 and record["concentration"] == 0.45
-        else:
+        assert record["fwhm_px"] == 3.0 and record["concentration"] == 0.45
+        if not on:
             assert record["why"] == "psf_classes is off"
         classes[on] = [c for p in sorted((out / "maskrcnn").glob("*.parquet"))
                        for c in pq.read_table(p).column("class").to_pylist()]

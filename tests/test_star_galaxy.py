@@ -8,7 +8,7 @@ from astrodask.classes import OBJECT_CODE
 from astrodask.instances import SCHEMA, encode_mask
 from astrodask.psf import BandPSF, aperture_radii, concentration, measure_psf
 from astrodask.star_galaxy import (FEATURES, StarGalaxyModel, design_matrix, fit_star_galaxy,
-                                   psf_reference, reclassify_instances)
+                                   psf_reference, reclassify_instances, use_psf_classes)
 
 
 def gaussian(shape, y, x, sigma, flux=1000.0):
@@ -68,53 +68,56 @@ def test_measured_psf_concentration_makes_stars_one_and_galaxies_less():
     assert np.median(galaxies) < 0.85
 
 
-def test_design_matrix_takes_one_fwhm_or_one_per_source():
-    one = design_matrix([0.9, 0.1], [1.0, 0.6], [50.0, 20.0], 7.6, 3.8)
-    each = design_matrix([0.9, 0.1], [1.0, 0.6], [50.0, 20.0], [7.6, 7.6], 3.8)
-    assert one.shape == (2, len(FEATURES))
-    np.testing.assert_allclose(one, each)
-    assert one[0, FEATURES.index("fwhm_offset")] == pytest.approx(np.log(2))
-    assert one[1, FEATURES.index("concentration_deficit")] == pytest.approx(0.4)
+def test_design_matrix_holds_the_deficit_and_the_snr():
+    features = design_matrix([1.0, 0.6], [50.0, 0.5])
+    assert features.shape == (2, len(FEATURES))
+    np.testing.assert_allclose(features[:, 0], [0.0, 0.4])
+    np.testing.assert_allclose(features[:, 1], [np.log10(50), 0.0])  # S/N below 1 counts as 1
+    np.testing.assert_allclose(features[:, 2], features[:, 0] * features[:, 1])
 
 
 def synthetic_samples(n, seed):
-    """A network that says "star" for whatever is small in pixels, and the truth."""
+    """Relative concentrations of stars (about 1) and galaxies (less), noisier when faint."""
     rng = np.random.default_rng(seed)
-    fwhm = rng.choice([2.0, 3.8, 8.0], n)
     is_star = rng.uniform(size=n) < 0.3
     snr = 10 ** rng.uniform(1, 3, n)
-    relative = np.where(is_star, 1.0, rng.uniform(0.4, 0.9, n)) + rng.normal(0, 3 / snr)
-    # in its own seeing (3.8 px) the network is right; at 8 px it calls everything a galaxy
-    network = np.where(fwhm == 3.8, np.where(is_star, 0.9, 0.1), 0.1)
-    return network, relative, snr, fwhm, is_star
+    relative = np.where(is_star, 1.0, rng.uniform(0.4, 0.9, n)) + rng.normal(0, 1 / snr)
+    return relative, snr, is_star
 
 
-def test_fitted_model_learns_the_psf_where_the_network_fails():
-    network, relative, snr, fwhm, is_star = synthetic_samples(3000, 1)
-    model = fit_star_galaxy(design_matrix(network, relative, snr, fwhm, 3.8), is_star, 3.8)
-    network, relative, snr, fwhm, is_star = synthetic_samples(1000, 2)
-    p = model.star_probability(network, relative, snr, fwhm)
-    far = fwhm == 8.0
-    hybrid = ((p >= 0.5) == is_star)[far].mean()
-    alone = ((network >= 0.5) == is_star)[far].mean()
-    assert hybrid > 0.85 and hybrid > alone + 0.15
+def test_fitted_model_separates_by_concentration_and_round_trips():
+    relative, snr, is_star = synthetic_samples(3000, 1)
+    model = fit_star_galaxy(design_matrix(relative, snr), is_star)
+    relative, snr, is_star = synthetic_samples(1000, 2)
+    p = model.star_probability(relative, snr)
+    assert ((p >= 0.5) == is_star).mean() > 0.95
     again = StarGalaxyModel.from_dict(model.to_dict())
-    np.testing.assert_array_equal(again.star_probability(network, relative, snr, fwhm), p)
-
-
-def test_without_a_concentration_the_networks_probability_stands():
-    model = StarGalaxyModel(mean=(0,) * 7, scale=(1,) * 7, coefficients=(0, -5, 0, 0, 0, 0, 0),
-                            intercept=0.0, trained_fwhm_px=3.8)
-    p = model.star_probability([0.8, 0.8], [np.nan, 1.0], [30.0, 30.0], 3.8)
-    assert p[0] == pytest.approx(0.8) and p[1] == pytest.approx(0.5)
+    np.testing.assert_array_equal(again.star_probability(relative, snr), p)
+    assert np.isnan(model.star_probability([np.nan], [30.0])[0])
+    with pytest.raises(ValueError, match="both stars and galaxies"):
+        fit_star_galaxy(design_matrix(relative[is_star], snr[is_star]), is_star[is_star])
 
 
 def test_a_card_with_other_features_is_refused():
-    d = StarGalaxyModel(mean=(0,) * 7, scale=(1,) * 7, coefficients=(0,) * 7, intercept=0.0,
-                        trained_fwhm_px=3.8).to_dict()
+    d = StarGalaxyModel(mean=(0,) * 3, scale=(1,) * 3, coefficients=(0,) * 3,
+                        intercept=0.0).to_dict()
     d["features"] = ["something", "else"]
     with pytest.raises(ValueError, match="other features"):
         StarGalaxyModel.from_dict(d)
+
+
+@pytest.mark.parametrize("mode, fwhm, use, why", [
+    ("auto", 4.0, False, "lies within the 3.6-4.3 px the network was trained on"),
+    ("auto", 8.4, True, "lies outside the network's training"),
+    ("on", 4.0, True, "psf_classes is on"),
+    ("off", 8.4, False, "psf_classes is off"),
+    ("auto", None, False, "no measured PSF concentration"),
+])
+def test_auto_mode_uses_the_psf_only_outside_the_networks_training(mode, fwhm, use, why):
+    card = {"star_galaxy": {"mean": [0, 0, 0]}, "trained_psf_fwhm_px": [3.6, 4.3]}
+    got, reason = use_psf_classes(mode, card, fwhm)
+    assert got is use and why in reason
+    assert use_psf_classes("on", {}, 8.4) == (False, "the card has no star_galaxy model")
 
 
 def test_psf_reference_needs_every_band():
@@ -153,9 +156,8 @@ def test_engine_reclassifies_a_point_source_the_network_called_a_galaxy():
     table = window_table([(1020, 2020, 1061, 2061), (1060, 2050, 1121, 2121)],
                          [OBJECT_CODE["galaxy"], OBJECT_CODE["galaxy"]], [0.9, 0.9])
     # relies on the concentration alone: a deficit of 0.2 or more means galaxy
-    model = StarGalaxyModel(mean=(0,) * 7, scale=(1,) * 7,
-                            coefficients=(0, -50, 0, 0, 0, 0, 0), intercept=10.0,
-                            trained_fwhm_px=3.8)
+    model = StarGalaxyModel(mean=(0,) * 3, scale=(1,) * 3, coefficients=(-50, 0, 0),
+                            intercept=10.0)
     out = reclassify_instances(table, detection, origin, reference, model, noise=1.0)
     assert out.column("class").to_pylist() == ["star", "galaxy"]
     assert out.column("class_id").to_pylist() == [OBJECT_CODE["star"], OBJECT_CODE["galaxy"]]

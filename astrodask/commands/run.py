@@ -44,10 +44,11 @@ def register(subparsers):
     parser.add_argument("--maskrcnn-flips", action=argparse.BooleanOptionalAction, default=None,
                         help="Mask R-CNN: fuse detections on the 8 flips/rotations of each tile "
                              "(default: the model's setting; on for maskrcnn_decam)")
-    parser.add_argument("--psf-classes", action=argparse.BooleanOptionalAction, default=None,
-                        help="Mask R-CNN: star/galaxy from the card's PSF-aware model (the "
-                             "network's score and each source's concentration against the "
-                             "PSF measured at ingest); default on where the card has one")
+    parser.add_argument("--psf-classes", choices=("auto", "on", "off"),
+                        help="Mask R-CNN: star/galaxy from each source's concentration against "
+                             "the PSF measured at ingest (the card's star_galaxy model): auto "
+                             "(default) where the mosaic's FWHM lies outside the network's "
+                             "training, on, or off (the network's classes)")
     parser.add_argument("--restart", action="store_true", default=None,
                         help="ignore done markers and recompute every tile")
     parser.add_argument("--report", nargs="?", const="", metavar="HTML",

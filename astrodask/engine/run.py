@@ -150,8 +150,20 @@ def prepare_spec(spec, mosaic, config):
     if spec.kind != "maskrcnn":
         return spec
     mean, std = band_levels(mosaic, [mosaic.bands[i] for i in spec.band_indices])
+    use, _, reference = _star_galaxy_choice(mosaic, spec, config)
     return replace(spec, stats=(tuple(map(float, mean)), tuple(map(float, std))),
-                   settings=detection_settings(spec.card, config.maskrcnn.overrides()))
+                   settings=detection_settings(spec.card, config.maskrcnn.overrides()),
+                   star_galaxy=reference if use else None)
+
+
+def _star_galaxy_choice(mosaic, spec, config):
+    """(use, why, reference): whether the card's PSF-aware model sets the classes."""
+    from ..star_galaxy import psf_reference, use_psf_classes
+
+    reference = psf_reference(mosaic.psf, mosaic.bands)
+    use, why = use_psf_classes(config.maskrcnn.psf_classes, spec.card,
+                               reference["fwhm_px"] if reference else None)
+    return use, why, reference
 
 
 def _check_window_lattice(config, grid, specs):
@@ -241,38 +253,41 @@ def _check_psf(mosaic, specs):
         factor *= mosaic.rescale_factor
         measured = ", ".join(f"{b} {v:.2f}" for b, v in outside.items())
         source = "original FITS " if mosaic.rescale_factor != 1.0 else ""
+        what = ("its detections may be unreliable (star/galaxy comes from the "
+                "concentration against the PSF instead)" if spec.star_galaxy
+                else "its detections and classes may be unreliable")
         warnings.warn(f"{spec.name} was trained on PSF FWHM {lo:g}-{hi:g} px but the mosaic's "
-                      f"is {measured} px: its detections and classes may be unreliable; "
+                      f"is {measured} px: {what}; "
                       f"re-ingest the {source}bands with `astrodask ingest --rescale "
                       f"{factor:.3g}` to bring the FWHM to about {middle:.1f} px", stacklevel=3)
 
 
 def _star_galaxy_record(mosaic, specs, config):
-    """How each Mask R-CNN of the run classifies stars and galaxies (for run.json).
+    """How each Mask R-CNN of the run tells stars from galaxies (for run.json).
 
-    Warns in one line when a card's PSF-aware model cannot be used because
-    the store lacks a measured PSF concentration in some band.
+    Warns in one line when the card's PSF-aware model should classify (the
+    option is on, or the mosaic's FWHM lies outside the network's training)
+    but cannot, for want of a measured PSF concentration.
     """
+    import statistics
     import warnings
-
-    from ..star_galaxy import psf_reference
 
     record = {}
     for spec in specs:
         if spec.kind != "maskrcnn":
             continue
-        if not spec.card.get("star_galaxy"):
-            record[spec.name] = {"psf_aware": False, "why": "the card has no star_galaxy model"}
-        elif not config.maskrcnn.psf_classes:
-            record[spec.name] = {"psf_aware": False, "why": "psf_classes is off"}
-        elif (reference := psf_reference(mosaic.psf, mosaic.bands)) is None:
-            why = ("the store has no measured PSF concentration in every band (a PSF given "
-                   "with --psf-fwhm has none, nor do stores ingested by earlier versions)")
-            record[spec.name] = {"psf_aware": False, "why": why}
+        use, why, reference = _star_galaxy_choice(mosaic, spec, config)
+        record[spec.name] = {"psf_aware": use, "why": why, **(reference or {})}
+        if use or reference or not spec.card.get("star_galaxy") \
+                or config.maskrcnn.psf_classes == "off":
+            continue
+        trained = spec.card.get("trained_psf_fwhm_px")
+        given = [p.fwhm_px for p in (mosaic.psf or {}).values() if p.fwhm_px is not None]
+        fwhm = statistics.median(given) if given else None
+        if config.maskrcnn.psf_classes == "on" or fwhm is None or not trained \
+                or not trained[0] <= fwhm <= trained[1]:
             warnings.warn(f"{spec.name}: star/galaxy from the network alone: {why}",
                           stacklevel=3)
-        else:
-            record[spec.name] = {"psf_aware": True, **reference}
     return record
 
 

@@ -108,7 +108,7 @@ class MaskRCNNRunner:
         self.model = load_maskrcnn(spec.path)
         self.mean, self.std = (np.asarray(v, dtype=np.float32) for v in spec.stats)
         self.settings = dict(spec.settings or {})
-        self.star_galaxy = star_galaxy_model(spec) if options.psf_classes else None
+        self.star_galaxy = star_galaxy_model(spec) if spec.star_galaxy else None
         self._lock = threading.Lock()
 
     @staticmethod
@@ -142,14 +142,14 @@ class MaskRCNNRunner:
     def process(self, tiles, mosaic, results):
         from ..instances import tile_instances
         from ..models.maskrcnn import detect
-        from ..star_galaxy import psf_reference, reclassify_instances
+        from ..star_galaxy import reclassify_instances
         from .results import write_parquet
 
         images = self.standardise(tiles, mosaic)
         with self._lock:
             detections = detect(self.model, images, **self.settings)
         mean, std = band_levels(mosaic)
-        reference = psf_reference(mosaic.psf, mosaic.bands) if self.star_galaxy else None
+        reference = self.spec.star_galaxy if self.star_galaxy else None
         count = 0
         for tile, found in zip(tiles, detections):
             brightness = detection_image(tile.data, tile.mask != 0, mean, std)

@@ -37,6 +37,9 @@ class ModelSpec:
     settings : dict, optional
         Mask R-CNN detection settings the run uses: the card's, with the run's
         overrides (:func:`detection_settings`).
+    star_galaxy : dict, optional
+        Where the card's PSF-aware star/galaxy model classifies: the mosaic's
+        PSF reference (:func:`astrodask.star_galaxy.psf_reference`).
     """
 
     kind: str
@@ -46,6 +49,7 @@ class ModelSpec:
     band_indices: tuple
     stats: tuple = None
     settings: dict = None
+    star_galaxy: dict = None
 
 
 #: Detection settings of a Mask R-CNN card that the engine applies.

@@ -43,12 +43,14 @@ def star_galaxy_samples(model, seeds, workdir, *, size=1024, preset="decam", sta
     Returns
     -------
     dict of ndarray
-        ``network_p_star``, ``relative_concentration``, ``snr``, ``fwhm_px``,
-        ``is_star``, ``true_snr`` and ``seed``, one entry per matched instance.
+        ``network_p_star`` (the network's star probability, for comparison),
+        ``relative_concentration``, ``snr``, ``fwhm_px``, ``is_star``,
+        ``true_snr`` and ``seed``, one entry per matched instance.
     """
     import pyarrow.parquet as pq
 
     from ..catalog_scores import match_positions
+    from ..classes import OBJECT_CODE
     from ..engine.run import run
     from ..ingestion import ingest
     from ..merging.pieces import read_window_pieces
@@ -73,7 +75,7 @@ def star_galaxy_samples(model, seeds, workdir, *, size=1024, preset="decam", sta
             log(f"seed {seed}: no PSF measured in every band; skipped")
             shutil.rmtree(field)
             continue
-        run(mosaic, field / "results", models=[model], maskrcnn={"psf_classes": False},
+        run(mosaic, field / "results", models=[model], maskrcnn={"psf_classes": "off"},
             restart=True, client=client)
         results = Results(field / "results")
         mean, std = band_levels(mosaic)
@@ -87,6 +89,9 @@ def star_galaxy_samples(model, seeds, workdir, *, size=1024, preset="decam", sta
             features = instance_features(table, detection_image(tile.data, tile.mask != 0,
                                                                 mean, std),
                                          tile.origin, reference, noise=np.sqrt(len(mean)))
+            scores = table.column("score").to_numpy().astype(np.float64)[features["rows"]]
+            is_star = table.column("class_id").to_numpy()[features["rows"]] == OBJECT_CODE["star"]
+            features["network_p_star"] = np.where(is_star, scores, 1.0 - scores)
             for k in found:
                 found[k].append(features[k])
         found = {k: np.concatenate(v) if v else np.zeros(0) for k, v in found.items()}
@@ -106,7 +111,7 @@ def star_galaxy_samples(model, seeds, workdir, *, size=1024, preset="decam", sta
     return {k: np.concatenate(v) if v else np.zeros(0) for k, v in columns.items()}
 
 
-def fit_from_samples(samples, trained_fwhm_px, min_snr=5.0, l2=1e-2):
+def fit_from_samples(samples, min_snr=5.0, l2=1e-2):
     """Fit the star/galaxy model on :func:`star_galaxy_samples` (true S/N >= ``min_snr``).
 
     Returns
@@ -116,7 +121,5 @@ def fit_from_samples(samples, trained_fwhm_px, min_snr=5.0, l2=1e-2):
     from ..star_galaxy import design_matrix, fit_star_galaxy
 
     keep = np.asarray(samples["true_snr"]) >= min_snr
-    features = design_matrix(samples["network_p_star"][keep],
-                             samples["relative_concentration"][keep], samples["snr"][keep],
-                             samples["fwhm_px"][keep], trained_fwhm_px)
-    return fit_star_galaxy(features, samples["is_star"][keep], trained_fwhm_px, l2=l2)
+    features = design_matrix(samples["relative_concentration"][keep], samples["snr"][keep])
+    return fit_star_galaxy(features, samples["is_star"][keep], l2=l2)
