@@ -194,7 +194,7 @@ def psf_reference(psf, bands):
 
 
 def instance_features(table, detection, origin, reference, noise):
-    """Centre, network star probability, relative concentration and S/N of instances.
+    """Centre, concentration relative to the PSF and S/N of Mask R-CNN instances.
 
     Parameters
     ----------
