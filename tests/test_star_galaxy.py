@@ -166,3 +166,14 @@ def test_engine_reclassifies_a_point_source_the_network_called_a_galaxy():
     flagged[:, :] = -np.inf
     kept = reclassify_instances(table, flagged, origin, reference, model, noise=1.0)
     assert kept.column("class").to_pylist() == ["galaxy", "galaxy"]
+
+
+def test_psf_classes_option_takes_auto_on_off_or_a_boolean():
+    from astrodask.engine.run import resolve_config
+    from astrodask.errors import InputError
+
+    assert resolve_config().maskrcnn.psf_classes == "auto"
+    assert resolve_config(maskrcnn={"psf_classes": True}).maskrcnn.psf_classes == "on"
+    assert resolve_config(maskrcnn={"psf_classes": False}).maskrcnn.psf_classes == "off"
+    with pytest.raises(InputError, match="psf_classes must be auto, on or off, got 'maybe'"):
+        resolve_config(maskrcnn={"psf_classes": "maybe"})
