@@ -51,10 +51,10 @@ def star_galaxy_samples(model, seeds, workdir, *, size=1024, preset="decam", sta
 
     from ..catalog_scores import match_positions
     from ..classes import OBJECT_CODE
+    from ..engine.results import Results
     from ..engine.run import run
     from ..ingestion import ingest
     from ..merging.pieces import read_window_pieces
-    from ..engine.results import Results
     from ..simulation.conditions import draw_conditions
     from ..simulation.files import simulate
     from ..sky import band_levels, detection_image
