@@ -235,8 +235,8 @@ def instance_features(table, detection, origin, reference, noise):
         else:
             ys[k], xs[k] = yy.mean() + y0[k], xx.mean() + x0[k]
     if rows.size:
-        ratio, _, snr = concentration(np.where(flagged, 0.0, detection), xs, ys,
-                                      reference["fwhm_px"], noise=noise, mask=flagged)
+        ratio, _, snr = concentration(detection, xs, ys, reference["fwhm_px"], noise=noise,
+                                      mask=flagged)
     else:
         ratio, snr = np.zeros(0), np.zeros(0)
     return {"rows": rows, "x": xs + origin[1], "y": ys + origin[0],

@@ -272,6 +272,8 @@ def _star_galaxy_record(mosaic, specs, config):
     import statistics
     import warnings
 
+    from ..star_galaxy import use_psf_classes
+
     record = {}
     for spec in specs:
         if spec.kind != "maskrcnn":
@@ -281,11 +283,10 @@ def _star_galaxy_record(mosaic, specs, config):
         if use or reference or not spec.card.get("star_galaxy") \
                 or config.maskrcnn.psf_classes == "off":
             continue
-        trained = spec.card.get("trained_psf_fwhm_px")
+        # would the card's model classify, had the store a measured concentration?
         given = [p.fwhm_px for p in (mosaic.psf or {}).values() if p.fwhm_px is not None]
         fwhm = statistics.median(given) if given else None
-        if config.maskrcnn.psf_classes == "on" or fwhm is None or not trained \
-                or not trained[0] <= fwhm <= trained[1]:
+        if fwhm is None or use_psf_classes(config.maskrcnn.psf_classes, spec.card, fwhm)[0]:
             warnings.warn(f"{spec.name}: star/galaxy from the network alone: {why}",
                           stacklevel=3)
     return record

@@ -149,15 +149,15 @@ class MaskRCNNRunner:
         with self._lock:
             detections = detect(self.model, images, **self.settings)
         mean, std = band_levels(mosaic)
-        reference = self.spec.star_galaxy if self.star_galaxy else None
         count = 0
         for tile, found in zip(tiles, detections):
             brightness = detection_image(tile.data, tile.mask != 0, mean, std)
             table = tile_instances(tile, mosaic.tile_grid, found.masks, found.class_ids,
                                    found.scores, brightness)
-            if reference:
-                table = reclassify_instances(table, brightness, tile.origin, reference,
-                                             self.star_galaxy, noise=np.sqrt(len(mean)))
+            if self.star_galaxy:
+                table = reclassify_instances(table, brightness, tile.origin,
+                                             self.spec.star_galaxy, self.star_galaxy,
+                                             noise=np.sqrt(len(mean)))
             write_parquet(table, results.instances_path(tile.iy, tile.ix))
             count += table.num_rows
         return {"instances": count}
