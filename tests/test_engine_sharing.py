@@ -165,3 +165,23 @@ def test_run_fails_when_its_only_gpu_worker_goes(mosaic_path, cluster, tmp_path,
         worker.wait(timeout=30)
     assert "\n" not in str(info.value)
     assert time.monotonic() - start < 90
+
+
+def test_results_are_tracked_on_the_loop_of_the_client_that_submitted(cluster):
+    """Another client current (a notebook's, a test's): results still come through ours."""
+    from distributed import Client, as_completed
+
+    from astrodask.engine.cluster import completed
+
+    with Client(cluster) as current:
+        ours = Client(cluster.scheduler_address)  # as connect() makes it: not made current
+        try:
+            assert current.loop is not ours.loop
+            # what astrodask must not do: as_completed alone follows the current client
+            assert as_completed().loop is current.loop
+            futures = [ours.submit(pow, 2, k, pure=False) for k in range(4)]
+            queue = completed(ours, futures, with_results=True)
+            assert queue.loop is ours.loop
+            assert sorted(value for _, value in queue) == [1, 2, 4, 8]
+        finally:
+            ours.close()

@@ -178,6 +178,35 @@ def worker_wait():
     return value
 
 
+def completed(client, futures=(), **options):
+    """``distributed.as_completed`` on ``client``'s own event loop.
+
+    Without ``loop``, ``as_completed`` follows the *current* client. When the
+    caller made another client current (a notebook's ``with Client(...)``
+    while astrodask connects its own to a scheduler address), it would track
+    this client's futures from that client's loop thread, which asyncio does
+    not allow across threads: a wake-up can be lost and the loop over
+    results then waits for ever (seen once in CI: a merge from the CLI, with
+    the test's own client current, hung in its fourth stage).
+
+    Parameters
+    ----------
+    client : distributed.Client
+        The client that submits the futures.
+    futures : iterable of distributed.Future
+        Futures to track from the start (more with ``.add``).
+    **options
+        Passed to ``as_completed`` (``with_results``, ``raise_errors``).
+
+    Returns
+    -------
+    distributed.as_completed
+    """
+    from distributed import as_completed
+
+    return as_completed(futures, loop=client.loop, **options)
+
+
 def _format_resources(needed):
     return ",".join(f"{name}={amount:g}" for name, amount in sorted(needed.items()))
 

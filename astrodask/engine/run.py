@@ -392,9 +392,7 @@ def run(mosaic, out, *, config=None, client=None, progress=None, on_start=None, 
 
 
 def _compute(summary, todo, mosaic, results, specs, config, client, progress, on_start):
-    from distributed import as_completed
-
-    from .cluster import SchedulingWatch, connect
+    from .cluster import SchedulingWatch, completed, connect
     from .plugin import ModelPlugin, plugin_name
     from .tasks import process_batch
 
@@ -433,7 +431,7 @@ def _compute(summary, todo, mosaic, results, specs, config, client, progress, on
                            for i, batch in enumerate(todo)}
                 watch.start(lambda: client.cancel(list(futures)))
                 try:
-                    for future in as_completed(futures):
+                    for future in completed(client, futures):
                         if watch.reason:
                             raise EngineError(watch.reason)
                         batch_summary = _result(future, futures[future])

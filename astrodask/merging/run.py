@@ -251,7 +251,7 @@ class _Plan:
 
     def stage(self, stage, function, jobs):
         """Run ``{name: args}`` jobs of one stage; return ``{name: value}``."""
-        from distributed import as_completed
+        from ..engine.cluster import completed
 
         start = time.perf_counter()
         values = {}
@@ -266,7 +266,7 @@ class _Plan:
         batches = iter([todo[i:i + size] for i in range(0, len(todo), size)])
         futures = {}
         # results come with their futures, gathered in batches, not one round trip each
-        queue = as_completed(with_results=True, raise_errors=False)
+        queue = completed(self.client, with_results=True, raise_errors=False)
 
         def submit_next():
             batch = next(batches, None)
