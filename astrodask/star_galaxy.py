@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .psf import concentration
+from .psf import aperture_radii, concentration
 
 #: Names of the model's features, in the order of :func:`design_matrix`.
 FEATURES = ("concentration_deficit", "log10_snr", "deficit_x_log10_snr")
@@ -214,7 +214,10 @@ def instance_features(table, detection, origin, reference, noise):
     dict of ndarray
         ``rows`` (indices of the instances with a star/galaxy class), and for
         each of them ``x``, ``y`` (mosaic pixels, 0-based; the flux-weighted
-        centre of the mask), ``relative_concentration`` and ``snr``.
+        centre of the mask), ``relative_concentration`` and ``snr``. The
+        pixels of the window's other instances (outside this one's mask) are
+        left out of both apertures, so a neighbour does not make a star look
+        extended.
     """
     from .instances import decode_mask
 
@@ -222,23 +225,41 @@ def instance_features(table, detection, origin, reference, noise):
     rows = np.flatnonzero(class_ids > 0)
     flagged = ~np.isfinite(detection)
     light = np.where(flagged, 0.0, np.clip(detection, 0.0, None))
-    y0, x0 = (table.column(c).to_numpy()[rows] - o for c, o in (("y0", origin[0]), ("x0", origin[1])))
-    y1, x1 = (table.column(c).to_numpy()[rows] - o for c, o in (("y1", origin[0]), ("x1", origin[1])))
+    boxes = np.column_stack([table.column(c).to_numpy() - o for c, o in
+                             (("y0", origin[0]), ("x0", origin[1]),
+                              ("y1", origin[0]), ("x1", origin[1]))]).astype(int)
     packed = table.column("mask").to_pylist()
+    masks = [decode_mask(packed[i], int(y1 - y0), int(x1 - x0))
+             for i, (y0, x0, y1, x1) in enumerate(boxes)]
+    # how many instances cover each pixel: the light of neighbours is kept out of the apertures
+    cover = np.zeros(detection.shape, np.int16)
+    for (y0, x0, y1, x1), mask in zip(boxes, masks):
+        cover[y0:y1, x0:x1] += mask
     xs, ys = np.empty(rows.size), np.empty(rows.size)
+    ratio, snr = np.full(rows.size, np.nan), np.zeros(rows.size)
+    reach = int(np.ceil(aperture_radii(reference["fwhm_px"])[1])) + 2
     for k, i in enumerate(rows):
-        mask = decode_mask(packed[i], int(y1[k] - y0[k]), int(x1[k] - x0[k]))
-        yy, xx = np.nonzero(mask)
-        w = light[y0[k]:y1[k], x0[k]:x1[k]][yy, xx]
+        y0, x0, y1, x1 = boxes[i]
+        yy, xx = np.nonzero(masks[i])
+        w = light[y0:y1, x0:x1][yy, xx]
         if w.sum() > 0:
-            ys[k], xs[k] = (yy * w).sum() / w.sum() + y0[k], (xx * w).sum() / w.sum() + x0[k]
+            ys[k], xs[k] = (yy * w).sum() / w.sum() + y0, (xx * w).sum() / w.sum() + x0
         else:
-            ys[k], xs[k] = yy.mean() + y0[k], xx.mean() + x0[k]
-    if rows.size:
-        ratio, _, snr = concentration(detection, xs, ys, reference["fwhm_px"], noise=noise,
-                                      mask=flagged)
-    else:
-        ratio, snr = np.zeros(0), np.zeros(0)
+            ys[k], xs[k] = yy.mean() + y0, xx.mean() + x0
+        cy0, cx0 = max(int(ys[k]) - reach, 0), max(int(xs[k]) - reach, 0)
+        cy1 = min(int(ys[k]) + reach + 1, detection.shape[0])
+        cx1 = min(int(xs[k]) + reach + 1, detection.shape[1])
+        own = np.zeros((cy1 - cy0, cx1 - cx0), bool)
+        oy0, ox0 = max(y0, cy0), max(x0, cx0)
+        oy1, ox1 = min(y1, cy1), min(x1, cx1)
+        if oy1 > oy0 and ox1 > ox0:
+            own[oy0 - cy0:oy1 - cy0, ox0 - cx0:ox1 - cx0] = \
+                masks[i][oy0 - y0:oy1 - y0, ox0 - x0:ox1 - x0]
+        neighbours = (cover[cy0:cy1, cx0:cx1] - own) > 0
+        r, _, n = concentration(detection[cy0:cy1, cx0:cx1], [xs[k] - cx0], [ys[k] - cy0],
+                                reference["fwhm_px"], noise=noise,
+                                mask=flagged[cy0:cy1, cx0:cx1] | (neighbours & ~own))
+        ratio[k], snr[k] = r[0], n[0]
     return {"rows": rows, "x": xs + origin[1], "y": ys + origin[0],
             "relative_concentration": ratio / reference["concentration"], "snr": snr}
 

@@ -168,6 +168,27 @@ def test_engine_reclassifies_a_point_source_the_network_called_a_galaxy():
     assert kept.column("class").to_pylist() == ["galaxy", "galaxy"]
 
 
+def test_a_neighbours_light_is_kept_out_of_a_stars_concentration():
+    from astrodask.star_galaxy import instance_features
+
+    fwhm = 8.0
+    sigma = fwhm / 2.3548
+    # a compact neighbour 11 px away, inside the star's outer aperture (12 px)
+    detection = (gaussian((96, 96), 40, 40, sigma, 3000.0)
+                 + gaussian((96, 96), 40, 51, 0.5 * sigma, 3000.0)).astype(np.float32)
+    star_ratio = concentration(gaussian((64, 64), 32, 32, sigma), [32.0], [32.0], fwhm)[0][0]
+    reference = {"fwhm_px": fwhm, "concentration": star_ratio}
+    star, neighbour = (33, 33, 47, 47), (33, 47, 48, 56)
+    alone = instance_features(window_table([star], [OBJECT_CODE["star"]], [0.9]),
+                              detection, (0, 0), reference, noise=1.0)
+    both = instance_features(window_table([star, neighbour], [OBJECT_CODE["star"]] * 2,
+                                          [0.9, 0.9]), detection, (0, 0), reference, noise=1.0)
+    # without the neighbour's instance its light fills the star's outer aperture
+    assert alone["relative_concentration"][0] < 0.7
+    assert both["relative_concentration"][0] > 0.85
+    assert np.allclose(both["x"][0], alone["x"][0]) and both["rows"].tolist() == [0, 1]
+
+
 def test_psf_classes_option_takes_auto_on_off_or_a_boolean():
     from astrodask.engine.run import resolve_config
     from astrodask.errors import InputError

@@ -82,18 +82,20 @@ def star_galaxy_samples(model, seeds, workdir, *, size=1024, preset="decam", sta
         found = {k: [] for k in ("x", "y", "network_p_star", "relative_concentration", "snr")}
         for iy, ix in mosaic.tile_grid.indices():
             table = read_window_pieces(results, iy, ix)
-            table = table.filter(table.column("in_core"))
             if not table.num_rows:
                 continue
             tile = mosaic.read_tile(iy, ix)
+            # every instance of the window, as the engine sees them; the core's are sampled
             features = instance_features(table, detection_image(tile.data, tile.mask != 0,
                                                                 mean, std),
                                          tile.origin, reference, noise=np.sqrt(len(mean)))
-            scores = table.column("score").to_numpy().astype(np.float64)[features["rows"]]
-            is_star = table.column("class_id").to_numpy()[features["rows"]] == OBJECT_CODE["star"]
+            rows = features.pop("rows")
+            owned = table.column("in_core").to_numpy(zero_copy_only=False)[rows]
+            scores = table.column("score").to_numpy().astype(np.float64)[rows]
+            is_star = table.column("class_id").to_numpy()[rows] == OBJECT_CODE["star"]
             features["network_p_star"] = np.where(is_star, scores, 1.0 - scores)
             for k in found:
-                found[k].append(features[k])
+                found[k].append(features[k][owned])
         found = {k: np.concatenate(v) if v else np.zeros(0) for k, v in found.items()}
         truth = pq.read_table(field / "sim" / "truth.parquet").to_pydict()
         _, match = match_positions(truth["x"], truth["y"], found["x"], found["y"], match_radius)
