@@ -185,3 +185,23 @@ def test_results_are_tracked_on_the_loop_of_the_client_that_submitted(cluster):
             assert sorted(value for _, value in queue) == [1, 2, 4, 8]
         finally:
             ours.close()
+
+
+def test_performance_report_is_taken_through_the_runs_client(cluster, tmp_path):
+    """``performance_report`` follows the current client: the run makes its own current."""
+    from distributed import Client, get_client
+
+    from astrodask.engine.run import _report_context
+
+    with Client(cluster) as current:
+        ours = Client(cluster.scheduler_address)
+        try:
+            with _report_context(tmp_path / "report.html", ours):
+                assert get_client() is ours
+                assert ours.submit(pow, 2, 5, pure=False).result() == 32
+            assert get_client() is current
+        finally:
+            ours.close()
+    assert b"<html" in (tmp_path / "report.html").read_bytes()[:2000].lower()
+    with _report_context(None, None):
+        pass

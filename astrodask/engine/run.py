@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, replace
 import datetime
 import time
 import uuid
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 from .. import storage
@@ -418,7 +418,7 @@ def _compute(summary, todo, mosaic, results, specs, config, client, progress, on
         try:
             _register(client, plugin)
             report_tmp = _report_tmp(config.report) if config.report else None
-            report = _report_context(report_tmp)
+            report = _report_context(report_tmp, client)
             done = summary.tiles_skipped
             if progress is not None:
                 progress(done, summary.tiles_total)
@@ -485,12 +485,20 @@ def _result(future, batch):
                           f"{first_line(exc)}") from None
 
 
-def _report_context(tmp):
+@contextmanager
+def _report_context(tmp, client):
+    """Dask's performance report into ``tmp`` (nothing when None), of ``client``'s cluster.
+
+    ``performance_report`` reports on the *current* client; a notebook's own
+    client may be current while the run has connected its own.
+    """
     if tmp is None:
-        return nullcontext()
+        yield
+        return
     from distributed import performance_report
 
-    return performance_report(filename=str(tmp))
+    with client.as_current(), performance_report(filename=str(tmp)):
+        yield
 
 
 def _report_tmp(location):
