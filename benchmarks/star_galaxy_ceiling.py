@@ -8,8 +8,9 @@ statistics of every true source with S/N >= 10 *at its true position*, with
 the PSF taken from the field's bright isolated true stars, so neither
 detection, centroid nor PSF measurement costs anything:
 
-- the aperture concentration relative to the PSF stars'
-  (:func:`astrodask.psf.concentration`, what ``--psf-classes`` uses);
+- the aperture concentration (:func:`astrodask.psf.concentration`, what
+  ``--psf-classes`` divides by the PSF stars'; a threshold's ceiling does
+  not change with that scale, so it is left out here);
 - a PSF-matched statistic in the manner of SExtractor's SPREAD_MODEL
   (Desai et al. 2012): ``(G.I)/(P.I) - (G.P)/(P.P)`` with ``P`` the PSF
   stamp, ``G`` the PSF convolved with an exponential of scale FWHM/16.
@@ -126,15 +127,8 @@ def measure(folder):
     cuts = [stamp(image, a, b, radius) for a, b in zip(x, y)]
     spread_value = np.array([np.nan if c is None else spread(c, psf, extended) for c in cuts])
     ratio = concentration(image, x, y, fwhm, noise)[0]
-    star_ratio = np.nanmedian(concentration(image, *_bright_star_positions(truth), fwhm, noise)[0])
     return {"fwhm_px": fwhm, "n_psf_stars": len(stamps), "snr": snr[keep], "is_star": is_star,
-            "spread": spread_value, "concentration_deficit": 1.0 - ratio / star_ratio}
-
-
-def _bright_star_positions(truth):
-    pick = [(x, y) for x, y, c, s in zip(truth["x"], truth["y"], truth["class"], truth["snr"])
-            if c == "star" and s > 50]
-    return np.array([p[0] for p in pick]), np.array([p[1] for p in pick])
+            "spread": spread_value, "concentration_deficit": 1.0 - ratio}
 
 
 def main(argv=None):

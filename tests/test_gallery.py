@@ -1,20 +1,14 @@
 """benchmarks/gallery.py: crops land on the same mosaic pixels in every picture."""
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 from astropy.io import fits
 from PIL import Image
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gallery.py"
+from benchmark_scripts import load_benchmark
 
 
 def load():
-    spec = importlib.util.spec_from_file_location("gallery", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("gallery")
 
 
 def test_crops_of_the_pictures_and_the_segmentation_map_agree(tmp_path):

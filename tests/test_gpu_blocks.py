@@ -9,15 +9,14 @@ from pathlib import Path
 
 import pytest
 
+from benchmark_scripts import load_benchmark
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "gpu_blocks.py"
 
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("gpu_blocks", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("gpu_blocks")
 
 
 def run_script(tmp_path, *args, env=None):

@@ -1,19 +1,13 @@
 """benchmarks/star_galaxy_ceiling.py: the ceiling and the PSF-matched statistic behave."""
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 from scipy import ndimage as ndi
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "star_galaxy_ceiling.py"
+from benchmark_scripts import load_benchmark
 
 
 def load():
-    spec = importlib.util.spec_from_file_location("star_galaxy_ceiling", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("star_galaxy_ceiling")
 
 
 def moffat(radius, fwhm, beta=3.0):
