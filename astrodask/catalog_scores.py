@@ -174,6 +174,48 @@ def score_catalog(catalog, truth, grid, flagged=None, radius=2.0, snr_min=10.0,
     return result
 
 
+def pooled_regions(scores, reference="interior"):
+    """Completeness and purity per region, pooled over several fields' :func:`score_catalog`.
+
+    Per-field regions hold a few hundred sources, so a completeness differs
+    between two regions by a few points by chance alone; pooling the fields
+    counts every source once.
+
+    Parameters
+    ----------
+    scores : list of dict
+        :func:`score_catalog` results.
+    reference : str
+        Region the others are compared with.
+
+    Returns
+    -------
+    dict
+        Per region: ``completeness``, ``n_truth``, ``purity``, ``n_catalog``,
+        and ``difference`` (completeness minus the reference's) with its
+        binomial standard error ``difference_error``.
+    """
+    pooled = {}
+    for name in scores[0]["regions"] if scores else ():
+        parts = [s["regions"][name] for s in scores]
+        n = sum(p["n_truth"] for p in parts)
+        m = sum(p["n_catalog"] for p in parts)
+        found = sum(p["completeness"] * p["n_truth"] for p in parts if p["n_truth"])
+        real = sum(p["purity"] * p["n_catalog"] for p in parts if p["n_catalog"])
+        pooled[name] = {"completeness": _ratio(round(found), n), "n_truth": n,
+                        "purity": _ratio(round(real), m), "n_catalog": m}
+    ref = pooled.get(reference)
+    for region in pooled.values():
+        c, n = region["completeness"], region["n_truth"]
+        if ref is None or not n or not ref["n_truth"]:
+            region["difference"] = region["difference_error"] = float("nan")
+            continue
+        region["difference"] = c - ref["completeness"]
+        region["difference_error"] = float(np.sqrt(
+            c * (1 - c) / n + ref["completeness"] * (1 - ref["completeness"]) / ref["n_truth"]))
+    return pooled
+
+
 def catalog_agreement(a, b, radius=1.0):
     """Fractions of two catalogs' objects with a one-to-one counterpart within ``radius``.
 

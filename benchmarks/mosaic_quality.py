@@ -17,6 +17,9 @@ zero-weight stripe, a missing block half a window wide, saturated stars).
 ``--preset hst``: ``standard`` and ``deep``; where the catalog has a
 morphology (the U-Net ran), the morphology of matched true sources with
 S/N ≥ 20 is printed as a confusion matrix against the simulator's classes.
+With several fields, the regions are also printed pooled over them, with each
+region's completeness difference to the interior and its standard error
+(per field, regions of a few hundred sources differ by a few points by chance).
 
 Usage::
 
@@ -238,6 +241,26 @@ def print_field(r):
               f"origin shifted by {SHIFT}: {o[0]:.4f} / {o[1]:.4f}")
 
 
+def print_pooled(results):
+    """Regions pooled over the fields: completeness against the interior's, with its error."""
+    from astrodask.catalog_scores import pooled_regions
+
+    print(f"\n## regions pooled over the {len(results)} fields (S/N >= 10)")
+    print(f"{'region':14s} {'n':>5s} {'compl':>6s} {'purity':>6s} {'- interior':>16s} | "
+          f"{'SEP compl':>9s} {'- interior':>16s}")
+    ours = pooled_regions([r["astrodask"] for r in results])
+    sep = pooled_regions([r["sep"] for r in results])
+    def versus(name, v):
+        if name == "interior" or v["difference"] != v["difference"]:
+            return f"{'':>16s}"
+        return f"{v['difference']:+8.3f} ± {v['difference_error']:.3f}"
+
+    for name, v in ours.items():
+        s = sep[name]
+        print(f"{name:14s} {v['n_truth']:5d} {fmt(v['completeness']):>6s} {fmt(v['purity']):>6s} "
+              f"{versus(name, v)} | {fmt(s['completeness']):>9s} {versus(name, s)}")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size", type=int, default=2048)
@@ -277,6 +300,8 @@ def main(argv=None):
         print_field(r)
         sys.stdout.flush()
         results.append(r)
+    if len(results) > 1:
+        print_pooled(results)
     (out / args.preset / "results.json").write_text(json.dumps(results, indent=1, default=float))
     return 0
 

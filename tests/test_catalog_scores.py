@@ -3,7 +3,7 @@
 import numpy as np
 
 from astrodask.catalog_scores import (catalog_agreement, match_positions, morphology_confusion,
-                                      region_masks, score_catalog)
+                                      pooled_regions, region_masks, score_catalog)
 from astrodask.mosaic import TileGrid
 
 
@@ -58,3 +58,24 @@ def test_morphology_confusion_counts_matched_bright_sources():
     assert m["matrix"][1] == [0, 1, 1, 0] and m["matrix"][0] == [1, 0, 0, 0]
     assert m["recall"]["disk"] == 0.5 and m["n"]["point_source"] == 0
     assert np.isnan(m["recall"]["point_source"])
+
+
+def test_regions_pooled_over_fields_count_every_source_once():
+    def field(found_in, n_in, found_edge, n_edge, real, n_cat):
+        def region(found, n):
+            return {"completeness": found / n if n else float("nan"), "n_truth": n,
+                    "purity": real / n_cat, "n_catalog": n_cat, "duplicates": 0}
+
+        return {"regions": {"interior": region(found_in, n_in),
+                            "edge_window": region(found_edge, n_edge),
+                            "near_flagged": region(0, 0)}}
+
+    pooled = pooled_regions([field(8, 10, 9, 10, 9, 10), field(45, 50, 40, 50, 27, 30)])
+    interior, edge = pooled["interior"], pooled["edge_window"]
+    assert interior["n_truth"] == 60 and interior["completeness"] == 53 / 60
+    assert edge["completeness"] == 49 / 60 and edge["purity"] == 36 / 40
+    assert edge["difference"] == 49 / 60 - 53 / 60 and interior["difference"] == 0
+    c1, c2 = 49 / 60, 53 / 60
+    assert np.isclose(edge["difference_error"], np.sqrt(c1 * (1 - c1) / 60 + c2 * (1 - c2) / 60))
+    assert pooled["near_flagged"]["n_truth"] == 0 and np.isnan(pooled["near_flagged"]["difference"])
+    assert pooled_regions([]) == {}
