@@ -250,6 +250,7 @@ def print_pooled(results):
           f"{'SEP compl':>9s} {'- interior':>16s}")
     ours = pooled_regions([r["astrodask"] for r in results])
     sep = pooled_regions([r["sep"] for r in results])
+
     def versus(name, v):
         if name == "interior" or v["difference"] != v["difference"]:
             return f"{'':>16s}"
