@@ -245,14 +245,15 @@ def print_pooled(results):
     """Regions pooled over the fields: completeness against the interior's, with its error."""
     from astrodask.catalog_scores import pooled_regions
 
+    reference = "interior"
     print(f"\n## regions pooled over the {len(results)} fields (S/N >= 10)")
-    print(f"{'region':14s} {'n':>5s} {'compl':>6s} {'purity':>6s} {'- interior':>16s} | "
-          f"{'SEP compl':>9s} {'- interior':>16s}")
-    ours = pooled_regions([r["astrodask"] for r in results])
-    sep = pooled_regions([r["sep"] for r in results])
+    print(f"{'region':14s} {'n':>5s} {'compl':>6s} {'purity':>6s} {'- ' + reference:>16s} | "
+          f"{'SEP compl':>9s} {'- ' + reference:>16s}")
+    ours = pooled_regions([r["astrodask"] for r in results], reference)
+    sep = pooled_regions([r["sep"] for r in results], reference)
 
     def versus(name, v):
-        if name == "interior" or v["difference"] != v["difference"]:
+        if name == reference or v["difference"] != v["difference"]:
             return f"{'':>16s}"
         return f"{v['difference']:+8.3f} ± {v['difference_error']:.3f}"
 
