@@ -486,6 +486,11 @@ def _attributes(band_names, grid, header, wcs, images, weight_images, stats):
                        for b, i in zip(band_names, images)},
         "bunit": {b: (str(i.header["BUNIT"]).strip() if "BUNIT" in i.header else None)
                   for b, i in zip(band_names, images)},
+        # SATURATE per band, in the file's units; resampling smooths a saturated plateau
+        # below the level, so a rescaled store keeps none.
+        "saturation": {b: (None if isinstance(i, RescaledImage)
+                           else _float_or_none(i.header.get("SATURATE")))
+                       for b, i in zip(band_names, images)},
         "inputs": [_file_record(i) for i in images],
         "weights": [_file_record(i) for i in weight_images],
         "astrodask_version": __version__,

@@ -48,7 +48,8 @@ def chunk_flags(flags, ys, xs):
     return block[inner], grown[inner[1:]]
 
 
-def chunk_sums(labels, y0, x0, image, flags, weight=None, classes=None, touching=None):
+def chunk_sums(labels, y0, x0, image, flags, weight=None, classes=None, touching=None,
+               saturation=None):
     """Partial sums of every object in one chunk.
 
     Parameters
@@ -70,6 +71,9 @@ def chunk_sums(labels, y0, x0, image, flags, weight=None, classes=None, touching
         ``flagged`` then counts an object's pixels there, so an object whose
         mask stops beside a masked column is flagged too. Default: the
         object's flagged pixels only.
+    saturation : sequence of float or None, optional
+        Each band's saturation level (:attr:`astrodask.Mosaic.saturation`);
+        ``saturated`` then counts an object's pixels at or above it in any band.
 
     Returns
     -------
@@ -100,6 +104,10 @@ def chunk_sums(labels, y0, x0, image, flags, weight=None, classes=None, touching
         "flagged": total((flags & ~np.uint8(PADDING)).any(axis=0) if touching is None
                          else touching),
     }
+    if saturation is not None and any(level is not None for level in saturation):
+        from .sky import saturated_pixels
+
+        sums["saturated"] = total(saturated_pixels(image, saturation))
     if weight is not None:
         with np.errstate(divide="ignore"):
             variance = np.where(good & (weight > 0), 1.0 / weight, 0.0)
@@ -129,6 +137,7 @@ class Accumulator:
         self.sum_y = np.zeros(n + 1)
         self.sum_x = np.zeros(n + 1)
         self.flagged = np.zeros(n + 1)
+        self.saturated = np.zeros(n + 1)
         self.class_f = np.zeros((n + 1, n_classes)) if n_classes else None
         self.min_background = np.full(n + 1, np.inf) if n_classes else None
 
@@ -136,7 +145,7 @@ class Accumulator:
         """Add one chunk's sums."""
         ids = sums["id"]
         for name in ("area", "flux", "sum_f", "sum_fy", "sum_fx", "sum_y", "sum_x", "flagged",
-                     "variance", "class_f"):
+                     "saturated", "variance", "class_f"):
             target = getattr(self, name)
             if target is not None and name in sums:
                 target[ids] += sums[name]
@@ -156,7 +165,8 @@ class Accumulator:
             y = np.where(weighted, self.sum_fy[1:] / self.sum_f[1:], self.sum_y[1:] / area)
             x = np.where(weighted, self.sum_fx[1:] / self.sum_f[1:], self.sum_x[1:] / area)
         out = {"x": x, "y": y, "area": area.astype(np.int64),
-               "masked_pixels": self.flagged[1:].astype(np.int64)}
+               "masked_pixels": self.flagged[1:].astype(np.int64),
+               "saturated_pixels": self.saturated[1:].astype(np.int64)}
         for b, band in enumerate(bands):
             out[f"flux_{band}"] = self.flux[1:, b]
             if self.variance is not None:

@@ -212,6 +212,22 @@ class Mosaic:
         return {band: BandPSF.from_dict(d) for band, d in stored["bands"].items()}
 
     @property
+    def saturation(self):
+        """Each band's saturation level (the input's ``SATURATE``, in its units), or ``None``.
+
+        Pixels at or above it are saturated. ``None`` for a band whose header
+        gives no level, for a store resampled at ingest and for stores
+        ingested before levels were kept.
+
+        Returns
+        -------
+        dict
+            Band name → float or ``None``.
+        """
+        stored = self.attrs.get("saturation") or {}
+        return {band: stored.get(band) for band in self.bands}
+
+    @property
     def rescale_factor(self):
         """Factor the inputs were resampled by at ingest (1.0: their own grid).
 

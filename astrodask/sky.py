@@ -172,3 +172,26 @@ def detection_reader(mosaic):
         return detection_image(image[:, y0:y1, x0:x1], flags[:, y0:y1, x0:x1] != 0, mean, std)
 
     return read
+
+
+def saturated_pixels(data, levels):
+    """Where any band of a window is saturated.
+
+    Parameters
+    ----------
+    data : ndarray, shape (band, T, T)
+        Raw pixels (NaN where flagged).
+    levels : sequence of float or None
+        Each band's level (:attr:`astrodask.Mosaic.saturation`); ``None`` for
+        a band without one.
+
+    Returns
+    -------
+    ndarray of bool, shape (T, T), or None
+        ``None`` when no band has a level.
+    """
+    known = [(b, level) for b, level in enumerate(levels) if level is not None]
+    if not known:
+        return None
+    with np.errstate(invalid="ignore"):
+        return np.any([data[b] >= level for b, level in known], axis=0)

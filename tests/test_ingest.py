@@ -130,7 +130,8 @@ def test_wcs_round_trip_and_provenance(tmp_path):
     wcs = make_wcs(rotation_deg=17.0)
     rng = np.random.default_rng(2)
     paths = [write_band(tmp_path / f"{b}.fits", rng.normal(size=(HEIGHT, WIDTH)), b, wcs=wcs,
-                        extra={"MAGZERO": 22.5, "BUNIT": "nanomaggy"} if b == "g" else None)
+                        extra={"MAGZERO": 22.5, "BUNIT": "nanomaggy", "SATURATE": 5e4}
+                        if b == "g" else None)
              for b in "gr"]
     mosaic = ingest_small(paths, tmp_path / "m.zarr")
     source = WCS(fits.getheader(paths[0]))
@@ -147,6 +148,10 @@ def test_wcs_round_trip_and_provenance(tmp_path):
     assert mosaic.attrs["astrodask_version"] == astrodask.__version__
     assert mosaic.attrs["zeropoints"] == {"g": 22.5, "r": None}
     assert mosaic.attrs["bunit"] == {"g": "nanomaggy", "r": None}
+    assert mosaic.saturation == {"g": 5e4, "r": None}
+    # resampling smooths a saturated plateau below the level: a rescaled store keeps none
+    resampled = ingest_small(paths, tmp_path / "m2.zarr", rescale=0.5)
+    assert resampled.saturation == {"g": None, "r": None}
     stats = mosaic.attrs["band_stats"]["g"]
     assert stats["n_good"] == HEIGHT * WIDTH and abs(stats["median"]) < 0.05
     assert stats["mad_std"] == pytest.approx(1.0, abs=0.05)

@@ -35,13 +35,16 @@ def field(tmp_path_factory):
     return folder, truth, masks
 
 
-def ingest(folder, name, tile, halo, crop=0):
-    """Ingest the simulated g, r, z bands (optionally without their first ``crop`` rows/columns)."""
+def ingest(folder, name, tile, halo, crop=0, saturate=None):
+    """Ingest the simulated g, r, z bands (optionally without their first ``crop`` rows/columns,
+    or with ``SATURATE`` at that quantile of each band's pixels)."""
     paths = []
     for band in "grz":
         with fits.open(folder / "sim" / f"{band}.fits") as hdul:
             header = hdul[0].header.copy()
             data = hdul[0].data[crop:, crop:]
+            if saturate is not None:
+                header["SATURATE"] = float(np.quantile(data, saturate))
             if crop:
                 header["CRPIX1"] -= crop
                 header["CRPIX2"] -= crop
@@ -293,6 +296,28 @@ def test_catalog_is_deterministic_and_carries_provenance(field):
         assert not hasattr(pd.DataFrame, name), name
     summary = (first / "summary.txt").read_text()
     assert "objects" in summary and "by class" in summary
+
+
+def test_objects_with_pixels_at_the_saturation_level_are_flagged(field):
+    folder, truth, masks = field
+    mosaic = ingest(folder, "sat", tile=128, halo=16, saturate=0.9995)
+    levels = [mosaic.saturation[b] for b in mosaic.bands]
+    assert all(level > 0 for level in levels)
+    out = fake_detections(mosaic, masks, truth, folder / "res-saturated")
+    merge(out)
+    cat = catalog(out)
+    segmap = fits.getdata(out / "segmap.fits")
+    image = mosaic.array("image")[:]
+    over = np.any([image[b] >= level for b, level in enumerate(levels)], axis=0)
+    expected = [bool(over[segmap == oid].any()) for oid in cat["id"]]
+    assert 0 < sum(expected) < len(expected)
+    assert cat["saturated"] == expected
+    assert [bool(f & 32) for f in cat["quality_flags"]] == expected
+    from astrodask.merging.single import merge_in_process
+
+    reference = fake_detections(mosaic, masks, truth, folder / "res-saturated-single")
+    merge_in_process(reference)
+    assert catalog(reference)["saturated"] == expected
 
 
 def test_merge_refuses_an_unfinished_run(tmp_path):

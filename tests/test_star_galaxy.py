@@ -9,6 +9,7 @@ from astrodask.instances import SCHEMA, encode_mask
 from astrodask.psf import BandPSF, aperture_radii, concentration, measure_psf
 from astrodask.star_galaxy import (FEATURES, StarGalaxyModel, design_matrix, fit_star_galaxy,
                                    psf_reference, reclassify_instances, use_psf_classes)
+from astrodask.sky import saturated_pixels
 
 
 def gaussian(shape, y, x, sigma, flux=1000.0):
@@ -130,6 +131,16 @@ def test_psf_reference_needs_every_band():
     assert psf_reference(None, ["g"]) is None
 
 
+def test_saturated_pixels_any_band_at_its_level():
+    data = np.zeros((3, 4, 4), np.float32)
+    data[0, 1, 1] = 100.0
+    data[1, 2, 2] = 50.0
+    data[2, 3, 3] = np.nan
+    got = saturated_pixels(data, [100.0, None, 60.0])
+    assert got.dtype == bool and np.argwhere(got).tolist() == [[1, 1]]
+    assert saturated_pixels(data, [None, None, None]) is None
+
+
 def window_table(boxes, class_ids, scores):
     rows = {name: [] for name in SCHEMA.names}
     for det, ((y0, x0, y1, x1), class_id, score) in enumerate(zip(boxes, class_ids, scores)):
@@ -166,6 +177,12 @@ def test_engine_reclassifies_a_point_source_the_network_called_a_galaxy():
     flagged[:, :] = -np.inf
     kept = reclassify_instances(table, flagged, origin, reference, model, noise=1.0)
     assert kept.column("class").to_pylist() == ["galaxy", "galaxy"]
+    # a saturated pixel in the second (extended) instance's mask makes it a star
+    saturated = np.zeros(detection.shape, bool)
+    saturated[90, 85] = True
+    clipped = reclassify_instances(table, detection, origin, reference, model, noise=1.0,
+                                   saturated=saturated)
+    assert clipped.column("class").to_pylist() == ["star", "star"]
 
 
 def test_a_neighbours_light_is_kept_out_of_a_stars_concentration():

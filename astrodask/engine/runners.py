@@ -142,6 +142,7 @@ class MaskRCNNRunner:
     def process(self, tiles, mosaic, results):
         from ..instances import tile_instances
         from ..models.maskrcnn import detect
+        from ..sky import saturated_pixels
         from ..star_galaxy import reclassify_instances
         from .results import write_parquet
 
@@ -149,6 +150,7 @@ class MaskRCNNRunner:
         with self._lock:
             detections = detect(self.model, images, **self.settings)
         mean, std = band_levels(mosaic)
+        levels = [mosaic.saturation[b] for b in mosaic.bands]
         count = 0
         for tile, found in zip(tiles, detections):
             brightness = detection_image(tile.data, tile.mask != 0, mean, std)
@@ -157,7 +159,8 @@ class MaskRCNNRunner:
             if self.star_galaxy:
                 table = reclassify_instances(table, brightness, tile.origin,
                                              self.spec.star_galaxy, self.star_galaxy,
-                                             noise=np.sqrt(len(mean)))
+                                             noise=np.sqrt(len(mean)),
+                                             saturated=saturated_pixels(tile.data, levels))
             write_parquet(table, results.instances_path(tile.iy, tile.ix))
             count += table.num_rows
         return {"instances": count}

@@ -16,7 +16,8 @@ from ..errors import InputError, StoreError
 from .stitch import MATCH_IOU
 
 #: Catalog flag bits.
-FLAGS = {"blended": 1, "truncated": 2, "tile_edge": 4, "masked": 8, "morpheus_undetected": 16}
+FLAGS = {"blended": 1, "truncated": 2, "tile_edge": 4, "masked": 8, "morpheus_undetected": 16,
+         "saturated": 32}
 
 
 @dataclass
@@ -222,6 +223,7 @@ def catalog_table(mosaic, objects, accumulator, unet, options, first_id=1):
     tile_edge = objects.cut | (objects.n_pieces > 1)
     blended = objects.family_size > 1
     masked = measured["masked_pixels"] > 0
+    saturated = measured["saturated_pixels"] > 0
     columns = {
         "id": np.arange(first_id, first_id + n, dtype=np.int64),
         "parent_id": objects.parent_id.astype(np.int64),
@@ -255,10 +257,11 @@ def catalog_table(mosaic, objects, accumulator, unet, options, first_id=1):
         columns["morpheus_detected"] = measured["min_background"] <= options.detection_threshold
         morpheus_undetected = ~columns["morpheus_detected"]
     columns.update(blended=blended, truncated=truncated, tile_edge=tile_edge, masked=masked,
-                   n_pieces=objects.n_pieces)
+                   saturated=saturated, n_pieces=objects.n_pieces)
     bits = (blended * FLAGS["blended"] | truncated * FLAGS["truncated"]
             | tile_edge * FLAGS["tile_edge"] | masked * FLAGS["masked"]
-            | morpheus_undetected * FLAGS["morpheus_undetected"])
+            | morpheus_undetected * FLAGS["morpheus_undetected"]
+            | saturated * FLAGS["saturated"])
     columns["quality_flags"] = np.asarray(bits, dtype=np.int32)
     return with_units(pa.table(columns), column_units(mosaic))
 

@@ -139,6 +139,7 @@ def _paint_and_measure(mosaic, objects, unet, segmap_path, threads, progress):
     buckets = _chunk_objects(objects, grid)
     rank = paint_priority(objects)
     image, flags = mosaic.array("image"), mosaic.array("mask")
+    saturation = [mosaic.saturation[b] for b in mosaic.bands]
     weight = mosaic.array("weight") if mosaic.has_weight else None
     accumulator = Accumulator(len(objects), len(mosaic.bands),
                               n_classes=unet["mean"].shape[0] if unet is not None else None,
@@ -158,7 +159,7 @@ def _paint_and_measure(mosaic, objects, unet, segmap_path, threads, progress):
         return chunk_sums(labels, ys.start, xs.start, image[:, ys, xs], bits,
                           weight[:, ys, xs] if weight is not None else None,
                           unet["mean"][:, ys, xs] if unet is not None else None,
-                          touching=touching)
+                          touching=touching, saturation=saturation)
 
     indices = grid.indices()
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:

@@ -466,7 +466,8 @@ def paint_task(ctx, cy, cx, large_files, blocks):
             unet = open_unet(Results(ctx.results))["mean"][:, ys, xs]
         bits, touching = chunk_flags(mosaic.array("mask"), ys, xs)
         sums = chunk_sums(labels, ys.start, xs.start, mosaic.array("image")[:, ys, xs],
-                          bits, weight, unet, touching=touching)
+                          bits, weight, unet, touching=touching,
+                          saturation=[mosaic.saturation[b] for b in mosaic.bands])
         columns = {}
         for name, value in sums.items():
             columns[name] = list(value) if value.ndim == 2 else value

@@ -57,12 +57,12 @@ def star_galaxy_samples(model, seeds, workdir, *, size=1024, preset="decam", sta
     from ..merging.pieces import read_window_pieces
     from ..simulation.conditions import draw_conditions
     from ..simulation.files import simulate
-    from ..sky import band_levels, detection_image
+    from ..sky import band_levels, detection_image, saturated_pixels
     from ..star_galaxy import instance_features, psf_reference
 
     workdir = Path(workdir)
-    columns = {k: [] for k in ("network_p_star", "relative_concentration", "snr", "fwhm_px",
-                               "is_star", "true_snr", "seed")}
+    columns = {k: [] for k in ("network_p_star", "relative_concentration", "snr", "saturated",
+                               "fwhm_px", "is_star", "true_snr", "seed")}
     for seed in seeds:
         conditions = replace(draw_conditions(seed), star_density=star_density)
         field = workdir / f"field-{seed}"
@@ -79,7 +79,9 @@ def star_galaxy_samples(model, seeds, workdir, *, size=1024, preset="decam", sta
             restart=True, client=client)
         results = Results(field / "results")
         mean, std = band_levels(mosaic)
-        found = {k: [] for k in ("x", "y", "network_p_star", "relative_concentration", "snr")}
+        levels = [mosaic.saturation[b] for b in mosaic.bands]
+        found = {k: [] for k in ("x", "y", "network_p_star", "relative_concentration", "snr",
+                                 "saturated")}
         for iy, ix in mosaic.tile_grid.indices():
             table = read_window_pieces(results, iy, ix)
             if not table.num_rows:
@@ -88,7 +90,8 @@ def star_galaxy_samples(model, seeds, workdir, *, size=1024, preset="decam", sta
             # every instance of the window, as the engine sees them; the core's are sampled
             features = instance_features(table, detection_image(tile.data, tile.mask != 0,
                                                                 mean, std),
-                                         tile.origin, reference, noise=np.sqrt(len(mean)))
+                                         tile.origin, reference, noise=np.sqrt(len(mean)),
+                                         saturated=saturated_pixels(tile.data, levels))
             rows = features.pop("rows")
             owned = table.column("in_core").to_numpy(zero_copy_only=False)[rows]
             scores = table.column("score").to_numpy().astype(np.float64)[rows]
@@ -101,7 +104,7 @@ def star_galaxy_samples(model, seeds, workdir, *, size=1024, preset="decam", sta
         _, match = match_positions(truth["x"], truth["y"], found["x"], found["y"], match_radius)
         keep = np.flatnonzero(match >= 0)
         true_class = np.asarray(truth["class"])[match[keep]]
-        for k in ("network_p_star", "relative_concentration", "snr"):
+        for k in ("network_p_star", "relative_concentration", "snr", "saturated"):
             columns[k].append(found[k][keep])
         columns["fwhm_px"].append(np.full(keep.size, reference["fwhm_px"]))
         columns["is_star"].append(true_class == "star")
@@ -116,12 +119,15 @@ def star_galaxy_samples(model, seeds, workdir, *, size=1024, preset="decam", sta
 def fit_from_samples(samples, min_snr=5.0, l2=1e-2):
     """Fit the star/galaxy model on :func:`star_galaxy_samples` (true S/N >= ``min_snr``).
 
+    Saturated instances are left out: the engine calls them stars whatever
+    their concentration (:func:`astrodask.star_galaxy.reclassify_instances`).
+
     Returns
     -------
     StarGalaxyModel
     """
     from ..star_galaxy import design_matrix, fit_star_galaxy
 
-    keep = np.asarray(samples["true_snr"]) >= min_snr
+    keep = (np.asarray(samples["true_snr"]) >= min_snr) & ~np.asarray(samples["saturated"], bool)
     features = design_matrix(samples["relative_concentration"][keep], samples["snr"][keep])
     return fit_star_galaxy(features, samples["is_star"][keep], l2=l2)
