@@ -63,6 +63,12 @@ class MaskRCNNOptions:
         was trained on, ``on`` always, ``off`` never (``true`` / ``false``
         are read as on / off). Needs a card with a ``star_galaxy`` model and
         a measured PSF.
+    fold_fragments : float, optional
+        When a U-Net runs too: a detection that touches a larger one, both
+        called irregular by the U-Net, with less than this fraction of its
+        area, is a knot of that galaxy and joins it
+        (:mod:`astrodask.fragments`); ``None`` keeps the card's
+        ``fold_irregular_fragments`` (``maskrcnn_hst``: 0.5), 0 turns it off.
     """
 
     min_confidence: float = None
@@ -70,6 +76,7 @@ class MaskRCNNOptions:
     max_detections: int = None
     flips: bool = None
     psf_classes: str = "auto"
+    fold_fragments: float = None
 
     def __post_init__(self):
         if self.psf_classes is True or self.psf_classes is False:
@@ -187,6 +194,10 @@ class RunConfig:
         if self.maskrcnn.psf_classes not in ("auto", "on", "off"):
             raise InputError("maskrcnn psf_classes must be auto, on or off, got "
                              f"{self.maskrcnn.psf_classes!r}")
+        fold = detection.fold_fragments
+        if fold is not None and (isinstance(fold, bool) or not isinstance(fold, (int, float))
+                                 or not 0 <= fold <= 1):
+            raise InputError(f"maskrcnn fold_fragments must lie in [0, 1], got {fold!r}")
         return self
 
     def to_dict(self):

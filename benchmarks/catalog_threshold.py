@@ -1,20 +1,27 @@
 """Choose the catalog score cut of a Mask R-CNN on validation mosaics.
 
 Simulates validation mosaics of a preset (``decam``: seeds 3000000-3000002,
-two standard and a crowded one; ``hst``: 3000100-3000101, a standard and a
-deep one; never used in training nor in ``mosaic_quality.py``), runs ingest -> run once with the
+two standard and a crowded one; ``hst``: 3000100-3000103, two standard and
+two deep ones, of which the card's score cut saw the first two; never used
+in training nor in ``mosaic_quality.py``), runs ingest -> run once with the
 model card's detection settings, then merges at each candidate ``min_score``
-and scores the catalog against truth (S/N >= 10, 2 px one-to-one). The pick
+and scores the catalog against truth (S/N >= 10, one-to-one within
+``--match-radius``, 2 px by default). The pick
 maximises the harmonic mean of completeness and purity, summed over the
 fields; write it into the card as ``catalog_min_score``. With
 ``--segmentation`` (U-Net-only runs, e.g. ``--models morpheus``) the sweep is
 over Algorithm 1's (threshold, background level) instead: the card's
-``segmentation``.
+``segmentation``. With ``--fold-fragments F1,F2,...`` the sweep is over the
+area fraction below which knots of irregular galaxies join their galaxy
+(``run`` option ``fold_fragments``, the card's ``fold_irregular_fragments``;
+0 is off): one run per fraction on the same mosaics, merged with the card's
+score cut.
 
 Usage::
 
     python benchmarks/catalog_threshold.py [--preset decam] [--size 2048]
-        [--models maskrcnn_hst,morpheus] [--segmentation] [--out bench-output/threshold]
+        [--models maskrcnn_hst,morpheus] [--segmentation | --fold-fragments 0,0.1,0.3,0.5]
+        [--match-radius 2] [--out bench-output/threshold]
 """
 
 import argparse
@@ -28,7 +35,8 @@ from mosaic_quality import pipeline
 VALIDATION = {
     "decam": {"standard-a": dict(seed=3_000_000), "standard-b": dict(seed=3_000_001),
               "crowded": dict(seed=3_000_002, density=120.0)},
-    "hst": {"standard": dict(seed=3_000_100), "deep": dict(seed=3_000_101, deep=True)},
+    "hst": {"standard": dict(seed=3_000_100), "deep": dict(seed=3_000_101, deep=True),
+            "standard2": dict(seed=3_000_102), "deep2": dict(seed=3_000_103, deep=True)},
 }
 CUTS = (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9)
 #: ``--segmentation``: Algorithm 1 (threshold, background level) pairs of U-Net-only runs
@@ -52,12 +60,21 @@ def main(argv=None):
     parser.add_argument("--segmentation", action="store_true",
                         help="U-Net-only runs: sweep the Algorithm 1 levels instead of the "
                              "Mask R-CNN score cut (give --models the U-Net)")
+    parser.add_argument("--fold-fragments", default=None, metavar="F1,F2,...",
+                        help="sweep the run's fold_fragments (one run per value) instead")
+    parser.add_argument("--match-radius", type=float, default=2.0,
+                        help="one-to-one match radius to the truth, px")
     args = parser.parse_args(argv)
     models = None if args.models is None else args.models.split(",")
     out = Path(args.out) / args.preset / ("segmentation" if args.segmentation else "score")
+    runs = {None: None}  # one run with the card's settings, merged at each cut
     if args.segmentation:
         cuts = LEVELS
         options = [dict(morpheus_threshold=t, morpheus_background_level=b) for t, b in cuts]
+    elif args.fold_fragments:
+        cuts = tuple(float(v) for v in args.fold_fragments.split(","))
+        options = [{} for _ in cuts]
+        runs = {cut: {"maskrcnn": {"fold_fragments": cut}} for cut in cuts}
     else:
         cuts = CUTS
         options = [dict(min_score=cut) for cut in cuts]
@@ -74,11 +91,17 @@ def main(argv=None):
         mosaic = astrodask.open_mosaic(work / "h32" / "mosaic.zarr")
         flagged = (mosaic.array("mask")[:] != 0).any(axis=0)
         for cut, option in zip(cuts, options):
-            astrodask.merge(work / "h32" / "results", mosaic=mosaic,
+            results = work / "h32" / "results"
+            config = runs.get(cut, runs.get(None))
+            if config is not None:
+                results = work / "h32" / f"results-fold-{cut:g}"
+                astrodask.run(mosaic, results, models=models, **config)
+            astrodask.merge(results, mosaic=mosaic,
                             options=astrodask.MergeOptions(pictures=False, **option))
-            cat = astrodask.read_catalog(work / "h32" / "results" / "catalog.parquet")
+            cat = astrodask.read_catalog(results / "catalog.parquet")
             catalog = {k: cat.column(k).to_numpy(zero_copy_only=False) for k in ("x", "y", "source_class")}
-            s = score_catalog(catalog, truth, mosaic.tile_grid, flagged)
+            s = score_catalog(catalog, truth, mosaic.tile_grid, flagged,
+                              radius=args.match_radius)
             table[name, cut] = (s["completeness"], s["purity"])
             print(f"{name:11s} {option}: completeness {s['completeness']:.4f} "
                   f"purity {s['purity']:.4f} objects {s['n_catalog']}", flush=True)

@@ -173,3 +173,74 @@ def test_card_star_galaxy_model_sets_the_classes_and_the_option_turns_it_off(set
     # flux in the outer aperture: this untrained model also detects noise) keep the network's
     on, off = (np.array(classes[k]) == "star" for k in (True, False))
     assert on.sum() > off.sum() and on.mean() > 0.5 and (on | ~off).all()
+
+
+def test_fold_fragments_comes_from_the_option_then_the_card_and_needs_a_unet(setup, capsys):
+    from dataclasses import replace
+
+    from astrodask.cli import build_parser, main
+    from astrodask.commands.run import config_from_args
+    from astrodask.engine.run import prepare_spec, resolve_config
+    from astrodask.engine.specs import resolve_models
+    from astrodask.errors import InputError
+
+    _, mosaic, model_path = setup
+    spec = resolve_models([str(model_path)], mosaic.bands)[0]
+    spec = replace(spec, card=dict(spec.card, fold_irregular_fragments=0.3))
+    config = resolve_config(models=[str(model_path)])
+    assert prepare_spec(spec, mosaic, config, with_unet=True).fold_fragments == 0.3
+    # without a U-Net in the run there is no morphology to fold by
+    assert prepare_spec(spec, mosaic, config).fold_fragments is None
+    for option, expected in ((0.5, 0.5), (0, None)):
+        given = resolve_config(models=[str(model_path)], maskrcnn={"fold_fragments": option})
+        assert prepare_spec(spec, mosaic, given, with_unet=True).fold_fragments == expected
+    with pytest.raises(InputError, match=r"fold_fragments must lie in \[0, 1\], got 2"):
+        resolve_config(maskrcnn={"fold_fragments": 2})
+    args = build_parser().parse_args(["run", "m.zarr", "--out", "r", "--fold-fragments", "0.2"])
+    assert config_from_args(args).maskrcnn.fold_fragments == 0.2
+    assert main(["run", str(mosaic.path), "--out", "r", "--fold-fragments", "-1"]) == 2
+    assert "fold_fragments must lie in [0, 1]" in capsys.readouterr().err
+
+
+def test_the_maskrcnn_runner_folds_knots_with_the_unets_maps_of_the_window():
+    from types import SimpleNamespace
+
+    from astrodask.engine.runners import MaskRCNNRunner, process_tiles
+
+    shape = (64, 64)
+    yy, xx = np.mgrid[:64, :64]
+    galaxy = (yy - 30) ** 2 + (xx - 30) ** 2 <= 100
+    knot = (yy - 30) ** 2 + (xx - 42) ** 2 <= 4
+    found = SimpleNamespace(masks=np.array([galaxy, knot]), class_ids=np.array([2, 2]),
+                            scores=np.array([0.9, 0.95]))
+    probabilities = np.zeros((5, *shape), np.float32)
+    probabilities[4] = 1.0
+    probabilities[:, galaxy | knot] = [[0.0], [0.1], [0.8], [0.0], [0.1]]
+    classes = ("spheroid", "disk", "irregular", "point_source", "background")
+    runner = MaskRCNNRunner.__new__(MaskRCNNRunner)
+    runner.spec = SimpleNamespace(fold_fragments=0.3)
+    brightness = np.ones(shape)
+    masks, class_ids, scores = runner.fold(found, brightness, (probabilities, classes))
+    assert len(masks) == 1 and scores.tolist() == [0.9] and class_ids.tolist() == [2]
+    np.testing.assert_array_equal(masks[0], galaxy | knot)
+    # no U-Net maps, or no folding asked: the detections stand
+    assert len(runner.fold(found, brightness, None)[0]) == 2
+    runner.spec = SimpleNamespace(fold_fragments=None)
+    assert len(runner.fold(found, brightness, (probabilities, classes))[0]) == 2
+
+    # process_tiles runs the U-Nets first and hands their maps on
+    seen = []
+
+    class Stub:
+        def __init__(self, kind):
+            self.kind, self.spec = kind, SimpleNamespace(name=kind)
+
+        def process(self, tiles, mosaic, results, shared):
+            seen.append((self.kind, sorted(shared)))
+            shared[(self.kind, 0, 0)] = True
+            return {}
+
+    results = SimpleNamespace(mark_done=lambda *a: None)
+    mosaic = SimpleNamespace(read_tile=lambda iy, ix: None)
+    process_tiles([Stub("maskrcnn"), Stub("unet")], mosaic, results, [(0, 0)])
+    assert seen == [("unet", []), ("maskrcnn", [("unet", 0, 0)])]

@@ -49,6 +49,11 @@ def register(subparsers):
                              "the PSF measured at ingest (the card's star_galaxy model): auto "
                              "(default) where the mosaic's FWHM lies outside the network's "
                              "training, on, or off (the network's classes)")
+    parser.add_argument("--fold-fragments", type=float, metavar="FRACTION",
+                        help="Mask R-CNN with a U-Net: fold detections that touch a larger "
+                             "one, both irregular to the U-Net, below this fraction of its area "
+                             "into it (knots of irregular galaxies; default: the model card's, "
+                             "0.5 for maskrcnn_hst, none for maskrcnn_decam; 0: off)")
     parser.add_argument("--restart", action="store_true", default=None,
                         help="ignore done markers and recompute every tile")
     parser.add_argument("--report", nargs="?", const="", metavar="HTML",
@@ -70,7 +75,7 @@ def config_from_args(args):
         unet={"mode": args.unet_mode, "stride": args.unet_stride, "flips": args.flips,
               "outputs": args.unet_outputs},
         maskrcnn={"flips": args.maskrcnn_flips, "max_detections": args.max_detections,
-                  "psf_classes": args.psf_classes})
+                  "psf_classes": args.psf_classes, "fold_fragments": args.fold_fragments})
 
 
 def run(args):

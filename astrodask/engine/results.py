@@ -50,6 +50,7 @@ def run_key(mosaic, specs, config):
         "inputs": [i["sha256"] for i in mosaic.attrs["inputs"]],
         "tile_grid": mosaic.tile_grid.to_dict(),
         "models": [(s.kind, s.name, file_sha256(s.path), list(s.band_indices), s.settings)
+                   + ((s.fold_fragments,) if s.fold_fragments else ())
                    for s in specs],
         "unet": config.unet.__dict__,
         "maskrcnn": config.maskrcnn.__dict__,

@@ -139,21 +139,27 @@ def _merged(options, changes, name):
     return replace(options, **changes)
 
 
-def prepare_spec(spec, mosaic, config):
+def prepare_spec(spec, mosaic, config, with_unet=False):
     """Give a Mask R-CNN spec its input statistics and detection settings.
 
     The statistics are the mosaic's sigma-clipped band statistics (eq. 1),
     measured at ingest on a fixed pixel lattice over the whole mosaic, so
     every tile is standardised as the whole mosaic would be. The detection
-    settings are the card's, with the run's overrides.
+    settings are the card's, with the run's overrides; so is the folding of
+    irregular fragments (card ``fold_irregular_fragments``, run option
+    ``fold_fragments``), which needs a U-Net in the run (``with_unet``).
     """
     if spec.kind != "maskrcnn":
         return spec
     mean, std = band_levels(mosaic, [mosaic.bands[i] for i in spec.band_indices])
     use, _, reference = _star_galaxy_choice(mosaic, spec, config)
+    fold = config.maskrcnn.fold_fragments
+    if fold is None:
+        fold = spec.card.get("fold_irregular_fragments")
     return replace(spec, stats=(tuple(map(float, mean)), tuple(map(float, std))),
                    settings=detection_settings(spec.card, config.maskrcnn.overrides()),
-                   star_galaxy=reference if use else None)
+                   star_galaxy=reference if use else None,
+                   fold_fragments=float(fold) if fold and with_unet else None)
 
 
 def _star_galaxy_choice(mosaic, spec, config):
@@ -345,8 +351,9 @@ def run(mosaic, out, *, config=None, client=None, progress=None, on_start=None, 
     config = resolve_config(config, **overrides)
     if not hasattr(mosaic, "read_tile"):
         mosaic = open_mosaic(mosaic)
-    specs = [prepare_spec(s, mosaic, config) for s in
-             resolve_models(config.models, mosaic.bands, config.band_map)]
+    specs = resolve_models(config.models, mosaic.bands, config.band_map)
+    with_unet = any(s.kind == "unet" for s in specs)
+    specs = [prepare_spec(s, mosaic, config, with_unet) for s in specs]
     _check_window_lattice(config, mosaic.tile_grid, specs)
     _check_context(config, mosaic.tile_grid, specs)
     _check_psf(mosaic, specs)
@@ -362,7 +369,8 @@ def run(mosaic, out, *, config=None, client=None, progress=None, on_start=None, 
         "psf": mosaic.attrs.get("psf"),
         "rescale": mosaic.attrs.get("rescale"),
         "models": [{"kind": s.kind, "name": s.name, "path": s.path, "card": s.card,
-                    "band_indices": list(s.band_indices), "settings": s.settings}
+                    "band_indices": list(s.band_indices), "settings": s.settings,
+                    "fold_fragments": s.fold_fragments}
                    for s in specs],
         "config": config.to_dict(),
         "star_galaxy": _star_galaxy_record(mosaic, specs, config),

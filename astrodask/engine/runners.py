@@ -77,11 +77,18 @@ class UnetRunner:
             return classify_tile(self.model, data, mode=self.options.mode,
                                  stride=self.options.stride, flips=self.options.flips)
 
-    def process(self, tiles, mosaic, results):
-        """Run on ``tiles`` and write each window's core; returns a small summary."""
+    def process(self, tiles, mosaic, results, shared=None):
+        """Run on ``tiles`` and write each window's core; returns a small summary.
+
+        ``shared`` (a dict, optional) receives each window's whole class
+        maps under ``("unet", iy, ix)`` as ``(mean, classes)``, for the
+        runners that follow on the same tiles.
+        """
         group = self.open_outputs(results)
         for tile in tiles:
             out = self.predict(tile, mosaic)
+            if shared is not None:
+                shared[("unet", tile.iy, tile.ix)] = (out["mean"], self.classes)
             ys, xs = mosaic.core_slices(tile.iy, tile.ix)
             for name in self.options.outputs:
                 group[name][:, ys, xs] = np.asarray(out[name][(slice(None),) + tile.core],
@@ -139,7 +146,14 @@ class MaskRCNNRunner:
         data = np.stack([filled_data(t, mosaic)[bands] for t in tiles])
         return normalise_bands(data, self.mean, self.std, self.model.config.normalisation_scale)
 
-    def process(self, tiles, mosaic, results):
+    def process(self, tiles, mosaic, results, shared=None):
+        """Detect on ``tiles`` and write each window's instances.
+
+        Where the spec folds irregular fragments and ``shared`` holds the
+        U-Net's maps of a window (:meth:`UnetRunner.process`), the knots of
+        irregular galaxies join their galaxy first
+        (:func:`astrodask.fragments.fold_irregular_fragments`).
+        """
         from ..instances import tile_instances
         from ..models.maskrcnn import detect
         from ..sky import saturated_pixels
@@ -154,8 +168,9 @@ class MaskRCNNRunner:
         count = 0
         for tile, found in zip(tiles, detections):
             brightness = detection_image(tile.data, tile.mask != 0, mean, std)
-            table = tile_instances(tile, mosaic.tile_grid, found.masks, found.class_ids,
-                                   found.scores, brightness)
+            masks, class_ids, scores = self.fold(found, brightness,
+                                                 (shared or {}).get(("unet", tile.iy, tile.ix)))
+            table = tile_instances(tile, mosaic.tile_grid, masks, class_ids, scores, brightness)
             if self.star_galaxy:
                 table = reclassify_instances(table, brightness, tile.origin,
                                              self.spec.star_galaxy, self.star_galaxy,
@@ -164,6 +179,21 @@ class MaskRCNNRunner:
             write_parquet(table, results.instances_path(tile.iy, tile.ix))
             count += table.num_rows
         return {"instances": count}
+
+    def fold(self, found, brightness, unet):
+        """``found``'s masks, classes and scores, irregular fragments folded where asked."""
+        fraction = self.spec.fold_fragments
+        if not fraction or unet is None or len(found.scores) < 2:
+            return found.masks, found.class_ids, found.scores
+        from ..fragments import fold_irregular_fragments
+
+        probabilities, classes = unet
+        if "irregular" not in classes:
+            return found.masks, found.class_ids, found.scores
+        weight = np.where(np.isfinite(brightness), np.clip(brightness, 0.0, None), 0.0)
+        masks, keep = fold_irregular_fragments(found.masks, probabilities, weight,
+                                               classes.index("irregular"), fraction)
+        return masks, found.class_ids[keep], found.scores[keep]
 
 
 def star_galaxy_model(spec):
@@ -200,8 +230,10 @@ def process_tiles(runners, mosaic, results, batch):
     """
     tiles = [mosaic.read_tile(iy, ix) for iy, ix in batch]
     summary = {"tiles": len(tiles)}
-    for runner in runners:
-        summary[runner.kind] = runner.process(tiles, mosaic, results)
+    # U-Nets first: a Mask R-CNN may use their maps of the same windows (``shared``)
+    shared = {}
+    for runner in sorted(runners, key=lambda r: r.kind != "unet"):
+        summary[runner.kind] = runner.process(tiles, mosaic, results, shared)
     for iy, ix in batch:
         results.mark_done(iy, ix, {"models": [r.spec.name for r in runners]})
     return summary

@@ -40,6 +40,10 @@ class ModelSpec:
     star_galaxy : dict, optional
         Where the card's PSF-aware star/galaxy model classifies: the mosaic's
         PSF reference (:func:`astrodask.star_galaxy.psf_reference`).
+    fold_fragments : float, optional
+        Mask R-CNN in a run with a U-Net: fold the knots of irregular
+        galaxies into their galaxy below this area fraction
+        (:mod:`astrodask.fragments`); ``None``: not folded.
     """
 
     kind: str
@@ -50,6 +54,7 @@ class ModelSpec:
     stats: tuple = None
     settings: dict = None
     star_galaxy: dict = None
+    fold_fragments: float = None
 
 
 #: Detection settings of a Mask R-CNN card that the engine applies.
