@@ -1,16 +1,23 @@
-"""Knots of irregular galaxies, detected as objects of their own, folded back into their galaxy.
+"""Pieces of one source, detected as objects of their own, folded back into it.
 
 At HST resolution the star-forming knots of an irregular galaxy stand out of
 its light, and the Mask R-CNN reports some of them as separate objects beside
 the galaxy itself: on the `hst` validation mosaics most unmatched catalog
-objects are such knots, 9 to 25 px from their galaxy's centre. The U-Net knows
+objects are such knots, 9 to 63 px from their galaxy's centre. The U-Net knows
 irregular light when it sees it. Within one window, detections whose masks
 overlap or touch (directly or through others: a blend family, as the merge
 defines it) form a family; where the U-Net calls the family's largest member
 irregular, every other member it also calls irregular and whose area is below
 ``max_area_fraction`` of the largest's is a knot: its mask joins the largest
-member's and it is no longer a detection. A compact neighbour of another
-class (a star, a small spheroid or disk) is never folded.
+member's and it is no longer a detection (:func:`fold_irregular_fragments`).
+A compact neighbour of another class (a star, a small spheroid or disk) is
+never folded.
+
+A saturated star's bleed trails run along its columns, and the Mask R-CNN
+may report pieces of them beside the star (on the `decam` masked test
+mosaic, 6 of its 16 saturated objects). :func:`fold_saturated_pieces` folds
+every member of a family that holds saturated pixels into the family's
+largest member when that one holds saturated pixels too.
 
 Positions are window pixels, ``(y, x)``.
 """
@@ -81,6 +88,52 @@ def touching_pairs(masks):
     return pairs
 
 
+def blend_families(masks):
+    """Family label of each mask: connected components of :func:`touching_pairs`."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    n = len(masks)
+    pairs = touching_pairs(masks) if n > 1 else []
+    if not pairs:
+        return np.arange(n)
+    a, b = np.array(pairs).T
+    return connected_components(coo_matrix((np.ones(len(a)), (a, b)), shape=(n, n)),
+                                directed=False)[1]
+
+
+def _fold(masks, pieces_of):
+    """Join the members ``pieces_of(others, main, area)`` picks into each family's largest.
+
+    Returns the kept masks (each largest member with its pieces) and their
+    indices in the input.
+    """
+    n = len(masks)
+    if n < 2:
+        return masks, np.arange(n)
+    family = blend_families(masks)
+    area = masks.reshape(n, -1).sum(axis=1)
+    folded = np.zeros(n, bool)
+    joined = {}
+    for f in np.unique(family):
+        members = np.flatnonzero(family == f)
+        if members.size < 2:
+            continue
+        main = members[np.argmax(area[members])]  # the first of equal areas
+        pieces = pieces_of(members[members != main], main, area)
+        if pieces.size:
+            joined[main] = masks[main] | masks[pieces].any(axis=0)
+            folded[pieces] = True
+    if not joined:
+        return masks, np.arange(n)
+    keep = np.flatnonzero(~folded)
+    out = masks[keep]
+    for k, i in enumerate(keep):
+        if i in joined:
+            out[k] = joined[i]
+    return out, keep
+
+
 def fold_irregular_fragments(masks, probabilities, weight, irregular, max_area_fraction):
     """Fold the knots of irregular galaxies into their galaxy (see the module's text).
 
@@ -106,34 +159,39 @@ def fold_irregular_fragments(masks, probabilities, weight, irregular, max_area_f
         Indices of the kept detections in the input (for their scores and
         classes).
     """
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
-    n = len(masks)
-    keep = np.arange(n)
-    if n < 2 or not max_area_fraction > 0:
-        return masks, keep
-    pairs = touching_pairs(masks)
-    if not pairs:
-        return masks, keep
-    a, b = np.array(pairs).T
-    _, family = connected_components(coo_matrix((np.ones(len(a)), (a, b)), shape=(n, n)),
-                                     directed=False)
-    area = masks.reshape(n, -1).sum(axis=1)
+    if len(masks) < 2 or not max_area_fraction > 0:
+        return masks, np.arange(len(masks))
     dominant = dominant_classes(masks, probabilities, weight)
-    masks = masks.copy()
-    folded = np.zeros(n, bool)
-    for f in np.unique(family):
-        members = np.flatnonzero(family == f)
-        if members.size < 2:
-            continue
-        main = members[np.argmax(area[members])]  # the first of equal areas
+
+    def knots(others, main, area):
         if dominant[main] != irregular:
-            continue
-        knots = members[(members != main) & (dominant[members] == irregular)
-                        & (area[members] < max_area_fraction * area[main])]
-        if knots.size:
-            masks[main] |= masks[knots].any(axis=0)
-            folded[knots] = True
-    keep = np.flatnonzero(~folded)
-    return masks[keep], keep
+            return others[:0]
+        return others[(dominant[others] == irregular)
+                      & (area[others] < max_area_fraction * area[main])]
+
+    return _fold(masks, knots)
+
+
+def fold_saturated_pieces(masks, saturated):
+    """Fold the detected pieces of a saturated star into it (see the module's text).
+
+    Parameters
+    ----------
+    masks : ndarray of bool, shape (n, H, W)
+        A window's detections.
+    saturated : ndarray of bool, shape (H, W)
+        Saturated pixels (:func:`astrodask.sky.saturated_pixels`).
+
+    Returns
+    -------
+    masks, keep
+        As :func:`fold_irregular_fragments`.
+    """
+    clipped = np.array([bool((mask & saturated).any()) for mask in masks], dtype=bool)
+    if clipped.sum() < 2:
+        return masks, np.arange(len(masks))
+
+    def pieces(others, main, area):
+        return others[clipped[others]] if clipped[main] else others[:0]
+
+    return _fold(masks, pieces)

@@ -220,13 +220,19 @@ def test_the_maskrcnn_runner_folds_knots_with_the_unets_maps_of_the_window():
     runner = MaskRCNNRunner.__new__(MaskRCNNRunner)
     runner.spec = SimpleNamespace(fold_fragments=0.3)
     brightness = np.ones(shape)
-    masks, class_ids, scores = runner.fold(found, brightness, (probabilities, classes))
+    masks, class_ids, scores = runner.fold(found, brightness, None, (probabilities, classes))
     assert len(masks) == 1 and scores.tolist() == [0.9] and class_ids.tolist() == [2]
     np.testing.assert_array_equal(masks[0], galaxy | knot)
     # no U-Net maps, or no folding asked: the detections stand
-    assert len(runner.fold(found, brightness, None)[0]) == 2
+    assert len(runner.fold(found, brightness, None, None)[0]) == 2
     runner.spec = SimpleNamespace(fold_fragments=None)
-    assert len(runner.fold(found, brightness, (probabilities, classes))[0]) == 2
+    assert len(runner.fold(found, brightness, None, (probabilities, classes))[0]) == 2
+    # ... unless both hold saturated pixels: then the knot is a piece of a saturated source
+    saturated = np.zeros(shape, bool)
+    saturated[30, 30] = saturated[30, 42] = True
+    masks, _, scores = runner.fold(found, brightness, saturated, None)
+    assert scores.tolist() == [0.9]
+    np.testing.assert_array_equal(masks[0], galaxy | knot)
 
     # process_tiles runs the U-Nets first and hands their maps on
     seen = []

@@ -2,7 +2,8 @@
 
 import numpy as np
 
-from astrodask.fragments import dominant_classes, fold_irregular_fragments, touching_pairs
+from astrodask.fragments import (dominant_classes, fold_irregular_fragments,
+                                 fold_saturated_pieces, touching_pairs)
 
 # U-Net classes as the Morpheus card orders them, background last
 SPHEROID, DISK, IRREGULAR, POINT, BACKGROUND = range(5)
@@ -76,3 +77,23 @@ def test_knots_of_an_irregular_galaxy_join_it_and_other_neighbours_stay():
                    (star, POINT)])
     _, keep = fold_irregular_fragments(masks, disk, weight, IRREGULAR, 0.3)
     assert keep.tolist() == list(range(6))
+
+
+def test_pieces_of_a_saturated_star_join_it_and_unsaturated_neighbours_stay():
+    shape = (80, 80)
+    star = disc(shape, 40, 40, 8)
+    trail = np.zeros(shape, bool)
+    trail[49:60, 39:42] = True  # a bleed-trail piece below the star, touching it
+    neighbour = disc(shape, 40, 51, 2)  # touches the star, not saturated
+    lone = np.zeros(shape, bool)
+    lone[5:8, 5:8] = True  # saturated (a cosmic ray, say) but touching nothing
+    saturated = np.zeros(shape, bool)
+    saturated[36:45, 39:42] = saturated[49:60, 39:42] = saturated[6, 6] = True
+    masks = np.array([trail, star, neighbour, lone])
+    folded, keep = fold_saturated_pieces(masks, saturated)
+    assert keep.tolist() == [1, 2, 3]
+    np.testing.assert_array_equal(folded[0], star | trail)
+    np.testing.assert_array_equal(folded[1:], masks[[2, 3]])
+    # an unsaturated family is left alone
+    _, keep = fold_saturated_pieces(masks, np.zeros(shape, bool))
+    assert keep.tolist() == [0, 1, 2, 3]

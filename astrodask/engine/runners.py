@@ -168,31 +168,39 @@ class MaskRCNNRunner:
         count = 0
         for tile, found in zip(tiles, detections):
             brightness = detection_image(tile.data, tile.mask != 0, mean, std)
-            masks, class_ids, scores = self.fold(found, brightness,
+            saturated = saturated_pixels(tile.data, levels)
+            masks, class_ids, scores = self.fold(found, brightness, saturated,
                                                  (shared or {}).get(("unet", tile.iy, tile.ix)))
             table = tile_instances(tile, mosaic.tile_grid, masks, class_ids, scores, brightness)
             if self.star_galaxy:
                 table = reclassify_instances(table, brightness, tile.origin,
                                              self.spec.star_galaxy, self.star_galaxy,
-                                             noise=np.sqrt(len(mean)),
-                                             saturated=saturated_pixels(tile.data, levels))
+                                             noise=np.sqrt(len(mean)), saturated=saturated)
             write_parquet(table, results.instances_path(tile.iy, tile.ix))
             count += table.num_rows
         return {"instances": count}
 
-    def fold(self, found, brightness, unet):
-        """``found``'s masks, classes and scores, irregular fragments folded where asked."""
-        fraction = self.spec.fold_fragments
-        if not fraction or unet is None or len(found.scores) < 2:
-            return found.masks, found.class_ids, found.scores
-        from ..fragments import fold_irregular_fragments
+    def fold(self, found, brightness, saturated, unet):
+        """``found``'s masks, classes and scores with pieces of one source folded into it.
 
-        probabilities, classes = unet
-        if "irregular" not in classes:
-            return found.masks, found.class_ids, found.scores
-        weight = np.where(np.isfinite(brightness), np.clip(brightness, 0.0, None), 0.0)
-        masks, keep = fold_irregular_fragments(found.masks, probabilities, weight,
-                                               classes.index("irregular"), fraction)
+        Pieces of a saturated star always (where ``saturated``, the window's
+        :func:`astrodask.sky.saturated_pixels`, is known); knots of irregular
+        galaxies where the spec asks and ``unet`` (the window's ``(mean,
+        classes)`` from the U-Net) is given. See :mod:`astrodask.fragments`.
+        """
+        from ..fragments import fold_irregular_fragments, fold_saturated_pieces
+
+        masks, keep = found.masks, np.arange(len(found.scores))
+        if saturated is not None and len(keep) > 1:
+            masks, kept = fold_saturated_pieces(masks, saturated)
+            keep = keep[kept]
+        fraction = self.spec.fold_fragments
+        if fraction and unet is not None and len(keep) > 1 and "irregular" in unet[1]:
+            probabilities, classes = unet
+            weight = np.where(np.isfinite(brightness), np.clip(brightness, 0.0, None), 0.0)
+            masks, kept = fold_irregular_fragments(masks, probabilities, weight,
+                                                   classes.index("irregular"), fraction)
+            keep = keep[kept]
         return masks, found.class_ids[keep], found.scores[keep]
 
 
