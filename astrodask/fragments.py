@@ -56,50 +56,34 @@ def dominant_classes(masks, probabilities, weight):
 def touching_pairs(masks):
     """Pairs ``(a, b)``, ``a < b``, of masks that overlap or touch (8-connected).
 
-    Only masks whose bounding boxes, grown by one pixel, meet are compared.
+    Only masks whose boxes meet once grown by one pixel
+    (:func:`astrodask.merging.stitch.box_pairs`) are compared.
     """
     from scipy import ndimage
 
-    n = len(masks)
-    boxes = []
-    for mask in masks:
-        ys, xs = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
-        boxes.append((ys[0], xs[0], ys[-1] + 1, xs[-1] + 1) if ys.size else None)
+    from .merging.stitch import box_pairs
+    from .models.detections import boxes_from_masks
+
     height, width = masks.shape[1:]
+    boxes = boxes_from_masks(masks).astype(np.int64)
+    grown = {}
     pairs = []
-    for a in range(n):
-        if boxes[a] is None:
-            continue
-        ay0, ax0, ay1, ax1 = boxes[a]
-        y0, x0 = max(ay0 - 1, 0), max(ax0 - 1, 0)
-        y1, x1 = min(ay1 + 1, height), min(ax1 + 1, width)
-        grown = None
-        for b in range(a + 1, n):
-            if boxes[b] is None:
-                continue
-            by0, bx0, by1, bx1 = boxes[b]
-            if by0 >= y1 or by1 <= y0 or bx0 >= x1 or bx1 <= x0:
-                continue
-            if grown is None:
-                grown = ndimage.binary_dilation(masks[a, y0:y1, x0:x1],
-                                                structure=np.ones((3, 3), bool))
-            if (grown & masks[b, y0:y1, x0:x1]).any():
-                pairs.append((a, b))
+    for a, b in box_pairs(boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3], margin=1):
+        y0, x0 = max(boxes[a, 0] - 1, 0), max(boxes[a, 1] - 1, 0)
+        y1, x1 = min(boxes[a, 2] + 1, height), min(boxes[a, 3] + 1, width)
+        if a not in grown:
+            grown[a] = ndimage.binary_dilation(masks[a, y0:y1, x0:x1],
+                                               structure=np.ones((3, 3), bool))
+        if (grown[a] & masks[b, y0:y1, x0:x1]).any():
+            pairs.append((int(a), int(b)))
     return pairs
 
 
 def blend_families(masks):
     """Family label of each mask: connected components of :func:`touching_pairs`."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
+    from .merging.stitch import components
 
-    n = len(masks)
-    pairs = touching_pairs(masks) if n > 1 else []
-    if not pairs:
-        return np.arange(n)
-    a, b = np.array(pairs).T
-    return connected_components(coo_matrix((np.ones(len(a)), (a, b)), shape=(n, n)),
-                                directed=False)[1]
+    return components(len(masks), touching_pairs(masks))[1]
 
 
 def _fold(masks, pieces_of):
@@ -161,13 +145,13 @@ def fold_irregular_fragments(masks, probabilities, weight, irregular, max_area_f
     """
     if len(masks) < 2 or not max_area_fraction > 0:
         return masks, np.arange(len(masks))
-    dominant = dominant_classes(masks, probabilities, weight)
 
     def knots(others, main, area):
-        if dominant[main] != irregular:
+        # classes only of the families' members that could be folded
+        if dominant_classes(masks[[main]], probabilities, weight)[0] != irregular:
             return others[:0]
-        return others[(dominant[others] == irregular)
-                      & (area[others] < max_area_fraction * area[main])]
+        small = others[area[others] < max_area_fraction * area[main]]
+        return small[dominant_classes(masks[small], probabilities, weight) == irregular]
 
     return _fold(masks, knots)
 
@@ -187,6 +171,8 @@ def fold_saturated_pieces(masks, saturated):
     masks, keep
         As :func:`fold_irregular_fragments`.
     """
+    if len(masks) < 2 or not saturated.any():
+        return masks, np.arange(len(masks))
     clipped = np.array([bool((mask & saturated).any()) for mask in masks], dtype=bool)
     if clipped.sum() < 2:
         return masks, np.arange(len(masks))

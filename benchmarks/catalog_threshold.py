@@ -67,7 +67,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     models = None if args.models is None else args.models.split(",")
     out = Path(args.out) / args.preset / ("segmentation" if args.segmentation else "score")
-    runs = {None: None}  # one run with the card's settings, merged at each cut
+    runs = {}  # run settings per swept value; none: one run with the card's, merged at each cut
     if args.segmentation:
         cuts = LEVELS
         options = [dict(morpheus_threshold=t, morpheus_background_level=b) for t, b in cuts]
@@ -92,7 +92,7 @@ def main(argv=None):
         flagged = (mosaic.array("mask")[:] != 0).any(axis=0)
         for cut, option in zip(cuts, options):
             results = work / "h32" / "results"
-            config = runs.get(cut, runs.get(None))
+            config = runs.get(cut)
             if config is not None:
                 results = work / "h32" / f"results-fold-{cut:g}"
                 astrodask.run(mosaic, results, models=models, **config)
