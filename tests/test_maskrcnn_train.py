@@ -351,6 +351,28 @@ def test_pool_from_another_run_keeps_its_fields_and_records_every_part(tmp_path)
     assert not (tmp_path / "third").exists()
 
 
+def test_pool_with_pairs_records_the_fraction_and_simulates_them(tmp_path):
+    from astrodask.train.maskrcnn import build_pool
+    from astrodask.train.maskrcnn_data import simulated_examples
+
+    pool = build_pool(tmp_path, 2, 64, seed=3, deep=1, pairs=0.4, log=lambda _: None)
+    info = json.loads((tmp_path / "pool.json").read_text())
+    assert [part.get("pair_fraction") for part in info["parts"]] == [0.4, 0.4]
+    assert info["parts"][0]["deep"] is True
+    want = simulated_examples(1, 64, 4, pairs=0.4)[0]
+    np.testing.assert_array_equal(pool[1].image, want.image)
+    assert not np.array_equal(pool[1].image, simulated_examples(1, 64, 4)[0].image)
+
+
+def test_cli_rejects_bad_pair_fraction(tmp_path, capsys):
+    code = main(["train", "maskrcnn", str(tmp_path / "run"), "--fields", "1", "--field-size", "64",
+                 "--crop", "64", "--pair-fraction", "2"])
+    assert code != 0
+    err = capsys.readouterr().err.strip()
+    assert "pair fraction" in err and "Traceback" not in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "run").exists()
+
+
 def test_cli_train_pool_from_a_run_without_pool(tmp_path, capsys):
     code = main(["train", "maskrcnn", str(tmp_path / "run"), "--pool-from", str(tmp_path),
                  "--steps", "1"])

@@ -62,6 +62,39 @@ def test_density_options_scale_counts():
     assert abs(b.is_star.sum() - 5 * area) < 4 * np.sqrt(5 * area)
 
 
+def test_pairs_move_only_positions_and_bring_galaxies_together():
+    from scipy.spatial import cKDTree
+
+    from astrodask.errors import InputError
+
+    preset = get_preset("hst")
+    plain = make_population((1500, 1500), preset, seed=4)
+    paired = make_population((1500, 1500), preset, seed=4, pairs=0.5)
+    again = make_population((1500, 1500), preset, seed=4, pairs=0.5)
+    gal = ~plain.is_star
+    # the same objects in the same order (ids follow position, so compare as sets of rows)
+    key = lambda p: np.lexsort((p.flux[:, 0],))
+    for name in ("flux", "hlr", "q", "morphology", "is_star"):
+        np.testing.assert_array_equal(getattr(plain, name)[key(plain)],
+                                      getattr(paired, name)[key(paired)])
+    np.testing.assert_array_equal(paired.x, again.x)
+    moved = ~np.isin(paired.x, plain.x)
+    share = moved[~paired.is_star].mean()
+    assert 0.4 < share < 0.6
+    assert not moved[paired.is_star].any()
+
+    def close_pairs(p):
+        g = np.c_[p.x, p.y][~p.is_star]
+        d, _ = cKDTree(g).query(g, k=2)
+        size = np.maximum(p.hlr[~p.is_star] / preset.pixel_scale, 3.0)
+        return np.mean(d[:, 1] < 2.5 * size)
+
+    assert close_pairs(paired) > close_pairs(plain) + 0.25
+    assert gal.sum() == (~paired.is_star).sum()
+    with pytest.raises(InputError, match="pair fraction"):
+        make_population((100, 100), preset, seed=4, pairs=1.5)
+
+
 def test_truth_table_matches_population_and_colours():
     field = simulate_field((256, 256), preset="decam", seed=4, density=120)
     truth = field.truth.to_pydict()

@@ -23,6 +23,9 @@ def register(subparsers):
     parser.add_argument("--deep-fields", type=int, default=0, metavar="N",
                         help="of the new fields, the first N are ultra-deep (more and fainter "
                              "galaxies, deeper images; new runs only)")
+    parser.add_argument("--pair-fraction", type=float, default=0.0, metavar="F",
+                        help="share of the galaxies of each new field placed next to another "
+                             "galaxy (blended pairs; new runs only); default 0")
     parser.add_argument("--artefacts", type=float, default=0.0, metavar="P",
                         help="share of crops given a residual sky gradient (and half as many "
                              "an unflagged bad column); default 0")
@@ -84,5 +87,5 @@ def run(args):
         preset=args.preset, star_density=args.star_density, config=config,
         settings=settings, max_seconds=max_seconds, log=lambda line: print(line, flush=True),
         init_from=args.init_from, pool_from=args.pool_from, randomised=args.randomised_fields,
-        workers=args.workers, deep=args.deep_fields)
+        workers=args.workers, deep=args.deep_fields, pairs=args.pair_fraction)
     print(f"step {state['step']} of {args.steps}; model saved in {args.run_dir}/model.keras")

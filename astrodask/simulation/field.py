@@ -80,7 +80,8 @@ class SimulatedField:
 
 def simulate_field(shape=(512, 512), preset="decam", seed=0, density=None, star_density=None,
                    deep=False, noiseless=False, cosmic_rays=0.0, saturate=False,
-                   mask_sigma=1.0, mask_fraction=None, center=None, conditions=None):
+                   mask_sigma=1.0, mask_fraction=None, center=None, conditions=None,
+                   pairs=0.0):
     """Simulate a field in memory, with its truth.
 
     Parameters
@@ -113,6 +114,10 @@ def simulate_field(shape=(512, 512), preset="decam", seed=0, density=None, star_
         Seeing, PSF, pixel scale, depth... of this field
         (:class:`~.conditions.Conditions`); its star density, cosmic rays and
         saturation replace those arguments.
+    pairs : float
+        Share of the galaxies placed next to another one (blended pairs for
+        training; :func:`~.population.place_companions`); 0: positions
+        uniform over the field.
 
     Returns
     -------
@@ -131,7 +136,7 @@ def simulate_field(shape=(512, 512), preset="decam", seed=0, density=None, star_
         preset, conditions, star_density, cosmic_rays, saturate)
     plan = FieldPlan(shape, preset=preset, seed=seed, density=density, star_density=star_density,
                      deep=deep, mask_sigma=mask_sigma, mask_fraction=mask_fraction, center=center,
-                     saturate=saturate, cosmic_rays=cosmic_rays)
+                     saturate=saturate, cosmic_rays=cosmic_rays, pairs=pairs)
     ny, nx = plan.shape
     result = plan.render((0, 0, ny, nx))
     images = plan.add_noise(result.noiseless, (0, 0))

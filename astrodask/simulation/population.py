@@ -16,6 +16,7 @@ from ..classes import MORPHOLOGY_CODE
 from .optics import band_models
 
 _POPULATION_TAG = 1
+_PAIRS_TAG = 77  # its own stream: fields without pairs stay as they were
 #: Sersic indices of bulges are drawn on this grid so that GalSim can reuse
 #: its per-index tables (a new index costs a few ms to set up).
 _BULGE_N_STEP = 0.5
@@ -166,7 +167,7 @@ def stamp_radii(parts, models, pixel_scale, max_radius):
 
 
 def make_population(shape, preset, seed, density=None, star_density=None, deep=False,
-                    saturate=False):
+                    saturate=False, pairs=0.0):
     """Draw the object list of a field.
 
     Parameters
@@ -185,6 +186,10 @@ def make_population(shape, preset, seed, density=None, star_density=None, deep=F
     saturate : bool
         Make stamps of sources that can saturate tall enough for their
         bleed trails.
+    pairs : float
+        Share of the galaxies moved next to another galaxy (see
+        :func:`place_companions`): blends for training fields. 0 leaves
+        the field as it is without the argument.
 
     Returns
     -------
@@ -199,6 +204,8 @@ def make_population(shape, preset, seed, density=None, star_density=None, deep=F
         star_density = preset.star_density
     # one generator in a fixed order: galaxies, then stars, then the objects' own seeds
     galaxies = _draw_galaxies(rng, preset, shape, density * area, deep)
+    if pairs:
+        place_companions(galaxies, shape, preset.pixel_scale, pairs, seed)
     stars = _draw_stars(rng, preset, shape, star_density * area)
     n = len(galaxies["x"]) + len(stars["x"])
     cat = {k: np.r_[galaxies[k], stars[k]] for k in galaxies}
@@ -209,6 +216,50 @@ def make_population(shape, preset, seed, density=None, star_density=None, deep=F
     stamp = _stamps(cat, band_models(preset, deep), preset, saturate)
     return Population(shape=(int(ny), int(nx)), bands=preset.band_names,
                       id=np.arange(1, n + 1, dtype=np.int64), stamp=stamp, **cat)
+
+
+def place_companions(galaxies, shape, pixel_scale, fraction, seed):
+    """Move a share of the galaxies next to another galaxy, in place.
+
+    Each galaxy is picked with probability ``fraction`` and, in id order,
+    placed at a distance of 0.5-2.5 times the larger of the two half-light
+    radii (at least 3 px) from a host drawn among the galaxies, at an angle
+    drawn uniformly, clipped to the field: pairs from touching to just
+    separated, which uniform positions rarely give. A host is taken where
+    it stands at that moment (moved or not), so small groups form too.
+
+    Parameters
+    ----------
+    galaxies : dict
+        Galaxy columns (``x``, ``y`` in pixels, 0-based; ``hlr`` in arcsec).
+    shape : tuple of int
+        ``(ny, nx)`` of the field.
+    pixel_scale : float
+        Arcsec per pixel.
+    fraction : float
+        In [0, 1].
+    seed : int
+        Seed of the field (its own stream: the other draws do not change).
+    """
+    from ..errors import InputError
+
+    if not (np.isfinite(fraction) and 0.0 <= fraction <= 1.0):
+        raise InputError(f"pair fraction must be between 0 and 1, got {fraction!r}")
+    n = len(galaxies["x"])
+    if n < 2 or fraction == 0:
+        return
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), _PAIRS_TAG]))
+    ny, nx = shape
+    x, y, hlr = galaxies["x"], galaxies["y"], galaxies["hlr"]
+    for i in np.flatnonzero(rng.random(n) < fraction):
+        host = int(rng.integers(n))
+        if host == i:
+            continue
+        size = max(hlr[i], hlr[host]) / pixel_scale
+        distance = rng.uniform(0.5, 2.5) * max(size, 3.0)
+        angle = rng.uniform(0.0, 2 * np.pi)
+        x[i] = np.clip(x[host] + distance * np.cos(angle), -0.5, nx - 0.5)
+        y[i] = np.clip(y[host] + distance * np.sin(angle), -0.5, ny - 0.5)
 
 
 def _reference(preset):

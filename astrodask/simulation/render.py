@@ -96,11 +96,14 @@ class FieldPlan:
         columns. Truth masks and fluxes ignore the saturation.
     cosmic_rays : float
         Mean cosmic-ray tracks per megapixel per band in the noisy images.
+    pairs : float
+        Share of the galaxies placed next to another galaxy
+        (:func:`~.population.place_companions`).
     """
 
     def __init__(self, shape, preset="decam", seed=0, density=None, star_density=None,
                  deep=False, mask_sigma=DEFAULT_MASK_SIGMA, mask_fraction=None, center=None,
-                 saturate=False, cosmic_rays=0.0):
+                 saturate=False, cosmic_rays=0.0, pairs=0.0):
         self.shape = validate_shape(shape)
         self.preset = get_preset(preset)
         for name, value in (("density", density), ("star density", star_density)):
@@ -120,7 +123,7 @@ class FieldPlan:
         self.center = tuple(center) if center is not None else self.preset.center
         self.wcs = make_wcs(self.shape, self.preset.pixel_scale, self.center)
         self.population = make_population(self.shape, self.preset, self.seed, density,
-                                          star_density, self.deep, self.saturate)
+                                          star_density, self.deep, self.saturate, pairs)
         sig = np.array([m.sigma for m in self.models])
         self.weights = 1.0 / sig / np.sqrt(len(self.models))
         pop = self.population

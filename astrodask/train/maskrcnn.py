@@ -536,7 +536,7 @@ POOL_INFO_FILE = "pool.json"
 def train_from_simulations(run_dir, n_fields=160, field_size=256, seed=0, preset="decam",
                            star_density=None, config=None, settings=None, max_seconds=None,
                            log=print, init_from=None, pool_from=None, randomised=0, workers=1,
-                           deep=0):
+                           deep=0, pairs=0.0):
     """Simulate a training pool (cached in ``run_dir``) and train on it.
 
     The pool is ``n_fields`` fields of ``field_size``² pixels with seeds
@@ -548,8 +548,9 @@ def train_from_simulations(run_dir, n_fields=160, field_size=256, seed=0, preset
     cached fields instead; only the fields still missing up to ``n_fields``
     are simulated, with the seeds that follow the source's last one (see
     :func:`build_pool`); ``randomised`` of the new fields draw their
-    observing conditions at random (domain randomisation) and ``deep`` of
-    them are ultra-deep (see :func:`build_pool`). ``init_from`` starts a new run from a saved model's
+    observing conditions at random (domain randomisation), ``deep`` of
+    them are ultra-deep and ``pairs`` of the galaxies of every new field
+    sit next to another one (see :func:`build_pool`). ``init_from`` starts a new run from a saved model's
     weights (see :func:`train_maskrcnn`). When training ends,
     ``run_dir/model.keras`` gets a model card (see :func:`training_card`).
 
@@ -575,7 +576,7 @@ def train_from_simulations(run_dir, n_fields=160, field_size=256, seed=0, preset
         pool = build_pool(run_dir, n_fields, field_size, seed, preset=preset,
                           star_density=star_density, scale=config.normalisation_scale,
                           pool_from=pool_from, randomised=randomised, workers=workers, log=log,
-                          deep=deep)
+                          deep=deep, pairs=pairs)
     model, state = train_maskrcnn(pool, run_dir, config=config, settings=settings,
                                   max_seconds=max_seconds, log=log, init_from=init_from)
     if state["step"] >= state["settings"]["steps"] and (run_dir / POOL_INFO_FILE).exists():
@@ -597,7 +598,8 @@ def pool_parts(info):
 
 
 def build_pool(run_dir, n_fields, field_size, seed, preset="decam", star_density=None,
-               scale=1.0, pool_from=None, randomised=0, workers=1, log=print, deep=0):
+               scale=1.0, pool_from=None, randomised=0, workers=1, log=print, deep=0,
+               pairs=0.0):
     """Simulate a training pool into ``run_dir/pool.npz`` and describe it in ``pool.json``.
 
     Parameters
@@ -623,6 +625,9 @@ def build_pool(run_dir, n_fields, field_size, seed, preset="decam", star_density
     deep : int
         How many of the new fields (the first ones) are ultra-deep (the
         simulator's ``deep``: more and fainter galaxies, deeper images).
+    pairs : float
+        Share of the galaxies of every new field placed next to another
+        galaxy (the simulator's ``pairs``: blends the detector must split).
     workers : int
         Processes that simulate (the pool does not depend on it).
 
@@ -634,6 +639,8 @@ def build_pool(run_dir, n_fields, field_size, seed, preset="decam", star_density
     from ..simulation.presets import get_preset
     from .maskrcnn_data import load_examples, save_examples, simulated_examples
 
+    if not (np.isfinite(pairs) and 0.0 <= pairs <= 1.0):
+        raise InputError(f"pair fraction must be between 0 and 1, got {pairs!r}")
     run_dir = Path(run_dir)
     survey = get_preset(preset)
     pool, parts = [], []
@@ -662,26 +669,29 @@ def build_pool(run_dir, n_fields, field_size, seed, preset="decam", star_density
     if not 0 <= deep <= n_new - randomised:
         raise InputError(f"deep fields must be between 0 and the {n_new - randomised} new ones "
                          f"that are not randomised, got {deep}")
+    paired = {"pair_fraction": float(pairs)} if pairs else {}
     if deep:
         pool += simulated_examples(deep, field_size, seed, preset=preset, scale=scale,
-                                   star_density=star_density, workers=workers, deep=True)
+                                   star_density=star_density, workers=workers, deep=True,
+                                   pairs=pairs)
         parts.append({"seeds": [seed, seed + deep - 1], "star_density_per_arcmin2": density,
-                      "deep": True})
+                      "deep": True, **paired})
         seed += deep
     plain = n_new - randomised - deep
     if plain:
         pool += simulated_examples(plain, field_size, seed, preset=preset, scale=scale,
-                                   star_density=star_density, workers=workers)
-        parts.append({"seeds": [seed, seed + plain - 1], "star_density_per_arcmin2": density})
+                                   star_density=star_density, workers=workers, pairs=pairs)
+        parts.append({"seeds": [seed, seed + plain - 1], "star_density_per_arcmin2": density,
+                      **paired})
     if randomised:
         from ..simulation.conditions import TRAINING_RANGES
 
         first = seed + plain
         pool += simulated_examples(randomised, field_size, first, preset=preset, scale=scale,
-                                   randomise=True, workers=workers)
+                                   randomise=True, workers=workers, pairs=pairs)
         parts.append({"seeds": [first, first + randomised - 1], "star_density_per_arcmin2": None,
                       "conditions": "astrodask.simulation.conditions.draw_conditions(seed)",
-                      "condition_ranges": json.loads(json.dumps(TRAINING_RANGES))})
+                      "condition_ranges": json.loads(json.dumps(TRAINING_RANGES)), **paired})
     densities = {part["star_density_per_arcmin2"] for part in parts}
     info = {"preset": survey.name, "n_fields": len(pool), "field_size": field_size,
             "seeds": [parts[0]["seeds"][0], parts[-1]["seeds"][1]]}

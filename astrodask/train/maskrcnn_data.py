@@ -145,7 +145,7 @@ def augment(example, rng, blur_probability=0.1, offset_sigma=0.2, gradient_proba
 
 
 def simulated_examples(n_fields, size, seed, preset="decam", scale=1.0, star_density=None,
-                       randomise=False, workers=1, deep=False):
+                       randomise=False, workers=1, deep=False, pairs=0.0):
     """Simulate ``n_fields`` square fields (seeds ``seed``, ``seed + 1``, ...) as Examples.
 
     ``star_density`` (stars per arcmin², default the preset's) lets a
@@ -159,7 +159,7 @@ def simulated_examples(n_fields, size, seed, preset="decam", scale=1.0, star_den
     """
     from ..simulation.tiles import check_workers, ordered_map
 
-    jobs = ((size, preset, seed + i, star_density, randomise, scale, deep)
+    jobs = ((size, preset, seed + i, star_density, randomise, scale, deep, pairs)
             for i in range(n_fields))
     return list(ordered_map(_simulated_example, jobs, check_workers(workers)))
 
@@ -168,10 +168,10 @@ def _simulated_example(job):
     from ..simulation import simulate_field
     from ..simulation.conditions import draw_conditions
 
-    size, preset, seed, star_density, randomise, scale, deep = job
+    size, preset, seed, star_density, randomise, scale, deep, pairs = job
     conditions = draw_conditions(seed) if randomise else None
     field = simulate_field(shape=(size, size), preset=preset, seed=seed, star_density=star_density,
-                           conditions=conditions, deep=deep)
+                           conditions=conditions, deep=deep, pairs=pairs)
     return example_from_field(field, scale=scale)
 
 
