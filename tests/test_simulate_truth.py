@@ -72,7 +72,7 @@ def test_pairs_move_only_positions_and_bring_galaxies_together():
     paired = make_population((1500, 1500), preset, seed=4, pairs=0.5)
     again = make_population((1500, 1500), preset, seed=4, pairs=0.5)
     gal = ~plain.is_star
-    # the same objects in the same order (ids follow position, so compare as sets of rows)
+    # the same objects (ids follow position, so rows are compared sorted by flux)
     key = lambda p: np.lexsort((p.flux[:, 0],))
     for name in ("flux", "hlr", "q", "morphology", "is_star"):
         np.testing.assert_array_equal(getattr(plain, name)[key(plain)],
