@@ -218,6 +218,14 @@ def make_population(shape, preset, seed, density=None, star_density=None, deep=F
                       id=np.arange(1, n + 1, dtype=np.int64), stamp=stamp, **cat)
 
 
+def check_pair_fraction(fraction):
+    """Raise :class:`~astrodask.errors.InputError` unless ``fraction`` is a number in [0, 1]."""
+    from ..errors import InputError
+
+    if not (np.isfinite(fraction) and 0.0 <= fraction <= 1.0):
+        raise InputError(f"pair fraction must be between 0 and 1, got {fraction!r}")
+
+
 def place_companions(galaxies, shape, pixel_scale, fraction, seed):
     """Move a share of the galaxies next to another galaxy, in place.
 
@@ -241,10 +249,7 @@ def place_companions(galaxies, shape, pixel_scale, fraction, seed):
     seed : int
         Seed of the field (its own stream: the other draws do not change).
     """
-    from ..errors import InputError
-
-    if not (np.isfinite(fraction) and 0.0 <= fraction <= 1.0):
-        raise InputError(f"pair fraction must be between 0 and 1, got {fraction!r}")
+    check_pair_fraction(fraction)
     n = len(galaxies["x"])
     if n < 2 or fraction == 0:
         return

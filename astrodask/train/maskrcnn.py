@@ -636,11 +636,11 @@ def build_pool(run_dir, n_fields, field_size, seed, preset="decam", star_density
     list of Example
     """
     from ..errors import InputError
+    from ..simulation.population import check_pair_fraction
     from ..simulation.presets import get_preset
     from .maskrcnn_data import load_examples, save_examples, simulated_examples
 
-    if not (np.isfinite(pairs) and 0.0 <= pairs <= 1.0):
-        raise InputError(f"pair fraction must be between 0 and 1, got {pairs!r}")
+    check_pair_fraction(pairs)  # before anything is written
     run_dir = Path(run_dir)
     survey = get_preset(preset)
     pool, parts = [], []
