@@ -21,7 +21,7 @@ Usage::
 
     python benchmarks/catalog_threshold.py [--preset decam] [--size 2048]
         [--models maskrcnn_hst,morpheus] [--segmentation | --fold-fragments 0,0.1,0.3,0.5]
-        [--match-radius 2] [--out bench-output/threshold]
+        [--cuts 0.2,0.3,...] [--match-radius 2] [--out bench-output/threshold]
 """
 
 import argparse
@@ -38,7 +38,7 @@ VALIDATION = {
     "hst": {"standard": dict(seed=3_000_100), "deep": dict(seed=3_000_101, deep=True),
             "standard2": dict(seed=3_000_102), "deep2": dict(seed=3_000_103, deep=True)},
 }
-CUTS = (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9)
+CUTS = (0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.7, 0.8)
 #: ``--segmentation``: Algorithm 1 (threshold, background level) pairs of U-Net-only runs
 LEVELS = ((0.1, 0.9), (0.3, 0.9), (0.5, 0.95), (0.7, 0.97), (0.8, 0.98), (0.85, 0.99),
           (0.9, 0.99), (0.95, 0.995), (0.97, 0.998), (0.98, 0.999), (0.99, 0.9995))
@@ -62,6 +62,8 @@ def main(argv=None):
                              "Mask R-CNN score cut (give --models the U-Net)")
     parser.add_argument("--fold-fragments", default=None, metavar="F1,F2,...",
                         help="sweep the run's fold_fragments (one run per value) instead")
+    parser.add_argument("--cuts", default=None, metavar="C1,C2,...",
+                        help=f"score cuts to sweep (default {','.join(map(str, CUTS))})")
     parser.add_argument("--match-radius", type=float, default=2.0,
                         help="one-to-one match radius to the truth, px")
     args = parser.parse_args(argv)
@@ -76,7 +78,7 @@ def main(argv=None):
         options = [{} for _ in cuts]
         runs = {cut: {"maskrcnn": {"fold_fragments": cut}} for cut in cuts}
     else:
-        cuts = CUTS
+        cuts = CUTS if args.cuts is None else tuple(float(v) for v in args.cuts.split(","))
         options = [dict(min_score=cut) for cut in cuts]
     table = {}
     for name, kwargs in VALIDATION[args.preset].items():

@@ -65,7 +65,9 @@ def main(argv=None):
         test = {key: v[parts[k]["true_snr"] >= 10] for key, v in parts[k].items()}
         p_star = fit_from_samples(others).star_probability(test["relative_concentration"],
                                                            test["snr"], test["saturated"])
-        network = test["network_p_star"] >= 0.5
+        # samples cached before session 17 hold the network's star score instead of its class
+        network = (test["network_star"].astype(bool) if "network_star" in test
+                   else test["network_p_star"] >= 0.5)
         aware = np.where(np.isfinite(p_star), p_star >= 0.5, network)
         star = test["is_star"]
         print(f"{seed}  {test['fwhm_px'][0]:6.2f}  {star.sum():5d} {(~star).sum():8d} | "

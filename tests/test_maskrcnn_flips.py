@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 
 from astrodask.dihedral import DIHEDRAL, transform, untransform
+from astrodask.errors import InputError
 from astrodask.evaluate import boxes_from_masks
-from astrodask.models.maskrcnn import build_maskrcnn, detect
+from astrodask.models.maskrcnn import MaskRCNNConfig, build_maskrcnn, detect
 from astrodask.models.maskrcnn.flips import fuse_passes, undo_boxes
 from test_maskrcnn import TINY
 
@@ -59,9 +60,19 @@ def test_fusion_known_case():
         _pass([[0, 0, 10, 10], [0, 0, 10, 8]], [1, 1], [0.3, 0.2]),
     ]
     boxes, classes, scores, grids = fuse_passes(passes, nms_threshold=0.3, max_instances=10)
-    # A: galaxy (0.9 + 0.6 > 0.3), mean galaxy score 0.75, box weighted by all three scores
+    # A: galaxy (0.9 + 0.6 > 0.3), galaxy scores summed over the 3 passes / 3 = 0.5 (the pass
+    # that called it a star counts 0); B: 0.6 / 3; the extra star 0.2 / 3. Boxes are
+    # weighted by all three scores.
     np.testing.assert_array_equal(classes, [2, 1, 1])
-    np.testing.assert_allclose(scores, [0.75, 0.6, 0.2], rtol=1e-6)
+    np.testing.assert_allclose(scores, [0.5, 0.2, 0.2 / 3], rtol=1e-6)
+    # the mean over the passes that found the class: same objects, other scores
+    _, old_classes, old_scores, _ = fuse_passes(passes, 0.3, 10, score="finding_passes")
+    np.testing.assert_array_equal(old_classes, [2, 1, 1])
+    np.testing.assert_allclose(old_scores, [0.75, 0.6, 0.2], rtol=1e-6)
+    with pytest.raises(ValueError, match="score must be one of"):
+        fuse_passes(passes, 0.3, 10, score="max")
+    with pytest.raises(InputError, match="detection_flips_score must be one of"):
+        MaskRCNNConfig(detection_flips_score="max")
     weights = np.array([0.9, 0.6, 0.3]) / 1.8
     np.testing.assert_allclose(boxes[0], weights @ np.array([[0, 0, 10, 10], [0, 2, 10, 12],
                                                               [0, 0, 10, 10]]), rtol=1e-6)

@@ -27,6 +27,8 @@ def test_detection_settings_are_the_cards_unless_overridden():
     settings = detection_settings(card)
     assert settings["detection_max_instances"] == card["config"]["detection_max_instances"] == 500
     assert settings["detection_cross_class_iou"] == 0.7
+    # the shipped card's catalog cut was chosen on scores fused over all 8 passes
+    assert settings["detection_flips_score"] == card["config"]["detection_flips_score"] == "all_passes"
     overridden = detection_settings(card, MaskRCNNOptions(max_detections=300).overrides())
     assert overridden["detection_max_instances"] == 300
     assert overridden["detection_flips"] == settings["detection_flips"]

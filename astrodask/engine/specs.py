@@ -59,7 +59,8 @@ class ModelSpec:
 
 #: Detection settings of a Mask R-CNN card that the engine applies.
 DETECTION_SETTINGS = ("detection_min_confidence", "detection_nms_threshold",
-                      "detection_max_instances", "detection_flips", "detection_cross_class_iou")
+                      "detection_max_instances", "detection_flips", "detection_flips_score",
+                      "detection_cross_class_iou")
 
 
 def detection_settings(card, overrides=None):

@@ -43,7 +43,7 @@ def star_galaxy_samples(model, seeds, workdir, *, size=1024, preset="decam", sta
     Returns
     -------
     dict of ndarray
-        ``network_p_star`` (the network's star probability, for comparison),
+        ``network_star`` (whether the network called it a star, for comparison),
         ``relative_concentration``, ``snr``, ``fwhm_px``, ``is_star``,
         ``true_snr`` and ``seed``, one entry per matched instance.
     """
@@ -61,7 +61,7 @@ def star_galaxy_samples(model, seeds, workdir, *, size=1024, preset="decam", sta
     from ..star_galaxy import instance_features, psf_reference
 
     workdir = Path(workdir)
-    columns = {k: [] for k in ("network_p_star", "relative_concentration", "snr", "saturated",
+    columns = {k: [] for k in ("network_star", "relative_concentration", "snr", "saturated",
                                "fwhm_px", "is_star", "true_snr", "seed")}
     for seed in seeds:
         conditions = replace(draw_conditions(seed), star_density=star_density)
@@ -80,7 +80,7 @@ def star_galaxy_samples(model, seeds, workdir, *, size=1024, preset="decam", sta
         results = Results(field / "results")
         mean, std = band_levels(mosaic)
         levels = [mosaic.saturation[b] for b in mosaic.bands]
-        found = {k: [] for k in ("x", "y", "network_p_star", "relative_concentration", "snr",
+        found = {k: [] for k in ("x", "y", "network_star", "relative_concentration", "snr",
                                  "saturated")}
         for iy, ix in mosaic.tile_grid.indices():
             table = read_window_pieces(results, iy, ix)
@@ -94,9 +94,8 @@ def star_galaxy_samples(model, seeds, workdir, *, size=1024, preset="decam", sta
                                          saturated=saturated_pixels(tile.data, levels))
             rows = features.pop("rows")
             owned = table.column("in_core").to_numpy(zero_copy_only=False)[rows]
-            scores = table.column("score").to_numpy().astype(np.float64)[rows]
-            is_star = table.column("class_id").to_numpy()[rows] == OBJECT_CODE["star"]
-            features["network_p_star"] = np.where(is_star, scores, 1.0 - scores)
+            features["network_star"] = (table.column("class_id").to_numpy()[rows]
+                                        == OBJECT_CODE["star"])
             for k in found:
                 found[k].append(features[k][owned])
         found = {k: np.concatenate(v) if v else np.zeros(0) for k, v in found.items()}
@@ -104,7 +103,7 @@ def star_galaxy_samples(model, seeds, workdir, *, size=1024, preset="decam", sta
         _, match = match_positions(truth["x"], truth["y"], found["x"], found["y"], match_radius)
         keep = np.flatnonzero(match >= 0)
         true_class = np.asarray(truth["class"])[match[keep]]
-        for k in ("network_p_star", "relative_concentration", "snr", "saturated"):
+        for k in ("network_star", "relative_concentration", "snr", "saturated"):
             columns[k].append(found[k][keep])
         columns["fwhm_px"].append(np.full(keep.size, reference["fwhm_px"]))
         columns["is_star"].append(true_class == "star")

@@ -7,6 +7,9 @@ from ...errors import InputError
 
 RESNET_BLOCKS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
 
+#: How the score of an object fused over flipped passes is formed (see ``flips.fuse_passes``).
+FLIP_SCORES = ("all_passes", "finding_passes")
+
 
 @dataclass
 class MaskRCNNConfig:
@@ -66,6 +69,10 @@ class MaskRCNNConfig:
     detection_cross_class_iou: float = 1.0
     # also detect on the 7 other flips/rotations and fuse (8x the work; see flips.py)
     detection_flips: bool = False
+    # a fused object's score: its class's scores summed over all passes / the number
+    # of passes ("all_passes": a pass that missed it counts 0) or their mean over the
+    # passes that found it ("finding_passes", before session 17); see flips.fuse_passes
+    detection_flips_score: str = "all_passes"
     # input: eq. 1 scale A
     normalisation_scale: float = 1.0
 
@@ -79,6 +86,9 @@ class MaskRCNNConfig:
                                                      "anchor_scale_factors")
         self.box_std = tuple(float(s) for s in self.box_std)
         self.detection_flips = bool(self.detection_flips)
+        if self.detection_flips_score not in FLIP_SCORES:
+            raise InputError(f"detection_flips_score must be one of {', '.join(FLIP_SCORES)}, "
+                             f"got {self.detection_flips_score!r}")
         if self.backbone_depth not in RESNET_BLOCKS:
             raise InputError(f"backbone_depth must be one of {sorted(RESNET_BLOCKS)}, "
                              f"got {self.backbone_depth}")

@@ -4,13 +4,16 @@ Each pass ``(k, flip)`` of :mod:`astrodask.dihedral` gives detections that
 are mapped back to the original frame (boxes here, the box-relative mask
 grids with :func:`astrodask.dihedral.untransform`) and the passes are fused:
 detections of different passes that overlap (box IoU >= ``FUSE_IOU``) are
-one object, whose box is their score-weighted mean. The group of 8 is closed, so the fused detections of a
-flipped image are the flipped detections of the original.
+one object, whose box is their score-weighted mean and whose score counts
+the passes that missed it as 0 (as in weighted boxes fusion). The group of 8
+is closed, so the fused detections of a flipped image are the flipped
+detections of the original.
 """
 
 import numpy as np
 
 from ..detections import box_iou
+from .config import FLIP_SCORES
 from .detection import per_class_nms
 
 #: Box IoU above which detections of different passes are the same object.
@@ -44,15 +47,25 @@ def undo_boxes(boxes, k, flip, shape):
     return np.stack([y1, x1, y2, x2], axis=1).astype(np.float32)
 
 
-def fuse_passes(passes, nms_threshold, max_instances):
+def fuse_passes(passes, nms_threshold, max_instances, score="all_passes"):
     """Fuse the detections of several passes over one image (all in its frame).
 
     Detections are visited by decreasing score; each unvisited one gathers the
     unvisited detections with box IoU >= :data:`FUSE_IOU`, keeping the best of
     each pass. The object's class is the one with the largest summed score,
-    its score the mean score of the passes that gave it that class, its box
-    the score-weighted mean box and its mask grid the score-weighted mean
-    grid. Per-class NMS then runs as for a single pass.
+    its box the score-weighted mean box and its mask grid the score-weighted
+    mean grid. Per-class NMS then runs as for a single pass.
+
+    Its score is the sum of that class's scores over the passes divided by
+    the number of passes (``score="all_passes"``): a pass that did not find
+    it, or found it as another class, counts 0, so an object that a few
+    orientations of the image happen to show scores low. This makes the score
+    steadier against the window an object falls in (a faint source found by
+    3 of 8 passes in one window and 4 in the next moves by 1/8 of a pass's
+    score, where the mean of the finding passes jumps about at random) and
+    ranks the objects better. ``"finding_passes"`` is the mean over the passes
+    that gave the class (the score before session 17; every fused score is
+    then at least the passes' ``detection_min_confidence``).
 
     Parameters
     ----------
@@ -62,11 +75,15 @@ def fuse_passes(passes, nms_threshold, max_instances):
         Per-class NMS threshold applied to the fused objects.
     max_instances : int
         Most objects kept (by score).
+    score : {"all_passes", "finding_passes"}
+        How the fused score is formed (above).
 
     Returns
     -------
     boxes (M, 4), class_ids (M,), scores (M,), mask_grids (M, S, S)
     """
+    if score not in FLIP_SCORES:
+        raise ValueError(f"score must be one of {', '.join(FLIP_SCORES)}, got {score!r}")
     boxes = np.concatenate([p[0] for p in passes]).astype(np.float64)
     class_ids = np.concatenate([p[1] for p in passes])
     scores = np.concatenate([p[2] for p in passes]).astype(np.float64)
@@ -87,8 +104,9 @@ def fuse_passes(passes, nms_threshold, max_instances):
         sums = [scores[members][class_ids[members] == c].sum() for c in classes]
         best_class = classes[int(np.argmax(sums))]
         weights = scores[members] / scores[members].sum()
-        fused.append((weights @ boxes[members], best_class,
-                       max(sums) / np.count_nonzero(class_ids[members] == best_class),
+        fused.append((weights @ boxes[members], best_class, max(sums) / (
+            len(passes) if score == "all_passes"
+            else np.count_nonzero(class_ids[members] == best_class)),
                        np.tensordot(weights, grids[members], axes=1)))
     if not fused:
         size = passes[0][3].shape[1:] if passes else (0, 0)

@@ -237,7 +237,8 @@ def _detect_flipped(model, images, config):
                                       untransform(m, k, flip, axes=(1, 2)))
                                      for b, c, s, m in found[j * n_images:(j + 1) * n_images]]
     return [fuse_passes([per_pass[p][i] for p in DIHEDRAL],
-                        config.detection_nms_threshold, config.detection_max_instances)
+                        config.detection_nms_threshold, config.detection_max_instances,
+                        score=config.detection_flips_score)
             for i in range(n_images)]
 
 
