@@ -60,8 +60,9 @@ def test_edge_windows_find_what_interior_windows_find(field):
     assert len(np.unique(catalog["id"])) == len(catalog["id"])
     # the card's catalog cut was applied
     record = json.loads((folder / "plain" / "results" / "merge.json").read_text())
-    assert record["min_score_applied"] == 0.6
-    assert catalog["class_score"].min() >= 0.6
+    cut = astrodask.model_card("maskrcnn_decam")["catalog_min_score"]
+    assert record["min_score_applied"] == cut
+    assert catalog["class_score"].min() >= cut
 
 
 def test_masked_stripe_gives_no_detection_on_it_and_flags_its_neighbours(field, tmp_path):
