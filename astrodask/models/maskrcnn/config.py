@@ -11,6 +11,13 @@ RESNET_BLOCKS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3), 101: (3, 
 FLIP_SCORES = ("all_passes", "finding_passes")
 
 
+def check_flip_score(value):
+    """Raise :class:`~astrodask.errors.InputError` unless ``value`` is one of :data:`FLIP_SCORES`."""
+    if value not in FLIP_SCORES:
+        raise InputError(f"detection_flips_score must be one of {', '.join(FLIP_SCORES)}, "
+                         f"got {value!r}")
+
+
 @dataclass
 class MaskRCNNConfig:
     """Everything that defines a Mask R-CNN and how it detects.
@@ -86,9 +93,7 @@ class MaskRCNNConfig:
                                                      "anchor_scale_factors")
         self.box_std = tuple(float(s) for s in self.box_std)
         self.detection_flips = bool(self.detection_flips)
-        if self.detection_flips_score not in FLIP_SCORES:
-            raise InputError(f"detection_flips_score must be one of {', '.join(FLIP_SCORES)}, "
-                             f"got {self.detection_flips_score!r}")
+        check_flip_score(self.detection_flips_score)
         if self.backbone_depth not in RESNET_BLOCKS:
             raise InputError(f"backbone_depth must be one of {sorted(RESNET_BLOCKS)}, "
                              f"got {self.backbone_depth}")

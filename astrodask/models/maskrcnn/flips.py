@@ -13,7 +13,7 @@ detections of the original.
 import numpy as np
 
 from ..detections import box_iou
-from .config import FLIP_SCORES
+from .config import check_flip_score
 from .detection import per_class_nms
 
 #: Box IoU above which detections of different passes are the same object.
@@ -82,8 +82,7 @@ def fuse_passes(passes, nms_threshold, max_instances, score="all_passes"):
     -------
     boxes (M, 4), class_ids (M,), scores (M,), mask_grids (M, S, S)
     """
-    if score not in FLIP_SCORES:
-        raise ValueError(f"score must be one of {', '.join(FLIP_SCORES)}, got {score!r}")
+    check_flip_score(score)
     boxes = np.concatenate([p[0] for p in passes]).astype(np.float64)
     class_ids = np.concatenate([p[1] for p in passes])
     scores = np.concatenate([p[2] for p in passes]).astype(np.float64)
