@@ -320,6 +320,29 @@ def test_training_from_saved_weights_records_them(tmp_path):
     assert saved["config"]["roi_min_level"] == 1 and "initialised_from" in saved
 
 
+def test_a_run_from_a_model_detects_as_that_model_s_card_says(tmp_path):
+    from astrodask.models.card import write_model_card
+    from astrodask.train.maskrcnn import detection_settings_from
+
+    (tmp_path / "source.keras").write_bytes(b"")
+    own = TINY.replace(detection_flips=True, detection_flips_score="finding_passes",
+                       detection_min_confidence=0.4, roi_min_level=2)
+    write_model_card(tmp_path / "source.keras", {
+        "name": "source", "architecture": "Mask R-CNN", "bands": list(TINY.bands),
+        "pixel_scale_arcsec": 0.262, "normalisation": {}, "classes": list(TINY.classes),
+        "config": own.to_dict()})
+    lines = []
+    config = detection_settings_from(TINY.replace(roi_min_level=1), tmp_path / "source.keras",
+                                     log=lines.append)
+    assert config.detection_flips and config.detection_flips_score == "finding_passes"
+    assert config.detection_min_confidence == 0.4
+    assert config.roi_min_level == 1          # what the model is stays the run's
+    assert "detection_flips=True" in lines[0]
+    # a model without a card: the run's own settings
+    (tmp_path / "bare.keras").write_bytes(b"")
+    assert detection_settings_from(TINY, tmp_path / "bare.keras") == TINY
+
+
 def test_pool_from_another_run_keeps_its_fields_and_records_every_part(tmp_path):
     from astrodask.errors import InputError
     from astrodask.train.maskrcnn import build_pool, pool_parts

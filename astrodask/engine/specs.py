@@ -57,12 +57,6 @@ class ModelSpec:
     fold_fragments: float = None
 
 
-#: Detection settings of a Mask R-CNN card that the engine applies.
-DETECTION_SETTINGS = ("detection_min_confidence", "detection_nms_threshold",
-                      "detection_max_instances", "detection_flips", "detection_flips_score",
-                      "detection_cross_class_iou")
-
-
 def detection_settings(card, overrides=None):
     """The detection settings a Mask R-CNN runs with: its card's, then ``overrides``.
 
@@ -78,6 +72,7 @@ def detection_settings(card, overrides=None):
     dict
     """
     from ..models.maskrcnn import MaskRCNNConfig
+    from ..models.maskrcnn.config import DETECTION_SETTINGS
 
     config = card.get("config") or {}
     defaults = MaskRCNNConfig()

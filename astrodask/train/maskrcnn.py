@@ -364,11 +364,52 @@ def train_maskrcnn(pool, run_dir, config=None, settings=None, max_seconds=None, 
         state = json.loads((run_dir / STATE_FILE).read_text())
         apply_options(state, settings, log)
     else:
-        state = new_state(config or MaskRCNNConfig(), settings)
+        config = config or MaskRCNNConfig()
+        if init_from is not None:
+            config = detection_settings_from(config, init_from, log)
+        state = new_state(config, settings)
     model, optimizer = _build(state, run_dir if resuming else None, init_from, log)
     _fit(pool, run_dir, model, optimizer, state, max_seconds, log)
     _finish(run_dir, model, optimizer, state)
     return model, state
+
+
+def detection_settings_from(config, model, log=print):
+    """``config`` with the detection settings of ``model``'s card.
+
+    A model trained from another one is compared with it, through ``evaluate``
+    and the whole pipeline; both must then detect the same way (8 fused flips
+    or one pass, the fused score, confidence, NMS), or the comparison measures
+    the settings rather than the weights. The card's
+    :data:`~astrodask.models.maskrcnn.config.DETECTION_SETTINGS` therefore
+    replace ``config``'s; a model without a card leaves ``config`` as it is.
+
+    Parameters
+    ----------
+    config : MaskRCNNConfig
+    model : str or Path
+        The model the run starts from (a shipped name or a ``.keras`` path).
+    log : callable
+
+    Returns
+    -------
+    MaskRCNNConfig
+    """
+    from ..errors import InputError
+    from ..models.card import read_model_card, resolve_model_path
+    from ..models.maskrcnn.config import DETECTION_SETTINGS
+
+    try:
+        card = read_model_card(resolve_model_path(model))
+    except InputError:
+        return config
+    own = card.get("config") or {}
+    changes = {k: own[k] for k in DETECTION_SETTINGS
+               if k in own and own[k] != getattr(config, k)}
+    if changes:
+        log(f"detection settings from {model}'s card: "
+            + ", ".join(f"{k}={v}" for k, v in sorted(changes.items())))
+    return config.replace(**changes)
 
 
 def settings_of(state):

@@ -7,6 +7,13 @@ from ...errors import InputError
 
 RESNET_BLOCKS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
 
+#: The settings of :class:`MaskRCNNConfig` that say how a trained model detects (not what it
+#: is): a model's card holds the ones it was evaluated with, the engine runs it with them, and
+#: a training run started from a model inherits them.
+DETECTION_SETTINGS = ("detection_min_confidence", "detection_nms_threshold",
+                      "detection_max_instances", "detection_flips", "detection_flips_score",
+                      "detection_cross_class_iou")
+
 #: How the score of an object fused over flipped passes is formed (see ``flips.fuse_passes``).
 FLIP_SCORES = ("all_passes", "finding_passes")
 
