@@ -1,7 +1,12 @@
 """Mask R-CNN training: data from fields, augmentation, targets, losses, resume."""
 
+import importlib.util
 import json
+import os
+import subprocess
+import sys
 from collections import namedtuple
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,6 +23,8 @@ from astrodask.train.maskrcnn_data import (
 )
 from astrodask.train.maskrcnn_targets import roi_targets
 from maskrcnn_fake_field import fake_field
+
+ROOT = Path(__file__).resolve().parents[1]
 
 TINY = MaskRCNNConfig(stem_width=8, stage_widths=(8, 8, 16, 16), fpn_channels=8, head_units=16,
                       mask_channels=8, rois_per_image=16, rpn_anchors_per_image=64,
@@ -341,6 +348,85 @@ def test_a_run_from_a_model_detects_as_that_model_s_card_says(tmp_path):
     # a model without a card: the run's own settings
     (tmp_path / "bare.keras").write_bytes(b"")
     assert detection_settings_from(TINY, tmp_path / "bare.keras") == TINY
+
+
+JAX_STEP = """
+import sys
+sys.path.insert(0, {tests!r})
+from maskrcnn_fake_field import fake_field
+from astrodask.train.maskrcnn import TrainSettings, train_maskrcnn
+from astrodask.train.maskrcnn_data import example_from_field
+from test_maskrcnn_train import TINY, ONE_STEP
+import keras
+assert keras.backend.backend() == "jax"
+pool = [example_from_field(fake_field((128, 128), 6, 6, seed=s)) for s in range(2)]
+for compiled in (False, True):
+    train_maskrcnn(pool, {run!r} + str(int(compiled)), config=TINY,
+                   settings=TrainSettings(**dict(ONE_STEP, compiled=compiled)),
+                   init_from={source!r}, log=print)
+print("tensorflow imported:", "tensorflow" in sys.modules)
+"""
+
+ONE_STEP = dict(steps=1, batch_size=2, crop_size=64, warmup_steps=1, log_every=1,
+                checkpoint_every_s=1e9, compiled=False)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax is not installed")
+def test_a_training_step_on_jax_without_tensorflow_matches_tensorflow(tmp_path):
+    # the machines lent with a GPU have JAX, not TensorFlow: one step there must
+    # draw the same batch and targets and move the weights as TensorFlow does
+    import keras
+
+    from astrodask.models.maskrcnn import build_maskrcnn, load_maskrcnn
+
+    keras.utils.set_random_seed(3)
+    build_maskrcnn(TINY).save(tmp_path / "source.keras")
+    pool = [example_from_field(fake_field((128, 128), 6, 6, seed=s)) for s in range(2)]
+    model, state = train_maskrcnn(pool, tmp_path / "tf", config=TINY,
+                                  settings=TrainSettings(**ONE_STEP),
+                                  init_from=tmp_path / "source.keras", log=lambda _: None)
+    hidden = tmp_path / "hide" / "tensorflow"
+    hidden.mkdir(parents=True)
+    (hidden / "__init__.py").write_text("raise ImportError('no tensorflow on this machine')\n")
+    script = JAX_STEP.format(tests=str(Path(__file__).parent), run=str(tmp_path / "jax"),
+                             source=str(tmp_path / "source.keras"))
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            env={**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu",
+                                 "PYTHONPATH": os.pathsep.join([str(hidden.parent), str(ROOT)])},
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "tensorflow imported: False" in result.stdout
+    source = load_maskrcnn(tmp_path / "source.keras")
+    # op by op (targets padded to a few shapes) and with the backbone compiled by XLA
+    for run in ("jax0", "jax1"):
+        on_jax = json.loads((tmp_path / run / "state.json").read_text())
+        for name, value in state["history"][0].items():
+            if name != "seconds":
+                assert on_jax["history"][0][name] == pytest.approx(value, rel=1e-3), name
+        moved = load_maskrcnn(tmp_path / run / "model.keras")
+        changed = 0
+        for a, b, before in zip(_weights(model), _weights(moved), _weights(source)):
+            np.testing.assert_allclose(b, a, rtol=1e-3, atol=1e-5)
+            changed += not np.allclose(a, before)
+        assert changed > 0
+
+
+def test_padded_targets_give_the_same_losses():
+    # padding the RoIs and positives to a few shapes (for JAX) adds rows that carry no loss
+    from astrodask.models.maskrcnn import build_maskrcnn
+    from astrodask.train.maskrcnn import compute_losses, draw_targets, make_batch, pad_targets
+
+    model = build_maskrcnn(TINY)
+    pool = [example_from_field(fake_field((128, 128), 6, 6, seed=s)) for s in range(2)]
+    batch, rng = make_batch(pool, 0, TrainSettings(**ONE_STEP))
+    targets = draw_targets(model, batch, rng)
+    padded = pad_targets(targets, roi_bucket=64, positive_bucket=16)
+    assert len(padded.rois) % 64 == 0 and len(padded.mask_targets) % 16 == 0
+    assert len(padded.rois) > len(targets.rois) and padded.n_rois == len(targets.rois)
+    plain = compute_losses(model, batch, None, targets=targets, class_weights=[1, 4, 1])
+    same = compute_losses(model, batch, None, targets=padded, class_weights=[1, 4, 1])
+    for name, value in plain.items():
+        assert float(same[name]) == pytest.approx(float(value), rel=1e-5), name
 
 
 def test_pool_from_another_run_keeps_its_fields_and_records_every_part(tmp_path):

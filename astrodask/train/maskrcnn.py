@@ -2,7 +2,10 @@
 
 Training runs eagerly with a TensorFlow ``GradientTape`` (the forward pass
 is the same Keras/``keras.ops`` code as inference; target sampling and
-proposal NMS are NumPy in between). A run directory holds everything needed
+proposal NMS are NumPy in between), or with ``jax.value_and_grad`` on the
+JAX backend (``KERAS_BACKEND=jax``: the machines with GPUs lent here have
+JAX, not TensorFlow), where the targets are drawn first from a forward pass
+of their own and the same random choices are made. A run directory holds everything needed
 to resume: the latest weights, the optimizer's slots (with the moving average
 of the weights when ``ema_momentum`` is set), the step and the loss history;
 the random choices of step ``k`` depend only on ``(seed, k)``, so a resumed
@@ -56,7 +59,9 @@ class TrainSettings:
     seed: int = 0
     checkpoint_every_s: float = 300.0
     log_every: int = 20
-    compiled: bool = True  # tf.function the network calls (False: eager, for tiny runs)
+    # compile the network calls (tf.function on TensorFlow; on JAX, jax.jit of the backbone
+    # and RPN); False: eager, for tiny runs
+    compiled: bool = True
     # classification loss weight per true class; None: not given (a new run takes
     # DEFAULT_CLASS_WEIGHTS, a resumed one keeps its own)
     class_weights: tuple = None
@@ -107,11 +112,15 @@ def make_batch(pool, step, settings):
     return batch, rng
 
 
-def compute_losses(model, batch, rng, training=True, runners=None, class_weights=None):
+def compute_losses(model, batch, rng, training=True, runners=None, class_weights=None,
+                   targets=None):
     """Forward pass and the five losses of one batch (call under a GradientTape).
 
     ``runners`` optionally replaces the three network calls (backbone + RPN,
     box head, mask head) with compiled versions, see :func:`compiled_runners`.
+    ``targets`` (:class:`BatchTargets`) gives the anchors' and RoIs' targets
+    already drawn (see :func:`draw_targets`); by default they are drawn here,
+    from ``rng`` and this pass's RPN outputs.
     """
     config = model.config
     forward, box_head, mask_head = runners or (
@@ -119,32 +128,19 @@ def compute_losses(model, batch, rng, training=True, runners=None, class_weights
         lambda r: model.box_head(r, training=training),
         lambda r: model.mask_head(r, training=training))
     images = np.stack([ex.image for ex in batch])
-    shape = images.shape[1:3]
-    anchors = cached_anchors(shape, config.anchor_scales, config.anchor_ratios,
-                             config.anchor_scale_factors)
-    targets = [rpn_targets(anchors, ex.boxes, config, rng) for ex in batch]
-    labels = np.stack([t[0] for t in targets])
-    anchor_deltas = np.stack([t[1] for t in targets])
+    anchors = None
+    if targets is None:
+        anchors, labels, anchor_deltas = anchor_targets(model, batch, rng)
+    else:
+        labels, anchor_deltas = targets.labels, targets.anchor_deltas
 
     pyramid, logits, deltas = forward(images)
     rpn_class, rpn_box = rpn_losses(logits, deltas, labels, anchor_deltas)
-
-    positives, negatives = [], []
-    for i, ex in enumerate(batch):
-        proposals = propose(logits[i], deltas[i], anchors, shape, config,
-                            config.rpn_post_nms_train, config.rpn_pre_nms_train)
-        rois, classes, box_targets, masks = roi_targets(proposals, ex.boxes, ex.class_ids,
-                                                        ex.masks, config, rng)
-        n_pos = len(masks)
-        index = np.full(len(rois), i)
-        positives.append((rois[:n_pos], classes[:n_pos], box_targets[:n_pos], masks, index[:n_pos]))
-        negatives.append((rois[n_pos:], classes[n_pos:], box_targets[n_pos:], index[n_pos:]))
-    # all positives first: the mask loss takes the leading P RoIs
-    rois = np.concatenate([p[0] for p in positives] + [n[0] for n in negatives])
-    classes = np.concatenate([p[1] for p in positives] + [n[1] for n in negatives])
-    box_targets = np.concatenate([p[2] for p in positives] + [n[2] for n in negatives])
-    batch_index = np.concatenate([p[4] for p in positives] + [n[3] for n in negatives])
-    mask_targets = np.concatenate([p[3] for p in positives])
+    if targets is None:
+        targets = BatchTargets(labels, anchor_deltas,
+                               *roi_sample(model, batch, rng, anchors, logits, deltas))
+    rois, classes, box_targets = targets.rois, targets.classes, targets.box_targets
+    batch_index, mask_targets = targets.batch_index, targets.mask_targets
     n_pos = len(mask_targets)
 
     pooled = model.pool_rois(pyramid, rois, batch_index, config.pool_size)
@@ -155,8 +151,118 @@ def compute_losses(model, batch, rng, training=True, runners=None, class_weights
                                       config.mask_pool_size)
         mask_logits = mask_head(mask_pooled)
     head = head_losses(class_logits, box_deltas, mask_logits, classes, box_targets, mask_targets,
-                       class_weights)
+                       class_weights, n_rois=targets.n_rois, n_positives=targets.n_positives)
     return dict(zip(LOSS_NAMES, (rpn_class, rpn_box) + tuple(head)))
+
+
+@dataclass(frozen=True)
+class BatchTargets:
+    """What one batch's losses are measured against (NumPy, no gradient).
+
+    ``labels`` (B, A) and ``anchor_deltas`` (B, A, 4) of the anchors; the
+    sampled RoIs (positives first), their ``classes``, ``box_targets``,
+    ``batch_index`` and the positives' ``mask_targets``.
+    """
+
+    labels: np.ndarray
+    anchor_deltas: np.ndarray
+    rois: np.ndarray
+    classes: np.ndarray
+    box_targets: np.ndarray
+    batch_index: np.ndarray
+    mask_targets: np.ndarray
+    # padded targets (pad_targets): how many RoIs and positives are real
+    n_rois: int = None
+    n_positives: int = None
+
+
+#: Padded targets hold a multiple of this many RoIs, and of ``POSITIVE_BUCKET`` positives.
+ROI_BUCKET = 64
+POSITIVE_BUCKET = 16
+
+
+def pad_targets(targets, roi_bucket=ROI_BUCKET, positive_bucket=POSITIVE_BUCKET):
+    """``targets`` with the positives and the RoIs padded up to multiples of the buckets.
+
+    JAX compiles every operation anew for each new shape, and the number of
+    sampled RoIs and positives changes from batch to batch: padded, the heads
+    see a few shapes only. Padding rows (an 8x8 box in the corner of the
+    first image, background, empty mask) carry no loss (``n_rois`` and
+    ``n_positives`` tell :func:`~astrodask.train.maskrcnn_losses.head_losses`
+    which rows are real), so the losses and gradients are those of the
+    unpadded targets.
+    """
+    n_pos, n_rois = len(targets.mask_targets), len(targets.rois)
+    slots = -(-max(n_pos, 1) // positive_bucket) * positive_bucket
+    total = -(-(slots + n_rois - n_pos) // roi_bucket) * roi_bucket
+
+    def padded(values, fill):
+        rows = np.full((total,) + values.shape[1:], fill, dtype=values.dtype)
+        rows[:n_pos] = values[:n_pos]
+        rows[slots:slots + n_rois - n_pos] = values[n_pos:]
+        return rows
+
+    masks = np.zeros((slots,) + targets.mask_targets.shape[1:], targets.mask_targets.dtype)
+    masks[:n_pos] = targets.mask_targets
+    rois = padded(targets.rois, np.nan)
+    rois[np.isnan(rois).any(axis=1)] = (0.0, 0.0, 8.0, 8.0)
+    return replace(targets, rois=rois, classes=padded(targets.classes, 0),
+                   box_targets=padded(targets.box_targets, 0.0),
+                   batch_index=padded(targets.batch_index, 0), mask_targets=masks,
+                   n_rois=n_rois, n_positives=n_pos)
+
+
+def anchor_targets(model, batch, rng):
+    """The anchors of the batch's crop size and each anchor's label and box target."""
+    config = model.config
+    shape = batch[0].image.shape[:2]
+    anchors = cached_anchors(shape, config.anchor_scales, config.anchor_ratios,
+                             config.anchor_scale_factors)
+    targets = [rpn_targets(anchors, ex.boxes, config, rng) for ex in batch]
+    return anchors, np.stack([t[0] for t in targets]), np.stack([t[1] for t in targets])
+
+
+def roi_sample(model, batch, rng, anchors, logits, deltas):
+    """Proposals from the RPN's outputs, then the RoIs sampled from them with their targets.
+
+    Returns ``rois, classes, box_targets, batch_index, mask_targets`` with
+    every positive first (the mask loss takes the leading RoIs).
+    """
+    config = model.config
+    shape = batch[0].image.shape[:2]
+    positives, negatives = [], []
+    for i, ex in enumerate(batch):
+        proposals = propose(logits[i], deltas[i], anchors, shape, config,
+                            config.rpn_post_nms_train, config.rpn_pre_nms_train)
+        rois, classes, box_targets, masks = roi_targets(proposals, ex.boxes, ex.class_ids,
+                                                        ex.masks, config, rng)
+        n_pos = len(masks)
+        index = np.full(len(rois), i)
+        positives.append((rois[:n_pos], classes[:n_pos], box_targets[:n_pos], masks, index[:n_pos]))
+        negatives.append((rois[n_pos:], classes[n_pos:], box_targets[n_pos:], index[n_pos:]))
+    return (np.concatenate([p[0] for p in positives] + [n[0] for n in negatives]),
+            np.concatenate([p[1] for p in positives] + [n[1] for n in negatives]),
+            np.concatenate([p[2] for p in positives] + [n[2] for n in negatives]),
+            np.concatenate([p[4] for p in positives] + [n[3] for n in negatives]),
+            np.concatenate([p[3] for p in positives]))
+
+
+def draw_targets(model, batch, rng):
+    """A batch's :class:`BatchTargets`, drawn as :func:`compute_losses` draws them.
+
+    The RoIs come from the proposals of one training-mode forward pass whose
+    state changes (batch-norm statistics) are thrown away; ``rng`` is used in
+    the same order as in :func:`compute_losses`, so both draw the same.
+    """
+    import keras
+
+    anchors, labels, anchor_deltas = anchor_targets(model, batch, rng)
+    images = np.stack([ex.image for ex in batch])
+    with keras.StatelessScope():
+        _, logits, deltas = model(images, training=True)
+        logits, deltas = np.asarray(logits), np.asarray(deltas)
+    return BatchTargets(labels, anchor_deltas, *roi_sample(model, batch, rng, anchors,
+                                                           logits, deltas))
 
 
 def save_checkpoint(run_dir, model, optimizer, state):
@@ -488,12 +594,29 @@ class _RunningLosses:
 
 def _fit(pool, run_dir, model, optimizer, state, max_seconds, log):
     """Train from ``state["step"]`` to the last step or the time limit, checkpointing."""
+    import keras
+
     settings = settings_of(state)
-    if settings.compiled:
-        runners, apply = compiled_runners(model, optimizer)
+    if keras.backend.backend() == "jax":
+        network = JaxNetwork(model) if settings.compiled else None
+
+        def train_step(batch, rng):
+            return _jax_train_step(model, optimizer, batch, rng, settings.class_weights,
+                                   network)
+    elif keras.backend.backend() == "tensorflow":
+        if settings.compiled:
+            runners, apply = compiled_runners(model, optimizer)
+        else:
+            variables = model.trainable_variables
+            runners, apply = None, lambda grads: optimizer.apply_gradients(zip(grads, variables))
+
+        def train_step(batch, rng):
+            return _train_step(model, runners, apply, batch, rng, settings.class_weights)
     else:
-        variables = model.trainable_variables
-        runners, apply = None, lambda grads: optimizer.apply_gradients(zip(grads, variables))
+        from ..errors import InputError
+
+        raise InputError(f"training runs on the tensorflow or jax Keras backend, not "
+                         f"{keras.backend.backend()!r} (set KERAS_BACKEND)")
     start = time.monotonic()
     last_save = start
     running = _RunningLosses()
@@ -502,7 +625,7 @@ def _fit(pool, run_dir, model, optimizer, state, max_seconds, log):
         step = state["step"]
         batch, rng = make_batch(pool, step, settings)
         optimizer.learning_rate.assign(learning_rate_at(step, settings))
-        losses, _ = _train_step(model, runners, apply, batch, rng, settings.class_weights)
+        losses, _ = train_step(batch, rng)
         running.add(losses)
         state["step"] = step + 1
         state["train_seconds"] = step_start_total + time.monotonic() - start
@@ -567,6 +690,94 @@ def _train_step(model, runners, apply, batch, rng, class_weights):
     grads = tape.gradient(total, variables)
     grads = [g if g is not None else tf.zeros_like(v) for g, v in zip(grads, variables)]
     apply(grads)
+    return losses, total
+
+
+class JaxNetwork:
+    """The backbone, pyramid and RPN of a model as XLA-compiled JAX functions of the weights.
+
+    ``forward`` returns the network's outputs and its new batch-norm
+    statistics; ``backward`` the weights' gradient given the outputs'
+    cotangents (it computes the forward again inside one compiled function).
+    Both take every trainable and non-trainable value of the model, in the
+    order of its variable lists (the heads' values are not used). Crops of
+    one size compile once; the heads, whose number of RoIs changes from batch
+    to batch, run op by op in :func:`_jax_train_step`.
+    """
+
+    def __init__(self, model):
+        import jax
+
+        def outputs(values, frozen, images):
+            return model.stateless_call(values, frozen, images, training=True)
+
+        def backward(values, frozen, images, cotangents):
+            _, pullback = jax.vjp(lambda v: outputs(v, frozen, images)[0], values)
+            return pullback(cotangents)[0]
+
+        self.forward = jax.jit(outputs)
+        self.backward = jax.jit(backward)
+
+
+def _jax_train_step(model, optimizer, batch, rng, class_weights, network=None):
+    """One step on the JAX backend (a lent GPU has JAX, not TensorFlow).
+
+    A traced value cannot become NumPy inside ``jax.value_and_grad``, so the
+    targets (RoIs sampled from the proposals, which carry no gradient anyway)
+    are drawn first from a forward pass of their own (:func:`draw_targets`);
+    the losses are then differentiated with the weights as explicit inputs
+    (a ``keras.StatelessScope``), and the batch-norm statistics of that pass
+    are kept, as under TensorFlow. With ``network`` (:class:`JaxNetwork`)
+    the backbone and RPN run compiled: the losses are differentiated with
+    respect to their outputs and the heads' weights, and ``network.backward``
+    carries the outputs' gradient to the backbone's weights.
+    """
+    import jax
+    import keras
+
+    trainable, frozen = model.trainable_variables, model.non_trainable_variables
+    values, frozen_values = [v.value for v in trainable], [v.value for v in frozen]
+    if network is None:
+        targets = pad_targets(draw_targets(model, batch, rng))
+
+        def total_loss(values, frozen_values):
+            mapping = list(zip(trainable, values)) + list(zip(frozen, frozen_values))
+            with keras.StatelessScope(state_mapping=mapping) as scope:
+                losses = compute_losses(model, batch, None, training=True,
+                                        class_weights=class_weights, targets=targets)
+            updated = [scope.get_current_value(v) for v in frozen]
+            return sum(losses.values()), (losses, updated)
+
+        (total, (losses, updated)), grads = jax.value_and_grad(total_loss, has_aux=True)(
+            values, frozen_values)
+    else:
+        images = np.stack([ex.image for ex in batch])
+        anchors, labels, anchor_deltas = anchor_targets(model, batch, rng)
+        outputs, updated = network.forward(values, frozen_values, images)
+        targets = pad_targets(BatchTargets(labels, anchor_deltas, *roi_sample(
+            model, batch, rng, anchors, np.asarray(outputs[1]), np.asarray(outputs[2]))))
+        heads = [k for k, v in enumerate(trainable)
+                 if any(v is w for w in model.box_head.trainable_variables
+                        + model.mask_head.trainable_variables)]
+
+        def head_loss(outputs, head_values):
+            mapping = [(trainable[k], value) for k, value in zip(heads, head_values)]
+            with keras.StatelessScope(state_mapping=mapping):
+                losses = compute_losses(model, batch, None, training=True, targets=targets,
+                                        class_weights=class_weights,
+                                        runners=(lambda _: outputs,
+                                                 lambda r: model.box_head(r, training=True),
+                                                 lambda r: model.mask_head(r, training=True)))
+            return sum(losses.values()), losses
+
+        (total, losses), (cotangents, head_grads) = jax.value_and_grad(
+            head_loss, argnums=(0, 1), has_aux=True)(outputs, [values[k] for k in heads])
+        grads = list(network.backward(values, frozen_values, images, cotangents))
+        for k, grad in zip(heads, head_grads):
+            grads[k] = grads[k] + grad
+    for variable, value in zip(frozen, updated):
+        variable.assign(value)
+    optimizer.apply_gradients(zip(grads, trainable))
     return losses, total
 
 

@@ -107,18 +107,20 @@ def roi_align(features, boxes, batch_index, output_size, sampling_ratio=2, min_l
     if len(features) != MAX_LEVEL - min_level + 1:
         raise ValueError(f"expected {MAX_LEVEL - min_level + 1} feature levels from P{min_level}, "
                          f"got {len(features)}")
-    pieces, order = [], []
+    pieces, rows = [], np.empty(len(boxes), np.int64)
+    offset = 0
     for level in range(len(features)):
         index = np.flatnonzero(levels == level)
         for start in range(0, len(index), CHUNK):
             chunk = index[start:start + CHUNK]
             padded = np.resize(chunk, -(-len(chunk) // BUCKET) * BUCKET)
-            crops = _crop_level(features[level], boxes[padded], batch_index[padded],
-                                output_size, sampling_ratio, 2 ** (min_level + level))
-            pieces.append(crops[:len(chunk)] if len(padded) != len(chunk) else crops)
-            order.append(chunk)
+            pieces.append(_crop_level(features[level], boxes[padded], batch_index[padded],
+                                      output_size, sampling_ratio, 2 ** (min_level + level)))
+            # the padding rows stay in the pieces (shapes stay multiples of BUCKET);
+            # each box is read back from its own row
+            rows[chunk] = offset + np.arange(len(chunk))
+            offset += len(padded)
     pooled = pieces[0] if len(pieces) == 1 else ops.concatenate(pieces, axis=0)
-    inverse = np.argsort(np.concatenate(order), kind="stable")
-    if np.array_equal(inverse, np.arange(len(inverse))):
+    if offset == len(boxes) and np.array_equal(rows, np.arange(len(boxes))):
         return pooled
-    return ops.take(pooled, ops.convert_to_tensor(inverse.astype("int32")), axis=0)
+    return ops.take(pooled, ops.convert_to_tensor(rows.astype("int32")), axis=0)
