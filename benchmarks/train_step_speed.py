@@ -26,6 +26,7 @@ import numpy as np
 
 def synthetic_pool(n_fields, size, n_objects, seed=0):
     """``n_fields`` training examples: sky noise with round stars and elliptical galaxies."""
+    from astrodask.models.detections import boxes_from_masks
     from astrodask.train.maskrcnn_data import Example
 
     rng = np.random.default_rng(seed)
@@ -46,11 +47,8 @@ def synthetic_pool(n_fields, size, n_objects, seed=0):
             masks.append(r2 < 4.0)
             classes.append(1 if star else 2)
         masks = np.array(masks)
-        ys, xs = np.any(masks, axis=2), np.any(masks, axis=1)
-        boxes = np.array([[np.argmax(y), np.argmax(x), len(y) - np.argmax(y[::-1]),
-                           len(x) - np.argmax(x[::-1])] for y, x in zip(ys, xs)], np.float32)
-        pool.append(Example(image=image, boxes=boxes, class_ids=np.array(classes, np.int64),
-                            masks=masks))
+        pool.append(Example(image=image, boxes=boxes_from_masks(masks).astype(np.float32),
+                            class_ids=np.array(classes, np.int64), masks=masks))
     return pool
 
 

@@ -3,11 +3,7 @@
 import numpy as np
 
 from benchmark_scripts import load_benchmark
-from astrodask.models.maskrcnn import MaskRCNNConfig
-
-TINY = MaskRCNNConfig(stem_width=8, stage_widths=(8, 8, 16, 16), fpn_channels=8, head_units=16,
-                      mask_channels=8, rois_per_image=16, rpn_anchors_per_image=64,
-                      rpn_pre_nms_train=200, rpn_post_nms_train=50)
+from test_maskrcnn_train import TINY
 
 
 def test_synthetic_crops_have_boxes_around_their_masks():

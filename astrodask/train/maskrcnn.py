@@ -700,13 +700,19 @@ class JaxNetwork:
     statistics; ``backward`` the weights' gradient given the outputs'
     cotangents (it computes the forward again inside one compiled function).
     Both take every trainable and non-trainable value of the model, in the
-    order of its variable lists (the heads' values are not used). Crops of
-    one size compile once; the heads, whose number of RoIs changes from batch
-    to batch, run op by op in :func:`_jax_train_step`.
+    order of its variable lists (the heads' values are not used; ``heads``
+    lists their positions). Crops of one size compile once; the heads, whose
+    number of RoIs changes from batch to batch, run op by op in
+    :func:`_jax_train_step`.
     """
 
     def __init__(self, model):
         import jax
+
+        head_variables = {id(v) for v in model.box_head.trainable_variables
+                          + model.mask_head.trainable_variables}
+        self.heads = [k for k, v in enumerate(model.trainable_variables)
+                      if id(v) in head_variables]
 
         def outputs(values, frozen, images):
             return model.stateless_call(values, frozen, images, training=True)
@@ -756,9 +762,7 @@ def _jax_train_step(model, optimizer, batch, rng, class_weights, network=None):
         outputs, updated = network.forward(values, frozen_values, images)
         targets = pad_targets(BatchTargets(labels, anchor_deltas, *roi_sample(
             model, batch, rng, anchors, np.asarray(outputs[1]), np.asarray(outputs[2]))))
-        heads = [k for k, v in enumerate(trainable)
-                 if any(v is w for w in model.box_head.trainable_variables
-                        + model.mask_head.trainable_variables)]
+        heads = network.heads
 
         def head_loss(outputs, head_values):
             mapping = [(trainable[k], value) for k, value in zip(heads, head_values)]
