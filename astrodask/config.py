@@ -69,6 +69,10 @@ class MaskRCNNOptions:
         area, is a knot of that galaxy and joins it
         (:mod:`astrodask.fragments`); ``None`` keeps the card's
         ``fold_irregular_fragments`` (``maskrcnn_hst``: 0.5), 0 turns it off.
+    centres : bool, optional
+        One detection per centre of the card's centre network
+        (:mod:`astrodask.centre_segments`): ``None`` where the card has one,
+        ``False`` never (the Mask R-CNN's own instances).
     """
 
     min_confidence: float = None
@@ -77,6 +81,7 @@ class MaskRCNNOptions:
     flips: bool = None
     psf_classes: str = "auto"
     fold_fragments: float = None
+    centres: bool = None
 
     def __post_init__(self):
         if self.psf_classes is True or self.psf_classes is False:
@@ -194,6 +199,8 @@ class RunConfig:
         if self.maskrcnn.psf_classes not in ("auto", "on", "off"):
             raise InputError("maskrcnn psf_classes must be auto, on or off, got "
                              f"{self.maskrcnn.psf_classes!r}")
+        if detection.centres not in (None, True, False):
+            raise InputError(f"maskrcnn centres must be true or false, got {detection.centres!r}")
         fold = detection.fold_fragments
         if fold is not None and (isinstance(fold, bool) or not isinstance(fold, (int, float))
                                  or not 0 <= fold <= 1):

@@ -17,8 +17,12 @@ SCHEMA = pa.schema([
     ("area", pa.int32()),
     ("anchor_y", pa.int32()), ("anchor_x", pa.int32()),
     ("in_core", pa.bool_()), ("cut", pa.bool_()),
+    ("centre_y", pa.float64()), ("centre_x", pa.float64()),
     ("mask", pa.binary()),
 ])
+
+#: Columns a Parquet part written before they existed may lack, with their fill value.
+OPTIONAL_COLUMNS = {"centre_y": np.nan, "centre_x": np.nan}
 
 
 def encode_mask(mask):
@@ -32,7 +36,7 @@ def decode_mask(data, height, width):
     return bits.reshape(height, width).astype(bool)
 
 
-def tile_instances(tile, grid, masks, class_ids, scores, brightness):
+def tile_instances(tile, grid, masks, class_ids, scores, brightness, centres=None):
     """Rows of one window's detections in mosaic coordinates.
 
     Parameters
@@ -47,6 +51,10 @@ def tile_instances(tile, grid, masks, class_ids, scores, brightness):
     brightness : ndarray, shape (T, T)
         The detection image (:func:`astrodask.sky.detection_image`), ``-inf``
         on flagged pixels: each instance's anchor is its brightest mask pixel.
+    centres : ndarray, shape (N, 2), optional
+        Each instance's centre ``(y, x)`` in window pixels, from the centre
+        network (:mod:`astrodask.centre_segments`); stored in mosaic pixels as
+        ``centre_y``, ``centre_x`` (NaN without).
 
     Returns
     -------
@@ -55,7 +63,7 @@ def tile_instances(tile, grid, masks, class_ids, scores, brightness):
         centroid, or every pixel, has no data: padding, NaN, zero weight) are
         dropped: whatever the model saw there was the sky noise filled in.
         Their masks may still cover flagged pixels (the catalog's ``masked``
-        flag). ``in_core``: the anchor lies in the window's half-open
+        flag); an instance whose centre lies on a flagged pixel is dropped too. ``in_core``: the anchor lies in the window's half-open
         core. ``cut``: the mask touches a window edge that lies inside the
         mosaic, so the object may continue in a neighbouring window.
     """
@@ -68,15 +76,22 @@ def tile_instances(tile, grid, masks, class_ids, scores, brightness):
     # Window edges that are cuts (inside the mosaic) rather than the mosaic's own edge.
     cut_edges = (y0w > 0, x0w > 0, y0w + t < grid.height, x0w + t < grid.width)
     rows = {name: [] for name in SCHEMA.names}
-    for det, (mask, class_id, score) in enumerate(zip(masks, class_ids, scores)):
+    if centres is None:
+        centres = np.full((len(masks), 2), np.nan)
+    for det, (mask, class_id, score, centre) in enumerate(zip(masks, class_ids, scores,
+                                                                centres)):
         mask = mask & inside
         if not mask.any():
             continue
         py, px = np.nonzero(mask)
         masked = np.where(mask, brightness, -np.inf)
         ay, ax = np.unravel_index(int(np.argmax(masked)), masked.shape)
-        if not np.isfinite(masked[ay, ax]) or \
-                not np.isfinite(brightness[int(round(py.mean())), int(round(px.mean()))]):
+        middle = (int(round(py.mean())), int(round(px.mean())))
+        if np.isfinite(centre).all():
+            middle = tuple(int(np.clip(round(c), 0, t - 1)) for c in centre)
+            if not inside[middle]:
+                continue
+        if not np.isfinite(masked[ay, ax]) or not np.isfinite(brightness[middle]):
             continue
         by0, by1, bx0, bx1 = py.min(), py.max() + 1, px.min(), px.max() + 1
         cut = ((cut_edges[0] and by0 == 0) or (cut_edges[1] and bx0 == 0)
@@ -85,7 +100,8 @@ def tile_instances(tile, grid, masks, class_ids, scores, brightness):
                       score=float(score), y0=y0w + by0, x0=x0w + bx0, y1=y0w + by1,
                       x1=x0w + bx1, area=int(mask.sum()), anchor_y=y0w + ay, anchor_x=x0w + ax,
                       in_core=bool(cy.start <= ay < cy.stop and cx.start <= ax < cx.stop),
-                      cut=bool(cut), mask=encode_mask(mask[by0:by1, bx0:bx1]))
+                      cut=bool(cut), centre_y=y0w + float(centre[0]),
+                      centre_x=x0w + float(centre[1]), mask=encode_mask(mask[by0:by1, bx0:bx1]))
         # class 0 is the detector's background: a piece without a star/galaxy class
         values["class"] = OBJECT_CLASSES[int(class_id)] if class_id > 0 else None
         for name, value in values.items():

@@ -250,3 +250,64 @@ def test_the_maskrcnn_runner_folds_knots_with_the_unets_maps_of_the_window():
     mosaic = SimpleNamespace(read_tile=lambda iy, ix: None)
     process_tiles([Stub("maskrcnn"), Stub("unet")], mosaic, results, [(0, 0)])
     assert seen == [("unet", []), ("maskrcnn", [("unet", 0, 0)])]
+
+
+def test_centre_network_of_the_card_makes_one_detection_per_peak(setup, tmp_path):
+    import shutil
+
+    from astrodask.cli import build_parser
+    from astrodask.commands.run import config_from_args
+    from astrodask.engine.run import resolve_config
+    from astrodask.errors import InputError
+    from astrodask.models.card import read_model_card, write_model_card
+    from astrodask.models.centres import build_centre_net
+
+    folder, mosaic, model_path = setup
+    path = tmp_path / "tiny_c.keras"
+    shutil.copy(model_path, path)
+    import keras
+
+    keras.utils.set_random_seed(1)
+    net = build_centre_net(3, widths=(4, 8))
+    net.save_weights(str(tmp_path / "tiny_c.centres.weights.h5"))
+    card = dict(read_model_card(model_path), name="tiny_c")
+    card["centres"] = {"weights": "tiny_c.centres.weights.h5", "widths": [4, 8],
+                       "threshold": 0.0, "flips": False}
+    write_model_card(path, card)
+    tables = {}
+    for centres in (None, False):
+        out = tmp_path / f"r-{centres}"
+        config = resolve_config(models=[str(path)], batch_size=4,
+                                maskrcnn={"min_confidence": 0.0, "centres": centres})
+        astrodask.run(mosaic, out, config=config, client=None, n_workers=1)
+        record = json.loads((out / "run.json").read_text())["models"][0]
+        assert (record["centres"] is None) == (centres is False)
+        tables[centres] = {p.name: pq.read_table(p) for p in (out / "maskrcnn").glob("*.parquet")}
+    # without the network: the Mask R-CNN's instances, no centres
+    assert all(np.isnan(t.column("centre_y").to_numpy()).all() for t in tables[False].values())
+    # with it: one instance per peak of the window's heatmap, at the peak, masks disjoint
+    tile = mosaic.read_tile(0, 0)
+    table = tables[None]["tile-00000-00000.parquet"]
+    assert table.num_rows > 0 and np.isfinite(table.column("centre_y").to_numpy()).all()
+    y0, x0 = tile.origin
+    cy, cx = table.column("centre_y").to_numpy() - y0, table.column("centre_x").to_numpy() - x0
+    masks = [decode_mask(m, y1 - a, x1 - b) for m, a, b, y1, x1 in zip(
+        table.column("mask").to_pylist(), table.column("y0").to_pylist(),
+        table.column("x0").to_pylist(), table.column("y1").to_pylist(),
+        table.column("x1").to_pylist())]
+    canvas = np.zeros((TILE + 2 * HALO,) * 2, int)
+    for m, a, b in zip(masks, table.column("y0").to_pylist(), table.column("x0").to_pylist()):
+        canvas[a - y0:a - y0 + m.shape[0], b - x0:b - x0 + m.shape[1]] += m
+    assert canvas.max() == 1
+    for k, (y, x) in enumerate(zip(np.round(cy).astype(int), np.round(cx).astype(int))):
+        a, b = table.column("y0")[k].as_py() - y0, table.column("x0")[k].as_py() - x0
+        assert masks[k][y - a, x - b]
+    assert table.column("score").to_numpy().max() <= 1.0
+    # a card without the network refuses --centres; the flag reaches the config
+    with pytest.raises(InputError, match="no centre network"):
+        astrodask.run(mosaic, tmp_path / "refused", models=[str(model_path)],
+                      maskrcnn={"centres": True}, client=None, n_workers=1)
+    args = build_parser().parse_args(["run", "m.zarr", "--out", "r", "--no-centres"])
+    assert config_from_args(args).maskrcnn.centres is False
+    with pytest.raises(InputError, match="centres must be true or false"):
+        resolve_config(maskrcnn={"centres": "yes"})

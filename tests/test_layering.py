@@ -19,7 +19,7 @@ LAYERS = [
     ("io", {"fits_input", "mosaic", "psf", "rescale", "outputs", "sky"}),
     ("models", {"models", "morphology"}),
     ("stages", {"ingestion", "engine", "instances", "measure", "merging", "star_galaxy",
-                "fragments"}),
+                "fragments", "centre_segments"}),
     ("evaluation", {"evaluate", "catalog_scores", "baselines"}),
     ("simulation", {"simulation"}),
     ("training", {"train"}),

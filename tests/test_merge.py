@@ -55,12 +55,13 @@ def ingest(folder, name, tile, halo, crop=0, saturate=None):
                             halo=halo, overwrite=True)
 
 
-def fake_detections(mosaic, masks, truth, out, crop=0, perturb=None):
+def fake_detections(mosaic, masks, truth, out, crop=0, perturb=None, centres=False):
     """Write instance parts as a perfect detector would see each window."""
     grid = mosaic.tile_grid
     results = Results(out)
     storage.makedirs(results.instances_dir)
     classes = dict(zip(truth["id"], truth["class_code"]))
+    positions = {i: (y - crop, x - crop) for i, y, x in zip(truth["id"], truth["y"], truth["x"])}
     for iy, ix in grid.indices():
         tile = mosaic.read_tile(iy, ix)
         y0w, x0w = tile.origin
@@ -82,8 +83,11 @@ def fake_detections(mosaic, masks, truth, out, crop=0, perturb=None):
                 ids.append(oid)
         stack = np.array(window_masks).reshape(-1, t, t)
         brightness = np.where((tile.mask & PADDING).any(axis=0), 0.0, tile.data.sum(axis=0))
+        # with ``centres``, each window's detector puts the object at its true position
+        at = (np.array([positions[i] for i in ids]).reshape(-1, 2) - (y0w, x0w)
+              if centres else None)
         table = tile_instances(tile, grid, stack, [classes[i] for i in ids],
-                               np.ones(len(ids), np.float32), brightness)
+                               np.ones(len(ids), np.float32), brightness, at)
         write_parquet(table, results.instances_path(iy, ix))
     put_json(results.file("run.json"), {
         "complete": True, "mosaic": str(mosaic.path), "config": {},
@@ -142,6 +146,26 @@ def test_merge_reproduces_truth_objects_without_duplicates_or_splits(field):
     assert (out / "segmap.fits").exists() and (out / "overview.png").exists()
     header = fits.getheader(out / "segmap.fits")
     assert header["CTYPE1"] == "RA---TAN" and header["NAXIS1"] == SIZE[1]
+
+
+def test_objects_sit_at_the_detector_centres_with_the_centroid_beside(field):
+    folder, truth, masks = field
+    mosaic = ingest(folder, "centres", tile=64, halo=8)
+    outputs = []
+    for name, centres in (("res-centres", True), ("res-plain", False)):
+        out = fake_detections(mosaic, masks, truth, folder / name, centres=centres)
+        merge(out, options=None)
+        outputs.append(catalog(out))
+    centred, plain = outputs
+    true_position = {(round(y), round(x)): (y, x) for y, x in zip(truth["y"], truth["x"])}
+    # the same objects; positions are the centres handed over, the centroids as without them
+    assert centred["anchor_y"] == plain["anchor_y"] and centred["id"] == plain["id"]
+    np.testing.assert_allclose(centred["x_centroid"], plain["x"])
+    np.testing.assert_allclose(centred["y_centroid"], plain["y"])
+    assert plain["x_centroid"] == plain["x"]
+    exact = [(y, x) in true_position.values() for y, x in zip(centred["y"], centred["x"])]
+    assert sum(exact) >= 0.95 * len(exact) > 50
+    assert np.isfinite(centred["ra"]).all() and centred["ra"] != plain["ra"]
 
 
 def _catalog_objects(out):

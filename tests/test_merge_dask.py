@@ -59,17 +59,20 @@ def _copy_results(source, target):
     return target
 
 
-@pytest.mark.parametrize("geometry", [(64, 8, 0), (128, 24, 40)])
+@pytest.mark.parametrize("geometry", [(64, 8, 0, False), (128, 24, 40, True)])
 def test_equals_single_process_merge(field, client, geometry):
     folder, truth, masks = field
-    tile, halo, crop = geometry
+    tile, halo, crop, centres = geometry  # with centres: positions from the detector
     mosaic = ingest(folder, f"eq-{tile}-{halo}", tile=tile, halo=halo, crop=crop)
-    out = fake_detections(mosaic, masks, truth, folder / f"eq-dask-{tile}", crop=crop)
+    out = fake_detections(mosaic, masks, truth, folder / f"eq-dask-{tile}", crop=crop,
+                          centres=centres)
     reference = _copy_results(out, folder / f"eq-ref-{tile}")
     summary = merge(out, client=client)
     merge_in_process(reference)
     _same_outputs(out, reference)
-    assert summary.n_objects == pq.read_table(reference / "catalog.parquet").num_rows > 50
+    catalog = pq.read_table(reference / "catalog.parquet")
+    assert summary.n_objects == catalog.num_rows > 50
+    assert (catalog["x"].to_numpy() != catalog["x_centroid"].to_numpy()).any() == centres
     assert not (out / WORK_DIR).exists()
 
 

@@ -54,6 +54,10 @@ def register(subparsers):
                              "one, both irregular to the U-Net, below this fraction of its area "
                              "into it (knots of irregular galaxies; default: the model card's, "
                              "0.5 for maskrcnn_hst, none for maskrcnn_decam; 0: off)")
+    parser.add_argument("--centres", action=argparse.BooleanOptionalAction, default=None,
+                        help="Mask R-CNN: one detection per peak of the card's centre network "
+                             "(default: where the card has one, as maskrcnn_decam does); "
+                             "--no-centres keeps the Mask R-CNN's own instances")
     parser.add_argument("--restart", action="store_true", default=None,
                         help="ignore done markers and recompute every tile")
     parser.add_argument("--report", nargs="?", const="", metavar="HTML",
@@ -75,7 +79,8 @@ def config_from_args(args):
         unet={"mode": args.unet_mode, "stride": args.unet_stride, "flips": args.flips,
               "outputs": args.unet_outputs},
         maskrcnn={"flips": args.maskrcnn_flips, "max_detections": args.max_detections,
-                  "psf_classes": args.psf_classes, "fold_fragments": args.fold_fragments})
+                  "psf_classes": args.psf_classes, "fold_fragments": args.fold_fragments,
+                  "centres": args.centres})
 
 
 def run(args):

@@ -18,6 +18,7 @@ outputs.
 
 import hashlib
 import json
+from pathlib import Path
 
 import numpy as np
 
@@ -51,6 +52,7 @@ def run_key(mosaic, specs, config):
         "tile_grid": mosaic.tile_grid.to_dict(),
         "models": [(s.kind, s.name, file_sha256(s.path), list(s.band_indices), s.settings)
                    + ((s.fold_fragments,) if s.fold_fragments else ())
+                   + ((s.centres, _centres_sha256(s)) if s.centres else ())
                    for s in specs],
         "unet": config.unet.__dict__,
         "maskrcnn": config.maskrcnn.__dict__,
@@ -58,6 +60,11 @@ def run_key(mosaic, specs, config):
     }
     digest.update(json.dumps(identity, sort_keys=True, default=str).encode())
     return digest.hexdigest()
+
+
+def _centres_sha256(spec):
+    """Digest of the centre network's weights beside a Mask R-CNN spec's model file."""
+    return file_sha256(Path(spec.path).with_name(spec.centres["weights"]))
 
 
 class Results:

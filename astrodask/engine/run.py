@@ -147,7 +147,8 @@ def prepare_spec(spec, mosaic, config, with_unet=False):
     every tile is standardised as the whole mosaic would be. The detection
     settings are the card's, with the run's overrides; so is the folding of
     irregular fragments (card ``fold_irregular_fragments``, run option
-    ``fold_fragments``), which needs a U-Net in the run (``with_unet``).
+    ``fold_fragments``), which needs a U-Net in the run (``with_unet``), and
+    the centre network (card ``centres``, run option ``centres``).
     """
     if spec.kind != "maskrcnn":
         return spec
@@ -156,10 +157,14 @@ def prepare_spec(spec, mosaic, config, with_unet=False):
     fold = config.maskrcnn.fold_fragments
     if fold is None:
         fold = spec.card.get("fold_irregular_fragments")
+    centres = spec.card.get("centres")
+    if config.maskrcnn.centres is True and not centres:
+        raise InputError(f"model {spec.name} has no centre network in its card")
     return replace(spec, stats=(tuple(map(float, mean)), tuple(map(float, std))),
                    settings=detection_settings(spec.card, config.maskrcnn.overrides()),
                    star_galaxy=reference if use else None,
-                   fold_fragments=float(fold) if fold and with_unet else None)
+                   fold_fragments=float(fold) if fold and with_unet else None,
+                   centres=centres if config.maskrcnn.centres is not False else None)
 
 
 def _star_galaxy_choice(mosaic, spec, config):
@@ -370,7 +375,7 @@ def run(mosaic, out, *, config=None, client=None, progress=None, on_start=None, 
         "rescale": mosaic.attrs.get("rescale"),
         "models": [{"kind": s.kind, "name": s.name, "path": s.path, "card": s.card,
                     "band_indices": list(s.band_indices), "settings": s.settings,
-                    "fold_fragments": s.fold_fragments}
+                    "fold_fragments": s.fold_fragments, "centres": s.centres}
                    for s in specs],
         "config": config.to_dict(),
         "star_galaxy": _star_galaxy_record(mosaic, specs, config),

@@ -103,7 +103,9 @@ class MaskRCNNRunner:
     (``spec.stats``, computed once on the client), so a tile is normalised as
     the whole mosaic would be. Padding and flagged pixels are filled with sky
     noise first; detection settings are ``spec.settings`` (the model card's,
-    with the run's overrides).
+    with the run's overrides). Where the spec has a centre network
+    (``spec.centres``), each of its peaks becomes one detection
+    (:mod:`astrodask.centre_segments`).
     """
 
     kind = "maskrcnn"
@@ -116,6 +118,11 @@ class MaskRCNNRunner:
         self.mean, self.std = (np.asarray(v, dtype=np.float32) for v in spec.stats)
         self.settings = dict(spec.settings or {})
         self.star_galaxy = star_galaxy_model(spec) if spec.star_galaxy else None
+        self.centres = None
+        if spec.centres:
+            from ..models.centres import centres_from_card
+
+            self.centres, _ = centres_from_card(spec.card, spec.path)
         self._lock = threading.Lock()
 
     @staticmethod
@@ -137,6 +144,15 @@ class MaskRCNNRunner:
 
         blank = np.zeros((1, tile_size, tile_size, len(self.spec.band_indices)), np.float32)
         detect(self.model, blank, **self.settings)
+        self.heatmaps(blank)
+
+    def heatmaps(self, images):
+        """The centre network's heatmaps of a standardised batch; None without one."""
+        from ..models.centres import centre_heatmap
+
+        if self.centres is None:
+            return None
+        return centre_heatmap(self.centres, images, flips=self.spec.centres.get("flips", True))
 
     def standardise(self, tiles, mosaic):
         """Eq. 1 on a batch of tiles (B, T, T, band), flagged pixels filled with sky noise."""
@@ -160,18 +176,28 @@ class MaskRCNNRunner:
         from ..star_galaxy import reclassify_instances
         from .results import write_parquet
 
+        from ..centre_segments import centre_detections
+        from ..models.centres import find_centres
+
         images = self.standardise(tiles, mosaic)
         with self._lock:
             detections = detect(self.model, images, **self.settings)
+            heatmaps = self.heatmaps(images)
         mean, std = band_levels(mosaic)
         levels = [mosaic.saturation[b] for b in mosaic.bands]
         count = 0
-        for tile, found in zip(tiles, detections):
+        for k, (tile, found) in enumerate(zip(tiles, detections)):
             brightness = detection_image(tile.data, tile.mask != 0, mean, std)
             saturated = saturated_pixels(tile.data, levels)
             masks, class_ids, scores = self.fold(found, brightness, saturated,
                                                  (shared or {}).get(("unet", tile.iy, tile.ix)))
-            table = tile_instances(tile, mosaic.tile_grid, masks, class_ids, scores, brightness)
+            centres = None
+            if heatmaps is not None:
+                cy, cx, peaks = find_centres(heatmaps[k], self.spec.centres["threshold"])
+                masks, class_ids, scores, centres = centre_detections(
+                    np.stack([cy, cx], axis=1), peaks, masks, class_ids, scores, brightness)
+            table = tile_instances(tile, mosaic.tile_grid, masks, class_ids, scores, brightness,
+                                   centres)
             if self.star_galaxy:
                 table = reclassify_instances(table, brightness, tile.origin,
                                              self.spec.star_galaxy, self.star_galaxy,

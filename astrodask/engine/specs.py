@@ -44,6 +44,9 @@ class ModelSpec:
         Mask R-CNN in a run with a U-Net: fold the knots of irregular
         galaxies into their galaxy below this area fraction
         (:mod:`astrodask.fragments`); ``None``: not folded.
+    centres : dict, optional
+        The card's centre network (its ``centres`` section) where the run
+        uses it (:mod:`astrodask.centre_segments`); ``None``: not used.
     """
 
     kind: str
@@ -55,6 +58,7 @@ class ModelSpec:
     settings: dict = None
     star_galaxy: dict = None
     fold_fragments: float = None
+    centres: dict = None
 
 
 def detection_settings(card, overrides=None):

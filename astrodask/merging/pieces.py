@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 from scipy import ndimage
 
-from ..instances import SCHEMA, decode_mask, tile_instances
+from ..instances import OPTIONAL_COLUMNS, SCHEMA, decode_mask, tile_instances
 from ..sky import band_levels, detection_image
 
 
@@ -73,7 +73,12 @@ def read_window_pieces(results, iy, ix):
         data = storage.get_bytes(results.instances_path(iy, ix))
     except FileNotFoundError:
         return SCHEMA.empty_table()
-    return pq.read_table(io.BytesIO(data))
+    table = pq.read_table(io.BytesIO(data))
+    for name, fill in OPTIONAL_COLUMNS.items():
+        if name not in table.column_names:  # a part written before the column existed
+            column = pa.array(np.full(table.num_rows, fill), type=SCHEMA.field(name).type)
+            table = table.add_column(SCHEMA.get_field_index(name), name, column)
+    return table
 
 
 def read_instance_pieces(results):

@@ -216,7 +216,8 @@ def catalog_table(mosaic, objects, accumulator, unet, options, first_id=1):
     noise = None if mosaic.has_weight else [stats[b]["mad_std"] for b in mosaic.bands]
     measured = accumulator.columns(mosaic.bands, noise=noise)
     n = len(objects)
-    ra, dec = sky_coordinates(mosaic.wcs, measured["x"], measured["y"])
+    x, y = catalog_positions(objects, measured)
+    ra, dec = sky_coordinates(mosaic.wcs, x, y)
     grid = mosaic.tile_grid
     truncated = ((objects.y0 == 0) | (objects.x0 == 0) | (objects.y1 == grid.height)
                  | (objects.x1 == grid.width))
@@ -228,7 +229,8 @@ def catalog_table(mosaic, objects, accumulator, unet, options, first_id=1):
         "id": np.arange(first_id, first_id + n, dtype=np.int64),
         "parent_id": objects.parent_id.astype(np.int64),
         "family_size": objects.family_size.astype(np.int32),
-        "x": measured["x"], "y": measured["y"], "ra": ra, "dec": dec,
+        "x": x, "y": y, "ra": ra, "dec": dec,
+        "x_centroid": measured["x"], "y_centroid": measured["y"],
         "bbox_y0": objects.y0, "bbox_x0": objects.x0,
         "bbox_y1": objects.y1, "bbox_x1": objects.x1,
         "area": measured["area"],
@@ -266,9 +268,23 @@ def catalog_table(mosaic, objects, accumulator, unet, options, first_id=1):
     return with_units(pa.table(columns), column_units(mosaic))
 
 
+def catalog_positions(objects, measured):
+    """Each object's catalog position ``(x, y)``: its centre where the detector gave one.
+
+    The centre network's centre (``objects.centre_x``, ``centre_y``) where
+    finite, else the flux-weighted centroid of the object's exclusive
+    segment (``measured``); 0-based mosaic pixels.
+    """
+    x, y = measured["x"], measured["y"]
+    if objects.centre_x is None:
+        return x, y
+    centred = np.isfinite(objects.centre_x) & np.isfinite(objects.centre_y)
+    return np.where(centred, objects.centre_x, x), np.where(centred, objects.centre_y, y)
+
+
 #: Units of the catalog columns that have one (astropy unit strings); fluxes
 #: take their band's BUNIT (:func:`column_units`).
-UNITS = {"x": "pix", "y": "pix", "ra": "deg", "dec": "deg", "area": "pix2",
+UNITS = {"x": "pix", "y": "pix", "x_centroid": "pix", "y_centroid": "pix", "ra": "deg", "dec": "deg", "area": "pix2",
          **{f"bbox_{c}": "pix" for c in ("y0", "x0", "y1", "x1")},
          "anchor_y": "pix", "anchor_x": "pix"}
 

@@ -48,6 +48,9 @@ class Objects:
         Pieces (windows) the object was assembled from.
     cut : ndarray of bool
         The owning window's piece was cut by a window edge (so it was stitched).
+    centre_y, centre_x : ndarray of float64
+        The owning piece's centre from the centre network (mosaic pixels; NaN
+        where the detector has none): the catalog's position where finite.
     """
 
     y0: np.ndarray
@@ -61,6 +64,8 @@ class Objects:
     anchor_x: np.ndarray
     n_pieces: np.ndarray
     cut: np.ndarray
+    centre_y: np.ndarray = field(default=None)
+    centre_x: np.ndarray = field(default=None)
     parent_id: np.ndarray = field(default=None)
     family_size: np.ndarray = field(default=None)
 
@@ -325,7 +330,8 @@ def assemble(pieces, i, extra, brightness):
         anchor_y, anchor_x = y0 + int(ay), x0 + int(ax)
     return dict(y0=y0, x0=x0, y1=y1, x1=x1, mask=mask, class_id=int(pieces.class_id[i]),
                 score=float(pieces.score[i]), anchor_y=anchor_y, anchor_x=anchor_x,
-                n_pieces=len(members), cut=bool(pieces.cut[i]))
+                n_pieces=len(members), cut=bool(pieces.cut[i]),
+                centre_y=float(pieces.centre_y[i]), centre_x=float(pieces.centre_x[i]))
 
 
 def _objects(records):
@@ -337,7 +343,8 @@ def _objects(records):
                    masks=[r["mask"] for r in records], class_id=column("class_id", np.int8),
                    score=column("score", np.float32), anchor_y=column("anchor_y", np.int64),
                    anchor_x=column("anchor_x", np.int64), n_pieces=column("n_pieces", np.int32),
-                   cut=column("cut", bool))
+                   cut=column("cut", bool), centre_y=column("centre_y", np.float64),
+                   centre_x=column("centre_x", np.float64))
 
 
 def _object_pairs(objects, margin):
@@ -397,7 +404,8 @@ def select_objects(objects, keep):
                    x1=objects.x1[keep], masks=[objects.masks[i] for i in keep],
                    class_id=objects.class_id[keep], score=objects.score[keep],
                    anchor_y=objects.anchor_y[keep], anchor_x=objects.anchor_x[keep],
-                   n_pieces=objects.n_pieces[keep], cut=objects.cut[keep])
+                   n_pieces=objects.n_pieces[keep], cut=objects.cut[keep],
+                   centre_y=objects.centre_y[keep], centre_x=objects.centre_x[keep])
 
 
 def blend_families(objects):

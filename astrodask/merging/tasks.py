@@ -45,7 +45,8 @@ OBJECT_SCHEMA = pa.schema([
     ("uid", pa.int64()), ("y0", pa.int64()), ("x0", pa.int64()), ("y1", pa.int64()),
     ("x1", pa.int64()), ("class_id", pa.int8()), ("score", pa.float32()),
     ("anchor_y", pa.int64()), ("anchor_x", pa.int64()), ("n_pieces", pa.int32()),
-    ("cut", pa.bool_()), ("depth", pa.int64()), ("area", pa.int64()), ("mask", pa.binary()),
+    ("cut", pa.bool_()), ("depth", pa.int64()), ("area", pa.int64()),
+    ("centre_y", pa.float64()), ("centre_x", pa.float64()), ("mask", pa.binary()),
 ])
 SMALL_COLUMNS = [name for name in OBJECT_SCHEMA.names if name != "mask"]
 
@@ -582,6 +583,7 @@ def catalog_task(ctx, block, first_id, chunk_rows, provenance):
     objects = Objects(y0=c["y0"], x0=c["x0"], y1=c["y1"], x1=c["x1"], masks=[None] * n,
                       class_id=c["class_id"], score=c["score"], anchor_y=c["anchor_y"],
                       anchor_x=c["anchor_x"], n_pieces=c["n_pieces"], cut=c["cut"],
+                      centre_y=c["centre_y"], centre_x=c["centre_x"],
                       parent_id=parent, family_size=size)
     part = catalog_table(mosaic, objects, accumulator, unet, MergeOptions(**ctx.options),
                          first_id=first_id)

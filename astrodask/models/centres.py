@@ -1,0 +1,201 @@
+"""The centre network: a small U-Net that marks where sources are.
+
+It maps a standardised image (eq. 1 of Burke et al. 2019, the Mask R-CNN's
+input) to a heatmap in [0, 1] whose local maxima are source centres, in the
+manner of CenterNet (Zhou et al. 2019, "Objects as Points"): the training
+target is a Gaussian of ``sigma`` px at each true centre with its peak,
+exactly 1, on the nearest pixel, and the loss is CenterNet's focal loss.
+Blended sources a few pixels apart, which a box detector merges into one
+instance, stay separate peaks.
+
+The network is fully convolutional (input height and width: multiples of
+:data:`DOWNSAMPLING`). Its pixels go through ``asinh`` first, so that bright
+stars thousands of σ above the sky do not saturate the first layers.
+
+A Mask R-CNN card holds its centre network in a ``centres`` section
+(:func:`centres_from_card`): the weight file beside the card, the widths,
+the threshold of a peak, and whether the 8 flips are averaged.
+"""
+
+from pathlib import Path
+
+import numpy as np
+
+#: Filters of each contraction level (the expansion mirrors them).
+WIDTHS = (16, 32, 64, 96)
+#: Height and width of an input must be multiples of this (three 2x2 poolings).
+DOWNSAMPLING = 8
+#: σ in pixels of the Gaussian around each centre in the training target.
+TARGET_SIGMA = 1.0
+
+
+def build_centre_net(n_bands, widths=WIDTHS):
+    """The centre network for ``n_bands`` standardised bands; output: logits (B, H, W, 1).
+
+    Parameters
+    ----------
+    n_bands : int
+    widths : sequence of int
+        Filters per level, finest first; ``len(widths) - 1`` poolings.
+
+    Returns
+    -------
+    keras.Model
+    """
+    import keras
+    from keras import layers
+
+    inputs = keras.Input((None, None, n_bands))
+    x = layers.Lambda(keras.ops.arcsinh, name="asinh")(inputs)
+    skips = []
+    for level, width in enumerate(widths):
+        if level:
+            x = layers.MaxPooling2D(2)(x)
+        x = layers.Conv2D(width, 3, padding="same", activation="relu")(x)
+        x = layers.Conv2D(width, 3, padding="same", activation="relu")(x)
+        skips.append(x)
+    for width, skip in zip(widths[-2::-1], skips[-2::-1]):
+        x = layers.UpSampling2D(2, interpolation="bilinear")(x)
+        x = layers.Concatenate()([x, skip])
+        x = layers.Conv2D(width, 3, padding="same", activation="relu")(x)
+        x = layers.Conv2D(width, 3, padding="same", activation="relu")(x)
+    # A prior of ~1% centres, so that the focal loss starts from a sensible place.
+    outputs = layers.Conv2D(1, 1, bias_initializer=keras.initializers.Constant(-4.6))(x)
+    return keras.Model(inputs, outputs, name="centre_net")
+
+
+def load_centre_net(weights, n_bands, widths=WIDTHS):
+    """Build the network and load ``weights`` (a ``.weights.h5`` file)."""
+    model = build_centre_net(n_bands, widths)
+    model.load_weights(str(weights))
+    return model
+
+
+def centres_from_card(card, card_file):
+    """The centre network of a Mask R-CNN card, or None where it has none.
+
+    Parameters
+    ----------
+    card : dict
+        The Mask R-CNN's model card.
+    card_file : str or Path
+        The card's ``.keras`` file (the weights lie beside it).
+
+    Returns
+    -------
+    (keras.Model, dict) or None
+        The network and the card's ``centres`` section.
+    """
+    section = card.get("centres")
+    if not section:
+        return None
+    weights = Path(card_file).with_name(section["weights"])
+    model = load_centre_net(weights, len(card["bands"]), tuple(section["widths"]))
+    return model, section
+
+
+def _padded(images):
+    height, width = images.shape[1:3]
+    pad_y, pad_x = (-height) % DOWNSAMPLING, (-width) % DOWNSAMPLING
+    if pad_y or pad_x:
+        images = np.pad(images, ((0, 0), (0, pad_y), (0, pad_x), (0, 0)))
+    return images, height, width
+
+
+def centre_heatmap(model, images, flips=True):
+    """Heatmaps (B, H, W) in [0, 1] of a batch of standardised images (B, H, W, band).
+
+    ``flips``: the mean over the 8 rotations and mirrors of the image (each
+    mapped back), which makes the map invariant to them.
+    """
+    images = np.asarray(images, dtype=np.float32)
+    padded, height, width = _padded(images)
+    views = [(k, flip) for k in range(4) for flip in (False, True)] if flips else [(0, False)]
+    total = np.zeros(images.shape[:3], dtype=np.float64)
+    for k, flip in views:
+        view = np.rot90(padded, k, axes=(1, 2))
+        if flip:
+            view = view[:, :, ::-1]
+        logits = np.asarray(model(np.ascontiguousarray(view), training=False))[..., 0]
+        if flip:
+            logits = logits[:, :, ::-1]
+        logits = np.rot90(logits, -k, axes=(1, 2))[:, :height, :width]
+        total += 1.0 / (1.0 + np.exp(-np.clip(logits, -50.0, 50.0)))
+    return (total / len(views)).astype(np.float32)
+
+
+def find_centres(heatmap, threshold):
+    """Source centres: the local maxima of a heatmap at or above ``threshold``.
+
+    A maximum is a pixel no lower than its 8 neighbours; of two equal
+    neighbouring maxima the first in row-major order is kept. Its position is
+    refined to the heatmap-weighted mean over its 3x3 neighbourhood.
+
+    Parameters
+    ----------
+    heatmap : ndarray, shape (H, W)
+    threshold : float
+
+    Returns
+    -------
+    y, x : ndarray of float64
+        0-based pixel coordinates (pixel centres on integers), row-major order.
+    value : ndarray of float32
+        The heatmap at each maximum.
+    """
+    from scipy import ndimage
+
+    heatmap = np.asarray(heatmap, dtype=np.float32)
+    peak = (heatmap == ndimage.maximum_filter(heatmap, size=3, mode="constant",
+                                              cval=-np.inf)) & (heatmap >= threshold)
+    ys, xs = np.nonzero(peak)
+    taken = np.zeros(heatmap.shape, dtype=bool)
+    keep = []
+    for k, (y, x) in enumerate(zip(ys, xs)):
+        if not taken[max(y - 1, 0):y + 2, max(x - 1, 0):x + 2].any():
+            keep.append(k)
+        taken[y, x] = True
+    ys, xs = ys[keep], xs[keep]
+    padded = np.pad(heatmap, 1)
+    weight = np.zeros(len(ys))
+    dy = np.zeros(len(ys))
+    dx = np.zeros(len(ys))
+    for a in (-1, 0, 1):
+        for b in (-1, 0, 1):
+            w = padded[ys + 1 + a, xs + 1 + b].astype(np.float64)
+            weight += w
+            dy += a * w
+            dx += b * w
+    return ys + dy / weight, xs + dx / weight, heatmap[ys, xs]
+
+
+def render_target(centres, shape, sigma=TARGET_SIGMA):
+    """The training target of a field: a Gaussian at each centre, peak 1 at its nearest pixel.
+
+    Parameters
+    ----------
+    centres : ndarray, shape (N, 2)
+        ``(y, x)`` of the sources, 0-based pixels; those outside ``shape`` are ignored.
+    shape : tuple of int
+    sigma : float
+
+    Returns
+    -------
+    ndarray of float32, shape ``shape``
+        The maximum over the sources' Gaussians.
+    """
+    height, width = shape
+    target = np.zeros(shape, dtype=np.float32)
+    radius = int(np.ceil(3 * sigma))
+    offsets = np.arange(-radius, radius + 1)
+    profile = np.exp(-offsets ** 2 / (2.0 * sigma ** 2))
+    patch = (profile[:, None] * profile[None, :]).astype(np.float32)
+    for y, x in np.asarray(centres, dtype=np.float64).reshape(-1, 2):
+        cy, cx = int(np.round(y)), int(np.round(x))
+        if not (0 <= cy < height and 0 <= cx < width):
+            continue
+        ys, xs = cy + offsets, cx + offsets
+        vy, vx = (ys >= 0) & (ys < height), (xs >= 0) & (xs < width)
+        window = np.ix_(ys[vy], xs[vx])
+        target[window] = np.maximum(target[window], patch[np.ix_(vy, vx)])
+    return target

@@ -1,0 +1,146 @@
+"""The centre network, its peaks, the detections made from them, and its training."""
+
+import json
+
+import numpy as np
+import pytest
+
+from astrodask.centre_segments import centre_detections
+from astrodask.classes import OBJECT_CODE
+from astrodask.errors import InputError
+from astrodask.models.centres import (build_centre_net, centre_heatmap, find_centres,
+                                      render_target)
+
+
+def gaussian(shape, y, x, sigma, amplitude=1.0):
+    yy, xx = np.mgrid[:shape[0], :shape[1]]
+    return amplitude * np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / (2 * sigma ** 2))
+
+
+def test_target_peaks_at_one_on_each_centre_pixel():
+    target = render_target(np.array([[10.3, 12.6], [12.2, 14.4], [-5, 3], [40, 40]]), (32, 32))
+    assert target[10, 13] == 1.0 and target[12, 14] == 1.0
+    assert target.max() == 1.0 and np.count_nonzero(target == 1.0) == 2
+    # the maximum, not the sum, of overlapping Gaussians; nothing from centres outside
+    assert target[11, 13] == pytest.approx(max(np.exp(-0.5), np.exp(-1.0)), rel=1e-6)
+    assert target[:, :3].max() < 1e-3
+
+
+def test_centres_are_local_maxima_refined_below_a_pixel():
+    heatmap = gaussian((40, 40), 10.3, 20.7, 1.0) + gaussian((40, 40), 14.0, 24.0, 1.0, 0.6)
+    heatmap += gaussian((40, 40), 30.0, 8.0, 1.0, 0.2)
+    y, x, value = find_centres(heatmap, 0.3)
+    assert len(y) == 2
+    assert abs(y[0] - 10.3) < 0.25 and abs(x[0] - 20.7) < 0.25
+    assert abs(y[1] - 14.0) < 0.05 and abs(x[1] - 24.0) < 0.05
+    assert value[0] == pytest.approx(heatmap[10, 21], rel=1e-6)
+    # a plateau of two equal pixels is one centre
+    flat = np.zeros((9, 9), np.float32)
+    flat[4, 4] = flat[4, 5] = 0.8
+    assert len(find_centres(flat, 0.5)[0]) == 1
+
+
+def test_heatmap_follows_the_image_under_rotations_and_mirrors():
+    net = build_centre_net(3, widths=(4, 8))
+    rng = np.random.default_rng(1)
+    image = rng.normal(size=(1, 24, 16, 3)).astype(np.float32)
+    heat = centre_heatmap(net, image)
+    turned = centre_heatmap(net, np.ascontiguousarray(np.rot90(image, 1, axes=(1, 2))))
+    np.testing.assert_allclose(np.rot90(heat, 1, axes=(1, 2)), turned, atol=1e-5)
+    mirrored = centre_heatmap(net, np.ascontiguousarray(image[:, :, ::-1]))
+    np.testing.assert_allclose(heat[:, :, ::-1], mirrored, atol=1e-5)
+    one = centre_heatmap(net, image, flips=False)
+    assert one.shape == heat.shape == (1, 24, 16) and 0 < one.min() and one.max() < 1
+    # sides that are not multiples of 8 are padded, and the map cropped back
+    assert centre_heatmap(net, image[:, :21, :13]).shape == (1, 21, 13)
+
+
+def blend_window():
+    """Two sources 4 px apart under one Mask R-CNN instance, and a lone star."""
+    shape = (48, 48)
+    image = gaussian(shape, 20, 20, 1.5, 60) + gaussian(shape, 20, 24, 1.5, 40)
+    image += gaussian(shape, 36, 36, 1.2, 50)
+    blend = (gaussian(shape, 20, 22, 3.0) > 0.05)
+    star = (gaussian(shape, 36, 36, 1.0) > 0.05)  # the detector's mask: too small
+    return image.astype(np.float32), np.stack([blend, star])
+
+
+def test_each_centre_becomes_one_detection_with_its_own_segment():
+    brightness, masks = blend_window()
+    class_ids = np.array([OBJECT_CODE["galaxy"], OBJECT_CODE["star"]])
+    centres = np.array([[20.0, 20.0], [20.0, 24.0], [36.0, 36.0], [5.0, 40.0]])
+    out, classes, scores, kept = centre_detections(
+        centres, np.array([0.9, 0.7, 0.8, 0.4]), masks, class_ids, np.array([0.95, 0.9]),
+        brightness)
+    assert len(out) == 4 and np.array_equal(kept, centres)
+    assert list(classes) == [OBJECT_CODE["galaxy"], OBJECT_CODE["galaxy"], OBJECT_CODE["star"],
+                             OBJECT_CODE["galaxy"]]
+    np.testing.assert_allclose(scores, [0.9, 0.7, 0.8, 0.4])
+    for k, (y, x) in enumerate(centres.astype(int)):
+        assert out[k, y, x]
+    assert out.sum(axis=0).max() == 1  # disjoint
+    # the blend is split between its two sources, along the valley between them
+    assert out[0, 20, 18] and out[1, 20, 26]
+    # segments reach past the detector's masks where the source is bright
+    assert (out[2] & ~masks[1]).sum() > 10 and (out[2] & masks[1]).sum() == masks[1].sum()
+
+
+def test_flagged_centres_and_shared_pixels_are_dropped():
+    brightness, masks = blend_window()
+    brightness[36, 36] = -np.inf
+    out, classes, scores, kept = centre_detections(
+        np.array([[20.0, 20.0], [20.2, 19.8], [36.0, 36.0]]), np.array([0.9, 0.8, 0.7]),
+        masks, np.array([2, 1]), np.array([0.9, 0.9]), brightness)
+    assert np.array_equal(kept, [[20.0, 20.0]]) and len(out) == 1
+    empty = centre_detections(np.zeros((0, 2)), np.zeros(0), masks, np.array([2, 1]),
+                              np.array([0.9, 0.9]), brightness)
+    assert empty[0].shape == (0, 48, 48)
+
+
+def test_training_resumes_to_the_same_weights(tmp_path):
+    from astrodask.train.centres import attach_centres, train_centres
+
+    options = dict(steps=6, batch_size=2, crop=32, warmup_steps=2)
+    whole, state = train_centres(tmp_path / "whole", n_fields=2, field_size=48, seed=5,
+                                 **options)
+    assert state["step"] == 6 and state["pool"]["seeds"] == [5, 6]
+    _, state = train_centres(tmp_path / "parts", n_fields=2, field_size=48, seed=5,
+                             max_seconds=0, **options)  # stops after its first step
+    assert state["step"] == 1
+    parts, state = train_centres(tmp_path / "parts", n_fields=2, field_size=48, seed=5, **options)
+    assert state["step"] == 6
+    for a, b in zip(whole.get_weights(), parts.get_weights()):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+
+    # attached to a copy of a Mask R-CNN card, the engine finds the network there
+    from astrodask.models.card import WEIGHTS_DIR, read_model_card
+    from astrodask.models.centres import centres_from_card
+    import shutil
+
+    model = tmp_path / "m.keras"
+    shutil.copyfile(WEIGHTS_DIR / "maskrcnn_decam.keras", model)
+    card = json.loads((WEIGHTS_DIR / "maskrcnn_decam.card.json").read_text())
+    card.pop("centres", None)
+    (tmp_path / "m.card.json").write_text(json.dumps(card))
+    attach_centres(tmp_path / "whole", model, threshold=0.35)
+    card = read_model_card(model)
+    assert card["centres"]["threshold"] == 0.35 and card["centres"]["training"]["steps"] == 6
+    net, section = centres_from_card(card, model)
+    for a, b in zip(whole.get_weights(), net.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    train_centres(tmp_path / "short", n_fields=1, field_size=48, seed=5, **dict(options, steps=1))
+    state_path = tmp_path / "short" / "state.json"
+    state = json.loads(state_path.read_text())
+    state["settings"]["steps"] = 10
+    state_path.write_text(json.dumps(state))
+    with pytest.raises(InputError, match="has not finished"):
+        attach_centres(tmp_path / "short", model, threshold=0.3)
+
+
+def test_bad_training_options_are_refused(tmp_path):
+    from astrodask.train.centres import train_centres
+
+    with pytest.raises(InputError, match="unknown centre-training options"):
+        train_centres(tmp_path / "a", n_fields=1, field_size=48, stepz=3)
+    with pytest.raises(InputError, match="multiple of 8"):
+        train_centres(tmp_path / "b", n_fields=1, field_size=48, crop=30)
