@@ -63,9 +63,10 @@ def tile_instances(tile, grid, masks, class_ids, scores, brightness, centres=Non
         centroid, or every pixel, has no data: padding, NaN, zero weight) are
         dropped: whatever the model saw there was the sky noise filled in.
         Their masks may still cover flagged pixels (the catalog's ``masked``
-        flag); an instance whose centre lies on a flagged pixel is dropped too. ``in_core``: the anchor lies in the window's half-open
-        core. ``cut``: the mask touches a window edge that lies inside the
-        mosaic, so the object may continue in a neighbouring window.
+        flag); an instance whose centre lies on a flagged pixel is dropped
+        too. ``in_core``: the anchor lies in the window's half-open core.
+        ``cut``: the mask touches a window edge that lies inside the mosaic,
+        so the object may continue in a neighbouring window.
     """
     y0w, x0w = tile.origin
     t = masks.shape[-1] if len(masks) else grid.tile

@@ -170,14 +170,13 @@ class MaskRCNNRunner:
         irregular galaxies join their galaxy first
         (:func:`astrodask.fragments.fold_irregular_fragments`).
         """
+        from ..centre_segments import centre_detections
         from ..instances import tile_instances
+        from ..models.centres import find_centres
         from ..models.maskrcnn import detect
         from ..sky import saturated_pixels
         from ..star_galaxy import reclassify_instances
         from .results import write_parquet
-
-        from ..centre_segments import centre_detections
-        from ..models.centres import find_centres
 
         images = self.standardise(tiles, mosaic)
         with self._lock:
