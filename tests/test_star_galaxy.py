@@ -148,7 +148,8 @@ def window_table(boxes, class_ids, scores):
                       **{"class": ["background", "star", "galaxy"][class_id]},
                       score=score, y0=y0, x0=x0, y1=y1, x1=x1, area=(y1 - y0) * (x1 - x0),
                       anchor_y=(y0 + y1) // 2, anchor_x=(x0 + x1) // 2, in_core=True,
-                      cut=False, mask=encode_mask(np.ones((y1 - y0, x1 - x0), bool)))
+                      cut=False, centre_y=np.nan, centre_x=np.nan,
+                      mask=encode_mask(np.ones((y1 - y0, x1 - x0), bool)))
         for name, value in values.items():
             rows[name].append(value)
     return pa.table(rows, schema=SCHEMA)
