@@ -29,11 +29,14 @@ SMOOTHING_SIGMA = 1.0
 
 
 def smoothed_noise(smoothed):
-    """Robust σ (1.4826 MAD) of a smoothed detection image's finite pixels; 1 where none."""
+    """Robust σ (astropy's ``mad_std``) of a smoothed detection image's finite pixels.
+
+    1 where there are none, or where half of them or more are equal (σ 0).
+    """
+    from astropy.stats import mad_std
+
     values = smoothed[np.isfinite(smoothed)]
-    if values.size == 0:
-        return 1.0
-    sigma = 1.4826 * float(np.median(np.abs(values - np.median(values))))
+    sigma = float(mad_std(values)) if values.size else 0.0
     return sigma if sigma > 0 else 1.0
 
 

@@ -284,7 +284,8 @@ def catalog_positions(objects, measured):
 
 #: Units of the catalog columns that have one (astropy unit strings); fluxes
 #: take their band's BUNIT (:func:`column_units`).
-UNITS = {"x": "pix", "y": "pix", "x_centroid": "pix", "y_centroid": "pix", "ra": "deg", "dec": "deg", "area": "pix2",
+UNITS = {"x": "pix", "y": "pix", "x_centroid": "pix", "y_centroid": "pix",
+         "ra": "deg", "dec": "deg", "area": "pix2",
          **{f"bbox_{c}": "pix" for c in ("y0", "x0", "y1", "x1")},
          "anchor_y": "pix", "anchor_x": "pix"}
 

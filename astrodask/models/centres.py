@@ -108,18 +108,16 @@ def centre_heatmap(model, images, flips=True):
     ``flips``: the mean over the 8 rotations and mirrors of the image (each
     mapped back), which makes the map invariant to them.
     """
+    from ..dihedral import DIHEDRAL, transform, untransform
+
     images = np.asarray(images, dtype=np.float32)
     padded, height, width = _padded(images)
-    views = [(k, flip) for k in range(4) for flip in (False, True)] if flips else [(0, False)]
+    views = DIHEDRAL if flips else ((0, False),)
     total = np.zeros(images.shape[:3], dtype=np.float64)
     for k, flip in views:
-        view = np.rot90(padded, k, axes=(1, 2))
-        if flip:
-            view = view[:, :, ::-1]
-        logits = np.asarray(model(np.ascontiguousarray(view), training=False))[..., 0]
-        if flip:
-            logits = logits[:, :, ::-1]
-        logits = np.rot90(logits, -k, axes=(1, 2))[:, :height, :width]
+        view = transform(padded, k, flip, axes=(1, 2))
+        logits = np.asarray(model(view, training=False))[..., 0]
+        logits = untransform(logits, k, flip, axes=(1, 2))[:, :height, :width]
         total += 1.0 / (1.0 + np.exp(-np.clip(logits, -50.0, 50.0)))
     return (total / len(views)).astype(np.float32)
 
