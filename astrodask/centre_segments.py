@@ -13,9 +13,18 @@ window with both, each centre becomes one detection:
   holds the centre, else of the instance that covers most of its segment,
   else galaxy;
 - its **score** is the heatmap's peak, and its **position** the centre
-  (the catalog's ``x``, ``y``).
+  (the catalog's ``x``, ``y``). Where the card's ``confirm_instances`` is
+  set, a centre within :data:`CORE_RADIUS` of the core of a Mask R-CNN
+  instance scoring at least that (the instance's brightest pixel of the
+  smoothed detection image, a local maximum there) takes the instance's
+  score where it is higher: a large or diffuse galaxy, whose peak the
+  centre network draws low, is kept when the Mask R-CNN is sure of it.
 
-Mask R-CNN instances that hold no centre are dropped.
+A Mask R-CNN instance with no centre within :data:`CORE_RADIUS` of its
+core is dropped, unless its score reaches the card's ``keep_instances``:
+then it is a detection of its own, seeded at its core with the others (a
+large smooth galaxy may get no heatmap peak at all, and its pixels would
+otherwise go to its neighbours).
 """
 
 import numpy as np
@@ -26,6 +35,8 @@ from .classes import OBJECT_CODE
 FOOTPRINT_SIGMA = 2.0
 #: σ (px) of the Gaussian that smooths the detection image for the watershed.
 SMOOTHING_SIGMA = 1.0
+#: An instance's core with a centre within this many pixels holds a peak.
+CORE_RADIUS = 3.0
 
 
 def smoothed_noise(smoothed):
@@ -40,7 +51,8 @@ def smoothed_noise(smoothed):
     return sigma if sigma > 0 else 1.0
 
 
-def centre_detections(centres, scores, masks, class_ids, instance_scores, brightness):
+def centre_detections(centres, scores, masks, class_ids, instance_scores, brightness,
+                      keep_instances=None, confirm_instances=None):
     """Detections of one window from its centres and its Mask R-CNN instances.
 
     Parameters
@@ -55,6 +67,14 @@ def centre_detections(centres, scores, masks, class_ids, instance_scores, bright
     instance_scores : ndarray, shape (M,)
     brightness : ndarray, shape (H, W)
         The detection image (``-inf`` on flagged pixels).
+    keep_instances : float, optional
+        Instances at this score or above that hold no centre near their core
+        are detections of their own (see the module's docstring); ``None``:
+        every instance without a centre is dropped.
+    confirm_instances : float, optional
+        A centre near the core of an instance at this score or above takes
+        the instance's score where it is higher; ``None``: scores are the
+        peaks.
 
     Returns
     -------
@@ -63,7 +83,9 @@ def centre_detections(centres, scores, masks, class_ids, instance_scores, bright
     scores : ndarray of float32, shape (N',)
     centres : ndarray of float64, shape (N', 2)
         One per centre that lies on a usable pixel, in the order given (of
-        two centres on one pixel, the first).
+        two centres on one pixel, the first), then one per kept instance (its
+        core refined to the weighted mean of its 3x3 pixels), score and
+        class its own.
     """
     from scipy import ndimage
     from skimage.segmentation import watershed
@@ -76,15 +98,26 @@ def centre_detections(centres, scores, masks, class_ids, instance_scores, bright
     _, first = np.unique(pixels[:, 0] * width + pixels[:, 1], return_index=True)
     usable &= np.isin(np.arange(len(pixels)), first)
     centres, pixels, scores = centres[usable], pixels[usable], np.asarray(scores)[usable]
+    image = np.where(np.isfinite(brightness), brightness, 0.0).astype(np.float64)
+    smoothed = ndimage.gaussian_filter(image, SMOOTHING_SIGMA)
+    masks = np.asarray(masks, dtype=bool)
+    instance_scores = np.asarray(instance_scores)
+    cores = _instance_cores(smoothed, masks, np.isfinite(brightness), instance_scores,
+                            min(v for v in (keep_instances, confirm_instances, np.inf)
+                                if v is not None))
+    scores = _confirmed(scores, pixels, cores, instance_scores, confirm_instances)
+    kept, cores = _unpeaked(pixels, cores, instance_scores, keep_instances)
+    n_peaks = len(centres)
+    if kept:
+        pixels = np.concatenate([pixels, cores])
+        centres = np.concatenate([centres, _refined(cores, smoothed)])
+        scores = np.concatenate([scores, instance_scores[kept]])
     n = len(centres)
     if n == 0:
         return (np.zeros((0, height, width), bool), np.zeros(0, np.int64),
                 np.zeros(0, np.float32), np.zeros((0, 2)))
-    image = np.where(np.isfinite(brightness), brightness, 0.0).astype(np.float64)
-    smoothed = ndimage.gaussian_filter(image, SMOOTHING_SIGMA)
     footprint = smoothed > FOOTPRINT_SIGMA * smoothed_noise(
         np.where(np.isfinite(brightness), smoothed, np.nan))
-    masks = np.asarray(masks, dtype=bool)
     if len(masks):
         footprint |= masks.any(axis=0)
     footprint &= np.isfinite(brightness)
@@ -96,9 +129,74 @@ def centre_detections(centres, scores, masks, class_ids, instance_scores, bright
     boxes = ndimage.find_objects(labels, n)
     for k, box in enumerate(boxes):
         out_masks[k][box] = labels[box] == k + 1
-    classes = _classes(pixels, labels, boxes, masks, np.asarray(class_ids),
-                       np.asarray(instance_scores))
+    class_ids = np.asarray(class_ids)
+    classes = _classes(pixels[:n_peaks], labels, boxes, masks, class_ids, instance_scores)
+    classes = np.concatenate([classes, class_ids[kept].astype(np.int64)])
     return out_masks, classes, scores.astype(np.float32), centres
+
+
+def _instance_cores(smoothed, masks, usable, instance_scores, min_score):
+    """``(index, y, x)`` of each instance scoring ``min_score`` or more whose core is a
+    local maximum of ``smoothed`` (its brightest usable mask pixel there)."""
+    from scipy import ndimage
+
+    if not np.isfinite(min_score) or len(masks) == 0:
+        return []
+    local_max = smoothed >= ndimage.maximum_filter(smoothed, size=3)
+    cores = []
+    for i in np.flatnonzero(instance_scores >= min_score):
+        mask = masks[i] & usable
+        if mask.any():
+            y, x = np.unravel_index(np.argmax(np.where(mask, smoothed, -np.inf)), smoothed.shape)
+            if local_max[y, x]:
+                cores.append((int(i), int(y), int(x)))
+    return cores
+
+
+def _near(pixels, y, x):
+    """Which of ``pixels`` lie within :data:`CORE_RADIUS` of ``(y, x)``."""
+    pixels = np.asarray(pixels, dtype=np.float64).reshape(-1, 2)
+    return np.hypot(pixels[:, 0] - y, pixels[:, 1] - x) <= CORE_RADIUS
+
+
+def _confirmed(scores, pixels, cores, instance_scores, min_score):
+    """Each centre's score raised to that of the best instance of ``min_score`` or more
+    whose core lies near it (module docstring)."""
+    scores = np.asarray(scores, dtype=np.float64).copy()
+    if min_score is None:
+        return scores
+    for i, y, x in cores:
+        if instance_scores[i] >= min_score:
+            near = _near(pixels, y, x)
+            scores[near] = np.maximum(scores[near], instance_scores[i])
+    return scores
+
+
+def _unpeaked(pixels, cores, instance_scores, min_score):
+    """Indices and core pixels of the instances kept without a centre (module docstring)."""
+    taken = [tuple(p) for p in pixels]
+    kept, kept_cores = [], []
+    if min_score is not None:
+        for i, y, x in cores:
+            if instance_scores[i] >= min_score and not _near(taken, y, x).any():
+                kept.append(i)
+                kept_cores.append((y, x))
+                taken.append((y, x))
+    return kept, np.asarray(kept_cores, dtype=np.int64).reshape(-1, 2)
+
+
+def _refined(pixels, smoothed):
+    """``pixels`` moved to the mean of their 3x3 neighbourhood weighted by ``smoothed`` (>= 0)."""
+    padded = np.pad(np.clip(smoothed, 0.0, None), 1)
+    offsets = np.array([-1.0, 0.0, 1.0])
+    out = np.asarray(pixels, dtype=np.float64).copy()
+    for k, (y, x) in enumerate(pixels):
+        patch = padded[y:y + 3, x:x + 3]
+        total = patch.sum()
+        if total > 0:
+            out[k] += [(patch.sum(axis=1) * offsets).sum() / total,
+                       (patch.sum(axis=0) * offsets).sum() / total]
+    return out
 
 
 def _classes(pixels, labels, boxes, masks, class_ids, instance_scores):

@@ -97,6 +97,44 @@ def test_flagged_centres_and_shared_pixels_are_dropped():
     assert empty[0].shape == (0, 48, 48)
 
 
+def test_a_confident_instance_without_a_centre_is_kept_from_its_core():
+    """A large smooth galaxy with no heatmap peak keeps its instance; a ring around a star does not."""
+    shape = (64, 64)
+    brightness = (gaussian(shape, 30.3, 20.6, 6.0, 40) + gaussian(shape, 30, 50, 1.2, 200)
+                  ).astype(np.float32)
+    galaxy = gaussian(shape, 30.3, 20.6, 6.0) > 0.1
+    ring = (gaussian(shape, 30, 50, 4.0) > 0.2) & (gaussian(shape, 30, 50, 4.0) < 0.8)
+    masks = np.stack([galaxy, ring])
+    class_ids = np.array([OBJECT_CODE["galaxy"], OBJECT_CODE["galaxy"]])
+    star = np.array([[30.0, 50.0]])
+    out, classes, scores, kept = centre_detections(
+        star, np.array([0.9]), masks, class_ids, np.array([0.95, 0.97]), brightness,
+        keep_instances=0.9)
+    assert len(out) == 2 and np.array_equal(kept[0], star[0])
+    np.testing.assert_allclose(kept[1], [30.3, 20.6], atol=0.5)
+    np.testing.assert_allclose(scores, [0.9, 0.95])
+    assert classes[1] == OBJECT_CODE["galaxy"] and out[1][galaxy].all() and not out[1, 30, 50]
+    assert out.sum(axis=0).max() == 1
+    # below the score asked for, or without keep_instances, the galaxy's instance is dropped
+    # and the star's segment takes its pixels
+    for options in ({"keep_instances": 0.96}, {}):
+        out, _, _, kept = centre_detections(star, np.array([0.9]), masks, class_ids,
+                                            np.array([0.95, 0.97]), brightness, **options)
+        assert np.array_equal(kept, star) and len(out) == 1 and out[0][galaxy].all()
+
+
+def test_a_centre_at_a_confident_core_takes_the_instance_score():
+    brightness, masks = blend_window()
+    centres = np.array([[20.0, 21.0], [20.0, 24.0], [36.0, 36.0]])
+    args = (centres, np.array([0.35, 0.3, 0.4]), masks, np.array([2, 1]), np.array([0.95, 0.7]),
+            brightness)
+    _, _, scores, _ = centre_detections(*args, confirm_instances=0.9)
+    # the blend's core (20, 21) is near its first centre only; the star's instance is below 0.9
+    np.testing.assert_allclose(scores, [0.95, 0.3, 0.4])
+    np.testing.assert_allclose(centre_detections(*args, confirm_instances=0.5)[2], [0.95, 0.3, 0.7])
+    np.testing.assert_allclose(centre_detections(*args)[2], [0.35, 0.3, 0.4])
+
+
 def test_training_resumes_to_the_same_weights(tmp_path):
     from astrodask.train.centres import attach_centres, train_centres
 

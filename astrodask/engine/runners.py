@@ -194,7 +194,9 @@ class MaskRCNNRunner:
             if heatmaps is not None:
                 cy, cx, peaks = find_centres(heatmaps[k], self.spec.centres["threshold"])
                 masks, class_ids, scores, centres = centre_detections(
-                    np.stack([cy, cx], axis=1), peaks, masks, class_ids, scores, brightness)
+                    np.stack([cy, cx], axis=1), peaks, masks, class_ids, scores, brightness,
+                    keep_instances=self.spec.centres.get("keep_instances"),
+                    confirm_instances=self.spec.centres.get("confirm_instances"))
             table = tile_instances(tile, mosaic.tile_grid, masks, class_ids, scores, brightness,
                                    centres)
             if self.star_galaxy:
