@@ -9,9 +9,11 @@ window with both, each centre becomes one detection:
   seeded at every centre of the window, over the footprint of the Mask
   R-CNN's masks and the pixels more than :data:`FOOTPRINT_SIGMA` noise σ
   above the sky (so masks are not cut by the detector's boxes);
-- its **class** is that of the best-scoring Mask R-CNN instance whose mask
-  holds the centre, else of the instance that covers most of its segment,
-  else galaxy;
+- its **class** is that of the Mask R-CNN instance whose mask holds the
+  centre (of several, the one whose core, its brightest pixel of the
+  smoothed detection image, lies nearest the centre: a star blended with a
+  galaxy takes the star's instance, not the one over both), else of the
+  instance that covers most of its segment, else galaxy;
 - its **score** is the heatmap's peak, and its **position** the centre
   (the catalog's ``x``, ``y``). Where the card's ``confirm_instances`` is
   set, a centre within :data:`CORE_RADIUS` of the core of a Mask R-CNN
@@ -130,7 +132,8 @@ def centre_detections(centres, scores, masks, class_ids, instance_scores, bright
     for k, box in enumerate(boxes):
         out_masks[k][box] = labels[box] == k + 1
     class_ids = np.asarray(class_ids)
-    classes = _classes(pixels[:n_peaks], labels, boxes, masks, class_ids, instance_scores)
+    classes = _classes(pixels[:n_peaks], labels, boxes, masks, class_ids, instance_scores,
+                       smoothed)
     classes = np.concatenate([classes, class_ids[kept].astype(np.int64)])
     return out_masks, classes, scores.astype(np.float32), centres
 
@@ -147,9 +150,9 @@ def _instance_cores(smoothed, masks, usable, instance_scores, min_score):
     for i in np.flatnonzero(instance_scores >= min_score):
         mask = masks[i] & usable
         if mask.any():
-            y, x = np.unravel_index(np.argmax(np.where(mask, smoothed, -np.inf)), smoothed.shape)
+            y, x = _core(mask, smoothed)
             if local_max[y, x]:
-                cores.append((int(i), int(y), int(x)))
+                cores.append((int(i), y, x))
     return cores
 
 
@@ -199,19 +202,33 @@ def _refined(pixels, smoothed):
     return out
 
 
-def _classes(pixels, labels, boxes, masks, class_ids, instance_scores):
+def _classes(pixels, labels, boxes, masks, class_ids, instance_scores, smoothed):
     """Class of each centre from the Mask R-CNN instances (see the module's docstring)."""
     classes = np.full(len(pixels), OBJECT_CODE["galaxy"], dtype=np.int64)
     if len(masks) == 0:
         return classes
+    cores = {}
     for k, (y, x) in enumerate(pixels):
         holding = np.flatnonzero(masks[:, y, x])
         if len(holding):
-            # the best score; of equal scores the first instance
-            classes[k] = class_ids[holding[np.argmax(instance_scores[holding])]]
+            # the instance whose core is nearest; then the best score; then the first
+            for i in holding:
+                if i not in cores:
+                    cores[i] = _core(masks[i], smoothed)
+            distance = [round(float(np.hypot(cores[i][0] - y, cores[i][1] - x)), 6)
+                        for i in holding]
+            best = min(range(len(holding)),
+                       key=lambda j: (distance[j], -instance_scores[holding[j]], j))
+            classes[k] = class_ids[holding[best]]
             continue
         box = boxes[k]
         overlap = masks[(slice(None),) + box][:, labels[box] == k + 1].sum(axis=1)
         if overlap.max() > 0:
             classes[k] = class_ids[int(np.argmax(overlap))]
     return classes
+
+
+def _core(mask, smoothed):
+    """``(y, x)`` of ``mask``'s brightest pixel of ``smoothed``."""
+    flat = np.argmax(np.where(mask, smoothed, -np.inf))
+    return tuple(int(v) for v in np.unravel_index(flat, smoothed.shape))

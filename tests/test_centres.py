@@ -123,6 +123,21 @@ def test_a_confident_instance_without_a_centre_is_kept_from_its_core():
         assert np.array_equal(kept, star) and len(out) == 1 and out[0][galaxy].all()
 
 
+def test_a_centre_takes_the_class_of_the_instance_whose_core_is_nearest():
+    """A star on a galaxy's wing: the galaxy's instance covers both and scores higher."""
+    shape = (48, 48)
+    brightness = (gaussian(shape, 24, 18, 4.0, 50) + gaussian(shape, 24, 27, 1.2, 30)
+                  ).astype(np.float32)
+    both = gaussian(shape, 24, 21, 7.0) > 0.1
+    star = gaussian(shape, 24, 27, 1.2) > 0.2
+    masks = np.stack([both, star])
+    class_ids = np.array([OBJECT_CODE["galaxy"], OBJECT_CODE["star"]])
+    centres = np.array([[24.0, 18.0], [24.0, 27.0]])
+    _, classes, _, _ = centre_detections(centres, np.array([0.9, 0.9]), masks, class_ids,
+                                         np.array([0.95, 0.8]), brightness)
+    assert list(classes) == [OBJECT_CODE["galaxy"], OBJECT_CODE["star"]]
+
+
 def test_a_centre_at_a_confident_core_takes_the_instance_score():
     brightness, masks = blend_window()
     centres = np.array([[20.0, 21.0], [20.0, 24.0], [36.0, 36.0]])
