@@ -92,6 +92,8 @@ def centre_detections(centres, scores, masks, class_ids, instance_scores, bright
     from scipy import ndimage
     from skimage.segmentation import watershed
 
+    from .models.centres import refine_peaks
+
     height, width = brightness.shape
     centres = np.asarray(centres, dtype=np.float64).reshape(-1, 2)
     pixels = np.clip(np.round(centres).astype(np.int64), 0, [height - 1, width - 1])
@@ -100,11 +102,12 @@ def centre_detections(centres, scores, masks, class_ids, instance_scores, bright
     _, first = np.unique(pixels[:, 0] * width + pixels[:, 1], return_index=True)
     usable &= np.isin(np.arange(len(pixels)), first)
     centres, pixels, scores = centres[usable], pixels[usable], np.asarray(scores)[usable]
-    image = np.where(np.isfinite(brightness), brightness, 0.0).astype(np.float64)
+    finite = np.isfinite(brightness)
+    image = np.where(finite, brightness, 0.0).astype(np.float64)
     smoothed = ndimage.gaussian_filter(image, SMOOTHING_SIGMA)
     masks = np.asarray(masks, dtype=bool)
     instance_scores = np.asarray(instance_scores)
-    cores = _instance_cores(smoothed, masks, np.isfinite(brightness), instance_scores,
+    cores = _instance_cores(smoothed, masks, finite, instance_scores,
                             min(v for v in (keep_instances, confirm_instances, np.inf)
                                 if v is not None))
     scores = _confirmed(scores, pixels, cores, instance_scores, confirm_instances)
@@ -112,17 +115,17 @@ def centre_detections(centres, scores, masks, class_ids, instance_scores, bright
     n_peaks = len(centres)
     if kept:
         pixels = np.concatenate([pixels, cores])
-        centres = np.concatenate([centres, _refined(cores, smoothed)])
+        centres = np.concatenate(
+            [centres, np.stack(refine_peaks(np.clip(smoothed, 0.0, None), *cores.T), axis=1)])
         scores = np.concatenate([scores, instance_scores[kept]])
     n = len(centres)
     if n == 0:
         return (np.zeros((0, height, width), bool), np.zeros(0, np.int64),
                 np.zeros(0, np.float32), np.zeros((0, 2)))
-    footprint = smoothed > FOOTPRINT_SIGMA * smoothed_noise(
-        np.where(np.isfinite(brightness), smoothed, np.nan))
+    footprint = smoothed > FOOTPRINT_SIGMA * smoothed_noise(np.where(finite, smoothed, np.nan))
     if len(masks):
         footprint |= masks.any(axis=0)
-    footprint &= np.isfinite(brightness)
+    footprint &= finite
     markers = np.zeros((height, width), dtype=np.int32)
     markers[pixels[:, 0], pixels[:, 1]] = np.arange(1, n + 1)
     footprint[pixels[:, 0], pixels[:, 1]] = True
@@ -186,20 +189,6 @@ def _unpeaked(pixels, cores, instance_scores, min_score):
                 kept_cores.append((y, x))
                 taken.append((y, x))
     return kept, np.asarray(kept_cores, dtype=np.int64).reshape(-1, 2)
-
-
-def _refined(pixels, smoothed):
-    """``pixels`` moved to the mean of their 3x3 neighbourhood weighted by ``smoothed`` (>= 0)."""
-    padded = np.pad(np.clip(smoothed, 0.0, None), 1)
-    offsets = np.array([-1.0, 0.0, 1.0])
-    out = np.asarray(pixels, dtype=np.float64).copy()
-    for k, (y, x) in enumerate(pixels):
-        patch = padded[y:y + 3, x:x + 3]
-        total = patch.sum()
-        if total > 0:
-            out[k] += [(patch.sum(axis=1) * offsets).sum() / total,
-                       (patch.sum(axis=0) * offsets).sum() / total]
-    return out
 
 
 def _classes(pixels, labels, boxes, masks, class_ids, instance_scores, smoothed):

@@ -154,7 +154,22 @@ def find_centres(heatmap, threshold):
             keep.append(k)
         taken[y, x] = True
     ys, xs = ys[keep], xs[keep]
-    padded = np.pad(heatmap, 1)
+    y, x = refine_peaks(heatmap, ys, xs)
+    return y, x, heatmap[ys, xs]
+
+
+def refine_peaks(weights, ys, xs):
+    """Pixels ``(ys, xs)`` moved to the ``weights``-weighted mean of their 3x3 neighbourhood.
+
+    ``weights`` must be >= 0 (outside the image counts 0); a pixel whose
+    neighbourhood weighs nothing stays where it is.
+
+    Returns
+    -------
+    y, x : ndarray of float64
+    """
+    ys, xs = np.asarray(ys, dtype=np.int64), np.asarray(xs, dtype=np.int64)
+    padded = np.pad(weights, 1)
     weight = np.zeros(len(ys))
     dy = np.zeros(len(ys))
     dx = np.zeros(len(ys))
@@ -164,7 +179,8 @@ def find_centres(heatmap, threshold):
             weight += w
             dy += a * w
             dx += b * w
-    return ys + dy / weight, xs + dx / weight, heatmap[ys, xs]
+    total = np.where(weight > 0, weight, 1.0)
+    return ys + dy / total, xs + dx / total
 
 
 def render_target(centres, shape, sigma=TARGET_SIGMA):
