@@ -16,11 +16,13 @@ window with both, each centre becomes one detection:
   instance that covers most of its segment, else galaxy;
 - its **score** is the heatmap's peak, and its **position** the centre
   (the catalog's ``x``, ``y``). Where the card's ``confirm_instances`` is
-  set, a centre within :data:`CORE_RADIUS` of the core of a Mask R-CNN
-  instance scoring at least that (the instance's brightest pixel of the
-  smoothed detection image, a local maximum there) takes the instance's
-  score where it is higher: a large or diffuse galaxy, whose peak the
-  centre network draws low, is kept when the Mask R-CNN is sure of it.
+  set, the centre nearest the core of a Mask R-CNN instance scoring at
+  least that (the instance's brightest pixel of the smoothed detection
+  image, a local maximum there), if within :data:`CORE_RADIUS` of it,
+  takes the instance's score where it is higher: a large or diffuse
+  galaxy, whose peak the centre network draws low, is kept when the Mask
+  R-CNN is sure of it. One instance vouches for one centre only, so a
+  faint second peak beside a galaxy's core does not become a duplicate.
 
 A Mask R-CNN instance with no centre within :data:`CORE_RADIUS` of its
 core is dropped, unless its score reaches the card's ``keep_instances``:
@@ -167,15 +169,21 @@ def _near(pixels, y, x):
 
 def _confirmed(scores, pixels, cores, instance_scores, min_score):
     """Each centre's score raised to that of the best instance of ``min_score`` or more
-    whose core lies near it (module docstring)."""
+    whose core lies near it and nearer to it than to any other centre (module docstring)."""
     scores = np.asarray(scores, dtype=np.float64).copy()
     if min_score is None:
         return scores
+    pixels = np.asarray(pixels, dtype=np.float64).reshape(-1, 2)
+    raised = scores.copy()
     for i, y, x in cores:
-        if instance_scores[i] >= min_score:
-            near = _near(pixels, y, x)
-            scores[near] = np.maximum(scores[near], instance_scores[i])
-    return scores
+        near = np.flatnonzero(_near(pixels, y, x))
+        if instance_scores[i] >= min_score and len(near):
+            # one instance vouches for one source: a second peak beside its core is
+            # not confirmed by it (nearest first; of equals, the higher peak, then the first)
+            distance = np.hypot(pixels[near, 0] - y, pixels[near, 1] - x).round(6)
+            k = near[np.lexsort((near, -scores[near], distance))[0]]
+            raised[k] = max(raised[k], instance_scores[i])
+    return raised
 
 
 def _unpeaked(pixels, cores, instance_scores, min_score):

@@ -150,6 +150,15 @@ def test_a_centre_at_a_confident_core_takes_the_instance_score():
     np.testing.assert_allclose(centre_detections(*args)[2], [0.35, 0.3, 0.4])
 
 
+def test_an_instance_vouches_for_one_centre_only():
+    """A faint second peak 2 px beside a confident galaxy's core is not raised with it."""
+    brightness, masks = blend_window()
+    centres = np.array([[20.0, 20.0], [20.0, 22.0]])
+    _, _, scores, _ = centre_detections(centres, np.array([0.35, 0.3]), masks, np.array([2, 1]),
+                                        np.array([0.95, 0.7]), brightness, confirm_instances=0.9)
+    np.testing.assert_allclose(scores, [0.95, 0.3])
+
+
 def test_training_resumes_to_the_same_weights(tmp_path):
     from astrodask.train.centres import attach_centres, train_centres
 
