@@ -270,3 +270,78 @@ def morphology_confusion(catalog, truth, radius=2.0, snr_min=20.0, classes=None)
     return {"classes": classes, "matrix": matrix.tolist(),
             "recall": {name: _ratio(matrix[k, k], totals[k]) for k, name in enumerate(classes)},
             "n": {name: int(totals[k]) for k, name in enumerate(classes)}}
+
+
+def bright_sources(catalog, truth, mask_flux=None, band="r", snr_min=100.0, radius=5.0,
+                   extended_hlr=1.0, large_hlr=1.5, flagged=None):
+    """Bright true sources the catalog lost, and the fluxes of its large isolated galaxies.
+
+    A bright source (true S/N >= ``snr_min``, centred on the mosaic and, with
+    ``flagged``, not on a flagged pixel) is *lost* when no catalog object
+    lies within ``radius`` pixels of it: a position a few pixels off (the
+    knots of a large irregular galaxy) is not a loss. A *large
+    isolated galaxy* is a bright true galaxy with half-light radius above
+    ``large_hlr`` arcsec whose mask overlaps no other (truth column
+    ``n_neighbours`` 0) and whose box holds no flagged pixel; its flux ratio
+    is the catalog flux of the nearest object within ``radius`` over the
+    noiseless flux in its true mask.
+
+    Parameters
+    ----------
+    catalog : dict-like
+        Columns ``x``, ``y`` and, for the fluxes, ``flux_<band>``.
+    truth : dict-like
+        The simulator's truth (``x``, ``y``, ``snr``, ``hlr``, ``class``,
+        ``n_neighbours``, ``bbox_*``).
+    mask_flux : ndarray, optional
+        Noiseless flux of each true source in its true mask, in ``band``
+        (same order as ``truth``); without it no flux ratios.
+    band : str
+        The band of ``mask_flux``.
+    snr_min, radius, extended_hlr, large_hlr : float
+        As above; ``extended_hlr`` (arcsec) splits the lost sources.
+    flagged : ndarray of bool, optional
+        Pixels without data.
+
+    Returns
+    -------
+    dict
+        ``n_bright``, ``lost``, ``lost_extended`` (of the lost, half-light
+        radius above ``extended_hlr``), ``n_large``, ``large_found`` and
+        ``large_flux_ratios`` (one per large isolated galaxy found, in
+        truth order), ``large_within_3pct``.
+    """
+    from scipy.spatial import cKDTree
+
+    tx, ty = np.asarray(truth["x"], float), np.asarray(truth["y"], float)
+    snr, hlr = np.asarray(truth["snr"], float), np.asarray(truth["hlr"], float)
+    cx, cy = np.asarray(catalog["x"], float), np.asarray(catalog["y"], float)
+    if len(cx):
+        distance, nearest = cKDTree(np.column_stack([cx, cy])).query(np.column_stack([tx, ty]))
+    else:
+        distance, nearest = np.full(len(tx), np.inf), np.zeros(len(tx), dtype=int)
+    found = distance <= radius
+    # sources centred off the mosaic or on flagged pixels cannot be catalogued
+    bright = (snr >= snr_min) & (tx >= -0.5) & (ty >= -0.5)
+    if flagged is not None:
+        height, width = flagged.shape
+        bright &= (tx < width - 0.5) & (ty < height - 0.5)
+        inside = np.flatnonzero(bright)
+        bright[inside] = ~flagged[np.round(ty[inside]).astype(int), np.round(tx[inside]).astype(int)]
+    large = (bright & (hlr > large_hlr) & (np.asarray(truth["class"]).astype(str) == "galaxy")
+             & (np.asarray(truth["n_neighbours"]) == 0))
+    if flagged is not None:
+        for k in np.flatnonzero(large):
+            box = (slice(max(int(truth["bbox_y0"][k]), 0), max(int(truth["bbox_y1"][k]), 0)),
+                   slice(max(int(truth["bbox_x0"][k]), 0), max(int(truth["bbox_x1"][k]), 0)))
+            large[k] = not flagged[box].any()
+    result = {"n_bright": int(bright.sum()), "lost": int((bright & ~found).sum()),
+              "lost_extended": int((bright & ~found & (hlr > extended_hlr)).sum()),
+              "n_large": int(large.sum()), "large_found": int((large & found).sum())}
+    if mask_flux is not None:
+        flux = np.asarray(catalog[f"flux_{band}"], float)
+        chosen = np.flatnonzero(large & found)
+        ratios = flux[nearest[chosen]] / np.asarray(mask_flux, float)[chosen]
+        result["large_flux_ratios"] = [float(v) for v in ratios]
+        result["large_within_3pct"] = int((np.abs(ratios - 1.0) <= 0.03).sum())
+    return result

@@ -24,6 +24,13 @@ window with both, each centre becomes one detection:
   R-CNN is sure of it. One instance vouches for one centre only, so a
   faint second peak beside a galaxy's core does not become a duplicate.
 
+The centre network also marks the brighter knots of an irregular galaxy,
+and each knot's basin takes a share of the galaxy's light.
+:func:`fold_knot_centres` gives them back where the U-Net ran too: inside a
+confident instance (score >= :data:`KNOT_INSTANCE_SCORE`), the centres
+other than the one at its core are knots when the U-Net calls both them
+and the core's segment irregular and they are small beside it.
+
 A Mask R-CNN instance with no centre within :data:`CORE_RADIUS` of its
 core is dropped, unless its score reaches the card's ``keep_instances``:
 then it is a detection of its own, seeded at its core with the others (a
@@ -41,6 +48,8 @@ FOOTPRINT_SIGMA = 2.0
 SMOOTHING_SIGMA = 1.0
 #: An instance's core with a centre within this many pixels holds a peak.
 CORE_RADIUS = 3.0
+#: Mask R-CNN instances at this score or above anchor the knots of their galaxy.
+KNOT_INSTANCE_SCORE = 0.8
 
 
 def smoothed_noise(smoothed):
@@ -229,3 +238,81 @@ def _core(mask, smoothed):
     """``(y, x)`` of ``mask``'s brightest pixel of ``smoothed``."""
     flat = np.argmax(np.where(mask, smoothed, -np.inf))
     return tuple(int(v) for v in np.unravel_index(flat, smoothed.shape))
+
+
+def fold_knot_centres(segments, scores, centres, masks, instance_scores, brightness,
+                      probabilities, irregular, max_area_fraction):
+    """Fold the centres on an irregular galaxy's knots into the galaxy's (module docstring).
+
+    For each Mask R-CNN instance scoring at least :data:`KNOT_INSTANCE_SCORE`
+    (best first) whose core has a centre within :data:`CORE_RADIUS` (the
+    nearest: the galaxy), every other centre on the instance's mask whose
+    segment is below ``max_area_fraction`` of the galaxy's is a knot when the
+    U-Net's dominant class of both segments is irregular: its segment joins
+    the galaxy's and it is no longer a detection. A galaxy is never folded
+    into another.
+
+    Parameters
+    ----------
+    segments : ndarray of bool, shape (N, H, W)
+        The detections' segments (:func:`centre_detections`).
+    scores : ndarray, shape (N,)
+    centres : ndarray, shape (N, 2)
+        ``(y, x)`` of the detections, window pixels.
+    masks : ndarray of bool, shape (M, H, W)
+        The Mask R-CNN's instance masks.
+    instance_scores : ndarray, shape (M,)
+    brightness : ndarray, shape (H, W)
+        The detection image (``-inf`` on flagged pixels).
+    probabilities : ndarray, shape (classes, H, W)
+        The U-Net's class probabilities over the window, background last.
+    irregular : int
+        Index of the irregular class in ``probabilities``.
+    max_area_fraction : float
+
+    Returns
+    -------
+    keep : ndarray of int
+        Indices of the detections kept, in order.
+    segments : ndarray of bool, shape (len(keep), H, W)
+        Their segments, each galaxy's with its knots'.
+    """
+    from scipy import ndimage
+
+    from .fragments import dominant_classes
+
+    segments = np.asarray(segments, dtype=bool)
+    n = len(segments)
+    if n < 2 or len(masks) == 0 or not max_area_fraction > 0:
+        return np.arange(n), segments
+    finite = np.isfinite(brightness)
+    image = np.where(finite, brightness, 0.0).astype(np.float64)
+    smoothed = ndimage.gaussian_filter(image, SMOOTHING_SIGMA)
+    instance_scores = np.asarray(instance_scores)
+    cores = _instance_cores(smoothed, np.asarray(masks, dtype=bool), finite, instance_scores,
+                            KNOT_INSTANCE_SCORE)
+    height, width = brightness.shape
+    pixels = np.clip(np.round(np.asarray(centres, dtype=np.float64)).astype(np.int64), 0,
+                     [height - 1, width - 1]).reshape(-1, 2)
+    scores = np.asarray(scores, dtype=np.float64)
+    classes = dominant_classes(segments, probabilities, np.clip(image, 0.0, None))
+    area = segments.reshape(n, -1).sum(axis=1)
+    alive = np.ones(n, dtype=bool)
+    galaxy = np.zeros(n, dtype=bool)
+    segments = segments.copy()
+    for i, y, x in sorted(cores, key=lambda core: -instance_scores[core[0]]):
+        distance = np.hypot(pixels[:, 0] - y, pixels[:, 1] - x).round(6)
+        near = np.flatnonzero((distance <= CORE_RADIUS) & alive)
+        if not len(near):
+            continue
+        main = near[np.lexsort((near, -scores[near], distance[near]))[0]]
+        if classes[main] != irregular:
+            continue
+        galaxy[main] = True
+        on_mask = masks[i][pixels[:, 0], pixels[:, 1]] & alive & ~galaxy
+        for k in np.flatnonzero(on_mask):
+            if classes[k] == irregular and area[k] < max_area_fraction * area[main]:
+                segments[main] |= segments[k]
+                alive[k] = False
+    keep = np.flatnonzero(alive)
+    return keep, segments[keep]

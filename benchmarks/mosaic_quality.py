@@ -9,7 +9,10 @@ purity, star/galaxy accuracy, duplicates, each also per region (interior
 windows, within 16 px of a seam between window cores, edge windows, within
 5 px of flagged pixels). SEP runs on the same pixels. The standard field is
 also ingested with halo 64 and with the tile origin shifted: the catalogs
-must agree with the halo-32 one.
+must agree with the halo-32 one. Bright sources (true S/N ≥ 100): how many
+have no catalog object within 5 px, and, for large isolated galaxies
+(half-light radius > 1.5", no overlapping neighbour, no flagged pixel in
+the box), the catalog flux over the noiseless flux in the true mask.
 
 Fields (``--preset decam``): ``standard`` (the preset's density), ``crowded``
 (120 galaxies per arcmin²) and ``masked`` (bad columns, a NaN patch, a
@@ -113,8 +116,8 @@ def pipeline(images, work, halo=32, weights=None, models=None, rescale=None, con
     seconds["merge"] = time.perf_counter() - start
     table = astrodask.read_catalog(work / "results" / "catalog.parquet")
     catalog = {name: table.column(name).to_numpy(zero_copy_only=False)
-               for name in ("x", "y", "source_class", "morphology")
-               if name in table.column_names}
+               for name in table.column_names
+               if name in ("x", "y", "source_class", "morphology") or name.startswith("flux_")}
     return mosaic, catalog, seconds
 
 
@@ -152,18 +155,30 @@ def missed_offsets(catalog, truth, radius, snr_min=10.0, edges=(3.0, 5.0)):
             for lo, hi in zip(bounds[:-1], bounds[1:])}
 
 
+def true_mask_flux(folder, band, truth):
+    """Noiseless flux of each true source within its true mask (the simulator's label map)."""
+    from astropy.io import fits
+    from scipy import ndimage
+
+    labels = fits.getdata(folder / "labels.fits")
+    noiseless = fits.getdata(folder / f"noiseless_{band}.fits").astype(np.float64)
+    return ndimage.sum_labels(noiseless, labels, index=np.asarray(truth["id"]))
+
+
 def score_field(name, kwargs, size, out, grid_checks, models=None, preset="decam", radius=2.0,
                 config=None):
     import pyarrow.parquet as pq
 
     import astrodask
-    from astrodask.catalog_scores import catalog_agreement, morphology_confusion, score_catalog
+    from astrodask.catalog_scores import (bright_sources, catalog_agreement, morphology_confusion,
+                                          score_catalog)
     from astrodask.simulation.presets import get_preset
 
     work = out / name
     if work.exists():
         shutil.rmtree(work)
-    sim = astrodask.simulate(work / "field", size=(size, size), preset=preset, **kwargs)
+    sim = astrodask.simulate(work / "field", size=(size, size), preset=preset, noiseless=True,
+                             **kwargs)
     bands = sim["bands"]
     images = [work / "field" / f"{b}.fits" for b in bands]
     weights = damage(work / "field", bands, size) if name == "masked" else None
@@ -178,6 +193,10 @@ def score_field(name, kwargs, size, out, grid_checks, models=None, preset="decam
               "sep": score_catalog(sep_on(mosaic, get_preset(preset)), truth,
                                    mosaic.tile_grid, flagged, radius=radius),
               "missed_by_distance": missed_offsets(catalog, truth, radius)}
+    band = bands[len(bands) // 2]
+    result["bright"] = bright_sources(catalog, truth, true_mask_flux(work / "field", band, truth),
+                                      band=band, flagged=flagged)
+    result["bright"]["band"] = band
     if "morphology" in catalog:
         result["morphology"] = morphology_confusion(catalog, truth, radius=radius)
     if grid_checks:
@@ -232,6 +251,13 @@ def print_field(r):
         for name, row in zip(m["classes"], m["matrix"]):
             print(f"{name:14s} " + " ".join(f"{v:12d}" for v in row)
                   + f"   {fmt(m['recall'][name])}")
+    b = r["bright"]
+    ratios = np.asarray(b["large_flux_ratios"])
+    print(f"S/N >= 100: {b['lost']} of {b['n_bright']} with no catalog object within 5 px "
+          f"({b['lost_extended']} with half-light radius > 1\"); large isolated galaxies "
+          f"(> 1.5\"): {b['large_found']} of {b['n_large']} found, flux_{b['band']} / noiseless "
+          f"flux in the true mask within 3%: {b['large_within_3pct']}"
+          + (f" (ratios {', '.join(f'{v:.3f}' for v in ratios)})" if len(ratios) else ""))
     mpx = r["size"] ** 2 / 1e6
     print("seconds per Mpx: " + ", ".join(f"{k} {v / mpx:.2f}" for k, v in r["seconds"].items()))
     if "halo_32_vs_64" in r:

@@ -2,8 +2,9 @@
 
 import numpy as np
 
-from astrodask.catalog_scores import (catalog_agreement, match_positions, morphology_confusion,
-                                      pooled_regions, region_masks, score_catalog)
+from astrodask.catalog_scores import (bright_sources, catalog_agreement, match_positions,
+                                      morphology_confusion, pooled_regions, region_masks,
+                                      score_catalog)
 from astrodask.mosaic import TileGrid
 
 
@@ -79,3 +80,27 @@ def test_regions_pooled_over_fields_count_every_source_once():
     assert np.isclose(edge["difference_error"], np.sqrt(c1 * (1 - c1) / 60 + c2 * (1 - c2) / 60))
     assert pooled["near_flagged"]["n_truth"] == 0 and np.isnan(pooled["near_flagged"]["difference"])
     assert pooled_regions([]) == {}
+
+
+def test_bright_sources_lost_and_large_galaxy_fluxes():
+    truth = {"x": np.array([10.0, 50.0, 90.0, 130.0]), "y": np.array([10.0, 10.0, 10.0, 10.0]),
+             "snr": np.array([500.0, 200.0, 150.0, 20.0]), "hlr": np.array([2.0, 1.8, 0.3, 2.0]),
+             "class": np.array(["galaxy", "galaxy", "star", "galaxy"]),
+             "n_neighbours": np.array([0, 0, 0, 0]),
+             "bbox_y0": np.array([0, 0, 0, 0]), "bbox_y1": np.array([20, 20, 20, 20]),
+             "bbox_x0": np.array([0, 40, 80, 120]), "bbox_x1": np.array([20, 60, 100, 140])}
+    # the first galaxy found 3 px off (a knot), the second lost, the star found
+    catalog = {"x": np.array([13.0, 90.0, 130.0]), "y": np.array([10.0, 10.0, 10.0]),
+               "flux_r": np.array([102.0, 5.0, 1.0])}
+    result = bright_sources(catalog, truth, mask_flux=np.array([100.0, 50.0, 5.0, 1.0]))
+    assert result["n_bright"] == 3 and result["lost"] == 1 and result["lost_extended"] == 1
+    assert result["n_large"] == 2 and result["large_found"] == 1
+    np.testing.assert_allclose(result["large_flux_ratios"], [1.02])
+    assert result["large_within_3pct"] == 1
+    # a large galaxy with flagged pixels in its box is not counted as isolated
+    flagged = np.zeros((20, 200), bool)
+    flagged[5, 45] = True
+    assert bright_sources(catalog, truth, flagged=flagged)["n_large"] == 1
+    # a source centred on flagged pixels is not lost: it cannot be catalogued
+    flagged[10, 50] = True
+    assert bright_sources(catalog, truth, flagged=flagged)["lost"] == 0

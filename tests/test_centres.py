@@ -206,3 +206,63 @@ def test_bad_training_options_are_refused(tmp_path):
         train_centres(tmp_path / "a", n_fields=1, field_size=48, stepz=3)
     with pytest.raises(InputError, match="multiple of 8"):
         train_centres(tmp_path / "b", n_fields=1, field_size=48, crop=30)
+
+
+def knotty_window():
+    """An irregular galaxy with a bright knot 8 px from its core, and a star."""
+    shape = (64, 64)
+    brightness = (gaussian(shape, 32, 32, 6.0, 50) + gaussian(shape, 32, 40, 1.2, 15)
+                  + gaussian(shape, 10, 10, 1.2, 40)).astype(np.float32)
+    galaxy = gaussian(shape, 32, 32, 6.0) > 0.05
+    star = gaussian(shape, 10, 10, 1.2) > 0.05
+    probabilities = np.zeros((5,) + shape, np.float32)  # spheroid, disk, irregular, point, bg
+    probabilities[4] = 1.0
+    probabilities[2][galaxy], probabilities[4][galaxy] = 0.9, 0.1
+    probabilities[3][star], probabilities[4][star] = 0.9, 0.1
+    centres = np.array([[32.0, 32.0], [32.0, 40.0], [10.0, 10.0]])
+    segments, _, scores, kept = centre_detections(
+        centres, np.array([0.9, 0.6, 0.9]), np.stack([galaxy, star]),
+        np.array([OBJECT_CODE["galaxy"], OBJECT_CODE["star"]]), np.array([0.95, 0.9]), brightness)
+    return segments, scores, kept, np.stack([galaxy, star]), brightness, probabilities
+
+
+def test_peaks_on_an_irregular_galaxys_knots_fold_into_the_galaxy():
+    from astrodask.centre_segments import fold_knot_centres
+
+    segments, scores, centres, masks, brightness, probabilities = knotty_window()
+    instance_scores = np.array([0.95, 0.9])
+    keep, folded = fold_knot_centres(segments, scores, centres, masks, instance_scores,
+                                     brightness, probabilities, 2, 0.5)
+    assert list(keep) == [0, 2]
+    np.testing.assert_array_equal(folded[0], segments[0] | segments[1])
+    np.testing.assert_array_equal(folded[1], segments[2])
+    # not where the U-Net calls the knot a disk, nor the galaxy not irregular, nor the
+    # knot's segment too large, nor the instance not confident
+    disk_knot = probabilities.copy()
+    disk_knot[2][segments[1]], disk_knot[1][segments[1]] = 0.0, 0.9
+    regular = probabilities[[2, 1, 0, 3, 4]]
+    share = segments[1].sum() / segments[0].sum()
+    for p, fraction, inst in ((disk_knot, 0.5, instance_scores), (regular, 0.5, instance_scores),
+                              (probabilities, 0.9 * share, instance_scores),
+                              (probabilities, 0.5, np.array([0.7, 0.9]))):
+        keep, kept = fold_knot_centres(segments, scores, centres, masks, inst, brightness, p, 2,
+                                       fraction)
+        assert list(keep) == [0, 1, 2] and np.array_equal(kept, segments)
+
+
+def test_the_engine_folds_knot_peaks_only_with_the_unet_and_the_cards_fold():
+    from types import SimpleNamespace
+
+    from astrodask.engine.runners import MaskRCNNRunner
+
+    _, _, centres, masks, brightness, probabilities = knotty_window()
+    heatmap = sum(gaussian(brightness.shape, y, x, 1.0, peak)
+                  for (y, x), peak in zip(centres, (0.9, 0.6, 0.9))).astype(np.float32)
+    args = (heatmap, masks, np.array([OBJECT_CODE["galaxy"], OBJECT_CODE["star"]]),
+            np.array([0.95, 0.9]), brightness)
+    unet = (probabilities, ("spheroid", "disk", "irregular", "point_source", "background"))
+    for fold, maps, n in ((0.5, unet, 2), (0.5, None, 3), (None, unet, 3)):
+        runner = SimpleNamespace(spec=SimpleNamespace(centres={"threshold": 0.3},
+                                                      fold_fragments=fold))
+        segments, classes, scores, kept = MaskRCNNRunner.centre(runner, *args, maps)
+        assert len(segments) == len(classes) == len(scores) == len(kept) == n

@@ -167,12 +167,12 @@ class MaskRCNNRunner:
 
         Where the spec folds irregular fragments and ``shared`` holds the
         U-Net's maps of a window (:meth:`UnetRunner.process`), the knots of
-        irregular galaxies join their galaxy first
-        (:func:`astrodask.fragments.fold_irregular_fragments`).
+        irregular galaxies join their galaxy: the Mask R-CNN's instances on
+        them (:func:`astrodask.fragments.fold_irregular_fragments`), or,
+        where the card has a centre network, the peaks on them
+        (:meth:`centre`).
         """
-        from ..centre_segments import centre_detections
         from ..instances import tile_instances
-        from ..models.centres import find_centres
         from ..models.maskrcnn import detect
         from ..sky import saturated_pixels
         from ..star_galaxy import reclassify_instances
@@ -188,15 +188,15 @@ class MaskRCNNRunner:
         for k, (tile, found) in enumerate(zip(tiles, detections)):
             brightness = detection_image(tile.data, tile.mask != 0, mean, std)
             saturated = saturated_pixels(tile.data, levels)
+            unet = (shared or {}).get(("unet", tile.iy, tile.ix))
+            # with a centre network the knots are folded as peaks, not as instances:
+            # instances grown by their knots' masks would swallow real neighbours' peaks
             masks, class_ids, scores = self.fold(found, brightness, saturated,
-                                                 (shared or {}).get(("unet", tile.iy, tile.ix)))
+                                                 unet if heatmaps is None else None)
             centres = None
             if heatmaps is not None:
-                cy, cx, peaks = find_centres(heatmaps[k], self.spec.centres["threshold"])
-                masks, class_ids, scores, centres = centre_detections(
-                    np.stack([cy, cx], axis=1), peaks, masks, class_ids, scores, brightness,
-                    keep_instances=self.spec.centres.get("keep_instances"),
-                    confirm_instances=self.spec.centres.get("confirm_instances"))
+                masks, class_ids, scores, centres = self.centre(heatmaps[k], masks, class_ids,
+                                                                scores, brightness, unet)
             table = tile_instances(tile, mosaic.tile_grid, masks, class_ids, scores, brightness,
                                    centres)
             if self.star_galaxy:
@@ -206,6 +206,31 @@ class MaskRCNNRunner:
             write_parquet(table, results.instances_path(tile.iy, tile.ix))
             count += table.num_rows
         return {"instances": count}
+
+    def centre(self, heatmap, masks, class_ids, scores, brightness, unet):
+        """One detection per peak of ``heatmap`` (:mod:`astrodask.centre_segments`).
+
+        Where the spec folds irregular fragments and ``unet`` (the window's
+        ``(mean, classes)``) is given, the peaks on an irregular galaxy's
+        knots fold into the galaxy's
+        (:func:`~astrodask.centre_segments.fold_knot_centres`).
+        """
+        from ..centre_segments import centre_detections, fold_knot_centres
+        from ..models.centres import find_centres
+
+        cy, cx, peaks = find_centres(heatmap, self.spec.centres["threshold"])
+        segments, classes, peak_scores, centres = centre_detections(
+            np.stack([cy, cx], axis=1), peaks, masks, class_ids, scores, brightness,
+            keep_instances=self.spec.centres.get("keep_instances"),
+            confirm_instances=self.spec.centres.get("confirm_instances"))
+        fraction = self.spec.fold_fragments
+        if fraction and unet is not None and "irregular" in unet[1]:
+            probabilities, names = unet
+            keep, segments = fold_knot_centres(segments, peak_scores, centres, masks, scores,
+                                               brightness, probabilities,
+                                               names.index("irregular"), fraction)
+            classes, peak_scores, centres = classes[keep], peak_scores[keep], centres[keep]
+        return segments, classes, peak_scores, centres
 
     def fold(self, found, brightness, saturated, unet):
         """``found``'s masks, classes and scores with pieces of one source folded into it.
