@@ -179,20 +179,32 @@ def _near(pixels, y, x):
 def _confirmed(scores, pixels, cores, instance_scores, min_score):
     """Each centre's score raised to that of the best instance of ``min_score`` or more
     whose core lies near it and nearer to it than to any other centre (module docstring)."""
-    scores = np.asarray(scores, dtype=np.float64).copy()
-    if min_score is None:
-        return scores
-    pixels = np.asarray(pixels, dtype=np.float64).reshape(-1, 2)
+    scores = np.asarray(scores, dtype=np.float64)
     raised = scores.copy()
+    if min_score is None:
+        return raised
     for i, y, x in cores:
-        near = np.flatnonzero(_near(pixels, y, x))
-        if instance_scores[i] >= min_score and len(near):
-            # one instance vouches for one source: a second peak beside its core is
-            # not confirmed by it (nearest first; of equals, the higher peak, then the first)
-            distance = np.hypot(pixels[near, 0] - y, pixels[near, 1] - x).round(6)
-            k = near[np.lexsort((near, -scores[near], distance))[0]]
+        # one instance vouches for one source: a second peak beside its core is not
+        # confirmed by it
+        k = _centre_at_core(pixels, scores, y, x) if instance_scores[i] >= min_score else None
+        if k is not None:
             raised[k] = max(raised[k], instance_scores[i])
     return raised
+
+
+def _centre_at_core(pixels, scores, y, x, candidates=None):
+    """Index of the centre (of ``candidates``, a boolean mask, where given) nearest the
+    core ``(y, x)`` within :data:`CORE_RADIUS`; of equals the higher score, then the
+    first. ``None`` where there is none."""
+    near = _near(pixels, y, x)
+    if candidates is not None:
+        near &= candidates
+    near = np.flatnonzero(near)
+    if not len(near):
+        return None
+    pixels = np.asarray(pixels, dtype=np.float64).reshape(-1, 2)
+    distance = np.hypot(pixels[near, 0] - y, pixels[near, 1] - x).round(6)
+    return near[np.lexsort((near, -np.asarray(scores)[near], distance))[0]]
 
 
 def _unpeaked(pixels, cores, instance_scores, min_score):
@@ -294,19 +306,14 @@ def fold_knot_centres(segments, scores, centres, masks, instance_scores, brightn
     height, width = brightness.shape
     pixels = np.clip(np.round(np.asarray(centres, dtype=np.float64)).astype(np.int64), 0,
                      [height - 1, width - 1]).reshape(-1, 2)
-    scores = np.asarray(scores, dtype=np.float64)
     classes = dominant_classes(segments, probabilities, np.clip(image, 0.0, None))
     area = segments.reshape(n, -1).sum(axis=1)
     alive = np.ones(n, dtype=bool)
     galaxy = np.zeros(n, dtype=bool)
     segments = segments.copy()
     for i, y, x in sorted(cores, key=lambda core: -instance_scores[core[0]]):
-        distance = np.hypot(pixels[:, 0] - y, pixels[:, 1] - x).round(6)
-        near = np.flatnonzero((distance <= CORE_RADIUS) & alive)
-        if not len(near):
-            continue
-        main = near[np.lexsort((near, -scores[near], distance[near]))[0]]
-        if classes[main] != irregular:
+        main = _centre_at_core(pixels, scores, y, x, alive)
+        if main is None or classes[main] != irregular:
             continue
         galaxy[main] = True
         on_mask = masks[i][pixels[:, 0], pixels[:, 1]] & alive & ~galaxy
