@@ -182,11 +182,12 @@ def test_training_resumes_to_the_same_weights(tmp_path):
     model = tmp_path / "m.keras"
     shutil.copyfile(WEIGHTS_DIR / "maskrcnn_decam.keras", model)
     card = json.loads((WEIGHTS_DIR / "maskrcnn_decam.card.json").read_text())
-    card.pop("centres", None)
+    card["centres"] = {"weights": "old.h5", "threshold": 0.3, "confirm_instances": 0.8}
     (tmp_path / "m.card.json").write_text(json.dumps(card))
     attach_centres(tmp_path / "whole", model, threshold=0.35)
     card = read_model_card(model)
     assert card["centres"]["threshold"] == 0.35 and card["centres"]["training"]["steps"] == 6
+    assert card["centres"]["confirm_instances"] == 0.8  # the rules stay with the card
     net, section = centres_from_card(card, model)
     for a, b in zip(whole.get_weights(), net.get_weights()):
         np.testing.assert_array_equal(a, b)
@@ -197,6 +198,30 @@ def test_training_resumes_to_the_same_weights(tmp_path):
     state_path.write_text(json.dumps(state))
     with pytest.raises(InputError, match="has not finished"):
         attach_centres(tmp_path / "short", model, threshold=0.3)
+
+
+def test_training_can_start_from_given_weights(tmp_path):
+    from astrodask.train.centres import WEIGHTS_FILE, centres_section, train_centres
+
+    options = dict(batch_size=2, crop=32, warmup_steps=1)
+    trained, _ = train_centres(tmp_path / "a", n_fields=1, field_size=48, seed=5, steps=2,
+                               **options)
+    start = tmp_path / "a" / WEIGHTS_FILE
+    started, state = train_centres(tmp_path / "b", n_fields=1, field_size=48, seed=7, steps=0,
+                                   init_weights=start, **options)
+    for a, b in zip(trained.get_weights(), started.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert centres_section(state, "x.h5", 0.4)["training"]["initialised_from"] == WEIGHTS_FILE
+    fresh, state = train_centres(tmp_path / "c", n_fields=1, field_size=48, seed=7, steps=0,
+                                 **options)
+    assert state["init_weights"] is None
+    assert not all(np.array_equal(a, b)
+                   for a, b in zip(trained.get_weights(), fresh.get_weights()))
+    with pytest.raises(InputError, match="no such weights file"):
+        train_centres(tmp_path / "d", n_fields=1, field_size=48, init_weights=tmp_path / "no.h5")
+    with pytest.raises(InputError, match="cannot start from"):
+        train_centres(tmp_path / "e", n_fields=1, field_size=48, steps=1, init_weights=start,
+                      widths=(8, 16, 24, 32), **options)
 
 
 def test_bad_training_options_are_refused(tmp_path):

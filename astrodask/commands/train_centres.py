@@ -25,6 +25,9 @@ def register(subparsers):
                         help="stop after a checkpoint once this much time has passed")
     parser.add_argument("--workers", type=int, default=1, help="processes simulating the pool")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--init-weights", metavar="WEIGHTS.h5",
+                        help="start from these centre-network weights (fine-tuning), e.g. "
+                             "a shipped MODEL.centres.weights.h5; read on a fresh run only")
     parser.add_argument("--attach-to", metavar="MODEL.keras",
                         help="after training, copy the weights beside this Mask R-CNN and "
                              "record them in its card")
@@ -40,7 +43,8 @@ def _train(args):
     max_seconds = args.max_minutes * 60 if args.max_minutes else None
     _, state = train_centres(args.run_dir, preset=args.preset, n_fields=args.fields,
                              field_size=args.field_size, seed=args.seed, max_seconds=max_seconds,
-                             workers=args.workers, steps=args.steps, batch_size=args.batch_size,
+                             workers=args.workers, init_weights=args.init_weights,
+                             steps=args.steps, batch_size=args.batch_size,
                              crop=args.crop, learning_rate=args.learning_rate)
     done = state["step"] >= state["settings"]["steps"]
     print(f"{state['step']}/{state['settings']['steps']} steps"

@@ -136,7 +136,7 @@ def _save(run_dir, model, optimizer, state):
 
 
 def train_centres(run_dir, preset="decam", n_fields=800, field_size=256, seed=4_000_000,
-                  max_seconds=None, workers=1, log=print, **options):
+                  max_seconds=None, workers=1, log=print, init_weights=None, **options):
     """Simulate a pool (once) and train the centre network on it, resumably.
 
     Parameters
@@ -151,6 +151,11 @@ def train_centres(run_dir, preset="decam", n_fields=800, field_size=256, seed=4_
         Stop (after a checkpoint) when this much time has passed.
     workers : int
         Processes that simulate the pool.
+    init_weights : str or Path, optional
+        Weights of a centre network of the same widths (e.g. a shipped
+        ``*.centres.weights.h5``) to start from instead of a random
+        initialisation: fine-tuning. Read only when the run starts; a resumed
+        run continues from its own checkpoint.
     **options
         Any of :data:`DEFAULTS` (steps, batch_size, crop, learning_rate, ...).
 
@@ -166,6 +171,8 @@ def train_centres(run_dir, preset="decam", n_fields=800, field_size=256, seed=4_
     unknown = set(options) - set(DEFAULTS)
     if unknown:
         raise InputError(f"unknown centre-training options: {', '.join(sorted(unknown))}")
+    if init_weights and not Path(init_weights).is_file():
+        raise InputError(f"no such weights file: {init_weights}")
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     state_path = run_dir / STATE_FILE
@@ -179,6 +186,7 @@ def train_centres(run_dir, preset="decam", n_fields=800, field_size=256, seed=4_
             raise InputError(f"crop must be a multiple of 8 and at most the field size "
                              f"({field_size}), got {settings['crop']}")
         state = {"step": 0, "settings": settings, "losses": [],
+                 "init_weights": Path(init_weights).name if init_weights else None,
                  "pool": {"preset": preset, "fields": n_fields, "field_size": field_size,
                           "seeds": [seed, seed + n_fields - 1], "snr_min": settings["snr_min"],
                           "kinds": [dict(k) for k in FIELD_KINDS.get(preset, ())]}}
@@ -197,6 +205,13 @@ def train_centres(run_dir, preset="decam", n_fields=800, field_size=256, seed=4_
     optimizer = keras.optimizers.AdamW(settings["learning_rate"],
                                        weight_decay=settings["weight_decay"])
     optimizer.build(model.trainable_variables)
+    if not state["step"] and init_weights:
+        try:
+            model.load_weights(str(init_weights))
+        except (OSError, ValueError) as exc:
+            raise InputError(f"cannot start from {init_weights}: not the weights of a centre "
+                             f"network of widths {settings['widths']} ({exc})") from None
+        log(f"starting from {init_weights}")
     if state["step"]:
         model.load_weights(str(run_dir / WEIGHTS_FILE))
         with np.load(run_dir / OPTIMIZER_FILE) as saved:
@@ -247,6 +262,7 @@ def centres_section(state, weights_name, threshold, flips=True):
             "training": {"steps": state["step"], "batch_size": settings["batch_size"],
                          "crop": settings["crop"], "learning_rate": settings["learning_rate"],
                          "target_sigma_px": settings["sigma"], "pool": state["pool"],
+                         "initialised_from": state.get("init_weights"),
                          "final_loss": state["losses"][-1][1] if state["losses"] else None}}
 
 
@@ -255,7 +271,8 @@ def attach_centres(run_dir, maskrcnn_path, threshold, flips=True):
 
     The weights become ``<model>.centres.weights.h5``; the card gets a
     ``centres`` section (:func:`centres_section`), so the engine runs the
-    network with that model.
+    network with that model; the section's other settings (the rules chosen
+    around the network, e.g. ``confirm_instances``) are kept.
     """
     import shutil
 
@@ -274,6 +291,8 @@ def attach_centres(run_dir, maskrcnn_path, threshold, flips=True):
     name = maskrcnn_path.name.removesuffix(".keras") + ".centres.weights.h5"
     with local_file_written_whole(maskrcnn_path.with_name(name)) as tmp:
         shutil.copyfile(run_dir / WEIGHTS_FILE, tmp)
-    card["centres"] = centres_section(state, name, threshold, flips)
+    # The rules chosen around the network (confirm_instances, ...) stay with the card.
+    section = centres_section(state, name, threshold, flips)
+    card["centres"] = {**(card.get("centres") or {}), **section}
     write_model_card(maskrcnn_path, card)
     return card
