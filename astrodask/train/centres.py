@@ -205,19 +205,19 @@ def train_centres(run_dir, preset="decam", n_fields=800, field_size=256, seed=4_
     optimizer = keras.optimizers.AdamW(settings["learning_rate"],
                                        weight_decay=settings["weight_decay"])
     optimizer.build(model.trainable_variables)
-    if not state["step"] and init_weights:
-        try:
-            model.load_weights(str(init_weights))
-        except (OSError, ValueError) as exc:
-            raise InputError(f"cannot start from {init_weights}: not the weights of a centre "
-                             f"network of widths {settings['widths']} ({exc})") from None
-        log(f"starting from {init_weights}")
     if state["step"]:
         model.load_weights(str(run_dir / WEIGHTS_FILE))
         with np.load(run_dir / OPTIMIZER_FILE) as saved:
             for i, variable in enumerate(optimizer.variables):
                 variable.assign(saved[f"v{i}"])
         log(f"resumed at step {state['step']}")
+    elif init_weights:
+        try:
+            model.load_weights(str(init_weights))
+        except (OSError, ValueError) as exc:
+            raise InputError(f"cannot start from {init_weights}: not the weights of a centre "
+                             f"network of widths {settings['widths']} ({exc})") from None
+        log(f"starting from {init_weights}")
 
     @tf.function
     def train_step(x, y, rate):
@@ -291,7 +291,6 @@ def attach_centres(run_dir, maskrcnn_path, threshold, flips=True):
     name = maskrcnn_path.name.removesuffix(".keras") + ".centres.weights.h5"
     with local_file_written_whole(maskrcnn_path.with_name(name)) as tmp:
         shutil.copyfile(run_dir / WEIGHTS_FILE, tmp)
-    # The rules chosen around the network (confirm_instances, ...) stay with the card.
     section = centres_section(state, name, threshold, flips)
     card["centres"] = {**(card.get("centres") or {}), **section}
     write_model_card(maskrcnn_path, card)
