@@ -233,6 +233,28 @@ def test_bad_training_options_are_refused(tmp_path):
         train_centres(tmp_path / "b", n_fields=1, field_size=48, crop=30)
 
 
+def test_damaged_crops_hold_noise_and_no_centre_on_their_flagged_region():
+    from astrodask.train.centres import flag_region, make_batch
+
+    rng = np.random.default_rng(3)
+    for _ in range(30):
+        region = flag_region(64, rng)
+        assert region.any() and not region.all()
+    images = np.full((2, 64, 64, 3), 50.0, np.float16)   # bright everywhere: noise stands out
+    targets = np.ones((2, 64, 64), np.float32)
+    plain_x, plain_y = make_batch(images, targets, np.random.default_rng(1), 16, 64, 0.0)
+    # without damage the batches are those of runs made before the option existed
+    again_x, _ = make_batch(images, targets, np.random.default_rng(1), 16, 64, 0.0, damage=0.0)
+    np.testing.assert_array_equal(plain_x, again_x)
+    x, y = make_batch(images, targets, np.random.default_rng(1), 16, 64, 0.0, damage=1.0)
+    flagged = np.abs(x - 50.0) > 10.0
+    assert flagged.any(axis=(1, 2, 3)).all()          # every crop damaged
+    assert (flagged.all(axis=-1) == flagged.any(axis=-1)).all()  # all bands at once
+    assert np.abs(x[flagged]).max() < 8.0             # sky noise of σ 1, standardised
+    np.testing.assert_array_equal(y[..., 0] == 0.0, flagged.all(axis=-1))
+    assert plain_y.min() == 1.0
+
+
 def knotty_window():
     """An irregular galaxy with a bright knot 8 px from its core, and a star."""
     shape = (64, 64)

@@ -21,6 +21,10 @@ def register(subparsers):
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--crop", type=int, default=96, help="crop side, a multiple of 8")
     parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--damage", type=float, default=0.0,
+                        help="fraction of crops given a noise-filled flagged region (a bad "
+                             "column, a stripe, a block), as the engine fills flagged pixels "
+                             "and the mosaic's padding (default 0)")
     parser.add_argument("--max-minutes", type=float, default=None,
                         help="stop after a checkpoint once this much time has passed")
     parser.add_argument("--workers", type=int, default=1, help="processes simulating the pool")
@@ -45,7 +49,8 @@ def _train(args):
                              field_size=args.field_size, seed=args.seed, max_seconds=max_seconds,
                              workers=args.workers, init_weights=args.init_weights,
                              steps=args.steps, batch_size=args.batch_size,
-                             crop=args.crop, learning_rate=args.learning_rate)
+                             crop=args.crop, learning_rate=args.learning_rate,
+                             damage=args.damage)
     done = state["step"] >= state["settings"]["steps"]
     print(f"{state['step']}/{state['settings']['steps']} steps"
           + ("" if done else "; rerun to resume"))

@@ -37,7 +37,7 @@ FIELD_KINDS = {
 }
 DEFAULTS = dict(steps=5000, batch_size=8, crop=96, learning_rate=1e-3, warmup_steps=100,
                 weight_decay=1e-4, offset_sigma=0.1, snr_min=2.0, widths=WIDTHS,
-                sigma=TARGET_SIGMA)
+                sigma=TARGET_SIGMA, damage=0.0)
 
 
 def _simulated_field(job):
@@ -90,8 +90,39 @@ def load_pool(path):
         return data["images"], [data[f"centres{i}"] for i in range(int(data["count"]))]
 
 
-def make_batch(images, targets, rng, batch_size, crop, offset_sigma):
-    """Random crops (rotated, mirrored, offset per band) of the pool and their targets."""
+def flag_region(crop, rng):
+    """A random flagged region of a ``crop`` x ``crop`` image, as surveys have them.
+
+    One of: a bad column 1-3 px wide; a stripe 8-40 px wide (a zero-weight
+    strip, a chip gap); a block 16 px to half the crop on a side, which may
+    reach past the crop's edge (a missing chip, the mosaic's padding). Rows
+    come from the rotations applied afterwards.
+
+    Returns
+    -------
+    ndarray of bool, shape (crop, crop)
+    """
+    region = np.zeros((crop, crop), dtype=bool)
+    kind = int(rng.integers(3))
+    if kind < 2:
+        width = int(rng.integers(1, 4)) if kind == 0 else int(rng.integers(8, 41))
+        x0 = int(rng.integers(-width + 1, crop))
+        region[:, max(x0, 0):x0 + width] = True
+    else:
+        h, w = (int(v) for v in rng.integers(16, crop // 2 + 1, size=2))
+        y0, x0 = int(rng.integers(-h + 1, crop)), int(rng.integers(-w + 1, crop))
+        region[max(y0, 0):y0 + h, max(x0, 0):x0 + w] = True
+    return region
+
+
+def make_batch(images, targets, rng, batch_size, crop, offset_sigma, damage=0.0):
+    """Random crops (rotated, mirrored, offset per band) of the pool and their targets.
+
+    With probability ``damage`` a crop gets a flagged region (:func:`flag_region`)
+    filled as the engine fills flagged pixels, with sky noise (σ 1 in
+    standardised units); the target there is 0, since the engine never
+    reports a centre on a flagged pixel.
+    """
     n, height, width, bands = images.shape
     xs, ys = [], []
     for _ in range(batch_size):
@@ -99,6 +130,10 @@ def make_batch(images, targets, rng, batch_size, crop, offset_sigma):
         y0, x0 = int(rng.integers(height - crop + 1)), int(rng.integers(width - crop + 1))
         image = images[i, y0:y0 + crop, x0:x0 + crop].astype(np.float32)
         target = targets[i, y0:y0 + crop, x0:x0 + crop]
+        if damage and rng.random() < damage:
+            region = flag_region(crop, rng)
+            image[region] = rng.standard_normal((int(region.sum()), bands), dtype=np.float32)
+            target = np.where(region, np.float32(0.0), target)
         k = int(rng.integers(4))
         image, target = np.rot90(image, k), np.rot90(target, k)
         if rng.random() < 0.5:
@@ -234,7 +269,7 @@ def train_centres(run_dir, preset="decam", n_fields=800, field_size=256, seed=4_
         # One stream per step: a resumed run draws the batches an uninterrupted one would.
         rng = np.random.default_rng([pool["seeds"][0], step])
         x, y = make_batch(images, targets, rng, settings["batch_size"], settings["crop"],
-                          settings["offset_sigma"])
+                          settings["offset_sigma"], settings.get("damage", 0.0))
         rate = np.float32(learning_rate_at(step, settings))
         running.append(float(train_step(tf.constant(x), tf.constant(y), tf.constant(rate))))
         state["step"] = step + 1
@@ -261,7 +296,8 @@ def centres_section(state, weights_name, threshold, flips=True):
             "threshold": float(threshold), "flips": bool(flips),
             "training": {"steps": state["step"], "batch_size": settings["batch_size"],
                          "crop": settings["crop"], "learning_rate": settings["learning_rate"],
-                         "target_sigma_px": settings["sigma"], "pool": state["pool"],
+                         "target_sigma_px": settings["sigma"],
+                         "damage": settings.get("damage", 0.0), "pool": state["pool"],
                          "initialised_from": state.get("init_weights"),
                          "final_loss": state["losses"][-1][1] if state["losses"] else None}}
 
