@@ -12,6 +12,9 @@
   band's level and sigma, never a flat constant. A flat region is something
   the networks never saw in training, and it blinds a whole window, not only
   itself (FIELD_NOTES: 3 detections with zero padding, 46 with noise).
+  Thin flagged features (bad columns, a few pixels wide) are interpolated
+  from their neighbours instead, plus the same noise, so that a source they
+  cross keeps its profile and its centre.
 - :func:`detection_image`: the sum of the bands in units of their noise, the
   one image that decides an object's anchor (its brightest pixel) everywhere:
   in the engine, in the merge and in the Morpheus segments.
@@ -102,8 +105,20 @@ def band_levels(mosaic, bands=None):
     return mean, usable_std(std)
 
 
+#: Flagged features narrower than this (px) are inpainted, wider ones filled with sky noise.
+INPAINT_WIDTH = 5
+
+
 def fill_flagged(data, flagged, mean, std, seed):
-    """Replace flagged pixels by Gaussian sky noise.
+    """Replace flagged pixels by Gaussian sky noise, or interpolate thin flagged features.
+
+    A flagged pixel that an opening by a square of :data:`INPAINT_WIDTH`
+    removes (a bad column, a short trail) is inpainted from the pixels
+    around it (biharmonic, ``skimage.restoration.inpaint_biharmonic``) plus
+    sky noise; the rest (padding, stripes, missing chips) takes sky noise
+    around the band's level. Chosen on validation mosaics with bad columns
+    (BENCHMARKS.md): near flagged pixels, purity 0.74 -> 0.82 at equal
+    completeness.
 
     Parameters
     ----------
@@ -130,7 +145,23 @@ def fill_flagged(data, flagged, mean, std, seed):
     mean = np.asarray(mean, dtype=np.float32)[:, None, None]
     std = np.asarray(std, dtype=np.float32)[:, None, None]
     out[flagged] = (mean + std * noise)[flagged]
+    for b in range(out.shape[0]):
+        _inpaint_thin(out[b], flagged[b], std[b, 0, 0] * noise[b])
     return out
+
+
+def _inpaint_thin(band, flagged, noise):
+    """Inpaint ``band`` in place over the thin features of ``flagged``, plus ``noise``."""
+    from scipy import ndimage
+    from skimage.restoration import inpaint_biharmonic
+
+    if not flagged.any():
+        return
+    square = np.ones((INPAINT_WIDTH, INPAINT_WIDTH), dtype=bool)
+    thin = flagged & ~ndimage.binary_opening(flagged, structure=square)
+    if thin.any():
+        smooth = inpaint_biharmonic(band.astype(np.float64), thin)
+        band[thin] = smooth[thin] + noise[thin]
 
 
 def detection_image(data, flagged, mean, std):

@@ -22,6 +22,23 @@ def test_fill_replaces_only_flagged_pixels_with_sky_noise_deterministically():
     assert not np.array_equal(out, fill_flagged(data, flagged, mean, std, seed=(2, 1)))
 
 
+def test_a_bad_column_is_interpolated_across_a_source_and_a_wide_stripe_is_not():
+    yy, xx = np.mgrid[:120, :120]
+    source = 100.0 * np.exp(-((yy - 60.0) ** 2 + (xx - 61.0) ** 2) / (2 * 4.0 ** 2))
+    data = (source + np.zeros((1, 120, 120))).astype(np.float32)
+    flagged = np.zeros(data.shape, bool)
+    flagged[0, :, 60:62] = True          # a bad column pair through the source's centre
+    flagged[0, 100:, :] = True           # a wide stripe: sky noise, as before
+    out = fill_flagged(np.where(flagged, np.nan, data), flagged, [0.0], [0.1], seed=(0, 0))
+    column = out[0, 40:80, 60:62]
+    np.testing.assert_allclose(column, data[0, 40:80, 60:62], atol=0.05 * source.max())
+    row = out[0, 60, 45:78]
+    assert abs((row * np.arange(45, 78)).sum() / row.sum() - 61.0) < 0.3  # centroid kept
+    stripe = out[0, 105:, :]
+    assert abs(stripe.mean()) < 0.02 and abs(stripe.std() - 0.1) < 0.01
+    assert np.isfinite(out).all()
+
+
 def test_detection_image_is_noise_units_and_minus_inf_on_flagged():
     data = np.ones((3, 4, 4), np.float32) * np.array([1.0, 2.0, 4.0], np.float32)[:, None, None]
     flagged = np.zeros(data.shape, bool)
