@@ -8,8 +8,9 @@ import pytest
 from astrodask.centre_segments import centre_detections
 from astrodask.classes import OBJECT_CODE
 from astrodask.errors import InputError
-from astrodask.models.centres import (build_centre_net, centre_heatmap, find_centres,
-                                      render_target)
+from astrodask.models.centres import (bin_images, binned_positions, build_centre_net,
+                                      centre_heatmap, find_centres, render_target, unbin_maps,
+                                      unbinned_positions)
 
 
 def gaussian(shape, y, x, sigma, amplitude=1.0):
@@ -53,6 +54,47 @@ def test_heatmap_follows_the_image_under_rotations_and_mirrors():
     assert one.shape == heat.shape == (1, 24, 16) and 0 < one.min() and one.max() < 1
     # sides that are not multiples of 8 are padded, and the map cropped back
     assert centre_heatmap(net, image[:, :21, :13]).shape == (1, 21, 13)
+
+
+def test_a_binned_network_sees_block_means_and_its_peaks_land_on_the_sources_pixels():
+    image = np.arange(2 * 8 * 6 * 3, dtype=np.float32).reshape(2, 8, 6, 3)
+    binned = bin_images(image, 2)
+    assert binned.shape == (2, 4, 3, 3)
+    assert binned[1, 2, 1, 2] == pytest.approx(image[1, 4:6, 2:4, 2].mean())
+    # a source at full-resolution pixel (13.5, 6.0) is at binned (6.5, 2.75) for b = 2,
+    # and a map peaked there interpolates back to a peak at the source's pixel
+    y, x = binned_positions([13.5, 6.0], 2)
+    assert (y, x) == (6.5, 2.75)
+    assert tuple(unbinned_positions([y, x], 2)) == (13.5, 6.0)
+    # a map peaked on a binned pixel peaks between two pixels when interpolated back
+    small = render_target(np.array([[6.0, 3.0]]), (16, 16), sigma=1.5)
+    back = unbin_maps(small[None], 2)[0]
+    assert back.shape == (32, 32) and back[12, 6] == back[13, 7] == back.max()
+    py, px, _ = find_centres(small, 0.5)
+    assert tuple(unbinned_positions([py[0], px[0]], 2)) == (12.5, 6.5)
+    # the engine's heatmap of a binned network keeps the window's shape, odd sides too
+    net = build_centre_net(3, widths=(4, 8))
+    window = np.random.default_rng(2).normal(size=(1, 40, 27, 3)).astype(np.float32)
+    heat = centre_heatmap(net, window, flips=False, binning=2)
+    assert heat.shape == (1, 40, 27) and 0 < heat.min() and heat.max() < 1
+    assert centre_heatmap(net, window, flips=False, binning=2, unbin=False).shape == (1, 20, 14)
+    # a map constant over each 2x2 block, as the binned network sees one pixel per block
+    coarse = centre_heatmap(net, bin_images(window[:, :32, :24], 2), flips=False)
+    np.testing.assert_allclose(centre_heatmap(net, window[:, :32, :24], flips=False,
+                                              binning=2)[0, 1::2, 1::2][3:-3, 3:-3],
+                               unbin_maps(coarse, 2)[0, 1::2, 1::2][3:-3, 3:-3], atol=1e-6)
+
+
+def test_training_on_binned_fields_records_the_binning(tmp_path):
+    from astrodask.train.centres import centres_section, train_centres
+
+    _, state = train_centres(tmp_path / "b", n_fields=1, field_size=96, seed=5, steps=1,
+                             batch_size=1, crop=48, binning=2)
+    assert centres_section(state, "x.h5", 0.4)["binning"] == 2
+    with pytest.raises(InputError, match="binned"):
+        train_centres(tmp_path / "c", n_fields=1, field_size=96, crop=64, binning=2)
+    with pytest.raises(InputError, match="divisor"):
+        train_centres(tmp_path / "d", n_fields=1, field_size=96, binning=5)
 
 
 def blend_window():
@@ -313,3 +355,19 @@ def test_the_engine_folds_knot_peaks_only_with_the_unet_and_the_cards_fold():
                                                       fold_fragments=fold))
         segments, classes, scores, kept = MaskRCNNRunner.centre(runner, *args, maps)
         assert len(segments) == len(classes) == len(scores) == len(kept) == n
+
+
+def test_the_engine_maps_a_binned_networks_peaks_back_to_the_windows_pixels():
+    from types import SimpleNamespace
+
+    from astrodask.engine.runners import MaskRCNNRunner
+
+    brightness = gaussian((48, 48), 10.5, 14.5, 2.0, 50.0).astype(np.float32)
+    binned_heatmap = gaussian((24, 24), 5.0, 7.0, 1.0, 0.9).astype(np.float32)
+    runner = SimpleNamespace(spec=SimpleNamespace(centres={"threshold": 0.3, "binning": 2},
+                                                  fold_fragments=None))
+    segments, _, scores, centres = MaskRCNNRunner.centre(
+        runner, binned_heatmap, np.zeros((0, 48, 48), bool), np.zeros(0, np.int64),
+        np.zeros(0), brightness, None)
+    assert len(centres) == 1 and tuple(centres[0]) == (10.5, 14.5)
+    assert scores[0] == pytest.approx(0.9) and segments[0][10, 14]

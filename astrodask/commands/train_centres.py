@@ -21,6 +21,9 @@ def register(subparsers):
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--crop", type=int, default=96, help="crop side, a multiple of 8")
     parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--binning", type=int, default=1,
+                        help="train on fields binned BxB (crops in binned pixels); the engine "
+                             "bins each window the same way (default 1: none)")
     parser.add_argument("--damage", type=float, default=0.0,
                         help="fraction of crops given a noise-filled flagged region (a bad "
                              "column, a stripe, a block), as the engine fills flagged pixels "
@@ -50,7 +53,7 @@ def _train(args):
                              workers=args.workers, init_weights=args.init_weights,
                              steps=args.steps, batch_size=args.batch_size,
                              crop=args.crop, learning_rate=args.learning_rate,
-                             damage=args.damage)
+                             damage=args.damage, binning=args.binning)
     done = state["step"] >= state["settings"]["steps"]
     print(f"{state['step']}/{state['settings']['steps']} steps"
           + ("" if done else "; rerun to resume"))

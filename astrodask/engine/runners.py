@@ -147,12 +147,16 @@ class MaskRCNNRunner:
         self.heatmaps(blank)
 
     def heatmaps(self, images):
-        """The centre network's heatmaps of a standardised batch; None without one."""
+        """The centre network's heatmaps of a standardised batch, binned as it sees them.
+
+        None without a network.
+        """
         from ..models.centres import centre_heatmap
 
         if self.centres is None:
             return None
-        return centre_heatmap(self.centres, images, flips=self.spec.centres.get("flips", True))
+        return centre_heatmap(self.centres, images, flips=self.spec.centres.get("flips", True),
+                              binning=int(self.spec.centres.get("binning", 1)), unbin=False)
 
     def standardise(self, tiles, mosaic):
         """Eq. 1 on a batch of tiles (B, T, T, band), flagged pixels filled with sky noise."""
@@ -216,9 +220,11 @@ class MaskRCNNRunner:
         (:func:`~astrodask.centre_segments.fold_knot_centres`).
         """
         from ..centre_segments import centre_detections, fold_knot_centres
-        from ..models.centres import find_centres
+        from ..models.centres import find_centres, unbinned_positions
 
         cy, cx, peaks = find_centres(heatmap, self.spec.centres["threshold"])
+        binning = int(self.spec.centres.get("binning", 1))
+        cy, cx = unbinned_positions(cy, binning), unbinned_positions(cx, binning)
         segments, classes, peak_scores, centres = centre_detections(
             np.stack([cy, cx], axis=1), peaks, masks, class_ids, scores, brightness,
             keep_instances=self.spec.centres.get("keep_instances"),
