@@ -65,7 +65,7 @@ def smoothed_noise(smoothed):
 
 
 def centre_detections(centres, scores, masks, class_ids, instance_scores, brightness,
-                      keep_instances=None, confirm_instances=None):
+                      keep_instances=None, confirm_instances=None, core_radius=CORE_RADIUS):
     """Detections of one window from its centres and its Mask R-CNN instances.
 
     Parameters
@@ -88,6 +88,9 @@ def centre_detections(centres, scores, masks, class_ids, instance_scores, bright
         A centre near the core of an instance at this score or above takes
         the instance's score where it is higher; ``None``: scores are the
         peaks.
+    core_radius : float
+        A centre this near an instance's core (px) is near it (the card's
+        ``centres.core_radius``; default :data:`CORE_RADIUS`).
 
     Returns
     -------
@@ -121,8 +124,8 @@ def centre_detections(centres, scores, masks, class_ids, instance_scores, bright
     cores = _instance_cores(smoothed, masks, finite, instance_scores,
                             min(v for v in (keep_instances, confirm_instances, np.inf)
                                 if v is not None))
-    scores = _confirmed(scores, pixels, cores, instance_scores, confirm_instances)
-    kept, cores = _unpeaked(pixels, cores, instance_scores, keep_instances)
+    scores = _confirmed(scores, pixels, cores, instance_scores, confirm_instances, core_radius)
+    kept, cores = _unpeaked(pixels, cores, instance_scores, keep_instances, core_radius)
     n_peaks = len(centres)
     if kept:
         pixels = np.concatenate([pixels, cores])
@@ -170,13 +173,13 @@ def _instance_cores(smoothed, masks, usable, instance_scores, min_score):
     return cores
 
 
-def _near(pixels, y, x):
-    """Which of ``pixels`` lie within :data:`CORE_RADIUS` of ``(y, x)``."""
+def _near(pixels, y, x, radius):
+    """Which of ``pixels`` lie within ``radius`` of ``(y, x)``."""
     pixels = np.asarray(pixels, dtype=np.float64).reshape(-1, 2)
-    return np.hypot(pixels[:, 0] - y, pixels[:, 1] - x) <= CORE_RADIUS
+    return np.hypot(pixels[:, 0] - y, pixels[:, 1] - x) <= radius
 
 
-def _confirmed(scores, pixels, cores, instance_scores, min_score):
+def _confirmed(scores, pixels, cores, instance_scores, min_score, radius):
     """Each centre's score raised to that of the best instance of ``min_score`` or more
     whose core lies near it and nearer to it than to any other centre (module docstring)."""
     scores = np.asarray(scores, dtype=np.float64)
@@ -186,17 +189,18 @@ def _confirmed(scores, pixels, cores, instance_scores, min_score):
     for i, y, x in cores:
         # one instance vouches for one source: a second peak beside its core is not
         # confirmed by it
-        k = _centre_at_core(pixels, scores, y, x) if instance_scores[i] >= min_score else None
+        k = (_centre_at_core(pixels, scores, y, x, radius) if instance_scores[i] >= min_score
+             else None)
         if k is not None:
             raised[k] = max(raised[k], instance_scores[i])
     return raised
 
 
-def _centre_at_core(pixels, scores, y, x, candidates=None):
+def _centre_at_core(pixels, scores, y, x, radius, candidates=None):
     """Index of the centre (of ``candidates``, a boolean mask, where given) nearest the
-    core ``(y, x)`` within :data:`CORE_RADIUS`; of equals the higher score, then the
+    core ``(y, x)`` within ``radius``; of equals the higher score, then the
     first. ``None`` where there is none."""
-    near = _near(pixels, y, x)
+    near = _near(pixels, y, x, radius)
     if candidates is not None:
         near &= candidates
     near = np.flatnonzero(near)
@@ -207,13 +211,13 @@ def _centre_at_core(pixels, scores, y, x, candidates=None):
     return near[np.lexsort((near, -np.asarray(scores)[near], distance))[0]]
 
 
-def _unpeaked(pixels, cores, instance_scores, min_score):
+def _unpeaked(pixels, cores, instance_scores, min_score, radius):
     """Indices and core pixels of the instances kept without a centre (module docstring)."""
     taken = [tuple(p) for p in pixels]
     kept, kept_cores = [], []
     if min_score is not None:
         for i, y, x in cores:
-            if instance_scores[i] >= min_score and not _near(taken, y, x).any():
+            if instance_scores[i] >= min_score and not _near(taken, y, x, radius).any():
                 kept.append(i)
                 kept_cores.append((y, x))
                 taken.append((y, x))
@@ -253,7 +257,7 @@ def _core(mask, smoothed):
 
 
 def fold_knot_centres(segments, scores, centres, masks, instance_scores, brightness,
-                      probabilities, irregular, max_area_fraction):
+                      probabilities, irregular, max_area_fraction, core_radius=CORE_RADIUS):
     """Fold the centres on an irregular galaxy's knots into the galaxy's (module docstring).
 
     For each Mask R-CNN instance scoring at least :data:`KNOT_INSTANCE_SCORE`
@@ -281,6 +285,8 @@ def fold_knot_centres(segments, scores, centres, masks, instance_scores, brightn
     irregular : int
         Index of the irregular class in ``probabilities``.
     max_area_fraction : float
+    core_radius : float
+        As in :func:`centre_detections`.
 
     Returns
     -------
@@ -312,7 +318,7 @@ def fold_knot_centres(segments, scores, centres, masks, instance_scores, brightn
     galaxy = np.zeros(n, dtype=bool)
     segments = segments.copy()
     for i, y, x in sorted(cores, key=lambda core: -instance_scores[core[0]]):
-        main = _centre_at_core(pixels, scores, y, x, alive)
+        main = _centre_at_core(pixels, scores, y, x, core_radius, alive)
         if main is None or classes[main] != irregular:
             continue
         galaxy[main] = True

@@ -192,6 +192,22 @@ def test_a_centre_at_a_confident_core_takes_the_instance_score():
     np.testing.assert_allclose(centre_detections(*args)[2], [0.35, 0.3, 0.4])
 
 
+def test_the_core_radius_decides_which_centre_an_instance_vouches_for():
+    """At a fine pixel scale a galaxy's peak may lie farther from its core than 3 px."""
+    shape = (64, 64)
+    brightness = gaussian(shape, 30.0, 30.0, 6.0, 40).astype(np.float32)
+    galaxy = gaussian(shape, 30.0, 30.0, 6.0) > 0.1
+    centre = np.array([[30.0, 35.0]])  # 5 px from the core
+    args = (centre, np.array([0.35]), galaxy[None], np.array([OBJECT_CODE["galaxy"]]),
+            np.array([0.95]), brightness)
+    _, _, scores, kept = centre_detections(*args, confirm_instances=0.8, keep_instances=0.9)
+    # within the default 3 px the core has no centre: the instance is kept on its own
+    assert len(kept) == 2 and list(scores) == pytest.approx([0.35, 0.95])
+    _, _, scores, kept = centre_detections(*args, confirm_instances=0.8, keep_instances=0.9,
+                                           core_radius=6.0)
+    assert len(kept) == 1 and list(scores) == pytest.approx([0.95])
+
+
 def test_an_instance_vouches_for_one_centre_only():
     """A faint second peak 2 px beside a confident galaxy's core is not raised with it."""
     brightness, masks = blend_window()

@@ -219,22 +219,23 @@ class MaskRCNNRunner:
         knots fold into the galaxy's
         (:func:`~astrodask.centre_segments.fold_knot_centres`).
         """
-        from ..centre_segments import centre_detections, fold_knot_centres
+        from ..centre_segments import CORE_RADIUS, centre_detections, fold_knot_centres
         from ..models.centres import find_centres, unbinned_positions
 
         cy, cx, peaks = find_centres(heatmap, self.spec.centres["threshold"])
         binning = int(self.spec.centres.get("binning", 1))
         cy, cx = unbinned_positions(cy, binning), unbinned_positions(cx, binning)
+        radius = float(self.spec.centres.get("core_radius", CORE_RADIUS))
         segments, classes, peak_scores, centres = centre_detections(
             np.stack([cy, cx], axis=1), peaks, masks, class_ids, scores, brightness,
             keep_instances=self.spec.centres.get("keep_instances"),
-            confirm_instances=self.spec.centres.get("confirm_instances"))
+            confirm_instances=self.spec.centres.get("confirm_instances"), core_radius=radius)
         fraction = self.spec.fold_fragments
         if fraction and unet is not None and "irregular" in unet[1]:
             probabilities, names = unet
             keep, segments = fold_knot_centres(segments, peak_scores, centres, masks, scores,
                                                brightness, probabilities,
-                                               names.index("irregular"), fraction)
+                                               names.index("irregular"), fraction, radius)
             classes, peak_scores, centres = classes[keep], peak_scores[keep], centres[keep]
         return segments, classes, peak_scores, centres
 
