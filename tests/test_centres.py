@@ -62,7 +62,7 @@ def test_a_binned_network_sees_block_means_and_its_peaks_land_on_the_sources_pix
     assert binned.shape == (2, 4, 3, 3)
     assert binned[1, 2, 1, 2] == pytest.approx(image[1, 4:6, 2:4, 2].mean())
     # a source at full-resolution pixel (13.5, 6.0) is at binned (6.5, 2.75) for b = 2,
-    # and a map peaked there interpolates back to a peak at the source's pixel
+    # and back
     y, x = binned_positions([13.5, 6.0], 2)
     assert (y, x) == (6.5, 2.75)
     assert tuple(unbinned_positions([y, x], 2)) == (13.5, 6.0)
@@ -78,7 +78,7 @@ def test_a_binned_network_sees_block_means_and_its_peaks_land_on_the_sources_pix
     heat = centre_heatmap(net, window, flips=False, binning=2)
     assert heat.shape == (1, 40, 27) and 0 < heat.min() and heat.max() < 1
     assert centre_heatmap(net, window, flips=False, binning=2, unbin=False).shape == (1, 20, 14)
-    # a map constant over each 2x2 block, as the binned network sees one pixel per block
+    # the binned heatmap is the network's map of the block means, interpolated back
     coarse = centre_heatmap(net, bin_images(window[:, :32, :24], 2), flips=False)
     np.testing.assert_allclose(centre_heatmap(net, window[:, :32, :24], flips=False,
                                               binning=2)[0, 1::2, 1::2][3:-3, 3:-3],
