@@ -7,8 +7,11 @@ give the same catalog whatever the tile grid.
 """
 
 from collections import Counter
+from pathlib import Path
+import shutil
 
 import numpy as np
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from astropy.io import fits
@@ -55,8 +58,11 @@ def ingest(folder, name, tile, halo, crop=0, saturate=None):
                             halo=halo, overwrite=True)
 
 
-def fake_detections(mosaic, masks, truth, out, crop=0, perturb=None, centres=False):
-    """Write instance parts as a perfect detector would see each window."""
+def fake_detections(mosaic, masks, truth, out, crop=0, perturb=None, centres=False,
+                    score_of=None):
+    """Write instance parts as a perfect detector would see each window.
+
+    ``score_of(id)``: each object's score (default 1)."""
     grid = mosaic.tile_grid
     results = Results(out)
     storage.makedirs(results.instances_dir)
@@ -87,7 +93,8 @@ def fake_detections(mosaic, masks, truth, out, crop=0, perturb=None, centres=Fal
         at = (np.array([positions[i] for i in ids]).reshape(-1, 2) - (y0w, x0w)
               if centres else None)
         table = tile_instances(tile, grid, stack, [classes[i] for i in ids],
-                               np.ones(len(ids), np.float32), brightness, at)
+                               np.array([score_of(i) if score_of else 1.0 for i in ids],
+                                        np.float32), brightness, at)
         write_parquet(table, results.instances_path(iy, ix))
     put_json(results.file("run.json"), {
         "complete": True, "mosaic": str(mosaic.path), "config": {},
@@ -342,6 +349,81 @@ def test_objects_with_pixels_at_the_saturation_level_are_flagged(field):
     reference = fake_detections(mosaic, masks, truth, folder / "res-saturated-single")
     merge_in_process(reference)
     assert catalog(reference)["saturated"] == expected
+
+
+def _pieces_table(rows):
+    """A window's pieces table from ``(score, y0, x0, mask)`` rows (window (0, 0))."""
+    import pyarrow as pa
+
+    from astrodask.instances import SCHEMA, encode_mask
+
+    columns = {name: [] for name in SCHEMA.names}
+    for det, (score, y0, x0, mask) in enumerate(rows):
+        py, px = np.nonzero(mask)
+        values = dict(tile_iy=0, tile_ix=0, det=det, class_id=2, **{"class": "galaxy"},
+                      score=score, y0=y0, x0=x0, y1=y0 + mask.shape[0], x1=x0 + mask.shape[1],
+                      area=int(mask.sum()), anchor_y=y0 + int(py[0]), anchor_x=x0 + int(px[0]),
+                      in_core=True, cut=det == 1, centre_y=float(y0 + py[0]),
+                      centre_x=float(x0 + px[0]), mask=encode_mask(mask))
+        for name, value in values.items():
+            columns[name].append(value)
+    return pa.table(columns, schema=SCHEMA)
+
+
+def test_weak_pieces_fold_into_the_confident_piece_they_touch():
+    """Under the catalog cut: a touching piece (and a chain) joins its source; others stay."""
+    from astrodask.instances import decode_mask
+    from astrodask.merging.pieces import fold_faint_pieces
+
+    block = np.ones((4, 4), bool)
+    rows = [(0.9, 10, 10, block),            # 0: confident galaxy at (10..13, 10..13)
+            (0.3, 10, 14, block),            # 1: weak, touches 0 on its right (and is cut)
+            (0.2, 10, 18, block),            # 2: weak, touches only 1: a chain
+            (0.3, 30, 30, block),            # 3: weak, alone: left to the cut
+            (0.3, 11, 11, np.ones((2, 4), bool)),  # 4: weak, lies on 0: another proposal
+            (0.8, 50, 50, block)]            # 5: confident, alone
+    table = _pieces_table(rows)
+    assert fold_faint_pieces(table, None).equals(table)
+    folded = fold_faint_pieces(table, 0.5).to_pydict()
+    assert folded["det"] == [0, 3, 4, 5]
+    assert (folded["y0"][0], folded["x0"][0], folded["y1"][0], folded["x1"][0]) == (10, 10, 14, 22)
+    assert folded["area"][0] == 48 and decode_mask(folded["mask"][0], 4, 12).all()
+    assert folded["cut"][0]  # a folded piece that touched a window edge makes it cut
+    assert (folded["score"][0], folded["anchor_y"][0], folded["anchor_x"][0]) == \
+        (np.float32(0.9), 10, 10)
+    assert folded["area"][3] == 16 and folded["area"][1] == 16
+
+
+def test_weak_pieces_fold_the_same_way_on_dask_and_in_one_process(field, tmp_path):
+    """Weak pieces join the objects they touch: same bytes on both merges, the same objects."""
+    from distributed import Client
+
+    from astrodask.merging.products import MergeOptions
+    from astrodask.merging.single import merge_in_process
+
+    folder, truth, masks = field
+    mosaic = ingest(folder, "fold", tile=128, halo=24)
+    weak = {i for i, n in zip(truth["id"], truth["n_neighbours"]) if n > 0 and i % 2}
+    out = fake_detections(mosaic, masks, truth, tmp_path / "dask", centres=True,
+                          score_of=lambda i: 0.3 if i in weak else 1.0)
+    reference = shutil.copytree(out, tmp_path / "single")
+    unfolded = shutil.copytree(out, tmp_path / "unfolded")
+    for part in Path(Results(unfolded).instances_dir).glob("tile-*.parquet"):
+        table = pq.read_table(part)  # the weak pieces removed before the merge: nothing to fold
+        pq.write_table(table.filter(pc.greater_equal(table.column("score"), 0.5)), part)
+    options = MergeOptions(min_score=0.5)
+    with Client(processes=False, n_workers=1, dashboard_address=":0") as client:
+        merge(out, client=client, options=options)
+    merge_in_process(reference, options=options)
+    merge_in_process(unfolded, options=options)
+    assert (out / "segmap.fits").read_bytes() == (reference / "segmap.fits").read_bytes()
+    ours, alone = catalog(reference), catalog(unfolded)
+    assert catalog(out)["flux_r"] == ours["flux_r"]
+    assert alone["x"] == ours["x"] and alone["y"] == ours["y"]
+    gain = np.array(ours["area"]) - np.array(alone["area"])
+    assert (gain >= 0).all() and (gain > 0).sum() >= 3
+    labelled = [(fits.getdata(f / "segmap.fits") > 0).sum() for f in (reference, unfolded)]
+    assert labelled[0] > labelled[1]
 
 
 def test_merge_refuses_an_unfinished_run(tmp_path):

@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 from scipy import ndimage
 
-from ..instances import OPTIONAL_COLUMNS, SCHEMA, decode_mask, tile_instances
+from ..instances import OPTIONAL_COLUMNS, SCHEMA, decode_mask, encode_mask, tile_instances
 from ..sky import band_levels, detection_image
 
 
@@ -46,7 +46,7 @@ class Pieces:
         return self._masks[i]
 
 
-def read_window_pieces(results, iy, ix):
+def read_window_pieces(results, iy, ix, min_score=None):
     """The Mask R-CNN pieces of one window, from its Parquet part.
 
     Every path of the merge (single process or on Dask) gets a window's
@@ -57,6 +57,9 @@ def read_window_pieces(results, iy, ix):
     results : Results
     iy, ix : int
         Window index.
+    min_score : float, optional
+        The catalog's score cut: pieces below it that touch a piece at or
+        above it are folded into that piece (:func:`fold_faint_pieces`).
 
     Returns
     -------
@@ -78,17 +81,132 @@ def read_window_pieces(results, iy, ix):
         if name not in table.column_names:  # a part written before the column existed
             column = pa.array(np.full(table.num_rows, fill), type=SCHEMA.field(name).type)
             table = table.add_column(SCHEMA.get_field_index(name), name, column)
-    return table
+    return fold_faint_pieces(table, min_score)
 
 
-def read_instance_pieces(results):
-    """All Mask R-CNN pieces of a results folder (empty table when there are none)."""
+def fold_faint_pieces(table, min_score):
+    """One window's pieces with those under the catalog cut folded into a touching neighbour.
+
+    A detection scored under ``min_score`` leaves the catalog, but its pixels
+    are usually part of a source that stays: a knot of an irregular galaxy,
+    or the outskirts of a large one, that the centre network marked as a
+    second, weaker peak. Left out, they would be sky in the segmentation map
+    and the galaxy's flux would lack them. So, as SExtractor gives a branch
+    that fails its deblending contrast back to its parent, each piece under
+    the cut whose mask touches (4-connected) a piece at or above it is merged
+    into the one it shares the longest border with (ties: the first row);
+    the merged piece keeps its own score, class, anchor and centre. Folding
+    repeats, so a chain of weak pieces reaches the source it hangs from. A
+    weak piece lying mostly (more than half its area) on confident ones is
+    another proposal for them, not a part: it is left to the cut.
+
+    Every window's pieces are folded on their own, so the single-process
+    merge and the merge on Dask see the same pieces.
+
+    Parameters
+    ----------
+    table : pyarrow.Table
+        One window's pieces (:data:`astrodask.instances.SCHEMA`).
+    min_score : float or None
+        The catalog cut; ``None`` folds nothing.
+
+    Returns
+    -------
+    pyarrow.Table
+        The kept rows, in their order, with the folded masks, boxes and
+        areas; the folded rows are gone.
+    """
+    if min_score is None or table.num_rows == 0:
+        return table
+    score = table.column("score").to_numpy()
+    weak = np.flatnonzero(score < min_score)
+    if len(weak) == 0 or len(weak) == table.num_rows:
+        return table
+    c = {name: table.column(name).to_numpy(zero_copy_only=False).copy()
+         for name in ("y0", "x0", "y1", "x1", "area", "cut")}
+    packed = table.column("mask").to_pylist()
+    masks = [decode_mask(p, int(c["y1"][k] - c["y0"][k]), int(c["x1"][k] - c["x0"][k]))
+             for k, p in enumerate(packed)]
+    oy, ox = int(c["y0"].min()) - 1, int(c["x0"].min()) - 1
+    owner = np.zeros((int(c["y1"].max()) - oy + 1, int(c["x1"].max()) - ox + 1), np.int64)
+    for k in np.flatnonzero(score >= min_score)[::-1]:  # the first row on top where they overlap
+        box = (slice(c["y0"][k] - oy, c["y1"][k] - oy), slice(c["x0"][k] - ox, c["x1"][k] - ox))
+        owner[box][masks[k]] = k + 1
+    folded = {}
+    pending = list(weak)
+    while pending:
+        left = []
+        for k in pending:
+            target = _touching_owner(owner, masks[k], c["y0"][k] - oy, c["x0"][k] - ox)
+            if target is None:
+                left.append(k)
+                continue
+            if target < 0:
+                continue  # another proposal for confident pieces
+            box = (slice(c["y0"][k] - oy, c["y1"][k] - oy), slice(c["x0"][k] - ox, c["x1"][k] - ox))
+            owner[box][masks[k] & (owner[box] == 0)] = target + 1
+            folded.setdefault(target, []).append(k)
+        if len(left) == len(pending):
+            break
+        pending = left
+    if not folded:
+        return table
+    gone = set()
+    encoded = list(packed)
+    for target, parts in folded.items():
+        members = [target] + parts
+        gone.update(parts)
+        y0, x0 = min(c["y0"][m] for m in members), min(c["x0"][m] for m in members)
+        y1, x1 = max(c["y1"][m] for m in members), max(c["x1"][m] for m in members)
+        mask = np.zeros((y1 - y0, x1 - x0), dtype=bool)
+        for m in members:
+            mask[c["y0"][m] - y0:c["y1"][m] - y0, c["x0"][m] - x0:c["x1"][m] - x0] |= masks[m]
+        c["y0"][target], c["x0"][target], c["y1"][target], c["x1"][target] = y0, x0, y1, x1
+        c["area"][target] = int(mask.sum())
+        c["cut"][target] = any(c["cut"][m] for m in members)
+        encoded[target] = encode_mask(mask)
+    for name in ("y0", "x0", "y1", "x1", "area", "cut"):
+        table = table.set_column(SCHEMA.get_field_index(name), name,
+                                 pa.array(c[name], type=SCHEMA.field(name).type))
+    table = table.set_column(SCHEMA.get_field_index("mask"), "mask",
+                             pa.array(encoded, type=pa.binary()))
+    keep = np.ones(table.num_rows, dtype=bool)
+    keep[sorted(gone)] = False
+    return table.filter(pa.array(keep))
+
+
+def _touching_owner(owner, mask, y0, x0):
+    """Row of the piece that a weak mask (at ``y0, x0`` of ``owner``) borders most.
+
+    ``None`` when it touches none; ``-1`` when more than half of it lies on
+    pieces already (it is another proposal for them, not a part).
+    """
+    h, w = mask.shape
+    around = owner[y0 - 1:y0 + h + 1, x0 - 1:x0 + w + 1]
+    inner = around[1:-1, 1:-1]
+    if np.count_nonzero(inner[mask]) * 2 > np.count_nonzero(mask):
+        return -1
+    padded = np.pad(mask, 1)
+    ring = ndimage.binary_dilation(padded) & ~padded
+    labels = around[ring]
+    labels = labels[labels > 0]
+    if labels.size == 0:
+        return None
+    counts = np.bincount(labels)
+    return int(np.argmax(counts)) - 1
+
+
+def read_instance_pieces(results, min_score=None):
+    """All Mask R-CNN pieces of a results folder (empty table when there are none).
+
+    ``min_score``: see :func:`read_window_pieces`.
+    """
     from .. import storage
 
     windows = [tuple(int(v) for v in n[len("tile-"):-len(".parquet")].split("-"))
                for n in storage.listdir(results.instances_dir)
                if n.startswith("tile-") and n.endswith(".parquet")]
-    tables = [read_window_pieces(results, iy, ix) for iy, ix in windows]
+    tables = [read_window_pieces(results, iy, ix, min_score) for iy, ix in windows]
     table = pa.concat_tables(tables) if tables else SCHEMA.empty_table()
     return Pieces(table)
 

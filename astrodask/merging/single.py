@@ -71,7 +71,7 @@ def merge_in_process(results, *, mosaic=None, options=None, threads=None, progre
     start = time.perf_counter()
     options = resolved_options(record, options)
     if "maskrcnn" in kinds:
-        pieces = read_instance_pieces(results)
+        pieces = read_instance_pieces(results, min_score=options.min_score)
     else:
         pieces = morpheus_pieces(mosaic, unet, threshold=options.morpheus_threshold,
                                  background_level=options.morpheus_background_level,

@@ -166,7 +166,7 @@ def _window_pieces(ctx, iy, ix):
     if ctx.morpheus:
         table = _read_table(ctx.path("pieces", tile_name(iy, ix) + ".arrow"))
         return table if table is not None else SCHEMA.empty_table()
-    return read_window_pieces(Results(ctx.results), iy, ix)
+    return read_window_pieces(Results(ctx.results), iy, ix, ctx.options.get("min_score"))
 
 
 def _brightness(ctx):
