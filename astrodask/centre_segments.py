@@ -329,3 +329,112 @@ def fold_knot_centres(segments, scores, centres, masks, instance_scores, brightn
                 alive[k] = False
     keep = np.flatnonzero(alive)
     return keep, segments[keep]
+
+
+def merge_low_contrast(segments, scores, brightness, min_contrast):
+    """Merge detections that do not stand out of their neighbour's light (SExtractor's contrast).
+
+    The centre network marks every local bump: on a large galaxy of real
+    pixels (HII regions, spiral arms, the bulge of a nearby spiral), each
+    bump becomes a detection whose watershed basin takes a share of the
+    galaxy. SExtractor keeps a branch of its deblending tree as a separate
+    object only when its light exceeds ``DEBLEND_MINCONT`` of the whole
+    composite's; the same test on the basins: going from the faintest
+    peak up, a detection whose light above the saddle to its neighbour of
+    brighter peak (the highest saddle, if several) is under ``min_contrast``
+    of the light of its footprint (the connected region of all segments it
+    lies in) joins that neighbour. Light is the smoothed detection image
+    (bands in sky-σ units, :data:`SMOOTHING_SIGMA`), clipped at 0. A merged
+    detection keeps the brighter peak's centre and class and takes the best
+    score of its parts.
+
+    Parameters
+    ----------
+    segments : ndarray of bool, shape (N, H, W)
+        Exclusive segments (:func:`centre_detections`).
+    scores : ndarray, shape (N,)
+    brightness : ndarray, shape (H, W)
+        The detection image (``-inf`` on flagged pixels).
+    min_contrast : float
+        Fraction of the footprint's light; ``None`` or 0 merges nothing.
+
+    Returns
+    -------
+    keep : ndarray of int
+        Indices of the detections kept, in order.
+    segments : ndarray of bool, shape (len(keep), H, W)
+        Their segments, each with those merged into it.
+    scores : ndarray of float32, shape (len(keep),)
+    """
+    from scipy import ndimage
+
+    segments = np.asarray(segments, dtype=bool)
+    scores = np.asarray(scores, dtype=np.float32)
+    n = len(segments)
+    if n < 2 or not min_contrast:
+        return np.arange(n), segments, scores
+    finite = np.isfinite(brightness)
+    light = np.clip(ndimage.gaussian_filter(np.where(finite, brightness, 0.0).astype(np.float64),
+                                            SMOOTHING_SIGMA), 0.0, None)
+    labels = np.zeros(brightness.shape, dtype=np.int64)
+    for k in range(n):
+        labels[segments[k]] = k + 1
+    footprint, _ = ndimage.label(labels > 0)
+    total = ndimage.sum_labels(light, footprint, np.arange(footprint.max() + 1))
+    members = ndimage.value_indices(labels, ignore_value=0)
+    values = [light[members[k + 1]] if k + 1 in members else np.zeros(0) for k in range(n)]
+    peak = np.array([v.max() if v.size else -np.inf for v in values])
+    region = [int(footprint[members[k + 1]][0]) if k + 1 in members else 0 for k in range(n)]
+    saddles = _saddles(labels, light, n)
+
+    root = np.arange(n)
+    merged_scores = scores.copy()
+    # faintest peak first (ties: the later detection), so a branch is decided before its trunk
+    for a in np.lexsort((-np.arange(n), peak)):
+        brighter = [(level, b) for b, level in saddles[a].items()
+                    if (peak[b], -b) > (peak[a], -a)]
+        if not brighter or not values[a].size:
+            continue
+        level, b = max(brighter, key=lambda item: (item[0], -item[1]))
+        if np.clip(values[a] - level, 0.0, None).sum() >= min_contrast * total[region[a]]:
+            continue
+        root[a] = b
+        values[b] = np.concatenate([values[b], values[a]])
+        merged_scores[b] = max(merged_scores[b], merged_scores[a])
+        around, saddles[a] = saddles[a], {}
+        for c, other in around.items():
+            saddles[c].pop(a)
+            if c != b:
+                saddles[b][c] = max(saddles[b].get(c, -np.inf), other)
+                saddles[c][b] = saddles[b][c]
+    for k in range(n):  # follow each detection up to the one it ended in
+        while root[root[k]] != root[k]:
+            root[k] = root[root[k]]
+    keep = np.flatnonzero(root == np.arange(n))
+    out = segments[keep].copy()
+    position = {int(k): j for j, k in enumerate(keep)}
+    for k in np.flatnonzero(root != np.arange(n)):
+        out[position[int(root[k])]] |= segments[k]
+    return keep, out, merged_scores[keep]
+
+
+def _saddles(labels, light, n):
+    """For each segment (0-based), ``{neighbour: saddle level}``: the highest of
+    ``min(light)`` over the 4-connected pixel pairs across their border."""
+    saddles = [dict() for _ in range(n)]
+    for a, b, la, lb in ((labels[:, :-1], labels[:, 1:], light[:, :-1], light[:, 1:]),
+                         (labels[:-1], labels[1:], light[:-1], light[1:])):
+        across = (a != b) & (a > 0) & (b > 0)
+        lo = np.minimum(a[across], b[across]) - 1
+        hi = np.maximum(a[across], b[across]) - 1
+        level = np.minimum(la[across], lb[across])
+        if not lo.size:
+            continue
+        order = np.lexsort((level, hi, lo))
+        lo, hi, level = lo[order], hi[order], level[order]
+        last = np.r_[(lo[1:] != lo[:-1]) | (hi[1:] != hi[:-1]), True]
+        for i, j, v in zip(lo[last], hi[last], level[last]):
+            i, j, v = int(i), int(j), float(v)
+            saddles[i][j] = max(saddles[i].get(j, -np.inf), v)
+            saddles[j][i] = saddles[i][j]
+    return saddles

@@ -73,6 +73,15 @@ class MaskRCNNOptions:
         One detection per centre of the card's centre network
         (:mod:`astrodask.centre_segments`): ``None`` where the card has one,
         ``False`` never (the Mask R-CNN's own instances).
+    deblend_contrast : float, optional
+        With the centre network: a detection whose light above the saddle to
+        a neighbour of brighter peak is under this fraction of its
+        footprint's light joins that neighbour
+        (:func:`astrodask.centre_segments.merge_low_contrast`; SExtractor's
+        ``DEBLEND_MINCONT``, 0.005 by default there). ``None`` keeps the
+        card's ``centres.deblend_contrast`` (none for ``maskrcnn_decam``), 0
+        turns it off. For real images of large galaxies, whose arms and HII
+        regions the network marks as sources.
     """
 
     min_confidence: float = None
@@ -82,6 +91,7 @@ class MaskRCNNOptions:
     psf_classes: str = "auto"
     fold_fragments: float = None
     centres: bool = None
+    deblend_contrast: float = None
 
     def __post_init__(self):
         if self.psf_classes is True or self.psf_classes is False:
@@ -201,6 +211,11 @@ class RunConfig:
                              f"{self.maskrcnn.psf_classes!r}")
         if detection.centres not in (None, True, False):
             raise InputError(f"maskrcnn centres must be true or false, got {detection.centres!r}")
+        contrast = detection.deblend_contrast
+        if contrast is not None and (isinstance(contrast, bool)
+                                     or not isinstance(contrast, (int, float))
+                                     or not 0 <= contrast < 1):
+            raise InputError(f"maskrcnn deblend_contrast must lie in [0, 1), got {contrast!r}")
         fold = detection.fold_fragments
         if fold is not None and (isinstance(fold, bool) or not isinstance(fold, (int, float))
                                  or not 0 <= fold <= 1):

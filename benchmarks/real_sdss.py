@@ -9,6 +9,10 @@ ingest -> run -> merge as the CLI does and reports:
 - recovery of SExtractor's N brightest sources (MAG_AUTO) within 2 px;
 - agreement with CLASS_STAR on bright sources: > 0.9 should be ``star``,
   < 0.1 ``galaxy``;
+- how many catalog objects lie on each of the reference's large sources
+  (isophotal area >= ``--large-area``; within twice its A x B ellipse),
+  beside SExtractor's own count: a large galaxy cut into its HII regions
+  and arms shows as many objects;
 - the overview picture (copied to ``--picture`` when given).
 
 SExtractor saw only the r band. Where a bright star's r-band core was lost
@@ -24,7 +28,7 @@ Usage::
 
     python benchmarks/real_sdss.py [--data ../shared/realdata/sdss_ngc6976_gri]
         [--out bench-output/sdss] [--brightest 100] [--picture docs/gallery/sdss_overview.png]
-        [--models maskrcnn_decam,unet] [--rescale 3|auto]
+        [--models maskrcnn_decam,unet] [--rescale 3|auto] [--deblend-contrast 0.005]
 """
 
 import argparse
@@ -56,6 +60,11 @@ def main(argv=None):
     parser.add_argument("--r-deficit", type=float, default=0.3,
                         help="r - (g + i) / 2 (mag, 4 px apertures) above which a reference "
                              "source's r band is taken as corrupted (default 0.3)")
+    parser.add_argument("--large-area", type=int, default=1000,
+                        help="isophotal area (px) of the reference's large sources, whose "
+                             "catalog objects are counted (default 1000)")
+    parser.add_argument("--deblend-contrast", type=float, default=None, metavar="C",
+                        help="as run --deblend-contrast (default: the card's)")
     parser.add_argument("--rescale", default=None,
                         help="resample at ingest by this factor (or auto), as ingest --rescale")
     args = parser.parse_args(argv)
@@ -73,7 +82,8 @@ def main(argv=None):
     mosaic = astrodask.ingest(images, out / "mosaic.zarr", bands=["g", "r", "i"],
                               rescale=args.rescale if args.rescale == "auto" else rescale)
     models = None if args.models is None else args.models.split(",")
-    summary = astrodask.run(mosaic, out / "results", band_map={"z": "i"}, models=models)
+    summary = astrodask.run(mosaic, out / "results", band_map={"z": "i"}, models=models,
+                            maskrcnn={"deblend_contrast": args.deblend_contrast})
     astrodask.merge(summary.results, mosaic=mosaic)
     catalog = astrodask.read_catalog(out / "results" / "catalog.parquet").to_pydict()
 
@@ -113,11 +123,37 @@ def main(argv=None):
         agree = (ours[found & clean & sel] == name).sum()
         print(f"  without them, CLASS_STAR {label} called {name}: {agree}/{n}"
               + (f" = {agree / n:.3f}" if n else ""))
+    large = np.flatnonzero(ref["ISOAREA_IMAGE"] >= args.large_area)
+    inside = objects_in_ellipses(ref, large, cx, cy)
+    theirs = objects_in_ellipses(ref, large, ref["X_IMAGE"] - 1.0, ref["Y_IMAGE"] - 1.0)
+    print(f"large reference sources (isophotal area >= {args.large_area} px): {len(large)}; "
+          f"catalog objects centred within 2 A x 2 B of each: "
+          f"{', '.join(str(n) for n in inside)} (SExtractor: "
+          f"{', '.join(str(n) for n in theirs)})")
     if args.picture:
         Path(args.picture).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(out / "results" / "overview.png", args.picture)
         print(f"overview picture: {args.picture}")
     return 0
+
+
+def objects_in_ellipses(ref, which, x, y, scale=2.0):
+    """How many of the positions ``x``, ``y`` (0-based) lie in each reference source's
+    ellipse (``A_IMAGE``, ``B_IMAGE``, ``THETA_IMAGE``) scaled by ``scale``.
+
+    One large galaxy should hold one object, plus the stars and galaxies
+    that happen to lie on it: a catalog that cuts the galaxy into its HII
+    regions and arms holds many more than SExtractor's does.
+    """
+    counts = []
+    for k in which:
+        dx, dy = x - (ref["X_IMAGE"][k] - 1.0), y - (ref["Y_IMAGE"][k] - 1.0)
+        theta = np.radians(ref["THETA_IMAGE"][k])
+        u = dx * np.cos(theta) + dy * np.sin(theta)
+        v = -dx * np.sin(theta) + dy * np.cos(theta)
+        a, b = scale * ref["A_IMAGE"][k], scale * ref["B_IMAGE"][k]
+        counts.append(int(((u / a) ** 2 + (v / b) ** 2 <= 1.0).sum()))
+    return counts
 
 
 def r_band_deficit(images, x, y, radius=4.0):

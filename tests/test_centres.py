@@ -387,3 +387,82 @@ def test_the_engine_maps_a_binned_networks_peaks_back_to_the_windows_pixels():
         np.zeros(0), brightness, None)
     assert len(centres) == 1 and tuple(centres[0]) == (10.5, 14.5)
     assert scores[0] == pytest.approx(0.9) and segments[0][10, 14]
+
+
+def contrast_window():
+    """A large galaxy with a bump on its flank, a neighbour of its own, and their basins
+    (watershed of the image smoothed as the detections' is)."""
+    from scipy import ndimage
+    from skimage.segmentation import watershed
+
+    shape = (80, 96)
+    image = (gaussian(shape, 40, 30, 8.0, 100.0) + gaussian(shape, 40, 44, 1.5, 40.0)
+             + gaussian(shape, 40, 70, 5.0, 60.0))
+    smoothed = ndimage.gaussian_filter(image, 1.0)
+    markers = np.zeros(shape, np.int32)
+    for k, (y, x) in enumerate(((40, 44), (40, 30), (40, 70)), start=1):
+        markers[y, x] = k
+    labels = watershed(-smoothed, markers, mask=smoothed > 0.5)
+    return np.array([labels == k for k in (1, 2, 3)]), image
+
+
+def test_a_bump_that_does_not_stand_out_of_its_galaxys_light_joins_it():
+    from astrodask.centre_segments import merge_low_contrast
+
+    segments, image = contrast_window()
+    scores = np.array([0.9, 0.5, 0.8])
+    for contrast in (None, 0.0):
+        keep, same, kept_scores = merge_low_contrast(segments, scores, image, contrast)
+        assert list(keep) == [0, 1, 2] and np.array_equal(same, segments)
+    # above its saddle with the galaxy the bump holds 2.6e-4 of the footprint's light: gone
+    # at 1e-3 (into the galaxy, whose score becomes the best of the two), kept at 1e-4; the
+    # neighbour holds 0.17 above its saddle and stays
+    keep, merged, kept_scores = merge_low_contrast(segments, scores, image, 1e-3)
+    assert list(keep) == [1, 2]
+    np.testing.assert_array_equal(merged[0], segments[0] | segments[1])
+    np.testing.assert_array_equal(merged[1], segments[2])
+    np.testing.assert_allclose(kept_scores, [0.9, 0.8])
+    assert list(merge_low_contrast(segments, scores, image, 1e-4)[0]) == [0, 1, 2]
+    # at a contrast above the neighbour's share, everything is one object
+    keep, merged, _ = merge_low_contrast(segments, scores, image, 0.5)
+    assert list(keep) == [1] and merged[0].sum() == segments.sum()
+    # flagged pixels (-inf) count no light and do not break the merge
+    flagged = image.copy()
+    flagged[:, 90:] = -np.inf
+    assert list(merge_low_contrast(segments, scores, flagged, 1e-3)[0]) == [1, 2]
+
+
+def test_a_chain_of_bumps_merges_from_the_faintest_up():
+    """A faint bump beside a brighter bump on a galaxy: both join the galaxy, not each other."""
+    from skimage.segmentation import watershed
+
+    from astrodask.centre_segments import merge_low_contrast
+
+    shape = (64, 64)
+    image = (gaussian(shape, 32, 20, 6.0, 100.0) + gaussian(shape, 32, 31, 1.0, 2.0)
+             + gaussian(shape, 32, 36, 1.0, 0.5))
+    markers = np.zeros(shape, np.int32)
+    for k, (y, x) in enumerate(((32, 36), (32, 31), (32, 20)), start=1):
+        markers[y, x] = k
+    labels = watershed(-image, markers, mask=image > 0.2)
+    segments = np.array([labels == k for k in (1, 2, 3)])
+    keep, merged, _ = merge_low_contrast(segments, np.array([0.6, 0.7, 0.95]), image, 1e-3)
+    assert list(keep) == [2] and merged[0].sum() == segments.sum()
+
+
+def test_the_engine_merges_low_contrast_peaks_where_the_card_says():
+    from types import SimpleNamespace
+
+    from astrodask.engine.runners import MaskRCNNRunner
+
+    segments, image = contrast_window()
+    heatmap = sum(gaussian(image.shape, y, x, 1.0, peak)
+                  for (y, x), peak in (((40, 44), 0.9), ((40, 30), 0.5), ((40, 70), 0.8)))
+    args = (heatmap.astype(np.float32), np.zeros((0,) + image.shape, bool),
+            np.zeros(0, np.int64), np.zeros(0), image.astype(np.float32), None)
+    for contrast, n in ((None, 3), (1e-3, 2)):
+        centres = {"threshold": 0.3, "deblend_contrast": contrast}
+        runner = SimpleNamespace(spec=SimpleNamespace(centres=centres, fold_fragments=None))
+        found, _, scores, kept = MaskRCNNRunner.centre(runner, *args)
+        assert len(found) == len(scores) == len(kept) == n
+    assert scores.max() == pytest.approx(0.9)

@@ -202,6 +202,43 @@ def test_fold_fragments_comes_from_the_option_then_the_card_and_needs_a_unet(set
     assert "fold_fragments must lie in [0, 1]" in capsys.readouterr().err
 
 
+def test_deblend_contrast_comes_from_the_option_then_the_card(setup):
+    from dataclasses import replace
+
+    from astrodask.cli import build_parser
+    from astrodask.commands.run import config_from_args
+    from astrodask.engine.run import prepare_spec, resolve_config
+    from astrodask.engine.specs import resolve_models
+    from astrodask.errors import InputError
+
+    _, mosaic, model_path = setup
+    spec = resolve_models([str(model_path)], mosaic.bands)[0]
+    plain = {"weights": "c.weights.h5", "threshold": 0.3}
+
+    def contrast(section, **options):
+        config = resolve_config(models=[str(model_path)], maskrcnn=options)
+        prepared = prepare_spec(replace(spec, card=dict(spec.card, centres=section)), mosaic,
+                                config)
+        # the spec the runner gets (and run.json records) carries the contrast used
+        assert prepared.centres == dict(section, deblend_contrast=prepared.centres[
+            "deblend_contrast"])
+        return prepared.centres["deblend_contrast"]
+
+    assert contrast(plain) is None
+    assert contrast(dict(plain, deblend_contrast=0.005)) == 0.005
+    # the run's option wins either way; 0 is off
+    assert contrast(plain, deblend_contrast=0.01) == 0.01
+    assert contrast(dict(plain, deblend_contrast=0.005), deblend_contrast=0) is None
+    config = resolve_config(models=[str(model_path)], maskrcnn={"centres": False,
+                                                                  "deblend_contrast": 0.01})
+    card = dict(spec.card, centres=plain)
+    assert prepare_spec(replace(spec, card=card), mosaic, config).centres is None
+    with pytest.raises(InputError, match=r"deblend_contrast must lie in \[0, 1\), got 1"):
+        resolve_config(maskrcnn={"deblend_contrast": 1})
+    args = build_parser().parse_args(["run", "m.zarr", "--out", "r", "--deblend-contrast", "0.02"])
+    assert config_from_args(args).maskrcnn.deblend_contrast == 0.02
+
+
 def test_the_maskrcnn_runner_folds_knots_with_the_unets_maps_of_the_window():
     from types import SimpleNamespace
 

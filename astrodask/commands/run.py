@@ -58,6 +58,12 @@ def register(subparsers):
                         help="Mask R-CNN: one detection per peak of the card's centre network "
                              "(default: where the card has one, as maskrcnn_decam does); "
                              "--no-centres keeps the Mask R-CNN's own instances")
+    parser.add_argument("--deblend-contrast", type=float, metavar="C",
+                        help="with the centre network: a peak whose light above the saddle to "
+                             "a brighter neighbour is under this fraction of its footprint's "
+                             "light joins that neighbour (SExtractor's DEBLEND_MINCONT, e.g. "
+                             "0.005: large galaxies of real images stay whole; default: the "
+                             "card's, none for maskrcnn_decam; 0: off)")
     parser.add_argument("--restart", action="store_true", default=None,
                         help="ignore done markers and recompute every tile")
     parser.add_argument("--report", nargs="?", const="", metavar="HTML",
@@ -80,7 +86,7 @@ def config_from_args(args):
               "outputs": args.unet_outputs},
         maskrcnn={"flips": args.maskrcnn_flips, "max_detections": args.max_detections,
                   "psf_classes": args.psf_classes, "fold_fragments": args.fold_fragments,
-                  "centres": args.centres})
+                  "centres": args.centres, "deblend_contrast": args.deblend_contrast})
 
 
 def run(args):

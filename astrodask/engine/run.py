@@ -160,11 +160,25 @@ def prepare_spec(spec, mosaic, config, with_unet=False):
     centres = spec.card.get("centres")
     if config.maskrcnn.centres is True and not centres:
         raise InputError(f"model {spec.name} has no centre network in its card")
+    if centres and config.maskrcnn.centres is not False:
+        centres = {**centres, "deblend_contrast": _deblend_contrast(spec, config)}
+    else:
+        centres = None
     return replace(spec, stats=(tuple(map(float, mean)), tuple(map(float, std))),
                    settings=detection_settings(spec.card, config.maskrcnn.overrides()),
                    star_galaxy=reference if use else None,
                    fold_fragments=float(fold) if fold and with_unet else None,
-                   centres=centres if config.maskrcnn.centres is not False else None)
+                   centres=centres)
+
+
+def _deblend_contrast(spec, config):
+    """The contrast below which a centre's detection joins its brighter neighbour, or None.
+
+    The run option wins (0: off); else the card's ``centres.deblend_contrast``.
+    """
+    if config.maskrcnn.deblend_contrast is not None:
+        return float(config.maskrcnn.deblend_contrast) or None
+    return spec.card["centres"].get("deblend_contrast") or None
 
 
 def _star_galaxy_choice(mosaic, spec, config):

@@ -219,7 +219,8 @@ class MaskRCNNRunner:
         knots fold into the galaxy's
         (:func:`~astrodask.centre_segments.fold_knot_centres`).
         """
-        from ..centre_segments import CORE_RADIUS, centre_detections, fold_knot_centres
+        from ..centre_segments import (CORE_RADIUS, centre_detections, fold_knot_centres,
+                                       merge_low_contrast)
         from ..models.centres import find_centres, unbinned_positions
 
         cy, cx, peaks = find_centres(heatmap, self.spec.centres["threshold"])
@@ -237,6 +238,11 @@ class MaskRCNNRunner:
                                                brightness, probabilities,
                                                names.index("irregular"), fraction, radius)
             classes, peak_scores, centres = classes[keep], peak_scores[keep], centres[keep]
+        contrast = self.spec.centres.get("deblend_contrast")
+        if contrast:
+            keep, segments, peak_scores = merge_low_contrast(segments, peak_scores, brightness,
+                                                             contrast)
+            classes, centres = classes[keep], centres[keep]
         return segments, classes, peak_scores, centres
 
     def fold(self, found, brightness, saturated, unet):
