@@ -64,6 +64,17 @@ def smoothed_noise(smoothed):
     return sigma if sigma > 0 else 1.0
 
 
+def smoothed_detection(brightness):
+    """``(finite, image, smoothed)`` of a detection image: where it has data, the image
+    with flagged pixels (``-inf``) at 0 (float64), and that smoothed by
+    :data:`SMOOTHING_SIGMA` (the image the watershed and the cores are read on)."""
+    from scipy import ndimage
+
+    finite = np.isfinite(brightness)
+    image = np.where(finite, brightness, 0.0).astype(np.float64)
+    return finite, image, ndimage.gaussian_filter(image, SMOOTHING_SIGMA)
+
+
 def centre_detections(centres, scores, masks, class_ids, instance_scores, brightness,
                       keep_instances=None, confirm_instances=None, core_radius=CORE_RADIUS):
     """Detections of one window from its centres and its Mask R-CNN instances.
@@ -116,9 +127,7 @@ def centre_detections(centres, scores, masks, class_ids, instance_scores, bright
     _, first = np.unique(pixels[:, 0] * width + pixels[:, 1], return_index=True)
     usable &= np.isin(np.arange(len(pixels)), first)
     centres, pixels, scores = centres[usable], pixels[usable], np.asarray(scores)[usable]
-    finite = np.isfinite(brightness)
-    image = np.where(finite, brightness, 0.0).astype(np.float64)
-    smoothed = ndimage.gaussian_filter(image, SMOOTHING_SIGMA)
+    finite, image, smoothed = smoothed_detection(brightness)
     masks = np.asarray(masks, dtype=bool)
     instance_scores = np.asarray(instance_scores)
     cores = _instance_cores(smoothed, masks, finite, instance_scores,
@@ -295,17 +304,13 @@ def fold_knot_centres(segments, scores, centres, masks, instance_scores, brightn
     segments : ndarray of bool, shape (len(keep), H, W)
         Their segments, each galaxy's with its knots'.
     """
-    from scipy import ndimage
-
     from .fragments import dominant_classes
 
     segments = np.asarray(segments, dtype=bool)
     n = len(segments)
     if n < 2 or len(masks) == 0 or not max_area_fraction > 0:
         return np.arange(n), segments
-    finite = np.isfinite(brightness)
-    image = np.where(finite, brightness, 0.0).astype(np.float64)
-    smoothed = ndimage.gaussian_filter(image, SMOOTHING_SIGMA)
+    finite, image, smoothed = smoothed_detection(brightness)
     instance_scores = np.asarray(instance_scores)
     cores = _instance_cores(smoothed, np.asarray(masks, dtype=bool), finite, instance_scores,
                             KNOT_INSTANCE_SCORE)
@@ -373,9 +378,7 @@ def merge_low_contrast(segments, scores, brightness, min_contrast):
     n = len(segments)
     if n < 2 or not min_contrast:
         return np.arange(n), segments, scores
-    finite = np.isfinite(brightness)
-    light = np.clip(ndimage.gaussian_filter(np.where(finite, brightness, 0.0).astype(np.float64),
-                                            SMOOTHING_SIGMA), 0.0, None)
+    light = np.clip(smoothed_detection(brightness)[2], 0.0, None)
     labels = np.zeros(brightness.shape, dtype=np.int64)
     for k in range(n):
         labels[segments[k]] = k + 1

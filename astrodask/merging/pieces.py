@@ -129,9 +129,12 @@ def fold_faint_pieces(table, min_score):
              for k, p in enumerate(packed)]
     oy, ox = int(c["y0"].min()) - 1, int(c["x0"].min()) - 1
     owner = np.zeros((int(c["y1"].max()) - oy + 1, int(c["x1"].max()) - ox + 1), np.int64)
+
+    def box(k):  # piece k's box in ``owner``
+        return slice(c["y0"][k] - oy, c["y1"][k] - oy), slice(c["x0"][k] - ox, c["x1"][k] - ox)
+
     for k in np.flatnonzero(score >= min_score)[::-1]:  # the first row on top where they overlap
-        box = (slice(c["y0"][k] - oy, c["y1"][k] - oy), slice(c["x0"][k] - ox, c["x1"][k] - ox))
-        owner[box][masks[k]] = k + 1
+        owner[box(k)][masks[k]] = k + 1
     folded = {}
     pending = list(weak)
     while pending:
@@ -143,8 +146,7 @@ def fold_faint_pieces(table, min_score):
                 continue
             if target < 0:
                 continue  # another proposal for confident pieces
-            box = (slice(c["y0"][k] - oy, c["y1"][k] - oy), slice(c["x0"][k] - ox, c["x1"][k] - ox))
-            owner[box][masks[k] & (owner[box] == 0)] = target + 1
+            owner[box(k)][masks[k] & (owner[box(k)] == 0)] = target + 1
             folded.setdefault(target, []).append(k)
         if len(left) == len(pending):
             break
