@@ -273,7 +273,7 @@ def morphology_confusion(catalog, truth, radius=2.0, snr_min=20.0, classes=None)
 
 
 def bright_sources(catalog, truth, mask_flux=None, band="r", snr_min=100.0, radius=5.0,
-                   extended_hlr=1.0, large_hlr=1.5, flagged=None):
+                   extended_hlr=1.0, large_hlr=1.5, flagged=None, segment_flux=None):
     """Bright true sources the catalog lost, and the fluxes of its large isolated galaxies.
 
     A bright source (true S/N >= ``snr_min``, centred on the mosaic and, with
@@ -284,7 +284,9 @@ def bright_sources(catalog, truth, mask_flux=None, band="r", snr_min=100.0, radi
     ``large_hlr`` arcsec whose mask overlaps no other (truth column
     ``n_neighbours`` 0) and whose box holds no flagged pixel; its flux ratio
     is the catalog flux of the nearest object within ``radius`` over the
-    noiseless flux in its true mask.
+    noiseless flux in its true mask; with ``segment_flux``, also the
+    noiseless flux in that object's segment over the same: the catalog's
+    ratio minus its noise, i.e. how much of the galaxy the segment holds.
 
     Parameters
     ----------
@@ -302,6 +304,9 @@ def bright_sources(catalog, truth, mask_flux=None, band="r", snr_min=100.0, radi
         As above; ``extended_hlr`` (arcsec) splits the lost sources.
     flagged : ndarray of bool, optional
         Pixels without data.
+    segment_flux : ndarray, optional
+        Noiseless flux in ``band`` within each catalog object's segment
+        (same order as ``catalog``).
 
     Returns
     -------
@@ -309,7 +314,8 @@ def bright_sources(catalog, truth, mask_flux=None, band="r", snr_min=100.0, radi
         ``n_bright``, ``lost``, ``lost_extended`` (of the lost, half-light
         radius above ``extended_hlr``), ``n_large``, ``large_found`` and
         ``large_flux_ratios`` (one per large isolated galaxy found, in
-        truth order), ``large_within_3pct``.
+        truth order), ``large_within_3pct``; with ``segment_flux``,
+        ``large_segment_ratios`` and ``large_segment_within_3pct``.
     """
     from scipy.spatial import cKDTree
 
@@ -344,4 +350,9 @@ def bright_sources(catalog, truth, mask_flux=None, band="r", snr_min=100.0, radi
         ratios = flux[nearest[chosen]] / np.asarray(mask_flux, float)[chosen]
         result["large_flux_ratios"] = [float(v) for v in ratios]
         result["large_within_3pct"] = int((np.abs(ratios - 1.0) <= 0.03).sum())
+        if segment_flux is not None:
+            held = (np.asarray(segment_flux, float)[nearest[chosen]]
+                    / np.asarray(mask_flux, float)[chosen])
+            result["large_segment_ratios"] = [float(v) for v in held]
+            result["large_segment_within_3pct"] = int((np.abs(held - 1.0) <= 0.03).sum())
     return result

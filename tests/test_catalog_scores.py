@@ -97,6 +97,11 @@ def test_bright_sources_lost_and_large_galaxy_fluxes():
     assert result["n_large"] == 2 and result["large_found"] == 1
     np.testing.assert_allclose(result["large_flux_ratios"], [1.02])
     assert result["large_within_3pct"] == 1
+    # the noiseless flux of the object's segment: how much of the galaxy the segment holds
+    held = bright_sources(catalog, truth, mask_flux=np.array([100.0, 50.0, 5.0, 1.0]),
+                          segment_flux=np.array([96.0, 5.0, 1.0]))
+    np.testing.assert_allclose(held["large_segment_ratios"], [0.96])
+    assert held["large_segment_within_3pct"] == 0 and held["large_within_3pct"] == 1
     # a large galaxy with flagged pixels in its box is not counted as isolated
     flagged = np.zeros((20, 200), bool)
     flagged[5, 45] = True

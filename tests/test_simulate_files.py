@@ -96,6 +96,7 @@ def test_cli_writes_hst_field_and_refuses_non_empty_folder(tmp_path, capsys):
     (["--preset", "sdss"], "unknown preset"),
     (["--density", "-1"], "density"),
     (["--star-density", "-0.5"], "star density"),
+    (["--large-galaxies", "-2"], "large-galaxy density"),
     (["--tile-size", "300"], "tile size"),
     (["--workers", "0"], "workers"),
 ])
@@ -120,6 +121,19 @@ def test_tiled_equals_whole_with_saturation_and_cosmic_rays(tmp_path):
     for b, band in enumerate(field.bands):
         np.testing.assert_array_equal(fits.getdata(tmp_path / "t" / f"{band}.fits"),
                                       field.images[b])
+
+
+def test_large_galaxies_tiled_equal_whole_and_recorded(tmp_path):
+    import json
+
+    out = tmp_path / "t"
+    assert main(["simulate", str(out), "--size", "512x300", "--tile-size", "256", "--seed", "5",
+                 "--large-galaxies", "20", "--quiet"]) == 0
+    field = astrodask.simulate_field((300, 512), preset="decam", seed=5, large_galaxies=20)
+    for b, band in enumerate(field.bands):
+        np.testing.assert_array_equal(fits.getdata(out / f"{band}.fits"), field.images[b])
+    assert json.loads((out / "simulation.json").read_text())["large_galaxies"] == 20.0
+    assert (field.truth.column("hlr").to_numpy() > 1.5).sum() >= 3
 
 
 def test_output_ingests_as_a_mosaic(tiled, tmp_path):

@@ -95,6 +95,56 @@ def test_pairs_move_only_positions_and_bring_galaxies_together():
         make_population((100, 100), preset, seed=4, pairs=1.5)
 
 
+def test_large_galaxies_are_added_without_changing_the_others():
+    from astrodask.errors import InputError
+    from astrodask.simulation.population import LARGE_HLR, LARGE_MAGS
+
+    preset = get_preset("decam")
+    shape = (1500, 1500)
+    plain = make_population(shape, preset, seed=6)
+    more = make_population(shape, preset, seed=6, large_galaxies=3.0)
+    again = make_population(shape, preset, seed=6, large_galaxies=3.0)
+    np.testing.assert_array_equal(more.flux, again.flux)
+    old = np.isin(more.x, plain.x)
+    assert old.sum() == len(plain)
+    np.testing.assert_array_equal(np.sort(more.flux[old, 1]), np.sort(plain.flux[:, 1]))
+    added = ~old
+    area = shape[0] * shape[1] * (preset.pixel_scale / 60) ** 2
+    assert abs(added.sum() - 3.0 * area) < 4 * np.sqrt(3.0 * area)
+    assert not more.is_star[added].any()
+    zp = preset.bands[1].zeropoint
+    mag = zp - 2.5 * np.log10(more.flux[added, 1])
+    assert mag.min() >= LARGE_MAGS[0] - 1e-9 and mag.max() <= LARGE_MAGS[1] + 1e-9
+    assert (more.disk_hlr[added] >= LARGE_HLR[0]).all() and (more.disk_hlr[added] <= LARGE_HLR[1]).all()
+    spirals = added & (more.arms > 0)
+    # most are spirals: disks (B/T < 0.5) whose knots lie along 2-4 arms
+    assert spirals.sum() > 0.5 * added.sum()
+    assert set(np.unique(more.arms[spirals])) <= {2, 3, 4}
+    assert (more.morphology[spirals] == MORPHOLOGY_CODE["disk"]).all()
+    assert (more.knot_flux[spirals, 1] > 0).all() and (more.n_knots[spirals] >= 25).all()
+    assert not plain.arms.any() and not more.arms[old].any()
+    with pytest.raises(InputError, match="large-galaxy"):
+        FieldPlan((64, 64), preset="decam", seed=1, large_galaxies=-1.0)
+
+
+def test_spiral_knots_keep_the_flux_and_lie_on_the_disk():
+    from astrodask.simulation.draw import draw_object
+
+    plan = FieldPlan((400, 400), preset="decam", seed=8, large_galaxies=20.0)
+    pop = plan.population
+    inside = (pop.stamp[:, 0] >= 0) & (pop.stamp[:, 1] >= 0) & (pop.stamp[:, 2] <= 400) \
+        & (pop.stamp[:, 3] <= 400)
+    i = int(np.flatnonzero((pop.arms > 0) & inside & (pop.disk_hlr > 2.0))[0])
+    stamp = draw_object(pop, i, plan.models, plan.preset.pixel_scale)
+    again = draw_object(pop, i, plan.models, plan.preset.pixel_scale)
+    np.testing.assert_array_equal(stamp.images, again.images)
+    np.testing.assert_allclose(stamp.images.sum(axis=(1, 2)), pop.flux[i], rtol=0.03)
+    # the same galaxy with its knots spread at random instead of along arms differs
+    pop.arms[i] = 0
+    plain = draw_object(pop, i, plan.models, plan.preset.pixel_scale)
+    assert np.abs(plain.images - stamp.images).sum() > 0.05 * pop.flux[i].sum()
+
+
 def test_truth_table_matches_population_and_colours():
     field = simulate_field((256, 256), preset="decam", seed=4, density=120)
     truth = field.truth.to_pydict()

@@ -35,6 +35,9 @@ def register(subparsers):
                         help="ultra-deep field: ~750 galaxies/arcmin^2, fainter limit, deeper noise")
     parser.add_argument("--cosmic-rays", type=_number, default=0.0, metavar="PER_MPX",
                         help="cosmic-ray tracks per megapixel per band (default 0)")
+    parser.add_argument("--large-galaxies", type=_number, default=0.0, metavar="PER_ARCMIN2",
+                        help="large, bright galaxies added per arcmin^2, most of them spirals "
+                             "with star-forming knots along their arms (default 0)")
     parser.add_argument("--saturate", action="store_true",
                         help="saturate bright stars, with bleed trails along columns")
     parser.add_argument("--noiseless", action="store_true",
@@ -59,6 +62,7 @@ def run(args):
                           density=args.density, star_density=args.star_density, deep=args.deep,
                           noiseless=args.noiseless, cosmic_rays=args.cosmic_rays,
                           saturate=args.saturate, mask_sigma=args.mask_sigma,
+                          large_galaxies=args.large_galaxies,
                           tile_size=args.tile_size, workers=args.workers,
                           overwrite=args.overwrite, progress=progress)
     ny, nx = result["shape"]

@@ -81,7 +81,7 @@ class SimulatedField:
 def simulate_field(shape=(512, 512), preset="decam", seed=0, density=None, star_density=None,
                    deep=False, noiseless=False, cosmic_rays=0.0, saturate=False,
                    mask_sigma=1.0, mask_fraction=None, center=None, conditions=None,
-                   pairs=0.0):
+                   pairs=0.0, large_galaxies=0.0):
     """Simulate a field in memory, with its truth.
 
     Parameters
@@ -118,6 +118,10 @@ def simulate_field(shape=(512, 512), preset="decam", seed=0, density=None, star_
         Share of the galaxies placed next to another one (blended pairs for
         training; :func:`~.population.place_companions`); 0: positions
         uniform over the field.
+    large_galaxies : float
+        Large, bright galaxies added per arcmin^2, most of them spirals with
+        star-forming knots along their arms
+        (:func:`~.population.add_large_galaxies`); 0: none added.
 
     Returns
     -------
@@ -136,7 +140,8 @@ def simulate_field(shape=(512, 512), preset="decam", seed=0, density=None, star_
         preset, conditions, star_density, cosmic_rays, saturate)
     plan = FieldPlan(shape, preset=preset, seed=seed, density=density, star_density=star_density,
                      deep=deep, mask_sigma=mask_sigma, mask_fraction=mask_fraction, center=center,
-                     saturate=saturate, cosmic_rays=cosmic_rays, pairs=pairs)
+                     saturate=saturate, cosmic_rays=cosmic_rays, pairs=pairs,
+                     large_galaxies=large_galaxies)
     ny, nx = plan.shape
     result = plan.render((0, 0, ny, nx))
     images = plan.add_noise(result.noiseless, (0, 0))

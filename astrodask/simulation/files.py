@@ -96,7 +96,7 @@ def simulate(out_dir, size=(4096, 4096), preset="decam", seed=0, density=None, s
              deep=False, noiseless=False, cosmic_rays=0.0, saturate=False,
              mask_sigma=DEFAULT_MASK_SIGMA,
              mask_fraction=None, center=None, tile_size=1024, workers=1, overwrite=False,
-             progress=None, conditions=None):
+             progress=None, conditions=None, large_galaxies=0.0):
     """Simulate a field and write it to ``out_dir``, tile by tile.
 
     Parameters
@@ -122,6 +122,9 @@ def simulate(out_dir, size=(4096, 4096), preset="decam", seed=0, density=None, s
     conditions : Conditions or dict, optional
         Seeing, PSF, pixel scale, depth... of the field, as
         :func:`astrodask.simulation.simulate_field`; recorded in the manifest.
+    large_galaxies : float
+        Large, bright galaxies (most of them spirals) added per arcmin^2, as
+        :func:`astrodask.simulation.simulate_field`.
 
     Returns
     -------
@@ -146,7 +149,7 @@ def simulate(out_dir, size=(4096, 4096), preset="decam", seed=0, density=None, s
         preset, conditions, star_density, cosmic_rays, saturate)
     plan = FieldPlan(shape, preset=preset, seed=seed, density=density, star_density=star_density,
                      deep=deep, mask_sigma=mask_sigma, mask_fraction=mask_fraction, center=center,
-                     saturate=saturate, cosmic_rays=cosmic_rays)
+                     saturate=saturate, cosmic_rays=cosmic_rays, large_galaxies=large_galaxies)
     out = _check_out_dir(out_dir, overwrite)
     files, writers = _open_writers(out, plan, noiseless)
     try:
@@ -236,7 +239,7 @@ def _manifest(plan, density, star_density, conditions, files):
         "preset": plan.preset.name, "seed": plan.seed, "shape": list(plan.shape),
         "bands": list(plan.bands), "deep": plan.deep,
         "density": density, "star_density": star_density, "cosmic_rays": plan.cosmic_rays,
-        "saturate": plan.saturate,
+        "saturate": plan.saturate, "large_galaxies": plan.large_galaxies,
         "mask_sigma": plan.mask_sigma, "mask_fraction": plan.mask_fraction,
         "center": list(plan.center), "pixel_scale": plan.preset.pixel_scale,
         "bunit": plan.preset.bunit,

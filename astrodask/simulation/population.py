@@ -17,6 +17,12 @@ from .optics import band_models
 
 _POPULATION_TAG = 1
 _PAIRS_TAG = 77  # its own stream: fields without pairs stay as they were
+_LARGE_TAG = 78  # the same for the large galaxies added on request
+#: Large galaxies (:func:`add_large_galaxies`): reference-band magnitudes,
+#: half-light radii (arcsec, drawn log-uniform) and the share of each kind.
+LARGE_MAGS = (15.0, 18.5)
+LARGE_HLR = (1.5, 8.0)
+LARGE_KINDS = {"spiral": 0.7, "irregular": 0.15, "spheroid": 0.15}
 #: Sersic indices of bulges are drawn on this grid so that GalSim can reuse
 #: its per-index tables (a new index costs a few ms to set up).
 _BULGE_N_STEP = 0.5
@@ -61,6 +67,8 @@ class Population:
     position_angle: np.ndarray  # degrees, counter-clockwise from +x
     n_knots: np.ndarray
     knot_offset: np.ndarray  # (n, 2) arcsec, lopsidedness of irregulars
+    arms: np.ndarray  # spiral arms the knots lie along (0: knots spread as in irregulars)
+    arm_pitch: np.ndarray  # pitch angle of the arms, degrees
     object_seed: np.ndarray
     stamp: np.ndarray
 
@@ -167,7 +175,7 @@ def stamp_radii(parts, models, pixel_scale, max_radius):
 
 
 def make_population(shape, preset, seed, density=None, star_density=None, deep=False,
-                    saturate=False, pairs=0.0):
+                    saturate=False, pairs=0.0, large_galaxies=0.0):
     """Draw the object list of a field.
 
     Parameters
@@ -190,6 +198,11 @@ def make_population(shape, preset, seed, density=None, star_density=None, deep=F
         Share of the galaxies moved next to another galaxy (see
         :func:`place_companions`): blends for training fields. 0 leaves
         the field as it is without the argument.
+    large_galaxies : float
+        Mean number per arcmin^2 of large, bright galaxies added (most of
+        them spirals whose star-forming knots lie along their arms; see
+        :func:`add_large_galaxies`): sources whose knots must not count as
+        objects, for training. 0 leaves the field as it is.
 
     Returns
     -------
@@ -206,6 +219,8 @@ def make_population(shape, preset, seed, density=None, star_density=None, deep=F
     galaxies = _draw_galaxies(rng, preset, shape, density * area, deep)
     if pairs:
         place_companions(galaxies, shape, preset.pixel_scale, pairs, seed)
+    if large_galaxies:
+        galaxies = add_large_galaxies(galaxies, preset, shape, large_galaxies * area, seed)
     stars = _draw_stars(rng, preset, shape, star_density * area)
     n = len(galaxies["x"]) + len(stars["x"])
     cat = {k: np.r_[galaxies[k], stars[k]] for k in galaxies}
@@ -267,6 +282,81 @@ def place_companions(galaxies, shape, pixel_scale, fraction, seed):
         y[i] = np.clip(y[host] + distance * np.sin(angle), -0.5, ny - 0.5)
 
 
+def add_large_galaxies(galaxies, preset, shape, mean_count, seed):
+    """The galaxy columns with large, bright galaxies added at random positions.
+
+    Magnitudes uniform in :data:`LARGE_MAGS`, half-light radii log-uniform in
+    :data:`LARGE_HLR`, kinds drawn by :data:`LARGE_KINDS`: spirals (a small
+    bulge, an exponential disk, and 20-45% of the disk's light in 25-70
+    blue knots along 2-4 logarithmic arms), irregulars and spheroids as the
+    population draws them. Such galaxies, tens of pixels across with
+    star-forming regions, are rare in a survey's random fields but are what
+    a detector must not cut into pieces.
+
+    Parameters
+    ----------
+    galaxies : dict
+        Galaxy columns of :func:`_draw_galaxies`.
+    preset : Preset
+    shape : tuple of int
+        ``(ny, nx)`` of the field.
+    mean_count : float
+        Mean number of galaxies added (Poisson).
+    seed : int
+        Seed of the field (its own stream: the other draws do not change).
+
+    Returns
+    -------
+    dict
+        The columns with the new galaxies appended.
+    """
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), _LARGE_TAG]))
+    ny, nx = shape
+    nb = len(preset.bands)
+    ref, zps = _reference(preset)
+    n = int(rng.poisson(mean_count))
+    mag = rng.uniform(*LARGE_MAGS, n)
+    hlr = np.exp(rng.uniform(*np.log(LARGE_HLR), n))
+    names = list(LARGE_KINDS)
+    share = np.array([LARGE_KINDS[k] for k in names])
+    kind = np.array(names)[rng.choice(len(names), size=n, p=share / share.sum())]
+    spiral, irr, sph = kind == "spiral", kind == "irregular", kind == "spheroid"
+    bt = np.where(sph, rng.uniform(0.7, 1.0, n), np.where(spiral, rng.uniform(0.05, 0.35, n), 0.0))
+    bulge_n = np.round(rng.uniform(2.0, 5.0, n) / _BULGE_N_STEP) * _BULGE_N_STEP
+    bulge_hlr = np.where(sph, 0.7 * hlr, 0.2 * hlr)
+    knot_share = np.where(spiral, rng.uniform(0.2, 0.45, n), np.where(irr, rng.uniform(0.3, 0.6, n), 0.0))
+    n_knots = np.where(spiral, rng.integers(25, 70, n, endpoint=True),
+                       np.where(irr, rng.integers(10, 30, n, endpoint=True), 0))
+    arms = np.where(spiral, rng.choice([2, 2, 3, 4], size=n), 0)
+    pitch = np.where(spiral, rng.uniform(12.0, 30.0, n), 0.0)
+    q = np.where(sph, rng.uniform(0.5, 1.0, n), rng.uniform(0.35, 1.0, n))
+    offset = rng.normal(0.0, 0.1, (n, 2)) * hlr[:, None] * irr[:, None]
+    colours = {}
+    for name in ("bulge", "disk", "irregular"):
+        off = np.tile(np.asarray(preset.galaxy_colors[name], dtype=float), (n, 1))
+        noise = rng.normal(0.0, preset.color_scatter, (n, nb))
+        noise[:, ref] = 0.0
+        colours[name] = off + noise
+    total = 10 ** (-0.4 * (mag - zps[ref]))
+    bulge_flux = _fluxes(total * bt, colours["bulge"], zps, ref)
+    disk_flux = _fluxes(total * (1 - bt) * (1 - knot_share), colours["disk"], zps, ref)
+    knot_flux = _fluxes(total * (1 - bt) * knot_share, colours["irregular"], zps, ref)
+    morph = np.where(irr, MORPHOLOGY_CODE["irregular"],
+                     np.where(sph, MORPHOLOGY_CODE["spheroid"], MORPHOLOGY_CODE["disk"]))
+    whole_hlr = np.where(irr, hlr, composite_hlr(bt, bulge_n, bulge_hlr, hlr))
+    bulge_n = np.where(irr, 0.0, bulge_n)
+    bulge_hlr = np.where(irr, 0.0, bulge_hlr)
+    added = dict(
+        is_star=np.zeros(n, bool), morphology=morph.astype(np.uint8),
+        x=rng.uniform(-0.5, nx - 0.5, n), y=rng.uniform(-0.5, ny - 0.5, n),
+        flux=bulge_flux + disk_flux + knot_flux, bulge_flux=bulge_flux, disk_flux=disk_flux,
+        knot_flux=knot_flux, bulge_n=bulge_n, bulge_hlr=bulge_hlr, disk_hlr=hlr,
+        bulge_fraction=bt, hlr=whole_hlr,
+        q=q, position_angle=rng.uniform(0.0, 180.0, n), n_knots=n_knots.astype(np.int32),
+        knot_offset=offset, arms=arms.astype(np.int32), arm_pitch=pitch)
+    return {k: np.concatenate([galaxies[k], added[k]]) for k in galaxies}
+
+
 def _reference(preset):
     """Index of the reference band and the zero points of all bands."""
     return preset.band_names.index(preset.ref_band), [b.zeropoint for b in preset.bands]
@@ -324,7 +414,8 @@ def _draw_galaxies(rng, preset, shape, mean_count, deep):
         flux=bulge_flux + disk_flux + knot_flux, bulge_flux=bulge_flux, disk_flux=disk_flux,
         knot_flux=knot_flux, bulge_n=np.where(is_irr, 0.0, bulge_n),
         bulge_hlr=np.where(is_irr, 0.0, bulge_hlr), disk_hlr=disk_hlr, bulge_fraction=bt,
-        hlr=hlr, q=q, position_angle=pa, n_knots=n_knots.astype(np.int32), knot_offset=offset)
+        hlr=hlr, q=q, position_angle=pa, n_knots=n_knots.astype(np.int32), knot_offset=offset,
+        arms=np.zeros(n_gal, np.int32), arm_pitch=np.zeros(n_gal))
 
 
 def _draw_stars(rng, preset, shape, mean_count):
@@ -348,7 +439,8 @@ def _draw_stars(rng, preset, shape, mean_count):
         x=sx, y=sy, flux=star_flux, bulge_flux=zero_flux, disk_flux=zero_flux,
         knot_flux=zero_flux, bulge_n=zeros, bulge_hlr=zeros, disk_hlr=zeros,
         bulge_fraction=zeros, hlr=zeros, q=np.ones(n_star), position_angle=zeros,
-        n_knots=np.zeros(n_star, np.int32), knot_offset=np.zeros((n_star, 2)))
+        n_knots=np.zeros(n_star, np.int32), knot_offset=np.zeros((n_star, 2)),
+        arms=np.zeros(n_star, np.int32), arm_pitch=zeros)
 
 
 def _stamps(cat, models, preset, saturate):

@@ -99,19 +99,25 @@ class FieldPlan:
     pairs : float
         Share of the galaxies placed next to another galaxy
         (:func:`~.population.place_companions`).
+    large_galaxies : float
+        Large, bright galaxies (most of them spirals) added per arcmin^2
+        (:func:`~.population.add_large_galaxies`).
     """
 
     def __init__(self, shape, preset="decam", seed=0, density=None, star_density=None,
                  deep=False, mask_sigma=DEFAULT_MASK_SIGMA, mask_fraction=None, center=None,
-                 saturate=False, cosmic_rays=0.0, pairs=0.0):
+                 saturate=False, cosmic_rays=0.0, pairs=0.0, large_galaxies=0.0):
         self.shape = validate_shape(shape)
         self.preset = get_preset(preset)
         for name, value in (("density", density), ("star density", star_density)):
             if value is not None and not (np.isfinite(value) and value >= 0):
                 raise InputError(f"{name} must be a number >= 0, got {value!r}")
+        if not (np.isfinite(large_galaxies) and large_galaxies >= 0):
+            raise InputError(f"large-galaxy density must be >= 0, got {large_galaxies!r}")
         if not (np.isfinite(cosmic_rays) and cosmic_rays >= 0):
             raise InputError(f"cosmic-ray rate must be >= 0, got {cosmic_rays!r}")
         self.cosmic_rays = float(cosmic_rays)
+        self.large_galaxies = float(large_galaxies)
         if not (np.isfinite(mask_sigma) and mask_sigma > 0):
             raise InputError(f"mask_sigma must be > 0, got {mask_sigma!r}")
         self.seed = int(seed)
@@ -123,7 +129,8 @@ class FieldPlan:
         self.center = tuple(center) if center is not None else self.preset.center
         self.wcs = make_wcs(self.shape, self.preset.pixel_scale, self.center)
         self.population = make_population(self.shape, self.preset, self.seed, density,
-                                          star_density, self.deep, self.saturate, pairs)
+                                          star_density, self.deep, self.saturate, pairs,
+                                          large_galaxies)
         sig = np.array([m.sigma for m in self.models])
         self.weights = 1.0 / sig / np.sqrt(len(self.models))
         pop = self.population

@@ -1,9 +1,11 @@
 """Train the centre network (:mod:`astrodask.models.centres`) on simulated fields.
 
-The pool mixes four kinds of field, in turn: the preset's own, with 30% of
+The pool mixes kinds of field, in turn: the preset's own, with 30% of
 the galaxies placed next to another one (blended pairs), crowded (``decam``:
 120 galaxies/arcmin²; ``hst``: the simulator's ultra-deep fields; 20%
-pairs), and star-rich with saturation and cosmic rays.
+pairs), star-rich with saturation and cosmic rays, and (``decam``) fields
+with large, bright galaxies added, most of them spirals with star-forming
+knots along their arms, which must give one centre each.
 Each field is standardised with its own sigma-clipped statistics (eq. 1, as
 the engine standardises a mosaic) and kept with the true centres of its
 sources above ``snr_min``. Training draws random crops, rotated and mirrored,
@@ -35,7 +37,8 @@ OPTIMIZER_FILE = "optimizer.npz"
 #: Kinds of field in each preset's pool, in turn (arguments of ``simulate_field``).
 FIELD_KINDS = {
     "decam": ({}, {"pairs": 0.3}, {"density": 120.0, "pairs": 0.2},
-              {"star_density": 8.0, "saturate": True, "cosmic_rays": 20.0}),
+              {"star_density": 8.0, "saturate": True, "cosmic_rays": 20.0},
+              {"large_galaxies": 1.5, "pairs": 0.1}),
     "hst": ({}, {"pairs": 0.3}, {"deep": True, "pairs": 0.2},
             {"star_density": 30.0, "saturate": True, "cosmic_rays": 20.0}),
 }
