@@ -1,7 +1,8 @@
 """Choose the catalog score cut of a Mask R-CNN on validation mosaics.
 
-Simulates validation mosaics of a preset (``decam``: seeds 3000000-3000002,
-two standard and a crowded one; ``hst``: 3000100-3000103, two standard and
+Simulates validation mosaics of a preset (``decam``: seeds 3000000-3000003,
+two standard, a crowded one and one with 0.5 large, bright galaxies per
+arcmin² added, most of them spirals; ``hst``: 3000100-3000103, two standard and
 two deep ones, of which the card's score cut saw the first two; never used
 in training nor in ``mosaic_quality.py``), runs ingest -> run once with the
 model card's detection settings, then merges at each candidate ``min_score``
@@ -21,7 +22,8 @@ Usage::
 
     python benchmarks/catalog_threshold.py [--preset decam] [--size 2048]
         [--models maskrcnn_hst,morpheus] [--segmentation | --fold-fragments 0,0.1,0.3,0.5]
-        [--cuts 0.2,0.3,...] [--match-radius 2] [--out bench-output/threshold]
+        [--cuts 0.2,0.3,...] [--match-radius 2] [--fields standard-a,large]
+        [--out bench-output/threshold]
 """
 
 import argparse
@@ -34,7 +36,8 @@ from mosaic_quality import pipeline
 
 VALIDATION = {
     "decam": {"standard-a": dict(seed=3_000_000), "standard-b": dict(seed=3_000_001),
-              "crowded": dict(seed=3_000_002, density=120.0)},
+              "crowded": dict(seed=3_000_002, density=120.0),
+              "large": dict(seed=3_000_003, large_galaxies=0.5)},
     "hst": {"standard": dict(seed=3_000_100), "deep": dict(seed=3_000_101, deep=True),
             "standard2": dict(seed=3_000_102), "deep2": dict(seed=3_000_103, deep=True)},
 }
@@ -66,7 +69,17 @@ def main(argv=None):
                         help=f"score cuts to sweep (default {','.join(map(str, CUTS))})")
     parser.add_argument("--match-radius", type=float, default=2.0,
                         help="one-to-one match radius to the truth, px")
+    parser.add_argument("--fields", default=None, metavar="NAME,...",
+                        help="validation mosaics to use (default: all of the preset's: "
+                             + "; ".join(f"{p}: {', '.join(v)}" for p, v in VALIDATION.items())
+                             + ")")
     args = parser.parse_args(argv)
+    fields = VALIDATION[args.preset]
+    if args.fields:
+        unknown = sorted(set(args.fields.split(",")) - set(fields))
+        if unknown:
+            parser.error(f"unknown --fields for {args.preset}: {', '.join(unknown)}")
+        fields = {name: fields[name] for name in args.fields.split(",")}
     models = None if args.models is None else args.models.split(",")
     out = Path(args.out) / args.preset / ("segmentation" if args.segmentation else "score")
     runs = {}  # run settings per swept value; none: one run with the card's, merged at each cut
@@ -81,7 +94,7 @@ def main(argv=None):
         cuts = CUTS if args.cuts is None else tuple(float(v) for v in args.cuts.split(","))
         options = [dict(min_score=cut) for cut in cuts]
     table = {}
-    for name, kwargs in VALIDATION[args.preset].items():
+    for name, kwargs in fields.items():
         work = out / name
         if not (work / "h32" / "results" / "run.json").exists():
             shutil.rmtree(work, ignore_errors=True)

@@ -146,11 +146,6 @@ class MaskRCNNRunner:
         detect(self.model, blank, **self.settings)
         self.heatmaps(blank)
 
-    @property
-    def binning(self):
-        """How many pixels a side the centre network's pixels bin (its card's ``binning``)."""
-        return int(self.spec.centres.get("binning", 1))
-
     def heatmaps(self, images):
         """The centre network's heatmaps of a standardised batch, binned as it sees them.
 
@@ -161,7 +156,7 @@ class MaskRCNNRunner:
         if self.centres is None:
             return None
         return centre_heatmap(self.centres, images, flips=self.spec.centres.get("flips", True),
-                              binning=self.binning, unbin=False)
+                              binning=int(self.spec.centres.get("binning", 1)), unbin=False)
 
     def standardise(self, tiles, mosaic):
         """Eq. 1 on a batch of tiles (B, T, T, band), flagged pixels filled with sky noise."""
@@ -229,7 +224,8 @@ class MaskRCNNRunner:
         from ..models.centres import find_centres, unbinned_positions
 
         cy, cx, peaks = find_centres(heatmap, self.spec.centres["threshold"])
-        cy, cx = unbinned_positions(cy, self.binning), unbinned_positions(cx, self.binning)
+        binning = int(self.spec.centres.get("binning", 1))
+        cy, cx = unbinned_positions(cy, binning), unbinned_positions(cx, binning)
         radius = float(self.spec.centres.get("core_radius", CORE_RADIUS))
         segments, classes, peak_scores, centres = centre_detections(
             np.stack([cy, cx], axis=1), peaks, masks, class_ids, scores, brightness,
