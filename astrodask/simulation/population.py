@@ -288,8 +288,8 @@ def add_large_galaxies(galaxies, preset, shape, mean_count, seed):
     Magnitudes uniform in :data:`LARGE_MAGS`, half-light radii log-uniform in
     :data:`LARGE_HLR`, kinds drawn by :data:`LARGE_KINDS`: spirals (a small
     bulge, an exponential disk, and 20-45% of the disk's light in 25-70
-    blue knots along 2-4 logarithmic arms), irregulars and spheroids as the
-    population draws them. Such galaxies, tens of pixels across with
+    blue knots along 2-4 logarithmic arms), irregulars (30-60% of the
+    light in 10-30 knots) and spheroids (B/T 0.7-1). Such galaxies, tens of pixels across with
     star-forming regions, are rare in a survey's random fields but are what
     a detector must not cut into pieces.
 
