@@ -163,29 +163,23 @@ def missed_offsets(catalog, truth, radius, snr_min=10.0, edges=(3.0, 5.0)):
             for lo, hi in zip(bounds[:-1], bounds[1:])}
 
 
-def true_mask_flux(folder, band, truth):
-    """Noiseless flux of each true source within its true mask (the simulator's label map)."""
+def flux_in_labels(image, label_file, ids):
+    """Sum of ``image`` over the pixels labelled with each of ``ids`` in a FITS label map.
+
+    With the noiseless image: the simulator's labels give each true source's
+    flux in its true mask, the merge's ``segmap.fits`` each catalog object's
+    flux in its segment.
+    """
     from astropy.io import fits
     from scipy import ndimage
 
-    labels = fits.getdata(folder / "labels.fits")
-    noiseless = fits.getdata(folder / f"noiseless_{band}.fits").astype(np.float64)
-    return ndimage.sum_labels(noiseless, labels, index=np.asarray(truth["id"]))
-
-
-def segment_flux(folder, band, segmap, ids):
-    """Noiseless flux in ``band`` within each catalog object's segment (``segmap`` FITS)."""
-    from astropy.io import fits
-    from scipy import ndimage
-
-    segments = fits.getdata(segmap)
-    noiseless = fits.getdata(folder / f"noiseless_{band}.fits").astype(np.float64)
-    return ndimage.sum_labels(noiseless, segments, index=np.asarray(ids))
+    return ndimage.sum_labels(image, fits.getdata(label_file), index=np.asarray(ids))
 
 
 def score_field(name, kwargs, size, out, grid_checks, models=None, preset="decam", radius=2.0,
                 config=None):
     import pyarrow.parquet as pq
+    from astropy.io import fits
 
     import astrodask
     from astrodask.catalog_scores import (bright_sources, catalog_agreement, morphology_confusion,
@@ -212,10 +206,12 @@ def score_field(name, kwargs, size, out, grid_checks, models=None, preset="decam
                                    mosaic.tile_grid, flagged, radius=radius),
               "missed_by_distance": missed_offsets(catalog, truth, radius)}
     band = bands[len(bands) // 2]
-    held = segment_flux(work / "field", band, work / "h32" / "results" / "segmap.fits",
-                        catalog["id"])
-    result["bright"] = bright_sources(catalog, truth, true_mask_flux(work / "field", band, truth),
-                                      band=band, flagged=flagged, segment_flux=held)
+    noiseless = fits.getdata(work / "field" / f"noiseless_{band}.fits").astype(np.float64)
+    result["bright"] = bright_sources(
+        catalog, truth, flux_in_labels(noiseless, work / "field" / "labels.fits", truth["id"]),
+        band=band, flagged=flagged,
+        segment_flux=flux_in_labels(noiseless, work / "h32" / "results" / "segmap.fits",
+                                    catalog["id"]))
     result["bright"]["band"] = band
     if "morphology" in catalog:
         result["morphology"] = morphology_confusion(catalog, truth, radius=radius)

@@ -289,9 +289,9 @@ def add_large_galaxies(galaxies, preset, shape, mean_count, seed):
     :data:`LARGE_HLR`, kinds drawn by :data:`LARGE_KINDS`: spirals (a small
     bulge, an exponential disk, and 20-45% of the disk's light in 25-70
     blue knots along 2-4 logarithmic arms), irregulars (30-60% of the
-    light in 10-30 knots) and spheroids (B/T 0.7-1). Such galaxies, tens of pixels across with
-    star-forming regions, are rare in a survey's random fields but are what
-    a detector must not cut into pieces.
+    light in 10-30 knots) and spheroids (B/T 0.7-1). Such galaxies, tens of
+    pixels across with star-forming regions, are rare in a survey's random
+    fields but are what a detector must not cut into pieces.
 
     Parameters
     ----------
@@ -312,7 +312,6 @@ def add_large_galaxies(galaxies, preset, shape, mean_count, seed):
     """
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), _LARGE_TAG]))
     ny, nx = shape
-    nb = len(preset.bands)
     ref, zps = _reference(preset)
     n = int(rng.poisson(mean_count))
     mag = rng.uniform(*LARGE_MAGS, n)
@@ -324,19 +323,15 @@ def add_large_galaxies(galaxies, preset, shape, mean_count, seed):
     bt = np.where(sph, rng.uniform(0.7, 1.0, n), np.where(spiral, rng.uniform(0.05, 0.35, n), 0.0))
     bulge_n = np.round(rng.uniform(2.0, 5.0, n) / _BULGE_N_STEP) * _BULGE_N_STEP
     bulge_hlr = np.where(sph, 0.7 * hlr, 0.2 * hlr)
-    knot_share = np.where(spiral, rng.uniform(0.2, 0.45, n), np.where(irr, rng.uniform(0.3, 0.6, n), 0.0))
+    knot_share = np.where(spiral, rng.uniform(0.2, 0.45, n),
+                          np.where(irr, rng.uniform(0.3, 0.6, n), 0.0))
     n_knots = np.where(spiral, rng.integers(25, 70, n, endpoint=True),
                        np.where(irr, rng.integers(10, 30, n, endpoint=True), 0))
     arms = np.where(spiral, rng.choice([2, 2, 3, 4], size=n), 0)
     pitch = np.where(spiral, rng.uniform(12.0, 30.0, n), 0.0)
     q = np.where(sph, rng.uniform(0.5, 1.0, n), rng.uniform(0.35, 1.0, n))
     offset = rng.normal(0.0, 0.1, (n, 2)) * hlr[:, None] * irr[:, None]
-    colours = {}
-    for name in ("bulge", "disk", "irregular"):
-        off = np.tile(np.asarray(preset.galaxy_colors[name], dtype=float), (n, 1))
-        noise = rng.normal(0.0, preset.color_scatter, (n, nb))
-        noise[:, ref] = 0.0
-        colours[name] = off + noise
+    colours = _scattered_colours(rng, preset, n)
     total = 10 ** (-0.4 * (mag - zps[ref]))
     bulge_flux = _fluxes(total * bt, colours["bulge"], zps, ref)
     disk_flux = _fluxes(total * (1 - bt) * (1 - knot_share), colours["disk"], zps, ref)
@@ -357,6 +352,22 @@ def add_large_galaxies(galaxies, preset, shape, mean_count, seed):
     return {k: np.concatenate([galaxies[k], added[k]]) for k in galaxies}
 
 
+def _scattered_colours(rng, preset, n):
+    """Colour offsets of ``n`` galaxies' bulges, disks and knots (``{component: (n, band)}``).
+
+    The preset's offsets with Gaussian scatter of ``color_scatter`` mag in every
+    band but the reference; drawn bulge, disk, knots in that order.
+    """
+    ref = _reference(preset)[0]
+    colours = {}
+    for name in ("bulge", "disk", "irregular"):
+        offsets = np.tile(np.asarray(preset.galaxy_colors[name], dtype=float), (n, 1))
+        noise = rng.normal(0.0, preset.color_scatter, (n, len(preset.bands)))
+        noise[:, ref] = 0.0
+        colours[name] = offsets + noise
+    return colours
+
+
 def _reference(preset):
     """Index of the reference band and the zero points of all bands."""
     return preset.band_names.index(preset.ref_band), [b.zeropoint for b in preset.bands]
@@ -365,7 +376,6 @@ def _reference(preset):
 def _draw_galaxies(rng, preset, shape, mean_count, deep):
     """Galaxy columns of a population (the draws of ``rng`` in their fixed order)."""
     ny, nx = shape
-    nb = len(preset.bands)
     ref, zps = _reference(preset)
     bright, faint = preset.galaxy_mags
     if deep:
@@ -392,18 +402,11 @@ def _draw_galaxies(rng, preset, shape, mean_count, deep):
     knot_share = np.where(is_irr, rng.uniform(0.3, 0.6, n_gal), 0.0)
     offset = rng.normal(0.0, 0.15, (n_gal, 2)) * disk_hlr[:, None] * is_irr[:, None]
 
-    def scattered(offsets):
-        off = np.tile(np.asarray(offsets, dtype=float), (n_gal, 1))
-        noise = rng.normal(0.0, preset.color_scatter, (n_gal, nb))
-        noise[:, ref] = 0.0
-        return off + noise
-
     total_ref = 10 ** (-0.4 * (mag - zps[ref]))
-    bulge_flux = _fluxes(total_ref * bt, scattered(preset.galaxy_colors["bulge"]), zps, ref)
-    disk_flux = _fluxes(total_ref * (1 - bt) * (1 - knot_share),
-                        scattered(preset.galaxy_colors["disk"]), zps, ref)
-    knot_flux = _fluxes(total_ref * knot_share, scattered(preset.galaxy_colors["irregular"]),
-                        zps, ref)
+    colours = _scattered_colours(rng, preset, n_gal)
+    bulge_flux = _fluxes(total_ref * bt, colours["bulge"], zps, ref)
+    disk_flux = _fluxes(total_ref * (1 - bt) * (1 - knot_share), colours["disk"], zps, ref)
+    knot_flux = _fluxes(total_ref * knot_share, colours["irregular"], zps, ref)
     morph = np.where(is_irr, MORPHOLOGY_CODE["irregular"],
                      np.where(bt >= 0.5, MORPHOLOGY_CODE["spheroid"], MORPHOLOGY_CODE["disk"]))
     hlr = np.where(is_irr, disk_hlr, composite_hlr(bt, bulge_n, bulge_hlr, disk_hlr))
