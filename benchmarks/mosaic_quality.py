@@ -66,9 +66,13 @@ SHIFT = (100, 60)  # (dy, dx) of the shifted tile origin
 
 def damage(folder, bands, size):
     """Bad columns, a NaN patch, a missing block (NaN) and a zero-weight stripe."""
+    import json
+
     from astropy.io import fits
 
     h = size
+    # inverse variance of the simulated sky noise (the simulator records its σ per band)
+    sigmas = json.loads((folder / "simulation.json").read_text())["sigma"]
     weights = []
     for band in bands:
         path = folder / f"{band}.fits"
@@ -77,9 +81,8 @@ def damage(folder, bands, size):
             data[:, [h // 7, h // 7 + 1, (5 * h) // 9]] = np.nan          # bad columns
             data[(3 * h) // 4:(3 * h) // 4 + 120, h // 3:h // 3 + 120] = np.nan  # NaN patch
             data[h // 10:h // 10 + 256, (2 * h) // 3:(2 * h) // 3 + 256] = np.nan  # missing block
-            sigma = float(np.nanstd(data[:200, :200]))
             header = hdul[0].header.copy()
-        weight = np.full((h, h), 1.0 / sigma ** 2, dtype=np.float32)
+        weight = np.full((h, h), 1.0 / sigmas[band] ** 2, dtype=np.float32)
         weight[(9 * h) // 20:(9 * h) // 20 + 30, :] = 0.0                  # zero-weight stripe
         wpath = folder / f"weight_{band}.fits"
         fits.PrimaryHDU(weight, header).writeto(wpath, overwrite=True)

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from astrodask.errors import InputError
-from astrodask.merging.products import (MergeOptions, catalog_min_score, resolved_options,
-                                        segmentation_levels)
+from astrodask.merging.products import (MergeOptions, catalog_min_score, irregular_centroid_snr,
+                                        resolved_options, segmentation_levels)
 
 
 def test_without_models_every_shipped_kind_that_takes_the_bands_runs():
@@ -42,6 +42,46 @@ def test_catalog_cut_comes_from_the_option_then_the_card():
     assert catalog_min_score({"models": [{"kind": "unet", "card": {}}]}, MergeOptions()) is None
     with pytest.raises(InputError, match="min score must lie in"):
         catalog_min_score(record, MergeOptions(min_score=1.5))
+
+
+def test_irregular_centroid_snr_comes_from_the_option_then_the_centre_card():
+    record = {"models": [{"kind": "unet", "card": {}},
+                         {"kind": "maskrcnn", "card": {"centres": {"irregular_centroid_snr": 50}}}]}
+    assert irregular_centroid_snr(record, MergeOptions()) == 50.0
+    assert irregular_centroid_snr(record, MergeOptions(irregular_centroid_snr=20)) == 20.0
+    bare = {"models": [{"kind": "maskrcnn", "card": {}}]}
+    assert irregular_centroid_snr(bare, MergeOptions()) is None
+    assert irregular_centroid_snr({"models": [{"kind": "unet", "card": {}}]}, MergeOptions()) is None
+    assert resolved_options(record, MergeOptions()).irregular_centroid_snr == 50.0
+    with pytest.raises(InputError, match="irregular-centroid S/N must be >= 0"):
+        irregular_centroid_snr(record, MergeOptions(irregular_centroid_snr=-1))
+
+
+def test_bright_irregulars_sit_at_their_centroid_others_at_their_centre():
+    from types import SimpleNamespace
+
+    from astrodask.merging.products import _centroid_placed, catalog_positions
+
+    objects = SimpleNamespace(centre_x=np.array([10.0, 20.0, 30.0, 40.0, np.nan]),
+                              centre_y=np.array([11.0, 21.0, 31.0, 41.0, np.nan]))
+    measured = {"x": np.array([12.0, 22.0, 32.0, np.nan, 52.0]),
+                "y": np.array([13.0, 23.0, 33.0, np.nan, 53.0]),
+                "flux_g": np.array([60.0, 60.0, 5.0, 60.0, 60.0]),
+                "flux_err_g": np.ones(5),
+                "flux_r": np.array([60.0, 60.0, 5.0, 60.0, 60.0]),
+                "flux_err_r": np.ones(5)}
+    morphology = ["irregular", "disk", "irregular", "irregular", None]
+    placed = _centroid_placed(measured, ("g", "r"), morphology, 50.0)
+    # S/N over both bands: 120 / sqrt(2) = 85 for the bright ones, 7 for the faint one
+    np.testing.assert_array_equal(placed, [True, False, False, True, False])
+    x, y = catalog_positions(objects, measured, placed)
+    # the bright irregular at its centroid; the disk and the faint irregular at their centres;
+    # one without a centroid keeps its centre, one without a centre takes the centroid
+    np.testing.assert_array_equal(x, [12.0, 20.0, 30.0, 40.0, 52.0])
+    np.testing.assert_array_equal(y, [13.0, 21.0, 31.0, 41.0, 53.0])
+    assert _centroid_placed(measured, ("g", "r"), None, 50.0) is None
+    assert _centroid_placed(measured, ("g", "r"), morphology, None) is None
+    np.testing.assert_array_equal(catalog_positions(objects, measured)[0], [10, 20, 30, 40, 52])
 
 
 def test_morpheus_levels_come_from_the_option_then_the_unet_card_then_the_defaults():

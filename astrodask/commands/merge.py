@@ -27,6 +27,10 @@ def register(subparsers):
     parser.add_argument("--min-score", type=float,
                         help="Mask R-CNN runs: leave out objects scored below this (default: "
                              "the model card's catalog_min_score)")
+    parser.add_argument("--irregular-centroid-snr", type=float,
+                        help="runs with a centre network: objects the U-Net calls irregular "
+                             "with S/N at least this sit at their segment's centroid, not their "
+                             "centre peak (default: the model card's)")
     parser.add_argument("--detection-threshold", type=float, default=0.5,
                         help="max. min(background) for morpheus_detected")
     parser.add_argument("--no-pictures", action="store_true", help="skip the PNG quick-looks")
@@ -45,6 +49,7 @@ def run(args):
                            morpheus_background_level=args.morpheus_background_level,
                            morpheus_min_snr=args.min_snr,
                            min_score=args.min_score,
+                           irregular_centroid_snr=args.irregular_centroid_snr,
                            detection_threshold=args.detection_threshold,
                            pictures=not args.no_pictures)
     with progress_bar("merge", "tasks", args.quiet) as progress:

@@ -43,6 +43,13 @@ class MergeOptions:
         Mask R-CNN runs: objects whose detection score is below this are left
         out of the catalog. Default: the model card's ``catalog_min_score``
         (chosen for purity on validation mosaics), else none.
+    irregular_centroid_snr : float, optional
+        Mask R-CNN runs with a centre network: an object the U-Net calls
+        irregular and whose S/N (all bands) is at least this takes its
+        segment's flux-weighted centroid as its position, not its centre
+        peak, which a bright knot pulls off the galaxy's centre. Default:
+        the card's ``centres.irregular_centroid_snr`` (chosen on validation
+        mosaics), else never.
     detection_threshold : float
         ``morpheus_detected`` is true where the object's minimum background
         probability is at most this (as the Morpheus value-added catalog flags
@@ -59,6 +66,7 @@ class MergeOptions:
     morpheus_min_area: int = 5
     morpheus_min_snr: float = 5.0
     min_score: float = None
+    irregular_centroid_snr: float = None
     detection_threshold: float = 0.5
     pictures: bool = True
 
@@ -95,7 +103,13 @@ def resolved_options(record, options):
 
     threshold, level = segmentation_levels(record, options)
     return replace(options, min_score=catalog_min_score(record, options),
+                   irregular_centroid_snr=irregular_centroid_snr(record, options),
                    morpheus_threshold=threshold, morpheus_background_level=level)
+
+
+def _maskrcnn_card(record):
+    """The Mask R-CNN card of a run's record, or None."""
+    return next((m["card"] for m in record["models"] if m["kind"] == "maskrcnn"), None)
 
 
 def catalog_min_score(record, options):
@@ -107,11 +121,25 @@ def catalog_min_score(record, options):
         if not 0 <= options.min_score <= 1:
             raise InputError(f"min score must lie in [0, 1], got {options.min_score}")
         return float(options.min_score)
-    for model in record["models"]:
-        if model["kind"] == "maskrcnn":
-            value = model["card"].get("catalog_min_score")
-            return float(value) if value is not None else None
-    return None
+    card = _maskrcnn_card(record)
+    value = card.get("catalog_min_score") if card else None
+    return float(value) if value is not None else None
+
+
+def irregular_centroid_snr(record, options):
+    """S/N above which irregular galaxies are placed at their centroid: the option, else the card's.
+
+    None (never) for runs without a Mask R-CNN whose centre network's card
+    section sets ``irregular_centroid_snr``.
+    """
+    if options.irregular_centroid_snr is not None:
+        if options.irregular_centroid_snr < 0:
+            raise InputError("the irregular-centroid S/N must be >= 0, "
+                             f"got {options.irregular_centroid_snr}")
+        return float(options.irregular_centroid_snr)
+    card = _maskrcnn_card(record)
+    value = ((card or {}).get("centres") or {}).get("irregular_centroid_snr")
+    return float(value) if value is not None else None
 
 
 @dataclass
@@ -216,7 +244,15 @@ def catalog_table(mosaic, objects, accumulator, unet, options, first_id=1):
     noise = None if mosaic.has_weight else [stats[b]["mad_std"] for b in mosaic.bands]
     measured = accumulator.columns(mosaic.bands, noise=noise)
     n = len(objects)
-    x, y = catalog_positions(objects, measured)
+    morphology = None
+    if unet is not None:
+        sources = measured["class_probabilities"][:, :-1]
+        dominant = np.argmax(np.nan_to_num(sources, nan=-1.0), axis=1)
+        morphology = [MORPHOLOGY_CLASSES[d] if np.isfinite(sources[i]).all() else None
+                      for i, d in enumerate(dominant)]
+    x, y = catalog_positions(objects, measured,
+                             _centroid_placed(measured, mosaic.bands, morphology,
+                                              options.irregular_centroid_snr))
     ra, dec = sky_coordinates(mosaic.wcs, x, y)
     grid = mosaic.tile_grid
     truncated = ((objects.y0 == 0) | (objects.x0 == 0) | (objects.y1 == grid.height)
@@ -250,11 +286,7 @@ def catalog_table(mosaic, objects, accumulator, unet, options, first_id=1):
         probabilities = measured["class_probabilities"]
         for k, name in enumerate(MORPHOLOGY_CLASSES):
             columns[f"p_{name}"] = probabilities[:, k]
-        sources = probabilities[:, :-1]
-        dominant = np.argmax(np.nan_to_num(sources, nan=-1.0), axis=1)
-        columns["morphology"] = pa.array(
-            [MORPHOLOGY_CLASSES[d] if np.isfinite(sources[i]).all() else None
-             for i, d in enumerate(dominant)], type=pa.string())
+        columns["morphology"] = pa.array(morphology, type=pa.string())
         columns["min_background"] = measured["min_background"]
         columns["morpheus_detected"] = measured["min_background"] <= options.detection_threshold
         morpheus_undetected = ~columns["morpheus_detected"]
@@ -268,18 +300,36 @@ def catalog_table(mosaic, objects, accumulator, unet, options, first_id=1):
     return with_units(pa.table(columns), column_units(mosaic))
 
 
-def catalog_positions(objects, measured):
+def catalog_positions(objects, measured, centroid_placed=None):
     """Each object's catalog position ``(x, y)``: its centre where the detector gave one.
 
     The centre network's centre (``objects.centre_x``, ``centre_y``) where
-    finite, else the flux-weighted centroid of the object's exclusive
-    segment (``measured``); 0-based mosaic pixels.
+    finite and ``centroid_placed`` (bool per object, optional) is false,
+    else the flux-weighted centroid of the object's exclusive segment
+    (``measured``); 0-based mosaic pixels.
     """
     x, y = measured["x"], measured["y"]
     if objects.centre_x is None:
         return x, y
     centred = np.isfinite(objects.centre_x) & np.isfinite(objects.centre_y)
+    if centroid_placed is not None:
+        centred &= ~(centroid_placed & np.isfinite(x) & np.isfinite(y))
     return np.where(centred, objects.centre_x, x), np.where(centred, objects.centre_y, y)
+
+
+def _centroid_placed(measured, bands, morphology, min_snr):
+    """Objects placed at their centroid: called irregular, S/N over all bands >= ``min_snr``.
+
+    None where either is unknown (no U-Net, no threshold).
+    """
+    if morphology is None or min_snr is None:
+        return None
+    flux = sum(measured[f"flux_{b}"] for b in bands)
+    error = np.sqrt(sum(measured[f"flux_err_{b}"] ** 2 for b in bands))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        snr = np.where(error > 0, flux / error, np.nan)
+    irregular = np.array([m == "irregular" for m in morphology], dtype=bool)
+    return irregular & (snr >= min_snr)
 
 
 #: Units of the catalog columns that have one (astropy unit strings); fluxes
