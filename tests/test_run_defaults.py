@@ -60,6 +60,7 @@ def test_irregular_centroid_snr_comes_from_the_option_then_the_centre_card():
 def test_bright_irregulars_sit_at_their_centroid_others_at_their_centre():
     from types import SimpleNamespace
 
+    from astrodask.classes import OBJECT_CODE
     from astrodask.merging.products import _centroid_placed, catalog_positions
 
     objects = SimpleNamespace(centre_x=np.array([10.0, 20.0, 30.0, 40.0, np.nan]),
@@ -71,16 +72,20 @@ def test_bright_irregulars_sit_at_their_centroid_others_at_their_centre():
                 "flux_r": np.array([60.0, 60.0, 5.0, 60.0, 60.0]),
                 "flux_err_r": np.ones(5)}
     morphology = ["irregular", "disk", "irregular", "irregular", None]
-    placed = _centroid_placed(measured, ("g", "r"), morphology, 50.0)
+    galaxies = np.full(5, OBJECT_CODE["galaxy"])
+    placed = _centroid_placed(measured, ("g", "r"), galaxies, morphology, 50.0)
     # S/N over both bands: 120 / sqrt(2) = 85 for the bright ones, 7 for the faint one
     np.testing.assert_array_equal(placed, [True, False, False, True, False])
+    # a star stays at its centre whatever the U-Net calls it (a saturated star's bleed trail)
+    star_first = np.where(np.arange(5) == 0, OBJECT_CODE["star"], galaxies)
+    assert not _centroid_placed(measured, ("g", "r"), star_first, morphology, 50.0)[0]
     x, y = catalog_positions(objects, measured, placed)
     # the bright irregular at its centroid; the disk and the faint irregular at their centres;
     # one without a centroid keeps its centre, one without a centre takes the centroid
     np.testing.assert_array_equal(x, [12.0, 20.0, 30.0, 40.0, 52.0])
     np.testing.assert_array_equal(y, [13.0, 21.0, 31.0, 41.0, 53.0])
-    assert _centroid_placed(measured, ("g", "r"), None, 50.0) is None
-    assert _centroid_placed(measured, ("g", "r"), morphology, None) is None
+    assert _centroid_placed(measured, ("g", "r"), galaxies, None, 50.0) is None
+    assert _centroid_placed(measured, ("g", "r"), galaxies, morphology, None) is None
     np.testing.assert_array_equal(catalog_positions(objects, measured)[0], [10, 20, 30, 40, 52])
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from .._version import __version__
-from ..classes import MORPHOLOGY_CLASSES, OBJECT_CLASSES
+from ..classes import MORPHOLOGY_CLASSES, OBJECT_CLASSES, OBJECT_CODE
 from ..errors import InputError, StoreError
 from .stitch import MATCH_IOU
 
@@ -251,8 +251,8 @@ def catalog_table(mosaic, objects, accumulator, unet, options, first_id=1):
         morphology = [MORPHOLOGY_CLASSES[d] if np.isfinite(sources[i]).all() else None
                       for i, d in enumerate(dominant)]
     x, y = catalog_positions(objects, measured,
-                             _centroid_placed(measured, mosaic.bands, morphology,
-                                              options.irregular_centroid_snr))
+                             _centroid_placed(measured, mosaic.bands, objects.class_id,
+                                              morphology, options.irregular_centroid_snr))
     ra, dec = sky_coordinates(mosaic.wcs, x, y)
     grid = mosaic.tile_grid
     truncated = ((objects.y0 == 0) | (objects.x0 == 0) | (objects.y1 == grid.height)
@@ -317,10 +317,12 @@ def catalog_positions(objects, measured, centroid_placed=None):
     return np.where(centred, objects.centre_x, x), np.where(centred, objects.centre_y, y)
 
 
-def _centroid_placed(measured, bands, morphology, min_snr):
-    """Objects placed at their centroid: called irregular, S/N over all bands >= ``min_snr``.
+def _centroid_placed(measured, bands, class_ids, morphology, min_snr):
+    """Objects placed at their centroid: galaxies called irregular, S/N over all bands >= ``min_snr``.
 
-    None where either is unknown (no U-Net, no threshold).
+    Stars never (the U-Net may call a saturated star with its bleed trail
+    irregular; its centroid follows the trail). None where the morphology
+    or the threshold is unknown (no U-Net, no threshold).
     """
     if morphology is None or min_snr is None:
         return None
@@ -329,7 +331,7 @@ def _centroid_placed(measured, bands, morphology, min_snr):
     with np.errstate(divide="ignore", invalid="ignore"):
         snr = np.where(error > 0, flux / error, np.nan)
     irregular = np.array([m == "irregular" for m in morphology], dtype=bool)
-    return irregular & (snr >= min_snr)
+    return irregular & (np.asarray(class_ids) != OBJECT_CODE["star"]) & (snr >= min_snr)
 
 
 #: Units of the catalog columns that have one (astropy unit strings); fluxes
