@@ -28,7 +28,7 @@ def register(subparsers):
                         help="Mask R-CNN runs: leave out objects scored below this (default: "
                              "the model card's catalog_min_score)")
     parser.add_argument("--irregular-centroid-snr", type=float,
-                        help="runs with a centre network: objects the U-Net calls irregular "
+                        help="runs with a centre network: galaxies the U-Net calls irregular "
                              "with S/N at least this sit at their segment's centroid, not their "
                              "centre peak (default: the model card's)")
     parser.add_argument("--detection-threshold", type=float, default=0.5,

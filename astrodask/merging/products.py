@@ -44,8 +44,8 @@ class MergeOptions:
         out of the catalog. Default: the model card's ``catalog_min_score``
         (chosen for purity on validation mosaics), else none.
     irregular_centroid_snr : float, optional
-        Mask R-CNN runs with a centre network: an object the U-Net calls
-        irregular and whose S/N (all bands) is at least this takes its
+        Mask R-CNN runs with a centre network: a galaxy (never a star) the
+        U-Net calls irregular and whose S/N (all bands) is at least this takes its
         segment's flux-weighted centroid as its position, not its centre
         peak, which a bright knot pulls off the galaxy's centre. Default:
         the card's ``centres.irregular_centroid_snr`` (chosen on validation
@@ -127,7 +127,7 @@ def catalog_min_score(record, options):
 
 
 def irregular_centroid_snr(record, options):
-    """S/N above which irregular galaxies are placed at their centroid: the option, else the card's.
+    """S/N from which irregular galaxies sit at their centroid: the option, else the card's.
 
     None (never) for runs without a Mask R-CNN whose centre network's card
     section sets ``irregular_centroid_snr``.
@@ -318,7 +318,7 @@ def catalog_positions(objects, measured, centroid_placed=None):
 
 
 def _centroid_placed(measured, bands, class_ids, morphology, min_snr):
-    """Objects placed at their centroid: galaxies called irregular, S/N over all bands >= ``min_snr``.
+    """Objects placed at their centroid: irregular galaxies with S/N (all bands) >= ``min_snr``.
 
     Stars never (the U-Net may call a saturated star with its bleed trail
     irregular; its centroid follows the trail). None where the morphology
