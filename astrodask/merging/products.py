@@ -84,7 +84,7 @@ def segmentation_levels(record, options):
         ``(threshold, background_level)``: background probability at or below
         which a pixel seeds a source, and at or above which it seeds the sky.
     """
-    card = next((m["card"] for m in record["models"] if m["kind"] == "unet"), {})
+    card = _run_card(record, "unet") or {}
     chosen = dict(DEFAULT_SEGMENTATION, **{k: v for k, v in card.get("segmentation", {}).items()
                                            if k in DEFAULT_SEGMENTATION})
     threshold = (options.morpheus_threshold if options.morpheus_threshold is not None
@@ -107,9 +107,9 @@ def resolved_options(record, options):
                    morpheus_threshold=threshold, morpheus_background_level=level)
 
 
-def _maskrcnn_card(record):
-    """The Mask R-CNN card of a run's record, or None."""
-    return next((m["card"] for m in record["models"] if m["kind"] == "maskrcnn"), None)
+def _run_card(record, kind):
+    """The card of a run's model of ``kind`` (``unet``, ``maskrcnn``), or None."""
+    return next((m["card"] for m in record["models"] if m["kind"] == kind), None)
 
 
 def catalog_min_score(record, options):
@@ -121,7 +121,7 @@ def catalog_min_score(record, options):
         if not 0 <= options.min_score <= 1:
             raise InputError(f"min score must lie in [0, 1], got {options.min_score}")
         return float(options.min_score)
-    card = _maskrcnn_card(record)
+    card = _run_card(record, "maskrcnn")
     value = card.get("catalog_min_score") if card else None
     return float(value) if value is not None else None
 
@@ -137,7 +137,7 @@ def irregular_centroid_snr(record, options):
             raise InputError("the irregular-centroid S/N must be >= 0, "
                              f"got {options.irregular_centroid_snr}")
         return float(options.irregular_centroid_snr)
-    card = _maskrcnn_card(record)
+    card = _run_card(record, "maskrcnn")
     value = ((card or {}).get("centres") or {}).get("irregular_centroid_snr")
     return float(value) if value is not None else None
 
