@@ -21,6 +21,7 @@ from .hashing import file_sha256
 from .fits_input import FitsImage
 from .mosaic import (MASK_BITS, PADDING, STORE_FORMAT, STORE_KIND, ZERO_WEIGHT, TileGrid,
                      open_mosaic)
+from .noise_correlation import NoiseCorrelation, core_step
 from .psf import METHOD as PSF_METHOD, given_psf, measure_psf, rescale_for_fwhm
 from .rescale import RescaledImage, check_factor
 from .sky import clipped_stats, sample_step
@@ -344,7 +345,8 @@ def _create_arrays(group, n_bands, grid, with_weight):
 
 
 class _BandStats:
-    """Running count, extrema and a deterministic pixel sample of one band."""
+    """Running count, extrema, a deterministic pixel sample and the sky noise's
+    correlation between neighbouring pixels of one band."""
 
     def __init__(self, stride):
         self.stride = stride
@@ -352,6 +354,27 @@ class _BandStats:
         self.minimum = np.inf
         self.maximum = -np.inf
         self.samples = []
+        self.correlation = NoiseCorrelation()
+
+    def add_cores(self, values, good, weight, grid, iy, ix0, step):
+        """Add the noise correlation of the cores ``(iy, ix0...)`` of one block row.
+
+        Only cores whose indices are multiples of ``step`` are measured, so the
+        result does not depend on how the ingest groups windows into blocks.
+        With ``weight``, pixels are scaled by √weight first (noise of unit
+        variance where the weights are right).
+        """
+        if iy % step:
+            return
+        core = grid.core
+        for x0 in range(0, values.shape[1], core):
+            if (ix0 + x0 // core) % step:
+                continue
+            part = (slice(None), slice(x0, x0 + core))
+            pixels = values[part].astype(np.float64)
+            if weight is not None:
+                pixels = pixels * np.sqrt(np.clip(weight[part], 0.0, None))
+            self.correlation.add(pixels, good[part])
 
     def add(self, values, good, y0, x0):
         if not good.any():
@@ -377,7 +400,8 @@ class _BandStats:
                 "mean": float(sample.mean()), "std": float(sample.std()),
                 "median": float(np.median(sample)), "mad_std": float(mad_std(sample)),
                 "clipped_mean": clipped_mean, "clipped_std": clipped_std,
-                "n_sampled": int(sample.size)}
+                "n_sampled": int(sample.size),
+                "noise_correlation": self.correlation.summary()}
 
 
 def _write_store(tmp, images, weight_images, grid, block_tiles, progress):
@@ -431,9 +455,13 @@ def _write_block(arrays, images, weight_images, grid, iy, ix0, ix1, stats):
     arrays["mask"][target] = flags[:, cy, cx]
     if weight is not None:
         arrays["weight"][target] = weight[:, cy, cx]
+    correlation_step = core_step(grid.shape)
     for b, band_stats in enumerate(stats):
         good = flags[b, cy, cx] == 0
         band_stats.add(values[b, cy, cx], good, target[1].start, target[2].start)
+        band_stats.add_cores(values[b, cy, cx], good,
+                             weight[b, cy, cx] if weight is not None else None,
+                             grid, iy, ix0, correlation_step)
 
     # Windows: model input with 0 wherever a pixel is flagged.
     tiles_values = np.where(flags == 0, values, np.float32(0.0))

@@ -14,6 +14,7 @@ mosaic's units; AB magnitudes use each band's MAGZERO.
 import numpy as np
 
 from .mosaic import PADDING
+from .noise_correlation import LAGS, segment_pair_counts, variance_factor
 
 
 def chunk_flags(flags, ys, xs):
@@ -78,7 +79,9 @@ def chunk_sums(labels, y0, x0, image, flags, weight=None, classes=None, touching
     Returns
     -------
     dict of ndarray
-        ``id`` and the sums for those IDs.
+        ``id`` and the sums for those IDs; ``pairs``: each object's pixel pairs
+        at the lags of :data:`astrodask.noise_correlation.LAGS` (for flux
+        errors under correlated noise).
     """
     ids, inverse = np.unique(labels, return_inverse=True)
     inverse = inverse.reshape(labels.shape)
@@ -103,6 +106,7 @@ def chunk_sums(labels, y0, x0, image, flags, weight=None, classes=None, touching
         "sum_x": total(xx),
         "flagged": total((flags & ~np.uint8(PADDING)).any(axis=0) if touching is None
                          else touching),
+        "pairs": segment_pair_counts(labels, inverse, n)[inside],
     }
     if saturation is not None and any(level is not None for level in saturation):
         from .sky import saturated_pixels
@@ -138,6 +142,7 @@ class Accumulator:
         self.sum_x = np.zeros(n + 1)
         self.flagged = np.zeros(n + 1)
         self.saturated = np.zeros(n + 1)
+        self.pairs = np.zeros((n + 1, len(LAGS)))
         self.class_f = np.zeros((n + 1, n_classes)) if n_classes else None
         self.min_background = np.full(n + 1, np.inf) if n_classes else None
 
@@ -145,7 +150,7 @@ class Accumulator:
         """Add one chunk's sums."""
         ids = sums["id"]
         for name in ("area", "flux", "sum_f", "sum_fy", "sum_fx", "sum_y", "sum_x", "flagged",
-                     "saturated", "variance", "class_f"):
+                     "saturated", "variance", "class_f", "pairs"):
             target = getattr(self, name)
             if target is not None and name in sums:
                 target[ids] += sums[name]
@@ -153,11 +158,15 @@ class Accumulator:
             self.min_background[ids] = np.minimum(self.min_background[ids],
                                                   sums["min_background"])
 
-    def columns(self, bands, noise=None):
+    def columns(self, bands, noise=None, correlation=None):
         """Measured columns (arrays of length ``n``, object ``k`` at index ``k - 1``).
 
         ``noise``: per-band pixel noise (σ) used for flux errors when no
-        weights were ingested: error = σ √area.
+        weights were ingested: error = σ √area. ``correlation``: per band,
+        the sky noise's correlation coefficients at
+        :data:`astrodask.noise_correlation.LAGS` (the ingest's
+        ``noise_correlation["rho"]``) or None; each flux variance is then
+        multiplied by :func:`astrodask.noise_correlation.variance_factor`.
         """
         area = self.area[1:]
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -167,12 +176,14 @@ class Accumulator:
         out = {"x": x, "y": y, "area": area.astype(np.int64),
                "masked_pixels": self.flagged[1:].astype(np.int64),
                "saturated_pixels": self.saturated[1:].astype(np.int64)}
+        correlation = correlation or [None] * len(bands)
         for b, band in enumerate(bands):
             out[f"flux_{band}"] = self.flux[1:, b]
+            factor = variance_factor(self.pairs[1:], area, correlation[b])
             if self.variance is not None:
-                out[f"flux_err_{band}"] = np.sqrt(self.variance[1:, b])
+                out[f"flux_err_{band}"] = np.sqrt(self.variance[1:, b] * factor)
             elif noise is not None:
-                out[f"flux_err_{band}"] = noise[b] * np.sqrt(area)
+                out[f"flux_err_{band}"] = noise[b] * np.sqrt(area * factor)
         if self.class_f is not None:
             with np.errstate(invalid="ignore", divide="ignore"):
                 out["class_probabilities"] = self.class_f[1:] / self.sum_f[1:, None]

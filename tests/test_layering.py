@@ -16,7 +16,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "astrodask"
 LAYERS = [
     ("core", {"_version", "errors", "hashing", "storage", "classes", "config", "progress",
               "framework", "dihedral"}),
-    ("io", {"fits_input", "mosaic", "psf", "rescale", "outputs", "sky"}),
+    ("io", {"fits_input", "mosaic", "psf", "rescale", "outputs", "sky", "noise_correlation"}),
     ("models", {"models", "morphology"}),
     ("stages", {"ingestion", "engine", "instances", "measure", "merging", "star_galaxy",
                 "fragments", "centre_segments"}),

@@ -242,7 +242,9 @@ def catalog_table(mosaic, objects, accumulator, unet, options, first_id=1):
 
     stats = mosaic.attrs["band_stats"]
     noise = None if mosaic.has_weight else [stats[b]["mad_std"] for b in mosaic.bands]
-    measured = accumulator.columns(mosaic.bands, noise=noise)
+    # stores ingested before the correlation was measured have none: independent pixels
+    correlation = [(stats[b].get("noise_correlation") or {}).get("rho") for b in mosaic.bands]
+    measured = accumulator.columns(mosaic.bands, noise=noise, correlation=correlation)
     n = len(objects)
     morphology = None
     if unet is not None:
