@@ -35,7 +35,13 @@ A Mask R-CNN instance with no centre within :data:`CORE_RADIUS` of its
 core is dropped, unless its score reaches the card's ``keep_instances``:
 then it is a detection of its own, seeded at its core with the others (a
 large smooth galaxy may get no heatmap peak at all, and its pixels would
-otherwise go to its neighbours).
+otherwise go to its neighbours). A centre on a flagged pixel is no
+detection (whatever the network saw there was filled in), and it still
+counts as the centre near an instance's core: a source whose centre lies on
+a bad column or a trail is not brought back at its brightest unflagged
+pixel, beside the flag, by the instance over it. Nor is an instance without
+a centre kept when its core lies within 2 px of a flagged pixel (the network
+may see no centre in a source cut in half by a stripe).
 """
 
 import numpy as np
@@ -123,6 +129,7 @@ def centre_detections(centres, scores, masks, class_ids, instance_scores, bright
     centres = np.asarray(centres, dtype=np.float64).reshape(-1, 2)
     pixels = np.clip(np.round(centres).astype(np.int64), 0, [height - 1, width - 1])
     usable = np.isfinite(brightness[pixels[:, 0], pixels[:, 1]])
+    on_flags = pixels[~usable]
     # two refined centres that round to one pixel: the first keeps it
     _, first = np.unique(pixels[:, 0] * width + pixels[:, 1], return_index=True)
     usable &= np.isin(np.arange(len(pixels)), first)
@@ -134,7 +141,8 @@ def centre_detections(centres, scores, masks, class_ids, instance_scores, bright
                             min(v for v in (keep_instances, confirm_instances, np.inf)
                                 if v is not None))
     scores = _confirmed(scores, pixels, cores, instance_scores, confirm_instances, core_radius)
-    kept, cores = _unpeaked(pixels, cores, instance_scores, keep_instances, core_radius)
+    kept, cores = _unpeaked(np.concatenate([pixels, on_flags]), cores, instance_scores,
+                            keep_instances, core_radius, finite)
     n_peaks = len(centres)
     if kept:
         pixels = np.concatenate([pixels, cores])
@@ -220,12 +228,19 @@ def _centre_at_core(pixels, scores, y, x, radius, candidates=None):
     return near[np.lexsort((near, -np.asarray(scores)[near], distance))[0]]
 
 
-def _unpeaked(pixels, cores, instance_scores, min_score, radius):
-    """Indices and core pixels of the instances kept without a centre (module docstring)."""
+def _unpeaked(pixels, cores, instance_scores, min_score, radius, finite):
+    """Indices and core pixels of the instances kept without a centre (module docstring).
+
+    An instance whose core lies within 2 px of a flagged pixel (``finite``
+    False) is not kept: its brightest pixel is where a flag cuts the source
+    off (the smoothing that finds the core dims the pixel next to the flag).
+    """
     taken = [tuple(p) for p in pixels]
     kept, kept_cores = [], []
     if min_score is not None:
         for i, y, x in cores:
+            if not finite[max(y - 2, 0):y + 3, max(x - 2, 0):x + 3].all():
+                continue
             if instance_scores[i] >= min_score and not _near(taken, y, x, radius).any():
                 kept.append(i)
                 kept_cores.append((y, x))

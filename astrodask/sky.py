@@ -106,14 +106,17 @@ def band_levels(mosaic, bands=None):
 
 
 #: Flagged features narrower than this (px) are inpainted, wider ones filled with sky noise.
-INPAINT_WIDTH = 5
+#: 9 (bad columns, satellite trails, narrow chip gaps) rather than 5 (bad columns only):
+#: on a validation mosaic crossed by thin flags, purity 0.958 -> 0.968 at the same
+#: completeness, 13 loses purity (BENCHMARKS.md, "Thin flagged features").
+INPAINT_WIDTH = 9
 
 
 def fill_flagged(data, flagged, mean, std, seed):
     """Replace flagged pixels by Gaussian sky noise, or interpolate thin flagged features.
 
     A flagged pixel that an opening by a square of :data:`INPAINT_WIDTH`
-    removes (a bad column, a short trail) is inpainted from the pixels
+    removes (a bad column, a satellite trail, a narrow chip gap) is inpainted from the pixels
     around it (biharmonic, ``skimage.restoration.inpaint_biharmonic``) plus
     sky noise; the rest (padding, stripes, missing chips) takes sky noise
     around the band's level. Chosen on validation mosaics with bad columns

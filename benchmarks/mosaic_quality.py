@@ -21,7 +21,11 @@ Fields (``--preset decam``): ``standard`` (the preset's density), ``crowded``
 zero-weight stripe, a missing block half a window wide, saturated stars) and
 ``large`` (the standard field's density with 0.5 large, bright galaxies per
 arcmin² added, most of them spirals with knots along their arms: the
-large-galaxy fluxes on many more than the other fields' few).
+large-galaxy fluxes on many more than the other fields' few) and ``flagged``
+(the standard density with thin flagged features all over: bad columns,
+satellite trails, CCD-gap stripes of zero weight, cosmic-ray masks; the
+region near flagged pixels holds a few hundred sources, not the masked
+field's few dozen).
 ``--preset hst``: ``standard`` and ``deep``; where the catalog has a
 morphology (the U-Net ran), the morphology of matched true sources with
 S/N ≥ 20 is printed as a confusion matrix against the simulator's classes.
@@ -54,6 +58,9 @@ FIELDS = {
         "masked": dict(seed=SEED + 2, saturate=True),
         # large, bright galaxies added (0.5 per arcmin², most of them spirals with knots)
         "large": dict(seed=SEED + 3, large_galaxies=0.5),
+        # thin flagged features all over (bad columns, satellite trails, CCD-gap stripes,
+        # cosmic-ray masks): a few hundred sources lie within 5 px of a flagged pixel
+        "flagged": dict(seed=SEED + 4),
     },
     # HST-like fields (H, J, V, Z at 0.06"/px); deep: the preset's deep density and faint end
     "hst": {
@@ -64,26 +71,72 @@ FIELDS = {
 SHIFT = (100, 60)  # (dy, dx) of the shifted tile origin
 
 
-def damage(folder, bands, size):
-    """Bad columns, a NaN patch, a missing block (NaN) and a zero-weight stripe."""
-    import json
+def masked_regions(size):
+    """The ``masked`` field's flags: bad columns, a NaN patch, a missing block (NaN)
+    and a zero-weight stripe; returns (NaN mask, zero-weight mask)."""
+    h = size
+    nan = np.zeros((h, h), bool)
+    nan[:, [h // 7, h // 7 + 1, (5 * h) // 9]] = True                     # bad columns
+    nan[(3 * h) // 4:(3 * h) // 4 + 120, h // 3:h // 3 + 120] = True      # NaN patch
+    nan[h // 10:h // 10 + 256, (2 * h) // 3:(2 * h) // 3 + 256] = True    # missing block
+    zero = np.zeros((h, h), bool)
+    zero[(9 * h) // 20:(9 * h) // 20 + 30, :] = True                      # zero-weight stripe
+    return nan, zero
 
+
+def thin_flags(size, seed=SEED + 4):
+    """The ``flagged`` field's flags: many thin features, as a coadd's mask holds.
+
+    NaN: 20 bad columns (a third of them two wide), 6 satellite trails 7 px
+    wide at random angles, 100 cosmic-ray masks of radius 2-4 px; zero weight:
+    8 CCD-gap stripes 8-20 px high (on a 2048² field the pixels within 5 px
+    of a flag are ~15% of the field). Returns (NaN mask, zero-weight mask).
+    """
+    from skimage.draw import disk, line
+    from scipy import ndimage
+    from skimage.morphology import disk as disk_footprint
+
+    rng = np.random.default_rng(seed)
+    h = size
+    nan = np.zeros((h, h), bool)
+    for k, x in enumerate(rng.choice(np.arange(8, h - 9), 20, replace=False)):
+        nan[:, x:x + (2 if k % 3 == 0 else 1)] = True
+    trails = np.zeros((h, h), bool)
+    for _ in range(6):
+        y0, y1 = rng.uniform(0, h, 2)
+        rr, cc = line(int(y0), 0, int(y1), h - 1)
+        trails[rr, cc] = True
+    nan |= ndimage.binary_dilation(trails, structure=disk_footprint(3))
+    for _ in range(100):
+        rr, cc = disk(tuple(rng.uniform(0, h, 2)), rng.uniform(2, 4), shape=(h, h))
+        nan[rr, cc] = True
+    zero = np.zeros((h, h), bool)
+    for y, height in zip(rng.choice(np.arange(0, h - 20), 8, replace=False),
+                         rng.integers(8, 21, 8)):
+        zero[y:y + height, :] = True
+    return nan, zero
+
+
+FLAGS = {"masked": masked_regions, "flagged": thin_flags}
+
+
+def damage(folder, bands, size, flags):
+    """Set the ``flags(size)`` NaN pixels to NaN in each band's FITS file and write
+    weight maps (the simulated sky's inverse variance, 0 where zero-weight);
+    returns the weight map paths."""
     from astropy.io import fits
 
-    h = size
+    nan, zero = flags(size)
     # inverse variance of the simulated sky noise (the simulator records its σ per band)
     sigmas = json.loads((folder / "simulation.json").read_text())["sigma"]
     weights = []
     for band in bands:
         path = folder / f"{band}.fits"
         with fits.open(path, mode="update") as hdul:
-            data = hdul[0].data
-            data[:, [h // 7, h // 7 + 1, (5 * h) // 9]] = np.nan          # bad columns
-            data[(3 * h) // 4:(3 * h) // 4 + 120, h // 3:h // 3 + 120] = np.nan  # NaN patch
-            data[h // 10:h // 10 + 256, (2 * h) // 3:(2 * h) // 3 + 256] = np.nan  # missing block
+            hdul[0].data[nan] = np.nan
             header = hdul[0].header.copy()
-        weight = np.full((h, h), 1.0 / sigmas[band] ** 2, dtype=np.float32)
-        weight[(9 * h) // 20:(9 * h) // 20 + 30, :] = 0.0                  # zero-weight stripe
+        weight = np.full((size, size), 1.0 / sigmas[band] ** 2, dtype=np.float32)
+        weight[zero] = 0.0
         wpath = folder / f"weight_{band}.fits"
         fits.PrimaryHDU(weight, header).writeto(wpath, overwrite=True)
         weights.append(wpath)
@@ -196,7 +249,7 @@ def score_field(name, kwargs, size, out, grid_checks, models=None, preset="decam
                              **kwargs)
     bands = sim["bands"]
     images = [work / "field" / f"{b}.fits" for b in bands]
-    weights = damage(work / "field", bands, size) if name == "masked" else None
+    weights = damage(work / "field", bands, size, FLAGS[name]) if name in FLAGS else None
     truth = pq.read_table(work / "field" / "truth.parquet").to_pydict()
     mosaic, catalog, seconds = pipeline(images, work / "h32", weights=weights, models=models,
                                         config=config)

@@ -165,6 +165,31 @@ def test_a_confident_instance_without_a_centre_is_kept_from_its_core():
         assert np.array_equal(kept, star) and len(out) == 1 and out[0][galaxy].all()
 
 
+def test_a_source_centred_on_a_bad_column_is_not_kept_beside_it():
+    """The centre lies on flagged pixels: the confident instance over the source does not
+    bring it back at its brightest unflagged pixel, next to the column."""
+    shape = (64, 64)
+    brightness = gaussian(shape, 30, 32, 2.5, 100).astype(np.float32)
+    brightness[:, 32] = -np.inf
+    masks = (gaussian(shape, 30, 32, 2.5) > 0.1)[None]
+    on_column = np.array([[30.0, 32.0]])
+    args = (masks, np.array([OBJECT_CODE["galaxy"]]), np.array([0.97]), brightness)
+    out, _, _, kept = centre_detections(on_column, np.array([0.9]), *args, keep_instances=0.9)
+    assert len(out) == 0 and len(kept) == 0
+    # nor without the network's centre: the instance's core lies beside the column
+    none = (np.zeros((0, 2)), np.zeros(0))
+    out, _, _, kept = centre_detections(*none, *args, keep_instances=0.9)
+    assert len(out) == 0
+    # the same source 6 px from the column is kept from its core
+    brightness = gaussian(shape, 30, 38, 2.5, 100).astype(np.float32)
+    brightness[:, 32] = -np.inf
+    masks = (gaussian(shape, 30, 38, 2.5) > 0.1)[None]
+    out, _, _, kept = centre_detections(*none, masks, np.array([OBJECT_CODE["galaxy"]]),
+                                        np.array([0.97]), brightness, keep_instances=0.9)
+    assert len(out) == 1
+    np.testing.assert_allclose(kept[0], [30, 38], atol=0.5)
+
+
 def test_a_centre_takes_the_class_of_the_instance_whose_core_is_nearest():
     """A star on a galaxy's wing: the galaxy's instance covers both and scores higher."""
     shape = (48, 48)

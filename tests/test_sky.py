@@ -39,6 +39,22 @@ def test_a_bad_column_is_interpolated_across_a_source_and_a_wide_stripe_is_not()
     assert np.isfinite(out).all()
 
 
+def test_a_satellite_trail_is_interpolated_and_a_chip_gap_is_not():
+    yy, xx = np.mgrid[:160, :160]
+    source = 100.0 * np.exp(-((yy - 80.0) ** 2 + (xx - 80.0) ** 2) / (2 * 4.0 ** 2))
+    data = (source + np.zeros((1, 160, 160))).astype(np.float32)
+    flagged = np.zeros(data.shape, bool)
+    flagged[0] = np.abs((yy - 80.0) - 0.4 * (xx - 80.0)) < 3.7  # a trail 7 px wide
+    flagged[0, 130:142, :] = True                               # a gap 12 px wide: noise
+    out = fill_flagged(np.where(flagged, np.nan, data), flagged, [0.0], [0.1], seed=(0, 0))
+    # across the source's core most of its light comes back (sky noise would bring none)
+    trail = flagged[0] & (np.hypot(yy - 80.0, xx - 80.0) < 6)
+    assert out[0][trail].sum() > 0.7 * data[0][trail].sum()
+    assert out[0][flagged[0]].max() == out[0][trail].max()  # the fill peaks on the source
+    gap = out[0, 131:141, :]
+    assert abs(gap.mean()) < 0.02 and abs(gap.std() - 0.1) < 0.01
+
+
 def test_detection_image_is_noise_units_and_minus_inf_on_flagged():
     data = np.ones((3, 4, 4), np.float32) * np.array([1.0, 2.0, 4.0], np.float32)[:, None, None]
     flagged = np.zeros(data.shape, bool)
