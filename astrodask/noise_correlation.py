@@ -115,6 +115,8 @@ class NoiseCorrelation:
             return
         centred = np.where(sky, values - values[sky].mean(), 0.0)
         for k, (dy, dx) in enumerate(((0, 0),) + LAGS + FAR_LAGS):
+            if dy >= sky.shape[0] or abs(dx) >= sky.shape[1]:
+                continue  # a core narrower than the lag (a sliver at the mosaic's edge)
             a, b = _pairs(centred.shape, dy, dx)
             both = sky[a] & sky[b]
             self.products[k] += float((centred[a] * centred[b])[both].sum())
@@ -154,6 +156,8 @@ def segment_pair_counts(labels, inverse, n):
     """
     counts = np.zeros((n, len(LAGS)))
     for k, (dy, dx) in enumerate(LAGS):
+        if dy >= labels.shape[0] or abs(dx) >= labels.shape[1]:
+            continue
         a, b = _pairs(labels.shape, dy, dx)
         same = (labels[a] == labels[b]) & (labels[a] > 0)
         counts[:, k] = np.bincount(inverse[a][same], minlength=n)

@@ -63,6 +63,19 @@ def test_too_few_sky_pixels_mean_independent_pixels():
     assert measured.summary()["rho"] == [0.0] * len(LAGS)
 
 
+def test_slivers_narrower_than_the_lags_are_measured_and_counted():
+    """The last core of a mosaic may be a few pixels wide or high."""
+    rng = np.random.default_rng(4)
+    measured = NoiseCorrelation()
+    for shape in ((96, 7), (1, 300), (300, 1)):
+        measured.add(correlated_noise(rng, shape), np.ones(shape, bool))
+        labels = np.ones(shape, int)
+        ids, inverse = np.unique(labels, return_inverse=True)
+        counts = segment_pair_counts(labels, inverse.reshape(shape), len(ids))
+        assert counts.shape == (1, len(LAGS)) and (counts >= 0).all()
+    assert measured.counts[0] > 0
+
+
 def test_variance_factor_matches_the_scatter_of_summed_noise():
     """The sum of correlated noise over a disk varies as the factor says."""
     rng = np.random.default_rng(3)
