@@ -18,7 +18,7 @@ holds of the galaxy, without the noise of the catalog flux).
 
 Fields (``--preset decam``): ``standard`` (the preset's density), ``crowded``
 (120 galaxies per arcmin²), ``masked`` (bad columns, a NaN patch, a
-zero-weight stripe, a missing block half a window wide, saturated stars) and
+zero-weight stripe, a missing block half a window wide, saturated stars),
 ``large`` (the standard field's density with 0.5 large, bright galaxies per
 arcmin² added, most of them spirals with knots along their arms: the
 large-galaxy fluxes on many more than the other fields' few) and ``flagged``
@@ -92,8 +92,8 @@ def thin_flags(size, seed=SEED + 4):
     8 CCD-gap stripes 8-20 px high (on a 2048² field the pixels within 5 px
     of a flag are ~15% of the field). Returns (NaN mask, zero-weight mask).
     """
-    from skimage.draw import disk, line
     from scipy import ndimage
+    from skimage.draw import disk, line
     from skimage.morphology import disk as disk_footprint
 
     rng = np.random.default_rng(seed)

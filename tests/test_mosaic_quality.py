@@ -94,3 +94,21 @@ def test_masked_stripe_gives_no_detection_on_it_and_flags_its_neighbours(field, 
     score = score_catalog({"x": x, "y": y}, truth, mosaic.tile_grid, flagged)
     assert score["regions"]["near_flagged"]["completeness"] >= score["completeness"] - 0.1
     assert score["completeness"] > 0.9
+
+
+def test_the_flagged_field_puts_many_sources_near_thin_flags():
+    """The benchmark's ``flagged`` layout: seeded, thin features, ~15% of pixels near a flag."""
+    from scipy import ndimage
+
+    from benchmark_scripts import load_benchmark
+
+    quality = load_benchmark("mosaic_quality")
+    nan, zero = quality.thin_flags(2048, seed=5)  # the benchmark's size
+    again = quality.thin_flags(2048, seed=5)
+    assert np.array_equal(nan, again[0]) and np.array_equal(zero, again[1])
+    flagged = nan | zero
+    near = (ndimage.distance_transform_edt(~flagged) <= 5) & ~flagged
+    assert 0.04 < flagged.mean() < 0.12 and 0.10 < near.mean() < 0.25
+    # the features are thin: an opening by a 21 px square leaves only where two cross
+    wide = ndimage.binary_opening(flagged, structure=np.ones((21, 21), bool))
+    assert wide.sum() < 0.02 * flagged.sum()
