@@ -62,10 +62,15 @@ def core_step(shape):
 
 
 def _pairs(shape, dy, dx):
-    """Slices ``a``, ``b`` of an array of ``shape`` such that ``b`` is ``a`` shifted by (dy, dx)."""
+    """Slices ``a``, ``b`` of an array of ``shape`` such that ``b`` is ``a`` shifted by (dy, dx).
+
+    Both empty where the array is no larger than the lag (a sliver at the
+    mosaic's edge).
+    """
     height, width = shape
-    a = (slice(0, height - dy), slice(max(0, -dx), width - max(dx, 0)))
-    b = (slice(dy, height), slice(max(dx, 0), width - max(-dx, 0)))
+    rows, columns = max(height - dy, 0), max(width - abs(dx), 0)
+    a = (slice(0, rows), slice(max(0, -dx), max(0, -dx) + columns))
+    b = (slice(dy, dy + rows), slice(max(dx, 0), max(dx, 0) + columns))
     return a, b
 
 
@@ -116,8 +121,6 @@ class NoiseCorrelation:
             return
         centred = np.where(sky, values - values[sky].mean(), 0.0)
         for k, (dy, dx) in enumerate(((0, 0),) + LAGS + FAR_LAGS):
-            if dy >= sky.shape[0] or abs(dx) >= sky.shape[1]:
-                continue  # a core narrower than the lag (a sliver at the mosaic's edge)
             a, b = _pairs(centred.shape, dy, dx)
             both = sky[a] & sky[b]
             self.products[k] += float((centred[a] * centred[b])[both].sum())
@@ -157,8 +160,6 @@ def segment_pair_counts(labels, inverse, n):
     """
     counts = np.zeros((n, len(LAGS)))
     for k, (dy, dx) in enumerate(LAGS):
-        if dy >= labels.shape[0] or abs(dx) >= labels.shape[1]:
-            continue
         a, b = _pairs(labels.shape, dy, dx)
         same = (labels[a] == labels[b]) & (labels[a] > 0)
         counts[:, k] = np.bincount(inverse[a][same], minlength=n)
