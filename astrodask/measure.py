@@ -192,6 +192,29 @@ class Accumulator:
         return out
 
 
+def measurement_noise(mosaic):
+    """What flux errors rest on: ``(noise, correlation)`` for :meth:`Accumulator.columns`.
+
+    ``noise`` is each band's pixel σ (the ingest's ``mad_std``), or None where
+    the mosaic has weight maps; ``correlation`` each band's sky-noise
+    correlation at :data:`astrodask.noise_correlation.LAGS`, None for stores
+    ingested before it was measured (independent pixels).
+    """
+    stats = mosaic.attrs["band_stats"]
+    noise = None if mosaic.has_weight else [stats[b]["mad_std"] for b in mosaic.bands]
+    correlation = [(stats[b].get("noise_correlation") or {}).get("rho") for b in mosaic.bands]
+    return noise, correlation
+
+
+def total_snr(measured, bands):
+    """S/N over all bands, ``sum(flux) / sqrt(sum(flux_err**2))``; NaN without an error."""
+    flux = sum(np.asarray(measured[f"flux_{b}"], dtype=np.float64) for b in bands)
+    error = np.sqrt(sum(np.asarray(measured[f"flux_err_{b}"], dtype=np.float64) ** 2
+                        for b in bands))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(error > 0, flux / error, np.nan)
+
+
 def ab_magnitude(flux, zeropoint):
     """AB magnitude ``zp − 2.5 log10(flux)``; NaN for non-positive flux or no zero point."""
     flux = np.asarray(flux, dtype=np.float64)

@@ -16,12 +16,17 @@ over Algorithm 1's (threshold, background level) instead: the card's
 area fraction below which knots of irregular galaxies join their galaxy
 (``run`` option ``fold_fragments``, the card's ``fold_irregular_fragments``;
 0 is off): one run per fraction on the same mosaics, merged with the card's
-score cut.
+score cut. With ``--weak-snr S1,S2,...`` the sweep is over the S/N that keeps
+a detection under the card's score cut but at least ``--weak-min-score``
+(merge options ``weak_min_snr``, ``weak_min_score``; the card's
+``catalog_weak_min_snr``, ``catalog_weak_min_score``; ``off`` keeps none;
+``--weak-min-separation``: ``catalog_weak_min_separation``).
 
 Usage::
 
     python benchmarks/catalog_threshold.py [--preset decam] [--size 2048]
-        [--models maskrcnn_hst,morpheus] [--segmentation | --fold-fragments 0,0.1,0.3,0.5]
+        [--models maskrcnn_hst,morpheus]
+        [--segmentation | --fold-fragments 0,0.1,0.3,0.5 | --weak-snr off,8,10,12]
         [--cuts 0.2,0.3,...] [--match-radius 2] [--fields standard-a,large]
         [--out bench-output/threshold]
 """
@@ -65,6 +70,14 @@ def main(argv=None):
                              "Mask R-CNN score cut (give --models the U-Net)")
     parser.add_argument("--fold-fragments", default=None, metavar="F1,F2,...",
                         help="sweep the run's fold_fragments (one run per value) instead")
+    parser.add_argument("--weak-snr", default=None, metavar="S1,S2,...",
+                        help="sweep the S/N that keeps detections under the score cut "
+                             "(off: none kept) instead")
+    parser.add_argument("--weak-min-score", type=float, default=0.3,
+                        help="with --weak-snr: the lowest score such a detection may have")
+    parser.add_argument("--weak-min-separation", type=float, default=None,
+                        help="with --weak-snr: the least distance (px) of such a detection from "
+                             "every one at or above the cut (default: the card's)")
     parser.add_argument("--cuts", default=None, metavar="C1,C2,...",
                         help=f"score cuts to sweep (default {','.join(map(str, CUTS))})")
     parser.add_argument("--match-radius", type=float, default=2.0,
@@ -90,6 +103,10 @@ def main(argv=None):
         cuts = tuple(float(v) for v in args.fold_fragments.split(","))
         options = [{} for _ in cuts]
         runs = {cut: {"maskrcnn": {"fold_fragments": cut}} for cut in cuts}
+    elif args.weak_snr:
+        cuts = tuple(float("inf") if v == "off" else float(v) for v in args.weak_snr.split(","))
+        options = [dict(weak_min_score=args.weak_min_score, weak_min_snr=cut,
+                        weak_min_separation=args.weak_min_separation) for cut in cuts]
     else:
         cuts = CUTS if args.cuts is None else tuple(float(v) for v in args.cuts.split(","))
         options = [dict(min_score=cut) for cut in cuts]

@@ -27,6 +27,22 @@ def register(subparsers):
     parser.add_argument("--min-score", type=float,
                         help="Mask R-CNN runs: leave out objects scored below this (default: "
                              "the model card's catalog_min_score)")
+    parser.add_argument("--weak-min-score", type=float,
+                        help="Mask R-CNN runs: objects scored under --min-score but at least "
+                             "this stay when their S/N reaches --weak-min-snr (default: the "
+                             "model card's catalog_weak_min_score)")
+    parser.add_argument("--weak-min-snr", type=float,
+                        help="S/N (all bands, within the detection's mask) that keeps such an "
+                             "object (default: the model card's catalog_weak_min_snr; inf "
+                             "keeps none)")
+    parser.add_argument("--weak-min-contrast", type=float,
+                        help="such an object touching others that pass the cut stays only if "
+                             "its S/N is at least this fraction of theirs (default: the model "
+                             "card's catalog_weak_min_contrast)")
+    parser.add_argument("--weak-min-separation", type=float,
+                        help="such an object stays only if its centre lies at least this many "
+                             "pixels from every object that passes the cut (default: the model "
+                             "card's catalog_weak_min_separation)")
     parser.add_argument("--irregular-centroid-snr", type=float,
                         help="runs with a centre network: galaxies the U-Net calls irregular "
                              "with S/N at least this sit at their segment's centroid, not their "
@@ -48,7 +64,10 @@ def run(args):
     options = MergeOptions(match_iou=args.match_iou, morpheus_threshold=args.morpheus_threshold,
                            morpheus_background_level=args.morpheus_background_level,
                            morpheus_min_snr=args.min_snr,
-                           min_score=args.min_score,
+                           min_score=args.min_score, weak_min_score=args.weak_min_score,
+                           weak_min_snr=args.weak_min_snr,
+                           weak_min_contrast=args.weak_min_contrast,
+                           weak_min_separation=args.weak_min_separation,
                            irregular_centroid_snr=args.irregular_centroid_snr,
                            detection_threshold=args.detection_threshold,
                            pictures=not args.no_pictures)

@@ -15,6 +15,11 @@ from ..instances import OPTIONAL_COLUMNS, SCHEMA, decode_mask, encode_mask, tile
 from ..sky import band_levels, detection_image
 
 
+#: Pieces as the Mask R-CNN merge reads them: the engine's columns and ``vouched``
+#: (a piece under the catalog cut that stays in the catalog, :mod:`.weak`).
+PIECE_SCHEMA = SCHEMA.append(pa.field("vouched", pa.bool_()))
+
+
 @dataclass
 class Pieces:
     """Column arrays of all pieces, plus lazily decoded masks.
@@ -32,6 +37,9 @@ class Pieces:
             if name in ("mask", "class"):
                 continue
             setattr(self, name, self.table.column(name).to_numpy(zero_copy_only=False))
+        self.vouched = (self.table.column("vouched").to_numpy(zero_copy_only=False)
+                        if "vouched" in self.table.column_names
+                        else np.zeros(self.table.num_rows, dtype=bool))
         self._packed = self.table.column("mask").to_pylist()
         self._masks = {}
 
@@ -46,7 +54,7 @@ class Pieces:
         return self._masks[i]
 
 
-def read_window_pieces(results, iy, ix, min_score=None):
+def read_window_pieces(results, iy, ix, min_score=None, vouch=None):
     """The Mask R-CNN pieces of one window, from its Parquet part.
 
     Every path of the merge (single process or on Dask) gets a window's
@@ -60,11 +68,14 @@ def read_window_pieces(results, iy, ix, min_score=None):
     min_score : float, optional
         The catalog's score cut: pieces below it that touch a piece at or
         above it are folded into that piece (:func:`fold_faint_pieces`).
+    vouch : callable, optional
+        ``vouch(table) -> bool array``: the pieces under the cut that stay in
+        the catalog all the same (:func:`astrodask.merging.weak.vouched_pieces`).
 
     Returns
     -------
     pyarrow.Table
-        With :data:`astrodask.instances.SCHEMA` (empty when the window has no part).
+        With :data:`PIECE_SCHEMA` (empty when the window has no part).
     """
     import io
 
@@ -75,12 +86,14 @@ def read_window_pieces(results, iy, ix, min_score=None):
     try:
         data = storage.get_bytes(results.instances_path(iy, ix))
     except FileNotFoundError:
-        return SCHEMA.empty_table()
+        return PIECE_SCHEMA.empty_table()
     table = pq.read_table(io.BytesIO(data))
     for name, fill in OPTIONAL_COLUMNS.items():
         if name not in table.column_names:  # a part written before the column existed
             column = pa.array(np.full(table.num_rows, fill), type=SCHEMA.field(name).type)
             table = table.add_column(SCHEMA.get_field_index(name), name, column)
+    vouched = vouch(table) if vouch is not None else np.zeros(table.num_rows, dtype=bool)
+    table = table.append_column("vouched", pa.array(vouched, type=pa.bool_()))
     return fold_faint_pieces(table, min_score)
 
 
@@ -100,13 +113,18 @@ def fold_faint_pieces(table, min_score):
     weak piece lying mostly (more than half its area) on confident ones is
     another proposal for them, not a part: it is left to the cut.
 
+    A piece under the cut that is ``vouched`` for (a column of the table,
+    when present: :mod:`astrodask.merging.weak`) stays in the catalog and is
+    treated as one at or above the cut.
+
     Every window's pieces are folded on their own, so the single-process
     merge and the merge on Dask see the same pieces.
 
     Parameters
     ----------
     table : pyarrow.Table
-        One window's pieces (:data:`astrodask.instances.SCHEMA`).
+        One window's pieces (:data:`astrodask.instances.SCHEMA`, optionally
+        with ``vouched``).
     min_score : float or None
         The catalog cut; ``None`` folds nothing.
 
@@ -118,8 +136,10 @@ def fold_faint_pieces(table, min_score):
     """
     if min_score is None or table.num_rows == 0:
         return table
-    score = table.column("score").to_numpy()
-    weak = np.flatnonzero(score < min_score)
+    kept = table.column("score").to_numpy() >= min_score
+    if "vouched" in table.column_names:
+        kept |= table.column("vouched").to_numpy(zero_copy_only=False)
+    weak = np.flatnonzero(~kept)
     if len(weak) == 0 or len(weak) == table.num_rows:
         return table
     c = {name: table.column(name).to_numpy(zero_copy_only=False).copy()
@@ -133,7 +153,7 @@ def fold_faint_pieces(table, min_score):
     def box(k):  # piece k's box in ``owner``
         return slice(c["y0"][k] - oy, c["y1"][k] - oy), slice(c["x0"][k] - ox, c["x1"][k] - ox)
 
-    for k in np.flatnonzero(score >= min_score)[::-1]:  # the first row on top where they overlap
+    for k in np.flatnonzero(kept)[::-1]:  # the first row on top where they overlap
         owner[box(k)][masks[k]] = k + 1
     folded = {}
     pending = list(weak)
@@ -198,18 +218,18 @@ def _touching_owner(owner, mask, y0, x0):
     return int(np.argmax(counts)) - 1
 
 
-def read_instance_pieces(results, min_score=None):
+def read_instance_pieces(results, min_score=None, vouch=None):
     """All Mask R-CNN pieces of a results folder (empty table when there are none).
 
-    ``min_score``: see :func:`read_window_pieces`.
+    ``min_score``, ``vouch``: see :func:`read_window_pieces`.
     """
     from .. import storage
 
     windows = [tuple(int(v) for v in n[len("tile-"):-len(".parquet")].split("-"))
                for n in storage.listdir(results.instances_dir)
                if n.startswith("tile-") and n.endswith(".parquet")]
-    tables = [read_window_pieces(results, iy, ix, min_score) for iy, ix in windows]
-    table = pa.concat_tables(tables) if tables else SCHEMA.empty_table()
+    tables = [read_window_pieces(results, iy, ix, min_score, vouch) for iy, ix in windows]
+    table = pa.concat_tables(tables) if tables else PIECE_SCHEMA.empty_table()
     return Pieces(table)
 
 

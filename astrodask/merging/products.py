@@ -43,6 +43,22 @@ class MergeOptions:
         Mask R-CNN runs: objects whose detection score is below this are left
         out of the catalog. Default: the model card's ``catalog_min_score``
         (chosen for purity on validation mosaics), else none.
+    weak_min_score, weak_min_snr : float, optional
+        Mask R-CNN runs: a detection scored under ``min_score`` but at least
+        ``weak_min_score`` stays in the catalog when its S/N over all bands,
+        measured within its mask, is at least ``weak_min_snr`` (its own
+        pixels vouch for it; :mod:`astrodask.merging.weak`). Default: the
+        card's ``catalog_weak_min_score`` and ``catalog_weak_min_snr``
+        (chosen on validation mosaics), else off.
+    weak_min_contrast : float, optional
+        Such a detection that touches objects at or above the cut stays only
+        when its S/N is at least this fraction of theirs (a knot of a large
+        bright galaxy is not a source of its own). Default: the card's
+        ``catalog_weak_min_contrast``, else no such condition.
+    weak_min_separation : float, optional
+        Such a detection stays only when its centre lies at least this many
+        pixels from every object at or above the cut. Default: the card's
+        ``catalog_weak_min_separation``, else no such condition.
     irregular_centroid_snr : float, optional
         Mask R-CNN runs with a centre network: a galaxy (never a star) the
         U-Net calls irregular and whose S/N (all bands) is at least this takes its
@@ -66,6 +82,10 @@ class MergeOptions:
     morpheus_min_area: int = 5
     morpheus_min_snr: float = 5.0
     min_score: float = None
+    weak_min_score: float = None
+    weak_min_snr: float = None
+    weak_min_contrast: float = None
+    weak_min_separation: float = None
     irregular_centroid_snr: float = None
     detection_threshold: float = 0.5
     pictures: bool = True
@@ -102,7 +122,11 @@ def resolved_options(record, options):
     from dataclasses import replace
 
     threshold, level = segmentation_levels(record, options)
+    weak_min_score, weak_min_snr, weak_min_contrast, weak_min_separation = \
+        weak_detection_rule(record, options)
     return replace(options, min_score=catalog_min_score(record, options),
+                   weak_min_score=weak_min_score, weak_min_snr=weak_min_snr,
+                   weak_min_contrast=weak_min_contrast, weak_min_separation=weak_min_separation,
                    irregular_centroid_snr=irregular_centroid_snr(record, options),
                    morpheus_threshold=threshold, morpheus_background_level=level)
 
@@ -124,6 +148,30 @@ def catalog_min_score(record, options):
     card = _run_card(record, "maskrcnn")
     value = card.get("catalog_min_score") if card else None
     return float(value) if value is not None else None
+
+
+def weak_detection_rule(record, options):
+    """``(weak_min_score, weak_min_snr, weak_min_contrast, weak_min_separation)`` of a run:
+    the options', else its Mask R-CNN card's.
+
+    None (off) for U-Net-only runs and cards without the rule.
+    """
+    card = _run_card(record, "maskrcnn") or {}
+    values = []
+    for name in ("weak_min_score", "weak_min_snr", "weak_min_contrast", "weak_min_separation"):
+        value = getattr(options, name)
+        value = card.get(f"catalog_{name}") if value is None else value
+        values.append(None if value is None else float(value))
+    score, snr, contrast, separation = values
+    if score is not None and not 0 <= score <= 1:
+        raise InputError(f"the weak-detection score must lie in [0, 1], got {score}")
+    if snr is not None and snr < 0:
+        raise InputError(f"the weak-detection S/N must be >= 0, got {snr}")
+    if contrast is not None and contrast < 0:
+        raise InputError(f"the weak-detection contrast must be >= 0, got {contrast}")
+    if separation is not None and separation < 0:
+        raise InputError(f"the weak-detection separation must be >= 0, got {separation}")
+    return score, snr, contrast, separation
 
 
 def irregular_centroid_snr(record, options):
@@ -238,12 +286,9 @@ def catalog_table(mosaic, objects, accumulator, unet, options, first_id=1):
     """
     import pyarrow as pa
 
-    from ..measure import ab_magnitude, sky_coordinates
+    from ..measure import ab_magnitude, measurement_noise, sky_coordinates
 
-    stats = mosaic.attrs["band_stats"]
-    noise = None if mosaic.has_weight else [stats[b]["mad_std"] for b in mosaic.bands]
-    # stores ingested before the correlation was measured have none: independent pixels
-    correlation = [(stats[b].get("noise_correlation") or {}).get("rho") for b in mosaic.bands]
+    noise, correlation = measurement_noise(mosaic)
     measured = accumulator.columns(mosaic.bands, noise=noise, correlation=correlation)
     n = len(objects)
     morphology = None
@@ -326,12 +371,11 @@ def _centroid_placed(measured, bands, class_ids, morphology, min_snr):
     irregular; its centroid follows the trail). None where the morphology
     or the threshold is unknown (no U-Net, no threshold).
     """
+    from ..measure import total_snr
+
     if morphology is None or min_snr is None:
         return None
-    flux = sum(measured[f"flux_{b}"] for b in bands)
-    error = np.sqrt(sum(measured[f"flux_err_{b}"] ** 2 for b in bands))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        snr = np.where(error > 0, flux / error, np.nan)
+    snr = total_snr(measured, bands)
     irregular = np.array([m == "irregular" for m in morphology], dtype=bool)
     return irregular & (np.asarray(class_ids) != OBJECT_CODE["star"]) & (snr >= min_snr)
 

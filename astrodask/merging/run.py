@@ -242,7 +242,7 @@ class _Plan:
         self.rows_per_block = max(1, math.ceil(BLOCK_WINDOWS / nx))
         self.n_blocks = math.ceil(ny / self.rows_per_block)
         n = len(self.windows)
-        self.total = (n if ctx.morpheus else 0) + 3 * n + 2 * self.n_blocks + 2
+        self.total = (n if ctx.staged_pieces else 0) + 3 * n + 2 * self.n_blocks + 2
 
     def _tick(self, k=1):
         self.done_tasks += k
@@ -303,7 +303,7 @@ class _Plan:
         ny, nx = grid.shape
         d = T.spread(grid)
         names = {w: T.tile_name(*w) for w in self.windows}
-        if ctx.morpheus:
+        if ctx.staged_pieces:
             self.stage("pieces", "pieces_task", {names[w]: w for w in self.windows})
         resolved = self.stage("resolve", "resolve_task", {names[w]: w for w in self.windows})
         reported = [w for w in self.windows if resolved[names[w]]["candidates"]]

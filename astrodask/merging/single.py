@@ -25,6 +25,7 @@ from .products import (MergeOptions, MergeSummary, catalog_table, counts, resolv
                        open_unet, paint, provenance, summary_text, write_morphology_fits,
                        write_pictures, write_segmap_fits)
 from .stitch import blend_families, drop_hidden, paint_priority, resolve, select_objects
+from .weak import vouching
 
 
 def read_finished_run(results):
@@ -71,7 +72,10 @@ def merge_in_process(results, *, mosaic=None, options=None, threads=None, progre
     start = time.perf_counter()
     options = resolved_options(record, options)
     if "maskrcnn" in kinds:
-        pieces = read_instance_pieces(results, min_score=options.min_score)
+        vouch = vouching(mosaic, options.min_score, options.weak_min_score,
+                         options.weak_min_snr, options.weak_min_contrast,
+                         options.weak_min_separation)
+        pieces = read_instance_pieces(results, min_score=options.min_score, vouch=vouch)
     else:
         pieces = morpheus_pieces(mosaic, unet, threshold=options.morpheus_threshold,
                                  background_level=options.morpheus_background_level,
@@ -83,7 +87,8 @@ def merge_in_process(results, *, mosaic=None, options=None, threads=None, progre
                       match_iou=options.match_iou)
     min_score = options.min_score
     if min_score is not None:
-        objects = select_objects(objects, np.flatnonzero(objects.score >= min_score))
+        objects = select_objects(objects, np.flatnonzero((objects.score >= min_score)
+                                                         | objects.vouched))
     objects = blend_families(drop_hidden(objects))
     seconds["stitch"] = time.perf_counter() - start
 

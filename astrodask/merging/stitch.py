@@ -51,6 +51,9 @@ class Objects:
     centre_y, centre_x : ndarray of float64
         The owning piece's centre from the centre network (mosaic pixels; NaN
         where the detector has none): the catalog's position where finite.
+    vouched : ndarray of bool
+        The owning piece scored under the catalog cut but its S/N vouched for
+        it (:mod:`astrodask.merging.weak`): it stays in the catalog.
     """
 
     y0: np.ndarray
@@ -66,6 +69,7 @@ class Objects:
     cut: np.ndarray
     centre_y: np.ndarray = field(default=None)
     centre_x: np.ndarray = field(default=None)
+    vouched: np.ndarray = field(default=None)
     parent_id: np.ndarray = field(default=None)
     family_size: np.ndarray = field(default=None)
 
@@ -331,7 +335,8 @@ def assemble(pieces, i, extra, brightness):
     return dict(y0=y0, x0=x0, y1=y1, x1=x1, mask=mask, class_id=int(pieces.class_id[i]),
                 score=float(pieces.score[i]), anchor_y=anchor_y, anchor_x=anchor_x,
                 n_pieces=len(members), cut=bool(pieces.cut[i]),
-                centre_y=float(pieces.centre_y[i]), centre_x=float(pieces.centre_x[i]))
+                centre_y=float(pieces.centre_y[i]), centre_x=float(pieces.centre_x[i]),
+                vouched=bool(pieces.vouched[i]))
 
 
 def _objects(records):
@@ -344,7 +349,7 @@ def _objects(records):
                    score=column("score", np.float32), anchor_y=column("anchor_y", np.int64),
                    anchor_x=column("anchor_x", np.int64), n_pieces=column("n_pieces", np.int32),
                    cut=column("cut", bool), centre_y=column("centre_y", np.float64),
-                   centre_x=column("centre_x", np.float64))
+                   centre_x=column("centre_x", np.float64), vouched=column("vouched", bool))
 
 
 def _object_pairs(objects, margin):
@@ -405,7 +410,8 @@ def select_objects(objects, keep):
                    class_id=objects.class_id[keep], score=objects.score[keep],
                    anchor_y=objects.anchor_y[keep], anchor_x=objects.anchor_x[keep],
                    n_pieces=objects.n_pieces[keep], cut=objects.cut[keep],
-                   centre_y=objects.centre_y[keep], centre_x=objects.centre_x[keep])
+                   centre_y=objects.centre_y[keep], centre_x=objects.centre_x[keep],
+                   vouched=objects.vouched[keep] if objects.vouched is not None else None)
 
 
 def blend_families(objects):

@@ -34,7 +34,8 @@ import pyarrow as pa
 from .. import storage
 from ..engine.results import Results
 from ..instances import SCHEMA, decode_mask, encode_mask
-from .pieces import Pieces, morpheus_window_pieces, read_window_pieces
+from .pieces import PIECE_SCHEMA, Pieces, morpheus_window_pieces, read_window_pieces
+from .weak import vouching
 from .stitch import (_window_rects, assemble, box_pairs, components, decide, depth,
                      mask_in_box, match_pieces, owned_rank_key, smallest_member)
 
@@ -46,7 +47,8 @@ OBJECT_SCHEMA = pa.schema([
     ("x1", pa.int64()), ("class_id", pa.int8()), ("score", pa.float32()),
     ("anchor_y", pa.int64()), ("anchor_x", pa.int64()), ("n_pieces", pa.int32()),
     ("cut", pa.bool_()), ("depth", pa.int64()), ("area", pa.int64()),
-    ("centre_y", pa.float64()), ("centre_x", pa.float64()), ("mask", pa.binary()),
+    ("centre_y", pa.float64()), ("centre_x", pa.float64()), ("vouched", pa.bool_()),
+    ("mask", pa.binary()),
 ])
 SMALL_COLUMNS = [name for name in OBJECT_SCHEMA.names if name != "mask"]
 
@@ -129,6 +131,17 @@ class Context:
     def path(self, *parts):
         return storage.join(self.work, *parts)
 
+    @property
+    def staged_pieces(self):
+        """Whether each window's pieces are made once, by the ``pieces`` stage, into the work
+        folder: Morpheus segments, and Mask R-CNN pieces whose weak ones are weighed by their
+        S/N (a read of the mosaic per window, which the several tasks that read a window's
+        pieces should not repeat)."""
+        o = self.options
+        return self.morpheus or (o.get("min_score") is not None
+                                 and o.get("weak_min_score") is not None
+                                 and o.get("weak_min_snr") is not None)
+
 
 @lru_cache(maxsize=4)
 def _mosaic(path):
@@ -163,9 +176,11 @@ def tile_name(iy, ix):
 
 
 def _window_pieces(ctx, iy, ix):
-    if ctx.morpheus:
+    if ctx.staged_pieces:
         table = _read_table(ctx.path("pieces", tile_name(iy, ix) + ".arrow"))
-        return table if table is not None else SCHEMA.empty_table()
+        if table is None:
+            return (SCHEMA if ctx.morpheus else PIECE_SCHEMA).empty_table()
+        return table
     return read_window_pieces(Results(ctx.results), iy, ix, ctx.options.get("min_score"))
 
 
@@ -176,11 +191,12 @@ def _brightness(ctx):
 
 
 def _object_rows(ctx, records, uids, depths):
-    """Objects as rows; those scored below the catalog cut (``min_score``) are left out."""
+    """Objects as rows; those scored below the catalog cut (``min_score``) and not
+    vouched for are left out."""
     rows = {name: [] for name in OBJECT_SCHEMA.names}
     min_score = ctx.options.get("min_score")
     for record, uid, d in zip(records, uids, depths):
-        if min_score is not None and record["score"] < min_score:
+        if min_score is not None and record["score"] < min_score and not record["vouched"]:
             continue
         values = dict(record, uid=int(uid), depth=int(d), area=int(np.count_nonzero(record["mask"])),
                       mask=encode_mask(record["mask"]))
@@ -192,10 +208,22 @@ def _object_rows(ctx, records, uids, depths):
 # --- stages --------------------------------------------------------------------------------
 
 def pieces_task(ctx, iy, ix):
-    """Morpheus segments of window ``(iy, ix)`` (U-Net-only runs) into the work folder."""
+    """Pieces of window ``(iy, ix)`` into the work folder (:attr:`Context.staged_pieces`).
+
+    Morpheus segments (U-Net-only runs), or the Mask R-CNN pieces with the weak
+    ones their S/N vouches for kept (:mod:`astrodask.merging.weak`).
+    """
     from .products import open_unet
 
     o = ctx.options
+    if not ctx.morpheus:
+        table = read_window_pieces(Results(ctx.results), iy, ix, o["min_score"],
+                                   vouching(_mosaic(ctx.mosaic), o["min_score"],
+                                            o["weak_min_score"], o["weak_min_snr"],
+                                            o.get("weak_min_contrast"),
+                                            o.get("weak_min_separation")))
+        _put_table(ctx.path("pieces", tile_name(iy, ix) + ".arrow"), table)
+        return {"pieces": table.num_rows}
     table = morpheus_window_pieces(
         _mosaic(ctx.mosaic), open_unet(Results(ctx.results)), iy, ix,
         threshold=o["morpheus_threshold"], background_level=o["morpheus_background_level"],
