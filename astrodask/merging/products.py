@@ -48,8 +48,9 @@ class MergeOptions:
         ``weak_min_score`` stays in the catalog when its S/N over all bands,
         measured within its mask, is at least ``weak_min_snr`` (its own
         pixels vouch for it; :mod:`astrodask.merging.weak`). Default: the
-        card's ``catalog_weak_min_score`` and ``catalog_weak_min_snr``
-        (chosen on validation mosaics), else off.
+        card's ``catalog_weak_min_score`` and ``catalog_weak_min_snr``, else
+        off (the shipped cards leave it off: real spirals' HII regions pass
+        it; BENCHMARKS.md).
     weak_min_contrast : float, optional
         Such a detection that touches objects at or above the cut stays only
         when its S/N is at least this fraction of theirs (a knot of a large

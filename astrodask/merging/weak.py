@@ -6,8 +6,14 @@ member of a blend, a shoulder on a brighter neighbour's profile, whose centre
 peak stays low. Below the cut a detection is still a source when its pixels
 say so: a piece scored at least ``weak_min_score`` whose S/N over all bands
 within its mask reaches ``weak_min_snr`` stays in the catalog (it is
-*vouched for*); the others leave it as before (folded into the source they
-touch, :func:`astrodask.merging.pieces.fold_faint_pieces`).
+*vouched for*) unless it lies mostly on a piece at or above the cut
+(another proposal for that source) or, when asked, within
+``weak_min_separation`` px of one, or with less than ``weak_min_contrast``
+of the S/N of those it touches; the others leave it as before (folded into
+the source they touch, :func:`astrodask.merging.pieces.fold_faint_pieces`).
+The rule is opt-in (``merge --weak-min-score/--weak-min-snr``, or a card's
+``catalog_weak_*`` keys): on simulated mosaics it recovers blends, on real
+large spirals it keeps HII regions as sources (BENCHMARKS.md).
 
 The S/N is measured as the catalog measures it (:mod:`astrodask.measure`:
 flux summed over the mask, errors from the sky noise or the weights, with the
