@@ -35,7 +35,7 @@ from .. import storage
 from ..engine.results import Results
 from ..instances import SCHEMA, decode_mask, encode_mask
 from .pieces import PIECE_SCHEMA, Pieces, morpheus_window_pieces, read_window_pieces
-from .weak import vouching
+from .weak import rule_applies, vouching
 from .stitch import (_window_rects, assemble, box_pairs, components, decide, depth,
                      mask_in_box, match_pieces, owned_rank_key, smallest_member)
 
@@ -138,9 +138,8 @@ class Context:
         S/N (a read of the mosaic per window, which the several tasks that read a window's
         pieces should not repeat)."""
         o = self.options
-        return self.morpheus or (o.get("min_score") is not None
-                                 and o.get("weak_min_score") is not None
-                                 and o.get("weak_min_snr") is not None)
+        return self.morpheus or rule_applies(o.get("min_score"), o.get("weak_min_score"),
+                                             o.get("weak_min_snr"))
 
 
 @lru_cache(maxsize=4)

@@ -27,6 +27,11 @@ from ..instances import decode_mask
 from ..measure import Accumulator, chunk_sums, measurement_noise, total_snr
 
 
+def rule_applies(min_score, weak_min_score, weak_min_snr):
+    """Whether the rule is on: a catalog cut, a score floor and an S/N are all given."""
+    return None not in (min_score, weak_min_score, weak_min_snr)
+
+
 def mask_snr(mosaic, boxes, masks):
     """S/N over all bands of each mask on the mosaic's pixels.
 
@@ -99,7 +104,7 @@ def vouched_pieces(table, mosaic, min_score, weak_min_score, weak_min_snr, weak_
     ndarray of bool, one per row of ``table``
     """
     vouched = np.zeros(table.num_rows, dtype=bool)
-    if min_score is None or weak_min_score is None or weak_min_snr is None:
+    if not rule_applies(min_score, weak_min_score, weak_min_snr):
         return vouched
     score = table.column("score").to_numpy()
     candidates = np.flatnonzero((score >= weak_min_score) & (score < min_score))
@@ -201,7 +206,7 @@ def vouching(mosaic, min_score, weak_min_score, weak_min_snr, weak_min_contrast=
     See :func:`vouched_pieces`; the form :func:`astrodask.merging.pieces.read_window_pieces`
     takes.
     """
-    if min_score is None or weak_min_score is None or weak_min_snr is None:
+    if not rule_applies(min_score, weak_min_score, weak_min_snr):
         return None
     return lambda table: vouched_pieces(table, mosaic, min_score, weak_min_score, weak_min_snr,
                                         weak_min_contrast, weak_min_separation)
