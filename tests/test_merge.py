@@ -475,6 +475,109 @@ def test_weak_pieces_fold_the_same_way_on_dask_and_in_one_process(field, tmp_pat
     assert labelled[0] > labelled[1]
 
 
+def _objects(rows):
+    """Objects from ``(score, y0, x0, mask)`` rows."""
+    from astrodask.merging.stitch import Objects
+
+    n = len(rows)
+    return Objects(y0=np.array([r[1] for r in rows]), x0=np.array([r[2] for r in rows]),
+                   y1=np.array([r[1] + r[3].shape[0] for r in rows]),
+                   x1=np.array([r[2] + r[3].shape[1] for r in rows]),
+                   masks=[r[3] for r in rows], class_id=np.full(n, 2, np.int8),
+                   score=np.array([r[0] for r in rows], np.float32),
+                   anchor_y=np.zeros(n, np.int64), anchor_x=np.zeros(n, np.int64),
+                   n_pieces=np.ones(n, np.int32), cut=np.zeros(n, bool),
+                   centre_y=np.full(n, np.nan), centre_x=np.full(n, np.nan))
+
+
+def test_a_companion_keeps_its_core_on_a_higher_scored_galaxy():
+    """Painting: the smaller mask on top whatever the scores; hiding: by score."""
+    from astrodask.merging.stitch import drop_hidden, paint_priority
+    from astrodask.merging.products import paint
+
+    yy, xx = np.mgrid[:60, :72]
+    galaxy = np.hypot(yy - 30, xx - 30) < 28                 # scored 0.98
+    companion = np.hypot(yy - 30, xx - 56) < 6                # 0.96, partly on the galaxy
+    knot = np.hypot(yy - 25, xx - 25) < 3                      # 0.5, wholly on the galaxy
+    nested = np.hypot(yy - 30, xx - 30) < 8                    # 0.9, a second box on its core
+    objects = drop_hidden(_objects([(0.98, 0, 0, galaxy), (0.96, 0, 0, companion),
+                                    (0.5, 0, 0, knot), (0.9, 0, 0, nested)]))
+    assert objects.score.tolist() == pytest.approx([0.98, 0.96])
+    rank = paint_priority(objects)
+    order = np.argsort(-rank)  # top priority painted last
+    labels = paint([(0, 0, 60, 72)] * 2, [objects.masks[k] for k in order],
+                   [k + 1 for k in order], slice(0, 60), slice(0, 72))
+    assert (labels[companion] == 2).all()
+    assert (labels[galaxy & ~companion] == 1).all()
+    # left to the hiding order, the companion would have kept only its far side
+    assert (labels == 2).sum() == companion.sum() > 2 * (companion & ~galaxy).sum()
+
+
+def test_a_mask_left_without_a_pixel_by_the_painting_is_dropped():
+    """A large mask that survives the score order but lies wholly under smaller ones in the
+    painting would be an empty segment: dropped; masks the score order hides stay hidden."""
+    from astrodask.merging.stitch import drop_hidden
+
+    whole, left, right = (np.zeros((10, 21), bool) for _ in range(3))
+    whole[:, :20], left[:, :10], right[:, 10:] = True, True, True
+    inner = np.zeros((10, 21), bool)
+    inner[2:5, 2:5] = True
+    objects = drop_hidden(_objects([(0.9, 0, 0, whole), (0.95, 0, 0, left), (0.6, 0, 0, right),
+                                    (0.7, 0, 0, inner)]))
+    assert objects.score.tolist() == pytest.approx([0.95, 0.6])
+
+
+def test_companions_on_grown_masks_are_painted_the_same_on_dask_and_in_one_process(field,
+                                                                                  tmp_path):
+    """Large objects' masks grown over their neighbours and scored higher: every neighbour
+    that is not wholly under one keeps the pixel at its true position, and both merges
+    write the same bytes."""
+    from distributed import Client
+
+    from astrodask.merging.single import merge_in_process
+
+    folder, truth, masks = field
+    mosaic = ingest(folder, "grown", tile=128, halo=32)
+    large = {i for i, a in zip(truth["id"], truth["mask_area"]) if a >= 150}
+
+    def grow(canvas, iy, ix, oid):
+        return ndimage.binary_dilation(canvas, iterations=5) if oid in large else canvas
+
+    out = fake_detections(mosaic, masks, truth, tmp_path / "dask", perturb=grow, centres=True,
+                          score_of=lambda i: 1.0 if i in large else 0.9)
+    reference = shutil.copytree(out, tmp_path / "single")
+    with Client(processes=False, n_workers=1, dashboard_address=":0") as client:
+        merge(out, client=client)
+    merge_in_process(reference)
+    assert (out / "segmap.fits").read_bytes() == (reference / "segmap.fits").read_bytes()
+    labels = fits.getdata(reference / "segmap.fits")
+    cat = catalog(reference)
+    cx, cy = np.array(cat["x"]), np.array(cat["y"])
+
+    def catalog_id(x, y):
+        k = np.argmin(np.hypot(cx - x, cy - y))
+        return cat["id"][k] if np.hypot(cx[k] - x, cy[k] - y) < 1 else None
+
+    grown_ids = {catalog_id(x, y) for i, x, y in zip(truth["id"], truth["x"], truth["y"])
+                 if i in large} - {None}
+    under = np.zeros(labels.shape, bool)
+    for j in large:
+        y0, x0, y1, x1 = masks[j].box
+        under[y0:y1, x0:x1] |= masks[j].mask
+    under = ndimage.binary_dilation(under, iterations=5)
+    covered = 0
+    for i, x, y in zip(truth["id"], truth["x"], truth["y"]):
+        py, px = round(y), round(x)
+        y0, x0, y1, x1 = masks[i].box
+        if i in large or not (y0 <= py < y1 and x0 <= px < x1) or not masks[i].mask[py - y0, px - x0]:
+            continue
+        if catalog_id(x, y) is None:
+            continue  # wholly under a grown mask scored higher: hidden
+        assert labels[py, px] not in grown_ids
+        covered += under[py, px]
+    assert covered >= 3  # the check saw neighbours under a grown mask
+
+
 def test_merge_refuses_an_unfinished_run(tmp_path):
     from astrodask.errors import StoreError
 

@@ -55,8 +55,8 @@ BLOCK_WINDOWS = 256
 
 
 #: The stages, in order (see :mod:`astrodask.merging.tasks`).
-STAGES = ("pieces", "resolve", "large", "assemble", "visible", "order", "paint", "families",
-          "catalog")
+STAGES = ("pieces", "resolve", "large", "assemble", "visible", "painted", "order", "paint",
+          "families", "catalog")
 
 
 class MergeError(AstrodaskError):
@@ -178,9 +178,15 @@ def _cluster(client, location, n_workers, threads_per_worker, scheduler, schedul
         yield started, description
 
 
+#: Bumped when the work folder's files change meaning, so that an interrupted merge of an
+#: older version starts afresh instead of reading them (2: the ``painted`` stage).
+WORK_LAYOUT = 2
+
+
 def _work_key(ctx, record):
     identity = {"run": record, "options": ctx.options, "mosaic": ctx.mosaic,
-                "grid": ctx.grid.to_dict(), "block_windows": BLOCK_WINDOWS}
+                "grid": ctx.grid.to_dict(), "block_windows": BLOCK_WINDOWS,
+                "layout": WORK_LAYOUT}
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -206,7 +212,7 @@ def _prepare_work(ctx, record):
             compressors=BloscCodec(cname="zstd", clevel=3, shuffle="shuffle"),
             dimension_names=("y", "x"))
         storage.put_json(marker, {"key": key})
-    for folder in ("pieces", "objects", "candidates", "visible", "blocks", "sums", "edges",
+    for folder in ("pieces", "objects", "candidates", "visible", "painted", "blocks", "sums", "edges",
                    "catalog", *(storage.join("done", stage) for stage in STAGES)):
         storage.makedirs(ctx.path(folder))
 
@@ -330,6 +336,8 @@ class _Plan:
 
         chunk_large = {w: large_meeting(*w) for w in self.windows} if large_objects else {}
         self.stage("visible", "visible_task",
+                   {names[w]: (*w, chunk_large.get(w, [])) for w in self.windows})
+        self.stage("painted", "painted_task",
                    {names[w]: (*w, chunk_large.get(w, [])) for w in self.windows})
 
         blocks = {}

@@ -361,45 +361,72 @@ def _in_box(objects, j, y0, x0, y1, x1):
     return mask_in_box(objects.masks[j], objects.y0[j], objects.x0[j], y0, x0, y1, x1)
 
 
+def hiding_priority(objects):
+    """Rank of each object when deciding which objects are hidden (0 = on top).
+
+    Higher score wins; at equal score the smaller mask wins; then the lower
+    ID. An object whose whole mask lies under objects ranked above it here is
+    another proposal for them (a knot, a nested second box), not a source.
+    """
+    return _rank(objects, by_score_first=True)
+
+
 def paint_priority(objects):
     """Rank of each object when painting the exclusive map (0 = on top).
 
-    Higher score wins; at equal score the smaller mask wins (a compact source
-    on an extended one is a distinct object, and painting the large one on
-    top would hide it); then the lower ID.
+    The smaller mask wins, then the higher score, then the lower ID: a compact
+    source on or beside an extended one keeps its own core, whichever of the
+    two the detector scored higher (painted by score, a companion lying on a
+    bright galaxy's mask kept only its far side, and its centroid and flux
+    went with it). Which objects are hidden is decided by score
+    (:func:`hiding_priority`, :func:`drop_hidden`).
     """
+    return _rank(objects, by_score_first=False)
+
+
+def _rank(objects, by_score_first):
     areas = np.array([np.count_nonzero(m) for m in objects.masks], dtype=np.int64)
-    order = np.lexsort((np.arange(len(objects)), areas, -objects.score.astype(np.float64)))
+    score = -objects.score.astype(np.float64)
+    keys = (areas, score) if by_score_first else (score, areas)
+    order = np.lexsort((np.arange(len(objects)),) + keys)
     rank = np.empty(len(objects), dtype=np.int64)
     rank[order] = np.arange(len(objects))
-    return rank  # 0 = painted on top
+    return rank
 
 
 def drop_hidden(objects):
-    """Remove objects that the exclusive map would leave without a single pixel.
+    """Remove objects hidden by others, then those the exclusive map would leave no pixel.
 
-    An object is hidden when objects of higher painting priority cover its
-    whole mask; keeping it would put an empty segment in the catalog.
+    An object is hidden when the objects ranked above it by score
+    (:func:`hiding_priority`) cover its whole mask: it is another proposal for
+    them (a knot, a nested second box). Of the others, one that the exclusive
+    map (:func:`paint_priority`, smaller on top) would leave without a pixel
+    is dropped too, as an empty segment would be in the catalog.
     """
-    rank = paint_priority(objects)
+    kept = select_objects(objects, np.flatnonzero(
+        _shown(objects, _object_pairs(objects, 0), hiding_priority(objects))))
+    return select_objects(kept, np.flatnonzero(
+        _shown(kept, _object_pairs(kept, 0), paint_priority(kept))))
+
+
+def _shown(objects, pairs, rank):
+    """Whether each object keeps a pixel when the objects ranked above it are painted on it."""
     covers = {i: [] for i in range(len(objects))}
-    for i, j in _object_pairs(objects, 0):
+    for i, j in pairs:
         if rank[i] < rank[j]:
             covers[j].append(i)
         else:
             covers[i].append(j)
-    keep = []
+    shown = np.ones(len(objects), dtype=bool)
     for i in range(len(objects)):
-        mask = objects.masks[i]
         if covers[i]:
+            mask = objects.masks[i]
             box = (objects.y0[i], objects.x0[i], objects.y1[i], objects.x1[i])
             covered = np.zeros_like(mask)
             for j in covers[i]:
                 covered |= _in_box(objects, j, *box)
-            if not (mask & ~covered).any():
-                continue
-        keep.append(i)
-    return select_objects(objects, keep)
+            shown[i] = (mask & ~covered).any()
+    return shown
 
 
 def select_objects(objects, keep):

@@ -12,9 +12,11 @@ work folder (``RESULTS/merge.work``). Stages, in order:
 ``large``   one task: the groups that no neighbourhood holds whole, decided
             from small records (ids, boxes, IoUs), never masks.
 ``assemble`` the masks of those large objects, per window of their owner piece.
-``visible`` one chunk (window core): paint every object that meets it; an
-            object that shows nowhere is hidden (dropped from the catalog).
-``order``   one block of window rows: its visible objects in ID order.
+``visible`` one chunk (window core): paint every object that meets it, by score;
+            an object that shows nowhere is hidden (dropped from the catalog).
+``painted`` one chunk: paint the objects not hidden, smaller on top; an object
+            left without a pixel anywhere is dropped too (no empty segments).
+``order``   one block of window rows: its remaining objects in ID order.
 ``paint``   one chunk: the segmentation map with final IDs (one writer per
             chunk), per-object sums, and which objects touch (blends).
 ``families`` one task: blend families over the touching pairs (IDs only).
@@ -113,10 +115,18 @@ def sort_columns(table):
             table["anchor_y"])
 
 
-def paint_order(table):
-    """Indices from highest painting priority down: score, then smaller area, then ID order."""
+def hiding_order(table):
+    """Indices from highest hiding priority down: score, then smaller area, then ID order
+    (:func:`astrodask.merging.stitch.hiding_priority`)."""
     score = -table["score"].astype(np.float64)
     return np.lexsort(sort_columns(table) + (table["area"], score))
+
+
+def paint_order(table):
+    """Indices from highest painting priority down: smaller area, then score, then ID order
+    (:func:`astrodask.merging.stitch.paint_priority`)."""
+    score = -table["score"].astype(np.float64)
+    return np.lexsort(sort_columns(table) + (score, table["area"]))
 
 
 # --- worker-side helpers -------------------------------------------------------------------
@@ -402,24 +412,53 @@ def _masks(table, c):
             for k, p in enumerate(packed)]
 
 
-def _paint(table, c, values, ys, xs):
+def _paint(table, c, values, ys, xs, priority=paint_order):
     from .products import paint
 
-    order = paint_order(c)[::-1]  # lowest priority first, the top one last
+    order = priority(c)[::-1]  # lowest priority first, the top one last
     masks = _masks(table, c)
     return paint([(c["y0"][k], c["x0"][k], c["y1"][k], c["x1"][k]) for k in order],
                  [masks[k] for k in order], [values[k] for k in order], ys, xs), masks
 
 
 def visible_task(ctx, cy, cx, large_files):
-    """Objects that show in chunk ``(cy, cx)`` of the exclusive map (all objects painted)."""
+    """Objects that show in chunk ``(cy, cx)`` when every object is painted in hiding order
+    (:func:`astrodask.merging.stitch.hiding_priority`): the others are hidden."""
     table, ys, xs = _objects_near(ctx, cy, cx, large_files)
     c = _columns(table)
-    labels, _ = _paint(table, c, np.arange(1, table.num_rows + 1), ys, xs)
+    labels, _ = _paint(table, c, np.arange(1, table.num_rows + 1), ys, xs, hiding_order)
     shown = np.unique(labels[labels > 0]) - 1
     storage.put_bytes(ctx.path("visible", tile_name(cy, cx) + ".bin"),
                       np.sort(c["uid"][shown]).astype("<i8").tobytes())
     return {"visible": int(len(shown))}
+
+
+def painted_task(ctx, cy, cx, large_files):
+    """Objects that keep a pixel of chunk ``(cy, cx)`` when the ones not hidden (``visible``
+    somewhere) are painted in painting order; an object that keeps none would be an empty
+    segment (:func:`astrodask.merging.stitch.drop_hidden`)."""
+    table, ys, xs = _objects_near(ctx, cy, cx, large_files)
+    c = _columns(table)
+    core = ctx.grid.core
+    lists = {}
+
+    def visible_in(cy_, cx_):
+        if (cy_, cx_) not in lists:
+            lists[cy_, cx_] = _read_ids(ctx.path("visible", tile_name(cy_, cx_) + ".bin"))
+        return lists[cy_, cx_]
+
+    keep = np.array([any(np.isin(uid, visible_in(vy, vx))
+                         for vy in range(y0 // core, (y1 - 1) // core + 1)
+                         for vx in range(x0 // core, (x1 - 1) // core + 1))
+                     for uid, y0, x0, y1, x1 in zip(c["uid"], c["y0"], c["x0"], c["y1"], c["x1"])],
+                    dtype=bool)
+    table = table.filter(pa.array(keep))
+    c = _columns(table)
+    labels, _ = _paint(table, c, np.arange(1, table.num_rows + 1), ys, xs)
+    shown = np.unique(labels[labels > 0]) - 1
+    storage.put_bytes(ctx.path("painted", tile_name(cy, cx) + ".bin"),
+                      np.sort(c["uid"][shown]).astype("<i8").tobytes())
+    return {"painted": int(len(shown))}
 
 
 def _read_ids(location):
@@ -451,7 +490,7 @@ def order_task(ctx, block, rows_per_block, chunk_rows, large_files):
     row = table["anchor_y"].to_numpy() // grid.core
     table = table.filter(pa.array((row >= r0) & (row < r1)))
     lo, hi = chunk_rows
-    shown = np.concatenate([_read_ids(ctx.path("visible", tile_name(vy, vx) + ".bin"))
+    shown = np.concatenate([_read_ids(ctx.path("painted", tile_name(vy, vx) + ".bin"))
                             for vy in range(lo, hi + 1) for vx in range(nx)] + [np.zeros(0, "<i8")])
     table = table.filter(pa.array(np.isin(table["uid"].to_numpy(), shown)))
     table = table.take(pa.array(np.lexsort(sort_columns(_columns(table)))))
