@@ -513,6 +513,21 @@ def test_a_companion_keeps_its_core_on_a_higher_scored_galaxy():
     assert (labels == 2).sum() == companion.sum() > 2 * (companion & ~galaxy).sum()
 
 
+def test_a_mask_wholly_on_a_larger_one_is_hidden_only_near_its_centre():
+    """Near the larger mask's centre it is a second box for the same source; farther out,
+    a companion on its outskirts."""
+    from astrodask.merging.stitch import SAME_SOURCE_RADIUS, drop_hidden
+
+    yy, xx = np.mgrid[:80, :80]
+    galaxy = np.hypot(yy - 40, xx - 40) < 36                  # area ~4070, radius 36
+    reach = SAME_SOURCE_RADIUS * 36
+    near = np.hypot(yy - 40, xx - 40 - (reach - 4)) < 3         # centred inside the reach
+    far = np.hypot(yy - 40, xx - 40 + (reach + 6)) < 3          # centred outside it
+    objects = drop_hidden(_objects([(0.98, 0, 0, galaxy), (0.9, 0, 0, near), (0.9, 0, 0, far)]))
+    assert len(objects) == 2
+    assert np.array_equal(objects.masks[1], far)
+
+
 def test_a_mask_left_without_a_pixel_by_the_painting_is_dropped():
     """A large mask that survives the score order but lies wholly under smaller ones in the
     painting would be an empty segment: dropped; masks the score order hides stay hidden."""
@@ -572,7 +587,7 @@ def test_companions_on_grown_masks_are_painted_the_same_on_dask_and_in_one_proce
         if i in large or not (y0 <= py < y1 and x0 <= px < x1) or not masks[i].mask[py - y0, px - x0]:
             continue
         if catalog_id(x, y) is None:
-            continue  # wholly under a grown mask scored higher: hidden
+            continue  # near the centre of a grown mask scored higher: hidden
         assert labels[py, px] not in grown_ids
         covered += under[py, px]
     assert covered >= 3  # the check saw neighbours under a grown mask

@@ -394,38 +394,92 @@ def _rank(objects, by_score_first):
     return rank
 
 
+#: A mask wholly under higher-scored ones is another proposal for the same source (hidden)
+#: only when its centre lies within this fraction of the larger mask's radius
+#: (``sqrt(area / pi)``), or within :data:`SAME_SOURCE_MIN_PX`, of the other's centre;
+#: farther out it is a companion on the larger one's outskirts and stays. Chosen on the
+#: ``hst`` validation mosaics (BENCHMARKS.md): 0.3-0.7 all gain, 0.5 is the plateau's middle.
+SAME_SOURCE_RADIUS = 0.5
+SAME_SOURCE_MIN_PX = 3.0
+
+
 def drop_hidden(objects):
     """Remove objects hidden by others, then those the exclusive map would leave no pixel.
 
-    An object is hidden when the objects ranked above it by score
-    (:func:`hiding_priority`) cover its whole mask: it is another proposal for
-    them (a knot, a nested second box). Of the others, one that the exclusive
-    map (:func:`paint_priority`, smaller on top) would leave without a pixel
-    is dropped too, as an empty segment would be in the catalog.
+    An object is hidden when objects ranked above it by score
+    (:func:`hiding_priority`) and centred near it (:func:`hiding_pairs`) cover
+    its whole mask: it is another proposal for the same source (a nested
+    second box). Of the others, one that the exclusive map
+    (:func:`paint_priority`, smaller on top) would leave without a pixel is
+    dropped too, as an empty segment would be in the catalog.
     """
+    boxes = (objects.y0, objects.x0, objects.y1, objects.x1)
+    pairs = hiding_pairs(objects.masks, *boxes)
     kept = select_objects(objects, np.flatnonzero(
-        _shown(objects, _object_pairs(objects, 0), hiding_priority(objects))))
+        uncovered(objects.masks, *boxes, pairs, hiding_priority(objects))))
     return select_objects(kept, np.flatnonzero(
-        _shown(kept, _object_pairs(kept, 0), paint_priority(kept))))
+        uncovered(kept.masks, kept.y0, kept.x0, kept.y1, kept.x1, _object_pairs(kept, 0),
+                  paint_priority(kept))))
 
 
-def _shown(objects, pairs, rank):
-    """Whether each object keeps a pixel when the objects ranked above it are painted on it."""
-    covers = {i: [] for i in range(len(objects))}
+def hiding_pairs(masks, y0, x0, y1, x1):
+    """Pairs ``(i, j)`` of overlapping boxes whose masks are centred near each other.
+
+    Near: within ``max(SAME_SOURCE_MIN_PX, SAME_SOURCE_RADIUS * sqrt(A / pi))``
+    pixels, ``A`` the larger mask's area; centres are the masks' mean pixels.
+    """
+    pairs = box_pairs(y0, x0, y1, x1)
+    if not len(pairs):
+        return pairs
+    area = np.array([np.count_nonzero(m) for m in masks], dtype=np.float64)
+    cy = np.array([np.nonzero(m)[0].mean() if a else np.nan for m, a in zip(masks, area)]) + y0
+    cx = np.array([np.nonzero(m)[1].mean() if a else np.nan for m, a in zip(masks, area)]) + x0
+    i, j = pairs[:, 0], pairs[:, 1]
+    reach = np.maximum(SAME_SOURCE_MIN_PX,
+                       SAME_SOURCE_RADIUS * np.sqrt(np.maximum(area[i], area[j]) / np.pi))
+    return pairs[np.hypot(cy[i] - cy[j], cx[i] - cx[j]) <= reach]
+
+
+def uncovered(masks, y0, x0, y1, x1, pairs, rank, region=None):
+    """Whether each mask keeps a pixel that no paired mask ranked above it covers.
+
+    Parameters
+    ----------
+    masks : list of ndarray of bool
+        Each over its half-open box ``[y0, y1) x [x0, x1)`` (mosaic pixels).
+    y0, x0, y1, x1 : ndarray of int
+    pairs : ndarray of int, shape (k, 2)
+        The pairs that may cover one another.
+    rank : ndarray of int
+        0 = on top.
+    region : (slice, slice), optional
+        Only pixels in these mosaic rows and columns count (one chunk of the map).
+
+    Returns
+    -------
+    ndarray of bool
+    """
+    covers = {i: [] for i in range(len(masks))}
     for i, j in pairs:
         if rank[i] < rank[j]:
             covers[j].append(i)
         else:
             covers[i].append(j)
-    shown = np.ones(len(objects), dtype=bool)
-    for i in range(len(objects)):
-        if covers[i]:
-            mask = objects.masks[i]
-            box = (objects.y0[i], objects.x0[i], objects.y1[i], objects.x1[i])
-            covered = np.zeros_like(mask)
-            for j in covers[i]:
-                covered |= _in_box(objects, j, *box)
-            shown[i] = (mask & ~covered).any()
+    shown = np.zeros(len(masks), dtype=bool)
+    for i, mask in enumerate(masks):
+        box = (y0[i], x0[i], y1[i], x1[i])
+        mask = mask.copy()
+        if region is not None:
+            ys, xs = region
+            inside = np.zeros_like(mask)
+            inside[max(ys.start - box[0], 0):max(ys.stop - box[0], 0),
+                   max(xs.start - box[1], 0):max(xs.stop - box[1], 0)] = True
+            mask &= inside
+        for j in covers[i]:
+            if not mask.any():
+                break
+            mask &= ~mask_in_box(masks[j], y0[j], x0[j], *box)
+        shown[i] = mask.any()
     return shown
 
 

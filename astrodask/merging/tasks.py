@@ -12,8 +12,8 @@ work folder (``RESULTS/merge.work``). Stages, in order:
 ``large``   one task: the groups that no neighbourhood holds whole, decided
             from small records (ids, boxes, IoUs), never masks.
 ``assemble`` the masks of those large objects, per window of their owner piece.
-``visible`` one chunk (window core): paint every object that meets it, by score;
-            an object that shows nowhere is hidden (dropped from the catalog).
+``visible`` one chunk (window core): an object wholly under higher-scored ones
+            centred near it, everywhere, is hidden (dropped from the catalog).
 ``painted`` one chunk: paint the objects not hidden, smaller on top; an object
             left without a pixel anywhere is dropped too (no empty segments).
 ``order``   one block of window rows: its remaining objects in ID order.
@@ -39,7 +39,8 @@ from ..instances import SCHEMA, decode_mask, encode_mask
 from .pieces import PIECE_SCHEMA, Pieces, morpheus_window_pieces, read_window_pieces
 from .weak import rule_applies, vouching
 from .stitch import (_window_rects, assemble, box_pairs, components, decide, depth,
-                     mask_in_box, match_pieces, owned_rank_key, smallest_member)
+                     hiding_pairs, mask_in_box, match_pieces, owned_rank_key, smallest_member,
+                     uncovered)
 
 #: Bits of a piece's id left for its detection index: uid = window << 24 | det.
 DET_BITS = 24
@@ -412,22 +413,27 @@ def _masks(table, c):
             for k, p in enumerate(packed)]
 
 
-def _paint(table, c, values, ys, xs, priority=paint_order):
+def _paint(table, c, values, ys, xs):
     from .products import paint
 
-    order = priority(c)[::-1]  # lowest priority first, the top one last
+    order = paint_order(c)[::-1]  # lowest priority first, the top one last
     masks = _masks(table, c)
     return paint([(c["y0"][k], c["x0"][k], c["y1"][k], c["x1"][k]) for k in order],
                  [masks[k] for k in order], [values[k] for k in order], ys, xs), masks
 
 
 def visible_task(ctx, cy, cx, large_files):
-    """Objects that show in chunk ``(cy, cx)`` when every object is painted in hiding order
-    (:func:`astrodask.merging.stitch.hiding_priority`): the others are hidden."""
+    """Objects that keep a pixel of chunk ``(cy, cx)`` that no object ranked above them in
+    hiding order and centred near them covers: the others are hidden
+    (:func:`astrodask.merging.stitch.drop_hidden`)."""
     table, ys, xs = _objects_near(ctx, cy, cx, large_files)
     c = _columns(table)
-    labels, _ = _paint(table, c, np.arange(1, table.num_rows + 1), ys, xs, hiding_order)
-    shown = np.unique(labels[labels > 0]) - 1
+    masks = _masks(table, c)
+    boxes = (c["y0"], c["x0"], c["y1"], c["x1"])
+    rank = np.empty(table.num_rows, dtype=np.int64)
+    rank[hiding_order(c)] = np.arange(table.num_rows)
+    shown = np.flatnonzero(uncovered(masks, *boxes, hiding_pairs(masks, *boxes), rank,
+                                     region=(ys, xs)))
     storage.put_bytes(ctx.path("visible", tile_name(cy, cx) + ".bin"),
                       np.sort(c["uid"][shown]).astype("<i8").tobytes())
     return {"visible": int(len(shown))}
