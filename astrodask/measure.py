@@ -49,8 +49,14 @@ def chunk_flags(flags, ys, xs):
     return block[inner], grown[inner[1:]]
 
 
+#: Half-width (px) of the box around an object's anchor over which its peak
+#: position is the flux-weighted centroid (a 5x5 box: about the `hst` PSF's
+#: core; :func:`chunk_sums`' ``anchors``).
+PEAK_RADIUS = 2
+
+
 def chunk_sums(labels, y0, x0, image, flags, weight=None, classes=None, touching=None,
-               saturation=None):
+               saturation=None, anchors=None):
     """Partial sums of every object in one chunk.
 
     Parameters
@@ -75,6 +81,12 @@ def chunk_sums(labels, y0, x0, image, flags, weight=None, classes=None, touching
     saturation : sequence of float or None, optional
         Each band's saturation level (:attr:`astrodask.Mosaic.saturation`);
         ``saturated`` then counts an object's pixels at or above it in any band.
+    anchors : tuple of ndarray, optional
+        ``(ids, anchor_y, anchor_x)`` of (at least) the objects in the chunk,
+        mosaic pixels. The sums then hold each object's light-weighted
+        moments over its pixels within :data:`PEAK_RADIUS` of its anchor
+        (``peak_*``), and ``anchor_inner``, how many of the 3x3 pixels
+        centred on the anchor lie in the object's exclusive segment.
 
     Returns
     -------
@@ -108,6 +120,8 @@ def chunk_sums(labels, y0, x0, image, flags, weight=None, classes=None, touching
                          else touching),
         "pairs": segment_pair_counts(labels, inverse, n)[inside],
     }
+    if anchors is not None:
+        sums.update(_peak_sums(ids, inverse, total, detection, yy, xx, anchors))
     if saturation is not None and any(level is not None for level in saturation):
         from .sky import saturated_pixels
 
@@ -127,6 +141,20 @@ def chunk_sums(labels, y0, x0, image, flags, weight=None, classes=None, touching
     return sums
 
 
+def _peak_sums(ids, inverse, total, detection, yy, xx, anchors):
+    """:func:`chunk_sums`' ``peak_*`` and ``anchor_inner`` sums (0 for objects without an anchor)."""
+    anchor_ids, anchor_y, anchor_x = anchors
+    lookup = dict(zip(np.asarray(anchor_ids).tolist(),
+                      zip(np.asarray(anchor_y).tolist(), np.asarray(anchor_x).tolist())))
+    nowhere = (-(1 << 40), -(1 << 40))
+    where = np.array([lookup.get(i, nowhere) for i in ids.tolist()], dtype=np.int64).reshape(-1, 2)
+    ay, ax = where[:, 0][inverse], where[:, 1][inverse]
+    near = (np.abs(yy - ay) <= PEAK_RADIUS) & (np.abs(xx - ax) <= PEAK_RADIUS)
+    light = np.where(near, detection, 0.0)
+    return {"peak_f": total(light), "peak_fy": total(light * yy), "peak_fx": total(light * xx),
+            "anchor_inner": total((np.abs(yy - ay) <= 1) & (np.abs(xx - ax) <= 1))}
+
+
 class Accumulator:
     """Adds up :func:`chunk_sums` results for objects ``1..n``."""
 
@@ -143,6 +171,10 @@ class Accumulator:
         self.flagged = np.zeros(n + 1)
         self.saturated = np.zeros(n + 1)
         self.pairs = np.zeros((n + 1, len(LAGS)))
+        self.peak_f = np.zeros(n + 1)
+        self.peak_fy = np.zeros(n + 1)
+        self.peak_fx = np.zeros(n + 1)
+        self.anchor_inner = np.zeros(n + 1)
         self.class_f = np.zeros((n + 1, n_classes)) if n_classes else None
         self.min_background = np.full(n + 1, np.inf) if n_classes else None
 
@@ -150,7 +182,8 @@ class Accumulator:
         """Add one chunk's sums."""
         ids = sums["id"]
         for name in ("area", "flux", "sum_f", "sum_fy", "sum_fx", "sum_y", "sum_x", "flagged",
-                     "saturated", "variance", "class_f", "pairs"):
+                     "saturated", "variance", "class_f", "pairs", "peak_f", "peak_fy",
+                     "peak_fx", "anchor_inner"):
             target = getattr(self, name)
             if target is not None and name in sums:
                 target[ids] += sums[name]
@@ -173,7 +206,13 @@ class Accumulator:
             weighted = self.sum_f[1:] > 0
             y = np.where(weighted, self.sum_fy[1:] / self.sum_f[1:], self.sum_y[1:] / area)
             x = np.where(weighted, self.sum_fx[1:] / self.sum_f[1:], self.sum_x[1:] / area)
-        out = {"x": x, "y": y, "area": area.astype(np.int64),
+            # a peak only where the anchor lies inside the object's segment, not on its
+            # edge (there the brightest pixel may be the wing of a brighter neighbour)
+            peaked = (self.anchor_inner[1:] == 9) & (self.peak_f[1:] > 0)
+            y_peak = np.where(peaked, self.peak_fy[1:] / self.peak_f[1:], np.nan)
+            x_peak = np.where(peaked, self.peak_fx[1:] / self.peak_f[1:], np.nan)
+        out = {"x": x, "y": y, "x_peak": x_peak, "y_peak": y_peak,
+               "area": area.astype(np.int64),
                "masked_pixels": self.flagged[1:].astype(np.int64),
                "saturated_pixels": self.saturated[1:].astype(np.int64)}
         correlation = correlation or [None] * len(bands)

@@ -236,11 +236,12 @@ def test_interrupted_merge_resumes(field, client, monkeypatch):
     assert record["tasks"] <= record["jobs"]
 
 
-def fake_unet_maps(mosaic, masks, truth, out, crop=0):
+def fake_unet_maps(mosaic, masks, truth, out, crop=0, true_classes=False):
     """Write the results of a U-Net-only run whose maps a perfect classifier would give.
 
     Inside a truth mask the background probability is low and the object's
-    class (stars point sources, galaxies spheroid or disk by id) dominant;
+    class (stars point sources, galaxies spheroid or disk by id, or with
+    ``true_classes`` the simulator's morphology) dominant;
     outside, background dominates. The merge then cuts Morpheus segments from
     these maps window by window (its ``pieces`` stage).
     """
@@ -254,6 +255,7 @@ def fake_unet_maps(mosaic, masks, truth, out, crop=0):
     mean = np.full((len(MORPHOLOGY_CLASSES), *shape), rest, np.float32)
     mean[background_k] = OUTSIDE_BACKGROUND_P
     classes = dict(zip(truth["id"], truth["class_code"]))
+    morphology = dict(zip(truth["id"], truth["morphology"]))
     background_p, own_p = SOURCE_P
     others = (1.0 - background_p - own_p) / (len(MORPHOLOGY_CLASSES) - 2)
     for oid, m in sorted(masks.items()):
@@ -262,8 +264,8 @@ def fake_unet_maps(mosaic, masks, truth, out, crop=0):
         if sy1 <= sy0 or sx1 <= sx0:
             continue
         inside = m.mask[sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0]
-        own = "point_source" if classes[oid] == OBJECT_CODE["star"] else \
-            ("spheroid" if oid % 2 else "disk")
+        own = morphology[oid] if true_classes else "point_source" \
+            if classes[oid] == OBJECT_CODE["star"] else ("spheroid" if oid % 2 else "disk")
         for k, name in enumerate(MORPHOLOGY_CLASSES):
             value = background_p if k == background_k else own_p if name == own else others
             mean[k, sy0:sy1, sx0:sx1][inside] = value
@@ -314,3 +316,82 @@ def test_refuses_unfinished_or_missing_runs(tmp_path):
     with pytest.raises(StoreError, match="not an astrodask results folder"):
         merge(tmp_path / "nothing")
     assert Results(tmp_path).read_run()["complete"] is False
+
+
+def test_bright_objects_at_their_peak_the_same_on_dask_and_in_one_process(field, client):
+    """Large objects detected over an undetected touching neighbour (one instance over a
+    blend): the neighbour's light pulls their segments' centroids off; with
+    ``peak_position_snr`` they sit at their peak, closer to the truth, and both merges write
+    the same bytes."""
+    from scipy import ndimage
+
+    from astrodask.merging.products import PEAK_SHIFT, MergeOptions
+    from astrodask.storage import put_json
+
+    folder, truth, masks = field
+    mosaic = ingest(folder, "peaks", tile=128, halo=24)
+    grid = mosaic.tile_grid
+    flux = dict(zip(truth["id"], truth["image_flux_r"]))
+
+    def pasted(oid):
+        canvas = np.zeros((grid.height, grid.width), bool)
+        y0, x0, y1, x1 = masks[oid].box
+        canvas[y0:y1, x0:x1] = masks[oid].mask
+        return canvas
+
+    # the brighter of two touching objects is detected over both when the fainter one has at
+    # least a quarter of its light
+    hosts, absorbed = {}, set()
+    for big in sorted(masks, key=lambda i: -flux[i]):
+        if big in absorbed:
+            continue
+        reach = ndimage.binary_dilation(pasted(big), iterations=2)
+        near = [i for i in masks if i != big and i not in hosts and i not in absorbed
+                and 0.25 * flux[big] <= flux[i] <= flux[big] and (reach & pasted(i)).any()]
+        if near:
+            other = max(near, key=lambda i: flux[i])
+            hosts[big] = pasted(big) | pasted(other)
+            absorbed.add(other)
+
+    def blend(canvas, iy, ix, oid):
+        if oid in absorbed:
+            return np.zeros_like(canvas)
+        if oid not in hosts:
+            return canvas
+        y0, x0 = grid.window_origin(iy, ix)
+        window = np.zeros_like(canvas)
+        sy, sx = slice(max(y0, 0), y0 + grid.tile), slice(max(x0, 0), x0 + grid.tile)
+        part = hosts[oid][sy, sx]
+        window[sy.start - y0:sy.start - y0 + part.shape[0],
+               sx.start - x0:sx.start - x0 + part.shape[1]] = part
+        return window
+
+    assert len(hosts) >= 5
+    out = fake_detections(mosaic, masks, truth, folder / "peaks-dask", perturb=blend)
+    fake_unet_maps(mosaic, masks, truth, out, true_classes=True)
+    put_json(Results(out).file("run.json"), {
+        "complete": True, "mosaic": str(mosaic.path), "config": {},
+        "models": [{"kind": "maskrcnn", "name": "truth", "card": {}, "path": ""},
+                   {"kind": "unet", "name": "truth", "card": {}, "path": ""}]})
+    reference = _copy_results(out, folder / "peaks-ref")
+    options = MergeOptions(peak_position_snr=20, pictures=False)
+    merge(out, client=client, options=options)
+    merge_in_process(reference, options=options)
+    _same_outputs(out, reference)
+    cat = read_catalog(reference / "catalog.parquet").to_pydict()
+    x, y = np.array(cat["x"]), np.array(cat["y"])
+    xc, yc = np.array(cat["x_centroid"]), np.array(cat["y_centroid"])
+    moved = np.hypot(x - xc, y - yc) > 0
+    assert moved.sum() >= 3
+    assert (np.hypot(x - xc, y - yc)[moved] > PEAK_SHIFT).all()
+    tx, ty = np.array(truth["x"]), np.array(truth["y"])
+    nearest = [int(np.argmin(np.hypot(tx - a, ty - b))) for a, b in zip(xc, yc)]
+    host = np.array([truth["id"][j] in hosts for j in nearest])
+    peak_off = np.array([np.hypot(tx[j] - a, ty[j] - b) for j, a, b in zip(nearest, x, y)])
+    centroid_off = np.array([np.hypot(tx[j] - a, ty[j] - b) for j, a, b in zip(nearest, xc, yc)])
+    # the blends' peaks lie closer to the brighter source than their centroids
+    assert (moved & host).sum() >= 3
+    assert (peak_off < centroid_off)[moved & host].all()
+    assert np.median(peak_off[moved & host]) < 0.5 < np.median(centroid_off[moved & host])
+    # objects with a centroid already on their source stay there
+    assert (peak_off == centroid_off)[~host & (centroid_off < 0.5)].mean() >= 0.95

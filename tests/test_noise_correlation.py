@@ -106,3 +106,32 @@ def test_flux_errors_carry_the_variance_factor():
     expected = plain * np.sqrt(variance_factor(sums["pairs"], sums["area"], rho))
     assert np.allclose(correlated, expected)
     assert np.all(correlated > 1.3 * plain)
+
+
+def test_peak_sums_are_the_same_whether_a_segment_is_measured_whole_or_in_chunks():
+    """The peak (5x5 light-weighted centroid around the anchor) adds up across chunk edges,
+    and is NaN where the anchor lies on its segment's edge."""
+    rng = np.random.default_rng(3)
+    yy, xx = np.mgrid[0:20, 0:20]
+    image = (100 * np.exp(-((yy - 9.3) ** 2 + (xx - 10.4) ** 2) / 8.0)
+             + rng.normal(0, 0.1, (20, 20)))[None]
+    labels = np.where((yy - 9) ** 2 + (xx - 10) ** 2 <= 36, 1, 0).astype(np.int32)
+    labels[:, 17:] = np.where(labels[:, 17:] == 1, 2, 0)  # a neighbour cut out of its edge
+    flags = np.zeros((1, 20, 20), np.uint8)
+    anchors = (np.array([1, 2]), np.array([9, 9]), np.array([10, 17]))
+    whole = Accumulator(2, 1)
+    whole.add(chunk_sums(labels, 0, 0, image, flags, anchors=anchors))
+    split = Accumulator(2, 1)
+    for ys, xs in ((slice(0, 20), slice(0, 11)), (slice(0, 10), slice(11, 20)),
+                   (slice(10, 20), slice(11, 20))):
+        split.add(chunk_sums(labels[ys, xs], ys.start, xs.start, image[:, ys, xs], flags[:, ys, xs],
+                             anchors=anchors))
+    a, b = whole.columns(["g"], noise=[0.1]), split.columns(["g"], noise=[0.1])
+    np.testing.assert_allclose(a["x_peak"], b["x_peak"])
+    np.testing.assert_allclose(a["y_peak"], b["y_peak"])
+    assert abs(a["x_peak"][0] - 10.4) < 0.5 and abs(a["y_peak"][0] - 9.3) < 0.5
+    assert np.isnan(a["x_peak"][1])  # its anchor is on the edge of its segment
+    # without anchors there is no peak
+    bare = Accumulator(2, 1)
+    bare.add(chunk_sums(labels, 0, 0, image, flags))
+    assert np.isnan(bare.columns(["g"], noise=[0.1])["x_peak"]).all()

@@ -132,3 +132,50 @@ def test_a_card_marked_default_wins_over_others_that_take_the_same_bands(tmp_pat
     (tmp_path / "b_trained_here.card.json").write_text(json.dumps({**card, "name": "b_trained_here"}))
     (unet,) = specs.resolve_models(["unet"], ("V", "Z", "J", "H"))
     assert unet.name == "a_published"
+
+
+def test_peak_position_snr_comes_from_the_option_then_the_detector_card():
+    from astrodask.merging.products import peak_position_snr
+
+    record = {"models": [{"kind": "unet", "card": {}},
+                         {"kind": "maskrcnn", "card": {"peak_position_snr": 50}}]}
+    assert peak_position_snr(record, MergeOptions()) == 50.0
+    assert peak_position_snr(record, MergeOptions(peak_position_snr=30)) == 30.0
+    assert peak_position_snr({"models": [{"kind": "maskrcnn", "card": {}}]}, MergeOptions()) is None
+    assert resolved_options(record, MergeOptions()).peak_position_snr == 50.0
+    with pytest.raises(InputError, match="peak-position S/N must be >= 0"):
+        peak_position_snr(record, MergeOptions(peak_position_snr=-1))
+    shipped = load_card_of("maskrcnn_hst")
+    assert shipped["peak_position_snr"] == 50
+
+
+def load_card_of(name):
+    from astrodask.engine.specs import resolve_models
+
+    return next(s.card for s in resolve_models([name], ("v", "z", "j", "h")))
+
+
+def test_bright_objects_off_their_centroid_sit_at_their_peak():
+    from types import SimpleNamespace
+
+    from astrodask.merging.products import _peak_placed, catalog_positions
+
+    measured = {"x": np.array([10.0, 20.0, 30.0, 40.0, 50.0, 60.0]),
+                "y": np.array([10.0, 20.0, 30.0, 40.0, 50.0, 60.0]),
+                "x_peak": np.array([12.0, 20.5, 32.0, 42.0, np.nan, 62.0]),
+                "y_peak": np.array([10.0, 20.5, 30.0, 40.0, np.nan, 60.0]),
+                "flux_g": np.array([60.0, 60.0, 60.0, 5.0, 60.0, 60.0]), "flux_err_g": np.ones(6)}
+    morphology = ["disk", "spheroid", "irregular", "disk", "disk", None]
+    placed = _peak_placed(measured, ("g",), morphology, 50.0)
+    # irregulars (a knot may be their peak), faint objects and unknown morphology: never
+    np.testing.assert_array_equal(placed, [True, True, False, False, True, False])
+    plain = SimpleNamespace(centre_x=None, centre_y=None)
+    x, y = catalog_positions(plain, measured, peak_placed=placed)
+    # the first 2 px off its centroid moves; the second within 1 px stays; no peak, no move
+    np.testing.assert_array_equal(x, [12.0, 20.0, 30.0, 40.0, 50.0, 60.0])
+    # a detector's centre still wins over both
+    centred = SimpleNamespace(centre_x=np.full(6, 7.0), centre_y=np.full(6, 7.0))
+    np.testing.assert_array_equal(catalog_positions(centred, measured, peak_placed=placed)[0],
+                                  np.full(6, 7.0))
+    assert _peak_placed(measured, ("g",), None, 50.0) is None
+    assert _peak_placed(measured, ("g",), morphology, None) is None

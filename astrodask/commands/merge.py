@@ -47,6 +47,10 @@ def register(subparsers):
                         help="runs with a centre network: galaxies the U-Net calls irregular "
                              "with S/N at least this sit at their segment's centroid, not their "
                              "centre peak (default: the model card's)")
+    parser.add_argument("--peak-position-snr", type=float,
+                        help="objects without a centre that the U-Net does not call irregular, "
+                             "with S/N at least this, sit at their peak where it lies more than "
+                             "1 px from their segment's centroid (default: the model card's)")
     parser.add_argument("--detection-threshold", type=float, default=0.5,
                         help="max. min(background) for morpheus_detected")
     parser.add_argument("--no-pictures", action="store_true", help="skip the PNG quick-looks")
@@ -69,6 +73,7 @@ def run(args):
                            weak_min_contrast=args.weak_min_contrast,
                            weak_min_separation=args.weak_min_separation,
                            irregular_centroid_snr=args.irregular_centroid_snr,
+                           peak_position_snr=args.peak_position_snr,
                            detection_threshold=args.detection_threshold,
                            pictures=not args.no_pictures)
     with progress_bar("merge", "tasks", args.quiet) as progress:

@@ -164,7 +164,9 @@ def _paint_and_measure(mosaic, objects, unet, segmap_path, threads, progress):
         return chunk_sums(labels, ys.start, xs.start, image[:, ys, xs], bits,
                           weight[:, ys, xs] if weight is not None else None,
                           unet["mean"][:, ys, xs] if unet is not None else None,
-                          touching=touching, saturation=saturation)
+                          touching=touching, saturation=saturation,
+                          anchors=(np.add(order, 1), objects.anchor_y[order],
+                                   objects.anchor_x[order]))
 
     indices = grid.indices()
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:

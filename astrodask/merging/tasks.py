@@ -540,7 +540,8 @@ def paint_task(ctx, cy, cx, large_files, blocks):
         bits, touching = chunk_flags(mosaic.array("mask"), ys, xs)
         sums = chunk_sums(labels, ys.start, xs.start, mosaic.array("image")[:, ys, xs],
                           bits, weight, unet, touching=touching,
-                          saturation=[mosaic.saturation[b] for b in mosaic.bands])
+                          saturation=[mosaic.saturation[b] for b in mosaic.bands],
+                          anchors=(ids, c["anchor_y"], c["anchor_x"]))
         columns = {}
         for name, value in sums.items():
             columns[name] = list(value) if value.ndim == 2 else value
