@@ -176,23 +176,26 @@ def test_objects_sit_at_the_detector_centres_with_the_centroid_beside(field):
     assert np.isfinite(centred["ra"]).all() and centred["ra"] != plain["ra"]
 
 
-def test_cli_merge_checks_and_records_the_irregular_centroid_snr(field, capsys):
+@pytest.mark.parametrize("option, message", [
+    ("irregular-centroid-snr", "irregular-centroid S/N must be >= 0"),
+    ("peak-position-snr", "peak-position S/N must be >= 0")])
+def test_cli_merge_checks_and_records_the_position_snrs(field, capsys, option, message):
     from astrodask import cli
     from astrodask.outputs.catalog import catalog_provenance
 
     folder, truth, masks = field
-    mosaic = ingest(folder, "cli-centroid", tile=128, halo=16)
-    out = fake_detections(mosaic, masks, truth, folder / "det-cli-centroid", centres=True)
-    code = cli.main(["merge", str(out), "--irregular-centroid-snr", "-1", "--quiet"])
+    mosaic = ingest(folder, f"cli-{option}", tile=128, halo=16)
+    out = fake_detections(mosaic, masks, truth, folder / f"det-cli-{option}", centres=True)
+    code = cli.main(["merge", str(out), f"--{option}", "-1", "--quiet"])
     err = capsys.readouterr().err
     assert code != 0 and err.count("\n") == 1 and "Traceback" not in err
-    assert "irregular-centroid S/N must be >= 0" in err
+    assert message in err
     assert not (out / "catalog.parquet").exists()
-    code = cli.main(["merge", str(out), "--irregular-centroid-snr", "40", "--no-pictures",
+    code = cli.main(["merge", str(out), f"--{option}", "40", "--no-pictures",
                      "--n-workers", "1", "--quiet"])
     assert code == 0
     options = catalog_provenance(out / "catalog.parquet")["merge_options"]
-    assert options["irregular_centroid_snr"] == 40.0
+    assert options[option.replace("-", "_")] == 40.0
 
 
 def _catalog_objects(out):
