@@ -20,13 +20,18 @@ score cut. With ``--weak-snr S1,S2,...`` the sweep is over the S/N that keeps
 a detection under the card's score cut but at least ``--weak-min-score``
 (merge options ``weak_min_snr``, ``weak_min_score``; the card's
 ``catalog_weak_min_snr``, ``catalog_weak_min_score``; ``off`` keeps none;
-``--weak-min-separation``: ``catalog_weak_min_separation``).
+``--weak-min-separation``: ``catalog_weak_min_separation``). With
+``--peak-position-snr S1,S2,...`` the sweep is over the S/N from which bright
+objects without a centre that the U-Net does not call irregular sit at
+their peak (merge option ``peak_position_snr``, the card's
+``peak_position_snr``; ``off``: never).
 
 Usage::
 
     python benchmarks/catalog_threshold.py [--preset decam] [--size 2048]
         [--models maskrcnn_hst,morpheus]
-        [--segmentation | --fold-fragments 0,0.1,0.3,0.5 | --weak-snr off,8,10,12]
+        [--segmentation | --fold-fragments 0,0.1,0.3,0.5 | --weak-snr off,8,10,12
+         | --peak-position-snr off,30,50,70]
         [--cuts 0.2,0.3,...] [--match-radius 2] [--fields standard-a,large]
         [--out bench-output/threshold]
 """
@@ -78,6 +83,9 @@ def main(argv=None):
     parser.add_argument("--weak-min-separation", type=float, default=None,
                         help="with --weak-snr: the least distance (px) of such a detection from "
                              "every one at or above the cut (default: the card's)")
+    parser.add_argument("--peak-position-snr", default=None, metavar="S1,S2,...",
+                        help="sweep the S/N from which bright objects without a centre sit at "
+                             "their peak (off: never) instead")
     parser.add_argument("--cuts", default=None, metavar="C1,C2,...",
                         help=f"score cuts to sweep (default {','.join(map(str, CUTS))})")
     parser.add_argument("--match-radius", type=float, default=2.0,
@@ -107,6 +115,10 @@ def main(argv=None):
         cuts = tuple(float("inf") if v == "off" else float(v) for v in args.weak_snr.split(","))
         options = [dict(weak_min_score=args.weak_min_score, weak_min_snr=cut,
                         weak_min_separation=args.weak_min_separation) for cut in cuts]
+    elif args.peak_position_snr:
+        cuts = tuple(float("inf") if v == "off" else float(v)
+                     for v in args.peak_position_snr.split(","))
+        options = [dict(peak_position_snr=cut) for cut in cuts]
     else:
         cuts = CUTS if args.cuts is None else tuple(float(v) for v in args.cuts.split(","))
         options = [dict(min_score=cut) for cut in cuts]
