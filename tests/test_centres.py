@@ -491,3 +491,24 @@ def test_the_engine_merges_low_contrast_peaks_where_the_card_says():
         found, _, scores, kept = MaskRCNNRunner.centre(runner, *args)
         assert len(found) == len(scores) == len(kept) == n
     assert scores.max() == pytest.approx(0.9)
+
+
+def test_a_randomised_pool_draws_the_conditions_of_a_share_of_its_fields(tmp_path):
+    from astrodask.simulation.conditions import draw_conditions
+    from astrodask.train.centres import build_pool, drawn_conditions, train_centres
+
+    assert drawn_conditions(5, 0.0) is None
+    assert drawn_conditions(5, 1.0) == draw_conditions(5)
+    share = np.mean([drawn_conditions(s, 0.5) is not None for s in range(200)])
+    assert 0.35 < share < 0.65
+    assert [drawn_conditions(s, 0.5) for s in range(20)] == \
+        [drawn_conditions(s, 0.5) for s in range(20)]
+    plain, _ = build_pool(tmp_path / "plain.npz", 1, 48, seed=5, log=lambda _: None)
+    varied, _ = build_pool(tmp_path / "varied.npz", 1, 48, seed=5, log=lambda _: None,
+                           randomise=1.0)
+    assert plain.shape == varied.shape and not np.array_equal(plain, varied)
+    with pytest.raises(InputError, match="randomised share"):
+        build_pool(tmp_path / "bad.npz", 1, 48, seed=5, randomise=1.5)
+    _, state = train_centres(tmp_path / "run", n_fields=1, field_size=48, seed=5, steps=1,
+                             batch_size=1, crop=48, randomise=1.0)
+    assert state["pool"]["randomise"] == 1.0

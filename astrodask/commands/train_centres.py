@@ -28,6 +28,10 @@ def register(subparsers):
                         help="fraction of crops given a noise-filled flagged region (a bad "
                              "column, a stripe, a block), as the engine fills flagged pixels "
                              "and the mosaic's padding (default 0)")
+    parser.add_argument("--randomise", type=float, default=0.0, metavar="F",
+                        help="share of the pool's fields that draw their observing conditions "
+                             "(seeing, PSF, pixel scale, depth, noise) from the training ranges "
+                             "(default 0: the preset's)")
     parser.add_argument("--max-minutes", type=float, default=None,
                         help="stop after a checkpoint once this much time has passed")
     parser.add_argument("--workers", type=int, default=1, help="processes simulating the pool")
@@ -51,6 +55,7 @@ def _train(args):
     _, state = train_centres(args.run_dir, preset=args.preset, n_fields=args.fields,
                              field_size=args.field_size, seed=args.seed, max_seconds=max_seconds,
                              workers=args.workers, init_weights=args.init_weights,
+                             randomise=args.randomise,
                              steps=args.steps, batch_size=args.batch_size,
                              crop=args.crop, learning_rate=args.learning_rate,
                              damage=args.damage, binning=args.binning)

@@ -5,7 +5,11 @@ the galaxies placed next to another one (blended pairs), crowded (``decam``:
 120 galaxies/arcmin²; ``hst``: the simulator's ultra-deep fields; 20%
 pairs), star-rich with saturation and cosmic rays, and (``decam``) fields
 with large, bright galaxies added, most of them spirals with star-forming
-knots along their arms, which must give one centre each.
+knots along their arms, which must give one centre each. With ``randomise``
+f > 0, a share f of the fields (picked by each field's seed) also draw their
+observing conditions (seeing, PSF family and shape, pixel scale, depth, sky,
+noise correlation; :func:`astrodask.simulation.conditions.draw_conditions`),
+so the network meets seeing and pixel scales other than the preset's.
 Each field is standardised with its own sigma-clipped statistics (eq. 1, as
 the engine standardises a mosaic) and kept with the true centres of its
 sources above ``snr_min``. Training draws random crops, rotated and mirrored,
@@ -42,6 +46,8 @@ FIELD_KINDS = {
     "hst": ({}, {"pairs": 0.3}, {"deep": True, "pairs": 0.2},
             {"star_density": 30.0, "saturate": True, "cosmic_rays": 20.0}),
 }
+#: Seeds the choice of the fields whose conditions are randomised.
+_RANDOMISE_TAG = 11
 DEFAULTS = dict(steps=5000, batch_size=8, crop=96, learning_rate=1e-3, warmup_steps=100,
                 weight_decay=1e-4, offset_sigma=0.1, snr_min=2.0, widths=WIDTHS,
                 sigma=TARGET_SIGMA, damage=0.0, binning=1)
@@ -51,8 +57,9 @@ def _simulated_field(job):
     from ..models.maskrcnn.normalise import band_statistics, normalise_bands
     from ..simulation import simulate_field
 
-    size, preset, seed, kind, snr_min = job
+    size, preset, seed, kind, snr_min, randomise = job
     field = simulate_field(shape=(size, size), preset=preset, seed=seed,
+                           conditions=drawn_conditions(seed, randomise),
                            **FIELD_KINDS[preset][kind])
     mean, std = band_statistics(field.images)
     # clipped to float16's range: a saturated star's core can lie 10^5 sigma above the sky,
@@ -63,9 +70,26 @@ def _simulated_field(job):
     return image, np.stack(columns[:2], axis=1)[bright].astype(np.float32)
 
 
+def drawn_conditions(seed, randomise):
+    """The observing conditions of the pool's field of ``seed``, or None (the preset's).
+
+    The field draws its conditions (:func:`~astrodask.simulation.conditions.draw_conditions`)
+    with probability ``randomise``, decided by its seed alone.
+    """
+    from ..simulation.conditions import draw_conditions
+
+    if not randomise > 0:
+        return None
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), _RANDOMISE_TAG]))
+    return draw_conditions(seed) if rng.uniform() < randomise else None
+
+
 def build_pool(path, n_fields, field_size, seed, preset="decam", snr_min=2.0, workers=1,
-               log=print):
+               log=print, randomise=0.0):
     """Simulate ``n_fields`` fields (seeds ``seed ..``) into one ``.npz`` at ``path``.
+
+    ``randomise``: the share of fields that draw their observing conditions
+    (:func:`drawn_conditions`).
 
     Returns
     -------
@@ -78,7 +102,9 @@ def build_pool(path, n_fields, field_size, seed, preset="decam", snr_min=2.0, wo
     if preset not in FIELD_KINDS:
         raise InputError(f"no centre-training pool for preset {preset!r}; "
                          f"known: {', '.join(sorted(FIELD_KINDS))}")
-    jobs = [(field_size, preset, seed + i, i % len(FIELD_KINDS[preset]), snr_min)
+    if not 0 <= randomise <= 1:
+        raise InputError(f"the randomised share of fields must lie in [0, 1], got {randomise}")
+    jobs = [(field_size, preset, seed + i, i % len(FIELD_KINDS[preset]), snr_min, randomise)
             for i in range(n_fields)]
     images, centres = [], []
     for i, (image, found) in enumerate(ordered_map(_simulated_field, jobs, workers)):
@@ -180,7 +206,8 @@ def _save(run_dir, model, optimizer, state):
 
 
 def train_centres(run_dir, preset="decam", n_fields=800, field_size=256, seed=4_000_000,
-                  max_seconds=None, workers=1, log=print, init_weights=None, **options):
+                  max_seconds=None, workers=1, log=print, init_weights=None, randomise=0.0,
+                  **options):
     """Simulate a pool (once) and train the centre network on it, resumably.
 
     Parameters
@@ -195,6 +222,9 @@ def train_centres(run_dir, preset="decam", n_fields=800, field_size=256, seed=4_
         Stop (after a checkpoint) when this much time has passed.
     workers : int
         Processes that simulate the pool.
+    randomise : float
+        Share of the pool's fields that draw their observing conditions
+        (:func:`drawn_conditions`); recorded with the pool.
     init_weights : str or Path, optional
         Weights of a centre network of the same widths (e.g. a shipped
         ``*.centres.weights.h5``) to start from instead of a random
@@ -237,7 +267,8 @@ def train_centres(run_dir, preset="decam", n_fields=800, field_size=256, seed=4_
                  "init_weights": Path(init_weights).name if init_weights else None,
                  "pool": {"preset": preset, "fields": n_fields, "field_size": field_size,
                           "seeds": [seed, seed + n_fields - 1], "snr_min": settings["snr_min"],
-                          "kinds": [dict(k) for k in FIELD_KINDS.get(preset, ())]}}
+                          "kinds": [dict(k) for k in FIELD_KINDS.get(preset, ())],
+                          "randomise": float(randomise)}}
     settings, pool = state["settings"], state["pool"]
     pool_path = run_dir / POOL_FILE
     if pool_path.exists():
@@ -245,7 +276,7 @@ def train_centres(run_dir, preset="decam", n_fields=800, field_size=256, seed=4_
     else:
         images, centres = build_pool(pool_path, pool["fields"], pool["field_size"],
                                      pool["seeds"][0], pool["preset"], pool["snr_min"],
-                                     workers, log)
+                                     workers, log, randomise=pool.get("randomise", 0.0))
     binning = settings.get("binning", 1)
     if binning > 1:
         images = bin_images(images, binning).astype(np.float16)
