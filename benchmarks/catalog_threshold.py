@@ -57,6 +57,11 @@ LEVELS = ((0.1, 0.9), (0.3, 0.9), (0.5, 0.95), (0.7, 0.97), (0.8, 0.98), (0.85, 
           (0.9, 0.99), (0.95, 0.995), (0.97, 0.998), (0.98, 0.999), (0.99, 0.9995))
 
 
+def _snrs_or_off(text):
+    """Comma-separated S/N values; ``off`` is infinity (the rule never applies)."""
+    return tuple(float("inf") if v == "off" else float(v) for v in text.split(","))
+
+
 def main(argv=None):
     import pyarrow.parquet as pq
 
@@ -112,12 +117,11 @@ def main(argv=None):
         options = [{} for _ in cuts]
         runs = {cut: {"maskrcnn": {"fold_fragments": cut}} for cut in cuts}
     elif args.weak_snr:
-        cuts = tuple(float("inf") if v == "off" else float(v) for v in args.weak_snr.split(","))
+        cuts = _snrs_or_off(args.weak_snr)
         options = [dict(weak_min_score=args.weak_min_score, weak_min_snr=cut,
                         weak_min_separation=args.weak_min_separation) for cut in cuts]
     elif args.peak_position_snr:
-        cuts = tuple(float("inf") if v == "off" else float(v)
-                     for v in args.peak_position_snr.split(","))
+        cuts = _snrs_or_off(args.peak_position_snr)
         options = [dict(peak_position_snr=cut) for cut in cuts]
     else:
         cuts = CUTS if args.cuts is None else tuple(float(v) for v in args.cuts.split(","))
