@@ -108,7 +108,7 @@ def devices():
 
 
 def block_rows(size, batches, repeats, detection=None):
-    """Rows ``(model, mode, batch, seconds per call)`` for every shipped model.
+    """Yield rows ``(model, mode, batch, seconds per call)`` for every shipped model, as measured.
 
     ``detection``: Mask R-CNN settings overriding the model's (the tiny mode
     keeps fewer proposals).
@@ -118,7 +118,6 @@ def block_rows(size, batches, repeats, detection=None):
     from astrodask.models.unet import load_unet, with_sampling
     from astrodask.morphology.windows import classify_tile, standardise_local
 
-    rows = []
     largest = max(batches)
     model = load_maskrcnn(resolve_model_path(MASKRCNN))
     raw = synthetic_blocks(largest, size, len(model.config.bands), seed=1)
@@ -130,7 +129,7 @@ def block_rows(size, batches, repeats, detection=None):
         for batch in batches:
             seconds = timed(lambda: detect(model, images[:batch], detection_flips=flips,
                                            **(detection or {})), repeats)
-            rows.append((MASKRCNN, mode, batch, seconds))
+            yield MASKRCNN, mode, batch, seconds
     for name in UNETS:
         unet, card = load_unet(name)
         net = with_sampling(unet, "half_pixel")  # the fast mode's network (runners, windows)
@@ -138,18 +137,18 @@ def block_rows(size, batches, repeats, detection=None):
         x = np.stack([standardise_local(block) for block in raw])
         for batch in batches:
             seconds = timed(lambda: net.predict_on_batch(x[:batch]), repeats)
-            rows.append((name, "fast: network", batch, seconds))
+            yield name, "fast: network", batch, seconds
         seconds = timed(lambda: classify_tile(unet, raw[0], mode="fast"), repeats)
-        rows.append((name, "fast: classify_tile", 1, seconds))
-    return rows
+        yield name, "fast: classify_tile", 1, seconds
 
 
 def print_blocks(rows, size):
+    """Print the table row by row, as each is measured (a run cut short keeps its rows)."""
     print(f"\n| model | mode | batch | ms per call | ms per {size}x{size} block | blocks/s |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- |", flush=True)
     for model, mode, batch, seconds in rows:
         print(f"| {model} | {mode} | {batch} | {1000 * seconds:.1f} | "
-              f"{1000 * seconds / batch:.1f} | {batch / seconds:.1f} |")
+              f"{1000 * seconds / batch:.1f} | {batch / seconds:.1f} |", flush=True)
 
 
 def write_mosaic(folder, size, tile, halo):
