@@ -24,14 +24,17 @@ a detection under the card's score cut but at least ``--weak-min-score``
 ``--peak-position-snr S1,S2,...`` the sweep is over the S/N from which bright
 objects without a centre that the U-Net does not call irregular sit at
 their peak (merge option ``peak_position_snr``, the card's
-``peak_position_snr``; ``off``: never).
+``peak_position_snr``; ``off``: never). With ``--maskrcnn-flips on,off`` the
+Mask R-CNN runs with and without its 8 fused flips/rotations (``run`` option
+``maskrcnn.flips``), one run each on the same mosaics, merged with the card's
+score cut and timed side by side.
 
 Usage::
 
     python benchmarks/catalog_threshold.py [--preset decam] [--size 2048]
         [--models maskrcnn_hst,morpheus]
         [--segmentation | --fold-fragments 0,0.1,0.3,0.5 | --weak-snr off,8,10,12
-         | --peak-position-snr off,30,50,70]
+         | --peak-position-snr off,30,50,70 | --maskrcnn-flips on,off]
         [--cuts 0.2,0.3,...] [--match-radius 2] [--fields standard-a,large]
         [--out bench-output/threshold]
 """
@@ -40,6 +43,7 @@ import argparse
 from pathlib import Path
 import shutil
 import sys
+import time
 
 
 from mosaic_quality import pipeline
@@ -91,6 +95,9 @@ def main(argv=None):
     parser.add_argument("--peak-position-snr", default=None, metavar="S1,S2,...",
                         help="sweep the S/N from which bright objects without a centre sit at "
                              "their peak (off: never) instead")
+    parser.add_argument("--maskrcnn-flips", default=None, metavar="on,off",
+                        help="one run with and one without the Mask R-CNN's 8 fused "
+                             "flips/rotations instead (timed side by side)")
     parser.add_argument("--cuts", default=None, metavar="C1,C2,...",
                         help=f"score cuts to sweep (default {','.join(map(str, CUTS))})")
     parser.add_argument("--match-radius", type=float, default=2.0,
@@ -107,8 +114,10 @@ def main(argv=None):
             parser.error(f"unknown --fields for {args.preset}: {', '.join(unknown)}")
         fields = {name: fields[name] for name in args.fields.split(",")}
     models = None if args.models is None else args.models.split(",")
-    out = Path(args.out) / args.preset / ("segmentation" if args.segmentation else "score")
+    out = Path(args.out) / args.preset / ("segmentation" if args.segmentation
+                                          else "flips" if args.maskrcnn_flips else "score")
     runs = {}  # run settings per swept value; none: one run with the card's, merged at each cut
+    sweep = "value"
     if args.segmentation:
         cuts = LEVELS
         options = [dict(morpheus_threshold=t, morpheus_background_level=b) for t, b in cuts]
@@ -116,6 +125,16 @@ def main(argv=None):
         cuts = tuple(float(v) for v in args.fold_fragments.split(","))
         options = [{} for _ in cuts]
         runs = {cut: {"maskrcnn": {"fold_fragments": cut}} for cut in cuts}
+        sweep = "fold"
+    elif args.maskrcnn_flips:
+        flips = {"on": 1.0, "off": 0.0}
+        try:
+            cuts = tuple(flips[v] for v in args.maskrcnn_flips.split(","))
+        except KeyError:
+            parser.error("--maskrcnn-flips takes on, off or on,off")
+        options = [{} for _ in cuts]
+        runs = {cut: {"maskrcnn": {"flips": bool(cut)}} for cut in cuts}
+        sweep = "flips"
     elif args.weak_snr:
         cuts = _snrs_or_off(args.weak_snr)
         options = [dict(weak_min_score=args.weak_min_score, weak_min_snr=cut,
@@ -126,7 +145,7 @@ def main(argv=None):
     else:
         cuts = CUTS if args.cuts is None else tuple(float(v) for v in args.cuts.split(","))
         options = [dict(min_score=cut) for cut in cuts]
-    table = {}
+    table, seconds = {}, {}
     for name, kwargs in fields.items():
         work = out / name
         if not (work / "h32" / "results" / "run.json").exists():
@@ -134,16 +153,22 @@ def main(argv=None):
             sim = astrodask.simulate(work / "field", size=(args.size, args.size),
                                      preset=args.preset, **kwargs)
             images = [work / "field" / f"{b}.fits" for b in sim["bands"]]
-            pipeline(images, work / "h32", models=models)
+            # a flips sweep's first value is this run's (no run with the card's settings)
+            _, _, took = pipeline(images, work / "h32", models=models,
+                                  config=runs[cuts[0]] if sweep == "flips" else None)
+            if sweep == "flips":
+                seconds[name, cuts[0]] = took["run"]
         truth = pq.read_table(work / "field" / "truth.parquet").to_pydict()
         mosaic = astrodask.open_mosaic(work / "h32" / "mosaic.zarr")
         flagged = (mosaic.array("mask")[:] != 0).any(axis=0)
         for cut, option in zip(cuts, options):
             results = work / "h32" / "results"
             config = runs.get(cut)
-            if config is not None:
-                results = work / "h32" / f"results-fold-{cut:g}"
-                astrodask.run(mosaic, results, models=models, **config)
+            if config is not None and not (sweep == "flips" and cut == cuts[0]):
+                results = work / "h32" / f"results-{sweep}-{cut:g}"
+                start = time.perf_counter()
+                astrodask.run(mosaic, results, models=models, restart=True, **config)
+                seconds[name, cut] = time.perf_counter() - start
             astrodask.merge(results, mosaic=mosaic,
                             options=astrodask.MergeOptions(pictures=False, **option))
             cat = astrodask.read_catalog(results / "catalog.parquet")
@@ -151,15 +176,20 @@ def main(argv=None):
             s = score_catalog(catalog, truth, mosaic.tile_grid, flagged,
                               radius=args.match_radius)
             table[name, cut] = (s["completeness"], s["purity"])
-            print(f"{name:11s} {option}: completeness {s['completeness']:.4f} "
-                  f"purity {s['purity']:.4f} objects {s['n_catalog']}", flush=True)
+            print(f"{name:11s} {option or {sweep: cut}}: completeness {s['completeness']:.4f} "
+                  f"purity {s['purity']:.4f} objects {s['n_catalog']}"
+                  + (f" run {seconds[name, cut]:.1f} s" if (name, cut) in seconds else ""),
+                  flush=True)
     f1 = {cut: sum(2 * c * p / (c + p) if c + p else 0.0
                    for (n, k), (c, p) in table.items() if k == cut) for cut in cuts}
     # ties go to the lower cut, or the lower segmentation levels
     best = max(cuts, key=lambda cut: (round(f1[cut], 6), -cut if not args.segmentation
                                       else tuple(-v for v in cut)))
     for cut in cuts:
-        print(f"{cut}: summed F1 {f1[cut]:.4f}{'  <- pick' if cut == best else ''}")
+        run_time = sum(v for (n, k), v in seconds.items() if k == cut)
+        print(f"{cut}: summed F1 {f1[cut]:.4f}"
+              + (f", runs {run_time:.1f} s" if run_time else "")
+              + ("  <- pick" if cut == best else ""))
     return 0
 
 

@@ -72,6 +72,46 @@ def test_roi_align_reproduces_a_linear_ramp():
     np.testing.assert_allclose(out[0, :, :, 1], -expected, atol=1e-5)
 
 
+def _bilinear_roi_align(feature, box, output_size, ratio, stride):
+    """ROIAlign of one box on one (h, w, C) level, sample by sample (the definition)."""
+    height, width, _ = feature.shape
+    y1, x1, y2, x2 = np.asarray(box, np.float64) / stride
+    out = np.zeros((output_size, output_size, feature.shape[2]))
+    n = output_size * ratio
+    ys = np.clip(y1 + (np.arange(n) + 0.5) / n * (y2 - y1) - 0.5, 0, height - 1)
+    xs = np.clip(x1 + (np.arange(n) + 0.5) / n * (x2 - x1) - 0.5, 0, width - 1)
+    for a, y in enumerate(ys):
+        for b, x in enumerate(xs):
+            r, c = int(np.floor(y)), int(np.floor(x))
+            r2, c2 = min(r + 1, height - 1), min(c + 1, width - 1)
+            fy, fx = y - r, x - c
+            value = ((1 - fy) * (1 - fx) * feature[r, c] + (1 - fy) * fx * feature[r, c2]
+                     + fy * (1 - fx) * feature[r2, c] + fy * fx * feature[r2, c2])
+            out[a // ratio, b // ratio] += value / ratio ** 2
+    return out
+
+
+def test_roi_align_matches_per_sample_bilinear_on_random_boxes():
+    # boxes of every level, thin, large, and over the image edges (clamped samples)
+    rng = np.random.default_rng(3)
+    features = [rng.normal(size=(2, 64 // 2 ** k, 48 // 2 ** k, 3)).astype(np.float32)
+                for k in range(4)]
+    side = np.exp(rng.uniform(np.log(1.5), np.log(90), 40))
+    y1, x1 = rng.uniform(-8, 60, 40), rng.uniform(-8, 44, 40)
+    boxes = np.stack([y1, x1, y1 + side, x1 + side * rng.choice([0.3, 1, 3], 40)], 1)
+    boxes = np.clip(boxes, [0, 0, 0, 0], [64, 48, 64, 48]).astype(np.float32)
+    boxes[:, 2:] = np.maximum(boxes[:, 2:], boxes[:, :2] + 1)
+    batch = rng.integers(0, 2, 40)
+    for size, ratio in ((7, 2), (4, 1), (3, 3)):
+        out = np.asarray(roi_align(features, boxes, batch, output_size=size,
+                                   sampling_ratio=ratio))
+        levels = roi_levels(boxes)
+        for i, (box, image, level) in enumerate(zip(boxes, batch, levels)):
+            expected = _bilinear_roi_align(features[level][image], box, size, ratio,
+                                           2 ** (2 + level))
+            np.testing.assert_allclose(out[i], expected, atol=2e-5)
+
+
 def test_roi_align_keeps_box_order_across_levels():
     features = [np.full((2, 64 // 2 ** k, 64 // 2 ** k, 1), float(k + 1), np.float32)
                 for k in range(4)]
@@ -79,6 +119,44 @@ def test_roi_align_keeps_box_order_across_levels():
     boxes = np.array([[0, 0, 64, 64], [0, 0, 8, 8], [0, 0, 8, 8], [0, 0, 32, 32]], np.float32)
     out = np.asarray(roi_align(features, boxes, [0, 0, 1, 0], output_size=2))
     np.testing.assert_allclose(out[:, 0, 0, 0], [3.0, 1.0, 10.0, 2.0])
+
+
+def _greedy_nms(boxes, scores, threshold, max_output):
+    """Greedy NMS by its definition: keep the best, drop what overlaps it by more, repeat."""
+    order, keep = list(np.argsort(-scores, kind="stable")), []
+    while order and len(keep) < max_output:
+        best = order.pop(0)
+        keep.append(best)
+        b = boxes[best]
+        order = [i for i in order
+                 if (max(min(b[2], boxes[i, 2]) - max(b[0], boxes[i, 0]), 0)
+                     * max(min(b[3], boxes[i, 3]) - max(b[1], boxes[i, 1]), 0))
+                 / max((b[2] - b[0]) * (b[3] - b[1]) + (boxes[i, 2] - boxes[i, 0])
+                       * (boxes[i, 3] - boxes[i, 1])
+                       - max(min(b[2], boxes[i, 2]) - max(b[0], boxes[i, 0]), 0)
+                       * max(min(b[3], boxes[i, 3]) - max(b[1], boxes[i, 1]), 0), 1e-9)
+                 <= threshold]
+    return keep
+
+
+@pytest.mark.parametrize("dense", [False, True])
+def test_nms_keeps_what_the_greedy_definition_keeps(dense, monkeypatch):
+    # random boxes with ties in score and in coordinates, empty boxes, and both of
+    # nms' paths (pairs overlapping in x, and the plain loop for crowded boxes)
+    import astrodask.models.maskrcnn.detection as detection
+
+    monkeypatch.setattr(detection, "NMS_DENSE_PAIRS", 0 if dense else 10 ** 9)
+    monkeypatch.setattr(detection, "NMS_PAIRS_PER_STEP", 7)  # several steps of pairs
+    rng = np.random.default_rng(5)
+    for _ in range(150):
+        n = int(rng.integers(0, 40))
+        corner = rng.uniform(0, 30, (n, 2))
+        size = rng.uniform(0, 15, (n, 2)) * (rng.random((n, 1)) > 0.1)
+        boxes = np.concatenate([corner, corner + size], axis=1).round(int(rng.integers(0, 3)))
+        scores = rng.random(n).round(1)
+        threshold, max_output = float(rng.choice([0.0, 0.3, 0.7])), int(rng.integers(1, 45))
+        np.testing.assert_array_equal(nms(boxes, scores, threshold, max_output),
+                                      _greedy_nms(boxes, scores, threshold, max_output))
 
 
 def test_nms_known_case():
@@ -114,6 +192,28 @@ def test_paste_masks_fills_the_box():
     expected[2:6, 3:9] = True
     np.testing.assert_array_equal(masks[0], expected)
     assert masks[1, :8, :4].all() and not masks[1, :, 4:].any()
+
+
+def test_paste_masks_interpolates_as_scipy_does():
+    # bilinear, edge values extended (map_coordinates order 1, mode nearest), on random
+    # grids and boxes of every shape, part of them past the image's edge
+    from scipy import ndimage
+
+    rng = np.random.default_rng(8)
+    probs = rng.random((30, 28, 28))
+    corner = rng.uniform(-6, 40, (30, 2))
+    boxes = np.concatenate([corner, corner + rng.uniform(0.5, 30, (30, 2))], axis=1)
+    masks = paste_masks(probs, boxes, (48, 40))
+    for prob, mask, (y1, x1, y2, x2) in zip(probs, masks, boxes):
+        rows = np.arange(48)[(np.arange(48) + 0.5 > y1) & (np.arange(48) + 0.5 < y2)]
+        cols = np.arange(40)[(np.arange(40) + 0.5 > x1) & (np.arange(40) + 0.5 < x2)]
+        expected = np.zeros((48, 40), bool)
+        if len(rows) and len(cols):
+            uu, vv = np.meshgrid((rows + 0.5 - y1) / (y2 - y1) * 28 - 0.5,
+                                 (cols + 0.5 - x1) / (x2 - x1) * 28 - 0.5, indexing="ij")
+            values = ndimage.map_coordinates(prob, [uu, vv], order=1, mode="nearest")
+            expected[np.ix_(rows, cols)] = values >= 0.5
+        np.testing.assert_array_equal(mask, expected)
 
 
 def test_normalising_a_tile_matches_the_mosaic():

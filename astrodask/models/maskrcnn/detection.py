@@ -1,34 +1,96 @@
 """Post-processing without gradients (NumPy): NMS, per-class detection, mask pasting."""
 
 import numpy as np
-from scipy import ndimage
 
 from ..detections import box_iou
 
-__all__ = ["box_iou", "nms", "per_class_nms", "select_detections", "paste_masks"]
+__all__ = ["box_iou", "nms", "per_class_nms", "select_detections", "paste_masks",
+           "box_grid_coordinates"]
+
+
+#: Candidate pairs whose IoU is computed at once in :func:`nms` (bounds its memory).
+NMS_PAIRS_PER_STEP = 1 << 21
+
+#: Above this many x-overlapping pairs per box, :func:`nms` takes the plain
+#: greedy loop: boxes that crowded suppress each other, so it ends early.
+NMS_DENSE_PAIRS = 256
+
+
+def _iou(boxes, areas, i, j):
+    """IoU of boxes ``i`` with boxes ``j`` (index arrays, or one index against many)."""
+    y1 = np.maximum(boxes[i, 0], boxes[j, 0])
+    x1 = np.maximum(boxes[i, 1], boxes[j, 1])
+    y2 = np.minimum(boxes[i, 2], boxes[j, 2])
+    x2 = np.minimum(boxes[i, 3], boxes[j, 3])
+    inter = np.clip(y2 - y1, 0, None) * np.clip(x2 - x1, 0, None)
+    return inter / np.maximum(areas[i] + areas[j] - inter, 1e-9)
+
+
+def _x_partners(boxes):
+    """Boxes in order of ``x1`` and, for each, how many after it start before it ends."""
+    by_x = np.argsort(boxes[:, 1], kind="stable")
+    ends = np.searchsorted(boxes[by_x, 1], boxes[by_x, 3], side="left")
+    return by_x, np.maximum(ends - np.arange(len(boxes)) - 1, 0)
+
+
+def _overlapping_pairs(by_x, counts):
+    """Index pairs ``(i, j)`` of boxes whose x extents overlap, each pair once, in steps.
+
+    Sorted by ``x1``, box ``k``'s partners are the ``counts[k]`` boxes after
+    it: only pairs that can overlap are formed (a few per source, not n²/2).
+    """
+    bounds = np.searchsorted(np.cumsum(counts), np.arange(0, counts.sum(), NMS_PAIRS_PER_STEP),
+                             side="right")
+    for lo, hi in zip(bounds, list(bounds[1:]) + [len(by_x)]):
+        first = np.repeat(np.arange(lo, hi), counts[lo:hi])
+        starts = np.repeat(np.cumsum(counts[lo:hi]) - counts[lo:hi], counts[lo:hi])
+        second = first + 1 + np.arange(len(first)) - starts
+        yield by_x[first], by_x[second]
 
 
 def nms(boxes, scores, threshold, max_output):
     """Greedy non-maximum suppression.
 
     Returns the indices of the kept boxes, by decreasing score: a box is
-    dropped when its IoU with a higher-scoring kept box exceeds ``threshold``.
+    dropped when its IoU with a higher-scoring kept box exceeds ``threshold``
+    (>= 0). The IoU is computed for the pairs whose x extents overlap only,
+    then one pass in score order keeps each box that no kept box suppresses:
+    the same boxes as the plain greedy loop (which very crowded boxes take,
+    as it ends sooner there).
     """
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    n = len(boxes)
     order = np.argsort(-np.asarray(scores), kind="stable")
     areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    by_x, counts = _x_partners(boxes)
+    if counts.sum() > NMS_DENSE_PAIRS * n:
+        keep = []
+        while len(order) and len(keep) < max_output:
+            best, rest = order[0], order[1:]
+            keep.append(best)
+            order = rest[_iou(boxes, areas, best, rest) <= threshold]
+        return np.asarray(keep, dtype=np.int64)
+    rank = np.empty(n, dtype=np.int64)
+    rank[order] = np.arange(n)
+    better, worse = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+    for i, j in _overlapping_pairs(by_x, counts):
+        hit = _iou(boxes, areas, i, j) > threshold
+        better.append(np.minimum(rank[i[hit]], rank[j[hit]]))
+        worse.append(np.maximum(rank[i[hit]], rank[j[hit]]))
+    better, worse = np.concatenate(better), np.concatenate(worse)
+    # in score order, the boxes each box drops if it is kept (CSR)
+    by_better = np.argsort(better, kind="stable")
+    worse = worse[by_better]
+    start = np.searchsorted(better[by_better], np.arange(n + 1))
+    suppressed = np.zeros(n, dtype=bool)
     keep = []
-    while len(order) and len(keep) < max_output:
-        best, rest = order[0], order[1:]
-        keep.append(best)
-        y1 = np.maximum(boxes[best, 0], boxes[rest, 0])
-        x1 = np.maximum(boxes[best, 1], boxes[rest, 1])
-        y2 = np.minimum(boxes[best, 2], boxes[rest, 2])
-        x2 = np.minimum(boxes[best, 3], boxes[rest, 3])
-        inter = np.clip(y2 - y1, 0, None) * np.clip(x2 - x1, 0, None)
-        iou = inter / np.maximum(areas[best] + areas[rest] - inter, 1e-9)
-        order = rest[iou <= threshold]
-    return np.asarray(keep, dtype=np.int64)
+    for r in range(n):
+        if len(keep) >= max_output:
+            break
+        if not suppressed[r]:
+            keep.append(r)
+            suppressed[worse[start[r]:start[r + 1]]] = True
+    return order[np.asarray(keep, dtype=np.int64)]
 
 
 def select_detections(proposals, probs, boxes_per_class, config, image_shape):
@@ -88,10 +150,27 @@ def paste_masks(mask_probs, boxes, image_shape, threshold=0.5):
     -------
     ndarray of bool, shape (N, H, W)
         A pixel is inside a mask when its centre lies in the box and the
-        bilinearly interpolated probability there is >= ``threshold``.
+        bilinearly interpolated probability there (the grid's edge values
+        extended beyond it) is >= ``threshold``.
+    """
+    masks = np.zeros((len(boxes),) + tuple(image_shape), dtype=bool)
+    for i, prob, window, u, v in box_grid_coordinates(mask_probs, boxes, image_shape):
+        # bilinear interpolation is separable: rows, then columns
+        size = prob.shape[0]
+        values = _linear_weights(u, size) @ prob.astype(np.float64) @ _linear_weights(v, size).T
+        masks[(i,) + window] = values >= threshold
+    return masks
+
+
+def box_grid_coordinates(mask_probs, boxes, image_shape):
+    """Where each image pixel of each box falls on its mask grid.
+
+    Yields, for every box covering at least one pixel centre, ``(i, grid,
+    window, u, v)``: its index, its grid, the ``(rows, columns)`` slices of
+    the image it covers, and the grid coordinates of those rows and columns
+    (grid pixel centres at integers).
     """
     height, width = image_shape
-    masks = np.zeros((len(boxes), height, width), dtype=bool)
     for i, (prob, (y1, x1, y2, x2)) in enumerate(zip(mask_probs, boxes)):
         size = prob.shape[0]
         r0, r1 = max(int(np.ceil(y1 - 0.5)), 0), min(int(np.floor(y2 - 0.5)), height - 1)
@@ -100,7 +179,16 @@ def paste_masks(mask_probs, boxes, image_shape, threshold=0.5):
             continue
         u = (np.arange(r0, r1 + 1) + 0.5 - y1) / max(y2 - y1, 1e-6) * size - 0.5
         v = (np.arange(c0, c1 + 1) + 0.5 - x1) / max(x2 - x1, 1e-6) * size - 0.5
-        uu, vv = np.meshgrid(u, v, indexing="ij")
-        values = ndimage.map_coordinates(prob, [uu, vv], order=1, mode="nearest")
-        masks[i, r0:r1 + 1, c0:c1 + 1] = values >= threshold
-    return masks
+        yield i, prob, (slice(r0, r1 + 1), slice(c0, c1 + 1)), u, v
+
+
+def _linear_weights(coords, size):
+    """``(len(coords), size)`` linear-interpolation weights, coordinates clamped to the grid."""
+    coords = np.clip(coords, 0, size - 1)
+    low = np.floor(coords).astype(np.int64)
+    high = np.minimum(low + 1, size - 1)
+    weights = np.zeros((len(coords), size))
+    rows = np.arange(len(coords))
+    np.add.at(weights, (rows, low), 1.0 - (coords - low))
+    np.add.at(weights, (rows, high), coords - low)
+    return weights
