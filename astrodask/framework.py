@@ -120,3 +120,33 @@ def quiet_native_logs(stream_fd=2):
         os.dup2(saved, stream_fd)  # closes the pipe's last write end: the reader sees EOF
         reader.join(timeout=5)
         os.close(saved)
+
+
+def inference_call(model):
+    """``model`` in inference mode as a function of a NumPy batch, compiled once per shape.
+
+    Keras' own ``predict_on_batch`` relaxes the input shape on TensorFlow after
+    a few different shapes, which a bilinear ``UpSampling2D`` cannot trace;
+    this traces each shape on its own instead (TensorFlow) or uses Keras'
+    jitted predict step (JAX). Cached on the model.
+    """
+    cached = getattr(model, "_astrodask_inference_call", None)
+    if cached is not None:
+        return cached
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        traced = tf.function(lambda x: model(x, training=False), reduce_retracing=False)
+
+        def call(batch):
+            return traced(tf.convert_to_tensor(batch))
+    elif backend == "jax":
+        call = model.predict_on_batch
+    else:
+        def call(batch):
+            return model(batch, training=False)
+    model._astrodask_inference_call = call
+    return call

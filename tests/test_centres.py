@@ -56,6 +56,21 @@ def test_heatmap_follows_the_image_under_rotations_and_mirrors():
     assert centre_heatmap(net, image[:, :21, :13]).shape == (1, 21, 13)
 
 
+def test_the_compiled_inference_call_gives_the_eager_values_at_every_shape():
+    # Keras' predict_on_batch relaxes shapes on TensorFlow after a few and then cannot
+    # trace the network's bilinear upsampling; the heatmaps' call must take any shape
+    from astrodask.framework import inference_call
+
+    net = build_centre_net(3, widths=(4, 8))
+    call = inference_call(net)
+    assert inference_call(net) is call  # cached on the model
+    rng = np.random.default_rng(4)
+    for height, width in ((16, 16), (24, 16), (16, 24), (32, 8), (8, 40), (48, 48), (40, 24)):
+        batch = rng.normal(size=(2, height, width, 3)).astype(np.float32)
+        np.testing.assert_array_equal(np.asarray(call(batch)),
+                                      np.asarray(net(batch, training=False)))
+
+
 def test_a_binned_network_sees_block_means_and_its_peaks_land_on_the_sources_pixels():
     image = np.arange(2 * 8 * 6 * 3, dtype=np.float32).reshape(2, 8, 6, 3)
     binned = bin_images(image, 2)
