@@ -7,7 +7,7 @@ and bin averaging are separable along the two axes, so each box reads one
 small window of its level (``keras.ops.take``) and its bins are one batched
 product of that window with the outer product of the two axes' weights:
 gradients flow into the features and the same code runs on TensorFlow and
-JAX (``benchmarks/roi_align_speed.py`` times it against gathering each
+JAX (``benchmarks/maskrcnn_host_steps.py`` times it against gathering each
 sample's four neighbours).
 """
 
