@@ -63,21 +63,12 @@ def gather_crop_level(feature, boxes, batch_index, output_size, sampling_ratio, 
 
 def greedy_nms(boxes, scores, threshold, max_output):
     """The former NMS: the best box, the IoU with all the rest, drop, repeat."""
+    from astrodask.models.maskrcnn.detection import greedy_loop
+
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     order = np.argsort(-np.asarray(scores), kind="stable")
     areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    keep = []
-    while len(order) and len(keep) < max_output:
-        best, rest = order[0], order[1:]
-        keep.append(best)
-        y1 = np.maximum(boxes[best, 0], boxes[rest, 0])
-        x1 = np.maximum(boxes[best, 1], boxes[rest, 1])
-        y2 = np.minimum(boxes[best, 2], boxes[rest, 2])
-        x2 = np.minimum(boxes[best, 3], boxes[rest, 3])
-        inter = np.clip(y2 - y1, 0, None) * np.clip(x2 - x1, 0, None)
-        iou = inter / np.maximum(areas[best] + areas[rest] - inter, 1e-9)
-        order = rest[iou <= threshold]
-    return np.asarray(keep, dtype=np.int64)
+    return greedy_loop(boxes, areas, order, threshold, max_output)
 
 
 def map_coordinates_paste(mask_probs, boxes, image_shape, threshold=0.5):

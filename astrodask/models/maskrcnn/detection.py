@@ -5,7 +5,7 @@ import numpy as np
 from ..detections import box_iou
 
 __all__ = ["box_iou", "nms", "per_class_nms", "select_detections", "paste_masks",
-           "box_grid_coordinates"]
+           "box_grid_coordinates", "greedy_loop"]
 
 
 #: Candidate pairs whose IoU is computed at once in :func:`nms` (bounds its memory).
@@ -48,6 +48,21 @@ def _overlapping_pairs(by_x, counts):
         yield by_x[first], by_x[second]
 
 
+def greedy_loop(boxes, areas, order, threshold, max_output):
+    """Greedy NMS step by step: keep the best box left, drop the rest that overlap it by more.
+
+    ``boxes`` (N, 4) float64, their ``areas``, and ``order`` (indices by
+    decreasing score); returns the kept indices. :func:`nms` takes this path
+    for very crowded boxes, where it ends early.
+    """
+    keep = []
+    while len(order) and len(keep) < max_output:
+        best, rest = order[0], order[1:]
+        keep.append(best)
+        order = rest[_iou(boxes, areas, best, rest) <= threshold]
+    return np.asarray(keep, dtype=np.int64)
+
+
 def nms(boxes, scores, threshold, max_output):
     """Greedy non-maximum suppression.
 
@@ -64,12 +79,7 @@ def nms(boxes, scores, threshold, max_output):
     areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
     by_x, counts = _x_partners(boxes)
     if counts.sum() > NMS_DENSE_PAIRS * n:
-        keep = []
-        while len(order) and len(keep) < max_output:
-            best, rest = order[0], order[1:]
-            keep.append(best)
-            order = rest[_iou(boxes, areas, best, rest) <= threshold]
-        return np.asarray(keep, dtype=np.int64)
+        return greedy_loop(boxes, areas, order, threshold, max_output)
     rank = np.empty(n, dtype=np.int64)
     rank[order] = np.arange(n)
     better, worse = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
