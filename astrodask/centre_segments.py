@@ -351,7 +351,8 @@ def fold_knot_centres(segments, scores, centres, masks, instance_scores, brightn
     return keep, segments[keep]
 
 
-def merge_low_contrast(segments, scores, brightness, min_contrast):
+def merge_low_contrast(segments, scores, brightness, min_contrast, min_snr=None,
+                       pixel_noise=1.0):
     """Merge detections that do not stand out of their neighbour's light (SExtractor's contrast).
 
     The centre network marks every local bump: on a large galaxy of real
@@ -366,7 +367,10 @@ def merge_low_contrast(segments, scores, brightness, min_contrast):
     lies in) joins that neighbour. Light is the smoothed detection image
     (bands in sky-σ units, :data:`SMOOTHING_SIGMA`), clipped at 0. A merged
     detection keeps the brighter peak's centre and class and takes the best
-    score of its parts.
+    score of its parts. With ``min_snr``, a detection must also stand out of
+    the noise: its light above the saddle at least ``min_snr`` times
+    ``pixel_noise`` times the square root of the number of its pixels above
+    the saddle (:mod:`astrodask.instance_deblend`).
 
     Parameters
     ----------
@@ -376,7 +380,12 @@ def merge_low_contrast(segments, scores, brightness, min_contrast):
     brightness : ndarray, shape (H, W)
         The detection image (``-inf`` on flagged pixels).
     min_contrast : float
-        Fraction of the footprint's light; ``None`` or 0 merges nothing.
+        Fraction of the footprint's light; ``None`` or 0: no such test.
+    min_snr : float, optional
+        Significance of the light above the saddle; ``None`` or 0: no such
+        test. With neither test nothing merges.
+    pixel_noise : float
+        σ of one pixel of the detection image.
 
     Returns
     -------
@@ -391,7 +400,7 @@ def merge_low_contrast(segments, scores, brightness, min_contrast):
     segments = np.asarray(segments, dtype=bool)
     scores = np.asarray(scores, dtype=np.float32)
     n = len(segments)
-    if n < 2 or not min_contrast:
+    if n < 2 or not (min_contrast or min_snr):
         return np.arange(n), segments, scores
     light = np.clip(smoothed_detection(brightness)[2], 0.0, None)
     labels = np.zeros(brightness.shape, dtype=np.int64)
@@ -414,7 +423,10 @@ def merge_low_contrast(segments, scores, brightness, min_contrast):
         if not brighter or not values[a].size:
             continue
         level, b = max(brighter, key=lambda item: (item[0], -item[1]))
-        if np.clip(values[a] - level, 0.0, None).sum() >= min_contrast * total[region[a]]:
+        above = np.clip(values[a] - level, 0.0, None)
+        if (above.sum() >= (min_contrast or 0.0) * total[region[a]]
+                and (not min_snr or (above.sum() > 0 and above.sum()
+                                     >= min_snr * pixel_noise * np.sqrt((above > 0).sum())))):
             continue
         root[a] = b
         values[b] = np.concatenate([values[b], values[a]])

@@ -82,6 +82,12 @@ class MaskRCNNOptions:
         card's ``centres.deblend_contrast`` (none for ``maskrcnn_decam``), 0
         turns it off. For real images of large galaxies, whose arms and HII
         regions the network marks as sources.
+    deblend_snr : float, optional
+        Without a centre network: a Mask R-CNN instance over several peaks
+        is split where a peak's light above the saddle to a brighter one has
+        at least this S/N (:mod:`astrodask.instance_deblend`). ``None``
+        keeps the card's ``deblend_instances.min_snr`` (none for the shipped
+        cards), 0 turns it off.
     """
 
     min_confidence: float = None
@@ -92,6 +98,7 @@ class MaskRCNNOptions:
     fold_fragments: float = None
     centres: bool = None
     deblend_contrast: float = None
+    deblend_snr: float = None
 
     def __post_init__(self):
         if self.psf_classes is True or self.psf_classes is False:
@@ -216,6 +223,10 @@ class RunConfig:
                                      or not isinstance(contrast, (int, float))
                                      or not 0 <= contrast < 1):
             raise InputError(f"maskrcnn deblend_contrast must lie in [0, 1), got {contrast!r}")
+        snr = detection.deblend_snr
+        if snr is not None and (isinstance(snr, bool) or not isinstance(snr, (int, float))
+                                or not snr >= 0):
+            raise InputError(f"maskrcnn deblend_snr must be a number >= 0, got {snr!r}")
         fold = detection.fold_fragments
         if fold is not None and (isinstance(fold, bool) or not isinstance(fold, (int, float))
                                  or not 0 <= fold <= 1):

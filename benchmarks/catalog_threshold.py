@@ -27,14 +27,18 @@ their peak (merge option ``peak_position_snr``, the card's
 ``peak_position_snr``; ``off``: never). With ``--maskrcnn-flips on,off`` the
 Mask R-CNN runs with and without its 8 fused flips/rotations (``run`` option
 ``maskrcnn.flips``), one run each on the same mosaics, merged with the card's
-score cut and timed side by side.
+score cut and timed side by side. With ``--deblend-snr S1,S2,...`` the
+sweep is over the S/N at which a Mask R-CNN instance over several peaks is
+split (``run`` option ``maskrcnn.deblend_snr``, the card's
+``deblend_instances.min_snr``; ``off`` is 0): one run per value.
 
 Usage::
 
     python benchmarks/catalog_threshold.py [--preset decam] [--size 2048]
         [--models maskrcnn_hst,morpheus]
         [--segmentation | --fold-fragments 0,0.1,0.3,0.5 | --weak-snr off,8,10,12
-         | --peak-position-snr off,30,50,70 | --maskrcnn-flips on,off]
+         | --peak-position-snr off,30,50,70 | --maskrcnn-flips on,off
+         | --deblend-snr off,5,10,20]
         [--cuts 0.2,0.3,...] [--match-radius 2] [--fields standard-a,large]
         [--out bench-output/threshold]
 """
@@ -98,6 +102,8 @@ def main(argv=None):
     parser.add_argument("--maskrcnn-flips", default=None, metavar="on,off",
                         help="one run with and one without the Mask R-CNN's 8 fused "
                              "flips/rotations instead (timed side by side)")
+    parser.add_argument("--deblend-snr", default=None, metavar="off,S1,S2,...",
+                        help="sweep the S/N that splits instances over several peaks")
     parser.add_argument("--cuts", default=None, metavar="C1,C2,...",
                         help=f"score cuts to sweep (default {','.join(map(str, CUTS))})")
     parser.add_argument("--match-radius", type=float, default=2.0,
@@ -135,6 +141,11 @@ def main(argv=None):
         options = [{} for _ in cuts]
         runs = {cut: {"maskrcnn": {"flips": bool(cut)}} for cut in cuts}
         sweep = "flips"
+    elif args.deblend_snr:
+        cuts = tuple(0.0 if v == "off" else float(v) for v in args.deblend_snr.split(","))
+        options = [{} for _ in cuts]
+        runs = {cut: {"maskrcnn": {"deblend_snr": cut}} for cut in cuts}
+        sweep = "deblend"
     elif args.weak_snr:
         cuts = _snrs_or_off(args.weak_snr)
         options = [dict(weak_min_score=args.weak_min_score, weak_min_snr=cut,

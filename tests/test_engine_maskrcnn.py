@@ -239,6 +239,67 @@ def test_deblend_contrast_comes_from_the_option_then_the_card(setup):
     assert config_from_args(args).maskrcnn.deblend_contrast == 0.02
 
 
+def test_instance_deblending_comes_from_the_option_then_the_card(setup):
+    from dataclasses import replace
+
+    from astrodask.cli import build_parser
+    from astrodask.commands.run import config_from_args
+    from astrodask.engine.run import prepare_spec, resolve_config
+    from astrodask.engine.specs import resolve_models
+    from astrodask.errors import InputError
+
+    _, mosaic, model_path = setup
+    spec = resolve_models([str(model_path)], mosaic.bands)[0]
+
+    def deblend(section, **options):
+        config = resolve_config(models=[str(model_path)], maskrcnn=options)
+        card = dict(spec.card, deblend_instances=section) if section else spec.card
+        return prepare_spec(replace(spec, card=card), mosaic, config).deblend
+
+    assert deblend(None) is None
+    assert deblend({"min_snr": 10.0, "min_contrast": 0.001}) == {"min_snr": 10.0,
+                                                                  "min_contrast": 0.001}
+    # the run's option wins either way; 0 is off
+    assert deblend(None, deblend_snr=8) == {"min_snr": 8.0}
+    assert deblend({"min_snr": 10.0, "min_contrast": 0.001}, deblend_snr=20) == {
+        "min_snr": 20.0, "min_contrast": 0.001}
+    assert deblend({"min_snr": 10.0}, deblend_snr=0) is None
+    # with a centre network, its own deblending applies instead
+    card = dict(spec.card, deblend_instances={"min_snr": 10.0},
+                centres={"weights": "c.weights.h5", "threshold": 0.3})
+    config = resolve_config(models=[str(model_path)])
+    assert prepare_spec(replace(spec, card=card), mosaic, config).deblend is None
+    with pytest.raises(InputError, match="deblend_snr must be a number >= 0, got -1"):
+        resolve_config(maskrcnn={"deblend_snr": -1})
+    args = build_parser().parse_args(["run", "m.zarr", "--out", "r", "--deblend-snr", "12"])
+    assert config_from_args(args).maskrcnn.deblend_snr == 12
+
+
+def test_the_maskrcnn_runner_splits_blends_but_not_the_unets_irregular_galaxies():
+    from types import SimpleNamespace
+
+    from astrodask.engine.runners import MaskRCNNRunner
+
+    shape = (64, 96)
+    yy, xx = np.mgrid[:64, :96]
+    light = (60 * np.exp(-((yy - 32) ** 2 + (xx - 30) ** 2) / 72.0)
+             + 12 * np.exp(-((yy - 32) ** 2 + (xx - 50) ** 2) / 4.5))
+    brightness = (light + np.random.default_rng(2).normal(0, 1, shape)).astype(np.float32)
+    blend = light > 2.0
+    runner = MaskRCNNRunner.__new__(MaskRCNNRunner)
+    runner.spec = SimpleNamespace(deblend={"min_snr": 5.0})
+    masks, class_ids, scores = runner.split(blend[None], np.array([2]), np.array([0.9]),
+                                            brightness, None)
+    assert len(masks) == 2 and masks[1][32, 50] and class_ids.tolist() == [2, 2]
+    probabilities = np.zeros((5, *shape), np.float32)
+    probabilities[4] = 1.0
+    probabilities[:, blend] = [[0.0], [0.1], [0.8], [0.0], [0.1]]
+    classes = ("spheroid", "disk", "irregular", "point_source", "background")
+    masks, _, _ = runner.split(blend[None], np.array([2]), np.array([0.9]), brightness,
+                               (probabilities, classes))
+    assert len(masks) == 1
+
+
 def test_the_maskrcnn_runner_folds_knots_with_the_unets_maps_of_the_window():
     from types import SimpleNamespace
 

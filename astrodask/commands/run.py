@@ -64,6 +64,11 @@ def register(subparsers):
                              "light joins that neighbour (SExtractor's DEBLEND_MINCONT, e.g. "
                              "0.005: large galaxies of real images stay whole; default: the "
                              "card's, none for maskrcnn_decam; 0: off)")
+    parser.add_argument("--deblend-snr", type=float, metavar="S",
+                        help="without a centre network: split a Mask R-CNN instance over "
+                             "several peaks where a peak's light above the saddle to a "
+                             "brighter one has at least this S/N (default: the card's; "
+                             "0: off)")
     parser.add_argument("--restart", action="store_true", default=None,
                         help="ignore done markers and recompute every tile")
     parser.add_argument("--report", nargs="?", const="", metavar="HTML",
@@ -86,7 +91,8 @@ def config_from_args(args):
               "outputs": args.unet_outputs},
         maskrcnn={"flips": args.maskrcnn_flips, "max_detections": args.max_detections,
                   "psf_classes": args.psf_classes, "fold_fragments": args.fold_fragments,
-                  "centres": args.centres, "deblend_contrast": args.deblend_contrast})
+                  "centres": args.centres, "deblend_contrast": args.deblend_contrast,
+                  "deblend_snr": args.deblend_snr})
 
 
 def run(args):

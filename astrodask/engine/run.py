@@ -168,7 +168,25 @@ def prepare_spec(spec, mosaic, config, with_unet=False):
                    settings=detection_settings(spec.card, config.maskrcnn.overrides()),
                    star_galaxy=reference if use else None,
                    fold_fragments=float(fold) if fold and with_unet else None,
-                   centres=centres)
+                   centres=centres,
+                   deblend=None if centres else _instance_deblending(spec, config))
+
+
+def _instance_deblending(spec, config):
+    """The card's ``deblend_instances`` with the run's ``deblend_snr``, or None when off.
+
+    The run option wins (0: off); the card's section holds ``min_snr`` and
+    optionally ``min_contrast`` and ``min_separation``; instances under the
+    card's ``catalog_min_score`` (``min_score``) are left alone.
+    """
+    section = dict(spec.card.get("deblend_instances") or {})
+    if config.maskrcnn.deblend_snr is not None:
+        section["min_snr"] = float(config.maskrcnn.deblend_snr)
+    if not section.get("min_snr"):
+        return None
+    if spec.card.get("catalog_min_score") is not None:
+        section.setdefault("min_score", float(spec.card["catalog_min_score"]))
+    return section
 
 
 def _deblend_contrast(spec, config):
@@ -389,7 +407,8 @@ def run(mosaic, out, *, config=None, client=None, progress=None, on_start=None, 
         "rescale": mosaic.attrs.get("rescale"),
         "models": [{"kind": s.kind, "name": s.name, "path": s.path, "card": s.card,
                     "band_indices": list(s.band_indices), "settings": s.settings,
-                    "fold_fragments": s.fold_fragments, "centres": s.centres}
+                    "fold_fragments": s.fold_fragments, "centres": s.centres,
+                    "deblend_instances": s.deblend}
                    for s in specs],
         "config": config.to_dict(),
         "star_galaxy": _star_galaxy_record(mosaic, specs, config),

@@ -198,6 +198,8 @@ class MaskRCNNRunner:
             masks, class_ids, scores = self.fold(found, brightness, saturated,
                                                  unet if heatmaps is None else None)
             centres = None
+            if self.spec.deblend:
+                masks, class_ids, scores = self.split(masks, class_ids, scores, brightness, unet)
             if heatmaps is not None:
                 masks, class_ids, scores, centres = self.centre(heatmaps[k], masks, class_ids,
                                                                 scores, brightness, unet)
@@ -244,6 +246,24 @@ class MaskRCNNRunner:
                                                              contrast)
             classes, centres = classes[keep], centres[keep]
         return segments, classes, peak_scores, centres
+
+    def split(self, masks, class_ids, scores, brightness, unet):
+        """Instances over several significant peaks split (:mod:`astrodask.instance_deblend`).
+
+        Where ``unet`` (the window's ``(mean, classes)``) is given, instances
+        it calls irregular stay whole: their peaks are one galaxy's knots.
+        """
+        from ..fragments import dominant_classes
+        from ..instance_deblend import split_instances
+
+        keep_whole = None
+        if unet is not None and "irregular" in unet[1]:
+            probabilities, names = unet
+            weight = np.where(np.isfinite(brightness), np.clip(brightness, 0.0, None), 0.0)
+            keep_whole = (dominant_classes(masks, probabilities, weight)
+                          == names.index("irregular"))
+        return split_instances(masks, class_ids, scores, brightness, keep_whole=keep_whole,
+                               **self.spec.deblend)
 
     def fold(self, found, brightness, saturated, unet):
         """``found``'s masks, classes and scores with pieces of one source folded into it.

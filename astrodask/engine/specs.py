@@ -47,6 +47,11 @@ class ModelSpec:
     centres : dict, optional
         The card's centre network (its ``centres`` section) where the run
         uses it (:mod:`astrodask.centre_segments`); ``None``: not used.
+    deblend : dict, optional
+        Without a centre network: the settings that split instances over
+        several peaks (:func:`astrodask.instance_deblend.split_instances`:
+        ``min_snr``, ``min_contrast``, ``min_separation``); ``None``: none
+        split.
     """
 
     kind: str
@@ -59,6 +64,7 @@ class ModelSpec:
     star_galaxy: dict = None
     fold_fragments: float = None
     centres: dict = None
+    deblend: dict = None
 
 
 def detection_settings(card, overrides=None):

@@ -1,0 +1,180 @@
+"""Split a Mask R-CNN instance that holds several significant peaks (deblending).
+
+Without a centre network (``maskrcnn_hst``) a Mask R-CNN instance is an
+object of the catalog, and the network sometimes draws one instance over two
+galaxies, or over a galaxy and a faint companion on its outskirts: the
+catalog then holds one object at the light-weighted centroid between them,
+matching neither. This is the deblending step of SExtractor applied inside
+each instance:
+
+- the **peaks** are the local maxima of the smoothed detection image
+  (:func:`astrodask.centre_segments.smoothed_detection`) inside the
+  instance's mask, at least ``min_separation`` px apart;
+- a peak within :data:`~astrodask.centre_segments.CORE_RADIUS` of the core
+  (the brightest smoothed pixel) of *another* instance that covers it is
+  that instance's: the network already made it an object;
+- the instance is cut into the watershed basins of its peaks, and a basin
+  whose light above the saddle to a brighter neighbour is not significant
+  (below ``min_snr`` times the noise of that sum, or below ``min_contrast``
+  of the instance's light) joins that neighbour
+  (:func:`astrodask.centre_segments.merge_low_contrast`);
+- each basin left that holds neither the instance's core nor another
+  instance's becomes a detection of its own (the instance's class and
+  score); one that holds another instance's core goes to that instance
+  (its galaxy's light then no longer pulls this instance's centroid); the
+  instance keeps the rest of its mask.
+
+Instances scoring under ``min_score`` (the engine passes the card's
+``catalog_min_score``: the merge drops them) are neither split nor hold a
+peak for another instance: a peak that only such an instance holds is split
+off as a new detection. Instances that ``keep_whole`` marks (the engine marks those the U-Net calls
+irregular: their star-forming knots are peaks of one galaxy, see
+:mod:`astrodask.fragments`) and stars (an Airy or diffraction pattern has
+rings of local maxima) are never split.
+"""
+
+import numpy as np
+
+from .centre_segments import (CORE_RADIUS, merge_low_contrast, smoothed_detection,
+                              smoothed_noise)
+from .classes import OBJECT_CODE
+
+#: Peaks of one instance closer than this (px) are one peak.
+MIN_SEPARATION = 4
+
+
+def split_instances(masks, class_ids, scores, brightness, min_snr, min_contrast=0.0,
+                    min_separation=MIN_SEPARATION, keep_whole=None, min_score=None):
+    """The instances of one window with those over several significant peaks split.
+
+    Parameters
+    ----------
+    masks : ndarray of bool, shape (M, H, W)
+    class_ids : ndarray, shape (M,)
+    scores : ndarray, shape (M,)
+    brightness : ndarray, shape (H, W)
+        The detection image (bands in sky-σ units summed; ``-inf`` on flagged
+        pixels; :func:`astrodask.sky.detection_image`).
+    min_snr : float
+        A basin stays separate only where its light above the saddle is at
+        least this many times the noise of that sum (the detection image's
+        pixel noise times the square root of the pixels above the saddle).
+        ``None`` or 0 splits nothing.
+    min_contrast : float
+        ... and at least this fraction of the instance's light (SExtractor's
+        ``DEBLEND_MINCONT``; 0: no such test).
+    min_separation : int
+        Smallest distance between two peaks of one instance (px).
+    keep_whole : array_like of bool, shape (M,), optional
+        Instances never split.
+    min_score : float, optional
+        Instances scoring under this are ignored (see the module's docstring).
+
+    Returns
+    -------
+    masks : ndarray of bool, shape (M + K, H, W)
+        The instances (each without the basins split off it), then the K new
+        detections.
+    class_ids : ndarray, shape (M + K,)
+    scores : ndarray, shape (M + K,)
+    """
+    from scipy import ndimage
+
+    masks = np.asarray(masks, dtype=bool)
+    class_ids, scores = np.asarray(class_ids), np.asarray(scores)
+    if not min_snr or len(masks) == 0:
+        return masks, class_ids, scores
+    finite, image, smoothed = smoothed_detection(brightness)
+    pixel_noise = smoothed_noise(np.where(finite, image, np.nan))
+    usable = masks & finite
+    counted = np.ones(len(masks), bool) if min_score is None else scores >= min_score
+    cores = [_brightest(mask, smoothed) if ok else None for mask, ok in zip(usable, counted)]
+    keep_whole = (np.zeros(len(masks), bool) if keep_whole is None
+                  else np.asarray(keep_whole, dtype=bool))
+    out_masks, new_masks, new_of = masks.copy(), [], []
+    for m in np.flatnonzero(~keep_whole & (class_ids != OBJECT_CODE["star"])):
+        if cores[m] is None:
+            continue
+        # the instance's box with a margin where the smoothing reaches (4 σ)
+        box = tuple(slice(max(s.start - 4, 0), s.stop + 4)
+                    for s in ndimage.find_objects(usable[m].astype(np.int8))[0])
+        offset = np.array([box[0].start, box[1].start])
+        local = [None if c is None else tuple(np.asarray(c) - offset) for c in cores]
+        peaks, owner = _peaks(m, usable[(slice(None),) + box], local, smoothed[box],
+                              min_separation)
+        if (owner == m).all():
+            continue
+        basins = _basins(usable[m][box], smoothed[box], peaks)
+        kept, merged = _significant(basins, brightness[box], pixel_noise, min_snr,
+                                    min_contrast)
+        for k, basin in zip(kept, merged):
+            if owner[k] == m:
+                continue
+            full = np.zeros_like(masks[m])
+            full[box] = basin
+            out_masks[m] &= ~full
+            if owner[k] < 0:
+                new_masks.append(full)
+                new_of.append(m)
+            else:
+                out_masks[owner[k]] |= full
+    if not new_masks:
+        return out_masks, class_ids, scores
+    return (np.concatenate([out_masks, np.stack(new_masks)]),
+            np.concatenate([class_ids, class_ids[new_of]]),
+            np.concatenate([scores, scores[new_of]]))
+
+
+def _brightest(mask, smoothed):
+    """``(y, x)`` of ``mask``'s brightest pixel of ``smoothed``; None for an empty mask."""
+    if not mask.any():
+        return None
+    flat = np.argmax(np.where(mask, smoothed, -np.inf))
+    return tuple(int(v) for v in np.unravel_index(flat, smoothed.shape))
+
+
+def _peaks(m, usable, cores, smoothed, min_separation):
+    """Peaks of instance ``m`` (its core first) and the instance each belongs to.
+
+    ``m`` for its core; for a peak within :data:`CORE_RADIUS` of the core of
+    another instance covering it, that instance (the nearest core); -1 for
+    the others (a detection to split off).
+    """
+    from skimage.feature import peak_local_max
+
+    mask = usable[m]
+    # a finite fill: peak_local_max multiplies the image by each label's indicator
+    found = peak_local_max(np.where(mask, smoothed, smoothed[mask].min()),
+                           min_distance=min_separation, labels=mask.astype(np.int32),
+                           exclude_border=False)
+    core = np.asarray(cores[m])
+    found = found[np.hypot(*(found - core).T) >= min_separation]
+    peaks = np.concatenate([core[None], found]).astype(np.int64)
+    owner = np.full(len(peaks), -1, dtype=np.int64)
+    owner[0] = m
+    nearest = np.full(len(peaks), np.inf)
+    for n, other in enumerate(cores):
+        if n == m or other is None:
+            continue
+        distance = np.hypot(*(peaks - np.asarray(other)).T)
+        claim = ((distance <= CORE_RADIUS) & (distance < nearest)
+                 & usable[n][peaks[:, 0], peaks[:, 1]])
+        claim[0] = False
+        owner[claim], nearest[claim] = n, distance[claim]
+    return peaks, owner
+
+
+def _basins(mask, smoothed, peaks):
+    """The watershed basins of ``peaks`` in ``mask`` on ``smoothed``, shape (P, H, W)."""
+    from skimage.segmentation import watershed
+
+    markers = np.zeros(mask.shape, np.int32)
+    markers[peaks[:, 0], peaks[:, 1]] = np.arange(1, len(peaks) + 1)
+    labels = watershed(-smoothed, markers, mask=mask)
+    return labels[None] == np.arange(1, len(peaks) + 1)[:, None, None]
+
+
+def _significant(basins, brightness, pixel_noise, min_snr, min_contrast):
+    """``(kept, basins)``: the basins left once the insignificant ones joined a neighbour."""
+    return merge_low_contrast(basins, np.zeros(len(basins), np.float32), brightness,
+                              min_contrast, min_snr=min_snr, pixel_noise=pixel_noise)[:2]
