@@ -27,15 +27,15 @@ each instance:
 Instances scoring under ``min_score`` (the engine passes the card's
 ``catalog_min_score``: the merge drops them) are neither split nor hold a
 peak for another instance: a peak that only such an instance holds is split
-off as a new detection. Instances that ``keep_whole`` marks (the engine marks those the U-Net calls
-irregular: their star-forming knots are peaks of one galaxy, see
-:mod:`astrodask.fragments`) and stars (an Airy or diffraction pattern has
-rings of local maxima) are never split.
+off as a new detection. Instances that ``keep_whole`` marks (the engine
+marks those the U-Net calls irregular: their star-forming knots are peaks
+of one galaxy, see :mod:`astrodask.fragments`) and stars (an Airy or
+diffraction pattern has rings of local maxima) are never split.
 """
 
 import numpy as np
 
-from .centre_segments import (CORE_RADIUS, merge_low_contrast, smoothed_detection,
+from .centre_segments import (CORE_RADIUS, _core, merge_low_contrast, smoothed_detection,
                               smoothed_noise)
 from .classes import OBJECT_CODE
 
@@ -88,7 +88,8 @@ def split_instances(masks, class_ids, scores, brightness, min_snr, min_contrast=
     pixel_noise = smoothed_noise(np.where(finite, image, np.nan))
     usable = masks & finite
     counted = np.ones(len(masks), bool) if min_score is None else scores >= min_score
-    cores = [_brightest(mask, smoothed) if ok else None for mask, ok in zip(usable, counted)]
+    cores = [_core(mask, smoothed) if ok and mask.any() else None
+             for mask, ok in zip(usable, counted)]
     keep_whole = (np.zeros(len(masks), bool) if keep_whole is None
                   else np.asarray(keep_whole, dtype=bool))
     out_masks, new_masks, new_of = masks.copy(), [], []
@@ -123,14 +124,6 @@ def split_instances(masks, class_ids, scores, brightness, min_snr, min_contrast=
     return (np.concatenate([out_masks, np.stack(new_masks)]),
             np.concatenate([class_ids, class_ids[new_of]]),
             np.concatenate([scores, scores[new_of]]))
-
-
-def _brightest(mask, smoothed):
-    """``(y, x)`` of ``mask``'s brightest pixel of ``smoothed``; None for an empty mask."""
-    if not mask.any():
-        return None
-    flat = np.argmax(np.where(mask, smoothed, -np.inf))
-    return tuple(int(v) for v in np.unravel_index(flat, smoothed.shape))
 
 
 def _peaks(m, usable, cores, smoothed, min_separation):
