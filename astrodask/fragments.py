@@ -25,6 +25,14 @@ Positions are window pixels, ``(y, x)``.
 import numpy as np
 
 
+def light_weight(brightness):
+    """Non-negative light of a detection image: clipped at 0, 0 where flagged (``-inf``).
+
+    The ``weight`` of :func:`dominant_classes` and :func:`fold_irregular_fragments`.
+    """
+    return np.where(np.isfinite(brightness), np.clip(brightness, 0.0, None), 0.0)
+
+
 def dominant_classes(masks, probabilities, weight):
     """Each detection's largest flux-weighted U-Net class, background left out.
 

@@ -88,21 +88,22 @@ def split_instances(masks, class_ids, scores, brightness, min_snr, min_contrast=
     pixel_noise = smoothed_noise(np.where(finite, image, np.nan))
     usable = masks & finite
     counted = np.ones(len(masks), bool) if min_score is None else scores >= min_score
-    cores = [_core(mask, smoothed) if ok and mask.any() else None
-             for mask, ok in zip(usable, counted)]
+    # (y, x) of each instance's core; NaN for those that hold no peak
+    cores = np.array([_core(mask, smoothed) if ok and mask.any() else (np.nan, np.nan)
+                      for mask, ok in zip(usable, counted)], dtype=np.float64)
     keep_whole = (np.zeros(len(masks), bool) if keep_whole is None
                   else np.asarray(keep_whole, dtype=bool))
     out_masks, new_masks, new_of = masks.copy(), [], []
     for m in np.flatnonzero(~keep_whole & (class_ids != OBJECT_CODE["star"])):
-        if cores[m] is None:
+        if np.isnan(cores[m, 0]):
             continue
         # the instance's box with a margin where the smoothing reaches (4 σ)
         box = tuple(slice(max(s.start - 4, 0), s.stop + 4)
                     for s in ndimage.find_objects(usable[m].astype(np.int8))[0])
         offset = np.array([box[0].start, box[1].start])
-        local = [None if c is None else tuple(np.asarray(c) - offset) for c in cores]
-        peaks, owner = _peaks(m, usable[(slice(None),) + box], local, smoothed[box],
-                              min_separation)
+        peaks = _peaks(usable[m][box], smoothed[box], cores[m].astype(np.int64) - offset,
+                       min_separation)
+        owner = _owners(m, peaks + offset, cores, usable)
         if (owner == m).all():
             continue
         basins = _basins(usable[m][box], smoothed[box], peaks)
@@ -126,35 +127,35 @@ def split_instances(masks, class_ids, scores, brightness, min_snr, min_contrast=
             np.concatenate([scores, scores[new_of]]))
 
 
-def _peaks(m, usable, cores, smoothed, min_separation):
-    """Peaks of instance ``m`` (its core first) and the instance each belongs to.
-
-    ``m`` for its core; for a peak within :data:`CORE_RADIUS` of the core of
-    another instance covering it, that instance (the nearest core); -1 for
-    the others (a detection to split off).
-    """
+def _peaks(mask, smoothed, core, min_separation):
+    """Local maxima of ``smoothed`` in ``mask`` at least ``min_separation`` apart, as
+    ``(y, x)`` rows, ``core`` first (the others that near it are the core)."""
     from skimage.feature import peak_local_max
 
-    mask = usable[m]
     # a finite fill: peak_local_max multiplies the image by each label's indicator
     found = peak_local_max(np.where(mask, smoothed, smoothed[mask].min()),
                            min_distance=min_separation, labels=mask.astype(np.int32),
                            exclude_border=False)
-    core = np.asarray(cores[m])
     found = found[np.hypot(*(found - core).T) >= min_separation]
-    peaks = np.concatenate([core[None], found]).astype(np.int64)
-    owner = np.full(len(peaks), -1, dtype=np.int64)
+    return np.concatenate([core[None], found]).astype(np.int64)
+
+
+def _owners(m, peaks, cores, usable):
+    """The instance each of instance ``m``'s ``peaks`` belongs to.
+
+    ``m`` for its core (the first peak); for a peak within
+    :data:`CORE_RADIUS` of the core of another instance covering it, that
+    instance (the nearest core; of equals, the first); -1 for the others (a
+    detection to split off). ``cores`` is ``(M, 2)``, NaN where an instance
+    holds no peak.
+    """
+    distance = np.hypot(*(peaks[:, None, :] - cores[None]).transpose(2, 0, 1))
+    claim = (distance <= CORE_RADIUS) & usable[:, peaks[:, 0], peaks[:, 1]].T
+    claim[:, m] = False
+    nearest = np.argmin(np.where(claim, distance, np.inf), axis=1)
+    owner = np.where(claim.any(axis=1), nearest, -1)
     owner[0] = m
-    nearest = np.full(len(peaks), np.inf)
-    for n, other in enumerate(cores):
-        if n == m or other is None:
-            continue
-        distance = np.hypot(*(peaks - np.asarray(other)).T)
-        claim = ((distance <= CORE_RADIUS) & (distance < nearest)
-                 & usable[n][peaks[:, 0], peaks[:, 1]])
-        claim[0] = False
-        owner[claim], nearest[claim] = n, distance[claim]
-    return peaks, owner
+    return owner
 
 
 def _basins(mask, smoothed, peaks):

@@ -70,6 +70,12 @@ def _snrs_or_off(text):
     return tuple(float("inf") if v == "off" else float(v) for v in text.split(","))
 
 
+def _per_run(values, option, value=float):
+    """``(options, runs)`` of a sweep with one run per value: no merge options, and the
+    run option ``maskrcnn.<option>`` set to ``value(v)``."""
+    return [{} for _ in values], {v: {"maskrcnn": {option: value(v)}} for v in values}
+
+
 def main(argv=None):
     import pyarrow.parquet as pq
 
@@ -129,8 +135,7 @@ def main(argv=None):
         options = [dict(morpheus_threshold=t, morpheus_background_level=b) for t, b in cuts]
     elif args.fold_fragments:
         cuts = tuple(float(v) for v in args.fold_fragments.split(","))
-        options = [{} for _ in cuts]
-        runs = {cut: {"maskrcnn": {"fold_fragments": cut}} for cut in cuts}
+        options, runs = _per_run(cuts, "fold_fragments")
         sweep = "fold"
     elif args.maskrcnn_flips:
         flips = {"on": 1.0, "off": 0.0}
@@ -138,13 +143,11 @@ def main(argv=None):
             cuts = tuple(flips[v] for v in args.maskrcnn_flips.split(","))
         except KeyError:
             parser.error("--maskrcnn-flips takes on, off or on,off")
-        options = [{} for _ in cuts]
-        runs = {cut: {"maskrcnn": {"flips": bool(cut)}} for cut in cuts}
+        options, runs = _per_run(cuts, "flips", bool)
         sweep = "flips"
     elif args.deblend_snr:
         cuts = tuple(0.0 if v == "off" else float(v) for v in args.deblend_snr.split(","))
-        options = [{} for _ in cuts]
-        runs = {cut: {"maskrcnn": {"deblend_snr": cut}} for cut in cuts}
+        options, runs = _per_run(cuts, "deblend_snr")
         sweep = "deblend"
     elif args.weak_snr:
         cuts = _snrs_or_off(args.weak_snr)

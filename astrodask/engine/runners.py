@@ -253,14 +253,13 @@ class MaskRCNNRunner:
         Where ``unet`` (the window's ``(mean, classes)``) is given, instances
         it calls irregular stay whole: their peaks are one galaxy's knots.
         """
-        from ..fragments import dominant_classes
+        from ..fragments import dominant_classes, light_weight
         from ..instance_deblend import split_instances
 
         keep_whole = None
         if unet is not None and "irregular" in unet[1]:
             probabilities, names = unet
-            weight = np.where(np.isfinite(brightness), np.clip(brightness, 0.0, None), 0.0)
-            keep_whole = (dominant_classes(masks, probabilities, weight)
+            keep_whole = (dominant_classes(masks, probabilities, light_weight(brightness))
                           == names.index("irregular"))
         return split_instances(masks, class_ids, scores, brightness, keep_whole=keep_whole,
                                **self.spec.deblend)
@@ -273,7 +272,7 @@ class MaskRCNNRunner:
         galaxies where the spec asks and ``unet`` (the window's ``(mean,
         classes)`` from the U-Net) is given. See :mod:`astrodask.fragments`.
         """
-        from ..fragments import fold_irregular_fragments, fold_saturated_pieces
+        from ..fragments import fold_irregular_fragments, fold_saturated_pieces, light_weight
 
         masks, keep = found.masks, np.arange(len(found.scores))
         if saturated is not None and len(keep) > 1:
@@ -282,8 +281,7 @@ class MaskRCNNRunner:
         fraction = self.spec.fold_fragments
         if fraction and unet is not None and len(keep) > 1 and "irregular" in unet[1]:
             probabilities, classes = unet
-            weight = np.where(np.isfinite(brightness), np.clip(brightness, 0.0, None), 0.0)
-            masks, kept = fold_irregular_fragments(masks, probabilities, weight,
+            masks, kept = fold_irregular_fragments(masks, probabilities, light_weight(brightness),
                                                    classes.index("irregular"), fraction)
             keep = keep[kept]
         return masks, found.class_ids[keep], found.scores[keep]
