@@ -14,7 +14,10 @@ have no catalog object within 5 px, and, for large isolated galaxies
 (half-light radius > 1.5", no overlapping neighbour, no flagged pixel in
 the box), the catalog flux over the noiseless flux in the true mask, and
 the noiseless flux in the object's segment over the same (what the segment
-holds of the galaxy, without the noise of the catalog flux).
+holds of the galaxy, without the noise of the catalog flux). The missed
+S/N ≥ 10 sources are counted by their distance to the nearest catalog
+object and by cause (``missed_causes``: placed off, inside a neighbour's
+segment, not detected).
 
 Fields (``--preset decam``): ``standard`` (the preset's density), ``crowded``
 (120 galaxies per arcmin²), ``masked`` (bad columns, a NaN patch, a
@@ -219,6 +222,44 @@ def missed_offsets(catalog, truth, radius, snr_min=10.0, edges=(3.0, 5.0)):
             for lo, hi in zip(bounds[:-1], bounds[1:])}
 
 
+def missed_causes(catalog, truth, segmap, radius, snr_min=10.0, offset_max=6.0):
+    """Why each missed true source (S/N >= ``snr_min``) was missed, from the catalog's segmap.
+
+    Counts, each miss in the first that applies:
+
+    - ``offset``: an unmatched catalog object lies within ``offset_max`` px
+      (found, but its position is off: an offset centroid or a blend's);
+    - ``in_matched_segment``: its pixel lies in the segment of an object
+      matched to another true source (swallowed by a neighbour: a blend or
+      a faint companion on a bright galaxy's flank);
+    - ``in_unmatched_segment``: in the segment of an unmatched object
+      farther than ``offset_max`` px;
+    - ``not_detected``: on no segment (``segmap`` 0 there).
+
+    ``segmap`` holds catalog ``id`` per pixel (0: sky), as the merge's
+    ``segmap.fits``; positions are 0-based pixels.
+    """
+    from astrodask.catalog_scores import match_positions
+
+    tx, ty = np.asarray(truth["x"], float), np.asarray(truth["y"], float)
+    cx, cy = np.asarray(catalog["x"], float), np.asarray(catalog["y"], float)
+    to_truth, from_truth = match_positions(cx, cy, tx, ty, radius)
+    causes = dict.fromkeys(("offset", "in_matched_segment", "in_unmatched_segment",
+                            "not_detected"), 0)
+    matched_ids = set(np.asarray(catalog["id"])[to_truth >= 0].tolist())
+    unmatched = to_truth < 0
+    height, width = segmap.shape
+    for j in np.flatnonzero((from_truth < 0) & (np.asarray(truth["snr"], float) >= snr_min)):
+        if (unmatched & (np.hypot(cx - tx[j], cy - ty[j]) < offset_max)).any():
+            causes["offset"] += 1
+            continue
+        owner = segmap[min(max(int(round(ty[j])), 0), height - 1),
+                       min(max(int(round(tx[j])), 0), width - 1)]
+        causes["not_detected" if owner == 0 else "in_matched_segment" if owner in matched_ids
+               else "in_unmatched_segment"] += 1
+    return causes
+
+
 def flux_in_labels(image, label_file, ids):
     """Sum of ``image`` over the pixels labelled with each of ``ids`` in a FITS label map.
 
@@ -260,7 +301,9 @@ def score_field(name, kwargs, size, out, grid_checks, models=None, preset="decam
               "astrodask": score_catalog(catalog, truth, mosaic.tile_grid, flagged, radius=radius),
               "sep": score_catalog(sep_on(mosaic, get_preset(preset)), truth,
                                    mosaic.tile_grid, flagged, radius=radius),
-              "missed_by_distance": missed_offsets(catalog, truth, radius)}
+              "missed_by_distance": missed_offsets(catalog, truth, radius),
+              "missed_by_cause": missed_causes(
+                  catalog, truth, fits.getdata(work / "h32" / "results" / "segmap.fits"), radius)}
     band = bands[len(bands) // 2]
     noiseless = fits.getdata(work / "field" / f"noiseless_{band}.fits").astype(np.float64)
     result["bright"] = bright_sources(
@@ -304,6 +347,8 @@ def print_field(r):
     print(f"{'duplicates':24s} {a['duplicates']:9d} {s['duplicates']:9d}")
     print("missed S/N >= 10 sources by distance to the nearest catalog object (px): "
           + ", ".join(f"{k} {v}" for k, v in r["missed_by_distance"].items()))
+    print("missed S/N >= 10 sources by cause: "
+          + ", ".join(f"{k} {v}" for k, v in r["missed_by_cause"].items()))
     print(f"{'catalog objects':24s} {a['n_catalog']:9d} {s['n_catalog']:9d}")
     print("completeness by S/N:   " + "  ".join(
         f"[{lo:g},{hi:g}) {fmt(c)}/{fmt(cs)} (n={n})"

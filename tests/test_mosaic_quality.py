@@ -112,3 +112,27 @@ def test_the_flagged_field_puts_many_sources_near_thin_flags():
     # the features are thin: an opening by a 21 px square leaves only where two cross
     wide = ndimage.binary_opening(flagged, structure=np.ones((21, 21), bool))
     assert wide.sum() < 0.02 * flagged.sum()
+
+
+def test_missed_sources_are_told_apart_by_cause():
+    """Offset objects, sources swallowed by a matched or unmatched segment, and sky."""
+    from benchmark_scripts import load_benchmark
+
+    quality = load_benchmark("mosaic_quality")
+    truth = {"x": [10.0, 30.0, 34.0, 60.0, 80.0, 90.0, 50.0],
+             "y": [10.0, 30.0, 30.0, 60.0, 10.0, 90.0, 50.0],
+             "snr": [50.0, 80.0, 20.0, 15.0, 12.0, 30.0, 5.0]}
+    # object 1 matches source 0; 2 matches source 1 and its segment holds source 2;
+    # 3 lies 4 px from source 3 (offset); 4 is unmatched, far from source 4 whose
+    # pixel its segment holds; source 5 is on the sky; source 6 is too faint to count
+    catalog = {"id": np.array([1, 2, 3, 4]), "x": np.array([10.5, 30.0, 64.0, 80.0]),
+               "y": np.array([10.0, 30.5, 60.0, 22.0])}
+    segmap = np.zeros((100, 100), np.int32)
+    segmap[25:36, 25:40] = 2
+    segmap[5:25, 75:85] = 4
+    causes = quality.missed_causes(catalog, truth, segmap, radius=2.0)
+    assert causes == {"offset": 1, "in_matched_segment": 1, "in_unmatched_segment": 1,
+                      "not_detected": 1}
+    # a wider match radius takes the offset object as a match
+    wide = quality.missed_causes(catalog, truth, segmap, radius=5.0)
+    assert wide["offset"] == 0 and sum(wide.values()) == 3
