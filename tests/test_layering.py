@@ -19,7 +19,7 @@ LAYERS = [
     ("io", {"fits_input", "mosaic", "psf", "rescale", "outputs", "sky", "noise_correlation"}),
     ("models", {"models", "morphology"}),
     ("stages", {"ingestion", "engine", "instances", "measure", "merging", "star_galaxy",
-                "fragments", "centre_segments", "instance_deblend"}),
+                "fragments", "centre_segments", "instance_deblend", "symmetric_residual"}),
     ("evaluation", {"evaluate", "catalog_scores", "baselines"}),
     ("simulation", {"simulation"}),
     ("training", {"train"}),
