@@ -55,6 +55,7 @@ def residual_bands(field, results, bands, min_snr, out):
 
 def main(argv=None):
     import pyarrow.parquet as pq
+    from scipy.spatial import cKDTree
 
     import astrodask
     from astrodask.catalog_scores import score_catalog
@@ -80,7 +81,7 @@ def main(argv=None):
         out = Path(args.out) / f"{name}-snr{args.min_snr:g}"
         paths, region = residual_bands(work / "field", first, mosaic.bands, args.min_snr,
                                        out / "field")
-        second = astrodask.ingest(paths, out / "mosaic.zarr")
+        second = astrodask.ingest(paths, out / "mosaic.zarr", overwrite=True)
         astrodask.run(second, out / "results", restart=True)
         truth = pq.read_table(work / "field" / "truth.parquet").to_pydict()
         flagged = (mosaic.array("mask")[:] != 0).any(axis=0)
@@ -97,8 +98,8 @@ def main(argv=None):
             x, y = np.asarray(extra["x"]), np.asarray(extra["y"])
             rows = np.clip(np.round(y).astype(int), 0, region.shape[0] - 1)
             cols = np.clip(np.round(x).astype(int), 0, region.shape[1] - 1)
-            nearest = (np.hypot(bx[None, :] - x[:, None], by[None, :] - y[:, None]).min(axis=1)
-                       if len(bx) and len(x) else np.full(len(x), np.inf))
+            nearest = (cKDTree(np.column_stack([bx, by])).query(np.column_stack([x, y]))[0]
+                       if len(bx) else np.full(len(x), np.inf))
             add = region[rows, cols] & (nearest >= args.separation)
             both = {k: np.concatenate([np.asarray(base[k]), np.asarray(extra[k])[add]])
                     for k in keys}
