@@ -142,6 +142,66 @@ def ingest(inputs, out, *, bands=None, tile=512, halo=32, weights=None, hdu=None
     return open_mosaic(out)
 
 
+def derive_mosaic(source, out, read_band, *, derived_from, overwrite=False, block_tiles=8,
+                  progress=None):
+    """A mosaic store on ``source``'s grid whose band pixels are computed from it.
+
+    The flags, weights, WCS, PSF and every other attribute are ``source``'s;
+    the band statistics are measured again on the new pixels. Written block by
+    block as :func:`ingest` writes, and in place only when whole.
+
+    Parameters
+    ----------
+    source : Mosaic
+    out : str or Path
+        The ``.zarr`` folder (or fsspec URL) to write.
+    read_band : callable
+        ``read_band(band_index, rows, cols)`` → float array of the new band
+        over those slices (flagged pixels may hold anything).
+    derived_from : dict
+        What the pixels are (JSON-serialisable), kept as the ``derived_from``
+        attribute.
+    overwrite : bool
+        Replace ``out`` if it is an existing mosaic store.
+    block_tiles : int
+        Windows per block along x.
+    progress : callable, optional
+        ``progress(done_blocks, total_blocks)``.
+
+    Returns
+    -------
+    Mosaic
+    """
+    out = storage.normalise(out)
+    _check_output(out, overwrite)
+    mask = source.array("mask")
+    images = [_DerivedBand(read_band, b, mask, source.bands[b]) for b in range(len(source.bands))]
+    weights = ([_DerivedBand(lambda b, r, c: source.array("weight")[b, r, c], b, mask, band)
+                for b, band in enumerate(source.bands)] if source.has_weight else [])
+    with storage.staged_folder(out, replace=overwrite) as target:
+        stats = _write_store(target, images, weights, source.tile_grid, block_tiles, progress)
+        attrs = dict(source.attrs)
+        attrs.update(band_stats=dict(zip(source.bands, stats)), derived_from=derived_from,
+                     astrodask_version=__version__,
+                     created=datetime.datetime.now(datetime.timezone.utc)
+                     .isoformat(timespec="seconds"))
+        _mark_complete(target, attrs)
+    return open_mosaic(out)
+
+
+class _DerivedBand:
+    """One band computed by ``read_band``, read with the source's flags as ``(values, flags)``."""
+
+    def __init__(self, read_band, index, mask, name):
+        self.shape = mask.shape[1:]
+        self.name = name
+        self._read, self._index, self._mask = read_band, index, mask
+
+    def read(self, ys, xs):
+        return (np.asarray(self._read(self._index, ys, xs), dtype=np.float32),
+                np.asarray(self._mask[self._index, ys, xs], dtype=np.uint8))
+
+
 def _pixel_scale(wcs):
     """Mean pixel scale (arcsec) of a celestial WCS, or ``None``."""
     if wcs is None:

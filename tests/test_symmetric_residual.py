@@ -47,3 +47,28 @@ def test_mirrors_off_the_image_use_the_pixel_itself_and_bad_inputs_are_refused()
     assert not none.any() and np.array_equal(untouched, image)
     with pytest.raises(ValueError, match="differ in shape"):
         symmetric_residual(image, segmap[:10], [(1, 2.0, 2.0)])
+
+
+def test_sections_put_together_give_the_whole_residual():
+    from astrodask.symmetric_residual import residual_section
+
+    rng = np.random.default_rng(5)
+    shape = (70, 90)
+    image = (_gaussian(shape, 30, 40, 7.0, 8000.0) + _gaussian(shape, 33, 50, 1.3, 90.0)
+             + _gaussian(shape, 3, 85, 3.0, 900.0) + rng.normal(0, 0.5, shape))
+    segmap = np.zeros(shape, np.int32)
+    segmap[8:55, 15:66] = 2
+    segmap[0:12, 76:90] = 5             # cut by the image's edge: mirrors fall outside
+    objects = [(2, 30.2, 40.4), (5, 3.0, 85.0)]
+    whole, region = symmetric_residual(image, segmap, objects)
+    boxes = {2: (8, 15, 55, 66), 5: (0, 76, 12, 90)}
+    with_boxes = [(i, y, x, boxes[i]) for i, y, x in objects]
+    pieces = np.zeros(shape)
+    for rows in (slice(0, 25), slice(25, 70)):
+        for cols in (slice(0, 41), slice(41, 80), slice(80, 90)):
+            part, changed = residual_section(lambda r, c: image[r, c], segmap[rows, cols],
+                                             with_boxes, rows, cols, shape)
+            assert np.array_equal(changed, region[rows, cols])
+            pieces[rows, cols] = part
+    assert np.allclose(pieces, whole, rtol=0, atol=1e-9)
+    assert not np.array_equal(whole, image)

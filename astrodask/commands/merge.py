@@ -1,6 +1,6 @@
 """``astrodask merge``: a finished run → catalog, segmentation map and pictures."""
 
-from astrodask.commands import progress_bar
+from astrodask.commands import progress_bar, stage_progress
 
 
 def register(subparsers):
@@ -11,7 +11,10 @@ def register(subparsers):
                     "segmentation map, measure every object and write catalog.parquet (a "
                     "Parquet dataset), segmap.fits, morphology.fits, PNG quick-looks and "
                     "summary.txt into the results folder. Runs as Dask tasks (a local cluster "
-                    "by default); re-running an interrupted merge resumes it.")
+                    "by default); re-running an interrupted merge resumes it. With "
+                    "--residual-pass, the bright objects are then taken out of the bands by "
+                    "their symmetric templates, the models run again on that residual, and "
+                    "what they find inside those objects' segments is added (quality bit 64).")
     parser.add_argument("results", metavar="RESULTS", help="results folder of astrodask run")
     parser.add_argument("--mosaic", help="mosaic store (default: the one the run used)")
     parser.add_argument("--match-iou", type=float, default=0.5,
@@ -54,6 +57,18 @@ def register(subparsers):
     parser.add_argument("--detection-threshold", type=float, default=0.5,
                         help="max. min(background) for morpheus_detected")
     parser.add_argument("--no-pictures", action="store_true", help="skip the PNG quick-looks")
+    parser.add_argument("--residual-pass", action="store_true",
+                        help="Mask R-CNN runs: a second pass over the residual of the bright "
+                             "objects finds faint sources inside their segments")
+    parser.add_argument("--residual-min-snr", type=float, default=50.0,
+                        help="S/N (all bands) of the objects taken out (default 50)")
+    parser.add_argument("--residual-separation", type=float, default=6.0,
+                        help="least distance (px) of an addition from every first-pass object "
+                             "(default 6)")
+    parser.add_argument("--residual-min-score", type=float, default=0.6,
+                        help="detection score cut of the second pass (default 0.6)")
+    parser.add_argument("--keep-residual-work", action="store_true",
+                        help="keep RESULTS/residual.work (the residual mosaic and its run)")
     parser.add_argument("--n-workers", type=int, help="local workers (default: one per core)")
     parser.add_argument("--threads-per-worker", type=int, help="threads per worker (default 1)")
     parser.add_argument("--scheduler", metavar="ADDRESS", help="join an existing cluster")
@@ -63,7 +78,7 @@ def register(subparsers):
 
 
 def run(args):
-    from astrodask import MergeOptions, merge
+    from astrodask import MergeOptions, ResidualOptions, merge, residual_pass
 
     options = MergeOptions(match_iou=args.match_iou, morpheus_threshold=args.morpheus_threshold,
                            morpheus_background_level=args.morpheus_background_level,
@@ -82,3 +97,15 @@ def run(args):
                         scheduler=args.scheduler, scheduler_file=args.scheduler_file,
                         progress=progress)
     print(summary.text(), end="")
+    if args.residual_pass:
+        residual = ResidualOptions(min_snr=args.residual_min_snr,
+                                   separation=args.residual_separation,
+                                   min_score=args.residual_min_score,
+                                   keep_work=args.keep_residual_work)
+        with stage_progress("steps", args.quiet) as progress:
+            added = residual_pass(args.results, mosaic=args.mosaic, options=residual,
+                                  n_workers=args.n_workers,
+                                  threads_per_worker=args.threads_per_worker,
+                                  scheduler=args.scheduler, scheduler_file=args.scheduler_file,
+                                  progress=progress)
+        print(added.text(), end="")

@@ -17,7 +17,7 @@ from .stitch import MATCH_IOU
 
 #: Catalog flag bits.
 FLAGS = {"blended": 1, "truncated": 2, "tile_edge": 4, "masked": 8, "morpheus_undetected": 16,
-         "saturated": 32}
+         "saturated": 32, "residual": 64}
 
 
 @dataclass

@@ -122,7 +122,7 @@ def merge(results, *, mosaic=None, options=None, client=None, n_workers=None,
     _prepare_work(ctx, record)
     seconds = {}
     start = time.perf_counter()
-    with _cluster(client, results.location, n_workers, threads_per_worker, scheduler,
+    with cluster_for(client, results.location, n_workers, threads_per_worker, scheduler,
                   scheduler_file) as (client, description):
         plan = _Plan(ctx, client, progress)
         totals = plan.run(provenance(mosaic, record, applied))
@@ -137,7 +137,7 @@ def merge(results, *, mosaic=None, options=None, client=None, n_workers=None,
         files["morphology_fits"] = write_morphology_fits(mosaic, unet,
                                                          results.file("morphology.fits"))
     if options.pictures:
-        files.update(write_pictures(mosaic, segmap, _class_ids(files["catalog"]), unet, results))
+        files.update(write_pictures(mosaic, segmap, class_ids(files["catalog"]), unet, results))
     seconds["write"] = time.perf_counter() - start
     storage.remove(work)
 
@@ -157,7 +157,7 @@ def merge(results, *, mosaic=None, options=None, client=None, n_workers=None,
 
 
 @contextmanager
-def _cluster(client, location, n_workers, threads_per_worker, scheduler, scheduler_file):
+def cluster_for(client, location, n_workers, threads_per_worker, scheduler, scheduler_file):
     if client is not None:
         yield client, "given client"
         return
@@ -409,11 +409,11 @@ def _publish(ctx, results, n_objects):
         drop_leftovers(folder)
     write_dataset_metadata(parts)
     catalog = results.file("catalog.parquet")
-    _move_folder(parts, catalog)
+    move_folder(parts, catalog)
     group = zarr.open_group(ctx.path("segmap.zarr"), mode="r+")
     group.attrs["astrodask"] = {"kind": "segmap", "n_objects": n_objects}
     segmap = results.file("segmap.zarr")
-    _move_folder(ctx.path("segmap.zarr"), segmap)
+    move_folder(ctx.path("segmap.zarr"), segmap)
     return {"catalog": catalog, "segmap_zarr": segmap}
 
 
@@ -441,7 +441,7 @@ def drop_leftovers(location):
                 os.remove(os.path.join(folder, name))
 
 
-def _move_folder(source, location):
+def move_folder(source, location):
     """Put a finished folder at ``location`` whole (a rename locally)."""
     fs, path = storage.filesystem(source)
     with storage.staged_folder(location) as target:
@@ -449,7 +449,7 @@ def _move_folder(source, location):
         fs.mv(path, target_path, recursive=True)
 
 
-def _class_ids(catalog):
+def class_ids(catalog):
     """The ``class_id`` column of a catalog (for the overview picture)."""
     from ..outputs.catalog import read_catalog
 

@@ -1,0 +1,479 @@
+"""``astrodask.residual_pass``: a second detection pass over the residual of the bright objects.
+
+A merged catalog misses faint sources that lie inside a bright galaxy's
+segment: the detector saw one object there (the ``hst`` deep fields' main
+loss, BENCHMARKS.md). This stage takes every catalog object with S/N at
+least ``min_snr`` over all bands that the U-Net does not call irregular out
+of each band by its symmetric template
+(:mod:`astrodask.symmetric_residual`), writes the residual as a mosaic store
+on the same grid, block by block (:func:`astrodask.ingestion.derive_mosaic`),
+runs the same models over it and merges that run, both on the Dask cluster.
+Each object of that second catalog whose position lies in one of those
+segments and at least ``separation`` px from every first-pass object is
+added to the catalog and painted into the segmentation map:
+
+- IDs continue after the first pass's, in the second catalog's order; the
+  additions are the catalog's last Parquet part.
+- Their measurements (fluxes, shape, class, morphology) are those of the
+  second pass, on the residual: the companion without the bright object's
+  light. The bright object's own row is left as the first pass measured it.
+- ``quality_flags`` gains bit 64 (``residual``) and bit 1 (``blended``);
+  ``parent_id`` is the family of the object they were found in, whose
+  ``family_size`` (the first pass's count) they repeat.
+- Their segment is the second pass's, on pixels that the bright object held
+  or that were sky.
+
+The catalog, ``segmap.zarr``, ``segmap.fits`` and the pictures are
+replaced whole; ``merge.json`` records the pass. Pixel coordinates are
+0-based.
+"""
+
+from dataclasses import asdict, dataclass, field
+import io
+import json
+from pathlib import Path
+import time
+
+import numpy as np
+
+from . import storage
+from .engine.results import Results
+from .errors import AstrodaskError
+from .measure import total_snr
+from .merging.products import FLAGS
+from .symmetric_residual import TEMPLATE_SIGMA, residual_section
+
+__all__ = ["ResidualOptions", "ResidualSummary", "residual_pass", "RESIDUAL_FLAG"]
+
+#: ``quality_flags`` bit of the objects this pass adds.
+RESIDUAL_FLAG = FLAGS["residual"]
+
+#: Work folder inside the results folder (removed when the pass is done).
+WORK_DIR = "residual.work"
+
+_BOX = ("bbox_y0", "bbox_x0", "bbox_y1", "bbox_x1")
+
+
+class ResidualPassError(AstrodaskError):
+    """The results folder cannot take a residual pass."""
+
+
+@dataclass
+class ResidualOptions:
+    """Settings of the residual pass (chosen on the ``hst`` validation mosaics, BENCHMARKS.md).
+
+    Attributes
+    ----------
+    min_snr : float
+        Objects with at least this S/N over all bands (:func:`astrodask.measure.total_snr`)
+        that the U-Net does not call irregular are taken out.
+    separation : float
+        A second-pass object is added only this many pixels or more from every
+        first-pass object.
+    min_score : float
+        Detection score cut of the second pass's merge.
+    sigma : float
+        σ (px) of the Gaussian smoothing of the templates.
+    keep_work : bool
+        Keep ``residual.work`` (the residual mosaic, its run and catalog).
+    """
+
+    min_snr: float = 50.0
+    separation: float = 6.0
+    min_score: float = 0.6
+    sigma: float = TEMPLATE_SIGMA
+    keep_work: bool = False
+
+    def validate(self):
+        """Raise :class:`ResidualPassError` on a setting out of range; return self."""
+        for name in ("min_snr", "separation", "min_score", "sigma"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and np.isfinite(value) and value >= 0):
+                raise ResidualPassError(f"residual pass: {name} must be a number >= 0, "
+                                        f"got {value!r}")
+        if self.sigma == 0:
+            raise ResidualPassError("residual pass: sigma must be > 0")
+        return self
+
+
+@dataclass
+class ResidualSummary:
+    """What the residual pass did.
+
+    Attributes
+    ----------
+    results : str
+    n_parents : int
+        Objects taken out of the bands.
+    n_added : int
+        Objects added to the catalog.
+    n_objects : int
+        Catalog rows now.
+    seconds : dict
+        Wall time per step.
+    """
+
+    results: str
+    n_parents: int
+    n_added: int
+    n_objects: int
+    seconds: dict = field(default_factory=dict)
+
+    def text(self):
+        """One line for ``summary.txt`` and the command line."""
+        return (f"residual pass: {self.n_added} objects added from the residual of "
+                f"{self.n_parents} bright objects; catalog now {self.n_objects} objects\n")
+
+
+def residual_pass(results, *, mosaic=None, options=None, client=None, n_workers=None,
+                  threads_per_worker=None, scheduler=None, scheduler_file=None, progress=None):
+    """Add the objects that a second pass over the bright objects' residual finds.
+
+    Parameters
+    ----------
+    results : str or Path
+        Results folder of a finished ``astrodask merge`` (Mask R-CNN runs).
+    mosaic : Mosaic or path, optional
+        The mosaic (default: the one recorded in ``run.json``).
+    options : ResidualOptions, optional
+    client, n_workers, threads_per_worker, scheduler, scheduler_file
+        The cluster, as for :func:`astrodask.merge`; the second run and merge
+        share it.
+    progress : callable, optional
+        ``progress(step, done, total)``; the steps are ``residual mosaic``,
+        ``run`` and ``merge``.
+
+    Returns
+    -------
+    ResidualSummary
+
+    Raises
+    ------
+    ResidualPassError
+        No finished merge, a U-Net-only run, or a pass already applied (merge
+        again to start from the first pass).
+    """
+    from .engine.run import run
+    from .merging.run import MergeOptions, cluster_for, merge
+    from .mosaic import open_mosaic
+
+    options = (options or ResidualOptions()).validate()
+    results = Results(results)
+    record, merged = _finished_merge(results)
+    if mosaic is None or isinstance(mosaic, (str, Path)):
+        mosaic = open_mosaic(mosaic or record["mosaic"])
+    work = results.file(WORK_DIR)
+    seconds = {}
+    start = time.perf_counter()
+    parents = bright_objects(results.file("catalog.parquet"), mosaic.bands, options.min_snr)
+    storage.makedirs(work)
+    residual = _write_residual(mosaic, results.file("segmap.zarr"), parents, options,
+                               storage.join(work, "mosaic.zarr"),
+                               _step(progress, "residual mosaic"))
+    seconds["residual_mosaic"] = time.perf_counter() - start
+
+    second = storage.join(work, "results")
+    first_options = dict(merged["options"], min_score=options.min_score, pictures=False)
+    with cluster_for(client, results.location, n_workers, threads_per_worker, scheduler,
+                     scheduler_file) as (cluster, _):
+        start = time.perf_counter()
+        run(residual, second, config=record["config"], client=cluster,
+            progress=_step(progress, "run"),
+            restart=True, report=None)
+        seconds["run"] = time.perf_counter() - start
+        start = time.perf_counter()
+        merge(second, mosaic=residual, options=MergeOptions(**first_options), client=cluster,
+              progress=_step(progress, "merge"))
+        seconds["merge"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    n_first = int(merged["n_objects"])
+    added = select_additions(results.file("catalog.parquet"),
+                             storage.join(second, "catalog.parquet"),
+                             results.file("segmap.zarr"), parents, options.separation, n_first)
+    storage.put_json(results.file("merge.json"),
+                     dict(merged, residual_pass={"state": "publishing"}))
+    n_objects = _publish(results, mosaic, merged, added, storage.join(second, "segmap.zarr"),
+                         work)
+    seconds["publish"] = time.perf_counter() - start
+    summary = ResidualSummary(results=results.location, n_parents=len(parents["id"]),
+                              n_added=added.num_rows, n_objects=n_objects, seconds=seconds)
+    storage.put_bytes(results.file("summary.txt"),
+                      storage.get_bytes(results.file("summary.txt")) + summary.text().encode())
+    storage.put_json(results.file("merge.json"), dict(
+        merged, n_objects=n_objects,
+        residual_pass={"state": "complete", "options": asdict(options),
+                       "n_parents": summary.n_parents, "n_added": summary.n_added,
+                       "first_pass_objects": n_first, "quality_flag": RESIDUAL_FLAG,
+                       "seconds": seconds}))
+    if not options.keep_work:
+        storage.remove(work)
+    return summary
+
+
+def _step(progress, name):
+    return None if progress is None else (lambda done, total: progress(name, done, total))
+
+
+def _finished_merge(results):
+    from .merging.single import read_finished_run
+
+    record = read_finished_run(results)
+    try:
+        merged = json.loads(storage.get_bytes(results.file("merge.json")))
+    except FileNotFoundError:
+        merged = {}
+    if "n_objects" not in merged or not storage.exists(results.file("segmap.fits")):
+        raise ResidualPassError(f"{results.location} has no finished merge; run "
+                                "`astrodask merge` first")
+    if "residual_pass" in merged:
+        raise ResidualPassError(f"{results.location} already had a residual pass "
+                                f"({merged['residual_pass'].get('state')}); run "
+                                "`astrodask merge` again to start from the first pass")
+    if not any(m["kind"] == "maskrcnn" for m in record["models"]):
+        raise ResidualPassError("the residual pass needs a Mask R-CNN run (this run has "
+                                "only the U-Net)")
+    return record, merged
+
+
+def _catalog_parts(location):
+    return [storage.join(location, n) for n in storage.listdir(location)
+            if n.endswith(".parquet")]
+
+
+def _read_part(location, columns=None):
+    import pyarrow.parquet as pq
+
+    return pq.read_table(io.BytesIO(storage.get_bytes(location)), columns=columns)
+
+
+def _part_schema(location):
+    import pyarrow.parquet as pq
+
+    return pq.read_schema(io.BytesIO(storage.get_bytes(location)))
+
+
+def bright_objects(catalog, bands, min_snr):
+    """The catalog objects a residual pass takes out, read part by part.
+
+    Parameters
+    ----------
+    catalog : str or Path
+        A merged ``catalog.parquet`` (folder of parts).
+    bands : sequence of str
+    min_snr : float
+        Least :func:`astrodask.measure.total_snr`.
+
+    Returns
+    -------
+    dict of ndarray
+        ``id``, ``parent_id``, ``family_size``, ``y``, ``x`` and the half-open
+        box ``bbox_y0``, ``bbox_x0``, ``bbox_y1``, ``bbox_x1`` of every object
+        with S/N at least ``min_snr`` not called irregular, in ID order.
+    """
+    keep = ("id", "parent_id", "family_size", "y", "x") + _BOX
+    flux = [f"flux_{b}" for b in bands] + [f"flux_err_{b}" for b in bands]
+    chosen = {k: [] for k in keep}
+    for part in _catalog_parts(catalog):
+        names = set(_part_schema(part).names)
+        table = _read_part(part, columns=list(keep) + flux
+                           + (["morphology"] if "morphology" in names else []))
+        columns = {k: table.column(k).to_numpy(zero_copy_only=False) for k in table.schema.names}
+        snr = total_snr(columns, bands)
+        wanted = snr >= min_snr
+        if "morphology" in columns:
+            wanted &= columns["morphology"] != "irregular"
+        for k in keep:
+            chosen[k].append(columns[k][wanted])
+    return {k: (np.concatenate(v) if v else np.zeros(0)) for k, v in chosen.items()}
+
+
+class _ResidualReader:
+    """``read_band(b, rows, cols)`` of the residual mosaic; one segmap read per block."""
+
+    def __init__(self, mosaic, segmap, parents, sigma):
+        import zarr
+
+        self._image, self._mask = mosaic.array("image"), mosaic.array("mask")
+        self._labels = zarr.open_group(segmap, mode="r")["labels"]
+        self._parents, self._sigma = parents, sigma
+        self._shape = mosaic.tile_grid.height, mosaic.tile_grid.width
+        self._block = None
+
+    def _objects(self, rows, cols):
+        p = self._parents
+        meets = ((p["bbox_y0"] < rows.stop) & (p["bbox_y1"] > rows.start)
+                 & (p["bbox_x0"] < cols.stop) & (p["bbox_x1"] > cols.start))
+        return [(int(p["id"][k]), float(p["y"][k]), float(p["x"][k]),
+                 tuple(int(p[b][k]) for b in _BOX)) for k in np.flatnonzero(meets)]
+
+    def __call__(self, band, rows, cols):
+        key = (rows.start, rows.stop, cols.start, cols.stop)
+        if self._block is None or self._block[0] != key:
+            objects = self._objects(rows, cols)
+            labels = self._labels[rows, cols] if objects else None
+            self._block = (key, objects, labels)
+        _, objects, labels = self._block
+        if not objects:
+            return self._image[band, rows, cols]
+
+        def read(r, c):
+            values = np.asarray(self._image[band, r, c], dtype=np.float64)
+            return np.where((self._mask[band, r, c] == 0) & np.isfinite(values), values, 0.0)
+
+        residual, _ = residual_section(read, labels, objects, rows, cols, self._shape,
+                                       self._sigma)
+        return residual
+
+
+def _write_residual(mosaic, segmap, parents, options, out, progress):
+    from .ingestion import derive_mosaic
+
+    reader = _ResidualReader(mosaic, segmap, parents, options.sigma)
+    return derive_mosaic(mosaic, out, reader, overwrite=True, progress=progress,
+                         derived_from={"kind": "symmetric_residual", "mosaic": mosaic.path,
+                                       "min_snr": options.min_snr, "sigma": options.sigma,
+                                       "objects": int(len(parents["id"]))})
+
+
+def _first_positions_near(catalog, y0, y1):
+    """``(x, y)`` of the first catalog's objects with ``y0 <= y <= y1``."""
+    import pyarrow.dataset as ds
+
+    fs, path = storage.filesystem(catalog)
+    dataset = ds.dataset(path, format="parquet", filesystem=fs)
+    table = dataset.to_table(columns=["x", "y"],
+                             filter=(ds.field("y") >= y0) & (ds.field("y") <= y1))
+    return np.column_stack([table.column("x").to_numpy(), table.column("y").to_numpy()])
+
+
+def select_additions(first_catalog, second_catalog, first_segmap, parents, separation,
+                     n_first):
+    """The second catalog's rows to add, renumbered and flagged, part by part.
+
+    Returns
+    -------
+    pyarrow.Table
+        The rows, with the first catalog's schema, IDs ``n_first + 1 ...``, and
+        ``parent_segment`` (the first-pass object whose segment holds them) and
+        ``second_id`` (their ID in the second catalog) appended.
+    """
+    import pyarrow as pa
+    import zarr
+    from scipy.spatial import cKDTree
+
+    labels = zarr.open_group(first_segmap, mode="r")["labels"]
+    height, width = labels.shape
+    order = np.argsort(parents["id"])
+    parent_ids = parents["id"][order]
+    pieces = []
+    for part in _catalog_parts(second_catalog):
+        table = _read_part(part)
+        if table.num_rows == 0:
+            continue
+        x, y = table.column("x").to_numpy(), table.column("y").to_numpy()
+        rows = np.clip(np.round(y).astype(np.int64), 0, height - 1)
+        cols = np.clip(np.round(x).astype(np.int64), 0, width - 1)
+        under = np.asarray(labels.get_coordinate_selection((rows, cols)), dtype=np.int64)
+        where = np.searchsorted(parent_ids, under)
+        inside = (where < len(parent_ids)) & (parent_ids[np.minimum(where, len(parent_ids) - 1)]
+                                              == under)
+        if not inside.any():
+            continue
+        near = _first_positions_near(first_catalog, y[inside].min() - separation,
+                                     y[inside].max() + separation)
+        distance = np.full(len(x), np.inf)
+        if len(near):
+            distance[inside] = cKDTree(near).query(np.column_stack([x[inside], y[inside]]))[0]
+        keep = inside & (distance >= separation)
+        if keep.any():
+            index = np.flatnonzero(keep)
+            pieces.append(table.take(pa.array(index)).append_column(
+                "parent_segment", pa.array(under[index])))
+    schema = _part_schema(_catalog_parts(first_catalog)[0])
+    if not pieces:
+        empty = schema.empty_table()
+        return empty.append_column("parent_segment", pa.array([], pa.int64())).append_column(
+            "second_id", pa.array([], pa.int64()))
+    added = pa.concat_tables(pieces)
+    segment = added.column("parent_segment").to_numpy()
+    k = np.searchsorted(parent_ids, segment)
+    columns = {name: added.column(name) for name in schema.names}
+    columns["id"] = pa.array(n_first + 1 + np.arange(added.num_rows), pa.int64())
+    columns["parent_id"] = pa.array(parents["parent_id"][order][k].astype(np.int64))
+    columns["family_size"] = pa.array(parents["family_size"][order][k].astype(np.int32))
+    columns["blended"] = pa.array(np.ones(added.num_rows, bool))
+    bits = added.column("quality_flags").to_numpy() | FLAGS["blended"] | RESIDUAL_FLAG
+    columns["quality_flags"] = pa.array(bits.astype(np.int32))
+    out = pa.Table.from_arrays([columns[n].cast(schema.field(n).type) for n in schema.names],
+                               schema=schema)
+    return out.append_column("parent_segment", pa.array(segment, pa.int64())).append_column(
+        "second_id", added.column("id").cast(pa.int64()))
+
+
+def _paint(first, second, added, out):
+    """Copy the first segmap into ``out`` chunk by chunk, painting the additions' pixels."""
+    import zarr
+
+    source = zarr.open_group(first, mode="r")["labels"]
+    theirs = zarr.open_group(second, mode="r")["labels"]
+    group = zarr.open_group(out, mode="w", zarr_format=3)
+    labels = group.create_array("labels", shape=source.shape, chunks=source.chunks,
+                                dtype=source.dtype, fill_value=0,
+                                compressors=source.compressors,
+                                dimension_names=("y", "x"))
+    ids = added.column("id").to_numpy()
+    second_ids = added.column("second_id").to_numpy()
+    segments = added.column("parent_segment").to_numpy()
+    box = {b: added.column(b).to_numpy() for b in _BOX}
+    cy, cx = source.chunks
+    for y0 in range(0, source.shape[0], cy):
+        for x0 in range(0, source.shape[1], cx):
+            rows, cols = slice(y0, min(y0 + cy, source.shape[0])), slice(x0, min(x0 + cx,
+                                                                                 source.shape[1]))
+            block = source[rows, cols]
+            meets = np.flatnonzero((box["bbox_y0"] < rows.stop) & (box["bbox_y1"] > rows.start)
+                                   & (box["bbox_x0"] < cols.stop) & (box["bbox_x1"] > cols.start))
+            if len(meets):
+                found = theirs[rows, cols]
+                free = block.copy()
+                for k in meets:
+                    held = (free == segments[k]) | (free == 0)
+                    block[(found == second_ids[k]) & held] = ids[k]
+            labels[rows, cols] = block
+    return labels
+
+
+def _publish(results, mosaic, merged, added, second_segmap, work):
+    """Put the catalog with the additions, the segmaps and the pictures in place."""
+    import zarr
+
+    from .merging.products import open_unet, write_pictures, write_segmap_fits
+    from .merging.run import class_ids, move_folder
+    from .outputs.catalog import write_dataset_metadata
+
+    catalog = results.file("catalog.parquet")
+    parts = _catalog_parts(catalog)
+    staged = storage.join(work, "catalog")
+    storage.remove(staged)
+    storage.makedirs(staged)
+    for part in parts:
+        storage.put_bytes(storage.join(staged, part.rsplit("/", 1)[-1]), storage.get_bytes(part))
+    n_objects = int(merged["n_objects"]) + added.num_rows
+    if added.num_rows:
+        table = added.drop_columns(["parent_segment", "second_id"])
+        storage.put_bytes(storage.join(staged, f"part-{len(parts):05d}.parquet"),
+                          storage.parquet_bytes(table))
+    write_dataset_metadata(staged)
+
+    segmap = storage.join(work, "segmap.zarr")
+    _paint(results.file("segmap.zarr"), second_segmap, added, segmap)
+    group = zarr.open_group(segmap, mode="r+")
+    group.attrs["astrodask"] = {"kind": "segmap", "n_objects": n_objects}
+    move_folder(staged, catalog)
+    move_folder(segmap, results.file("segmap.zarr"))
+    write_segmap_fits(mosaic, results.file("segmap.zarr"), results.file("segmap.fits"))
+    if merged.get("options", {}).get("pictures"):
+        unet = open_unet(results) if storage.exists(results.unet_store) else None
+        write_pictures(mosaic, results.file("segmap.zarr"), class_ids(catalog), unet, results)
+    return n_objects

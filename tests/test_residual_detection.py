@@ -1,0 +1,183 @@
+"""The residual pass: which second-pass objects join the catalog, their paint, end to end."""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+import astrodask
+from astrodask import storage
+from astrodask.outputs.catalog import write_dataset_metadata
+from astrodask.residual_detection import (RESIDUAL_FLAG, ResidualOptions, ResidualPassError,
+                                     bright_objects, residual_pass, select_additions)
+from astrodask.residual_detection import _paint
+
+
+def _catalog(folder, rows, parts=1):
+    """A catalog folder of ``parts`` parts with the columns the pass reads and writes."""
+    columns = {k: np.asarray([r[k] for r in rows]) for k in rows[0]}
+    table = pa.table({
+        "id": pa.array(columns["id"], pa.int64()),
+        "parent_id": pa.array(columns["parent_id"], pa.int64()),
+        "family_size": pa.array(columns["family_size"], pa.int32()),
+        "x": pa.array(columns["x"], pa.float64()), "y": pa.array(columns["y"], pa.float64()),
+        **{b: pa.array(columns[b], pa.int64()) for b in ("bbox_y0", "bbox_x0", "bbox_y1",
+                                                        "bbox_x1")},
+        "flux_g": pa.array(columns["flux"], pa.float64()),
+        "flux_err_g": pa.array(np.ones(len(rows)), pa.float64()),
+        "morphology": pa.array(columns["morphology"]),
+        "blended": pa.array(np.zeros(len(rows), bool)),
+        "quality_flags": pa.array(columns["quality_flags"], pa.int32()),
+    })
+    storage.makedirs(folder)
+    step = -(-len(rows) // parts)
+    for k in range(parts):
+        storage.put_bytes(f"{folder}/part-{k:05d}.parquet",
+                          storage.parquet_bytes(table.slice(k * step, step)))
+    write_dataset_metadata(folder)
+    return folder
+
+
+def _segmap(folder, labels):
+    import zarr
+
+    group = zarr.open_group(folder, mode="w", zarr_format=3)
+    array = group.create_array("labels", shape=labels.shape, chunks=(16, 16), dtype="int32",
+                               fill_value=0)
+    array[:] = labels
+    return folder
+
+
+def _row(i, y, x, box, flux, family_size=1, morphology="disk", quality_flags=0):
+    return dict(id=i, parent_id=i, family_size=family_size, y=y, x=x, bbox_y0=box[0],
+                bbox_x0=box[1], bbox_y1=box[2], bbox_x1=box[3], flux=flux,
+                morphology=morphology, quality_flags=quality_flags)
+
+
+def test_additions_lie_in_a_bright_segment_far_from_first_pass_objects(tmp_path):
+    first_labels = np.zeros((40, 40), np.int32)
+    first_labels[5:30, 5:30] = 1          # bright galaxy
+    first_labels[32:38, 32:38] = 2        # faint object: not a parent
+    first_labels[5:12, 32:39] = 3         # bright but irregular: not a parent
+    first = _catalog(tmp_path / "first.parquet", [
+        _row(1, 17.0, 17.0, (5, 5, 30, 30), 500.0, family_size=1),
+        _row(2, 35.0, 35.0, (32, 32, 38, 38), 20.0),
+        _row(3, 8.0, 35.0, (5, 32, 12, 39), 400.0, morphology="irregular"),
+    ], parts=2)
+    parents = bright_objects(first, ["g"], 50.0)
+    assert parents["id"].tolist() == [1]
+    second_labels = np.zeros((40, 40), np.int32)
+    second_labels[24:29, 24:32] = 4       # companion: in segment 1, reaching out to sky
+    second_labels[16:19, 18:21] = 5       # 1.4 px from object 1: the same object again
+    second_labels[34:37, 33:36] = 6       # in the faint object's segment
+    second_labels[7:10, 33:36] = 7        # in the irregular object's segment
+    second = _catalog(tmp_path / "second.parquet", [
+        _row(4, 26.0, 26.0, (24, 24, 29, 32), 60.0, quality_flags=4),
+        _row(5, 17.5, 18.0, (16, 18, 19, 21), 60.0),
+        _row(6, 35.0, 34.0, (34, 33, 37, 36), 60.0),
+        _row(7, 8.0, 34.0, (7, 33, 10, 36), 60.0),
+    ])
+    first_map = _segmap(tmp_path / "first.zarr", first_labels)
+    added = select_additions(first, second, first_map, parents, 6.0, n_first=3)
+    assert added.column("id").to_pylist() == [4]           # numbered after the first pass
+    assert added.column("second_id").to_pylist() == [4]
+    assert added.column("parent_id").to_pylist() == [1]
+    assert added.column("quality_flags").to_pylist() == [4 | 1 | RESIDUAL_FLAG]
+    assert added.column("blended").to_pylist() == [True]
+    assert added.schema.field("family_size").type == pa.int32()
+
+    painted = _paint(first_map, _segmap(tmp_path / "second.zarr", second_labels), added,
+                     tmp_path / "painted.zarr")[:]
+    expect = first_labels.copy()
+    expect[24:29, 24:32] = 4  # the bright object's pixels and sky, not object 2's or 3's
+    assert np.array_equal(painted, expect)
+
+    nothing = select_additions(first, second, first_map, parents, 30.0, n_first=3)
+    assert nothing.num_rows == 0 and "second_id" in nothing.schema.names
+
+
+def test_options_are_checked():
+    with pytest.raises(ResidualPassError, match="min_snr must be a number"):
+        ResidualOptions(min_snr=float("nan")).validate()
+    with pytest.raises(ResidualPassError, match="sigma must be > 0"):
+        ResidualOptions(sigma=0.0).validate()
+
+
+@pytest.fixture(scope="module")
+def merged(tmp_path_factory):
+    """A merged run of the shipped models on a small deep ``hst`` field (the residual of
+    its objects with S/N >= 30 holds three faint sources the first pass missed)."""
+    folder = tmp_path_factory.mktemp("residual")
+    sim = astrodask.simulate(folder / "field", size="768x768", preset="hst", seed=3, deep=True)
+    mosaic = astrodask.ingest([folder / "field" / f"{b}.fits" for b in sim["bands"]],
+                              folder / "mosaic.zarr", halo=32)
+    astrodask.run(mosaic, folder / "results", n_workers=1)
+    astrodask.merge(folder / "results", options=astrodask.MergeOptions(pictures=False),
+                    n_workers=1)
+    return folder, folder / "results"
+
+
+def test_the_pass_adds_flagged_objects_paints_them_and_is_deterministic(merged, tmp_path,
+                                                                           capsys):
+    from astropy.io import fits
+
+    from astrodask.cli import main
+    from astrodask.measure import total_snr
+
+    folder, first_results = merged
+    results = tmp_path / "results"
+    shutil.copytree(first_results, results)
+    first = astrodask.read_catalog(results / "catalog.parquet").to_pydict()
+    first_segmap = fits.getdata(results / "segmap.fits")
+    args = ["merge", str(results), "--residual-pass", "--residual-min-snr", "30",
+            "--n-workers", "1", "--quiet", "--no-pictures"]
+    assert main(args) == 0
+    assert "residual pass:" in capsys.readouterr().out
+    catalog = astrodask.read_catalog(results / "catalog.parquet").to_pydict()
+    record = json.loads((results / "merge.json").read_text())["residual_pass"]
+    n = len(first["id"])
+    assert record["state"] == "complete" and record["n_added"] == len(catalog["id"]) - n > 0
+    assert catalog["id"] == list(range(1, len(catalog["id"]) + 1))
+    flags = np.asarray(catalog["quality_flags"])
+    assert not (flags[:n] & RESIDUAL_FLAG).any() and (flags[n:] & RESIDUAL_FLAG).all()
+    for key in ("x", "y", "flux_v", "parent_id"):
+        assert catalog[key][:n] == first[key]
+    snr = total_snr(first, ("v", "z", "j", "h"))
+    segmap = fits.getdata(results / "segmap.fits")
+    for k in range(n, len(catalog["id"])):
+        pixels = segmap == catalog["id"][k]
+        assert pixels.any()
+        # painted over one bright object's pixels (of the family it names) and sky
+        held = set(np.unique(first_segmap[pixels]).tolist()) - {0}
+        assert len(held) == 1
+        holder = held.pop()
+        assert snr[holder - 1] >= 30 and first["parent_id"][holder - 1] == catalog["parent_id"][k]
+    assert np.array_equal(segmap[segmap <= n], first_segmap[segmap <= n])
+    assert not (results / "residual.work").exists()
+    with pytest.raises(ResidualPassError, match="already had a residual pass"):
+        residual_pass(results, n_workers=1)
+
+    # merging again starts from the first pass; the same pass gives the same bytes
+    parts = sorted((results / "catalog.parquet").glob("*.parquet"))
+    written = {p.name: p.read_bytes() for p in parts}
+    assert main(args) == 0
+    again = sorted((results / "catalog.parquet").glob("*.parquet"))
+    assert {p.name: p.read_bytes() for p in again} == written
+
+
+def test_a_folder_without_a_merge_is_refused_in_one_line(merged, tmp_path, capsys):
+    from astrodask.cli import main
+
+    folder, first_results = merged
+    results = tmp_path / "results"
+    shutil.copytree(first_results, results)
+    (results / "segmap.fits").unlink()
+    with pytest.raises(ResidualPassError, match="no finished merge"):
+        residual_pass(results)
+    (results / "merge.json").unlink()
+    assert main(["merge", str(tmp_path / "missing"), "--residual-pass", "--quiet"]) != 0
+    err = capsys.readouterr().err
+    assert err.startswith("astrodask: error:") and err.count("\n") == 1
