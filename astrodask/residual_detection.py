@@ -9,7 +9,9 @@ of each band by its symmetric template
 on the same grid, block by block (:func:`astrodask.ingestion.derive_mosaic`),
 runs the same models over it and merges that run, both on the Dask cluster.
 Each object of that second catalog whose position lies in one of those
-segments and at least ``separation`` px from every first-pass object is
+segments, at least ``separation`` px from every first-pass object and
+outside the core of the object whose segment holds it (``core_fraction``
+of that object's radius ``sqrt(area / pi)``) is
 added to the catalog and painted into the segmentation map:
 
 - IDs continue after the first pass's, in the second catalog's order; the
@@ -72,6 +74,11 @@ class ResidualOptions:
         first-pass object.
     min_score : float
         Detection score cut of the second pass's merge.
+    core_fraction : float
+        A second-pass object closer to the centre of the object whose segment
+        holds it than this fraction of that object's radius ``sqrt(area / pi)``
+        is not added: there the template's smoothing and any asymmetry of a
+        bright core leave residual light of the bright object itself.
     sigma : float
         σ (px) of the Gaussian smoothing of the templates.
     keep_work : bool
@@ -81,12 +88,13 @@ class ResidualOptions:
     min_snr: float = 50.0
     separation: float = 6.0
     min_score: float = 0.6
+    core_fraction: float = 0.3
     sigma: float = TEMPLATE_SIGMA
     keep_work: bool = False
 
     def validate(self):
         """Raise :class:`ResidualPassError` on a setting out of range; return self."""
-        for name in ("min_snr", "separation", "min_score", "sigma"):
+        for name in ("min_snr", "separation", "min_score", "core_fraction", "sigma"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and np.isfinite(value) and value >= 0):
                 raise ResidualPassError(f"residual pass: {name} must be a number >= 0, "
@@ -190,7 +198,8 @@ def residual_pass(results, *, mosaic=None, options=None, client=None, n_workers=
     n_first = int(merged["n_objects"])
     added = select_additions(results.file("catalog.parquet"),
                              storage.join(second, "catalog.parquet"),
-                             results.file("segmap.zarr"), parents, options.separation, n_first)
+                             results.file("segmap.zarr"), parents, options.separation, n_first,
+                             core_fraction=options.core_fraction)
     storage.put_json(results.file("merge.json"),
                      dict(merged, residual_pass={"state": "publishing"}))
     n_objects = _publish(results, mosaic, merged, added, storage.join(second, "segmap.zarr"),
@@ -267,11 +276,11 @@ def bright_objects(catalog, bands, min_snr):
     Returns
     -------
     dict of ndarray
-        ``id``, ``parent_id``, ``family_size``, ``y``, ``x`` and the half-open
+        ``id``, ``parent_id``, ``family_size``, ``y``, ``x``, ``area`` and the half-open
         box ``bbox_y0``, ``bbox_x0``, ``bbox_y1``, ``bbox_x1`` of every object
         with S/N at least ``min_snr`` not called irregular, in ID order.
     """
-    keep = ("id", "parent_id", "family_size", "y", "x") + _BOX
+    keep = ("id", "parent_id", "family_size", "y", "x", "area") + _BOX
     flux = [f"flux_{b}" for b in bands] + [f"flux_err_{b}" for b in bands]
     chosen = {k: [] for k in keep}
     for part in _catalog_parts(catalog):
@@ -348,8 +357,24 @@ def _first_positions_near(catalog, y0, y1):
 
 
 def select_additions(first_catalog, second_catalog, first_segmap, parents, separation,
-                     n_first):
+                     n_first, core_fraction=0.0):
     """The second catalog's rows to add, renumbered and flagged, part by part.
+
+    Parameters
+    ----------
+    first_catalog, second_catalog : str or Path
+        The first pass's catalog and that of the run on the residual.
+    first_segmap : str or Path
+        The first pass's ``segmap.zarr``.
+    parents : dict of ndarray
+        The objects taken out (:func:`bright_objects`).
+    separation : float
+        Least distance (px) of an addition from every first-pass object.
+    n_first : int
+        Objects of the first catalog (its IDs are ``1 ... n_first``).
+    core_fraction : float
+        Least distance of an addition from the centre of the object whose
+        segment holds it, in units of that object's radius ``sqrt(area / pi)``.
 
     Returns
     -------
@@ -385,7 +410,10 @@ def select_additions(first_catalog, second_catalog, first_segmap, parents, separ
         distance = np.full(len(x), np.inf)
         if len(near):
             distance[inside] = cKDTree(near).query(np.column_stack([x[inside], y[inside]]))[0]
-        keep = inside & (distance >= separation)
+        holder = np.minimum(where, len(parent_ids) - 1)
+        core = core_fraction * np.sqrt(parents["area"][order][holder] / np.pi)
+        off_core = np.hypot(x - parents["x"][order][holder], y - parents["y"][order][holder])
+        keep = inside & (distance >= separation) & (off_core >= core)
         if keep.any():
             index = np.flatnonzero(keep)
             pieces.append(table.take(pa.array(index)).append_column(

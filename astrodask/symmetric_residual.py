@@ -17,6 +17,8 @@ of the image around it, so a mosaic's residual is written block by block;
 0-based ``(y, x)`` of the arrays given.
 """
 
+import math
+
 import numpy as np
 
 #: σ (px) of the Gaussian that smooths the image for the templates.
@@ -72,20 +74,23 @@ def residual_section(read, segmap, objects, rows, cols, shape, sigma=TEMPLATE_SI
         if not len(ys):
             continue
         ys, xs = ys + y0, xs + x0
-        cy, cx = int(round(y)), int(round(x))
-        my, mx = 2 * cy - ys, 2 * cx - xs
-        inside = (my >= 0) & (my < height) & (mx >= 0) & (mx < width)
+        # The mirror of a pixel about the (sub-pixel) centre, read by bilinear
+        # interpolation of the smoothed image: mirroring about the nearest
+        # pixel instead leaves a dipole at a bright object's core.
+        my, mx = 2 * y - ys, 2 * x - xs
+        inside = (my >= 0) & (my <= height - 1) & (mx >= 0) & (mx <= width - 1)
         # One smoothed read covers the pixels and their mirrors; its margin
         # makes the filter's result there the whole image's.
-        wy0 = max(min(y0, 2 * cy - y1 + 1) - margin, 0)
-        wy1 = min(max(y1, 2 * cy - y0 + 1) + margin, height)
-        wx0 = max(min(x0, 2 * cx - x1 + 1) - margin, 0)
-        wx1 = min(max(x1, 2 * cx - x0 + 1) + margin, width)
+        wy0 = max(min(y0, math.floor(2 * y - y1 + 1)) - margin, 0)
+        wy1 = min(max(y1, math.ceil(2 * y - y0) + 1) + margin, height)
+        wx0 = max(min(x0, math.floor(2 * x - x1 + 1)) - margin, 0)
+        wx1 = min(max(x1, math.ceil(2 * x - x0) + 1) + margin, width)
         smooth = ndimage.gaussian_filter(
             np.asarray(read(slice(wy0, wy1), slice(wx0, wx1)), dtype=np.float64), sigma,
             truncate=_TRUNCATE)
         own = smooth[ys - wy0, xs - wx0]
-        mirrored = smooth[np.clip(my, wy0, wy1 - 1) - wy0, np.clip(mx, wx0, wx1 - 1) - wx0]
+        mirrored = ndimage.map_coordinates(
+            smooth, [np.clip(my, wy0, wy1 - 1) - wy0, np.clip(mx, wx0, wx1 - 1) - wx0], order=1)
         local = (ys - rows.start, xs - cols.start)
         residual[local] -= np.where(inside, np.minimum(own, mirrored), own)
         region[local] = True

@@ -13,7 +13,8 @@ Usage::
 
     python benchmarks/residual_pass.py --root /work/bench/val34/hst/score
         [--fields standard,deep,standard2,deep2] [--min-snr 50] [--separation 6]
-        [--min-score 0.6] [--match-radius 3] [--out bench-output/residual_pass]
+        [--min-score 0.6] [--core-fraction 0.3] [--match-radius 3]
+        [--out bench-output/residual_pass]
 """
 
 import argparse
@@ -70,6 +71,7 @@ def main(argv=None):
     parser.add_argument("--min-snr", default="50")
     parser.add_argument("--separation", type=float, default=6.0)
     parser.add_argument("--min-score", type=float, default=0.6)
+    parser.add_argument("--core-fraction", type=float, default=0.3)
     parser.add_argument("--match-radius", type=float, default=3.0)
     parser.add_argument("--out", default="bench-output/residual_pass")
     args = parser.parse_args(argv)
@@ -86,7 +88,8 @@ def main(argv=None):
             shutil.rmtree(copy, ignore_errors=True)
             shutil.copytree(results, copy)
             options = astrodask.ResidualOptions(min_snr=snr, separation=args.separation,
-                                                min_score=args.min_score)
+                                                min_score=args.min_score,
+                                                core_fraction=args.core_fraction)
             done = astrodask.residual_pass(copy, mosaic=mosaic, options=options)
             c, p = score(mosaic, copy / "catalog.parquet", truth, args.match_radius)
             summed[snr] += f1(c, p)
@@ -96,7 +99,8 @@ def main(argv=None):
     print(f"summed F1 without the residual pass {summed[None]:.4f}")
     for snr in snrs:
         print(f"residual pass, S/N >= {snr:g}, separation {args.separation:g}, score cut "
-              f"{args.min_score:g}: summed F1 {summed[snr]:.4f}")
+              f"{args.min_score:g}, core fraction {args.core_fraction:g}: "
+              f"summed F1 {summed[snr]:.4f}")
     return 0
 
 

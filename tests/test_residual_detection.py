@@ -26,6 +26,7 @@ def _catalog(folder, rows, parts=1):
         "x": pa.array(columns["x"], pa.float64()), "y": pa.array(columns["y"], pa.float64()),
         **{b: pa.array(columns[b], pa.int64()) for b in ("bbox_y0", "bbox_x0", "bbox_y1",
                                                         "bbox_x1")},
+        "area": pa.array(columns["area"], pa.int64()),
         "flux_g": pa.array(columns["flux"], pa.float64()),
         "flux_err_g": pa.array(np.ones(len(rows)), pa.float64()),
         "morphology": pa.array(columns["morphology"]),
@@ -52,7 +53,8 @@ def _segmap(folder, labels):
 
 
 def _row(i, y, x, box, flux, family_size=1, morphology="disk", quality_flags=0):
-    return dict(id=i, parent_id=i, family_size=family_size, y=y, x=x, bbox_y0=box[0],
+    area = (box[2] - box[0]) * (box[3] - box[1])
+    return dict(id=i, parent_id=i, family_size=family_size, y=y, x=x, area=area, bbox_y0=box[0],
                 bbox_x0=box[1], bbox_y1=box[2], bbox_x1=box[3], flux=flux,
                 morphology=morphology, quality_flags=quality_flags)
 
@@ -97,6 +99,11 @@ def test_additions_lie_in_a_bright_segment_far_from_first_pass_objects(tmp_path)
 
     nothing = select_additions(first, second, first_map, parents, 30.0, n_first=3)
     assert nothing.num_rows == 0 and "second_id" in nothing.schema.names
+    # 12.7 px from the galaxy's centre, whose radius sqrt(625 / pi) is 14.1 px
+    assert select_additions(first, second, first_map, parents, 6.0, 3,
+                            core_fraction=0.85).num_rows == 1
+    assert select_additions(first, second, first_map, parents, 6.0, 3,
+                            core_fraction=0.95).num_rows == 0
 
 
 def test_options_are_checked():

@@ -67,6 +67,9 @@ def register(subparsers):
                              "(default 6)")
     parser.add_argument("--residual-min-score", type=float, default=0.6,
                         help="detection score cut of the second pass (default 0.6)")
+    parser.add_argument("--residual-core-fraction", type=float, default=0.3,
+                        help="no addition closer to the centre of the object that holds it "
+                             "than this fraction of its radius sqrt(area/pi) (default 0.3)")
     parser.add_argument("--keep-residual-work", action="store_true",
                         help="keep RESULTS/residual.work (the residual mosaic and its run)")
     parser.add_argument("--n-workers", type=int, help="local workers (default: one per core)")
@@ -101,6 +104,7 @@ def run(args):
         residual = ResidualOptions(min_snr=args.residual_min_snr,
                                    separation=args.residual_separation,
                                    min_score=args.residual_min_score,
+                                   core_fraction=args.residual_core_fraction,
                                    keep_work=args.keep_residual_work)
         with stage_progress("steps", args.quiet) as progress:
             added = residual_pass(args.results, mosaic=args.mosaic, options=residual,
