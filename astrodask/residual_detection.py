@@ -181,7 +181,8 @@ def residual_pass(results, *, mosaic=None, options=None, client=None, n_workers=
     seconds["residual_mosaic"] = time.perf_counter() - start
 
     second = storage.join(work, "results")
-    first_options = dict(merged["options"], min_score=options.min_score, pictures=False)
+    first_options = dict(merged["options"], min_score=options.min_score, pictures=False,
+                         residual_pass=False)
     with cluster_for(client, results.location, n_workers, threads_per_worker, scheduler,
                      scheduler_file) as (cluster, _):
         start = time.perf_counter()

@@ -179,3 +179,30 @@ def test_bright_objects_off_their_centroid_sit_at_their_peak():
                                   np.full(6, 7.0))
     assert _peak_placed(measured, ("g",), None, 50.0) is None
     assert _peak_placed(measured, ("g",), morphology, None) is None
+
+
+def test_the_residual_pass_comes_from_the_option_then_the_detector_card():
+    from astrodask.merging.products import residual_settings
+
+    card = {"residual_pass": {"min_snr": 40, "core_fraction": 0.2}}
+    hst = {"models": [{"kind": "unet", "card": {}}, {"kind": "maskrcnn", "card": card}]}
+    decam = {"models": [{"kind": "maskrcnn", "card": {}}]}
+    on = residual_settings(hst, MergeOptions())
+    assert on == {"residual_pass": True, "residual_min_snr": 40.0, "residual_separation": 6.0,
+                  "residual_min_score": 0.6, "residual_core_fraction": 0.2}
+    assert residual_settings(hst, MergeOptions(residual_pass=False))["residual_pass"] is False
+    assert residual_settings(hst, MergeOptions(residual_min_snr=70))["residual_min_snr"] == 70.0
+    assert residual_settings(decam, MergeOptions())["residual_pass"] is False
+    assert residual_settings(decam, MergeOptions(residual_pass=True))["residual_pass"] is True
+    unet_only = {"models": [{"kind": "unet", "card": {}}]}
+    assert residual_settings(unet_only, MergeOptions())["residual_pass"] is False
+    assert resolved_options(hst, MergeOptions()).residual_core_fraction == 0.2
+    shipped = load_card_of("maskrcnn_hst")
+    assert residual_settings({"models": [{"kind": "maskrcnn", "card": shipped}]},
+                             MergeOptions())["residual_pass"] is True
+    from astrodask.engine.specs import resolve_models
+
+    (decam_spec,) = resolve_models(["maskrcnn_decam"], ("g", "r", "z"))
+    decam_card = decam_spec.card
+    assert residual_settings({"models": [{"kind": "maskrcnn", "card": decam_card}]},
+                             MergeOptions())["residual_pass"] is False

@@ -1,6 +1,8 @@
 """``astrodask merge``: a finished run → catalog, segmentation map and pictures."""
 
-from astrodask.commands import progress_bar, stage_progress
+import argparse
+
+from astrodask.commands import progress_bar
 
 
 def register(subparsers):
@@ -14,7 +16,8 @@ def register(subparsers):
                     "by default); re-running an interrupted merge resumes it. With "
                     "--residual-pass, the bright objects are then taken out of the bands by "
                     "their symmetric templates, the models run again on that residual, and "
-                    "what they find inside those objects' segments is added (quality bit 64).")
+                    "what they find inside those objects' segments is added (quality bit 64; "
+                    "the default where the Mask R-CNN card chooses it).")
     parser.add_argument("results", metavar="RESULTS", help="results folder of astrodask run")
     parser.add_argument("--mosaic", help="mosaic store (default: the one the run used)")
     parser.add_argument("--match-iou", type=float, default=0.5,
@@ -57,21 +60,23 @@ def register(subparsers):
     parser.add_argument("--detection-threshold", type=float, default=0.5,
                         help="max. min(background) for morpheus_detected")
     parser.add_argument("--no-pictures", action="store_true", help="skip the PNG quick-looks")
-    parser.add_argument("--residual-pass", action="store_true",
+    parser.add_argument("--residual-pass", action=argparse.BooleanOptionalAction,
                         help="Mask R-CNN runs: a second pass over the residual of the bright "
-                             "objects finds faint sources inside their segments")
-    parser.add_argument("--residual-min-snr", type=float, default=50.0,
-                        help="S/N (all bands) of the objects taken out (default 50)")
-    parser.add_argument("--residual-separation", type=float, default=6.0,
+                             "objects finds faint sources inside their segments (default: the "
+                             "model card's choice: on for maskrcnn_hst, off for maskrcnn_decam)")
+    parser.add_argument("--residual-min-snr", type=float,
+                        help="S/N (all bands) of the objects taken out (default: the card's, "
+                             "else 50)")
+    parser.add_argument("--residual-separation", type=float,
                         help="least distance (px) of an addition from every first-pass object "
-                             "(default 6)")
-    parser.add_argument("--residual-min-score", type=float, default=0.6,
-                        help="detection score cut of the second pass (default 0.6)")
-    parser.add_argument("--residual-core-fraction", type=float, default=0.3,
+                             "(default: the card's, else 6)")
+    parser.add_argument("--residual-min-score", type=float,
+                        help="detection score cut of the second pass (default: the card's, "
+                             "else 0.6)")
+    parser.add_argument("--residual-core-fraction", type=float,
                         help="no addition closer to the centre of the object that holds it "
-                             "than this fraction of its radius sqrt(area/pi) (default 0.3)")
-    parser.add_argument("--keep-residual-work", action="store_true",
-                        help="keep RESULTS/residual.work (the residual mosaic and its run)")
+                             "than this fraction of its radius sqrt(area/pi) (default: the "
+                             "card's, else 0.3)")
     parser.add_argument("--n-workers", type=int, help="local workers (default: one per core)")
     parser.add_argument("--threads-per-worker", type=int, help="threads per worker (default 1)")
     parser.add_argument("--scheduler", metavar="ADDRESS", help="join an existing cluster")
@@ -81,7 +86,7 @@ def register(subparsers):
 
 
 def run(args):
-    from astrodask import MergeOptions, ResidualOptions, merge, residual_pass
+    from astrodask import MergeOptions, merge
 
     options = MergeOptions(match_iou=args.match_iou, morpheus_threshold=args.morpheus_threshold,
                            morpheus_background_level=args.morpheus_background_level,
@@ -93,23 +98,14 @@ def run(args):
                            irregular_centroid_snr=args.irregular_centroid_snr,
                            peak_position_snr=args.peak_position_snr,
                            detection_threshold=args.detection_threshold,
-                           pictures=not args.no_pictures)
+                           pictures=not args.no_pictures, residual_pass=args.residual_pass,
+                           residual_min_snr=args.residual_min_snr,
+                           residual_separation=args.residual_separation,
+                           residual_min_score=args.residual_min_score,
+                           residual_core_fraction=args.residual_core_fraction)
     with progress_bar("merge", "tasks", args.quiet) as progress:
         summary = merge(args.results, mosaic=args.mosaic, options=options,
                         n_workers=args.n_workers, threads_per_worker=args.threads_per_worker,
                         scheduler=args.scheduler, scheduler_file=args.scheduler_file,
                         progress=progress)
     print(summary.text(), end="")
-    if args.residual_pass:
-        residual = ResidualOptions(min_snr=args.residual_min_snr,
-                                   separation=args.residual_separation,
-                                   min_score=args.residual_min_score,
-                                   core_fraction=args.residual_core_fraction,
-                                   keep_work=args.keep_residual_work)
-        with stage_progress("steps", args.quiet) as progress:
-            added = residual_pass(args.results, mosaic=args.mosaic, options=residual,
-                                  n_workers=args.n_workers,
-                                  threads_per_worker=args.threads_per_worker,
-                                  scheduler=args.scheduler, scheduler_file=args.scheduler_file,
-                                  progress=progress)
-        print(added.text(), end="")

@@ -82,6 +82,15 @@ class MergeOptions:
         sources the network saw).
     pictures : bool
         Write the PNG quick-looks.
+    residual_pass : bool, optional
+        Mask R-CNN runs: after the merge, run the models again on the
+        residual of the bright objects and add what they find inside those
+        objects' segments (:func:`astrodask.residual_pass`). Default: on when
+        the Mask R-CNN card chooses it (``residual_pass``; the shipped
+        ``maskrcnn_hst``), else off.
+    residual_min_snr, residual_separation, residual_min_score, residual_core_fraction : float, optional
+        Its settings (:class:`astrodask.ResidualOptions`). Default: the card's,
+        else :class:`~astrodask.ResidualOptions`' defaults.
     """
 
     match_iou: float = MATCH_IOU
@@ -100,6 +109,11 @@ class MergeOptions:
     peak_position_snr: float = None
     detection_threshold: float = 0.5
     pictures: bool = True
+    residual_pass: bool = None
+    residual_min_snr: float = None
+    residual_separation: float = None
+    residual_min_score: float = None
+    residual_core_fraction: float = None
 
 
 #: Algorithm 1 levels of a U-Net whose card does not choose them.
@@ -140,7 +154,42 @@ def resolved_options(record, options):
                    weak_min_contrast=weak_min_contrast, weak_min_separation=weak_min_separation,
                    irregular_centroid_snr=irregular_centroid_snr(record, options),
                    peak_position_snr=peak_position_snr(record, options),
-                   morpheus_threshold=threshold, morpheus_background_level=level)
+                   morpheus_threshold=threshold, morpheus_background_level=level,
+                   **residual_settings(record, options))
+
+
+#: The residual pass's settings, by MergeOptions field and ResidualOptions field.
+RESIDUAL_SETTINGS = {"residual_min_snr": "min_snr", "residual_separation": "separation",
+                     "residual_min_score": "min_score",
+                     "residual_core_fraction": "core_fraction"}
+
+
+def residual_settings(record, options):
+    """Whether a run's merge ends with the residual pass, and its settings.
+
+    The option, else the Mask R-CNN card's ``residual_pass`` (its presence
+    turns the pass on; its keys are :class:`astrodask.ResidualOptions`
+    fields), else off; each setting the option's, else the card's, else
+    :class:`~astrodask.ResidualOptions`' default. U-Net-only runs: off.
+
+    Returns
+    -------
+    dict
+        ``residual_pass`` and the ``residual_*`` fields of :class:`MergeOptions`.
+    """
+    from ..residual_detection import ResidualOptions
+
+    card = _run_card(record, "maskrcnn")
+    chosen = (card or {}).get("residual_pass")
+    on = options.residual_pass if options.residual_pass is not None else chosen is not None
+    defaults = ResidualOptions()
+    settings = {"residual_pass": bool(on)}
+    for field_name, name in RESIDUAL_SETTINGS.items():
+        value = getattr(options, field_name)
+        if value is None:
+            value = (chosen or {}).get(name, getattr(defaults, name))
+        settings[field_name] = float(value)
+    return settings
 
 
 def _run_card(record, kind):
@@ -231,6 +280,8 @@ class MergeSummary:
         Product name -> path (``catalog``, ``segmap_fits``, ...).
     seconds : dict
         Wall time per phase.
+    residual : ResidualSummary, optional
+        What the residual pass added, when it ran (``n_objects`` counts them).
     """
 
     results: str
@@ -239,6 +290,7 @@ class MergeSummary:
     by_morphology: dict
     files: dict
     seconds: dict = field(default_factory=dict)
+    residual: object = None
 
     def text(self):
         """A short text summary (``summary.txt``; what ``astrodask merge`` prints).
@@ -569,4 +621,5 @@ def summary_text(summary):
                                                     for k, v in summary.by_morphology.items()))
     lines.append("files: " + ", ".join(f"{k}={Path(v).name}" for k, v in summary.files.items()))
     lines.append("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in summary.seconds.items()))
-    return "\n".join(lines) + "\n"
+    text = "\n".join(lines) + "\n"
+    return text + (summary.residual.text() if summary.residual is not None else "")

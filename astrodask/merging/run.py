@@ -123,8 +123,8 @@ def merge(results, *, mosaic=None, options=None, client=None, n_workers=None,
     seconds = {}
     start = time.perf_counter()
     with cluster_for(client, results.location, n_workers, threads_per_worker, scheduler,
-                  scheduler_file) as (client, description):
-        plan = _Plan(ctx, client, progress)
+                     scheduler_file) as (cluster, description):
+        plan = _Plan(ctx, cluster, progress)
         totals = plan.run(provenance(mosaic, record, applied))
     seconds["tasks"] = time.perf_counter() - start
 
@@ -153,7 +153,29 @@ def merge(results, *, mosaic=None, options=None, client=None, n_workers=None,
                       "tasks": plan.submitted, "jobs": plan.jobs_run,
                       "windows": len(plan.windows),
                       "large_objects": plan.n_large, "stage_seconds": plan.stage_seconds})
+    if applied.residual_pass:
+        summary = _residual_pass(results, mosaic, applied, summary, dict(
+            client=client, n_workers=n_workers, threads_per_worker=threads_per_worker,
+            scheduler=scheduler, scheduler_file=scheduler_file), progress)
     return summary
+
+
+def _residual_pass(results, mosaic, applied, summary, cluster, progress):
+    """Run the residual pass on the merged results; the summary with its additions."""
+    from dataclasses import replace
+
+    from ..residual_detection import ResidualOptions, residual_pass
+    from .products import RESIDUAL_SETTINGS
+
+    options = ResidualOptions(**{name: getattr(applied, field_name)
+                                 for field_name, name in RESIDUAL_SETTINGS.items()})
+    start = time.perf_counter()
+    added = residual_pass(results.location, mosaic=mosaic, options=options,
+                          progress=(None if progress is None else
+                                    lambda step, done, total: progress(done, total)),
+                          **cluster)
+    seconds = dict(summary.seconds, residual_pass=time.perf_counter() - start)
+    return replace(summary, n_objects=added.n_objects, residual=added, seconds=seconds)
 
 
 @contextmanager
