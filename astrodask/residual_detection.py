@@ -180,6 +180,11 @@ def residual_pass(results, *, mosaic=None, options=None, client=None, n_workers=
                                _step(progress, "residual mosaic"))
     seconds["residual_mosaic"] = time.perf_counter() - start
 
+    n_first = int(merged["n_objects"])
+    if not len(parents["id"]):  # nothing bright: no residual to look at
+        return _record(results, merged, options, ResidualSummary(
+            results=results.location, n_parents=0, n_added=0, n_objects=n_first,
+            seconds=seconds), work)
     second = storage.join(work, "results")
     first_options = dict(merged["options"], min_score=options.min_score, pictures=False,
                          residual_pass=False)
@@ -196,7 +201,6 @@ def residual_pass(results, *, mosaic=None, options=None, client=None, n_workers=
         seconds["merge"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    n_first = int(merged["n_objects"])
     added = select_additions(results.file("catalog.parquet"),
                              storage.join(second, "catalog.parquet"),
                              results.file("segmap.zarr"), parents, options.separation, n_first,
@@ -206,16 +210,21 @@ def residual_pass(results, *, mosaic=None, options=None, client=None, n_workers=
     n_objects = _publish(results, mosaic, merged, added, storage.join(second, "segmap.zarr"),
                          work)
     seconds["publish"] = time.perf_counter() - start
-    summary = ResidualSummary(results=results.location, n_parents=len(parents["id"]),
-                              n_added=added.num_rows, n_objects=n_objects, seconds=seconds)
+    return _record(results, merged, options, ResidualSummary(
+        results=results.location, n_parents=len(parents["id"]), n_added=added.num_rows,
+        n_objects=n_objects, seconds=seconds), work)
+
+
+def _record(results, merged, options, summary, work):
+    """Note the pass in ``summary.txt`` and ``merge.json`` (last); drop the work folder."""
     storage.put_bytes(results.file("summary.txt"),
                       storage.get_bytes(results.file("summary.txt")) + summary.text().encode())
     storage.put_json(results.file("merge.json"), dict(
-        merged, n_objects=n_objects,
+        merged, n_objects=summary.n_objects,
         residual_pass={"state": "complete", "options": asdict(options),
                        "n_parents": summary.n_parents, "n_added": summary.n_added,
-                       "first_pass_objects": n_first, "quality_flag": RESIDUAL_FLAG,
-                       "seconds": seconds}))
+                       "first_pass_objects": int(merged["n_objects"]),
+                       "quality_flag": RESIDUAL_FLAG, "seconds": summary.seconds}))
     if not options.keep_work:
         storage.remove(work)
     return summary
@@ -393,7 +402,7 @@ def select_additions(first_catalog, second_catalog, first_segmap, parents, separ
     order = np.argsort(parents["id"])
     parent_ids = parents["id"][order]
     pieces = []
-    for part in _catalog_parts(second_catalog):
+    for part in _catalog_parts(second_catalog) if len(parent_ids) else []:
         table = _read_part(part)
         if table.num_rows == 0:
             continue

@@ -99,6 +99,8 @@ def test_additions_lie_in_a_bright_segment_far_from_first_pass_objects(tmp_path)
 
     nothing = select_additions(first, second, first_map, parents, 30.0, n_first=3)
     assert nothing.num_rows == 0 and "second_id" in nothing.schema.names
+    no_parents = bright_objects(first, ["g"], 1e6)
+    assert select_additions(first, second, first_map, no_parents, 6.0, 3).num_rows == 0
     # 12.7 px from the galaxy's centre, whose radius sqrt(625 / pi) is 14.1 px
     assert select_additions(first, second, first_map, parents, 6.0, 3,
                             core_fraction=0.85).num_rows == 1
@@ -190,3 +192,17 @@ def test_a_folder_without_a_merge_is_refused_in_one_line(merged, tmp_path, capsy
     assert main(["merge", str(tmp_path / "missing"), "--residual-pass", "--quiet"]) != 0
     err = capsys.readouterr().err
     assert err.startswith("astrodask: error:") and err.count("\n") == 1
+
+
+def test_with_nothing_bright_the_pass_adds_nothing_and_runs_nothing(merged, tmp_path):
+    folder, first_results = merged
+    results = tmp_path / "results"
+    shutil.copytree(first_results, results)
+    before = {p.name: p.read_bytes() for p in (results / "catalog.parquet").glob("*.parquet")}
+    summary = residual_pass(results, options=ResidualOptions(min_snr=1e9))
+    assert (summary.n_parents, summary.n_added) == (0, 0) and "run" not in summary.seconds
+    after = {p.name: p.read_bytes() for p in (results / "catalog.parquet").glob("*.parquet")}
+    assert after == before
+    record = json.loads((results / "merge.json").read_text())["residual_pass"]
+    assert record["state"] == "complete" and record["n_added"] == 0
+    assert "residual pass: 0 objects added" in (results / "summary.txt").read_text()
