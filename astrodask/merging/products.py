@@ -88,9 +88,12 @@ class MergeOptions:
         objects' segments (:func:`astrodask.residual_pass`). Default: on when
         the Mask R-CNN card chooses it (``residual_pass``; the shipped
         ``maskrcnn_hst``), else off.
-    residual_min_snr, residual_separation, residual_min_score, residual_core_fraction : float, optional
-        Its settings (:class:`astrodask.ResidualOptions`). Default: the card's,
-        else :class:`~astrodask.ResidualOptions`' defaults.
+    residual_min_snr, residual_separation : float, optional
+        Its settings (``min_snr``, ``separation``, ... of
+        :class:`astrodask.ResidualOptions`). Default: the card's, else
+        :class:`~astrodask.ResidualOptions`' defaults.
+    residual_min_score, residual_core_fraction : float, optional
+        Likewise.
     """
 
     match_iou: float = MATCH_IOU

@@ -87,6 +87,9 @@ def merge(results, *, mosaic=None, options=None, client=None, n_workers=None,
     Returns
     -------
     MergeSummary
+        With ``residual`` set when the residual pass ran after the merge
+        (``options.residual_pass``, else the Mask R-CNN card's choice; see
+        :func:`astrodask.residual_pass`).
 
     Notes
     -----
@@ -180,6 +183,12 @@ def _residual_pass(results, mosaic, applied, summary, cluster, progress):
 
 @contextmanager
 def cluster_for(client, location, n_workers, threads_per_worker, scheduler, scheduler_file):
+    """``(client, description)`` of the cluster a merge runs on, as a context manager.
+
+    ``client`` if given; threads in this process for ``memory://`` results;
+    else the cluster ``astrodask run`` would use (started and closed here,
+    or joined through ``scheduler`` / ``scheduler_file``).
+    """
     if client is not None:
         yield client, "given client"
         return
