@@ -55,8 +55,45 @@ def chunk_flags(flags, ys, xs):
 PEAK_RADIUS = 2
 
 
+def smoothed_detection(image, flags, ys, xs, sigma):
+    """The positive part of the detection image smoothed by a Gaussian of ``sigma`` px, on a chunk.
+
+    The detection image is the sum of the bands' unflagged pixels (0 where
+    flagged). It is read with a margin of the filter's reach (clipped at the
+    mosaic's edges, where the filter reflects), so a pixel's value does not
+    depend on the chunk it is computed in.
+
+    Parameters
+    ----------
+    image, flags : array_like, shape (band, height, width)
+        The mosaic's ``image`` and ``mask`` (Zarr arrays).
+    ys, xs : slice
+        The chunk.
+    sigma : float
+
+    Returns
+    -------
+    ndarray of float64, shape (ys, xs)
+    """
+    from scipy import ndimage
+
+    _, height, width = image.shape
+    margin = int(SMOOTH_TRUNCATE * sigma + 0.5) + 1
+    y0, x0 = max(ys.start - margin, 0), max(xs.start - margin, 0)
+    y1, x1 = min(ys.stop + margin, height), min(xs.stop + margin, width)
+    values = np.asarray(image[:, y0:y1, x0:x1], dtype=np.float64)
+    good = np.isfinite(values) & (np.asarray(flags[:, y0:y1, x0:x1]) == 0)
+    smooth = ndimage.gaussian_filter(np.where(good, values, 0.0).sum(axis=0), sigma,
+                                     truncate=SMOOTH_TRUNCATE)
+    return np.clip(smooth[ys.start - y0:ys.stop - y0, xs.start - x0:xs.stop - x0], 0.0, None)
+
+
+#: Reach of :func:`smoothed_detection`'s Gaussian, in σ.
+SMOOTH_TRUNCATE = 4.0
+
+
 def chunk_sums(labels, y0, x0, image, flags, weight=None, classes=None, touching=None,
-               saturation=None, anchors=None):
+               saturation=None, anchors=None, smooth=None):
     """Partial sums of every object in one chunk.
 
     Parameters
@@ -87,6 +124,9 @@ def chunk_sums(labels, y0, x0, image, flags, weight=None, classes=None, touching
         moments over its pixels within :data:`PEAK_RADIUS` of its anchor
         (``peak_*``), and ``anchor_inner``, how many of the 3x3 pixels
         centred on the anchor lie in the object's exclusive segment.
+    smooth : ndarray, shape (h, w), optional
+        :func:`smoothed_detection` of the chunk; the sums then hold each
+        object's moments weighted by it (``smooth_*``).
 
     Returns
     -------
@@ -122,6 +162,9 @@ def chunk_sums(labels, y0, x0, image, flags, weight=None, classes=None, touching
     }
     if anchors is not None:
         sums.update(_peak_sums(ids, inverse, total, detection, yy, xx, anchors))
+    if smooth is not None:
+        sums.update(smooth_f=total(smooth), smooth_fy=total(smooth * yy),
+                    smooth_fx=total(smooth * xx))
     if saturation is not None and any(level is not None for level in saturation):
         from .sky import saturated_pixels
 
@@ -175,6 +218,9 @@ class Accumulator:
         self.peak_fy = np.zeros(n + 1)
         self.peak_fx = np.zeros(n + 1)
         self.anchor_inner = np.zeros(n + 1)
+        self.smooth_f = np.zeros(n + 1)
+        self.smooth_fy = np.zeros(n + 1)
+        self.smooth_fx = np.zeros(n + 1)
         self.class_f = np.zeros((n + 1, n_classes)) if n_classes else None
         self.min_background = np.full(n + 1, np.inf) if n_classes else None
 
@@ -183,7 +229,7 @@ class Accumulator:
         ids = sums["id"]
         for name in ("area", "flux", "sum_f", "sum_fy", "sum_fx", "sum_y", "sum_x", "flagged",
                      "saturated", "variance", "class_f", "pairs", "peak_f", "peak_fy",
-                     "peak_fx", "anchor_inner"):
+                     "peak_fx", "anchor_inner", "smooth_f", "smooth_fy", "smooth_fx"):
             target = getattr(self, name)
             if target is not None and name in sums:
                 target[ids] += sums[name]
@@ -211,7 +257,12 @@ class Accumulator:
             peaked = (self.anchor_inner[1:] == 9) & (self.peak_f[1:] > 0)
             y_peak = np.where(peaked, self.peak_fy[1:] / self.peak_f[1:], np.nan)
             x_peak = np.where(peaked, self.peak_fx[1:] / self.peak_f[1:], np.nan)
+            # the centroid weighted by the smoothed detection image, where it was summed
+            smoothed = self.smooth_f[1:] > 0
+            y_smooth = np.where(smoothed, self.smooth_fy[1:] / self.smooth_f[1:], np.nan)
+            x_smooth = np.where(smoothed, self.smooth_fx[1:] / self.smooth_f[1:], np.nan)
         out = {"x": x, "y": y, "x_peak": x_peak, "y_peak": y_peak,
+               "x_smooth": x_smooth, "y_smooth": y_smooth,
                "area": area.astype(np.int64),
                "masked_pixels": self.flagged[1:].astype(np.int64),
                "saturated_pixels": self.saturated[1:].astype(np.int64)}

@@ -4,7 +4,7 @@ For each field ``ROOT/NAME/field/`` (the band FITS files and ``truth.parquet``
 that ``mosaic_quality.py`` or ``catalog_threshold.py`` simulate), the first
 pass is ``ROOT/NAME/h32/{mosaic.zarr,results}`` when those runs left it,
 else it is made here (ingest with a 32 px halo, run, merge with the cards'
-settings). A copy of the merged results then takes
+settings but the residual pass). A copy of the merged results then takes
 :func:`astrodask.residual_pass` at each ``--min-snr``; the catalog is
 scored before and after (completeness at S/N >= 10 and purity, matched
 within ``--match-radius`` px) and the summed F1 over the fields printed.
@@ -40,7 +40,8 @@ def first_pass(work):
                                   base / "mosaic.zarr", halo=32, overwrite=True)
         astrodask.run(mosaic, results, restart=True)
     mosaic = astrodask.open_mosaic(base / "mosaic.zarr")
-    astrodask.merge(results, mosaic=mosaic, options=astrodask.MergeOptions(pictures=False))
+    astrodask.merge(results, mosaic=mosaic,
+                    options=astrodask.MergeOptions(pictures=False, residual_pass=False))
     return mosaic, results
 
 

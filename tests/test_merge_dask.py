@@ -395,3 +395,30 @@ def test_bright_objects_at_their_peak_the_same_on_dask_and_in_one_process(field,
     assert np.median(peak_off[moved & host]) < 0.5 < np.median(centroid_off[moved & host])
     # objects with a centroid already on their source stay there
     assert (peak_off == centroid_off)[~host & (centroid_off < 0.5)].mean() >= 0.95
+
+
+def test_irregular_galaxies_at_a_smoothed_centroid_the_same_on_dask_and_in_one_process(
+        field, client):
+    """With ``irregular_centroid_sigma`` the galaxies the U-Net calls irregular sit at the
+    centroid of the smoothed detection image; the other objects keep theirs, and both merges
+    write the same bytes."""
+    from astrodask.merging.products import MergeOptions
+    from astrodask.storage import put_json
+
+    folder, truth, masks = field
+    mosaic = ingest(folder, "smooth", tile=128, halo=24)
+    out = fake_detections(mosaic, masks, truth, folder / "smooth-dask")
+    fake_unet_maps(mosaic, masks, truth, out, true_classes=True)
+    put_json(Results(out).file("run.json"), {
+        "complete": True, "mosaic": str(mosaic.path), "config": {},
+        "models": [{"kind": "maskrcnn", "name": "truth", "card": {}, "path": ""},
+                   {"kind": "unet", "name": "truth", "card": {}, "path": ""}]})
+    reference = _copy_results(out, folder / "smooth-ref")
+    options = MergeOptions(irregular_centroid_sigma=4.0, pictures=False)
+    merge(out, client=client, options=options)
+    merge_in_process(reference, options=options)
+    _same_outputs(out, reference)
+    cat = read_catalog(reference / "catalog.parquet").to_pydict()
+    moved = (np.array(cat["x"]) != np.array(cat["x_centroid"]))
+    irregular = np.array([m == "irregular" for m in cat["morphology"]])
+    assert moved.any() and not (moved & ~irregular).any()

@@ -57,6 +57,10 @@ def register(subparsers):
                         help="objects without a centre that the U-Net does not call irregular, "
                              "with S/N at least this, sit at their peak where it lies more than "
                              "1 px from their segment's centroid (default: the model card's)")
+    parser.add_argument("--irregular-centroid-sigma", type=float,
+                        help="galaxies the U-Net calls irregular that sit at a centroid take "
+                             "the centroid weighted by the detection image smoothed by this "
+                             "many pixels (default: the model card's; 0: off)")
     parser.add_argument("--detection-threshold", type=float, default=0.5,
                         help="max. min(background) for morpheus_detected")
     parser.add_argument("--no-pictures", action="store_true", help="skip the PNG quick-looks")
@@ -97,6 +101,7 @@ def run(args):
                            weak_min_separation=args.weak_min_separation,
                            irregular_centroid_snr=args.irregular_centroid_snr,
                            peak_position_snr=args.peak_position_snr,
+                           irregular_centroid_sigma=args.irregular_centroid_sigma,
                            detection_threshold=args.detection_threshold,
                            pictures=not args.no_pictures, residual_pass=args.residual_pass,
                            residual_min_snr=args.residual_min_snr,

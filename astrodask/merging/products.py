@@ -82,6 +82,12 @@ class MergeOptions:
         sources the network saw).
     pictures : bool
         Write the PNG quick-looks.
+    irregular_centroid_sigma : float, optional
+        Galaxies the U-Net calls irregular that sit at a centroid take the
+        centroid weighted by the detection image smoothed by a Gaussian of
+        this many pixels (the clipped noise of the unsmoothed image pulls a
+        faint source's centroid toward its segment's middle). Default: the
+        Mask R-CNN card's ``irregular_centroid_sigma``, else 0 (off).
     residual_pass : bool, optional
         Mask R-CNN runs: after the merge, run the models again on the
         residual of the bright objects and add what they find inside those
@@ -112,6 +118,7 @@ class MergeOptions:
     peak_position_snr: float = None
     detection_threshold: float = 0.5
     pictures: bool = True
+    irregular_centroid_sigma: float = None
     residual_pass: bool = None
     residual_min_snr: float = None
     residual_separation: float = None
@@ -157,6 +164,7 @@ def resolved_options(record, options):
                    weak_min_contrast=weak_min_contrast, weak_min_separation=weak_min_separation,
                    irregular_centroid_snr=irregular_centroid_snr(record, options),
                    peak_position_snr=peak_position_snr(record, options),
+                   irregular_centroid_sigma=irregular_centroid_sigma(record, options),
                    morpheus_threshold=threshold, morpheus_background_level=level,
                    **residual_settings(record, options))
 
@@ -252,6 +260,20 @@ def irregular_centroid_snr(record, options):
     card = _run_card(record, "maskrcnn")
     value = ((card or {}).get("centres") or {}).get("irregular_centroid_snr")
     return float(value) if value is not None else None
+
+
+def irregular_centroid_sigma(record, options):
+    """σ (px) of the smoothing behind irregular galaxies' centroids: the option, else the card's.
+
+    0 (off) for cards without ``irregular_centroid_sigma`` and U-Net-only runs.
+    """
+    value = options.irregular_centroid_sigma
+    if value is None:
+        value = ((_run_card(record, "maskrcnn") or {}).get("irregular_centroid_sigma") or 0.0)
+    value = float(value)
+    if not (np.isfinite(value) and value >= 0):
+        raise InputError(f"the irregular-centroid sigma must be >= 0, got {value}")
+    return value
 
 
 def peak_position_snr(record, options):
@@ -381,7 +403,9 @@ def catalog_table(mosaic, objects, accumulator, unet, options, first_id=1):
                              _centroid_placed(measured, mosaic.bands, objects.class_id,
                                               morphology, options.irregular_centroid_snr),
                              _peak_placed(measured, mosaic.bands, morphology,
-                                          options.peak_position_snr))
+                                          options.peak_position_snr),
+                             _irregular(morphology) if options.irregular_centroid_sigma
+                             else None)
     ra, dec = sky_coordinates(mosaic.wcs, x, y)
     grid = mosaic.tile_grid
     truncated = ((objects.y0 == 0) | (objects.x0 == 0) | (objects.y1 == grid.height)
@@ -437,17 +461,24 @@ def catalog_table(mosaic, objects, accumulator, unet, options, first_id=1):
 PEAK_SHIFT = 1.0
 
 
-def catalog_positions(objects, measured, centroid_placed=None, peak_placed=None):
+def catalog_positions(objects, measured, centroid_placed=None, peak_placed=None,
+                      smooth_placed=None):
     """Each object's catalog position ``(x, y)``: its centre where the detector gave one.
 
     The centre network's centre (``objects.centre_x``, ``centre_y``) where
     finite and ``centroid_placed`` (bool per object, optional) is false,
     else the flux-weighted centroid of the object's exclusive segment
-    (``measured``), or its peak (``measured["x_peak"]``) where
+    (``measured``; weighted by the smoothed detection image,
+    ``measured["x_smooth"]``, where ``smooth_placed`` is true and it was
+    measured), or its peak (``measured["x_peak"]``) where
     ``peak_placed`` (bool per object, optional) is true and the peak lies
     more than :data:`PEAK_SHIFT` px from the centroid; 0-based mosaic pixels.
     """
     x, y = measured["x"], measured["y"]
+    if smooth_placed is not None and "x_smooth" in measured:
+        sx, sy = measured["x_smooth"], measured["y_smooth"]
+        smoothed = smooth_placed & np.isfinite(sx) & np.isfinite(sy)
+        x, y = np.where(smoothed, sx, x), np.where(smoothed, sy, y)
     if peak_placed is not None:
         px, py = measured["x_peak"], measured["y_peak"]
         with np.errstate(invalid="ignore"):
@@ -475,6 +506,13 @@ def _centroid_placed(measured, bands, class_ids, morphology, min_snr):
     snr = total_snr(measured, bands)
     irregular = np.array([m == "irregular" for m in morphology], dtype=bool)
     return irregular & (np.asarray(class_ids) != OBJECT_CODE["star"]) & (snr >= min_snr)
+
+
+def _irregular(morphology):
+    """Objects the U-Net calls irregular (None without the U-Net)."""
+    if morphology is None:
+        return None
+    return np.array([m == "irregular" for m in morphology], dtype=bool)
 
 
 def _peak_placed(measured, bands, morphology, min_snr):

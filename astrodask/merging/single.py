@@ -96,7 +96,7 @@ def merge_in_process(results, *, mosaic=None, options=None, threads=None, progre
     segmap_path = results.file("segmap.zarr")
     with storage.staged_folder(segmap_path) as target:
         measured = _paint_and_measure(mosaic, objects, unet, target, threads or cpu_count(),
-                                      progress)
+                                      progress, options.irregular_centroid_sigma)
     seconds["paint_measure"] = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -127,12 +127,16 @@ def merge_in_process(results, *, mosaic=None, options=None, threads=None, progre
     return summary
 
 
-def _paint_and_measure(mosaic, objects, unet, segmap_path, threads, progress):
-    """Paint each chunk of the exclusive map (one writer per chunk) and measure objects."""
+def _paint_and_measure(mosaic, objects, unet, segmap_path, threads, progress, sigma=None):
+    """Paint each chunk of the exclusive map (one writer per chunk) and measure objects.
+
+    ``sigma``: also sum each object's moments over the detection image
+    smoothed by a Gaussian of that many pixels (:func:`astrodask.measure.smoothed_detection`).
+    """
     import zarr
     from zarr.codecs import BloscCodec
 
-    from ..measure import Accumulator, chunk_flags, chunk_sums
+    from ..measure import Accumulator, chunk_flags, chunk_sums, smoothed_detection
 
     grid = mosaic.tile_grid
     group = zarr.open_group(segmap_path, mode="w", zarr_format=3)
@@ -166,7 +170,9 @@ def _paint_and_measure(mosaic, objects, unet, segmap_path, threads, progress):
                           unet["mean"][:, ys, xs] if unet is not None else None,
                           touching=touching, saturation=saturation,
                           anchors=(np.add(order, 1), objects.anchor_y[order],
-                                   objects.anchor_x[order]))
+                                   objects.anchor_x[order]),
+                          smooth=(smoothed_detection(image, flags, ys, xs, sigma)
+                                  if sigma else None))
 
     indices = grid.indices()
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:

@@ -511,7 +511,7 @@ def paint_task(ctx, cy, cx, large_files, blocks):
     """
     import zarr
 
-    from ..measure import chunk_flags, chunk_sums
+    from ..measure import chunk_flags, chunk_sums, smoothed_detection
 
     table, ys, xs = _objects_near(ctx, cy, cx, large_files)
     ids_of = {}
@@ -538,10 +538,13 @@ def paint_task(ctx, cy, cx, large_files, blocks):
 
             unet = open_unet(Results(ctx.results))["mean"][:, ys, xs]
         bits, touching = chunk_flags(mosaic.array("mask"), ys, xs)
+        sigma = ctx.options.get("irregular_centroid_sigma")
         sums = chunk_sums(labels, ys.start, xs.start, mosaic.array("image")[:, ys, xs],
                           bits, weight, unet, touching=touching,
                           saturation=[mosaic.saturation[b] for b in mosaic.bands],
-                          anchors=(ids, c["anchor_y"], c["anchor_x"]))
+                          anchors=(ids, c["anchor_y"], c["anchor_x"]),
+                          smooth=(smoothed_detection(mosaic.array("image"), mosaic.array("mask"),
+                                                     ys, xs, sigma) if sigma else None))
         columns = {}
         for name, value in sums.items():
             columns[name] = list(value) if value.ndim == 2 else value
