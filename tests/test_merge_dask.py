@@ -326,7 +326,6 @@ def test_bright_objects_at_their_peak_the_same_on_dask_and_in_one_process(field,
     from scipy import ndimage
 
     from astrodask.merging.products import PEAK_SHIFT, MergeOptions
-    from astrodask.storage import put_json
 
     folder, truth, masks = field
     mosaic = ingest(folder, "peaks", tile=128, halo=24)
@@ -367,18 +366,9 @@ def test_bright_objects_at_their_peak_the_same_on_dask_and_in_one_process(field,
         return window
 
     assert len(hosts) >= 5
-    out = fake_detections(mosaic, masks, truth, folder / "peaks-dask", perturb=blend)
-    fake_unet_maps(mosaic, masks, truth, out, true_classes=True)
-    put_json(Results(out).file("run.json"), {
-        "complete": True, "mosaic": str(mosaic.path), "config": {},
-        "models": [{"kind": "maskrcnn", "name": "truth", "card": {}, "path": ""},
-                   {"kind": "unet", "name": "truth", "card": {}, "path": ""}]})
-    reference = _copy_results(out, folder / "peaks-ref")
-    options = MergeOptions(peak_position_snr=20, pictures=False)
-    merge(out, client=client, options=options)
-    merge_in_process(reference, options=options)
-    _same_outputs(out, reference)
-    cat = read_catalog(reference / "catalog.parquet").to_pydict()
+    cat = _truth_run_merged_both_ways(field, mosaic, "peaks", client,
+                                      MergeOptions(peak_position_snr=20, pictures=False),
+                                      perturb=blend)
     x, y = np.array(cat["x"]), np.array(cat["y"])
     xc, yc = np.array(cat["x_centroid"]), np.array(cat["y_centroid"])
     moved = np.hypot(x - xc, y - yc) > 0
@@ -403,22 +393,29 @@ def test_irregular_galaxies_at_a_smoothed_centroid_the_same_on_dask_and_in_one_p
     centroid of the smoothed detection image; the other objects keep theirs, and both merges
     write the same bytes."""
     from astrodask.merging.products import MergeOptions
+
+    mosaic = ingest(field[0], "smooth", tile=128, halo=24)
+    cat = _truth_run_merged_both_ways(field, mosaic, "smooth", client,
+                                      MergeOptions(irregular_centroid_sigma=4.0, pictures=False))
+    moved = (np.array(cat["x"]) != np.array(cat["x_centroid"]))
+    irregular = np.array([m == "irregular" for m in cat["morphology"]])
+    assert moved.any() and not (moved & ~irregular).any()
+
+
+def _truth_run_merged_both_ways(field, mosaic, name, client, options, perturb=None):
+    """The true masks as a finished Mask R-CNN + U-Net run, merged on Dask and in one
+    process with ``options``; asserts the same bytes and returns the catalog as a dict."""
     from astrodask.storage import put_json
 
     folder, truth, masks = field
-    mosaic = ingest(folder, "smooth", tile=128, halo=24)
-    out = fake_detections(mosaic, masks, truth, folder / "smooth-dask")
+    out = fake_detections(mosaic, masks, truth, folder / f"{name}-dask", perturb=perturb)
     fake_unet_maps(mosaic, masks, truth, out, true_classes=True)
     put_json(Results(out).file("run.json"), {
         "complete": True, "mosaic": str(mosaic.path), "config": {},
         "models": [{"kind": "maskrcnn", "name": "truth", "card": {}, "path": ""},
                    {"kind": "unet", "name": "truth", "card": {}, "path": ""}]})
-    reference = _copy_results(out, folder / "smooth-ref")
-    options = MergeOptions(irregular_centroid_sigma=4.0, pictures=False)
+    reference = _copy_results(out, folder / f"{name}-ref")
     merge(out, client=client, options=options)
     merge_in_process(reference, options=options)
     _same_outputs(out, reference)
-    cat = read_catalog(reference / "catalog.parquet").to_pydict()
-    moved = (np.array(cat["x"]) != np.array(cat["x_centroid"]))
-    irregular = np.array([m == "irregular" for m in cat["morphology"]])
-    assert moved.any() and not (moved & ~irregular).any()
+    return read_catalog(reference / "catalog.parquet").to_pydict()
