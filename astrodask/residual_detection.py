@@ -43,6 +43,7 @@ from .engine.results import Results
 from .errors import AstrodaskError
 from .measure import total_snr
 from .merging.products import FLAGS
+from .outputs.catalog import catalog_parts
 from .symmetric_residual import TEMPLATE_SIGMA, residual_section
 
 __all__ = ["ResidualOptions", "ResidualSummary", "residual_pass", "RESIDUAL_FLAG"]
@@ -255,11 +256,6 @@ def _finished_merge(results):
     return record, merged
 
 
-def _catalog_parts(location):
-    return [storage.join(location, n) for n in storage.listdir(location)
-            if n.endswith(".parquet")]
-
-
 def _read_part(location, columns=None):
     import pyarrow.parquet as pq
 
@@ -293,7 +289,7 @@ def bright_objects(catalog, bands, min_snr):
     keep = ("id", "parent_id", "family_size", "y", "x", "area") + _BOX
     flux = [f"flux_{b}" for b in bands] + [f"flux_err_{b}" for b in bands]
     chosen = {k: [] for k in keep}
-    for part in _catalog_parts(catalog):
+    for part in catalog_parts(catalog):
         names = set(_part_schema(part).names)
         table = _read_part(part, columns=list(keep) + flux
                            + (["morphology"] if "morphology" in names else []))
@@ -305,6 +301,12 @@ def bright_objects(catalog, bands, min_snr):
         for k in keep:
             chosen[k].append(columns[k][wanted])
     return {k: (np.concatenate(v) if v else np.zeros(0)) for k, v in chosen.items()}
+
+
+def _meeting(boxes, rows, cols):
+    """Which of the half-open ``bbox_*`` boxes meet the rectangle ``rows`` x ``cols``."""
+    return ((boxes["bbox_y0"] < rows.stop) & (boxes["bbox_y1"] > rows.start)
+            & (boxes["bbox_x0"] < cols.stop) & (boxes["bbox_x1"] > cols.start))
 
 
 class _ResidualReader:
@@ -321,10 +323,9 @@ class _ResidualReader:
 
     def _objects(self, rows, cols):
         p = self._parents
-        meets = ((p["bbox_y0"] < rows.stop) & (p["bbox_y1"] > rows.start)
-                 & (p["bbox_x0"] < cols.stop) & (p["bbox_x1"] > cols.start))
         return [(int(p["id"][k]), float(p["y"][k]), float(p["x"][k]),
-                 tuple(int(p[b][k]) for b in _BOX)) for k in np.flatnonzero(meets)]
+                 tuple(int(p[b][k]) for b in _BOX))
+                for k in np.flatnonzero(_meeting(p, rows, cols))]
 
     def __call__(self, band, rows, cols):
         key = (rows.start, rows.stop, cols.start, cols.stop)
@@ -355,12 +356,10 @@ def _write_residual(mosaic, segmap, parents, options, out, progress):
                                        "objects": int(len(parents["id"]))})
 
 
-def _first_positions_near(catalog, y0, y1):
-    """``(x, y)`` of the first catalog's objects with ``y0 <= y <= y1``."""
+def _positions_near(dataset, y0, y1):
+    """``(x, y)`` of a catalog dataset's objects with ``y0 <= y <= y1``."""
     import pyarrow.dataset as ds
 
-    fs, path = storage.filesystem(catalog)
-    dataset = ds.dataset(path, format="parquet", filesystem=fs)
     table = dataset.to_table(columns=["x", "y"],
                              filter=(ds.field("y") >= y0) & (ds.field("y") <= y1))
     return np.column_stack([table.column("x").to_numpy(), table.column("y").to_numpy()])
@@ -377,7 +376,7 @@ def select_additions(first_catalog, second_catalog, first_segmap, parents, separ
     first_segmap : str or Path
         The first pass's ``segmap.zarr``.
     parents : dict of ndarray
-        The objects taken out (:func:`bright_objects`).
+        The objects taken out, in ID order (:func:`bright_objects`).
     separation : float
         Least distance (px) of an addition from every first-pass object.
     n_first : int
@@ -394,15 +393,17 @@ def select_additions(first_catalog, second_catalog, first_segmap, parents, separ
         ``second_id`` (their ID in the second catalog) appended.
     """
     import pyarrow as pa
+    import pyarrow.dataset as ds
     import zarr
     from scipy.spatial import cKDTree
 
     labels = zarr.open_group(first_segmap, mode="r")["labels"]
     height, width = labels.shape
-    order = np.argsort(parents["id"])
-    parent_ids = parents["id"][order]
+    fs, path = storage.filesystem(first_catalog)
+    first = ds.dataset(path, format="parquet", filesystem=fs)
+    parent_ids = parents["id"]
     pieces = []
-    for part in _catalog_parts(second_catalog) if len(parent_ids) else []:
+    for part in catalog_parts(second_catalog) if len(parent_ids) else []:
         table = _read_part(part)
         if table.num_rows == 0:
             continue
@@ -415,20 +416,20 @@ def select_additions(first_catalog, second_catalog, first_segmap, parents, separ
                                               == under)
         if not inside.any():
             continue
-        near = _first_positions_near(first_catalog, y[inside].min() - separation,
-                                     y[inside].max() + separation)
+        near = _positions_near(first, y[inside].min() - separation,
+                               y[inside].max() + separation)
         distance = np.full(len(x), np.inf)
         if len(near):
             distance[inside] = cKDTree(near).query(np.column_stack([x[inside], y[inside]]))[0]
         holder = np.minimum(where, len(parent_ids) - 1)
-        core = core_fraction * np.sqrt(parents["area"][order][holder] / np.pi)
-        off_core = np.hypot(x - parents["x"][order][holder], y - parents["y"][order][holder])
+        core = core_fraction * np.sqrt(parents["area"][holder] / np.pi)
+        off_core = np.hypot(x - parents["x"][holder], y - parents["y"][holder])
         keep = inside & (distance >= separation) & (off_core >= core)
         if keep.any():
             index = np.flatnonzero(keep)
             pieces.append(table.take(pa.array(index)).append_column(
                 "parent_segment", pa.array(under[index])))
-    schema = _part_schema(_catalog_parts(first_catalog)[0])
+    schema = _part_schema(catalog_parts(first_catalog)[0])
     if not pieces:
         empty = schema.empty_table()
         return empty.append_column("parent_segment", pa.array([], pa.int64())).append_column(
@@ -438,8 +439,8 @@ def select_additions(first_catalog, second_catalog, first_segmap, parents, separ
     k = np.searchsorted(parent_ids, segment)
     columns = {name: added.column(name) for name in schema.names}
     columns["id"] = pa.array(n_first + 1 + np.arange(added.num_rows), pa.int64())
-    columns["parent_id"] = pa.array(parents["parent_id"][order][k].astype(np.int64))
-    columns["family_size"] = pa.array(parents["family_size"][order][k].astype(np.int32))
+    columns["parent_id"] = pa.array(parents["parent_id"][k].astype(np.int64))
+    columns["family_size"] = pa.array(parents["family_size"][k].astype(np.int32))
     columns["blended"] = pa.array(np.ones(added.num_rows, bool))
     bits = added.column("quality_flags").to_numpy() | FLAGS["blended"] | RESIDUAL_FLAG
     columns["quality_flags"] = pa.array(bits.astype(np.int32))
@@ -470,8 +471,7 @@ def _paint(first, second, added, out):
             rows, cols = slice(y0, min(y0 + cy, source.shape[0])), slice(x0, min(x0 + cx,
                                                                                  source.shape[1]))
             block = source[rows, cols]
-            meets = np.flatnonzero((box["bbox_y0"] < rows.stop) & (box["bbox_y1"] > rows.start)
-                                   & (box["bbox_x0"] < cols.stop) & (box["bbox_x1"] > cols.start))
+            meets = np.flatnonzero(_meeting(box, rows, cols))
             if len(meets):
                 found = theirs[rows, cols]
                 free = block.copy()
@@ -491,7 +491,7 @@ def _publish(results, mosaic, merged, added, second_segmap, work):
     from .outputs.catalog import write_dataset_metadata
 
     catalog = results.file("catalog.parquet")
-    parts = _catalog_parts(catalog)
+    parts = catalog_parts(catalog)
     staged = storage.join(work, "catalog")
     storage.remove(staged)
     storage.makedirs(staged)

@@ -504,8 +504,8 @@ def _centroid_placed(measured, bands, class_ids, morphology, min_snr):
     if morphology is None or min_snr is None:
         return None
     snr = total_snr(measured, bands)
-    irregular = np.array([m == "irregular" for m in morphology], dtype=bool)
-    return irregular & (np.asarray(class_ids) != OBJECT_CODE["star"]) & (snr >= min_snr)
+    return (_irregular(morphology) & (np.asarray(class_ids) != OBJECT_CODE["star"])
+            & (snr >= min_snr))
 
 
 def _irregular(morphology):

@@ -46,8 +46,8 @@ def write_catalog(table, location, provenance, partition_rows=PARTITION_ROWS):
     return location
 
 
-def _sources(location):
-    """The Parquet file of a catalog, or the parts of a partitioned one."""
+def catalog_parts(location):
+    """The Parquet file of a catalog, or the parts of a partitioned one, in name (ID) order."""
     fs, path = storage.filesystem(location)
     if fs.isfile(path):
         return [location]
@@ -84,7 +84,7 @@ def read_catalog(location, columns=None):
     import pyarrow as pa
 
     tables = [pq.read_table(io.BytesIO(storage.get_bytes(s)), columns=columns)
-              for s in _sources(location)]
+              for s in catalog_parts(location)]
     return pa.concat_tables(tables)
 
 
@@ -115,6 +115,6 @@ def write_dataset_metadata(location):
 
 def catalog_provenance(location):
     """The provenance dict stored in a catalog's schema metadata."""
-    first = _sources(location)[0]
+    first = catalog_parts(location)[0]
     schema = pq.read_schema(io.BytesIO(storage.get_bytes(first)))
     return json.loads(schema.metadata[b"astrodask"])
