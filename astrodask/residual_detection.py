@@ -30,7 +30,7 @@ replaced whole; ``merge.json`` records the pass. Pixel coordinates are
 0-based.
 """
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 import io
 import json
 from pathlib import Path
@@ -50,6 +50,9 @@ __all__ = ["ResidualOptions", "ResidualSummary", "residual_pass", "RESIDUAL_FLAG
 
 #: ``quality_flags`` bit of the objects this pass adds.
 RESIDUAL_FLAG = FLAGS["residual"]
+
+#: Second-pass score cut by whether the 8 flips are fused (see ``ResidualOptions.min_score``).
+SCORE_CUT = {True: 0.6, False: 0.8}
 
 #: Work folder inside the results folder (removed when the pass is done).
 WORK_DIR = "residual.work"
@@ -73,8 +76,16 @@ class ResidualOptions:
     separation : float
         A second-pass object is added only this many pixels or more from every
         first-pass object.
-    min_score : float
-        Detection score cut of the second pass's merge.
+    min_score : float, optional
+        Detection score cut of the second pass's merge. Default:
+        ``SCORE_CUT[flips]``, 0.6 with the 8 flips fused and 0.8 without (a
+        single pass's raw scores run higher than scores fused over 8 passes,
+        where a pass that misses an object counts 0; both chosen on the
+        ``hst`` validation mosaics).
+    flips : bool
+        Fuse the Mask R-CNN's 8 flipped passes in the second run. Off, the
+        second run detects once per window: 2.5x faster, summed F1 on the
+        ``hst`` validation mosaics 3.8305 against 3.8342 (BENCHMARKS.md).
     core_fraction : float
         A second-pass object closer to the centre of the object whose segment
         holds it than this fraction of that object's radius ``sqrt(area / pi)``
@@ -88,21 +99,34 @@ class ResidualOptions:
 
     min_snr: float = 50.0
     separation: float = 6.0
-    min_score: float = 0.6
+    min_score: float = None
+    flips: bool = True
     core_fraction: float = 0.3
     sigma: float = TEMPLATE_SIGMA
     keep_work: bool = False
 
     def validate(self):
-        """Raise :class:`ResidualPassError` on a setting out of range; return self."""
+        """The options with ``min_score`` filled in (a copy).
+
+        Raises
+        ------
+        ResidualPassError
+            A setting out of range.
+        """
+        if not isinstance(self.flips, (bool, np.bool_)):
+            raise ResidualPassError(f"residual pass: flips must be true or false, "
+                                    f"got {self.flips!r}")
+        chosen = replace(self, flips=bool(self.flips),
+                         min_score=(SCORE_CUT[bool(self.flips)] if self.min_score is None
+                                    else self.min_score))
         for name in ("min_snr", "separation", "min_score", "core_fraction", "sigma"):
-            value = getattr(self, name)
+            value = getattr(chosen, name)
             if not (isinstance(value, (int, float)) and np.isfinite(value) and value >= 0):
                 raise ResidualPassError(f"residual pass: {name} must be a number >= 0, "
                                         f"got {value!r}")
         if self.sigma == 0:
             raise ResidualPassError("residual pass: sigma must be > 0")
-        return self
+        return chosen
 
 
 @dataclass
@@ -192,7 +216,8 @@ def residual_pass(results, *, mosaic=None, options=None, client=None, n_workers=
     with cluster_for(client, results.location, n_workers, threads_per_worker, scheduler,
                      scheduler_file) as (cluster, _):
         start = time.perf_counter()
-        run(residual, second, config=record["config"], client=cluster,
+        run(residual, second, config=second_run_config(record["config"], options.flips),
+            client=cluster,
             progress=_step(progress, "run"),
             restart=True, report=None)
         seconds["run"] = time.perf_counter() - start
@@ -214,6 +239,22 @@ def residual_pass(results, *, mosaic=None, options=None, client=None, n_workers=
     return _record(results, merged, options, ResidualSummary(
         results=results.location, n_parents=len(parents["id"]), n_added=added.num_rows,
         n_objects=n_objects, seconds=seconds), work)
+
+
+def second_run_config(config, flips):
+    """The first run's configuration (as ``run.json`` holds it) with the Mask R-CNN's ``flips``.
+
+    Parameters
+    ----------
+    config : dict
+    flips : bool
+
+    Returns
+    -------
+    dict
+        A copy; ``config`` is left as it is.
+    """
+    return dict(config, maskrcnn=dict(config.get("maskrcnn") or {}, flips=bool(flips)))
 
 
 def _record(results, merged, options, summary, work):

@@ -108,11 +108,30 @@ def test_additions_lie_in_a_bright_segment_far_from_first_pass_objects(tmp_path)
                             core_fraction=0.95).num_rows == 0
 
 
+def test_the_second_run_takes_the_first_runs_config_with_the_passes_flips():
+    from astrodask.residual_detection import second_run_config
+
+    config = {"batch_size": 4, "maskrcnn": {"flips": None, "min_confidence": 0.3},
+              "unet": {"mode": "fast"}}
+    second = second_run_config(config, False)
+    assert second == {"batch_size": 4, "maskrcnn": {"flips": False, "min_confidence": 0.3},
+                      "unet": {"mode": "fast"}}
+    assert config["maskrcnn"]["flips"] is None            # the first run's record is kept
+    assert second_run_config({}, True) == {"maskrcnn": {"flips": True}}
+
+
 def test_options_are_checked():
     with pytest.raises(ResidualPassError, match="min_snr must be a number"):
         ResidualOptions(min_snr=float("nan")).validate()
     with pytest.raises(ResidualPassError, match="sigma must be > 0"):
         ResidualOptions(sigma=0.0).validate()
+    with pytest.raises(ResidualPassError, match="flips must be true or false"):
+        ResidualOptions(flips="yes").validate()
+    # the score cut follows the flips unless given
+    assert ResidualOptions().validate().min_score == 0.6
+    assert ResidualOptions(flips=False).validate().min_score == 0.8
+    assert ResidualOptions(flips=False, min_score=0.5).validate().min_score == 0.5
+    assert ResidualOptions().min_score is None                # validate() returns a copy
 
 
 @pytest.fixture(scope="module")
@@ -150,6 +169,7 @@ def test_the_pass_adds_flagged_objects_paints_them_and_is_deterministic(merged, 
     record = json.loads((results / "merge.json").read_text())["residual_pass"]
     n = len(first["id"])
     assert record["state"] == "complete" and record["n_added"] == len(catalog["id"]) - n > 0
+    assert record["options"]["flips"] is True and record["options"]["min_score"] == 0.6
     assert catalog["id"] == list(range(1, len(catalog["id"]) + 1))
     flags = np.asarray(catalog["quality_flags"])
     assert not (flags[:n] & RESIDUAL_FLAG).any() and (flags[n:] & RESIDUAL_FLAG).all()
@@ -178,6 +198,13 @@ def test_the_pass_adds_flagged_objects_paints_them_and_is_deterministic(merged, 
     assert {p.name: p.read_bytes() for p in again} == written
     assert main(args + ["--no-residual-pass"]) == 0
     assert astrodask.read_catalog(results / "catalog.parquet").num_rows == n
+    # one Mask R-CNN pass per window in the second run, with its own score cut
+    assert main(args + ["--no-residual-flips"]) == 0
+    record = json.loads((results / "merge.json").read_text())["residual_pass"]
+    assert record["options"]["flips"] is False and record["options"]["min_score"] == 0.8
+    flags = astrodask.read_catalog(results / "catalog.parquet").column("quality_flags")
+    assert len(flags) == n + record["n_added"]
+    assert all(f & RESIDUAL_FLAG for f in flags.to_pylist()[n:])
 
 
 def test_a_folder_without_a_merge_is_refused_in_one_line(merged, tmp_path, capsys):

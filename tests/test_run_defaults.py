@@ -184,13 +184,14 @@ def test_bright_objects_off_their_centroid_sit_at_their_peak():
 def test_the_residual_pass_comes_from_the_option_then_the_detector_card():
     from astrodask.merging.products import residual_settings
 
-    card = {"residual_pass": {"min_snr": 40, "core_fraction": 0.2}}
+    card = {"residual_pass": {"min_snr": 40, "core_fraction": 0.2, "flips": True}}
     hst = {"models": [{"kind": "unet", "card": {}}, {"kind": "maskrcnn", "card": card}]}
     decam = {"models": [{"kind": "maskrcnn", "card": {}}]}
     on = residual_settings(hst, MergeOptions())
     assert on == {"residual_pass": True, "residual_min_snr": 40.0, "residual_separation": 6.0,
-                  "residual_min_score": 0.6, "residual_core_fraction": 0.2}
+                  "residual_min_score": None, "residual_core_fraction": 0.2, "residual_flips": True}
     assert residual_settings(hst, MergeOptions(residual_pass=False))["residual_pass"] is False
+    assert residual_settings(hst, MergeOptions(residual_flips=False))["residual_flips"] is False
     assert residual_settings(hst, MergeOptions(residual_min_snr=70))["residual_min_snr"] == 70.0
     assert residual_settings(decam, MergeOptions())["residual_pass"] is False
     assert residual_settings(decam, MergeOptions(residual_pass=True))["residual_pass"] is True
@@ -198,8 +199,9 @@ def test_the_residual_pass_comes_from_the_option_then_the_detector_card():
     assert residual_settings(unet_only, MergeOptions())["residual_pass"] is False
     assert resolved_options(hst, MergeOptions()).residual_core_fraction == 0.2
     shipped = load_card_of("maskrcnn_hst")
-    assert residual_settings({"models": [{"kind": "maskrcnn", "card": shipped}]},
-                             MergeOptions())["residual_pass"] is True
+    settings = residual_settings({"models": [{"kind": "maskrcnn", "card": shipped}]},
+                                 MergeOptions())
+    assert settings["residual_pass"] is True and settings["residual_flips"] is True
     from astrodask.engine.specs import resolve_models
 
     (decam_spec,) = resolve_models(["maskrcnn_decam"], ("g", "r", "z"))
