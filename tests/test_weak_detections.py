@@ -134,10 +134,19 @@ def test_the_rule_comes_from_the_card_unless_the_options_say(noisy):
 
     card = {"catalog_weak_min_score": 0.3, "catalog_weak_min_snr": 10}
     record = {"models": [{"kind": "maskrcnn", "card": card}]}
-    assert weak_detection_rule(record, MergeOptions()) == (0.3, 10.0, None, None)
-    assert weak_detection_rule(record, MergeOptions(weak_min_snr=20)) == (0.3, 20.0, None, None)
+    assert weak_detection_rule(record, MergeOptions()) == (0.3, 10.0, None, None, None, None)
+    assert weak_detection_rule(record, MergeOptions(weak_min_snr=20)) == \
+        (0.3, 20.0, None, None, None, None)
     assert weak_detection_rule({"models": [{"kind": "maskrcnn", "card": {}}]},
-                               MergeOptions()) == (None, None, None, None)
+                               MergeOptions()) == (None, None, None, None, None, None)
+    gated = {"models": [{"kind": "maskrcnn", "card": dict(
+        card, catalog_weak_max_host_area=400, catalog_weak_core_fraction=0.3)}]}
+    assert weak_detection_rule(gated, MergeOptions())[4:] == (0.3, 400.0)
+    assert weak_detection_rule(gated, MergeOptions(weak_max_host_area=50))[5] == 50.0
+    with pytest.raises(InputError, match="core fraction"):
+        weak_detection_rule(record, MergeOptions(weak_core_fraction=-1))
+    with pytest.raises(InputError, match="host area"):
+        weak_detection_rule(record, MergeOptions(weak_max_host_area=0))
     with pytest.raises(InputError, match="weak-detection S/N"):
         weak_detection_rule(record, MergeOptions(weak_min_snr=-1))
     with pytest.raises(InputError, match="weak-detection score"):
@@ -197,3 +206,61 @@ def test_a_weak_peak_beside_a_confident_one_is_not_vouched_for(noisy):
         [False, False]
     assert vouched_pieces(table, mosaic, 0.5, 0.3, 10.0, None, separation - 0.5).tolist() == \
         [False, True]
+
+
+def test_a_weak_piece_on_a_large_galaxy_is_not_vouched_for(noisy):
+    """The host-area condition: a knot that passes the S/N test on a galaxy too large to be
+    anything but resolved (its area in arcsec² through the mosaic's pixel scale)."""
+    folder, truth, masks, mosaic = noisy
+    bright = max(truth["id"], key=lambda i: truth["snr"][truth["id"].index(i)])
+    m = masks[bright]
+    y0, x0 = m.box[0], m.box[1]
+    pixels = np.argwhere(m.mask)
+    ky, kx = pixels[len(pixels) // 2]
+    knot = np.zeros_like(m.mask)
+    knot[ky - 1:ky + 2, kx - 1:kx + 2] = True
+    host = m.mask & ~knot
+    table = _pieces_table([(0.9, y0, x0, host), (0.4, y0, x0, knot)])
+    assert vouched_pieces(table, mosaic, 0.5, 0.3, 10.0).tolist() == [False, True]
+    host_arcsec2 = host.sum() * mosaic.pixel_scale ** 2
+    gate = {"weak_min_contrast": None, "weak_min_separation": None}
+    assert vouched_pieces(table, mosaic, 0.5, 0.3, 10.0, **gate,
+                          weak_max_host_area=1.01 * host_arcsec2).tolist() == [False, True]
+    assert vouched_pieces(table, mosaic, 0.5, 0.3, 10.0, **gate,
+                          weak_max_host_area=0.99 * host_arcsec2).tolist() == [False, False]
+    alone = _pieces_table([(0.4, y0, x0, knot)])  # touches no confident piece: no host
+    assert vouched_pieces(alone, mosaic, 0.5, 0.3, 10.0, **gate,
+                          weak_max_host_area=1e-6).tolist() == [True]
+
+
+def test_a_weak_piece_in_a_confident_ones_core_is_not_vouched_for(noisy):
+    """The core condition: the least distance from a confident piece grows with its radius."""
+    folder, truth, masks, mosaic = noisy
+    bright = max(truth["id"], key=lambda i: truth["snr"][truth["id"].index(i)])
+    m = masks[bright]
+    y0, x0 = m.box[0], m.box[1]
+    wy, wx = np.argwhere(m.mask)[0] + (y0, x0)   # _pieces_table's centre: the first pixel
+    # a confident 6 x 60 block whose centre (first pixel) lies 6 px above, clear of the mask
+    table = _pieces_table([(0.9, wy - 6, wx, np.ones((6, 60), bool)), (0.4, y0, x0, m.mask)])
+    radius = np.sqrt(360 / np.pi)
+    rule = (0.5, 0.3, 10.0, None, None, None)
+    assert vouched_pieces(table, mosaic, *rule).tolist() == [False, True]
+    assert vouched_pieces(table, mosaic, *rule, weak_core_fraction=5.5 / radius).tolist() == \
+        [False, True]
+    assert vouched_pieces(table, mosaic, *rule, weak_core_fraction=6.5 / radius).tolist() == \
+        [False, False]
+    # with a fixed separation too, the larger of the two decides
+    assert vouched_pieces(table, mosaic, 0.5, 0.3, 10.0, None, 7.0,
+                          weak_core_fraction=5.5 / radius).tolist() == [False, False]
+
+
+def test_maskrcnn_decam_keeps_vouched_detections_and_maskrcnn_hst_does_not():
+    from astrodask.engine.specs import resolve_models
+
+    def rule(name, bands):
+        (spec,) = resolve_models([name], bands)
+        return weak_detection_rule({"models": [{"kind": "maskrcnn", "card": spec.card}]},
+                                   MergeOptions())
+
+    assert rule("maskrcnn_decam", ("g", "r", "z")) == (0.3, 10.0, None, 4.0, 0.4, 400.0)
+    assert rule("maskrcnn_hst", ("v", "z", "j", "h")) == (None,) * 6

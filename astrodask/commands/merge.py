@@ -49,6 +49,16 @@ def register(subparsers):
                         help="such an object stays only if its centre lies at least this many "
                              "pixels from every object that passes the cut (default: the model "
                              "card's catalog_weak_min_separation)")
+    parser.add_argument("--weak-core-fraction", type=float,
+                        help="such an object stays only if its centre lies at least this "
+                             "fraction of the radius sqrt(area/pi) from the centre of every "
+                             "object that passes the cut (default: the model card's "
+                             "catalog_weak_core_fraction)")
+    parser.add_argument("--weak-max-host-area", type=float, metavar="ARCSEC2",
+                        help="such an object stays only if no object that passes the cut and "
+                             "that it touches covers more than this many arcsec² (a large "
+                             "galaxy's knots; default: the model card's "
+                             "catalog_weak_max_host_area)")
     parser.add_argument("--irregular-centroid-snr", type=float,
                         help="runs with a centre network: galaxies the U-Net calls irregular "
                              "with S/N at least this sit at their segment's centroid, not their "
@@ -103,6 +113,8 @@ def run(args):
                            weak_min_snr=args.weak_min_snr,
                            weak_min_contrast=args.weak_min_contrast,
                            weak_min_separation=args.weak_min_separation,
+                           weak_core_fraction=args.weak_core_fraction,
+                           weak_max_host_area=args.weak_max_host_area,
                            irregular_centroid_snr=args.irregular_centroid_snr,
                            peak_position_snr=args.peak_position_snr,
                            irregular_centroid_sigma=args.irregular_centroid_sigma,

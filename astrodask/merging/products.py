@@ -49,8 +49,8 @@ class MergeOptions:
         measured within its mask, is at least ``weak_min_snr`` (its own
         pixels vouch for it; :mod:`astrodask.merging.weak`). Default: the
         card's ``catalog_weak_min_score`` and ``catalog_weak_min_snr``, else
-        off (the shipped cards leave it off: real spirals' HII regions pass
-        it; BENCHMARKS.md).
+        off (``maskrcnn_decam``'s card turns it on, ``maskrcnn_hst``'s does
+        not; BENCHMARKS.md).
     weak_min_contrast : float, optional
         Such a detection that touches objects at or above the cut stays only
         when its S/N is at least this fraction of theirs (a knot of a large
@@ -60,6 +60,17 @@ class MergeOptions:
         Such a detection stays only when its centre lies at least this many
         pixels from every object at or above the cut. Default: the card's
         ``catalog_weak_min_separation``, else no such condition.
+    weak_core_fraction : float, optional
+        Such a detection stays only when its centre lies at least this
+        fraction of the radius ``sqrt(area / pi)`` from the centre of every
+        object at or above the cut (a large galaxy's core proposed beside
+        the galaxy). Default: the card's ``catalog_weak_core_fraction``, else
+        no such condition.
+    weak_max_host_area : float, optional
+        Such a detection stays only when no object at or above the cut that it
+        touches covers more than this many arcsec² (the knots and arms of a
+        large, resolved galaxy pass the S/N test). Default: the card's
+        ``catalog_weak_max_host_area``, else no such condition.
     irregular_centroid_snr : float, optional
         Mask R-CNN runs with a centre network: a galaxy (never a star) the
         U-Net calls irregular and whose S/N (all bands) is at least this takes its
@@ -118,6 +129,8 @@ class MergeOptions:
     weak_min_snr: float = None
     weak_min_contrast: float = None
     weak_min_separation: float = None
+    weak_core_fraction: float = None
+    weak_max_host_area: float = None
     irregular_centroid_snr: float = None
     peak_position_snr: float = None
     detection_threshold: float = 0.5
@@ -162,11 +175,12 @@ def resolved_options(record, options):
     from dataclasses import replace
 
     threshold, level = segmentation_levels(record, options)
-    weak_min_score, weak_min_snr, weak_min_contrast, weak_min_separation = \
-        weak_detection_rule(record, options)
+    (weak_min_score, weak_min_snr, weak_min_contrast, weak_min_separation, weak_core_fraction,
+     weak_max_host_area) = weak_detection_rule(record, options)
     return replace(options, min_score=catalog_min_score(record, options),
                    weak_min_score=weak_min_score, weak_min_snr=weak_min_snr,
                    weak_min_contrast=weak_min_contrast, weak_min_separation=weak_min_separation,
+                   weak_core_fraction=weak_core_fraction, weak_max_host_area=weak_max_host_area,
                    irregular_centroid_snr=irregular_centroid_snr(record, options),
                    peak_position_snr=peak_position_snr(record, options),
                    irregular_centroid_sigma=irregular_centroid_sigma(record, options),
@@ -229,18 +243,20 @@ def catalog_min_score(record, options):
 
 
 def weak_detection_rule(record, options):
-    """``(weak_min_score, weak_min_snr, weak_min_contrast, weak_min_separation)`` of a run:
-    the options', else its Mask R-CNN card's.
+    """``(weak_min_score, weak_min_snr, weak_min_contrast, weak_min_separation,
+    weak_core_fraction, weak_max_host_area)`` of a run: the options', else its Mask R-CNN
+    card's.
 
     None (off) for U-Net-only runs and cards without the rule.
     """
     card = _run_card(record, "maskrcnn") or {}
     values = []
-    for name in ("weak_min_score", "weak_min_snr", "weak_min_contrast", "weak_min_separation"):
+    for name in ("weak_min_score", "weak_min_snr", "weak_min_contrast", "weak_min_separation",
+                 "weak_core_fraction", "weak_max_host_area"):
         value = getattr(options, name)
         value = card.get(f"catalog_{name}") if value is None else value
         values.append(None if value is None else float(value))
-    score, snr, contrast, separation = values
+    score, snr, contrast, separation, core, host_area = values
     if score is not None and not 0 <= score <= 1:
         raise InputError(f"the weak-detection score must lie in [0, 1], got {score}")
     if snr is not None and snr < 0:
@@ -249,7 +265,11 @@ def weak_detection_rule(record, options):
         raise InputError(f"the weak-detection contrast must be >= 0, got {contrast}")
     if separation is not None and separation < 0:
         raise InputError(f"the weak-detection separation must be >= 0, got {separation}")
-    return score, snr, contrast, separation
+    if core is not None and core < 0:
+        raise InputError(f"the weak-detection core fraction must be >= 0, got {core}")
+    if host_area is not None and not host_area > 0:
+        raise InputError(f"the weak-detection host area must be > 0 arcsec², got {host_area}")
+    return score, snr, contrast, separation, core, host_area
 
 
 def irregular_centroid_snr(record, options):

@@ -9,11 +9,13 @@ within its mask reaches ``weak_min_snr`` stays in the catalog (it is
 *vouched for*) unless it lies mostly on a piece at or above the cut
 (another proposal for that source) or, when asked, within
 ``weak_min_separation`` px of one, or with less than ``weak_min_contrast``
-of the S/N of those it touches; the others leave it as before (folded into
-the source they touch, :func:`astrodask.merging.pieces.fold_faint_pieces`).
-The rule is opt-in (``merge --weak-min-score/--weak-min-snr``, or a card's
-``catalog_weak_*`` keys): on simulated mosaics it recovers blends, on real
-large spirals it keeps HII regions as sources (BENCHMARKS.md).
+of the S/N of those it touches, or centred within ``weak_core_fraction`` of
+the radius of one (its core: another proposal for it), or touching one
+larger than ``weak_max_host_area`` arcsec² (a large, resolved galaxy, whose
+HII regions and arm segments pass the S/N test); the others leave it as before (folded
+into the source they touch, :func:`astrodask.merging.pieces.fold_faint_pieces`).
+The rule is on when the options or the card (``catalog_weak_*`` keys) give
+a score floor and an S/N (BENCHMARKS.md).
 
 The S/N is measured as the catalog measures it (:mod:`astrodask.measure`:
 flux summed over the mask, errors from the sky noise or the weights, with the
@@ -72,7 +74,7 @@ def mask_snr(mosaic, boxes, masks):
 
 
 def vouched_pieces(table, mosaic, min_score, weak_min_score, weak_min_snr, weak_min_contrast=None,
-                   weak_min_separation=None):
+                   weak_min_separation=None, weak_max_host_area=None, weak_core_fraction=None):
     """Which of one window's pieces under the catalog cut stay in the catalog.
 
     Parameters
@@ -98,6 +100,17 @@ def vouched_pieces(table, mosaic, min_score, weak_min_score, weak_min_snr, weak_
         many pixels from every piece at or above the cut: a second, weaker
         peak within about a PSF FWHM of a confident one is part of the same
         source far more often than a source of its own.
+    weak_max_host_area : float, optional
+        And it touches or overlaps no piece at or above the cut whose mask
+        covers more than this many arcsec² (the mosaic's ``pixel_scale``;
+        ignored when the mosaic has none): the knots and arms of a large,
+        resolved galaxy reach S/N 10 on their own and are not sources.
+    weak_core_fraction : float, optional
+        And its centre lies at least this fraction of the radius
+        ``sqrt(area / pi)`` from the centre of every piece at or above the cut
+        (the separation growing with the piece's size): a large galaxy's
+        core proposed on its own beside a confident, offset proposal for the
+        whole galaxy is not a second source.
 
     Returns
     -------
@@ -110,13 +123,18 @@ def vouched_pieces(table, mosaic, min_score, weak_min_score, weak_min_snr, weak_
     candidates = np.flatnonzero((score >= weak_min_score) & (score < min_score))
     if len(candidates) == 0:
         return vouched
-    if weak_min_separation is not None:
+    if weak_min_separation is not None or weak_core_fraction is not None:
         y, x = _centres(table)
         confident = np.flatnonzero(score >= min_score)
         if len(confident):
             distance = np.hypot(y[candidates, None] - y[None, confident],
-                                x[candidates, None] - x[None, confident]).min(axis=1)
-            candidates = candidates[distance >= weak_min_separation]
+                                x[candidates, None] - x[None, confident])
+            # the least distance from each confident piece: fixed, or growing with its size
+            least = np.full(len(confident), float(weak_min_separation or 0.0))
+            if weak_core_fraction is not None:
+                radius = np.sqrt(table.column("area").to_numpy()[confident] / np.pi)
+                least = np.maximum(least, weak_core_fraction * radius)
+            candidates = candidates[(distance >= least[None, :]).all(axis=1)]
         if len(candidates) == 0:
             return vouched
     boxes, masks = _boxes_and_masks(table, candidates)
@@ -126,6 +144,11 @@ def vouched_pieces(table, mosaic, min_score, weak_min_score, weak_min_snr, weak_
     for k, pixels in covered.items():
         # lying mostly on confident pieces: another proposal for them, as the fold says
         passing[k] &= 2 * pixels <= np.count_nonzero(masks[k])
+    if weak_max_host_area is not None and mosaic.pixel_scale:
+        largest = weak_max_host_area / float(mosaic.pixel_scale) ** 2   # in pixels
+        area = table.column("area").to_numpy()
+        for k, js in touched.items():
+            passing[k] &= max(area[j] for j in js) <= largest
     if weak_min_contrast is not None and passing.any():
         touched = {k: js for k, js in touched.items() if passing[k]}
         others = sorted({j for js in touched.values() for j in js})
@@ -200,7 +223,7 @@ def _confident_contacts(table, confident, boxes, masks, which):
 
 
 def vouching(mosaic, min_score, weak_min_score, weak_min_snr, weak_min_contrast=None,
-             weak_min_separation=None):
+             weak_min_separation=None, weak_max_host_area=None, weak_core_fraction=None):
     """The rule as ``vouch(table) -> bool array`` for one window's pieces, or None when off.
 
     See :func:`vouched_pieces`; the form :func:`astrodask.merging.pieces.read_window_pieces`
@@ -209,4 +232,5 @@ def vouching(mosaic, min_score, weak_min_score, weak_min_snr, weak_min_contrast=
     if not rule_applies(min_score, weak_min_score, weak_min_snr):
         return None
     return lambda table: vouched_pieces(table, mosaic, min_score, weak_min_score, weak_min_snr,
-                                        weak_min_contrast, weak_min_separation)
+                                        weak_min_contrast, weak_min_separation,
+                                        weak_max_host_area, weak_core_fraction)
