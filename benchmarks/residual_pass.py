@@ -47,9 +47,9 @@ def first_pass(work, irregular_centroid_sigma=None):
                                   base / "mosaic.zarr", halo=32, overwrite=True)
         astrodask.run(mosaic, results, restart=True)
     mosaic = astrodask.open_mosaic(base / "mosaic.zarr")
-    astrodask.merge(results, mosaic=mosaic,
-                    options=astrodask.MergeOptions(pictures=False, residual_pass=False,
-                                                   irregular_centroid_sigma=irregular_centroid_sigma))
+    options = astrodask.MergeOptions(pictures=False, residual_pass=False,
+                                     irregular_centroid_sigma=irregular_centroid_sigma)
+    astrodask.merge(results, mosaic=mosaic, options=options)
     return mosaic, results
 
 
