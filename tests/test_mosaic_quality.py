@@ -58,11 +58,15 @@ def test_edge_windows_find_what_interior_windows_find(field):
     assert score["completeness"] > 0.9
     assert score["duplicates"] == 0
     assert len(np.unique(catalog["id"])) == len(catalog["id"])
-    # the card's catalog cut was applied
+    # the card's catalog cut was applied; under it only what the weak rule vouches for
     record = json.loads((folder / "plain" / "results" / "merge.json").read_text())
-    cut = astrodask.model_card("maskrcnn_decam")["catalog_min_score"]
+    card = astrodask.model_card("maskrcnn_decam")
+    cut, floor = card["catalog_min_score"], card["catalog_weak_min_score"]
     assert record["min_score_applied"] == cut
-    assert catalog["class_score"].min() >= cut
+    assert record["options"]["weak_min_score"] == floor
+    assert catalog["class_score"].min() >= floor
+    under = catalog["class_score"] < cut
+    assert 0 < under.sum() < 0.05 * len(under)
 
 
 def test_masked_stripe_gives_no_detection_on_it_and_flags_its_neighbours(field, tmp_path):
