@@ -72,10 +72,7 @@ def merge_in_process(results, *, mosaic=None, options=None, threads=None, progre
     start = time.perf_counter()
     options = resolved_options(record, options)
     if "maskrcnn" in kinds:
-        vouch = vouching(mosaic, options.min_score, options.weak_min_score,
-                         options.weak_min_snr, options.weak_min_contrast,
-                         options.weak_min_separation, options.weak_max_host_area,
-                         options.weak_core_fraction)
+        vouch = vouching(mosaic, vars(options))
         pieces = read_instance_pieces(results, min_score=options.min_score, vouch=vouch)
     else:
         pieces = morpheus_pieces(mosaic, unet, threshold=options.morpheus_threshold,

@@ -228,12 +228,7 @@ def pieces_task(ctx, iy, ix):
     o = ctx.options
     if not ctx.morpheus:
         table = read_window_pieces(Results(ctx.results), iy, ix, o["min_score"],
-                                   vouching(_mosaic(ctx.mosaic), o["min_score"],
-                                            o["weak_min_score"], o["weak_min_snr"],
-                                            o.get("weak_min_contrast"),
-                                            o.get("weak_min_separation"),
-                                            o.get("weak_max_host_area"),
-                                            o.get("weak_core_fraction")))
+                                   vouching(_mosaic(ctx.mosaic), o))
         _put_table(ctx.path("pieces", tile_name(iy, ix) + ".arrow"), table)
         return {"pieces": table.num_rows}
     table = morpheus_window_pieces(

@@ -119,7 +119,7 @@ def vouched_pieces(table, mosaic, min_score, weak_min_score, weak_min_snr, weak_
     vouched = np.zeros(table.num_rows, dtype=bool)
     if not rule_applies(min_score, weak_min_score, weak_min_snr):
         return vouched
-    score = table.column("score").to_numpy()
+    score, area = (table.column(name).to_numpy() for name in ("score", "area"))
     candidates = np.flatnonzero((score >= weak_min_score) & (score < min_score))
     if len(candidates) == 0:
         return vouched
@@ -132,7 +132,7 @@ def vouched_pieces(table, mosaic, min_score, weak_min_score, weak_min_snr, weak_
             # the least distance from each confident piece: fixed, or growing with its size
             least = np.full(len(confident), float(weak_min_separation or 0.0))
             if weak_core_fraction is not None:
-                radius = np.sqrt(table.column("area").to_numpy()[confident] / np.pi)
+                radius = np.sqrt(area[confident] / np.pi)
                 least = np.maximum(least, weak_core_fraction * radius)
             candidates = candidates[(distance >= least[None, :]).all(axis=1)]
         if len(candidates) == 0:
@@ -146,7 +146,6 @@ def vouched_pieces(table, mosaic, min_score, weak_min_score, weak_min_snr, weak_
         passing[k] &= 2 * pixels <= np.count_nonzero(masks[k])
     if weak_max_host_area is not None and mosaic.pixel_scale:
         largest = weak_max_host_area / float(mosaic.pixel_scale) ** 2   # in pixels
-        area = table.column("area").to_numpy()
         for k, js in touched.items():
             passing[k] &= max(area[j] for j in js) <= largest
     if weak_min_contrast is not None and passing.any():
@@ -222,15 +221,23 @@ def _confident_contacts(table, confident, boxes, masks, which):
     return touched, covered
 
 
-def vouching(mosaic, min_score, weak_min_score, weak_min_snr, weak_min_contrast=None,
-             weak_min_separation=None, weak_max_host_area=None, weak_core_fraction=None):
+#: The rule's optional conditions, by their :class:`~astrodask.MergeOptions` names.
+CONDITIONS = ("weak_min_contrast", "weak_min_separation", "weak_max_host_area",
+              "weak_core_fraction")
+
+
+def vouching(mosaic, settings):
     """The rule as ``vouch(table) -> bool array`` for one window's pieces, or None when off.
 
-    See :func:`vouched_pieces`; the form :func:`astrodask.merging.pieces.read_window_pieces`
-    takes.
+    ``settings`` maps the merge's resolved options by their
+    :class:`~astrodask.MergeOptions` names (``min_score``, ``weak_min_score``,
+    ``weak_min_snr`` and the :data:`CONDITIONS`; missing ones are None), as
+    ``vars(options)`` or the merge's options record. See :func:`vouched_pieces`;
+    the form :func:`astrodask.merging.pieces.read_window_pieces` takes.
     """
-    if not rule_applies(min_score, weak_min_score, weak_min_snr):
+    min_score, floor, snr = (settings.get(n) for n in ("min_score", "weak_min_score",
+                                                       "weak_min_snr"))
+    if not rule_applies(min_score, floor, snr):
         return None
-    return lambda table: vouched_pieces(table, mosaic, min_score, weak_min_score, weak_min_snr,
-                                        weak_min_contrast, weak_min_separation,
-                                        weak_max_host_area, weak_core_fraction)
+    conditions = {name: settings.get(name) for name in CONDITIONS}
+    return lambda table: vouched_pieces(table, mosaic, min_score, floor, snr, **conditions)
