@@ -20,7 +20,9 @@ score cut. With ``--weak-snr S1,S2,...`` the sweep is over the S/N that keeps
 a detection under the card's score cut but at least ``--weak-min-score``
 (merge options ``weak_min_snr``, ``weak_min_score``; the card's
 ``catalog_weak_min_snr``, ``catalog_weak_min_score``; ``off`` keeps none;
-``--weak-min-separation``: ``catalog_weak_min_separation``). With
+``--weak-min-separation``, ``--weak-core-fraction``, ``--weak-max-host-area``:
+``catalog_weak_min_separation``, ``catalog_weak_core_fraction``,
+``catalog_weak_max_host_area``). With
 ``--peak-position-snr S1,S2,...`` the sweep is over the S/N from which bright
 objects without a centre that the U-Net does not call irregular sit at
 their peak (merge option ``peak_position_snr``, the card's
@@ -102,6 +104,13 @@ def main(argv=None):
     parser.add_argument("--weak-min-separation", type=float, default=None,
                         help="with --weak-snr: the least distance (px) of such a detection from "
                              "every one at or above the cut (default: the card's)")
+    parser.add_argument("--weak-core-fraction", type=float, default=None,
+                        help="with --weak-snr: the least distance of such a detection from a "
+                             "confident object's centre, in that object's radius (default: the "
+                             "card's)")
+    parser.add_argument("--weak-max-host-area", type=float, default=None,
+                        help="with --weak-snr: such a detection touching a confident object "
+                             "larger than this (arcsec²) is not kept (default: the card's)")
     parser.add_argument("--peak-position-snr", default=None, metavar="S1,S2,...",
                         help="sweep the S/N from which bright objects without a centre sit at "
                              "their peak (off: never) instead")
@@ -112,6 +121,9 @@ def main(argv=None):
                         help="sweep the S/N that splits instances over several peaks")
     parser.add_argument("--cuts", default=None, metavar="C1,C2,...",
                         help=f"score cuts to sweep (default {','.join(map(str, CUTS))})")
+    parser.add_argument("--merge-options", default=None, metavar="JSON",
+                        help='merge options applied to every merge of the sweep, e.g. '
+                             '\'{"min_score": 0.3}\' (a weak-detection sweep under a lower cut)')
     parser.add_argument("--match-radius", type=float, default=2.0,
                         help="one-to-one match radius to the truth, px")
     parser.add_argument("--fields", default=None, metavar="NAME,...",
@@ -152,13 +164,23 @@ def main(argv=None):
     elif args.weak_snr:
         cuts = _snrs_or_off(args.weak_snr)
         options = [dict(weak_min_score=args.weak_min_score, weak_min_snr=cut,
-                        weak_min_separation=args.weak_min_separation) for cut in cuts]
+                        weak_min_separation=args.weak_min_separation,
+                        weak_core_fraction=args.weak_core_fraction,
+                        weak_max_host_area=args.weak_max_host_area) for cut in cuts]
     elif args.peak_position_snr:
         cuts = _snrs_or_off(args.peak_position_snr)
         options = [dict(peak_position_snr=cut) for cut in cuts]
     else:
         cuts = CUTS if args.cuts is None else tuple(float(v) for v in args.cuts.split(","))
         options = [dict(min_score=cut) for cut in cuts]
+    if args.merge_options:
+        import json
+
+        try:
+            fixed = json.loads(args.merge_options)
+        except json.JSONDecodeError as exc:
+            parser.error(f"--merge-options is not JSON: {exc}")
+        options = [dict(fixed, **option) for option in options]
     table, seconds = {}, {}
     for name, kwargs in fields.items():
         work = out / name

@@ -361,3 +361,32 @@ def test_a_cluster_close_that_times_out_is_a_warning_not_a_failure():
 
     with pytest.warns(UserWarning, match="did not shut down in time"):
         _close_quietly(SlowCluster())
+
+
+def test_workers_are_silenced_before_a_local_cluster_closes():
+    """A worker whose heartbeat meets the closed scheduler logs an error with a traceback;
+    the cluster's own shutdown is no error, so the workers log only critical messages then."""
+    import logging
+
+    from astrodask.engine.cluster import WORKER_LOGGERS, _quiet_workers
+
+    def levels():
+        return [logging.getLogger(name).level for name in WORKER_LOGGERS]
+
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                      dashboard_address=":0") as cluster, Client(cluster) as client:
+        before = levels()
+        try:
+            _quiet_workers(client)
+            assert levels() == [logging.CRITICAL] * len(WORKER_LOGGERS)
+        finally:
+            for name, level in zip(WORKER_LOGGERS, before):
+                logging.getLogger(name).setLevel(level)
+
+    class Closed:
+        def run(self, function):
+            raise OSError("scheduler gone")
+
+    _quiet_workers(Closed())  # never raises
