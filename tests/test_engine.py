@@ -390,3 +390,13 @@ def test_workers_are_silenced_before_a_local_cluster_closes():
             raise OSError("scheduler gone")
 
     _quiet_workers(Closed())  # never raises
+
+
+def test_clusters_started_here_are_silenced_at_teardown(monkeypatch):
+    from astrodask.engine import cluster as cluster_module
+
+    calls = []
+    monkeypatch.setattr(cluster_module, "_quiet_workers", calls.append)
+    with cluster_module.connect(resolve_config(n_workers=1)) as (client, _):
+        assert calls == []
+    assert calls == [client]
