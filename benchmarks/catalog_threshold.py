@@ -78,12 +78,8 @@ def _per_run(values, option, value=float):
     return [{} for _ in values], {v: {"maskrcnn": {option: value(v)}} for v in values}
 
 
-def main(argv=None):
-    import pyarrow.parquet as pq
-
-    import astrodask
-    from astrodask.catalog_scores import score_catalog
-
+def build_parser():
+    """The command line of this benchmark."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size", type=int, default=2048)
     parser.add_argument("--out", default="bench-output/threshold")
@@ -130,16 +126,12 @@ def main(argv=None):
                         help="validation mosaics to use (default: all of the preset's: "
                              + "; ".join(f"{p}: {', '.join(v)}" for p, v in VALIDATION.items())
                              + ")")
-    args = parser.parse_args(argv)
-    fields = VALIDATION[args.preset]
-    if args.fields:
-        unknown = sorted(set(args.fields.split(",")) - set(fields))
-        if unknown:
-            parser.error(f"unknown --fields for {args.preset}: {', '.join(unknown)}")
-        fields = {name: fields[name] for name in args.fields.split(",")}
-    models = None if args.models is None else args.models.split(",")
-    out = Path(args.out) / args.preset / ("segmentation" if args.segmentation
-                                          else "flips" if args.maskrcnn_flips else "score")
+    return parser
+
+
+def sweep_settings(args, parser):
+    """``(values, merge options per value, run settings per value, sweep kind)`` of the
+    parsed command line; ``parser.error`` on a bad value."""
     runs = {}  # run settings per swept value; none: one run with the card's, merged at each cut
     sweep = "value"
     if args.segmentation:
@@ -180,7 +172,30 @@ def main(argv=None):
             fixed = json.loads(args.merge_options)
         except json.JSONDecodeError as exc:
             parser.error(f"--merge-options is not JSON: {exc}")
+        if not isinstance(fixed, dict):
+            parser.error("--merge-options must be a JSON object of merge options")
         options = [dict(fixed, **option) for option in options]
+    return cuts, options, runs, sweep
+
+
+def main(argv=None):
+    import pyarrow.parquet as pq
+
+    import astrodask
+    from astrodask.catalog_scores import score_catalog
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    fields = VALIDATION[args.preset]
+    if args.fields:
+        unknown = sorted(set(args.fields.split(",")) - set(fields))
+        if unknown:
+            parser.error(f"unknown --fields for {args.preset}: {', '.join(unknown)}")
+        fields = {name: fields[name] for name in args.fields.split(",")}
+    models = None if args.models is None else args.models.split(",")
+    out = Path(args.out) / args.preset / ("segmentation" if args.segmentation
+                                          else "flips" if args.maskrcnn_flips else "score")
+    cuts, options, runs, sweep = sweep_settings(args, parser)
     table, seconds = {}, {}
     for name, kwargs in fields.items():
         work = out / name

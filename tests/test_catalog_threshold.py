@@ -1,0 +1,42 @@
+"""benchmarks/catalog_threshold.py: what each sweep merges with (no mosaic is run here)."""
+
+import math
+
+import pytest
+
+from benchmark_scripts import BENCHMARKS, load_benchmark
+
+
+@pytest.fixture
+def threshold(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))  # it imports mosaic_quality's pipeline
+    return load_benchmark("catalog_threshold")
+
+
+def settings(module, *argv):
+    parser = module.build_parser()
+    return module.sweep_settings(parser.parse_args(list(argv)), parser)
+
+
+def test_a_weak_sweep_carries_every_weak_setting_and_the_fixed_options(threshold):
+    cuts, options, runs, sweep = settings(
+        threshold, "--weak-snr", "off,7", "--weak-min-score", "0.06", "--weak-min-separation", "4",
+        "--weak-core-fraction", "0.4", "--weak-max-host-area", "400",
+        "--merge-options", '{"min_score": 0.3}')
+    assert math.isinf(cuts[0]) and cuts[1] == 7.0 and runs == {} and sweep == "value"
+    assert options[1] == dict(min_score=0.3, weak_min_score=0.06, weak_min_snr=7.0,
+                              weak_min_separation=4.0, weak_core_fraction=0.4,
+                              weak_max_host_area=400.0)
+    # the swept option wins over a fixed one of the same name
+    _, options, _, _ = settings(threshold, "--cuts", "0.4,0.5", "--merge-options",
+                                '{"min_score": 0.3, "residual_pass": false}')
+    assert options == [dict(min_score=0.4, residual_pass=False),
+                       dict(min_score=0.5, residual_pass=False)]
+
+
+@pytest.mark.parametrize("text, message", [("{min_score: 0.3}", "not JSON"),
+                                           ("[0.3]", "JSON object")])
+def test_bad_merge_options_are_a_usage_error(threshold, capsys, text, message):
+    with pytest.raises(SystemExit) as exit_info:
+        settings(threshold, "--merge-options", text)
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
