@@ -46,6 +46,7 @@ Usage::
 """
 
 import argparse
+import json
 from pathlib import Path
 import shutil
 import sys
@@ -166,8 +167,6 @@ def sweep_settings(args, parser):
         cuts = CUTS if args.cuts is None else tuple(float(v) for v in args.cuts.split(","))
         options = [dict(min_score=cut) for cut in cuts]
     if args.merge_options:
-        import json
-
         try:
             fixed = json.loads(args.merge_options)
         except json.JSONDecodeError as exc:

@@ -139,19 +139,19 @@ def connect(config):
         _close_quietly(cluster)
 
 
+#: Loggers of a worker process that report the cluster's own shutdown as errors: a
+#: worker whose heartbeat reaches a scheduler that has already closed logs "Failed to
+#: communicate with scheduler during heartbeat" with a traceback (seen about once in
+#: twenty local clusters on 2 busy cores).
+WORKER_LOGGERS = ("distributed.worker", "distributed.core", "distributed.comm")
+
+
 def _silence_worker_logs():
     """In a worker: log only critical messages from here on (its cluster is closing)."""
     import logging
 
     for name in WORKER_LOGGERS:
         logging.getLogger(name).setLevel(logging.CRITICAL)
-
-
-#: Loggers of a worker process that report the cluster's own shutdown as errors: a
-#: worker whose heartbeat reaches a scheduler that has already closed logs "Failed to
-#: communicate with scheduler during heartbeat" with a traceback (seen about once in
-#: twenty local clusters on 2 busy cores).
-WORKER_LOGGERS = ("distributed.worker", "distributed.core", "distributed.comm")
 
 
 def _quiet_workers(client):
