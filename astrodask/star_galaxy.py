@@ -10,10 +10,11 @@ The concentration of a source is the ratio of its flux in two circular
 apertures, ``F(r1) / F(r2)`` with ``r1 = max(FWHM / 2, 1 px)`` and
 ``r2 = 3 r1``; a point source has the PSF's ratio whatever the seeing, and a
 galaxy a smaller one. A logistic model (:class:`StarGalaxyModel`) of the
-concentration relative to the PSF and the aperture S/N, fitted on simulated
-fields whose seeing, PSF family, pixel scale and depth are drawn at random,
-gives the star probability; it lives in the Mask R-CNN's model card
-(``star_galaxy``). Adding the network's own score to it made it worse on
+concentration relative to the PSF, the aperture S/N and the PSF's FWHM in
+pixels (how far a galaxy of a given size stands out from the PSF depends on
+it), fitted on simulated fields whose seeing, PSF family, pixel scale and
+depth are drawn at random, gives the star probability; it lives in the Mask
+R-CNN's model card (``star_galaxy``). Adding the network's own score to it made it worse on
 fields it had not seen (the network's errors depend on the field), so the
 engine uses it instead of the network's class where the network is out of
 its depth: by default (``auto``) where the mosaic's FWHM lies outside the
@@ -28,12 +29,26 @@ import numpy as np
 
 from .psf import aperture_radii, concentration
 
-#: Names of the model's features, in the order of :func:`design_matrix`.
-FEATURES = ("concentration_deficit", "log10_snr", "deficit_x_log10_snr")
+#: Each feature a model may use, from the deficit ``1 - relative concentration``,
+#: ``log10`` of the S/N and ``log10`` of the PSF FWHM (px).
+FEATURE_TERMS = {
+    "concentration_deficit": lambda deficit, log_snr, log_fwhm: deficit,
+    "log10_snr": lambda deficit, log_snr, log_fwhm: log_snr,
+    "deficit_x_log10_snr": lambda deficit, log_snr, log_fwhm: deficit * log_snr,
+    "log10_fwhm_px": lambda deficit, log_snr, log_fwhm: log_fwhm,
+    "deficit_x_log10_fwhm_px": lambda deficit, log_snr, log_fwhm: deficit * log_fwhm,
+}
+
+#: Names of the features of the models this version fits, in the order of :func:`design_matrix`.
+FEATURES = tuple(FEATURE_TERMS)
+
+#: The features of cards fitted before the PSF's FWHM was one (still read).
+FEATURES_WITHOUT_FWHM = FEATURES[:3]
 
 
-def design_matrix(relative_concentration, snr):
-    """The model's features (:data:`FEATURES`), one row per source.
+def design_matrix(relative_concentration, snr, fwhm_px=None, features=FEATURES,
+                  fwhm_range_px=None):
+    """The model's features, one row per source.
 
     Parameters
     ----------
@@ -41,10 +56,27 @@ def design_matrix(relative_concentration, snr):
         Concentration divided by the PSF's (about 1 for a star).
     snr : array_like
         S/N in the outer aperture.
+    fwhm_px : float or array_like, optional
+        The PSF FWHM (px) of each source's mosaic; needed by the FWHM features.
+    features : sequence of str
+        Names from :data:`FEATURE_TERMS`.
+    fwhm_range_px : (float, float), optional
+        The FWHM is clipped to this range first: the model is not extrapolated
+        beyond the FWHMs it was fitted on.
     """
     deficit = 1.0 - np.asarray(relative_concentration, dtype=np.float64)
     log_snr = np.log10(np.clip(np.asarray(snr, dtype=np.float64), 1.0, None))
-    return np.column_stack([deficit, log_snr, deficit * log_snr])
+    if fwhm_px is None:
+        if any("fwhm" in name for name in features):
+            raise ValueError("these star/galaxy features need the PSF FWHM")
+        log_fwhm = np.full(deficit.shape, np.nan)
+    else:
+        fwhm = np.broadcast_to(np.asarray(fwhm_px, dtype=np.float64), deficit.shape)
+        if fwhm_range_px is not None:
+            fwhm = np.clip(fwhm, *fwhm_range_px)
+        log_fwhm = np.log10(fwhm)
+    return np.column_stack([FEATURE_TERMS[name](deficit, log_snr, log_fwhm)
+                            for name in features]).reshape(deficit.size, len(features))
 
 
 @dataclass(frozen=True)
@@ -54,10 +86,16 @@ class StarGalaxyModel:
     Attributes
     ----------
     mean, scale : tuple of float
-        Standardisation of each feature (:data:`FEATURES`).
+        Standardisation of each feature.
     coefficients : tuple of float
         One per feature.
     intercept : float
+    features : tuple of str
+        :data:`FEATURES`, or :data:`FEATURES_WITHOUT_FWHM` for a card
+        fitted before the FWHM was one.
+    fwhm_range_px : tuple of float, optional
+        The PSF FWHMs (px) the model was fitted on; a mosaic's FWHM is
+        clipped to them.
     """
 
     mean: tuple
@@ -65,6 +103,12 @@ class StarGalaxyModel:
     coefficients: tuple
     intercept: float
     features: tuple = FEATURES
+    fwhm_range_px: tuple = None
+
+    def __post_init__(self):
+        if not len(self.mean) == len(self.scale) == len(self.coefficients) == len(self.features):
+            raise ValueError("star_galaxy model: mean, scale and coefficients need one value "
+                             "per feature")
 
     def to_dict(self):
         """JSON-ready values (the card's ``star_galaxy`` section)."""
@@ -73,38 +117,50 @@ class StarGalaxyModel:
     @classmethod
     def from_dict(cls, d):
         """Inverse of :meth:`to_dict`."""
-        if tuple(d.get("features", FEATURES)) != FEATURES:
+        features = tuple(d.get("features", FEATURES_WITHOUT_FWHM))
+        if features not in (FEATURES, FEATURES_WITHOUT_FWHM):
             raise ValueError("star_galaxy model has other features than this version's")
+        fwhm_range = d.get("fwhm_range_px")
         return cls(mean=tuple(d["mean"]), scale=tuple(d["scale"]),
-                   coefficients=tuple(d["coefficients"]), intercept=float(d["intercept"]))
+                   coefficients=tuple(d["coefficients"]), intercept=float(d["intercept"]),
+                   features=features,
+                   fwhm_range_px=None if fwhm_range is None else tuple(fwhm_range))
 
-    def star_probability(self, relative_concentration, snr, saturated=None):
+    def star_probability(self, relative_concentration, snr, saturated=None, fwhm_px=None):
         """Star probability of each source; NaN where the concentration is not measured.
+
+        ``fwhm_px``: the mosaic's PSF FWHM (px), needed by a model with the
+        FWHM among its features.
 
         ``saturated`` (bool per source, optional): a saturated source is a
         star (probability 1) whatever its concentration. A clipped core makes
         a star look extended, and galaxies seldom saturate (on the 14 fit fields
         304 of 308 saturated instances were stars); the fit leaves them out.
         """
-        features = design_matrix(relative_concentration, snr)
+        features = design_matrix(relative_concentration, snr, fwhm_px, self.features,
+                                 self.fwhm_range_px)
         z = (features - np.asarray(self.mean)) / np.asarray(self.scale)
         logit = z @ np.asarray(self.coefficients) + self.intercept
         p = np.where(np.isfinite(features).all(axis=1), 1.0 / (1.0 + np.exp(-logit)), np.nan)
         return p if saturated is None else np.where(saturated, 1.0, p)
 
 
-def fit_star_galaxy(features, is_star, l2=1e-2):
+def fit_star_galaxy(features, is_star, l2=1e-2, names=FEATURES, fwhm_range_px=None):
     """Fit a :class:`StarGalaxyModel` (class-balanced logistic regression, L2 penalty).
 
     Parameters
     ----------
-    features : ndarray, shape (n, len(FEATURES))
+    features : ndarray, shape (n, len(names))
         :func:`design_matrix` of matched sources; rows with a non-finite
         value are left out.
     is_star : array_like of bool
         Truth.
     l2 : float
         Penalty on the standardised coefficients.
+    names : tuple of str
+        The features' names (:data:`FEATURES` or :data:`FEATURES_WITHOUT_FWHM`).
+    fwhm_range_px : (float, float), optional
+        The FWHMs the samples span (recorded in the model).
 
     Returns
     -------
@@ -113,6 +169,8 @@ def fit_star_galaxy(features, is_star, l2=1e-2):
     from scipy.optimize import minimize
 
     features = np.asarray(features, dtype=np.float64)
+    if features.shape[1] != len(names):
+        raise ValueError(f"{features.shape[1]} feature columns for {len(names)} names")
     y = np.asarray(is_star, dtype=np.float64)
     keep = np.isfinite(features).all(axis=1)
     features, y = features[keep], y[keep]
@@ -134,7 +192,10 @@ def fit_star_galaxy(features, is_star, l2=1e-2):
 
     b = minimize(loss, np.zeros(z.shape[1]), jac=True, method="L-BFGS-B").x
     return StarGalaxyModel(mean=tuple(map(float, mean)), scale=tuple(map(float, scale)),
-                           coefficients=tuple(map(float, b[:-1])), intercept=float(b[-1]))
+                           coefficients=tuple(map(float, b[:-1])), intercept=float(b[-1]),
+                           features=tuple(names),
+                           fwhm_range_px=(None if fwhm_range_px is None
+                                          else tuple(map(float, fwhm_range_px))))
 
 
 def use_psf_classes(mode, card, fwhm_px):
@@ -303,7 +364,7 @@ def reclassify_instances(table, detection, origin, reference, model, noise, satu
     if not found["rows"].size:
         return table
     p_star = model.star_probability(found["relative_concentration"], found["snr"],
-                                    found["saturated"])
+                                    found["saturated"], fwhm_px=reference["fwhm_px"])
     new_ids = table.column("class_id").to_numpy().copy()
     # without a measurable concentration the network's class stands
     new_ids[found["rows"]] = np.where(

@@ -4,7 +4,7 @@ Simulates ``--fields`` decam fields with observing conditions drawn at random
 (seeds from ``--seed``; never those of the held-out evaluation), runs the
 network on each with its own classes, matches its instances to the truth,
 and fits :class:`astrodask.star_galaxy.StarGalaxyModel` on the features
-(concentration relative to the PSF measured at ingest, S/N; saturated
+(concentration relative to the PSF measured at ingest, S/N, the PSF's FWHM; saturated
 instances left out, the engine calls them stars). It prints, per
 field, star and galaxy accuracy at true S/N >= 10 of the network and of the
 model fitted on the other fields (leave one field out). Samples are cached
@@ -64,7 +64,8 @@ def main(argv=None):
                   for key in samples}
         test = {key: v[parts[k]["true_snr"] >= 10] for key, v in parts[k].items()}
         p_star = fit_from_samples(others).star_probability(test["relative_concentration"],
-                                                           test["snr"], test["saturated"])
+                                                           test["snr"], test["saturated"],
+                                                           fwhm_px=test["fwhm_px"])
         # samples cached before session 17 hold the network's star score instead of its class
         network = (test["network_star"].astype(bool) if "network_star" in test
                    else test["network_p_star"] >= 0.5)
@@ -87,7 +88,7 @@ def main(argv=None):
             f"{args.seed + args.fields - 1}, conditions drawn from TRAINING_RANGES "
             "(Gaussian PSFs never; fields without a measured PSF in every band left out), "
             "matched instances with true S/N >= 5; saturated instances left out (the engine "
-            "calls them stars)"))
+            "calls them stars); the mosaic's FWHM is clipped to fwhm_range_px"))
         write_model_card(path, card)
         print(f"wrote the model into {path}'s card")
     return 0

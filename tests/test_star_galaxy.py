@@ -7,8 +7,9 @@ import pytest
 from astrodask.classes import OBJECT_CODE
 from astrodask.instances import SCHEMA, encode_mask
 from astrodask.psf import BandPSF, aperture_radii, concentration, measure_psf
-from astrodask.star_galaxy import (FEATURES, StarGalaxyModel, design_matrix, fit_star_galaxy,
-                                   psf_reference, reclassify_instances, use_psf_classes)
+from astrodask.star_galaxy import (FEATURES, FEATURES_WITHOUT_FWHM, StarGalaxyModel,
+                                   design_matrix, fit_star_galaxy, psf_reference,
+                                   reclassify_instances, use_psf_classes)
 from astrodask.sky import saturated_pixels
 
 
@@ -69,42 +70,91 @@ def test_measured_psf_concentration_makes_stars_one_and_galaxies_less():
     assert np.median(galaxies) < 0.85
 
 
-def test_design_matrix_holds_the_deficit_and_the_snr():
-    features = design_matrix([1.0, 0.6], [50.0, 0.5])
+def test_design_matrix_holds_the_deficit_the_snr_and_the_fwhm():
+    features = design_matrix([1.0, 0.6], [50.0, 0.5], 4.0)
     assert features.shape == (2, len(FEATURES))
     np.testing.assert_allclose(features[:, 0], [0.0, 0.4])
     np.testing.assert_allclose(features[:, 1], [np.log10(50), 0.0])  # S/N below 1 counts as 1
     np.testing.assert_allclose(features[:, 2], features[:, 0] * features[:, 1])
+    np.testing.assert_allclose(features[:, 3], np.log10(4.0))
+    np.testing.assert_allclose(features[:, 4], features[:, 0] * np.log10(4.0))
+    # clipped to the fitted range: no extrapolation in FWHM
+    np.testing.assert_allclose(design_matrix([0.9, 0.9], [20, 20], [1.0, 9.0],
+                                             fwhm_range_px=(2.0, 7.5))[:, 3],
+                               np.log10([2.0, 7.5]))
+    old = design_matrix([1.0, 0.6], [50.0, 0.5], features=FEATURES_WITHOUT_FWHM)
+    np.testing.assert_array_equal(old, features[:, :3])
+    with pytest.raises(ValueError, match="need the PSF FWHM"):
+        design_matrix([1.0], [50.0])
 
 
-def synthetic_samples(n, seed):
-    """Relative concentrations of stars (about 1) and galaxies (less), noisier when faint."""
+def synthetic_samples(n, seed, fwhm=None):
+    """Relative concentrations of stars (about 1) and galaxies (less), noisier when faint.
+
+    With ``fwhm`` (px, one per source), galaxies stand out from the PSF less
+    under a wider PSF: their deficit falls by 0.4 per factor 10 of the FWHM
+    from 2 px on.
+    """
     rng = np.random.default_rng(seed)
     is_star = rng.uniform(size=n) < 0.3
     snr = 10 ** rng.uniform(1, 3, n)
-    relative = np.where(is_star, 1.0, rng.uniform(0.4, 0.9, n)) + rng.normal(0, 1 / snr)
+    shrink = 0.0 if fwhm is None else 0.4 * np.log10(np.asarray(fwhm) / 2.0)
+    relative = np.where(is_star, 1.0, 1.0 - rng.uniform(0.1, 0.6, n) + shrink) \
+        + rng.normal(0, 1 / snr)
     return relative, snr, is_star
 
 
 def test_fitted_model_separates_by_concentration_and_round_trips():
     relative, snr, is_star = synthetic_samples(3000, 1)
-    model = fit_star_galaxy(design_matrix(relative, snr), is_star)
+    fwhm = np.full(3000, 4.0)
+    model = fit_star_galaxy(design_matrix(relative, snr, fwhm), is_star, fwhm_range_px=(4, 4))
     relative, snr, is_star = synthetic_samples(1000, 2)
-    p = model.star_probability(relative, snr)
+    p = model.star_probability(relative, snr, fwhm_px=4.0)
     assert ((p >= 0.5) == is_star).mean() > 0.95
     again = StarGalaxyModel.from_dict(model.to_dict())
-    np.testing.assert_array_equal(again.star_probability(relative, snr), p)
-    assert np.isnan(model.star_probability([np.nan], [30.0])[0])
+    assert again.fwhm_range_px == (4.0, 4.0) and again.features == FEATURES
+    np.testing.assert_array_equal(again.star_probability(relative, snr, fwhm_px=4.0), p)
+    assert np.isnan(model.star_probability([np.nan], [30.0], fwhm_px=4.0)[0])
     with pytest.raises(ValueError, match="both stars and galaxies"):
-        fit_star_galaxy(design_matrix(relative[is_star], snr[is_star]), is_star[is_star])
+        fit_star_galaxy(design_matrix(relative[is_star], snr[is_star], 4.0), is_star[is_star])
+    with pytest.raises(ValueError, match="need the PSF FWHM"):
+        model.star_probability(relative, snr)
+
+
+def test_the_fwhm_moves_the_cut_where_galaxies_stand_out_less():
+    fwhm = 10 ** np.random.default_rng(30).uniform(np.log10(2), np.log10(8), 6000)
+    relative, snr, is_star = synthetic_samples(6000, 3, fwhm)
+    aware = fit_star_galaxy(design_matrix(relative, snr, fwhm), is_star)
+    blind = fit_star_galaxy(design_matrix(relative, snr, features=FEATURES_WITHOUT_FWHM),
+                            is_star, names=FEATURES_WITHOUT_FWHM)
+    worst = {"aware": 1.0, "blind": 1.0}
+    for width in (2.0, 8.0):
+        relative, snr, is_star = synthetic_samples(2000, 4, np.full(2000, width))
+        for name, star in (("aware", aware.star_probability(relative, snr, fwhm_px=width)),
+                           ("blind", blind.star_probability(relative, snr))):
+            star = star >= 0.5
+            worst[name] = min(worst[name], star[is_star].mean(), (~star[~is_star]).mean())
+    # the worse class at the worse seeing: one cut for every FWHM fails the wide PSF's galaxies
+    assert worst["aware"] > worst["blind"] + 0.05
+
+
+def test_a_card_fitted_before_the_fwhm_was_a_feature_still_reads():
+    d = {"mean": [0, 0, 0], "scale": [1, 1, 1], "coefficients": [-50, 0, 0], "intercept": 10.0,
+         "features": list(FEATURES_WITHOUT_FWHM)}
+    model = StarGalaxyModel.from_dict(d)
+    assert model.features == FEATURES_WITHOUT_FWHM and model.fwhm_range_px is None
+    np.testing.assert_allclose(model.star_probability([1.0, 0.5], [30.0, 30.0]) >= 0.5,
+                               [True, False])
 
 
 def test_a_card_with_other_features_is_refused():
-    d = StarGalaxyModel(mean=(0,) * 3, scale=(1,) * 3, coefficients=(0,) * 3,
+    d = StarGalaxyModel(mean=(0,) * 5, scale=(1,) * 5, coefficients=(0,) * 5,
                         intercept=0.0).to_dict()
     d["features"] = ["something", "else"]
     with pytest.raises(ValueError, match="other features"):
         StarGalaxyModel.from_dict(d)
+    with pytest.raises(ValueError, match="one value per feature"):
+        StarGalaxyModel(mean=(0,) * 3, scale=(1,) * 3, coefficients=(0,) * 3, intercept=0.0)
 
 
 @pytest.mark.parametrize("mode, fwhm, use, why", [
@@ -169,7 +219,7 @@ def test_engine_reclassifies_a_point_source_the_network_called_a_galaxy():
                          [OBJECT_CODE["galaxy"], OBJECT_CODE["galaxy"]], [0.9, 0.9])
     # relies on the concentration alone: a deficit of 0.2 or more means galaxy
     model = StarGalaxyModel(mean=(0,) * 3, scale=(1,) * 3, coefficients=(-50, 0, 0),
-                            intercept=10.0)
+                            intercept=10.0, features=FEATURES_WITHOUT_FWHM)
     out = reclassify_instances(table, detection, origin, reference, model, noise=1.0)
     assert out.column("class").to_pylist() == ["star", "galaxy"]
     assert out.column("class_id").to_pylist() == [OBJECT_CODE["star"], OBJECT_CODE["galaxy"]]
@@ -216,3 +266,20 @@ def test_psf_classes_option_takes_auto_on_off_or_a_boolean():
     assert resolve_config(maskrcnn={"psf_classes": False}).maskrcnn.psf_classes == "off"
     with pytest.raises(InputError, match="psf_classes must be auto, on or off, got 'maybe'"):
         resolve_config(maskrcnn={"psf_classes": "maybe"})
+
+
+def test_fit_from_samples_uses_each_fields_fwhm_and_records_their_range():
+    from astrodask.train.star_galaxy import fit_from_samples
+
+    fwhm = np.repeat([2.5, 6.0], 1500)
+    relative, snr, is_star = synthetic_samples(3000, 5, fwhm)
+    true_snr = snr.copy()
+    true_snr[:10] = 2.0                                   # under min_snr: left out
+    saturated = np.zeros(3000, bool)
+    saturated[-5:] = True                                 # left out: the engine calls them stars
+    model = fit_from_samples({"relative_concentration": relative, "snr": snr,
+                              "fwhm_px": fwhm, "is_star": is_star, "true_snr": true_snr,
+                              "saturated": saturated})
+    assert model.features == FEATURES and model.fwhm_range_px == (2.5, 6.0)
+    p = model.star_probability(relative, snr, fwhm_px=fwhm)
+    assert ((p >= 0.5) == is_star).mean() > 0.8   # galaxies under the 6 px PSF overlap the stars

@@ -120,13 +120,17 @@ def fit_from_samples(samples, min_snr=5.0, l2=1e-2):
 
     Saturated instances are left out: the engine calls them stars whatever
     their concentration (:func:`astrodask.star_galaxy.reclassify_instances`).
+    The model's features include each field's PSF FWHM (``fwhm_px``), and it
+    records the range of FWHMs it was fitted on.
 
     Returns
     -------
     StarGalaxyModel
     """
-    from ..star_galaxy import design_matrix, fit_star_galaxy
+    from ..star_galaxy import FEATURES, design_matrix, fit_star_galaxy
 
     keep = (np.asarray(samples["true_snr"]) >= min_snr) & ~np.asarray(samples["saturated"], bool)
-    features = design_matrix(samples["relative_concentration"][keep], samples["snr"][keep])
-    return fit_star_galaxy(features, samples["is_star"][keep], l2=l2)
+    fwhm = np.asarray(samples["fwhm_px"], dtype=np.float64)[keep]
+    features = design_matrix(samples["relative_concentration"][keep], samples["snr"][keep], fwhm)
+    return fit_star_galaxy(features, samples["is_star"][keep], l2=l2, names=FEATURES,
+                           fwhm_range_px=(fwhm.min(), fwhm.max()))
