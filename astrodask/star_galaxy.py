@@ -14,11 +14,11 @@ concentration relative to the PSF, the aperture S/N and the PSF's FWHM in
 pixels (how far a galaxy of a given size stands out from the PSF depends on
 it), fitted on simulated fields whose seeing, PSF family, pixel scale and
 depth are drawn at random, gives the star probability; it lives in the Mask
-R-CNN's model card (``star_galaxy``). Adding the network's own score to it made it worse on
-fields it had not seen (the network's errors depend on the field), so the
-engine uses it instead of the network's class where the network is out of
-its depth: by default (``auto``) where the mosaic's FWHM lies outside the
-range the network was trained on (:func:`use_psf_classes`).
+R-CNN's model card (``star_galaxy``). Adding the network's own score to it
+made it worse on fields it had not seen (the network's errors depend on the
+field), so the engine uses it instead of the network's class where the
+network is out of its depth: by default (``auto``) where the mosaic's FWHM
+lies outside the range the network was trained on (:func:`use_psf_classes`).
 
 Positions are 0-based pixels, ``x`` along columns.
 """
