@@ -272,6 +272,59 @@ def morphology_confusion(catalog, truth, radius=2.0, snr_min=20.0, classes=None)
             "n": {name: int(totals[k]) for k, name in enumerate(classes)}}
 
 
+def shape_agreement(catalog, truth, radius=2.0, snr_edges=(10.0, 30.0, 100.0), max_q=0.5):
+    """Second-moment shapes of a catalog against the true galaxies' axes, per S/N bin.
+
+    True galaxies with a catalog counterpart (one-to-one within ``radius``
+    px) are binned by S/N (``snr_edges``, the last bin open). Per bin: the
+    median angle between the catalog's ``theta_image`` and the true
+    position angle over galaxies with axis ratio ``q < max_q`` (an axis:
+    angles 180 degrees apart agree), the share of those within 15 degrees,
+    and the correlation of the catalog's ``b_image / a_image`` with the true
+    ``q`` over all matched galaxies of the bin.
+
+    Parameters
+    ----------
+    catalog : dict-like
+        Columns ``x``, ``y``, ``a_image``, ``b_image``, ``theta_image`` (deg,
+        counter-clockwise from +x).
+    truth : dict-like
+        Columns ``x``, ``y``, ``class``, ``snr``, ``q``, ``position_angle``
+        (deg, counter-clockwise from +x).
+
+    Returns
+    -------
+    list of dict
+        One per bin: ``snr_min``, ``snr_max`` (None for the last), ``n_elongated``,
+        ``median_angle_error``, ``within_15_deg``, ``n``, ``axis_ratio_correlation``
+        (NaN where a bin has too few objects).
+    """
+    to_cat, _ = match_positions(truth["x"], truth["y"], catalog["x"], catalog["y"], radius)
+    snr, q = np.asarray(truth["snr"], float), np.asarray(truth["q"], float)
+    galaxy = (np.asarray(truth["class"]).astype(str) == "galaxy") & (to_cat >= 0)
+    a, b, theta = (np.asarray(catalog[k], float) for k in ("a_image", "b_image", "theta_image"))
+    # each true source's counterpart's values (NaN without one)
+    ratio, turn = np.full(len(q), np.nan), np.full(len(q), np.nan)
+    has = to_cat >= 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio[has] = b[to_cat[has]] / a[to_cat[has]]
+    turn[has] = np.abs((theta[to_cat[has]] - np.asarray(truth["position_angle"], float)[has]
+                        + 90.0) % 180.0 - 90.0)
+    out = []
+    for lo, hi in zip(snr_edges, list(snr_edges[1:]) + [None]):
+        in_bin = galaxy & (snr >= lo) & (snr < (np.inf if hi is None else hi))
+        elongated = in_bin & (q < max_q) & np.isfinite(turn)
+        pairs = in_bin & np.isfinite(ratio)
+        correlation = (float(np.corrcoef(ratio[pairs], q[pairs])[0, 1])
+                       if pairs.sum() >= 3 else float("nan"))
+        out.append({"snr_min": lo, "snr_max": hi, "n_elongated": int(elongated.sum()),
+                    "median_angle_error": (float(np.median(turn[elongated])) if elongated.any()
+                                           else float("nan")),
+                    "within_15_deg": _ratio((turn[elongated] < 15.0).sum(), elongated.sum()),
+                    "n": int(pairs.sum()), "axis_ratio_correlation": correlation})
+    return out
+
+
 def bright_sources(catalog, truth, mask_flux=None, band="r", snr_min=100.0, radius=5.0,
                    extended_hlr=1.0, large_hlr=1.5, flagged=None, segment_flux=None):
     """Bright true sources the catalog lost, and the fluxes of its large isolated galaxies.

@@ -154,6 +154,9 @@ def chunk_sums(labels, y0, x0, image, flags, weight=None, classes=None, touching
         "sum_f": total(detection),
         "sum_fy": total(detection * yy),
         "sum_fx": total(detection * xx),
+        "sum_fyy": total(detection * yy * yy),
+        "sum_fxx": total(detection * xx * xx),
+        "sum_fxy": total(detection * xx * yy),
         "sum_y": total(yy),
         "sum_x": total(xx),
         "flagged": total((flags & ~np.uint8(PADDING)).any(axis=0) if touching is None
@@ -209,6 +212,9 @@ class Accumulator:
         self.sum_f = np.zeros(n + 1)
         self.sum_fy = np.zeros(n + 1)
         self.sum_fx = np.zeros(n + 1)
+        self.sum_fyy = np.zeros(n + 1)
+        self.sum_fxx = np.zeros(n + 1)
+        self.sum_fxy = np.zeros(n + 1)
         self.sum_y = np.zeros(n + 1)
         self.sum_x = np.zeros(n + 1)
         self.flagged = np.zeros(n + 1)
@@ -227,7 +233,8 @@ class Accumulator:
     def add(self, sums):
         """Add one chunk's sums."""
         ids = sums["id"]
-        for name in ("area", "flux", "sum_f", "sum_fy", "sum_fx", "sum_y", "sum_x", "flagged",
+        for name in ("area", "flux", "sum_f", "sum_fy", "sum_fx", "sum_fyy", "sum_fxx",
+                     "sum_fxy", "sum_y", "sum_x", "flagged",
                      "saturated", "variance", "class_f", "pairs", "peak_f", "peak_fy",
                      "peak_fx", "anchor_inner", "smooth_f", "smooth_fy", "smooth_fx"):
             target = getattr(self, name)
@@ -261,7 +268,9 @@ class Accumulator:
             smoothed = self.smooth_f[1:] > 0
             y_smooth = np.where(smoothed, self.smooth_fy[1:] / self.smooth_f[1:], np.nan)
             x_smooth = np.where(smoothed, self.smooth_fx[1:] / self.smooth_f[1:], np.nan)
+        a_image, b_image, theta_image = self._ellipse(x, y)
         out = {"x": x, "y": y, "x_peak": x_peak, "y_peak": y_peak,
+               "a_image": a_image, "b_image": b_image, "theta_image": theta_image,
                "x_smooth": x_smooth, "y_smooth": y_smooth,
                "area": area.astype(np.int64),
                "masked_pixels": self.flagged[1:].astype(np.int64),
@@ -280,6 +289,29 @@ class Accumulator:
             out["min_background"] = np.where(np.isfinite(self.min_background[1:]),
                                              self.min_background[1:], np.nan)
         return out
+
+
+    def _ellipse(self, x, y):
+        """Semi-axes (px) and angle (deg) of each object's flux-weighted second moments.
+
+        As SExtractor's ``A_IMAGE``, ``B_IMAGE``, ``THETA_IMAGE``: the RMS
+        extent along the major and minor axes of the detection image's
+        positive light over the exclusive segment, and the major axis's
+        angle counter-clockwise from +x, in (-90, 90]. NaN for an object
+        without positive light.
+        """
+        f = self.sum_f[1:]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            cyy = np.where(f > 0, self.sum_fyy[1:] / f - y * y, np.nan)
+            cxx = np.where(f > 0, self.sum_fxx[1:] / f - x * x, np.nan)
+            cxy = np.where(f > 0, self.sum_fxy[1:] / f - x * y, np.nan)
+        # rounding of the raw sums may leave a one-pixel object slightly negative
+        cyy, cxx = np.clip(cyy, 0.0, None), np.clip(cxx, 0.0, None)
+        mean = (cxx + cyy) / 2
+        spread = np.hypot((cxx - cyy) / 2, cxy)
+        theta = np.degrees(0.5 * np.arctan2(2 * cxy, cxx - cyy))
+        theta = np.where(theta <= -90.0, theta + 180.0, theta)
+        return (np.sqrt(mean + spread), np.sqrt(np.clip(mean - spread, 0.0, None)), theta)
 
 
 def measurement_noise(mosaic):

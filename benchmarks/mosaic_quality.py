@@ -17,7 +17,10 @@ the noiseless flux in the object's segment over the same (what the segment
 holds of the galaxy, without the noise of the catalog flux). The missed
 S/N ≥ 10 sources are counted by their distance to the nearest catalog
 object and by cause (``missed_causes``: placed off, inside a neighbour's
-segment, not detected).
+segment, not detected). Galaxy shapes of both catalogs against the truth
+(``shape_agreement``): per S/N bin, the median angle between the catalog's
+``theta_image`` and the true position angle of galaxies with axis ratio
+q < 0.5, and the correlation of ``b_image / a_image`` with q.
 
 Fields (``--preset decam``): ``standard`` (the preset's density), ``crowded``
 (120 galaxies per arcmin²), ``masked`` (bad columns, a NaN patch, a
@@ -183,7 +186,8 @@ def pipeline(images, work, halo=32, weights=None, models=None, rescale=None, con
     table = astrodask.read_catalog(work / "results" / "catalog.parquet")
     catalog = {name: table.column(name).to_numpy(zero_copy_only=False)
                for name in table.column_names
-               if name in ("id", "x", "y", "source_class", "morphology")
+               if name in ("id", "x", "y", "source_class", "morphology", "a_image", "b_image",
+                           "theta_image")
                or name.startswith("flux_")}
     return mosaic, catalog, seconds
 
@@ -280,7 +284,7 @@ def score_field(name, kwargs, size, out, grid_checks, models=None, preset="decam
 
     import astrodask
     from astrodask.catalog_scores import (bright_sources, catalog_agreement, morphology_confusion,
-                                          score_catalog)
+                                          score_catalog, shape_agreement)
     from astrodask.simulation.presets import get_preset
 
     work = out / name
@@ -295,12 +299,14 @@ def score_field(name, kwargs, size, out, grid_checks, models=None, preset="decam
     mosaic, catalog, seconds = pipeline(images, work / "h32", weights=weights, models=models,
                                         config=config)
     flagged = (mosaic.array("mask")[:] != 0).any(axis=0)
+    sep = sep_on(mosaic, get_preset(preset))
     result = {"field": name, "size": size, "settings": kwargs, "seconds": seconds,
               "n_true": len(truth["x"]),
               "radius": radius,
               "astrodask": score_catalog(catalog, truth, mosaic.tile_grid, flagged, radius=radius),
-              "sep": score_catalog(sep_on(mosaic, get_preset(preset)), truth,
-                                   mosaic.tile_grid, flagged, radius=radius),
+              "sep": score_catalog(sep, truth, mosaic.tile_grid, flagged, radius=radius),
+              "shapes": {"astrodask": shape_agreement(catalog, truth, radius=radius),
+                         "sep": shape_agreement(sep, truth, radius=radius)},
               "missed_by_distance": missed_offsets(catalog, truth, radius),
               "missed_by_cause": missed_causes(
                   catalog, truth, fits.getdata(work / "h32" / "results" / "segmap.fits"), radius)}
@@ -368,6 +374,15 @@ def print_field(r):
         for name, row in zip(m["classes"], m["matrix"]):
             print(f"{name:14s} " + " ".join(f"{v:12d}" for v in row)
                   + f"   {fmt(m['recall'][name])}")
+    if "shapes" in r:
+        print("galaxy shapes (matched): median |theta - true PA| of those with q < 0.5, "
+              "corr(b/a, true q); astrodask / SEP")
+        for ours, theirs in zip(r["shapes"]["astrodask"], r["shapes"]["sep"]):
+            top = "" if ours["snr_max"] is None else f"{ours['snr_max']:g}"
+            print(f"  S/N [{ours['snr_min']:g},{top}): {ours['median_angle_error']:5.1f} / "
+                  f"{theirs['median_angle_error']:5.1f} deg (n {ours['n_elongated']} / "
+                  f"{theirs['n_elongated']}), corr {fmt(ours['axis_ratio_correlation'])} / "
+                  f"{fmt(theirs['axis_ratio_correlation'])}")
     b = r["bright"]
     ratios = np.asarray(b["large_flux_ratios"])
     print(f"S/N >= 100: {b['lost']} of {b['n_bright']} with no catalog object within 5 px "

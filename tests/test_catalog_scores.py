@@ -1,6 +1,7 @@
 """Scoring a whole-mosaic catalog against truth."""
 
 import numpy as np
+import pytest
 
 from astrodask.catalog_scores import (bright_sources, catalog_agreement, match_positions,
                                       morphology_confusion, pooled_regions, region_masks,
@@ -109,3 +110,30 @@ def test_bright_sources_lost_and_large_galaxy_fluxes():
     # a source centred on flagged pixels is not lost: it cannot be catalogued
     flagged[10, 50] = True
     assert bright_sources(catalog, truth, flagged=flagged)["lost"] == 0
+
+
+def test_shape_agreement_scores_angles_modulo_180_and_axis_ratios_per_snr_bin():
+    from astrodask.catalog_scores import shape_agreement
+
+    rng = np.random.default_rng(2)
+    n = 60
+    truth = {"x": np.arange(n) * 10.0, "y": np.zeros(n), "class": ["galaxy"] * (n - 1) + ["star"],
+             "snr": np.where(np.arange(n) < 30, 20.0, 200.0), "q": rng.uniform(0.2, 1.0, n),
+             "position_angle": rng.uniform(0, 180, n)}
+    # a catalog whose angles are the truth's wrapped to (-90, 90] and 4 deg off, b/a = q
+    theta = (truth["position_angle"] + 4.0 + 90.0) % 180.0 - 90.0
+    catalog = {"x": truth["x"] + 0.5, "y": truth["y"], "a_image": np.full(n, 3.0),
+               "b_image": 3.0 * truth["q"], "theta_image": theta}
+    faint, bright = shape_agreement(catalog, truth, snr_edges=(10.0, 100.0))
+    assert faint["snr_max"] == 100.0 and bright["snr_max"] is None
+    assert faint["n"] == 30 and bright["n"] == 29                 # the star is left out
+    assert faint["n_elongated"] == int((truth["q"][:30] < 0.5).sum())
+    assert faint["median_angle_error"] == pytest.approx(4.0) and faint["within_15_deg"] == 1.0
+    assert bright["axis_ratio_correlation"] == pytest.approx(1.0)
+    # a catalog at random angles, one object missing
+    catalog["theta_image"] = rng.uniform(-90, 90, n)
+    catalog["x"][0] = 1e6
+    faint, bright = shape_agreement(catalog, truth, snr_edges=(10.0, 100.0))
+    assert faint["n"] == 29 and 20 < faint["median_angle_error"] < 70
+    empty = {k: np.zeros(0) for k in catalog}
+    assert shape_agreement(empty, truth)[0]["n"] == 0

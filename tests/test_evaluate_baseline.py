@@ -44,3 +44,20 @@ def test_sep_finds_stars_and_galaxies_with_masks():
     np.testing.assert_array_equal(found.class_ids, np.where(owner < 2, 1, 2))
     # masks are exclusive (a segmentation map)
     assert found.masks.sum(axis=0).max() == 1
+
+
+def test_sep_catalog_gives_shapes_in_the_catalogs_convention():
+    from astrodask.baselines.sep_baseline import sep_catalog
+
+    rng = np.random.default_rng(1)
+    yy, xx = np.mgrid[:128, :128]
+    image = rng.normal(0, 1, size=(3, 128, 128))
+    # a galaxy elongated along the line 30 deg counter-clockwise from +x (x = columns)
+    t = np.radians(30.0)
+    u = (xx - 60) * np.cos(t) + (yy - 64) * np.sin(t)
+    v = -(xx - 60) * np.sin(t) + (yy - 64) * np.cos(t)
+    image += 50 * np.exp(-0.5 * ((u / 6.0) ** 2 + (v / 2.5) ** 2))
+    found = sep_catalog(image.astype(np.float32), 1.5)
+    k = int(np.argmax(found["snr"]))
+    assert found["theta_image"][k] == pytest.approx(30.0, abs=3.0)
+    assert found["b_image"][k] / found["a_image"][k] == pytest.approx(2.5 / 6.0, abs=0.1)

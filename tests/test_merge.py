@@ -19,6 +19,7 @@ from scipy import ndimage
 
 import astrodask
 from astrodask import storage
+from astrodask.catalog_scores import match_positions
 from astrodask.engine.results import Results, write_parquet
 from astrodask.storage import put_json
 from astrodask.instances import tile_instances
@@ -312,6 +313,26 @@ def test_measurements_agree_with_truth_for_isolated_objects(field):
             assert abs(cat[f"flux_{b}"][k] - expected) < 5 * cat[f"flux_err_{b}"][k] + 1e-3
             assert np.isfinite(cat[f"mag_{b}"][k])
     assert checked >= 5
+    shapes_follow_the_true_axes(cat, truth)
+
+
+def shapes_follow_the_true_axes(cat, truth):
+    """Second-moment shapes of the catalog against the true galaxies' q and position angle."""
+    a, b, theta = (np.array(cat[k]) for k in ("a_image", "b_image", "theta_image"))
+    assert np.all(b <= a) and np.all((theta > -90) & (theta <= 90))
+    to_cat, _ = match_positions(truth["x"], truth["y"], cat["x"], cat["y"], 1.5)
+    galaxy = (np.asarray(truth["class"]) == "galaxy") & (to_cat >= 0)
+    elongated = (galaxy & (np.asarray(truth["q"]) < 0.5) & (np.asarray(truth["hlr"]) > 0.4)
+                 & (np.asarray(truth["n_neighbours"]) == 0))
+    assert elongated.sum() >= 5
+    k = to_cat[elongated]
+    turn = (theta[k] - np.asarray(truth["position_angle"])[elongated] + 90) % 180 - 90
+    assert np.median(np.abs(turn)) < 5.0
+    with np.errstate(invalid="ignore"):
+        ratio = b / a                              # NaN for a one-pixel segment
+    assert np.nanmedian(ratio[k]) < 0.75
+    rounder = galaxy & (np.asarray(truth["q"]) > 0.85)
+    assert np.nanmedian(ratio[to_cat[rounder]]) > np.nanmedian(ratio[k]) + 0.15
 
 
 def test_flux_errors_follow_the_correlated_sky_noise(field):
@@ -366,6 +387,7 @@ def test_catalog_is_deterministic_and_carries_provenance(field):
     schema = pq.read_schema(first / "catalog.parquet" / "_common_metadata")
     units = {f.name: (f.metadata or {}).get(b"unit", b"").decode() for f in schema}
     assert units["x"] == units["bbox_y0"] == "pix" and units["area"] == "pix2"
+    assert units["a_image"] == units["b_image"] == "pix" and units["theta_image"] == "deg"
     assert units["ra"] == units["dec"] == "deg" and units["mag_r"] == "mag(AB)"
     assert units["flux_g"] == units["flux_err_g"] == mosaic.attrs["bunit"]["g"]
     assert units["id"] == units["source_class"] == ""
@@ -629,3 +651,4 @@ def test_box_pairs_and_components_match_brute_force():
             changed = not np.array_equal(before, lowest)
         _, label = components(n, pairs)
         assert smallest_member(label, np.arange(n)).tolist() == lowest.tolist()
+

@@ -78,14 +78,18 @@ def sep_catalog(images, psf_half_light_radius, mask=None, threshold=1.2, min_are
     -------
     dict of ndarray
         ``x``, ``y`` (0-based pixels), ``source_class`` (``star``/``galaxy``, the
-        catalog's column name) and ``snr``.
+        catalog's column name), ``snr``, and SEP's second-moment shape as the
+        catalog's ``a_image``, ``b_image`` (px) and ``theta_image`` (degrees
+        counter-clockwise from +x).
     """
     objects, _, detection = _extract(images, mask, threshold, min_area, deblend_nthresh,
                                      deblend_cont)
     classes, scores = _classify(objects, detection, psf_half_light_radius, star_factor)
     names = np.array(["", "star", "galaxy"], dtype=object)
     return {"x": np.asarray(objects["x"], float), "y": np.asarray(objects["y"], float),
-            "source_class": names[classes], "snr": scores}
+            "source_class": names[classes], "snr": scores,
+            "a_image": np.asarray(objects["a"], float), "b_image": np.asarray(objects["b"], float),
+            "theta_image": np.degrees(np.asarray(objects["theta"], float))}
 
 
 def _extract(images, mask, threshold, min_area, deblend_nthresh, deblend_cont,

@@ -449,6 +449,8 @@ def catalog_table(mosaic, objects, accumulator, unet, options, first_id=1):
         "bbox_y0": objects.y0, "bbox_x0": objects.x0,
         "bbox_y1": objects.y1, "bbox_x1": objects.x1,
         "area": measured["area"],
+        "a_image": measured["a_image"], "b_image": measured["b_image"],
+        "theta_image": measured["theta_image"],
         "anchor_y": objects.anchor_y, "anchor_x": objects.anchor_x,
     }
     for band in mosaic.bands:
@@ -559,6 +561,7 @@ def _peak_placed(measured, bands, morphology, min_snr):
 #: take their band's BUNIT (:func:`column_units`).
 UNITS = {"x": "pix", "y": "pix", "x_centroid": "pix", "y_centroid": "pix",
          "ra": "deg", "dec": "deg", "area": "pix2",
+         "a_image": "pix", "b_image": "pix", "theta_image": "deg",
          **{f"bbox_{c}": "pix" for c in ("y0", "x0", "y1", "x1")},
          "anchor_y": "pix", "anchor_x": "pix"}
 
