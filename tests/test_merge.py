@@ -651,4 +651,3 @@ def test_box_pairs_and_components_match_brute_force():
             changed = not np.array_equal(before, lowest)
         _, label = components(n, pairs)
         assert smallest_member(label, np.arange(n)).tolist() == lowest.tolist()
-
