@@ -6,8 +6,8 @@ it contains (:func:`chunk_sums`); :class:`Accumulator` adds them up and
 spans several chunks is thus measured exactly, in bounded memory.
 
 Conventions: pixel coordinates are 0-based with pixel centres on integers;
-centroids are weighted by the positive part of the detection image (the sum
-of all bands); fluxes are sums over the object's exclusive segment in the
+centroids and second-moment shapes are weighted by the positive part of
+the detection image (the sum of all bands); fluxes are sums over the object's exclusive segment in the
 mosaic's units; AB magnitudes use each band's MAGZERO.
 """
 
@@ -289,7 +289,6 @@ class Accumulator:
             out["min_background"] = np.where(np.isfinite(self.min_background[1:]),
                                              self.min_background[1:], np.nan)
         return out
-
 
     def _ellipse(self, x, y):
         """Semi-axes (px) and angle (deg) of each object's flux-weighted second moments.
