@@ -7,8 +7,9 @@ spans several chunks is thus measured exactly, in bounded memory.
 
 Conventions: pixel coordinates are 0-based with pixel centres on integers;
 centroids and second-moment shapes are weighted by the positive part of
-the detection image (the sum of all bands); fluxes are sums over the object's exclusive segment in the
-mosaic's units; AB magnitudes use each band's MAGZERO.
+the detection image (the sum of all bands); fluxes are sums over the
+object's exclusive segment in the mosaic's units; AB magnitudes use each
+band's MAGZERO.
 """
 
 import numpy as np
