@@ -301,11 +301,11 @@ def shape_agreement(catalog, truth, radius=2.0, snr_edges=(10.0, 30.0, 100.0), m
     """
     to_cat, _ = match_positions(truth["x"], truth["y"], catalog["x"], catalog["y"], radius)
     snr, q = np.asarray(truth["snr"], float), np.asarray(truth["q"], float)
-    galaxy = (np.asarray(truth["class"]).astype(str) == "galaxy") & (to_cat >= 0)
+    has = to_cat >= 0
+    galaxy = (np.asarray(truth["class"]).astype(str) == "galaxy") & has
     a, b, theta = (np.asarray(catalog[k], float) for k in ("a_image", "b_image", "theta_image"))
     # each true source's counterpart's values (NaN without one)
     ratio, turn = np.full(len(q), np.nan), np.full(len(q), np.nan)
-    has = to_cat >= 0
     with np.errstate(invalid="ignore", divide="ignore"):
         ratio[has] = b[to_cat[has]] / a[to_cat[has]]
     turn[has] = np.abs((theta[to_cat[has]] - np.asarray(truth["position_angle"], float)[has]

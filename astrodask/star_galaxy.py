@@ -76,7 +76,7 @@ def design_matrix(relative_concentration, snr, fwhm_px=None, features=FEATURES,
             fwhm = np.clip(fwhm, *fwhm_range_px)
         log_fwhm = np.log10(fwhm)
     return np.column_stack([FEATURE_TERMS[name](deficit, log_snr, log_fwhm)
-                            for name in features]).reshape(deficit.size, len(features))
+                            for name in features])
 
 
 @dataclass(frozen=True)
