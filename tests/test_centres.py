@@ -322,6 +322,46 @@ def test_training_can_start_from_given_weights(tmp_path):
                       widths=(8, 16, 24, 32), **options)
 
 
+def test_a_widened_network_computes_the_narrow_ones_heatmap():
+    from astrodask.models.centres import widen_centre_net
+
+    image = np.random.default_rng(3).normal(size=(2, 48, 40, 3)).astype(np.float32)
+    narrow = build_centre_net(3, (8, 16, 24))
+    wide = build_centre_net(3, (12, 16, 40))
+    widen_centre_net(narrow, wide, noise=0.0)
+    expected = np.asarray(narrow(image))
+    np.testing.assert_allclose(np.asarray(wide(image)), expected, atol=1e-4)
+    # the copies are told apart, and the output moves only a little
+    widen_centre_net(narrow, wide, noise=0.01)
+    kernel = wide.get_layer(index=2).get_weights()[0]  # the first convolution
+    assert not np.allclose(kernel[..., 8:], kernel[..., :4])
+    assert 0 < np.abs(np.asarray(wide(image)) - expected).max() < 0.1 * np.abs(expected).max()
+    with pytest.raises(ValueError, match="cannot narrow"):
+        widen_centre_net(wide, build_centre_net(3, (8, 16, 40)))
+    with pytest.raises(ValueError, match="differ in depth"):
+        widen_centre_net(narrow, build_centre_net(3, (8, 16, 24, 32)))
+
+
+def test_training_can_start_from_a_narrower_network(tmp_path):
+    from astrodask.train.centres import WEIGHTS_FILE, centres_section, train_centres
+
+    options = dict(batch_size=2, crop=32, warmup_steps=1)
+    narrow, _ = train_centres(tmp_path / "a", n_fields=1, field_size=48, seed=5, steps=1,
+                              widths=(8, 16, 24), **options)
+    wide, state = train_centres(tmp_path / "b", n_fields=1, field_size=48, seed=7, steps=0,
+                                init_weights=tmp_path / "a" / WEIGHTS_FILE,
+                                init_widths=(8, 16, 24), widths=(16, 24, 32), **options)
+    image = np.random.default_rng(4).normal(size=(1, 32, 32, 3)).astype(np.float32)
+    np.testing.assert_allclose(centre_heatmap(wide, image, flips=False),
+                               centre_heatmap(narrow, image, flips=False), atol=0.02)
+    assert state["init_widths"] == [8, 16, 24]
+    assert centres_section(state, "x.h5", 0.4)["widths"] == [16, 24, 32]
+    with pytest.raises(InputError, match="cannot narrow"):
+        train_centres(tmp_path / "c", n_fields=1, field_size=48, steps=0,
+                      init_weights=tmp_path / "a" / WEIGHTS_FILE, init_widths=(8, 16, 24),
+                      widths=(8, 8, 24), **options)
+
+
 def test_bad_training_options_are_refused(tmp_path):
     from astrodask.train.centres import train_centres
 

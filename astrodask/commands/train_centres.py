@@ -1,5 +1,7 @@
 """``astrodask train centres``: train the centre network on simulated fields (resumable)."""
 
+import argparse
+
 from astrodask.commands import group
 
 
@@ -39,12 +41,29 @@ def register(subparsers):
     parser.add_argument("--init-weights", metavar="WEIGHTS.h5",
                         help="start from these centre-network weights (fine-tuning), e.g. "
                              "a shipped MODEL.centres.weights.h5; read on a fresh run only")
+    parser.add_argument("--widths", type=_widths, default=None, metavar="W1,W2,...",
+                        help="filters per level of the network, finest first (default "
+                             "16,32,64,96)")
+    parser.add_argument("--init-widths", type=_widths, default=None, metavar="W1,W2,...",
+                        help="the widths of --init-weights where they are narrower than "
+                             "--widths: the network starts as their widened copy")
     parser.add_argument("--attach-to", metavar="MODEL.keras",
                         help="after training, copy the weights beside this Mask R-CNN and "
                              "record them in its card")
     parser.add_argument("--threshold", type=float, default=0.3,
                         help="with --attach-to: the least heatmap peak the engine keeps")
     parser.set_defaults(func=_train, quiet_native_logs=True)
+
+
+def _widths(text):
+    try:
+        widths = [int(part) for part in text.split(",")]
+    except ValueError:
+        widths = []
+    if len(widths) < 2 or min(widths) < 1:
+        raise argparse.ArgumentTypeError(f"widths must be two or more positive integers "
+                                         f"separated by commas, got {text!r}")
+    return widths
 
 
 def _train(args):
@@ -55,10 +74,11 @@ def _train(args):
     _, state = train_centres(args.run_dir, preset=args.preset, n_fields=args.fields,
                              field_size=args.field_size, seed=args.seed, max_seconds=max_seconds,
                              workers=args.workers, init_weights=args.init_weights,
-                             randomise=args.randomise,
+                             init_widths=args.init_widths, randomise=args.randomise,
                              steps=args.steps, batch_size=args.batch_size,
                              crop=args.crop, learning_rate=args.learning_rate,
-                             damage=args.damage, binning=args.binning)
+                             damage=args.damage, binning=args.binning,
+                             **({"widths": args.widths} if args.widths else {}))
     done = state["step"] >= state["settings"]["steps"]
     print(f"{state['step']}/{state['settings']['steps']} steps"
           + ("" if done else "; rerun to resume"))

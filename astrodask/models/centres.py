@@ -76,6 +76,69 @@ def load_centre_net(weights, n_bands, widths=WIDTHS):
     return model
 
 
+def _widened_channels(old, new, rng):
+    """Which of ``old`` channels each of ``new`` >= ``old`` channels copies: all, then random ones."""
+    if new < old:
+        raise ValueError(f"cannot narrow a layer of {old} filters to {new}")
+    return np.concatenate([np.arange(old), rng.integers(0, old, new - old)])
+
+
+def widen_centre_net(narrow, wide, seed=0, noise=0.01):
+    """Copy a centre network into a wider one that computes (almost) the same heatmap.
+
+    Net2WiderNet (Chen, Goodfellow & Shlens 2016): each new filter of a
+    layer copies a filter of the narrow layer; the layer after it divides the
+    weights it gives each copy by the number of copies, so the sum it
+    forms is unchanged. ReLU, pooling, upsampling and concatenation act
+    channel by channel, so with ``noise`` 0 the wide network's output equals
+    the narrow one's. Copies would stay identical under training; ``noise``
+    (relative to each layer's weight spread) tells them apart.
+
+    Parameters
+    ----------
+    narrow, wide : keras.Model
+        Networks of :func:`build_centre_net` with the same bands and number
+        of levels, ``wide``'s widths no smaller than ``narrow``'s; ``wide``'s
+        weights are overwritten.
+    seed : int
+        Seeds which filters are copied and the noise.
+    noise : float
+    """
+    from keras import layers
+
+    rng = np.random.default_rng(seed)
+    narrow_convs = [layer for layer in narrow.layers if isinstance(layer, layers.Conv2D)]
+    wide_convs = [layer for layer in wide.layers if isinstance(layer, layers.Conv2D)]
+    if len(narrow_convs) != len(wide_convs):
+        raise ValueError("the two centre networks differ in depth")
+    levels = (len(narrow_convs) + 1) // 4
+    # Inputs of each convolution, in build order: the layer whose output it
+    # reads, or two (the upsampled path and the skip) for the expansion's first.
+    sources = [None]
+    for index in range(1, 2 * levels):
+        sources.append((index - 1,))
+    for level in range(levels - 2, -1, -1):
+        sources.append((len(sources) - 1, 2 * level + 1))
+        sources.append((len(sources) - 1,))
+    sources.append((len(sources) - 1,))
+    copies = []
+    for index, (small, large) in enumerate(zip(narrow_convs, wide_convs)):
+        kernel, bias = small.get_weights()
+        if sources[index] is None:
+            inputs = np.arange(kernel.shape[2])
+        else:
+            offsets = np.cumsum([0] + [narrow_convs[s].filters for s in sources[index]])
+            inputs = np.concatenate([copies[s] + offset
+                                     for s, offset in zip(sources[index], offsets)])
+        last = index == len(narrow_convs) - 1
+        outputs = np.arange(1) if last else _widened_channels(small.filters, large.filters, rng)
+        copies.append(outputs)
+        shares = np.bincount(inputs, minlength=kernel.shape[2])[inputs]
+        widened = kernel[:, :, inputs][..., outputs] / shares[None, None, :, None]
+        widened = widened + rng.normal(0.0, noise * kernel.std(), widened.shape)
+        large.set_weights([widened.astype(np.float32), bias[outputs]])
+
+
 def centres_from_card(card, card_file):
     """The centre network of a Mask R-CNN card, or None where it has none.
 

@@ -30,7 +30,8 @@ import numpy as np
 
 from ..errors import InputError
 from ..models.centres import (TARGET_SIGMA, WIDTHS, bin_images, binned_positions,
-                              build_centre_net, render_target)
+                              build_centre_net, load_centre_net, render_target,
+                              widen_centre_net)
 from ..storage import local_file_written_whole, put_json
 from .maskrcnn_data import _column
 
@@ -206,8 +207,8 @@ def _save(run_dir, model, optimizer, state):
 
 
 def train_centres(run_dir, preset="decam", n_fields=800, field_size=256, seed=4_000_000,
-                  max_seconds=None, workers=1, log=print, init_weights=None, randomise=0.0,
-                  **options):
+                  max_seconds=None, workers=1, log=print, init_weights=None, init_widths=None,
+                  randomise=0.0, **options):
     """Simulate a pool (once) and train the centre network on it, resumably.
 
     Parameters
@@ -230,6 +231,11 @@ def train_centres(run_dir, preset="decam", n_fields=800, field_size=256, seed=4_
         ``*.centres.weights.h5``) to start from instead of a random
         initialisation: fine-tuning. Read only when the run starts; a resumed
         run continues from its own checkpoint.
+    init_widths : sequence of int, optional
+        The widths of ``init_weights`` where they are narrower than this
+        run's ``widths``: the network starts as their widened copy
+        (:func:`~astrodask.models.centres.widen_centre_net`), which computes
+        the same heatmap.
     **options
         Any of :data:`DEFAULTS` (steps, batch_size, crop, learning_rate, ...).
 
@@ -265,6 +271,7 @@ def train_centres(run_dir, preset="decam", n_fields=800, field_size=256, seed=4_
                              f"size ({field_size // binning}), got {settings['crop']}")
         state = {"step": 0, "settings": settings, "losses": [],
                  "init_weights": Path(init_weights).name if init_weights else None,
+                 "init_widths": [int(w) for w in init_widths] if init_widths else None,
                  "pool": {"preset": preset, "fields": n_fields, "field_size": field_size,
                           "seeds": [seed, seed + n_fields - 1], "snr_min": settings["snr_min"],
                           "kinds": [dict(k) for k in FIELD_KINDS.get(preset, ())],
@@ -295,12 +302,21 @@ def train_centres(run_dir, preset="decam", n_fields=800, field_size=256, seed=4_
                 variable.assign(saved[f"v{i}"])
         log(f"resumed at step {state['step']}")
     elif init_weights:
+        widths = list(state.get("init_widths") or settings["widths"])
         try:
-            model.load_weights(str(init_weights))
+            start_net = load_centre_net(init_weights, images.shape[-1], tuple(widths))
         except (OSError, ValueError) as exc:
             raise InputError(f"cannot start from {init_weights}: not the weights of a centre "
-                             f"network of widths {settings['widths']} ({exc})") from None
-        log(f"starting from {init_weights}")
+                             f"network of widths {widths} ({exc})") from None
+        if widths == settings["widths"]:
+            model.set_weights(start_net.get_weights())
+            log(f"starting from {init_weights}")
+        else:
+            try:
+                widen_centre_net(start_net, model, seed=pool["seeds"][0])
+            except ValueError as exc:
+                raise InputError(f"cannot start from {init_weights}: {exc}") from None
+            log(f"starting from {init_weights}, widened from widths {widths}")
 
     @tf.function
     def train_step(x, y, rate):
