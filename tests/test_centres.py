@@ -355,7 +355,9 @@ def test_training_can_start_from_a_narrower_network(tmp_path):
     np.testing.assert_allclose(centre_heatmap(wide, image, flips=False),
                                centre_heatmap(narrow, image, flips=False), atol=0.02)
     assert state["init_widths"] == [8, 16, 24]
-    assert centres_section(state, "x.h5", 0.4)["widths"] == [16, 24, 32]
+    section = centres_section(state, "x.h5", 0.4)
+    assert section["widths"] == [16, 24, 32]
+    assert section["training"]["widened_from_widths"] == [8, 16, 24]
     with pytest.raises(InputError, match="cannot narrow"):
         train_centres(tmp_path / "c", n_fields=1, field_size=48, steps=0,
                       init_weights=tmp_path / "a" / WEIGHTS_FILE, init_widths=(8, 16, 24),

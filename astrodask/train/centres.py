@@ -356,15 +356,17 @@ def train_centres(run_dir, preset="decam", n_fields=800, field_size=256, seed=4_
 def centres_section(state, weights_name, threshold, flips=True):
     """The ``centres`` section of a Mask R-CNN card for a finished run."""
     settings = state["settings"]
+    training = {"steps": state["step"], "batch_size": settings["batch_size"],
+                "crop": settings["crop"], "learning_rate": settings["learning_rate"],
+                "target_sigma_px": settings["sigma"], "damage": settings.get("damage", 0.0),
+                "pool": state["pool"], "initialised_from": state.get("init_weights"),
+                "final_loss": state["losses"][-1][1] if state["losses"] else None}
+    if state.get("init_widths") and state["init_widths"] != list(settings["widths"]):
+        training["widened_from_widths"] = state["init_widths"]
     return {"weights": weights_name, "widths": list(settings["widths"]),
             "threshold": float(threshold), "flips": bool(flips),
             "binning": int(settings.get("binning", 1)),
-            "training": {"steps": state["step"], "batch_size": settings["batch_size"],
-                         "crop": settings["crop"], "learning_rate": settings["learning_rate"],
-                         "target_sigma_px": settings["sigma"],
-                         "damage": settings.get("damage", 0.0), "pool": state["pool"],
-                         "initialised_from": state.get("init_weights"),
-                         "final_loss": state["losses"][-1][1] if state["losses"] else None}}
+            "training": training}
 
 
 def attach_centres(run_dir, maskrcnn_path, threshold, flips=True):
