@@ -12,6 +12,8 @@ import numpy as np
 
 #: S/N bins of the completeness table (detection-image sigma of the truth).
 SNR_EDGES = (5.0, 7.0, 10.0, 20.0, 50.0, np.inf)
+#: Bins (px) of the distance to the nearest true neighbour, for completeness of blends.
+SEPARATION_EDGES = (0.0, 2.0, 3.0, 4.0, 6.0, 10.0, np.inf)
 
 
 def match_positions(x_a, y_a, x_b, y_b, radius):
@@ -100,8 +102,40 @@ def _ratio(numerator, denominator):
     return float(numerator) / float(denominator) if denominator else float("nan")
 
 
+def nearest_neighbour_distance(x, y, neighbours=None):
+    """Distance (px) from each point to the nearest other point among ``neighbours``.
+
+    Parameters
+    ----------
+    x, y : array_like
+        Positions.
+    neighbours : array_like of bool, optional
+        Which points count as neighbours (default: all).
+
+    Returns
+    -------
+    ndarray of float
+        ``inf`` where no other neighbour exists.
+    """
+    from scipy.spatial import cKDTree
+
+    points = np.column_stack([np.asarray(x, float), np.asarray(y, float)])
+    index = (np.arange(len(points)) if neighbours is None
+             else np.flatnonzero(np.asarray(neighbours, dtype=bool)))
+    if not len(index):
+        return np.full(len(points), np.inf)
+    k = min(2, len(index))
+    found, nearest = cKDTree(points[index]).query(points, k=k)
+    found, nearest = found.reshape(-1, k), index[nearest.reshape(-1, k)]
+    # a point that is itself a neighbour finds itself first
+    itself = nearest[:, 0] == np.arange(len(points))
+    second = found[:, 1] if k == 2 else np.full(len(points), np.inf)
+    return np.where(itself, second, found[:, 0])
+
+
 def score_catalog(catalog, truth, grid, flagged=None, radius=2.0, snr_min=10.0,
-                  snr_edges=SNR_EDGES):
+                  snr_edges=SNR_EDGES, separation_edges=SEPARATION_EDGES,
+                  neighbour_snr_min=5.0):
     """Completeness, purity, classes and duplicates of a catalog against truth.
 
     Parameters
@@ -119,13 +153,22 @@ def score_catalog(catalog, truth, grid, flagged=None, radius=2.0, snr_min=10.0,
         Match radius in pixels (one-to-one).
     snr_min : float
         Completeness, purity and classes are reported for true S/N above this.
+    snr_edges : sequence of float
+        Bins of true S/N for ``completeness_by_snr``.
+    separation_edges : sequence of float
+        Bins (px) of the distance from each true source to its nearest true
+        neighbour of S/N >= ``neighbour_snr_min``, for
+        ``completeness_by_separation`` (sources with S/N >= ``snr_min``):
+        how completeness falls for blended pairs.
+    neighbour_snr_min : float
 
     Returns
     -------
     dict
         ``completeness``, ``purity``, ``star_accuracy``, ``galaxy_accuracy``,
         ``duplicates``, ``n_catalog``, ``n_truth``, ``completeness_by_snr``
-        (list of ``(low, high, completeness, n)``), and ``regions``: the same
+        and ``completeness_by_separation`` (each a list of ``(low, high,
+        completeness, n)``), and ``regions``: the same
         completeness/purity/duplicates per region of :func:`region_masks`.
     """
     cx, cy = np.asarray(catalog["x"], float), np.asarray(catalog["y"], float)
@@ -164,11 +207,15 @@ def score_catalog(catalog, truth, grid, flagged=None, radius=2.0, snr_min=10.0,
         right = np.array([cclass[to_cat[i]] == kind for i in np.flatnonzero(sel)], dtype=bool)
         result[f"{kind}_accuracy"] = _ratio(right.sum(), sel.sum())
         result[f"n_{kind}"] = int(sel.sum())
-    result["completeness_by_snr"] = [
-        (float(lo), float(hi), _ratio((matched & inside & (snr >= lo) & (snr < hi)).sum(),
-                                      (inside & (snr >= lo) & (snr < hi)).sum()),
-         int((inside & (snr >= lo) & (snr < hi)).sum()))
-        for lo, hi in zip(snr_edges[:-1], snr_edges[1:])]
+    def binned(values, edges, selection):
+        bins = [selection & (values >= lo) & (values < hi)
+                for lo, hi in zip(edges[:-1], edges[1:])]
+        return [(float(lo), float(hi), _ratio((matched & b).sum(), b.sum()), int(b.sum()))
+                for lo, hi, b in zip(edges[:-1], edges[1:], bins)]
+
+    result["completeness_by_snr"] = binned(snr, snr_edges, inside)
+    separation = nearest_neighbour_distance(tx, ty, snr >= neighbour_snr_min)
+    result["completeness_by_separation"] = binned(separation, separation_edges, bright)
     result["regions"] = {name: summary(bright & truth_regions[name], cat_regions[name])
                          for name in truth_regions}
     return result

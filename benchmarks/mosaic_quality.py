@@ -360,6 +360,10 @@ def print_field(r):
         f"[{lo:g},{hi:g}) {fmt(c)}/{fmt(cs)} (n={n})"
         for (lo, hi, c, n), (_, _, cs, _) in zip(a["completeness_by_snr"],
                                                   s["completeness_by_snr"])))
+    print("completeness (S/N >= 10) by distance to the nearest true neighbour of S/N >= 5 (px): "
+          + "  ".join(f"[{lo:g},{hi:g}) {fmt(c)}/{fmt(cs)} (n={n})"
+                      for (lo, hi, c, n), (_, _, cs, _) in zip(
+                          a["completeness_by_separation"], s["completeness_by_separation"])))
     print(f"{'region':14s} {'n':>5s} {'compl':>6s} {'purity':>6s} {'dup':>4s} | "
           f"{'SEP compl':>9s} {'purity':>6s}")
     for region, v in a["regions"].items():

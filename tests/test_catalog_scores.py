@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from astrodask.catalog_scores import (bright_sources, catalog_agreement, match_positions,
-                                      morphology_confusion, pooled_regions, region_masks,
-                                      score_catalog)
+                                      morphology_confusion, nearest_neighbour_distance,
+                                      pooled_regions, region_masks, score_catalog)
 from astrodask.mosaic import TileGrid
 
 
@@ -45,6 +45,33 @@ def test_score_catalog_counts_completeness_purity_classes_and_duplicates():
     assert s["purity"] == 3 / 5 and s["duplicates"] == 1
     assert s["star_accuracy"] == 1.0 and s["galaxy_accuracy"] == 0.5
     assert catalog_agreement(catalog, catalog) == (1.0, 1.0)
+
+
+def test_nearest_neighbour_distance_among_the_chosen_neighbours():
+    x, y = [0.0, 3.0, 3.0, 100.0], [0.0, 0.0, 4.0, 0.0]
+    np.testing.assert_allclose(nearest_neighbour_distance(x, y), [3.0, 3.0, 4.0, 97.0])
+    # only the last two count as neighbours: each point's nearest among them, never itself
+    np.testing.assert_allclose(nearest_neighbour_distance(x, y, [False, False, True, True]),
+                               [5.0, 4.0, np.hypot(97.0, 4.0), np.hypot(97.0, 4.0)])
+    assert list(nearest_neighbour_distance(x, y, [True, False, False, False])) == \
+        [np.inf, 3.0, 5.0, 100.0]
+    assert np.isinf(nearest_neighbour_distance(x, y, [False] * 4)).all()
+    assert len(nearest_neighbour_distance([], [])) == 0
+
+
+def test_completeness_by_distance_to_the_nearest_neighbour():
+    grid = TileGrid(1024, 1024, tile=512, halo=32)
+    # an isolated source, a close pair (2.5 px) caught as one object, and a faint
+    # neighbour (S/N 3) that does not count as one
+    truth = {"x": np.array([100.0, 500.0, 502.5, 800.0, 801.0]),
+             "y": np.array([100.0, 500.0, 500.0, 800.0, 800.0]),
+             "snr": np.array([50.0, 20.0, 20.0, 30.0, 3.0]),
+             "class": np.array(["star", "galaxy", "galaxy", "galaxy", "galaxy"])}
+    catalog = {"x": np.array([100.0, 501.0, 800.0]), "y": np.array([100.0, 500.0, 800.0])}
+    s = score_catalog(catalog, truth, grid, separation_edges=(0.0, 2.0, 3.0, np.inf))
+    closest, pair, apart = s["completeness_by_separation"]
+    assert closest[3] == 0 and np.isnan(closest[2])
+    assert pair == (2.0, 3.0, 0.5, 2) and apart == (3.0, np.inf, 1.0, 2)
 
 
 def test_morphology_confusion_counts_matched_bright_sources():
