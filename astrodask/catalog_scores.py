@@ -207,6 +207,7 @@ def score_catalog(catalog, truth, grid, flagged=None, radius=2.0, snr_min=10.0,
         right = np.array([cclass[to_cat[i]] == kind for i in np.flatnonzero(sel)], dtype=bool)
         result[f"{kind}_accuracy"] = _ratio(right.sum(), sel.sum())
         result[f"n_{kind}"] = int(sel.sum())
+
     def binned(values, edges, selection):
         bins = [selection & (values >= lo) & (values < hi)
                 for lo, hi in zip(edges[:-1], edges[1:])]

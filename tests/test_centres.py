@@ -364,6 +364,21 @@ def test_training_can_start_from_a_narrower_network(tmp_path):
                       widths=(8, 8, 24), **options)
 
 
+def test_the_cli_reads_widths_and_refuses_bad_ones(tmp_path, capsys):
+    from astrodask.cli import main
+
+    for option, value in (("--widths", "8,x"), ("--init-widths", "8")):
+        with pytest.raises(SystemExit) as exit_:
+            main(["train", "centres", str(tmp_path / "run"), option, value])
+        assert exit_.value.code == 2
+        assert "two or more positive integers" in capsys.readouterr().err
+    code = main(["train", "centres", str(tmp_path / "run"), "--fields", "1", "--field-size", "48",
+                 "--steps", "0", "--crop", "32", "--widths", "8,16,24"])
+    assert code == 0
+    state = json.loads((tmp_path / "run" / "state.json").read_text())
+    assert state["settings"]["widths"] == [8, 16, 24]
+
+
 def test_bad_training_options_are_refused(tmp_path):
     from astrodask.train.centres import train_centres
 
