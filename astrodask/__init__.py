@@ -60,6 +60,7 @@ _API = {
     "normalise_bands": "astrodask.models.maskrcnn:normalise_bands",
     "build_centre_net": "astrodask.models.centres:build_centre_net",
     "centre_heatmap": "astrodask.models.centres:centre_heatmap",
+    "widen_centre_net": "astrodask.models.centres:widen_centre_net",
     "find_centres": "astrodask.models.centres:find_centres",
     "centres_from_card": "astrodask.models.centres:centres_from_card",
     "train_centres": "astrodask.train.centres:train_centres",
