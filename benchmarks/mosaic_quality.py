@@ -342,6 +342,12 @@ def fmt(value):
     return "  nan" if value != value else f"{value:5.3f}"
 
 
+def binned_pair(ours, sep, key):
+    """One line of binned completeness, astrodask / SEP, from ``score_catalog``'s ``key``."""
+    return "  ".join(f"[{lo:g},{hi:g}) {fmt(c)}/{fmt(cs)} (n={n})"
+                     for (lo, hi, c, n), (_, _, cs, _) in zip(ours[key], sep[key]))
+
+
 def print_field(r):
     a, s = r["astrodask"], r["sep"]
     print(f"\n## {r['field']} ({r['size']}², {r['n_true']} true sources, match within "
@@ -356,14 +362,9 @@ def print_field(r):
     print("missed S/N >= 10 sources by cause: "
           + ", ".join(f"{k} {v}" for k, v in r["missed_by_cause"].items()))
     print(f"{'catalog objects':24s} {a['n_catalog']:9d} {s['n_catalog']:9d}")
-    print("completeness by S/N:   " + "  ".join(
-        f"[{lo:g},{hi:g}) {fmt(c)}/{fmt(cs)} (n={n})"
-        for (lo, hi, c, n), (_, _, cs, _) in zip(a["completeness_by_snr"],
-                                                  s["completeness_by_snr"])))
+    print("completeness by S/N:   " + binned_pair(a, s, "completeness_by_snr"))
     print("completeness (S/N >= 10) by distance to the nearest true neighbour of S/N >= 5 (px): "
-          + "  ".join(f"[{lo:g},{hi:g}) {fmt(c)}/{fmt(cs)} (n={n})"
-                      for (lo, hi, c, n), (_, _, cs, _) in zip(
-                          a["completeness_by_separation"], s["completeness_by_separation"])))
+          + binned_pair(a, s, "completeness_by_separation"))
     print(f"{'region':14s} {'n':>5s} {'compl':>6s} {'purity':>6s} {'dup':>4s} | "
           f"{'SEP compl':>9s} {'purity':>6s}")
     for region, v in a["regions"].items():
