@@ -59,6 +59,16 @@ def register(subparsers):
                              "that it touches covers more than this many arcsec² (a large "
                              "galaxy's knots; default: the model card's "
                              "catalog_weak_max_host_area)")
+    parser.add_argument("--large-host-area", type=float, metavar="ARCSEC2",
+                        help="a galaxy that passes the cut and covers at least this many "
+                             "arcsec² is a large, resolved galaxy: smaller objects centred "
+                             "within --large-host-reach of its radius are folded into it (its "
+                             "HII regions and arms; default: the model card's "
+                             "catalog_large_host_area, else off)")
+    parser.add_argument("--large-host-reach", type=float, metavar="RADII",
+                        help="with --large-host-area: how far from the galaxy's centre, in "
+                             "radii sqrt(area/pi) (default: the model card's "
+                             "catalog_large_host_reach, else 1.5)")
     parser.add_argument("--irregular-centroid-snr", type=float,
                         help="runs with a centre network: galaxies the U-Net calls irregular "
                              "with S/N at least this sit at their segment's centroid, not their "
@@ -115,6 +125,8 @@ def run(args):
                            weak_min_separation=args.weak_min_separation,
                            weak_core_fraction=args.weak_core_fraction,
                            weak_max_host_area=args.weak_max_host_area,
+                           large_host_area=args.large_host_area,
+                           large_host_reach=args.large_host_reach,
                            irregular_centroid_snr=args.irregular_centroid_snr,
                            peak_position_snr=args.peak_position_snr,
                            irregular_centroid_sigma=args.irregular_centroid_sigma,

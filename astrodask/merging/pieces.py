@@ -54,7 +54,7 @@ class Pieces:
         return self._masks[i]
 
 
-def read_window_pieces(results, iy, ix, min_score=None, vouch=None):
+def read_window_pieces(results, iy, ix, min_score=None, vouch=None, parts=None):
     """The Mask R-CNN pieces of one window, from its Parquet part.
 
     Every path of the merge (single process or on Dask) gets a window's
@@ -71,6 +71,10 @@ def read_window_pieces(results, iy, ix, min_score=None, vouch=None):
     vouch : callable, optional
         ``vouch(table) -> bool array``: the pieces under the cut that stay in
         the catalog all the same (:func:`astrodask.merging.weak.vouched_pieces`).
+    parts : callable, optional
+        ``parts(table) -> bool array``: the pieces that are parts of a large
+        galaxy, folded into it whatever their score
+        (:func:`astrodask.merging.hosts.host_parts`).
 
     Returns
     -------
@@ -94,10 +98,11 @@ def read_window_pieces(results, iy, ix, min_score=None, vouch=None):
             table = table.add_column(SCHEMA.get_field_index(name), name, column)
     vouched = vouch(table) if vouch is not None else np.zeros(table.num_rows, dtype=bool)
     table = table.append_column("vouched", pa.array(vouched, type=pa.bool_()))
-    return fold_faint_pieces(table, min_score)
+    return fold_faint_pieces(table, min_score,
+                             parts(table) if parts is not None and table.num_rows else None)
 
 
-def fold_faint_pieces(table, min_score):
+def fold_faint_pieces(table, min_score, parts=None):
     """One window's pieces with those under the catalog cut folded into a touching neighbour.
 
     A detection scored under ``min_score`` leaves the catalog, but its pixels
@@ -126,22 +131,31 @@ def fold_faint_pieces(table, min_score):
         One window's pieces (:data:`astrodask.instances.SCHEMA`, optionally
         with ``vouched``).
     min_score : float or None
-        The catalog cut; ``None`` folds nothing.
+        The catalog cut; ``None`` folds nothing but the ``parts``.
+    parts : ndarray of bool, optional
+        Pieces that are parts of a large galaxy (:mod:`astrodask.merging.hosts`):
+        folded as weak pieces are, whatever their score; those that touch
+        nothing that stays (or lie mostly on it) are gone too.
 
     Returns
     -------
     pyarrow.Table
         The kept rows, in their order, with the folded masks, boxes and
-        areas; the folded rows are gone.
+        areas; the folded rows (and every part) are gone.
     """
-    if min_score is None or table.num_rows == 0:
+    parts = np.zeros(table.num_rows, dtype=bool) if parts is None else np.asarray(parts, bool)
+    if (min_score is None and not parts.any()) or table.num_rows == 0:
         return table
-    kept = table.column("score").to_numpy() >= min_score
+    kept = (table.column("score").to_numpy() >= min_score if min_score is not None
+            else np.ones(table.num_rows, dtype=bool))
     if "vouched" in table.column_names:
         kept |= table.column("vouched").to_numpy(zero_copy_only=False)
+    kept &= ~parts
     weak = np.flatnonzero(~kept)
-    if len(weak) == 0 or len(weak) == table.num_rows:
+    if len(weak) == 0:
         return table
+    if len(weak) == table.num_rows:
+        return table.filter(pa.array(~parts))
     c = {name: table.column(name).to_numpy(zero_copy_only=False).copy()
          for name in ("y0", "x0", "y1", "x1", "area", "cut")}
     packed = table.column("mask").to_pylist()
@@ -172,12 +186,12 @@ def fold_faint_pieces(table, min_score):
             break
         pending = left
     if not folded:
-        return table
-    gone = set()
+        return table.filter(pa.array(~parts))
+    gone = set(np.flatnonzero(parts))
     encoded = list(packed)
-    for target, parts in folded.items():
-        members = [target] + parts
-        gone.update(parts)
+    for target, joined in folded.items():
+        members = [target] + joined
+        gone.update(joined)
         y0, x0 = min(c["y0"][m] for m in members), min(c["x0"][m] for m in members)
         y1, x1 = max(c["y1"][m] for m in members), max(c["x1"][m] for m in members)
         mask = np.zeros((y1 - y0, x1 - x0), dtype=bool)
@@ -218,17 +232,17 @@ def _touching_owner(owner, mask, y0, x0):
     return int(np.argmax(counts)) - 1
 
 
-def read_instance_pieces(results, min_score=None, vouch=None):
+def read_instance_pieces(results, min_score=None, vouch=None, parts=None):
     """All Mask R-CNN pieces of a results folder (empty table when there are none).
 
-    ``min_score``, ``vouch``: see :func:`read_window_pieces`.
+    ``min_score``, ``vouch``, ``parts``: see :func:`read_window_pieces`.
     """
     from .. import storage
 
     windows = [tuple(int(v) for v in n[len("tile-"):-len(".parquet")].split("-"))
                for n in storage.listdir(results.instances_dir)
                if n.startswith("tile-") and n.endswith(".parquet")]
-    tables = [read_window_pieces(results, iy, ix, min_score, vouch) for iy, ix in windows]
+    tables = [read_window_pieces(results, iy, ix, min_score, vouch, parts) for iy, ix in windows]
     table = pa.concat_tables(tables) if tables else PIECE_SCHEMA.empty_table()
     return Pieces(table)
 

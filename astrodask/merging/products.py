@@ -13,6 +13,7 @@ import numpy as np
 from .._version import __version__
 from ..classes import MORPHOLOGY_CLASSES, OBJECT_CLASSES, OBJECT_CODE
 from ..errors import InputError, StoreError
+from .hosts import large_host_rule
 from .stitch import MATCH_IOU
 
 #: Catalog flag bits.
@@ -71,6 +72,15 @@ class MergeOptions:
         touches covers more than this many arcsec² (the knots and arms of a
         large, resolved galaxy pass the S/N test). Default: the card's
         ``catalog_weak_max_host_area``, else no such condition.
+    large_host_area : float, optional
+        A galaxy at or above the cut covering at least this many arcsec² is a
+        large, resolved galaxy: every smaller galaxy detection centred within
+        ``large_host_reach`` of its radius ``sqrt(area / pi)`` from its centre
+        (its HII regions, arm segments, a second core) is folded into it
+        (:mod:`astrodask.merging.hosts`). Default: the card's
+        ``catalog_large_host_area``, else off.
+    large_host_reach : float, optional
+        In host radii. Default: the card's ``catalog_large_host_reach``, else 1.5.
     irregular_centroid_snr : float, optional
         Mask R-CNN runs with a centre network: a galaxy (never a star) the
         U-Net calls irregular and whose S/N (all bands) is at least this takes its
@@ -131,6 +141,8 @@ class MergeOptions:
     weak_min_separation: float = None
     weak_core_fraction: float = None
     weak_max_host_area: float = None
+    large_host_area: float = None
+    large_host_reach: float = None
     irregular_centroid_snr: float = None
     peak_position_snr: float = None
     detection_threshold: float = 0.5
@@ -177,10 +189,12 @@ def resolved_options(record, options):
     threshold, level = segmentation_levels(record, options)
     (weak_min_score, weak_min_snr, weak_min_contrast, weak_min_separation, weak_core_fraction,
      weak_max_host_area) = weak_detection_rule(record, options)
+    large_host_area, large_host_reach = large_host_rule(_run_card(record, "maskrcnn"), options)
     return replace(options, min_score=catalog_min_score(record, options),
                    weak_min_score=weak_min_score, weak_min_snr=weak_min_snr,
                    weak_min_contrast=weak_min_contrast, weak_min_separation=weak_min_separation,
                    weak_core_fraction=weak_core_fraction, weak_max_host_area=weak_max_host_area,
+                   large_host_area=large_host_area, large_host_reach=large_host_reach,
                    irregular_centroid_snr=irregular_centroid_snr(record, options),
                    peak_position_snr=peak_position_snr(record, options),
                    irregular_centroid_sigma=irregular_centroid_sigma(record, options),

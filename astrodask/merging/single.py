@@ -25,6 +25,7 @@ from .products import (MergeOptions, MergeSummary, catalog_table, counts, resolv
                        open_unet, paint, provenance, summary_text, write_morphology_fits,
                        write_pictures, write_segmap_fits)
 from .stitch import blend_families, drop_hidden, paint_priority, resolve, select_objects
+from .hosts import host_rule
 from .weak import vouching
 
 
@@ -73,7 +74,8 @@ def merge_in_process(results, *, mosaic=None, options=None, threads=None, progre
     options = resolved_options(record, options)
     if "maskrcnn" in kinds:
         vouch = vouching(mosaic, vars(options))
-        pieces = read_instance_pieces(results, min_score=options.min_score, vouch=vouch)
+        pieces = read_instance_pieces(results, min_score=options.min_score, vouch=vouch,
+                                      parts=host_rule(vars(options), mosaic.pixel_scale))
     else:
         pieces = morpheus_pieces(mosaic, unet, threshold=options.morpheus_threshold,
                                  background_level=options.morpheus_background_level,

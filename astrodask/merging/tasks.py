@@ -37,6 +37,7 @@ from .. import storage
 from ..engine.results import Results
 from ..instances import SCHEMA, decode_mask, encode_mask
 from .pieces import PIECE_SCHEMA, Pieces, morpheus_window_pieces, read_window_pieces
+from .hosts import host_rule
 from .weak import rule_applies, vouching
 from .stitch import (_window_rects, assemble, box_pairs, components, decide, depth,
                      hiding_pairs, mask_in_box, match_pieces, owned_rank_key, smallest_member,
@@ -191,7 +192,15 @@ def _window_pieces(ctx, iy, ix):
         if table is None:
             return (SCHEMA if ctx.morpheus else PIECE_SCHEMA).empty_table()
         return table
-    return read_window_pieces(Results(ctx.results), iy, ix, ctx.options.get("min_score"))
+    return read_window_pieces(Results(ctx.results), iy, ix, ctx.options.get("min_score"),
+                              parts=_host_parts(ctx))
+
+
+def _host_parts(ctx):
+    """The large-host rule of the merge (:mod:`astrodask.merging.hosts`), or None when off."""
+    if ctx.options.get("large_host_area") is None:
+        return None
+    return host_rule(ctx.options, _mosaic(ctx.mosaic).pixel_scale)
 
 
 def _brightness(ctx):
@@ -228,7 +237,7 @@ def pieces_task(ctx, iy, ix):
     o = ctx.options
     if not ctx.morpheus:
         table = read_window_pieces(Results(ctx.results), iy, ix, o["min_score"],
-                                   vouching(_mosaic(ctx.mosaic), o))
+                                   vouching(_mosaic(ctx.mosaic), o), _host_parts(ctx))
         _put_table(ctx.path("pieces", tile_name(iy, ix) + ".arrow"), table)
         return {"pieces": table.num_rows}
     table = morpheus_window_pieces(

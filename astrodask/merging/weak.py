@@ -124,7 +124,7 @@ def vouched_pieces(table, mosaic, min_score, weak_min_score, weak_min_snr, weak_
     if len(candidates) == 0:
         return vouched
     if weak_min_separation is not None or weak_core_fraction is not None:
-        y, x = _centres(table)
+        y, x = piece_centres(table)
         confident = np.flatnonzero(score >= min_score)
         if len(confident):
             distance = np.hypot(y[candidates, None] - y[None, confident],
@@ -161,7 +161,7 @@ def vouched_pieces(table, mosaic, min_score, weak_min_score, weak_min_snr, weak_
     return vouched
 
 
-def _centres(table):
+def piece_centres(table):
     """Each piece's centre ``(y, x)``: the detector's where finite, else its anchor."""
     y, x = (table.column(f"centre_{a}").to_numpy() for a in ("y", "x"))
     ay, ax = (table.column(f"anchor_{a}").to_numpy().astype(np.float64) for a in ("y", "x"))
