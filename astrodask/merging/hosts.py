@@ -13,7 +13,10 @@ confident galaxy piece covering at least ``large_host_area`` arcsec² is a
 host's centre is one of its *parts*: it is not a source of its own and is
 folded into the piece it touches (:func:`astrodask.merging.pieces.fold_faint_pieces`),
 as a weak piece is; a part that touches nothing that stays is left out.
-Stars are never parts. The rule is on when the options or the card
+Stars are never parts. Each window decides for the pieces it owns (their
+anchor in its core), so a part near a window's edge counts a host cut by
+that edge with the area the window sees of it. The rule is on when the
+options or the card
 (``catalog_large_host_area``) give the area (BENCHMARKS.md, "Parts of large
 galaxies folded into them").
 """
