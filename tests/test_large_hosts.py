@@ -110,12 +110,6 @@ def test_the_rule_comes_from_the_card_unless_the_options_say():
     assert host_rule({"large_host_area": 100.0, "large_host_reach": 1.5}, None) is None
 
 
-def test_cli_bad_large_host_area_is_one_line(tmp_path, capsys):
-    from astrodask.cli import main
-
-    assert main(["merge", str(tmp_path / "missing"), "--large-host-area", "-5"]) != 0
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1
 
 
 @pytest.fixture(scope="module")
@@ -207,3 +201,14 @@ def test_knots_of_a_large_galaxy_leave_the_catalog_the_same_on_dask_and_in_one_p
     for y, x in zip(truth["y"], truth["x"]):
         if np.hypot(y - cy, x - cx) > reach + 2:
             assert np.hypot(np.array(with_rule["y"]) - y, np.array(with_rule["x"]) - x).min() < 1.5
+
+
+def test_cli_bad_large_host_area_is_one_line(knotty, tmp_path, capsys):
+    from astrodask.cli import main
+
+    folder, truth, masks, mosaic, out, host = knotty
+    results = shutil.copytree(out, tmp_path / "results")
+    assert main(["merge", str(results), "--large-host-area", "-5", "--no-pictures"]) != 0
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "large-host area must be > 0 arcsec²" in err
+    assert not (results / "catalog.parquet").exists()
