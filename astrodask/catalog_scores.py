@@ -161,6 +161,7 @@ def score_catalog(catalog, truth, grid, flagged=None, radius=2.0, snr_min=10.0,
         ``completeness_by_separation`` (sources with S/N >= ``snr_min``):
         how completeness falls for blended pairs.
     neighbour_snr_min : float
+        The least true S/N of a source that counts as a neighbour there.
 
     Returns
     -------

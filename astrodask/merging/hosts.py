@@ -24,6 +24,7 @@ galaxies folded into them").
 import numpy as np
 
 from ..errors import InputError
+from .weak import piece_centres
 
 
 def host_parts(table, min_score, min_area_px, reach):
@@ -46,8 +47,6 @@ def host_parts(table, min_score, min_area_px, reach):
     -------
     ndarray of bool, one per row of ``table``
     """
-    from .weak import piece_centres
-
     parts = np.zeros(table.num_rows, dtype=bool)
     if table.num_rows < 2:
         return parts
