@@ -117,7 +117,7 @@ def centre_detections(centres, scores, masks, class_ids, instance_scores, bright
     centres : ndarray of float64, shape (N', 2)
         One per centre that lies on a usable pixel, in the order given (of
         two centres on one pixel, the first), then one per kept instance (its
-        core refined to the weighted mean of its 3x3 pixels), score and
+        core refined to the vertex of a Gaussian through its 3x3 pixels), score and
         class its own.
     """
     from scipy import ndimage

@@ -9,8 +9,8 @@ from astrodask.centre_segments import centre_detections
 from astrodask.classes import OBJECT_CODE
 from astrodask.errors import InputError
 from astrodask.models.centres import (bin_images, binned_positions, build_centre_net,
-                                      centre_heatmap, find_centres, render_target, unbin_maps,
-                                      unbinned_positions)
+                                      centre_heatmap, find_centres, refine_peaks, render_target,
+                                      unbin_maps, unbinned_positions)
 
 
 def gaussian(shape, y, x, sigma, amplitude=1.0):
@@ -32,13 +32,43 @@ def test_centres_are_local_maxima_refined_below_a_pixel():
     heatmap += gaussian((40, 40), 30.0, 8.0, 1.0, 0.2)
     y, x, value = find_centres(heatmap, 0.3)
     assert len(y) == 2
-    assert abs(y[0] - 10.3) < 0.25 and abs(x[0] - 20.7) < 0.25
+    assert abs(y[0] - 10.3) < 0.01 and abs(x[0] - 20.7) < 0.01
     assert abs(y[1] - 14.0) < 0.05 and abs(x[1] - 24.0) < 0.05
     assert value[0] == pytest.approx(heatmap[10, 21], rel=1e-6)
     # a plateau of two equal pixels is one centre
     flat = np.zeros((9, 9), np.float32)
     flat[4, 4] = flat[4, 5] = 0.8
     assert len(find_centres(flat, 0.5)[0]) == 1
+
+
+@pytest.mark.parametrize("sigma", [0.7, 1.0, 2.5])
+def test_peaks_are_refined_to_the_top_of_a_gaussian_of_any_width(sigma):
+    offsets = [(0.3, -0.4), (0.1, 0.45), (-0.49, 0.0)]
+    heatmap = sum(gaussian((60, 60), 10 + 20 * k + dy, 30 + dx, sigma)
+                  for k, (dy, dx) in enumerate(offsets))
+    y, x = refine_peaks(heatmap, [10, 30, 50], [30, 30, 30])
+    np.testing.assert_allclose(y - [10, 30, 50], [dy for dy, _ in offsets], atol=1e-6)
+    np.testing.assert_allclose(x - 30, [dx for _, dx in offsets], atol=1e-6)
+    # the 3x3 weighted mean it replaces falls short by about half at sigma 1 (0.3 -> 0.16)
+    if sigma == 1.0:
+        box = heatmap[9:12, 29:32]
+        assert (box.sum(axis=1) @ [-1, 0, 1]) / box.sum() == pytest.approx(0.163, abs=0.001)
+
+
+def test_a_flat_or_empty_neighbourhood_leaves_the_peak_on_its_pixel():
+    flat = np.full((5, 5), 0.5)
+    zero = np.zeros((5, 5))
+    ridge = np.zeros((5, 5))
+    ridge[2, :] = 1.0  # peaked across, flat along
+    for weights in (flat, zero):
+        assert tuple(np.concatenate(refine_peaks(weights, [2], [2]))) == (2.0, 2.0)
+    y, x = refine_peaks(ridge, [2], [2])
+    assert (y[0], x[0]) == (2.0, 2.0)
+    # on the map's edge what lies beyond is unknown: the peak stays on its pixel across
+    # the edge and is refined along it
+    edge = gaussian((8, 8), -0.3, 4.2, 1.0)
+    y, x = refine_peaks(edge, [0], [4])
+    assert y[0] == 0.0 and x[0] == pytest.approx(4.2)
 
 
 def test_heatmap_follows_the_image_under_rotations_and_mirrors():
