@@ -169,7 +169,9 @@ def score_catalog(catalog, truth, grid, flagged=None, radius=2.0, snr_min=10.0,
         ``completeness``, ``purity``, ``star_accuracy``, ``galaxy_accuracy``,
         ``duplicates``, ``n_catalog``, ``n_truth``, ``completeness_by_snr``
         and ``completeness_by_separation`` (each a list of ``(low, high,
-        completeness, n)``), and ``regions``: the same
+        completeness, n)``), ``offset_by_snr`` (per bin of true S/N, the
+        median distance in px from each matched true source to its catalog
+        object: ``(low, high, median, n matched)``), and ``regions``: the same
         completeness/purity/duplicates per region of :func:`region_masks`.
     """
     cx, cy = np.asarray(catalog["x"], float), np.asarray(catalog["y"], float)
@@ -216,6 +218,14 @@ def score_catalog(catalog, truth, grid, flagged=None, radius=2.0, snr_min=10.0,
                 for lo, hi, b in zip(edges[:-1], edges[1:], bins)]
 
     result["completeness_by_snr"] = binned(snr, snr_edges, inside)
+    offset = np.full(len(tx), np.nan)
+    offset[matched] = np.hypot(cx[to_cat[matched]] - tx[matched],
+                               cy[to_cat[matched]] - ty[matched])
+    result["offset_by_snr"] = [
+        (float(lo), float(hi), float(np.median(offset[b])) if b.any() else float("nan"),
+         int(b.sum()))
+        for lo, hi in zip(snr_edges[:-1], snr_edges[1:])
+        for b in [inside & matched & (snr >= lo) & (snr < hi)]]
     separation = nearest_neighbour_distance(tx, ty, snr >= neighbour_snr_min)
     result["completeness_by_separation"] = binned(separation, separation_edges, bright)
     result["regions"] = {name: summary(bright & truth_regions[name], cat_regions[name])

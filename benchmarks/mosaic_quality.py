@@ -343,7 +343,7 @@ def fmt(value):
 
 
 def binned_pair(ours, sep, key):
-    """One line of binned completeness, astrodask / SEP, from ``score_catalog``'s ``key``."""
+    """One line of a binned score, astrodask / SEP, from ``score_catalog``'s ``key``."""
     return "  ".join(f"[{lo:g},{hi:g}) {fmt(c)}/{fmt(cs)} (n={n})"
                      for (lo, hi, c, n), (_, _, cs, _) in zip(ours[key], sep[key]))
 
@@ -363,6 +363,8 @@ def print_field(r):
           + ", ".join(f"{k} {v}" for k, v in r["missed_by_cause"].items()))
     print(f"{'catalog objects':24s} {a['n_catalog']:9d} {s['n_catalog']:9d}")
     print("completeness by S/N:   " + binned_pair(a, s, "completeness_by_snr"))
+    print("median offset from the true position (px) by S/N: "
+          + binned_pair(a, s, "offset_by_snr"))
     print("completeness (S/N >= 10) by distance to the nearest true neighbour of S/N >= 5 (px): "
           + binned_pair(a, s, "completeness_by_separation"))
     print(f"{'region':14s} {'n':>5s} {'compl':>6s} {'purity':>6s} {'dup':>4s} | "

@@ -74,6 +74,23 @@ def test_completeness_by_distance_to_the_nearest_neighbour():
     assert pair == (2.0, 3.0, 0.5, 2) and apart == (3.0, np.inf, 1.0, 2)
 
 
+def test_median_offset_from_the_true_position_per_snr_bin():
+    grid = TileGrid(1024, 1024, tile=512, halo=32)
+    truth = {"x": np.array([100.0, 200.0, 300.0, 400.0, 500.0]), "y": np.full(5, 50.0),
+             "snr": np.array([8.0, 15.0, 15.0, 15.0, 60.0]),
+             "class": np.array(["galaxy"] * 5)}
+    # offsets 0.5 (S/N 8), 0.3 and 1.1 (S/N 15; the third S/N 15 source is missed), 0.1
+    catalog = {"x": np.array([100.5, 200.0, 301.1, 500.0]),
+               "y": np.array([50.0, 50.3, 50.0, 50.1])}
+    s = score_catalog(catalog, truth, grid, snr_edges=(5.0, 10.0, 50.0, np.inf))
+    low, mid, high = s["offset_by_snr"]
+    assert low == pytest.approx((5.0, 10.0, 0.5, 1))
+    assert mid == pytest.approx((10.0, 50.0, 0.7, 2))
+    assert high == pytest.approx((50.0, np.inf, 0.1, 1))
+    empty = score_catalog(catalog, truth, grid, snr_edges=(100.0, np.inf))["offset_by_snr"]
+    assert np.isnan(empty[0][2]) and empty[0][3] == 0
+
+
 def test_morphology_confusion_counts_matched_bright_sources():
     truth = {"x": np.array([10.0, 50.0, 90.0, 130.0, 170.0]), "y": np.zeros(5),
              "snr": np.array([30.0, 25.0, 40.0, 10.0, 60.0]),
