@@ -620,3 +620,47 @@ def test_a_randomised_pool_draws_the_conditions_of_a_share_of_its_fields(tmp_pat
     _, state = train_centres(tmp_path / "run", n_fields=1, field_size=48, seed=5, steps=1,
                              batch_size=1, crop=48, randomise=1.0)
     assert state["pool"]["randomise"] == 1.0
+
+
+def _star_table(rows, origin):
+    import pyarrow as pa
+
+    from astrodask.instances import SCHEMA
+
+    columns = {name: [] for name in SCHEMA.names}
+    for cls, y, x in rows:
+        for name in SCHEMA.names:
+            columns[name].append({"class": cls, "centre_y": origin[0] + y,
+                                  "centre_x": origin[1] + x}.get(name))
+    columns["mask"] = [b""] * len(rows)
+    return pa.table(columns, schema=SCHEMA)
+
+
+def test_bright_stars_move_to_the_peak_of_their_own_light():
+    from astrodask.centre_segments import stars_at_image_peaks
+
+    rng = np.random.default_rng(5)
+    shape, origin = (64, 96), (1000, 2000)
+    image = rng.normal(size=shape)
+    for y, x, flux in ((20.3, 30.7, 400.0), (40.6, 60.2, 400.0), (45.2, 20.4, 6.0),
+                       (12.0, 80.0, 400.0)):
+        image += flux * gaussian(shape, y, x, 1.6) / (2 * np.pi * 1.6 ** 2)
+    image[50:, 88:] = -np.inf  # a flagged corner
+    table = _star_table([("star", 20.1, 30.5),      # bright star: moves to its peak
+                         ("galaxy", 40.4, 60.0),    # bright, but a galaxy: stays
+                         ("star", 45.0, 20.6),      # too faint to place itself: stays
+                         ("star", 13.4, 80.0),      # its peak lies > 1 px away: stays
+                         (None, np.nan, np.nan)], origin)   # no centre
+    moved = stars_at_image_peaks(table, image, origin, min_snr=50.0)
+    y = moved.column("centre_y").to_numpy() - origin[0]
+    x = moved.column("centre_x").to_numpy() - origin[1]
+    assert abs(y[0] - 20.3) < 0.05 and abs(x[0] - 30.7) < 0.05
+    for name in ("centre_y", "centre_x"):  # the others keep their values bit for bit
+        np.testing.assert_array_equal(moved.column(name).to_numpy()[1:],
+                                      table.column(name).to_numpy()[1:])
+    assert abs(y[0] - table.column("centre_y")[0].as_py() + origin[0]) > 0.1
+    assert moved.column_names == table.column_names and moved.num_rows == 5
+    # a threshold above every star moves nothing
+    same = stars_at_image_peaks(table, image, origin, min_snr=1e6)
+    np.testing.assert_array_equal(same.column("centre_y").to_numpy(),
+                                  table.column("centre_y").to_numpy())

@@ -58,6 +58,15 @@ def test_edge_windows_find_what_interior_windows_find(field):
     assert score["completeness"] > 0.9
     assert score["duplicates"] == 0
     assert len(np.unique(catalog["id"])) == len(catalog["id"])
+    # bright stars sit at the peak of their own light (the card's centres.star_peak_snr),
+    # closer than the heatmap's ~0.06 px
+    to_truth, _ = match_positions(catalog["x"], catalog["y"], truth["x"], truth["y"], 2.0)
+    hit = to_truth >= 0
+    offset = np.hypot(catalog["x"][hit] - np.asarray(truth["x"])[to_truth[hit]],
+                      catalog["y"][hit] - np.asarray(truth["y"])[to_truth[hit]])
+    bright_star = ((np.asarray(truth["class"])[to_truth[hit]] == "star")
+                   & (np.asarray(truth["snr"])[to_truth[hit]] >= 100))
+    assert bright_star.sum() >= 8 and np.median(offset[bright_star]) < 0.03
     # the card's catalog cut was applied; under it only what the weak rule vouches for
     record = json.loads((folder / "plain" / "results" / "merge.json").read_text())
     card = astrodask.model_card("maskrcnn_decam")

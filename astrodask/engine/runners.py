@@ -209,6 +209,11 @@ class MaskRCNNRunner:
                 table = reclassify_instances(table, brightness, tile.origin,
                                              self.spec.star_galaxy, self.star_galaxy,
                                              noise=np.sqrt(len(mean)), saturated=saturated)
+            star_snr = (self.spec.centres or {}).get("star_peak_snr")
+            if heatmaps is not None and star_snr is not None:
+                from ..centre_segments import stars_at_image_peaks
+
+                table = stars_at_image_peaks(table, brightness, tile.origin, float(star_snr))
             write_parquet(table, results.instances_path(tile.iy, tile.ix))
             count += table.num_rows
         return {"instances": count}
