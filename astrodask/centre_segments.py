@@ -46,7 +46,7 @@ may see no centre in a source cut in half by a stripe).
 Stars bright enough to place themselves (:func:`stars_at_image_peaks`, the
 card's ``centres.star_peak_snr``) move from the heatmap's peak to that of
 the smoothed detection image: a star's light is the PSF, peaked on its true
-centre, and the image places it 3 to 10 times closer than the heatmap does.
+centre, and the image places it several times closer than the heatmap does.
 """
 
 import numpy as np
