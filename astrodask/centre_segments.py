@@ -508,8 +508,10 @@ def stars_at_image_peaks(table, brightness, origin, min_snr):
 
     if table.num_rows == 0:
         return table
-    cy = table.column("centre_y").to_numpy(zero_copy_only=False) - origin[0]
-    cx = table.column("centre_x").to_numpy(zero_copy_only=False) - origin[1]
+    # mosaic pixels, kept bit for bit for the rows that stay
+    new_y = table.column("centre_y").to_numpy(zero_copy_only=False).copy()
+    new_x = table.column("centre_x").to_numpy(zero_copy_only=False).copy()
+    cy, cx = new_y - origin[0], new_x - origin[1]
     stars = ((np.asarray(table.column("class").to_pylist(), dtype=object) == "star")
              & np.isfinite(cy) & np.isfinite(cx))
     if not stars.any():
@@ -529,9 +531,6 @@ def stars_at_image_peaks(table, brightness, origin, min_snr):
     ny, nx = refine_peaks(np.clip(smoothed, 0.0, None), py, px)
     move = ((smoothed[py, px] >= min_snr * noise)
             & (np.hypot(ny - cy[rows], nx - cx[rows]) <= 1.0))
-    # rows that stay keep their values bit for bit
-    new_y = table.column("centre_y").to_numpy(zero_copy_only=False).copy()
-    new_x = table.column("centre_x").to_numpy(zero_copy_only=False).copy()
     new_y[rows[move]] = ny[move] + origin[0]
     new_x[rows[move]] = nx[move] + origin[1]
     index = table.schema.get_field_index
