@@ -313,6 +313,17 @@ def test_model_that_fails_to_load_on_workers_is_one_line(mosaic_path, client, tm
                          models=UNET).tiles_run
 
 
+def _stop(process, grace=30):
+    """Stop a worker process: SIGTERM first, SIGKILL if its graceful close hangs
+    (a worker without a nanny may wait on its comms long after the run is done)."""
+    process.terminate()
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=grace)
+
+
 def test_existing_cluster_with_gpu_workers_only_runs_there(mosaic_path, tmp_path):
     """--scheduler joins a cluster; --gpu-workers keeps tasks on workers with GPU=1."""
     from distributed import LocalCluster
@@ -334,8 +345,7 @@ def test_existing_cluster_with_gpu_workers_only_runs_there(mosaic_path, tmp_path
             summary = astrodask.run(mosaic_path, tmp_path / "results", batch_size=5, models=UNET,
                                     scheduler=cluster.scheduler_address, gpu_workers=True)
         finally:
-            worker.terminate()
-            worker.wait(timeout=30)
+            _stop(worker)
     assert summary.tiles_run == 35
     assert set(summary.workers) == {worker.pid}, "a task ran on a worker without GPU=1"
     assert summary.cluster.startswith("existing cluster")
