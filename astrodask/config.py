@@ -55,6 +55,11 @@ class MaskRCNNOptions:
     flips : bool, optional
         Detect on the 8 flips/rotations of each tile and fuse them (8x the
         work; on for the shipped ``maskrcnn_decam``).
+    flips_min_area : int, optional
+        With ``flips``: fuse the 8 passes only on windows where one pass
+        finds a galaxy whose mask holds at least this many pixels; the other
+        windows keep that pass (``None``: the card's
+        ``detection_flips_min_area``; 0: the flips on every window).
     psf_classes : {"auto", "on", "off"}
         Star/galaxy from the card's PSF-aware model (each source's
         concentration relative to the mosaic's PSF measured at ingest,
@@ -94,6 +99,7 @@ class MaskRCNNOptions:
     nms_threshold: float = None
     max_detections: int = None
     flips: bool = None
+    flips_min_area: int = None
     psf_classes: str = "auto"
     fold_fragments: float = None
     centres: bool = None
@@ -108,7 +114,8 @@ class MaskRCNNOptions:
         """The given options as Mask R-CNN detection settings (``detection_*`` names)."""
         names = {"min_confidence": "detection_min_confidence",
                  "nms_threshold": "detection_nms_threshold",
-                 "max_detections": "detection_max_instances", "flips": "detection_flips"}
+                 "max_detections": "detection_max_instances", "flips": "detection_flips",
+                 "flips_min_area": "detection_flips_min_area"}
         return {names[k]: v for k, v in asdict(self).items()
                 if v is not None and k in names}
 
@@ -213,6 +220,10 @@ class RunConfig:
             raise InputError("maskrcnn max_detections must be at least 1")
         if self.maskrcnn.flips not in (None, True, False):
             raise InputError(f"maskrcnn flips must be true or false, got {self.maskrcnn.flips!r}")
+        area = detection.flips_min_area
+        if area is not None and (isinstance(area, bool) or not isinstance(area, int) or area < 0):
+            raise InputError(f"maskrcnn flips_min_area must be a whole number of pixels >= 0, "
+                             f"got {area!r}")
         if self.maskrcnn.psf_classes not in ("auto", "on", "off"):
             raise InputError("maskrcnn psf_classes must be auto, on or off, got "
                              f"{self.maskrcnn.psf_classes!r}")

@@ -29,7 +29,10 @@ their peak (merge option ``peak_position_snr``, the card's
 ``peak_position_snr``; ``off``: never). With ``--maskrcnn-flips on,off`` the
 Mask R-CNN runs with and without its 8 fused flips/rotations (``run`` option
 ``maskrcnn.flips``), one run each on the same mosaics, merged with the card's
-score cut and timed side by side. With ``--deblend-snr S1,S2,...`` the
+score cut and timed side by side; ``--maskrcnn-flips-min-area A1,A2,...`` does the same
+with the flips fused only on windows where one pass finds a galaxy of at least A mask
+pixels (``run`` option ``maskrcnn.flips_min_area``, the card's
+``detection_flips_min_area``; 0: every window). With ``--deblend-snr S1,S2,...`` the
 sweep is over the S/N at which a Mask R-CNN instance over several peaks is
 split (``run`` option ``maskrcnn.deblend_snr``, the card's
 ``deblend_instances.min_snr``; ``off`` is 0): one run per value.
@@ -40,6 +43,7 @@ Usage::
         [--models maskrcnn_hst,morpheus]
         [--segmentation | --fold-fragments 0,0.1,0.3,0.5 | --weak-snr off,8,10,12
          | --peak-position-snr off,30,50,70 | --maskrcnn-flips on,off
+         | --maskrcnn-flips-min-area 0,2000,4000
          | --deblend-snr off,5,10,20]
         [--cuts 0.2,0.3,...] [--match-radius 2] [--fields standard-a,large]
         [--out bench-output/threshold]
@@ -114,6 +118,9 @@ def build_parser():
     parser.add_argument("--maskrcnn-flips", default=None, metavar="on,off",
                         help="one run with and one without the Mask R-CNN's 8 fused "
                              "flips/rotations instead (timed side by side)")
+    parser.add_argument("--maskrcnn-flips-min-area", default=None, metavar="A1,A2,...",
+                        help="one run per value with the flips fused only on windows holding "
+                             "a galaxy of at least A mask pixels (0: every window), timed")
     parser.add_argument("--deblend-snr", default=None, metavar="off,S1,S2,...",
                         help="sweep the S/N that splits instances over several peaks")
     parser.add_argument("--cuts", default=None, metavar="C1,C2,...",
@@ -149,6 +156,11 @@ def sweep_settings(args, parser):
         except KeyError:
             parser.error("--maskrcnn-flips takes on, off or on,off")
         options, runs = _per_run(cuts, "flips", bool)
+        sweep = "flips"
+    elif args.maskrcnn_flips_min_area:
+        cuts = tuple(float(int(v)) for v in args.maskrcnn_flips_min_area.split(","))
+        options = [{} for _ in cuts]
+        runs = {v: {"maskrcnn": {"flips": True, "flips_min_area": int(v)}} for v in cuts}
         sweep = "flips"
     elif args.deblend_snr:
         cuts = tuple(0.0 if v == "off" else float(v) for v in args.deblend_snr.split(","))
@@ -193,7 +205,9 @@ def main(argv=None):
         fields = {name: fields[name] for name in args.fields.split(",")}
     models = None if args.models is None else args.models.split(",")
     out = Path(args.out) / args.preset / ("segmentation" if args.segmentation
-                                          else "flips" if args.maskrcnn_flips else "score")
+                                          else "flips" if args.maskrcnn_flips
+                                          else "flips-area" if args.maskrcnn_flips_min_area
+                                          else "score")
     cuts, options, runs, sweep = sweep_settings(args, parser)
     table, seconds = {}, {}
     for name, kwargs in fields.items():

@@ -126,6 +126,35 @@ def test_flips_option_reaches_detection(setup, tmp_path, capsys):
     assert config_from_args(args).maskrcnn.flips is True
 
 
+def test_flips_min_area_option_reaches_detection(setup, tmp_path, capsys):
+    from dataclasses import replace
+
+    from astrodask.cli import build_parser, main
+    from astrodask.commands.run import config_from_args
+    from astrodask.config import MaskRCNNOptions
+    from astrodask.engine.run import prepare_spec, resolve_config
+    from astrodask.engine.runners import MaskRCNNRunner
+    from astrodask.engine.specs import detection_settings, resolve_models
+
+    _, mosaic, model_path = setup
+    spec = resolve_models([str(model_path)], mosaic.bands)[0]
+    config = resolve_config(models=[str(model_path)])
+    card_area = detection_settings(spec.card)["detection_flips_min_area"]
+    assert prepare_spec(spec, mosaic, config).settings["detection_flips_min_area"] == card_area
+    config = replace(config, maskrcnn=replace(MaskRCNNOptions(), flips_min_area=card_area + 7))
+    runner = MaskRCNNRunner(prepare_spec(spec, mosaic, config), config.maskrcnn)
+    assert runner.settings["detection_flips_min_area"] == card_area + 7
+    args = build_parser().parse_args(["run", "m.zarr", "--out", "r",
+                                      "--maskrcnn-flips-min-area", "2500"])
+    assert config_from_args(args).maskrcnn.flips_min_area == 2500
+    yaml = tmp_path / "run.yaml"
+    yaml.write_text("maskrcnn: {flips_min_area: -3}\n")
+    code = main(["run", str(mosaic.path), "--out", str(tmp_path / "r"), "--config", str(yaml)])
+    assert code == 2
+    assert capsys.readouterr().err.strip() == (
+        "astrodask: error: maskrcnn flips_min_area must be a whole number of pixels >= 0, got -3")
+
+
 def test_card_star_galaxy_model_sets_the_classes_and_the_option_turns_it_off(setup, tmp_path):
     import shutil
 

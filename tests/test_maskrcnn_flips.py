@@ -129,3 +129,32 @@ def test_passes_split_over_network_calls_give_the_same_detections(tiny_model, mo
     for a, b in zip(together, apart):
         np.testing.assert_allclose(a.boxes, b.boxes, atol=1e-4)
         np.testing.assert_array_equal(a.class_ids, b.class_ids)
+
+
+def test_flips_only_on_images_where_one_pass_finds_a_large_galaxy(tiny_model):
+    images = np.random.default_rng(4).normal(size=(4, 64, 64, 3)).astype(np.float32)
+    once = detect(tiny_model, images)
+    fused = detect(tiny_model, images, detection_flips=True)
+    areas = [int(r.masks[r.class_ids == 2].sum(axis=(1, 2)).max(initial=0)) for r in once]
+    threshold = sorted(areas)[2]
+    assert sorted(areas)[1] < threshold, f"the images must differ in their largest galaxy: {areas}"
+    adaptive = detect(tiny_model, images, detection_flips=True,
+                      detection_flips_min_area=threshold)
+    for found, alone, all_flips, area in zip(adaptive, once, fused, areas):
+        expected = all_flips if area >= threshold else alone
+        np.testing.assert_allclose(found.boxes, expected.boxes, atol=1e-4)
+        np.testing.assert_array_equal(found.class_ids, expected.class_ids)
+        np.testing.assert_allclose(found.scores, expected.scores, atol=1e-5)
+    # no image holds a galaxy that large: one pass everywhere; without flips the area is moot
+    for found, alone in zip(detect(tiny_model, images, detection_flips=True,
+                                   detection_flips_min_area=64 * 64 + 1), once):
+        np.testing.assert_allclose(found.boxes, alone.boxes, atol=1e-4)
+    for found, alone in zip(detect(tiny_model, images, detection_flips_min_area=1), once):
+        np.testing.assert_allclose(found.boxes, alone.boxes, atol=1e-4)
+
+
+@pytest.mark.parametrize("value", [-1, 2.5, True, "many", None])
+def test_flips_min_area_must_be_a_pixel_count(value):
+    with pytest.raises(InputError, match="detection_flips_min_area must be a whole number"):
+        MaskRCNNConfig(detection_flips_min_area=value)
+    assert MaskRCNNConfig(detection_flips_min_area=3000.0).detection_flips_min_area == 3000

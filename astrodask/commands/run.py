@@ -44,6 +44,10 @@ def register(subparsers):
     parser.add_argument("--maskrcnn-flips", action=argparse.BooleanOptionalAction, default=None,
                         help="Mask R-CNN: fuse detections on the 8 flips/rotations of each tile "
                              "(default: the model's setting; on for maskrcnn_decam)")
+    parser.add_argument("--maskrcnn-flips-min-area", type=int, metavar="PIXELS",
+                        help="Mask R-CNN with flips: fuse them only on windows where one pass "
+                             "finds a galaxy of at least this many mask pixels (default: the "
+                             "model card's; 0: every window)")
     parser.add_argument("--psf-classes", choices=("auto", "on", "off"),
                         help="Mask R-CNN: star/galaxy from each source's concentration against "
                              "the PSF measured at ingest (the card's star_galaxy model): auto "
@@ -89,7 +93,8 @@ def config_from_args(args):
         report=args.report,
         unet={"mode": args.unet_mode, "stride": args.unet_stride, "flips": args.flips,
               "outputs": args.unet_outputs},
-        maskrcnn={"flips": args.maskrcnn_flips, "max_detections": args.max_detections,
+        maskrcnn={"flips": args.maskrcnn_flips, "flips_min_area": args.maskrcnn_flips_min_area,
+                  "max_detections": args.max_detections,
                   "psf_classes": args.psf_classes, "fold_fragments": args.fold_fragments,
                   "centres": args.centres, "deblend_contrast": args.deblend_contrast,
                   "deblend_snr": args.deblend_snr})

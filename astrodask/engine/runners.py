@@ -143,7 +143,8 @@ class MaskRCNNRunner:
         from ..models.maskrcnn import detect
 
         blank = np.zeros((1, tile_size, tile_size, len(self.spec.band_indices)), np.float32)
-        detect(self.model, blank, **self.settings)
+        # every pass the settings may take (an empty window would skip adaptive flips)
+        detect(self.model, blank, **dict(self.settings, detection_flips_min_area=0))
         self.heatmaps(blank)
 
     def heatmaps(self, images):

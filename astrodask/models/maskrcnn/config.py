@@ -12,7 +12,7 @@ RESNET_BLOCKS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3), 101: (3, 
 #: a training run started from a model inherits them.
 DETECTION_SETTINGS = ("detection_min_confidence", "detection_nms_threshold",
                       "detection_max_instances", "detection_flips", "detection_flips_score",
-                      "detection_cross_class_iou")
+                      "detection_flips_min_area", "detection_cross_class_iou")
 
 #: How the score of an object fused over flipped passes is formed (see ``flips.fuse_passes``).
 FLIP_SCORES = ("all_passes", "finding_passes")
@@ -23,6 +23,18 @@ def check_flip_score(value):
     if value not in FLIP_SCORES:
         raise InputError(f"detection_flips_score must be one of {', '.join(FLIP_SCORES)}, "
                          f"got {value!r}")
+
+
+def check_min_area(value):
+    """``value`` as a pixel count >= 0; :class:`~astrodask.errors.InputError` otherwise."""
+    try:
+        area = int(value)
+    except (TypeError, ValueError):
+        area = None
+    if area is None or area != value or area < 0 or isinstance(value, bool):
+        raise InputError(f"detection_flips_min_area must be a whole number of pixels >= 0, "
+                         f"got {value!r}")
+    return area
 
 
 @dataclass
@@ -87,6 +99,10 @@ class MaskRCNNConfig:
     # of passes ("all_passes": a pass that missed it counts 0) or their mean over the
     # passes that found it ("finding_passes", before session 17); see flips.fuse_passes
     detection_flips_score: str = "all_passes"
+    # with detection_flips: fuse the 8 passes only on images where one pass finds a
+    # galaxy whose mask holds at least this many pixels, the rest keep that one pass
+    # (the flips mostly matter for the pieces of large galaxies; 0: flips everywhere)
+    detection_flips_min_area: int = 0
     # input: eq. 1 scale A
     normalisation_scale: float = 1.0
 
@@ -100,6 +116,7 @@ class MaskRCNNConfig:
                                                      "anchor_scale_factors")
         self.box_std = tuple(float(s) for s in self.box_std)
         self.detection_flips = bool(self.detection_flips)
+        self.detection_flips_min_area = check_min_area(self.detection_flips_min_area)
         check_flip_score(self.detection_flips_score)
         if self.backbone_depth not in RESNET_BLOCKS:
             raise InputError(f"backbone_depth must be one of {sorted(RESNET_BLOCKS)}, "

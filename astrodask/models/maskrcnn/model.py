@@ -179,8 +179,10 @@ def detect(model, images, **settings):
     **settings
         Detection settings overriding the model's for this call, e.g.
         ``detection_nms_threshold=0.2`` for dense fields,
-        ``detection_min_confidence``, or ``detection_flips=False`` for one
-        pass instead of the fused 8 flips/rotations.
+        ``detection_min_confidence``, ``detection_flips=False`` for one
+        pass instead of the fused 8 flips/rotations, or
+        ``detection_flips_min_area`` to fuse them only on the images where
+        one pass finds a galaxy at least that large (in mask pixels).
 
     Returns
     -------
@@ -196,7 +198,9 @@ def detect(model, images, **settings):
     if images.ndim != 4 or images.shape[-1] != len(config.bands):
         raise ValueError(f"expected images (B, H, W, {len(config.bands)}), got {images.shape}")
     shape = images.shape[1:3]
-    if config.detection_flips:
+    if config.detection_flips and config.detection_flips_min_area:
+        found = _detect_flipped_where_large(model, images, config)
+    elif config.detection_flips:
         found = _detect_flipped(model, images, config)
     else:
         found = detect_once(model, images, config)
@@ -244,6 +248,33 @@ def _detect_flipped(model, images, config):
                         config.detection_nms_threshold, config.detection_max_instances,
                         score=config.detection_flips_score)
             for i in range(n_images)]
+
+
+def _detect_flipped_where_large(model, images, config):
+    """One pass on every image; the 8 fused flips on those where it finds a galaxy
+    whose mask holds at least ``config.detection_flips_min_area`` pixels.
+
+    A single pass reports pieces of large galaxies (spiral arms, HII regions)
+    as sources of their own that the fused flips score low; elsewhere it gives
+    the fused catalog at an eighth of the work (BENCHMARKS.md, session 43).
+    """
+    found = detect_once(model, images, config)
+    galaxy = config.classes.index("galaxy")
+    large = [i for i, (boxes, class_ids, _, grids) in enumerate(found)
+             if _largest_mask_area(grids[class_ids == galaxy], boxes[class_ids == galaxy],
+                                   images.shape[1:3], config.mask_threshold)
+             >= config.detection_flips_min_area]
+    if large:
+        for i, fused in zip(large, _detect_flipped(model, images[large], config)):
+            found[i] = fused
+    return found
+
+
+def _largest_mask_area(grids, boxes, shape, threshold):
+    """Pixels of the largest of these masks pasted onto an image of ``shape`` (0: none)."""
+    if not len(boxes):
+        return 0
+    return int(paste_masks(grids, boxes, shape, threshold).sum(axis=(1, 2)).max())
 
 
 def detect_once(model, images, config):
