@@ -124,7 +124,7 @@ def test_passes_split_over_network_calls_give_the_same_detections(tiny_model, mo
 
     images = np.random.default_rng(3).normal(size=(2, 64, 64, 3)).astype(np.float32)
     together = detect(tiny_model, images, detection_flips=True)
-    monkeypatch.setattr(model_module, "FLIPS_BATCH", 3)  # chunks of 1 pass x 2 images
+    monkeypatch.setattr(model_module, "FLIPS_BATCH", 3)  # calls of 3 (pass, image) views
     apart = detect(tiny_model, images, detection_flips=True)
     for a, b in zip(together, apart):
         np.testing.assert_allclose(a.boxes, b.boxes, atol=1e-4)

@@ -226,24 +226,24 @@ FLIPS_BATCH = 8
 def _detect_flipped(model, images, config):
     """Detections fused over the 8 flips/rotations (see :mod:`.flips`), per image.
 
-    Passes that give images of one shape (all 8 for square images) share
-    network calls of up to ``FLIPS_BATCH`` images.
+    The (pass, image) views of one shape (all 8 passes for square images)
+    share network calls of ``FLIPS_BATCH`` views, so the calls keep one batch
+    shape whatever the number of images (each new shape is a new trace).
     """
     n_images, height, width, _ = images.shape
-    per_call = max(1, FLIPS_BATCH // n_images)
     by_shape = {}
     for k, flip in DIHEDRAL:
-        by_shape.setdefault(k % 2 if height != width else 0, []).append((k, flip))
-    per_pass = {}
-    for passes in by_shape.values():
-        for start in range(0, len(passes), per_call):
-            chunk = passes[start:start + per_call]
-            found = detect_once(model, np.concatenate([transform(images, k, flip, axes=(1, 2))
-                                                       for k, flip in chunk]), config)
-            for j, (k, flip) in enumerate(chunk):
-                per_pass[k, flip] = [(undo_boxes(b, k, flip, (height, width)), c, s,
-                                      untransform(m, k, flip, axes=(1, 2)))
-                                     for b, c, s, m in found[j * n_images:(j + 1) * n_images]]
+        for i in range(n_images):
+            by_shape.setdefault(k % 2 if height != width else 0, []).append((k, flip, i))
+    per_pass = {p: [None] * n_images for p in DIHEDRAL}
+    for views in by_shape.values():
+        for start in range(0, len(views), FLIPS_BATCH):
+            chunk = views[start:start + FLIPS_BATCH]
+            found = detect_once(model, np.stack([transform(images[i], k, flip)
+                                                 for k, flip, i in chunk]), config)
+            for (k, flip, i), (b, c, s, m) in zip(chunk, found):
+                per_pass[k, flip][i] = (undo_boxes(b, k, flip, (height, width)), c, s,
+                                        untransform(m, k, flip, axes=(1, 2)))
     return [fuse_passes([per_pass[p][i] for p in DIHEDRAL],
                         config.detection_nms_threshold, config.detection_max_instances,
                         score=config.detection_flips_score)
