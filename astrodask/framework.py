@@ -37,6 +37,29 @@ def import_keras_quietly():
     return keras
 
 
+class _NoRetracingNotices:
+    """Drops TensorFlow's "triggered tf.function retracing" warnings.
+
+    The Mask R-CNN's calls take a few batch shapes by design (windows per
+    task, the flips' 8 views, heads padded to buckets of RoIs), each traced
+    once; several traced in a row read as a performance warning with a
+    traceback-like hint that is no fault of the user's.
+    """
+
+    @staticmethod
+    def filter(record):
+        return "triggered tf.function retracing" not in record.getMessage()
+
+
+def quiet_retracing_notices():
+    """Keep TensorFlow's retracing warnings out of the logs (idempotent)."""
+    import logging
+
+    logger = logging.getLogger("tensorflow")
+    if not any(isinstance(f, _NoRetracingNotices) for f in logger.filters):
+        logger.addFilter(_NoRetracingNotices())
+
+
 def configure_framework(threads):
     """Import Keras quietly and size TensorFlow's thread pools (call before first use).
 
@@ -54,6 +77,7 @@ def configure_framework(threads):
         return
     import tensorflow as tf
 
+    quiet_retracing_notices()
     try:
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(1)

@@ -155,6 +155,28 @@ def test_flips_min_area_option_reaches_detection(setup, tmp_path, capsys):
         "astrodask: error: maskrcnn flips_min_area must be a whole number of pixels >= 0, got -3")
 
 
+def test_warm_up_traces_the_flips_and_the_first_pass_of_a_task(setup, monkeypatch):
+    from dataclasses import replace
+
+    import astrodask.models.maskrcnn as maskrcnn
+    from astrodask.config import MaskRCNNOptions
+    from astrodask.engine.run import prepare_spec, resolve_config
+    from astrodask.engine.runners import MaskRCNNRunner
+    from astrodask.engine.specs import resolve_models
+
+    _, mosaic, model_path = setup
+    spec = resolve_models([str(model_path)], mosaic.bands)[0]
+    calls = []
+    monkeypatch.setattr(maskrcnn, "detect", lambda model, images, **settings: calls.append(
+        (images.shape[0], settings["detection_flips"], settings["detection_flips_min_area"])))
+    for area, expected in ((0, [(1, True, 0)]), (3000, [(1, True, 0), (3, True, 3000)])):
+        options = replace(MaskRCNNOptions(), flips=True, flips_min_area=area)
+        config = replace(resolve_config(models=[str(model_path)]), maskrcnn=options)
+        calls.clear()
+        MaskRCNNRunner(prepare_spec(spec, mosaic, config), config.maskrcnn).warm_up(64, 3)
+        assert calls == expected
+
+
 def test_card_star_galaxy_model_sets_the_classes_and_the_option_turns_it_off(setup, tmp_path):
     import shutil
 

@@ -98,7 +98,7 @@ class ModelPlugin(WorkerPlugin):
         self.runners = [make_runner(spec, self.config) for spec in self.specs]
         if self.tile_size:
             for runner in self.runners:
-                runner.warm_up(self.tile_size)
+                runner.warm_up(self.tile_size, self.config.batch_size or 1)
 
     def teardown(self, worker):
         self.runners = None

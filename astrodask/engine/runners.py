@@ -64,8 +64,9 @@ class UnetRunner:
             self._group = zarr.open_group(results.unet_store, mode="r+")
         return self._group
 
-    def warm_up(self, tile_size):
-        """Run once on an empty window so that graph tracing is not paid by the first task."""
+    def warm_up(self, tile_size, batch_size=1):
+        """Run once on an empty window so that graph tracing is not paid by the first task
+        (the U-Net takes one window per call whatever ``batch_size``)."""
         blank = np.zeros((len(self.spec.band_indices), tile_size, tile_size), np.float32)
         classify_tile(self.model, blank, mode=self.options.mode, stride=self.options.stride,
                       flips=self.options.flips)
@@ -138,14 +139,21 @@ class MaskRCNNRunner:
         """
         return None
 
-    def warm_up(self, tile_size):
-        """Run once on an empty window so that the first task pays no start-up cost."""
+    def warm_up(self, tile_size, batch_size=1):
+        """Run on empty windows so that the first task pays no start-up cost.
+
+        Each batch shape the tasks' calls take is traced here: the flips'
+        calls of 8 views and, where one pass decides which windows get the
+        flips (``detection_flips_min_area``), one pass over ``batch_size``
+        windows (an empty window never takes the flips, so both are run).
+        """
         from ..models.maskrcnn import detect
 
         blank = np.zeros((1, tile_size, tile_size, len(self.spec.band_indices)), np.float32)
-        # every pass the settings may take (an empty window would skip adaptive flips)
         detect(self.model, blank, **dict(self.settings, detection_flips_min_area=0))
-        self.heatmaps(blank)
+        if self.settings.get("detection_flips") and self.settings.get("detection_flips_min_area"):
+            detect(self.model, np.repeat(blank, batch_size, axis=0), **self.settings)
+        self.heatmaps(np.repeat(blank, batch_size, axis=0))
 
     def heatmaps(self, images):
         """The centre network's heatmaps of a standardised batch, binned as it sees them.
