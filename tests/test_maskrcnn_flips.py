@@ -158,3 +158,25 @@ def test_flips_min_area_must_be_a_pixel_count(value):
     with pytest.raises(InputError, match="detection_flips_min_area must be a whole number"):
         MaskRCNNConfig(detection_flips_min_area=value)
     assert MaskRCNNConfig(detection_flips_min_area=3000.0).detection_flips_min_area == 3000
+
+
+def test_evaluate_fuses_the_flips_on_every_field(monkeypatch):
+    import astrodask.models.maskrcnn as maskrcnn
+    from astrodask import evaluate_maskrcnn
+
+    model = build_maskrcnn(detection_min_confidence=0.0, detection_max_instances=5,
+                           detection_flips=True, detection_flips_min_area=10**6, **TINY)
+    seen = []
+    real = maskrcnn.detect
+
+    def spy(model, images, **settings):
+        seen.append(settings)
+        return real(model, images, **settings)
+
+    monkeypatch.setattr(maskrcnn, "detect", spy)
+    result = evaluate_maskrcnn(model, n_fields=1, size=64, baseline=False, iou_types=("bbox",))
+    assert seen == [{"detection_flips_min_area": 0}]
+    assert result["settings"]["detection_flips"] is True
+    evaluate_maskrcnn(model, n_fields=1, size=64, baseline=False, iou_types=("bbox",),
+                      settings={"detection_flips_min_area": 50})
+    assert seen[-1] == {"detection_flips_min_area": 50}

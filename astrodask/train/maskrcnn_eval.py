@@ -35,7 +35,8 @@ def evaluate_on_simulations(model, n_fields=12, size=512, seed=TEST_SEED, preset
         Overlap measures to report.
     settings : dict, optional
         Detection settings overriding the model's (see
-        :func:`astrodask.models.maskrcnn.detect`), e.g. ``detection_flips``.
+        :func:`astrodask.models.maskrcnn.detect`), e.g. ``detection_flips``;
+        ``detection_flips_min_area`` is 0 unless given here.
     conditions : Conditions or str, optional
         Observing conditions of the test fields
         (:class:`astrodask.simulation.conditions.Conditions`, or the name of
@@ -70,7 +71,9 @@ def evaluate_on_simulations(model, n_fields=12, size=512, seed=TEST_SEED, preset
             model, _ = load_checkpoint(model)
         else:
             model = load_maskrcnn(resolve_model_path(model))
-    settings = dict(settings or {})
+    # a block metric of the network: with flips they are fused on every field
+    # (``detection_flips_min_area`` is the engine's choice of windows, for speed)
+    settings = {"detection_flips_min_area": 0, **(settings or {})}
     config = model.config.replace(**settings)
     conditions = resolve_conditions(conditions)
     survey = get_preset(preset) if conditions is None else apply_conditions(preset, conditions)
