@@ -261,20 +261,29 @@ def _detect_flipped_where_large(model, images, config):
     found = detect_once(model, images, config)
     galaxy = config.classes.index("galaxy")
     large = [i for i, (boxes, class_ids, _, grids) in enumerate(found)
-             if _largest_mask_area(grids[class_ids == galaxy], boxes[class_ids == galaxy],
-                                   images.shape[1:3], config.mask_threshold)
-             >= config.detection_flips_min_area]
+             if _holds_mask_of(grids[class_ids == galaxy], boxes[class_ids == galaxy],
+                               images.shape[1:3], config.mask_threshold,
+                               config.detection_flips_min_area)]
     if large:
         for i, fused in zip(large, _detect_flipped(model, images[large], config)):
             found[i] = fused
     return found
 
 
-def _largest_mask_area(grids, boxes, shape, threshold):
-    """Pixels of the largest of these masks pasted onto an image of ``shape`` (0: none)."""
-    if not len(boxes):
-        return 0
-    return int(paste_masks(grids, boxes, shape, threshold).sum(axis=(1, 2)).max())
+def _holds_mask_of(grids, boxes, shape, threshold, min_area):
+    """Whether one of these masks, pasted onto an image of ``shape``, holds ``min_area`` pixels.
+
+    A mask holds only pixels whose centres lie in its box, at most
+    ``(y2 - y1 + 1) * (x2 - x1 + 1)`` of them, so only boxes that large are
+    pasted (the masks of the images that keep this pass are pasted by
+    :func:`detect` anyway).
+    """
+    y1, x1, y2, x2 = np.asarray(boxes, dtype=np.float64).reshape(-1, 4).T
+    could = (y2 - y1 + 1) * (x2 - x1 + 1) >= min_area
+    if not could.any():
+        return False
+    pasted = paste_masks(grids[could], boxes[could], shape, threshold)
+    return bool(pasted.sum(axis=(1, 2)).max() >= min_area)
 
 
 def detect_once(model, images, config):
