@@ -116,7 +116,11 @@ def fold_faint_pieces(table, min_score, parts=None):
     the merged piece keeps its own score, class, anchor and centre. Folding
     repeats, so a chain of weak pieces reaches the source it hangs from. A
     weak piece lying mostly (more than half its area) on confident ones is
-    another proposal for them, not a part: it is left to the cut.
+    another proposal for them, not a part: it is left to the cut. So is one
+    that covers most of a confident piece: a larger proposal around that
+    source (often it and a neighbour the detector did not separate), whose
+    pixels would carry the neighbour's light into it and pull its centroid
+    off.
 
     A piece under the cut that is ``vouched`` for (a column of the table,
     when present: :mod:`astrodask.merging.weak`) stays in the catalog and is
@@ -169,12 +173,15 @@ def fold_faint_pieces(table, min_score, parts=None):
 
     for k in np.flatnonzero(kept)[::-1]:  # the first row on top where they overlap
         owner[box(k)][masks[k]] = k + 1
+    confident = owner.copy()   # each kept piece's own pixels, before any fold
+    own_area = np.bincount(confident.ravel(), minlength=table.num_rows + 1)
     folded = {}
     pending = list(weak)
     while pending:
         left = []
         for k in pending:
-            target = _touching_owner(owner, masks[k], c["y0"][k] - oy, c["x0"][k] - ox)
+            target = _touching_owner(owner, masks[k], c["y0"][k] - oy, c["x0"][k] - ox,
+                                     confident, own_area)
             if target is None:
                 left.append(k)
                 continue
@@ -211,16 +218,22 @@ def fold_faint_pieces(table, min_score, parts=None):
     return table.filter(pa.array(keep))
 
 
-def _touching_owner(owner, mask, y0, x0):
+def _touching_owner(owner, mask, y0, x0, confident, own_area):
     """Row of the piece that a weak mask (at ``y0, x0`` of ``owner``) borders most.
 
     ``None`` when it touches none; ``-1`` when more than half of it lies on
-    pieces already (it is another proposal for them, not a part).
+    pieces already, or when it covers more than half of a kept piece's own
+    pixels (``confident``: ``owner`` before any fold, ``own_area``: its pixel
+    count per label): either way it is another proposal for them, not a part.
     """
     h, w = mask.shape
     around = owner[y0 - 1:y0 + h + 1, x0 - 1:x0 + w + 1]
     inner = around[1:-1, 1:-1]
-    if np.count_nonzero(inner[mask]) * 2 > np.count_nonzero(mask):
+    under = inner[mask]
+    if np.count_nonzero(under) * 2 > np.count_nonzero(mask):
+        return -1
+    covered = np.bincount(confident[y0:y0 + h, x0:x0 + w][mask], minlength=len(own_area))[1:]
+    if np.any(covered * 2 > own_area[1:]):
         return -1
     padded = np.pad(mask, 1)
     ring = ndimage.binary_dilation(padded) & ~padded
