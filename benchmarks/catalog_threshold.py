@@ -77,10 +77,10 @@ def _snrs_or_off(text):
     return tuple(float("inf") if v == "off" else float(v) for v in text.split(","))
 
 
-def _per_run(values, option, value=float):
+def _per_run(values, option, value=float, **fixed):
     """``(options, runs)`` of a sweep with one run per value: no merge options, and the
-    run option ``maskrcnn.<option>`` set to ``value(v)``."""
-    return [{} for _ in values], {v: {"maskrcnn": {option: value(v)}} for v in values}
+    run option ``maskrcnn.<option>`` set to ``value(v)`` (beside the ``fixed`` ones)."""
+    return [{} for _ in values], {v: {"maskrcnn": {option: value(v), **fixed}} for v in values}
 
 
 def build_parser():
@@ -159,8 +159,7 @@ def sweep_settings(args, parser):
         sweep = "flips"
     elif args.maskrcnn_flips_min_area:
         cuts = tuple(float(int(v)) for v in args.maskrcnn_flips_min_area.split(","))
-        options = [{} for _ in cuts]
-        runs = {v: {"maskrcnn": {"flips": True, "flips_min_area": int(v)}} for v in cuts}
+        options, runs = _per_run(cuts, "flips_min_area", int, flips=True)
         sweep = "flips"
     elif args.deblend_snr:
         cuts = tuple(0.0 if v == "off" else float(v) for v in args.deblend_snr.split(","))

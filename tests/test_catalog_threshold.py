@@ -40,3 +40,11 @@ def test_bad_merge_options_are_a_usage_error(threshold, capsys, text, message):
     with pytest.raises(SystemExit) as exit_info:
         settings(threshold, "--merge-options", text)
     assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_a_flips_area_sweep_runs_once_per_area_with_the_flips_on(threshold):
+    cuts, options, runs, sweep = settings(threshold, "--maskrcnn-flips-min-area", "0,3000")
+    assert cuts == (0.0, 3000.0) and options == [{}, {}] and sweep == "flips"
+    assert runs == {0.0: {"maskrcnn": {"flips_min_area": 0, "flips": True}},
+                    3000.0: {"maskrcnn": {"flips_min_area": 3000, "flips": True}}}
+    assert all(type(run["maskrcnn"]["flips_min_area"]) is int for run in runs.values())
