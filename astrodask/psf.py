@@ -29,10 +29,19 @@ MIN_STARS = 5
 #: This many bright sources clearly smaller than the apparent stellar locus, in one tight
 #: group, are the real stars (see ``_stellar_locus``).
 SMALLER_GROUP = 3
+#: ... or two or more of S/N at least this, whose half-light radii (precise at that S/N)
+#: agree within :data:`TWIN_TOLERANCE`: a pair of bright stars beside a locus of compact
+#: galaxies (a deep field at high resolution holds a handful of stars).
+BRIGHT_SMALLER_SNR = 300.0
+TWIN_TOLERANCE = 0.05
 #: At most this many stars (the highest S/N) are fitted per band.
 MAX_FIT_STARS = 60
 #: No other source closer than ISOLATION FWHMs plus that source's isophotal radius.
 ISOLATION = 3.0
+#: Relative accuracy of a measured FWHM (the measurement's target; the worst error on the
+#: simulated conditions of BENCHMARKS.md is 5.8%): a band this close to a model's trained
+#: FWHM range counts as inside it.
+FWHM_TOLERANCE = 0.10
 #: FWHM (px) that the shipped Mask R-CNN saw in training (median over its bands).
 TARGET_FWHM_PX = 3.8
 METHOD = ("SEP detection on up to 16 sampled 512x512 blocks; S/N >= 30, flags 0, no "
@@ -376,14 +385,18 @@ def _stellar_locus(candidates):
         return None, "no cluster of point-like sizes among the bright sources"
     low, high = locus[0] / 1.1, locus[0] * 1.3
     # Nothing real is smaller than the PSF: a tight group of smaller sources below the
-    # locus means the stars are that group, too few to count, and the "locus" is compact
-    # galaxies (a deep field at high resolution with few stars).
-    smaller = sizes[sizes < low]
-    if smaller.size and np.count_nonzero(smaller < smaller[0] * 1.2) >= SMALLER_GROUP:
-        group = np.count_nonzero(smaller < smaller[0] * 1.2)
-        return None, (f"only {group} point-like source(s) with S/N >= {MIN_SNR:g} (need "
-                      f"{MIN_STARS}); the next group of sizes, {locus[0] / smaller[0]:.1f}x "
-                      "larger, is taken for galaxies")
+    # locus means the stars are that group, and the "locus" is compact galaxies (a deep
+    # field at high resolution with few stars).
+    group = _smaller_group(candidates, low)
+    if group:
+        ratio = locus[0] / min(c.r50 for c in group)
+        if len(group) < MIN_STARS:
+            return None, (f"only {len(group)} point-like source(s) with S/N >= {MIN_SNR:g} "
+                          f"(need {MIN_STARS}); the next group of sizes, {ratio:.1f}x larger, "
+                          "is taken for galaxies")
+        return None, (f"{len(group)} sources with S/N >= {MIN_SNR:g} lie below the apparent "
+                      f"stellar locus; that locus, {ratio:.1f}x larger, is taken for galaxies "
+                      "and the smaller group for stars mixed with compact galaxies")
     # For a Moffat or Gaussian PSF the FWHM is 1.6-2.0 half-light radii.
     fwhm_guess = 1.8 * float(np.median(locus))
     stars = [c for c in candidates
@@ -393,6 +406,25 @@ def _stellar_locus(candidates):
                       f"{MIN_SNR:g} (need {MIN_STARS})")
     stars.sort(key=lambda c: -c.snr)
     return stars[:MAX_FIT_STARS], None
+
+
+def _smaller_group(candidates, below):
+    """The tight group of candidates smaller than ``below`` that the real stars form, or [].
+
+    The smallest such candidate and those within 20% of its half-light radius,
+    when they are :data:`SMALLER_GROUP` or more; else the candidates of S/N
+    >= :data:`BRIGHT_SMALLER_SNR` within :data:`TWIN_TOLERANCE` of the
+    smallest bright one, when there are two or more.
+    """
+    smaller = sorted((c for c in candidates if c.r50 < below), key=lambda c: c.r50)
+    if not smaller:
+        return []
+    group = [c for c in smaller if c.r50 < smaller[0].r50 * 1.2]
+    if len(group) >= SMALLER_GROUP:
+        return group
+    bright = [c for c in smaller if c.snr >= BRIGHT_SMALLER_SNR]
+    twins = [c for c in bright if bright and c.r50 <= bright[0].r50 * (1 + TWIN_TOLERANCE)]
+    return twins if len(twins) >= 2 else []
 
 
 def _fit_stars(stars):

@@ -268,15 +268,17 @@ def _check_psf(mosaic, specs):
 
     A model card's ``trained_psf_fwhm_px`` (``[lo, hi]``, over all bands) is
     compared with the store's PSF (measured or given at ingest) in the bands
-    that feed the model. Stores without a PSF and cards without the key pass
-    silently. One warning line per model, naming the ``--rescale`` factor that
+    that feed the model, with :data:`astrodask.psf.FWHM_TOLERANCE` of slack
+    (a measurement 2% under the range of the very simulation a model was
+    trained on is not a reason to resample). Stores without a PSF and cards
+    without the key pass silently. One warning line per model, naming the ``--rescale`` factor that
     brings the median FWHM to the middle of the range (for a store already
     resampled, the factor from the original grid).
     """
     import statistics
     import warnings
 
-    from ..psf import rescale_for_fwhm
+    from ..psf import FWHM_TOLERANCE, rescale_for_fwhm
 
     psf = mosaic.psf
     if not psf:
@@ -288,7 +290,8 @@ def _check_psf(mosaic, specs):
         lo, hi = (float(v) for v in trained)
         fwhms = {b: psf[b].fwhm_px for b in (mosaic.bands[i] for i in spec.band_indices)
                  if b in psf and psf[b].fwhm_px is not None}
-        outside = {b: v for b, v in fwhms.items() if not lo <= v <= hi}
+        outside = {b: v for b, v in fwhms.items()
+                   if not lo / (1 + FWHM_TOLERANCE) <= v <= hi * (1 + FWHM_TOLERANCE)}
         if not outside:
             continue
         middle = (lo + hi) / 2
