@@ -69,17 +69,24 @@ def test_too_few_stars_gives_no_fwhm_and_says_why():
     assert "need 5" in psf.reason and "\n" not in psf.reason
 
 
-def test_compact_galaxies_are_not_taken_for_stars():
-    """Four stars and many compact galaxies twice their size (a deep HST-like band)."""
-    rng = np.random.default_rng(2)
-    size = 600
-    image = rng.normal(size=(size, size))
+def gaussian_spots(seed, profile, size=600):
+    """Unit noise with a Gaussian spot every 60 px; ``profile(k) -> (sigma, amplitude)``."""
+    image = np.random.default_rng(seed).normal(size=(size, size))
     yy, xx = np.mgrid[:size, :size]
     spots = [(y, x) for y in range(40, size - 40, 60) for x in range(40, size - 40, 60)]
     for k, (y, x) in enumerate(spots):
+        sigma, amplitude = profile(k)
+        image += amplitude * np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / (2 * sigma ** 2))
+    return image
+
+
+def test_compact_galaxies_are_not_taken_for_stars():
+    """Four stars and many compact galaxies twice their size (a deep HST-like band)."""
+    def profile(k):
         sigma = 1.3 if k < 4 else 2.6 * (1 + 0.05 * (k % 3))
-        image += 3000 * sigma ** -2 * np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / (2 * sigma ** 2))
-    psf = measure_psf(image, band="h")
+        return sigma, 3000 * sigma ** -2
+
+    psf = measure_psf(gaussian_spots(2, profile), band="h")
     assert psf.fwhm_px is None and "only 4 point-like" in psf.reason
     assert "taken for galaxies" in psf.reason and "\n" not in psf.reason
 
@@ -88,14 +95,8 @@ def test_compact_galaxies_are_not_taken_for_stars():
 def test_two_bright_stars_below_a_locus_of_compact_galaxies(star_amplitude, measured):
     """Two stars of S/N in the thousands below a locus of compact galaxies (a deep HST-like
     z band): the locus is not stars. Two faint sources there prove nothing."""
-    rng = np.random.default_rng(3)
-    size = 600
-    image = rng.normal(size=(size, size))
-    yy, xx = np.mgrid[:size, :size]
-    spots = [(y, x) for y in range(40, size - 40, 60) for x in range(40, size - 40, 60)]
-    for k, (y, x) in enumerate(spots):
-        sigma, amplitude = (1.1, star_amplitude) if k < 2 else (1.7 * (1 + 0.04 * (k % 3)), 300.0)
-        image += amplitude * np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / (2 * sigma ** 2))
+    image = gaussian_spots(3, lambda k: (1.1, star_amplitude) if k < 2
+                           else (1.7 * (1 + 0.04 * (k % 3)), 300.0))
     psf = measure_psf(image, band="z")
     if measured:  # the faint pair is noise in the size distribution: the locus is measured
         assert psf.fwhm_px == pytest.approx(2.355 * 1.7, rel=0.1)
