@@ -30,7 +30,14 @@ peak for another instance: a peak that only such an instance holds is split
 off as a new detection. Instances that ``keep_whole`` marks (the engine
 marks those the U-Net calls irregular: their star-forming knots are peaks
 of one galaxy, see :mod:`astrodask.fragments`) and stars (an Airy or
-diffraction pattern has rings of local maxima) are never split.
+diffraction pattern has rings of local maxima) are never split, with one
+exception (``irregular_by_class``): an instance the U-Net calls irregular
+that also holds a significant basin the U-Net calls another class (a
+spheroid or disk galaxy beside or on the irregular one, which the network
+drew as one instance) is cut in two kinds of piece, every irregular basin
+together (the knots stay one galaxy) and each basin of another class alone.
+Drawn as one instance, such a pair was one irregular object whose centroid
+lay between the two galaxies and matched neither.
 """
 
 import numpy as np
@@ -44,7 +51,8 @@ MIN_SEPARATION = 4
 
 
 def split_instances(masks, class_ids, scores, brightness, min_snr, min_contrast=0.0,
-                    min_separation=MIN_SEPARATION, keep_whole=None, min_score=None):
+                    min_separation=MIN_SEPARATION, keep_whole=None, min_score=None,
+                    unet=None, irregular_by_class=False, split_others=True):
     """The instances of one window with those over several significant peaks split.
 
     Parameters
@@ -69,6 +77,15 @@ def split_instances(masks, class_ids, scores, brightness, min_snr, min_contrast=
         Instances never split.
     min_score : float, optional
         Instances scoring under this are ignored (see the module's docstring).
+    unet : tuple, optional
+        ``(probabilities, irregular)``: the U-Net's class maps over the window,
+        shape (classes, H, W) with background last, and the index of the
+        irregular class; needed by ``irregular_by_class``.
+    irregular_by_class : bool
+        Split the ``keep_whole`` instances too, between their irregular light
+        and their basins of another class (see the module's docstring).
+    split_others : bool
+        False leaves every instance outside ``keep_whole`` whole.
 
     Returns
     -------
@@ -93,8 +110,11 @@ def split_instances(masks, class_ids, scores, brightness, min_snr, min_contrast=
                       for mask, ok in zip(usable, counted)], dtype=np.float64)
     keep_whole = (np.zeros(len(masks), bool) if keep_whole is None
                   else np.asarray(keep_whole, dtype=bool))
+    by_class = irregular_by_class and unet is not None
+    candidates = (~keep_whole if split_others else np.zeros(len(masks), bool)) \
+        | (keep_whole & by_class)
     out_masks, new_masks, new_of = masks.copy(), [], []
-    for m in np.flatnonzero(~keep_whole & (class_ids != OBJECT_CODE["star"])):
+    for m in np.flatnonzero(candidates & (class_ids != OBJECT_CODE["star"])):
         if np.isnan(cores[m, 0]):
             continue
         # the instance's box with a margin where the smoothing reaches (4 σ)
@@ -109,6 +129,8 @@ def split_instances(masks, class_ids, scores, brightness, min_snr, min_contrast=
         basins = _basins(usable[m][box], smoothed[box], peaks)
         kept, merged = _significant(basins, brightness[box], pixel_noise, min_snr,
                                     min_contrast)
+        if keep_whole[m]:
+            kept, merged = _irregular_and_others(kept, merged, unet, brightness, box)
         for k, basin in zip(kept, merged):
             if owner[k] == m:
                 continue
@@ -125,6 +147,29 @@ def split_instances(masks, class_ids, scores, brightness, min_snr, min_contrast=
     return (np.concatenate([out_masks, np.stack(new_masks)]),
             np.concatenate([class_ids, class_ids[new_of]]),
             np.concatenate([scores, scores[new_of]]))
+
+
+def _irregular_and_others(kept, basins, unet, brightness, box):
+    """An irregular-called instance's significant basins as pieces: all those the U-Net
+    calls irregular as one (named by the first of them), each of another class alone.
+
+    ``kept`` names each basin by its peak (0: the instance's core). Nothing to
+    split (``[0]`` and the whole) unless both kinds are there.
+    """
+    from .fragments import dominant_classes, light_weight
+
+    probabilities, irregular = unet
+    basins = np.asarray(basins)
+    window = (slice(None),) + box
+    irr = dominant_classes(basins, probabilities[window], light_weight(brightness[box])) \
+        == irregular
+    if irr.all() or not irr.any():
+        return [kept[0]], [basins.any(axis=0)]
+    first = int(np.flatnonzero(irr)[0])
+    pieces = [(kept[i], basins[i]) for i in np.flatnonzero(~irr)]
+    pieces.append((kept[first], basins[irr].any(axis=0)))
+    pieces.sort(key=lambda piece: piece[0])
+    return [k for k, _ in pieces], [b for _, b in pieces]
 
 
 def _peaks(mask, smoothed, core, min_separation):

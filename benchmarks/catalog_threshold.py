@@ -3,8 +3,9 @@
 Simulates validation mosaics of a preset (``decam``: seeds 3000000-3000003,
 two standard, a crowded one and one with 0.5 large, bright galaxies per
 arcmin² added, most of them spirals; ``hst``: 3000100-3000103, two standard and
-two deep ones, of which the card's score cut saw the first two; never used
-in training nor in ``mosaic_quality.py``), runs ingest -> run once with the
+two deep ones, of which the card's score cut saw the first two, and with
+``--fields`` three more, 3000104-3000106, two deep and a standard one; never
+used in training nor in ``mosaic_quality.py``), runs ingest -> run once with the
 model card's detection settings, then merges at each candidate ``min_score``
 and scores the catalog against truth (S/N >= 10, one-to-one within
 ``--match-radius``, 2 px by default). The pick
@@ -66,10 +67,30 @@ VALIDATION = {
     "hst": {"standard": dict(seed=3_000_100), "deep": dict(seed=3_000_101, deep=True),
             "standard2": dict(seed=3_000_102), "deep2": dict(seed=3_000_103, deep=True)},
 }
+#: More validation mosaics, used only when ``--fields`` names them (added in session 45:
+#: the choices recorded in the cards summed the four above).
+EXTRA_VALIDATION = {
+    "decam": {},
+    "hst": {"deep3": dict(seed=3_000_104, deep=True), "deep4": dict(seed=3_000_105, deep=True),
+            "standard3": dict(seed=3_000_106)},
+}
 CUTS = (0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.7, 0.8)
 #: ``--segmentation``: Algorithm 1 (threshold, background level) pairs of U-Net-only runs
 LEVELS = ((0.1, 0.9), (0.3, 0.9), (0.5, 0.95), (0.7, 0.97), (0.8, 0.98), (0.85, 0.99),
           (0.9, 0.99), (0.95, 0.995), (0.97, 0.998), (0.98, 0.999), (0.99, 0.9995))
+
+
+def validation_fields(args, parser):
+    """``{name: simulate kwargs}``: the preset's :data:`VALIDATION` mosaics, or those
+    ``--fields`` names (also from :data:`EXTRA_VALIDATION`); others are a usage error."""
+    fields = VALIDATION[args.preset]
+    if not args.fields:
+        return fields
+    known = {**fields, **EXTRA_VALIDATION[args.preset]}
+    unknown = sorted(set(args.fields.split(",")) - set(known))
+    if unknown:
+        parser.error(f"unknown --fields for {args.preset}: {', '.join(unknown)}")
+    return {name: known[name] for name in args.fields.split(",")}
 
 
 def _snrs_or_off(text):
@@ -133,7 +154,9 @@ def build_parser():
     parser.add_argument("--fields", default=None, metavar="NAME,...",
                         help="validation mosaics to use (default: all of the preset's: "
                              + "; ".join(f"{p}: {', '.join(v)}" for p, v in VALIDATION.items())
-                             + ")")
+                             + "; also: "
+                             + "; ".join(f"{p}: {', '.join(v)}"
+                                         for p, v in EXTRA_VALIDATION.items() if v) + ")")
     return parser
 
 
@@ -196,12 +219,7 @@ def main(argv=None):
 
     parser = build_parser()
     args = parser.parse_args(argv)
-    fields = VALIDATION[args.preset]
-    if args.fields:
-        unknown = sorted(set(args.fields.split(",")) - set(fields))
-        if unknown:
-            parser.error(f"unknown --fields for {args.preset}: {', '.join(unknown)}")
-        fields = {name: fields[name] for name in args.fields.split(",")}
+    fields = validation_fields(args, parser)
     models = None if args.models is None else args.models.split(",")
     out = Path(args.out) / args.preset / ("segmentation" if args.segmentation
                                           else "flips" if args.maskrcnn_flips

@@ -48,3 +48,18 @@ def test_a_flips_area_sweep_runs_once_per_area_with_the_flips_on(threshold):
     assert runs == {0.0: {"maskrcnn": {"flips_min_area": 0, "flips": True}},
                     3000.0: {"maskrcnn": {"flips_min_area": 3000, "flips": True}}}
     assert all(type(run["maskrcnn"]["flips_min_area"]) is int for run in runs.values())
+
+
+def test_the_extra_validation_mosaics_run_only_when_named(threshold, capsys):
+    parser = threshold.build_parser()
+
+    def fields(*argv):
+        return threshold.validation_fields(parser.parse_args(list(argv)), parser)
+
+    assert list(fields("--preset", "hst")) == ["standard", "deep", "standard2", "deep2"]
+    chosen = fields("--preset", "hst", "--fields", "deep4,deep")
+    assert chosen == {"deep4": dict(seed=3_000_105, deep=True), "deep": dict(seed=3_000_101,
+                                                                             deep=True)}
+    with pytest.raises(SystemExit):
+        fields("--preset", "decam", "--fields", "deep3")
+    assert "unknown --fields for decam: deep3" in capsys.readouterr().err

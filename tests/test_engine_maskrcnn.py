@@ -349,6 +349,19 @@ def test_the_maskrcnn_runner_splits_blends_but_not_the_unets_irregular_galaxies(
     masks, _, _ = runner.split(blend[None], np.array([2]), np.array([0.9]), brightness,
                                (probabilities, classes))
     assert len(masks) == 1
+    # the card's irregular_by_class: the companion's light called a spheroid by the U-Net
+    # is split off the irregular galaxy's instance; called irregular, it stays
+    runner.spec = SimpleNamespace(deblend={"min_snr": 5.0, "irregular_by_class": True,
+                                           "split_others": False})
+    companion = (yy - 32) ** 2 + (xx - 50) ** 2 <= 9
+    probabilities[:, companion] = [[0.8], [0.0], [0.1], [0.0], [0.1]]
+    masks, _, _ = runner.split(blend[None], np.array([2]), np.array([0.9]), brightness,
+                               (probabilities, classes))
+    assert len(masks) == 2 and masks[1][32, 50] and masks[0][32, 30]
+    probabilities[:, companion] = [[0.0], [0.1], [0.8], [0.0], [0.1]]
+    masks, _, _ = runner.split(blend[None], np.array([2]), np.array([0.9]), brightness,
+                               (probabilities, classes))
+    assert len(masks) == 1
 
 
 def test_the_maskrcnn_runner_folds_knots_with_the_unets_maps_of_the_window():

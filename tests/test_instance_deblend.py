@@ -120,3 +120,49 @@ def test_merge_low_contrast_with_a_significance_test():
     # a basin with nothing above its saddle is never significant
     flat = blob(shape, 32, 20, 6.0, 100.0)
     assert list(merge_low_contrast(basins, scores, flat, None, min_snr=1e-6)[0]) == [0]
+
+
+def test_an_irregular_instance_loses_only_a_galaxy_of_another_class():
+    """An irregular galaxy with two bright knots and a spheroid 24 px away, drawn as one
+    instance the U-Net calls irregular: with ``irregular_by_class`` the spheroid's basin is
+    a detection of its own, the knots stay with their galaxy; where the U-Net calls the
+    spheroid's light irregular too, or without the option, the instance stays whole."""
+    from astrodask.instance_deblend import split_instances
+
+    shape = (80, 100)
+    galaxy = (blob(shape, 40, 36, 7.0, 25.0) + blob(shape, 34, 30, 1.5, 30.0)
+              + blob(shape, 46, 42, 1.5, 30.0))
+    spheroid = blob(shape, 40, 62, 2.0, 60.0)
+    image = (np.random.default_rng(7).normal(0.0, 1.0, shape) + galaxy + spheroid)
+    image = image.astype(np.float32)
+    mask = (galaxy + spheroid) > 2.0
+    # U-Net classes (spheroid, disk, irregular, point source, background)
+    probabilities = np.zeros((5,) + shape, np.float32)
+    probabilities[4] = 1.0
+    on_spheroid = spheroid > np.maximum(galaxy, 2.0)
+    probabilities[:, mask] = np.array([0, 0, 0.9, 0, 0.1])[:, None]
+    probabilities[:, on_spheroid] = np.array([0.9, 0, 0.05, 0, 0.05])[:, None]
+    unet = (probabilities, 2)
+    split = dict(min_snr=5, keep_whole=[True], unet=unet, irregular_by_class=True)
+    masks, classes, scores = split_instances(mask[None], np.array([GALAXY]),
+                                             np.array([0.9], np.float32), image, **split)
+    assert len(masks) == 2 and list(scores) == pytest.approx([0.9, 0.9])
+    holder = [int(np.flatnonzero(masks[:, y, x])[0]) for y, x in ((40, 36), (34, 30),
+                                                                     (46, 42), (40, 62))]
+    assert holder[0] == holder[1] == holder[2] != holder[3]
+    assert not (masks[0] & masks[1]).any() and np.array_equal(masks[0] | masks[1], mask)
+    # the spheroid's light called irregular, or the option off: one irregular galaxy
+    all_irregular = probabilities.copy()
+    all_irregular[:, mask] = np.array([0, 0, 0.9, 0, 0.1])[:, None]
+    for kwargs in (dict(unet=(all_irregular, 2)), dict(irregular_by_class=False),
+                   dict(unet=None)):
+        masks, _, _ = split_instances(mask[None], np.array([GALAXY]), np.array([0.9]), image,
+                                      **{**split, **kwargs})
+        assert len(masks) == 1 and np.array_equal(masks[0], mask)
+    # split_others=False: an instance the U-Net does not call irregular stays whole
+    masks, _, _ = split_instances(mask[None], np.array([GALAXY]), np.array([0.9]), image,
+                                  **{**split, "keep_whole": [False], "split_others": False})
+    assert len(masks) == 1
+    masks, _, _ = split_instances(mask[None], np.array([GALAXY]), np.array([0.9]), image,
+                                  **{**split, "keep_whole": [False]})
+    assert len(masks) >= 2

@@ -265,18 +265,21 @@ class MaskRCNNRunner:
         """Instances over several significant peaks split (:mod:`astrodask.instance_deblend`).
 
         Where ``unet`` (the window's ``(mean, classes)``) is given, instances
-        it calls irregular stay whole: their peaks are one galaxy's knots.
+        it calls irregular stay whole (their peaks are one galaxy's knots), or,
+        with the card's ``irregular_by_class``, lose only the basins it calls
+        another class.
         """
         from ..fragments import dominant_classes, light_weight
         from ..instance_deblend import split_instances
 
-        keep_whole = None
+        keep_whole = classes = None
         if unet is not None and "irregular" in unet[1]:
             probabilities, names = unet
+            classes = (probabilities, names.index("irregular"))
             keep_whole = (dominant_classes(masks, probabilities, light_weight(brightness))
-                          == names.index("irregular"))
+                          == classes[1])
         return split_instances(masks, class_ids, scores, brightness, keep_whole=keep_whole,
-                               **self.spec.deblend)
+                               unet=classes, **self.spec.deblend)
 
     def fold(self, found, brightness, saturated, unet):
         """``found``'s masks, classes and scores with pieces of one source folded into it.
