@@ -423,7 +423,7 @@ def _smaller_group(candidates, below):
     if len(group) >= SMALLER_GROUP:
         return group
     bright = [c for c in smaller if c.snr >= BRIGHT_SMALLER_SNR]
-    twins = [c for c in bright if bright and c.r50 <= bright[0].r50 * (1 + TWIN_TOLERANCE)]
+    twins = [c for c in bright if c.r50 <= bright[0].r50 * (1 + TWIN_TOLERANCE)]
     return twins if len(twins) >= 2 else []
 
 

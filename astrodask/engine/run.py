@@ -271,9 +271,9 @@ def _check_psf(mosaic, specs):
     that feed the model, with :data:`astrodask.psf.FWHM_TOLERANCE` of slack
     (a measurement 2% under the range of the very simulation a model was
     trained on is not a reason to resample). Stores without a PSF and cards
-    without the key pass silently. One warning line per model, naming the ``--rescale`` factor that
-    brings the median FWHM to the middle of the range (for a store already
-    resampled, the factor from the original grid).
+    without the key pass silently. One warning line per model, naming the
+    ``--rescale`` factor that brings the median FWHM to the middle of the
+    range (for a store already resampled, the factor from the original grid).
     """
     import statistics
     import warnings
