@@ -91,8 +91,9 @@ class MaskRCNNOptions:
         Without a centre network: a Mask R-CNN instance over several peaks
         is split where a peak's light above the saddle to a brighter one has
         at least this S/N (:mod:`astrodask.instance_deblend`). ``None``
-        keeps the card's ``deblend_instances.min_snr`` (none for the shipped
-        cards), 0 turns it off.
+        keeps the card's ``deblend_instances.min_snr`` (``maskrcnn_hst``:
+        10, for the instances the U-Net calls irregular only, split by its
+        classes; ``maskrcnn_decam`` has a centre network), 0 turns it off.
     """
 
     min_confidence: float = None

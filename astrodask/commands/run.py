@@ -71,8 +71,9 @@ def register(subparsers):
     parser.add_argument("--deblend-snr", type=float, metavar="S",
                         help="without a centre network: split a Mask R-CNN instance over "
                              "several peaks where a peak's light above the saddle to a "
-                             "brighter one has at least this S/N (default: the card's; "
-                             "0: off)")
+                             "brighter one has at least this S/N (default: the card's, "
+                             "which may limit the split to instances the U-Net calls "
+                             "irregular; 0: off)")
     parser.add_argument("--restart", action="store_true", default=None,
                         help="ignore done markers and recompute every tile")
     parser.add_argument("--report", nargs="?", const="", metavar="HTML",
