@@ -101,6 +101,14 @@ def split_instances(masks, class_ids, scores, brightness, min_snr, min_contrast=
     class_ids, scores = np.asarray(class_ids), np.asarray(scores)
     if not min_snr or len(masks) == 0:
         return masks, class_ids, scores
+    keep_whole = (np.zeros(len(masks), bool) if keep_whole is None
+                  else np.asarray(keep_whole, dtype=bool))
+    by_class = irregular_by_class and unet is not None
+    candidates = (~keep_whole if split_others else np.zeros(len(masks), bool)) \
+        | (keep_whole & by_class)
+    candidates = np.flatnonzero(candidates & (class_ids != OBJECT_CODE["star"]))
+    if not candidates.size:  # (a window without irregular galaxies, with split_others off)
+        return masks, class_ids, scores
     finite, image, smoothed = smoothed_detection(brightness)
     pixel_noise = smoothed_noise(np.where(finite, image, np.nan))
     usable = masks & finite
@@ -108,13 +116,8 @@ def split_instances(masks, class_ids, scores, brightness, min_snr, min_contrast=
     # (y, x) of each instance's core; NaN for those that hold no peak
     cores = np.array([_core(mask, smoothed) if ok and mask.any() else (np.nan, np.nan)
                       for mask, ok in zip(usable, counted)], dtype=np.float64)
-    keep_whole = (np.zeros(len(masks), bool) if keep_whole is None
-                  else np.asarray(keep_whole, dtype=bool))
-    by_class = irregular_by_class and unet is not None
-    candidates = (~keep_whole if split_others else np.zeros(len(masks), bool)) \
-        | (keep_whole & by_class)
     out_masks, new_masks, new_of = masks.copy(), [], []
-    for m in np.flatnonzero(candidates & (class_ids != OBJECT_CODE["star"])):
+    for m in candidates:
         if np.isnan(cores[m, 0]):
             continue
         # the instance's box with a margin where the smoothing reaches (4 σ)
