@@ -211,8 +211,7 @@ def residual_pass(results, *, mosaic=None, options=None, client=None, n_workers=
             results=results.location, n_parents=0, n_added=0, n_objects=n_first,
             seconds=seconds), work)
     second = storage.join(work, "results")
-    first_options = dict(merged["options"], min_score=options.min_score, pictures=False,
-                         residual_pass=False)
+    first_options = second_merge_options(merged["options"], options.min_score)
     with cluster_for(client, results.location, n_workers, threads_per_worker, scheduler,
                      scheduler_file) as (cluster, _):
         start = time.perf_counter()
@@ -255,6 +254,29 @@ def second_run_config(config, flips):
         A copy; ``config`` is left as it is.
     """
     return dict(config, maskrcnn=dict(config.get("maskrcnn") or {}, flips=bool(flips)))
+
+
+def second_merge_options(first, min_score):
+    """The first merge's options (as ``merge.json`` holds them) for the merge of the second run.
+
+    The pass's own score cut; no pictures, no second residual pass, and no weak
+    rule: a weak detection's S/N on the residual measures what the bright
+    objects' templates left (on the `hst` validation mosaics the first pass's
+    rule at S/N 100, applied there too, kept pieces of the residual around
+    stars of S/N 30,000-43,000).
+
+    Parameters
+    ----------
+    first : dict
+    min_score : float
+
+    Returns
+    -------
+    dict
+        A copy; ``first`` is left as it is.
+    """
+    return dict(first, min_score=min_score, pictures=False, residual_pass=False,
+                weak_min_snr=float("inf"))
 
 
 def _record(results, merged, options, summary, work):

@@ -72,7 +72,8 @@ VALIDATION = {
 EXTRA_VALIDATION = {
     "decam": {},
     "hst": {"deep3": dict(seed=3_000_104, deep=True), "deep4": dict(seed=3_000_105, deep=True),
-            "standard3": dict(seed=3_000_106)},
+            "standard3": dict(seed=3_000_106),
+            **{f"deep{k}": dict(seed=3_000_102 + k, deep=True) for k in range(5, 9)}},
 }
 CUTS = (0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.7, 0.8)
 #: ``--segmentation``: Algorithm 1 (threshold, background level) pairs of U-Net-only runs

@@ -60,6 +60,12 @@ def test_the_extra_validation_mosaics_run_only_when_named(threshold, capsys):
     chosen = fields("--preset", "hst", "--fields", "deep4,deep")
     assert chosen == {"deep4": dict(seed=3_000_105, deep=True), "deep": dict(seed=3_000_101,
                                                                              deep=True)}
+    assert fields("--preset", "hst", "--fields", "deep8") == {"deep8": dict(seed=3_000_110,
+                                                                          deep=True)}
+    seeds = [kwargs["seed"] for preset in ("decam", "hst")
+             for kwargs in {**threshold.VALIDATION[preset],
+                            **threshold.EXTRA_VALIDATION[preset]}.values()]
+    assert len(set(seeds)) == len(seeds)
     with pytest.raises(SystemExit):
         fields("--preset", "decam", "--fields", "deep3")
     assert "unknown --fields for decam: deep3" in capsys.readouterr().err

@@ -120,6 +120,19 @@ def test_the_second_run_takes_the_first_runs_config_with_the_passes_flips():
     assert second_run_config({}, True) == {"maskrcnn": {"flips": True}}
 
 
+def test_the_second_merge_keeps_the_first_merges_options_without_the_weak_rule():
+    from astrodask.residual_detection import second_merge_options
+
+    first = {"min_score": 0.4, "pictures": True, "residual_pass": None, "weak_min_score": 0.1,
+             "weak_min_snr": 100.0, "irregular_centroid_sigma": 8.0}
+    second = second_merge_options(first, 0.6)
+    assert second == {"min_score": 0.6, "pictures": False, "residual_pass": False,
+                      "weak_min_score": 0.1, "weak_min_snr": float("inf"),
+                      "irregular_centroid_sigma": 8.0}
+    assert first["weak_min_snr"] == 100.0                  # the first merge's record is kept
+    assert astrodask.MergeOptions(**second).weak_min_snr == float("inf")
+
+
 def test_options_are_checked():
     with pytest.raises(ResidualPassError, match="min_snr must be a number"):
         ResidualOptions(min_snr=float("nan")).validate()

@@ -254,7 +254,7 @@ def test_a_weak_piece_in_a_confident_ones_core_is_not_vouched_for(noisy):
                           weak_core_fraction=5.5 / radius).tolist() == [False, False]
 
 
-def test_maskrcnn_decam_keeps_vouched_detections_and_maskrcnn_hst_does_not():
+def test_each_shipped_card_keeps_detections_its_own_snr_vouches_for():
     from astrodask.engine.specs import resolve_models
 
     def rule(name, bands):
@@ -263,4 +263,5 @@ def test_maskrcnn_decam_keeps_vouched_detections_and_maskrcnn_hst_does_not():
                                    MergeOptions())
 
     assert rule("maskrcnn_decam", ("g", "r", "z")) == (0.3, 10.0, None, 4.0, 0.4, 400.0)
-    assert rule("maskrcnn_hst", ("v", "z", "j", "h")) == (None,) * 6
+    # maskrcnn_hst: only sources far brighter than any noise peak (S/N 100)
+    assert rule("maskrcnn_hst", ("v", "z", "j", "h")) == (0.1, 100.0, None, 4.0, 0.4, None)
