@@ -94,15 +94,21 @@ def blend_families(masks):
     return components(len(masks), touching_pairs(masks))[1]
 
 
+def _unfolded(masks):
+    """``(masks, keep, members)`` of a window where nothing folds."""
+    n = len(masks)
+    return masks, np.arange(n), [np.array([i]) for i in range(n)]
+
+
 def _fold(masks, pieces_of):
     """Join the members ``pieces_of(others, main, area)`` picks into each family's largest.
 
-    Returns the kept masks (each largest member with its pieces) and their
-    indices in the input.
+    Returns the kept masks (each largest member with its pieces), their
+    indices in the input, and the input indices each holds (itself first).
     """
     n = len(masks)
     if n < 2:
-        return masks, np.arange(n)
+        return _unfolded(masks)
     family = blend_families(masks)
     area = masks.reshape(n, -1).sum(axis=1)
     folded = np.zeros(n, bool)
@@ -114,16 +120,20 @@ def _fold(masks, pieces_of):
         main = members[np.argmax(area[members])]  # the first of equal areas
         pieces = pieces_of(members[members != main], main, area)
         if pieces.size:
-            joined[main] = masks[main] | masks[pieces].any(axis=0)
+            joined[main] = (masks[main] | masks[pieces].any(axis=0), pieces)
             folded[pieces] = True
     if not joined:
-        return masks, np.arange(n)
+        return _unfolded(masks)
     keep = np.flatnonzero(~folded)
     out = masks[keep]
+    members = []
     for k, i in enumerate(keep):
+        held = np.array([i])
         if i in joined:
-            out[k] = joined[i]
-    return out, keep
+            out[k], pieces = joined[i]
+            held = np.concatenate([held, pieces])
+        members.append(held)
+    return out, keep, members
 
 
 def fold_irregular_fragments(masks, probabilities, weight, irregular, max_area_fraction):
@@ -150,9 +160,13 @@ def fold_irregular_fragments(masks, probabilities, weight, irregular, max_area_f
     keep : ndarray of int, shape (m,)
         Indices of the kept detections in the input (for their scores and
         classes).
+    members : list of ndarray of int, length m
+        Indices in the input of the detections each kept one now holds (its
+        own first, then its knots): a galaxy is as certain as its most
+        confident knot (:meth:`astrodask.engine.runners.MaskRCNNRunner.fold`).
     """
     if len(masks) < 2 or not max_area_fraction > 0:
-        return masks, np.arange(len(masks))
+        return _unfolded(masks)
 
     def knots(others, main, area):
         # classes only of the families' members that could be folded
@@ -176,14 +190,14 @@ def fold_saturated_pieces(masks, saturated):
 
     Returns
     -------
-    masks, keep
+    masks, keep, members
         As :func:`fold_irregular_fragments`.
     """
     if len(masks) < 2 or not saturated.any():
-        return masks, np.arange(len(masks))
+        return _unfolded(masks)
     clipped = np.array([bool((mask & saturated).any()) for mask in masks], dtype=bool)
     if clipped.sum() < 2:
-        return masks, np.arange(len(masks))
+        return _unfolded(masks)
 
     def pieces(others, main, area):
         return others[clipped[others]] if clipped[main] else others[:0]

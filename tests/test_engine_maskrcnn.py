@@ -383,8 +383,13 @@ def test_the_maskrcnn_runner_folds_knots_with_the_unets_maps_of_the_window():
     runner.spec = SimpleNamespace(fold_fragments=0.3)
     brightness = np.ones(shape)
     masks, class_ids, scores = runner.fold(found, brightness, None, (probabilities, classes))
-    assert len(masks) == 1 and scores.tolist() == [0.9] and class_ids.tolist() == [2]
+    # the galaxy takes its most confident member's score (the knot's 0.95, not its own 0.9)
+    assert len(masks) == 1 and scores.tolist() == [0.95] and class_ids.tolist() == [2]
     np.testing.assert_array_equal(masks[0], galaxy | knot)
+    # a weak proposal over the whole galaxy no longer drags a confident core under the cut
+    weak = SimpleNamespace(masks=found.masks, class_ids=found.class_ids,
+                           scores=np.array([0.17, 0.96]))
+    assert runner.fold(weak, brightness, None, (probabilities, classes))[2].tolist() == [0.96]
     # no U-Net maps, or no folding asked: the detections stand
     assert len(runner.fold(found, brightness, None, None)[0]) == 2
     runner.spec = SimpleNamespace(fold_fragments=None)
@@ -393,7 +398,7 @@ def test_the_maskrcnn_runner_folds_knots_with_the_unets_maps_of_the_window():
     saturated = np.zeros(shape, bool)
     saturated[30, 30] = saturated[30, 42] = True
     masks, _, scores = runner.fold(found, brightness, saturated, None)
-    assert scores.tolist() == [0.9]
+    assert scores.tolist() == [0.9]            # a saturated star keeps its largest piece's
     np.testing.assert_array_equal(masks[0], galaxy | knot)
 
     # process_tiles runs the U-Nets first and hands their maps on

@@ -63,19 +63,23 @@ def test_knots_of_an_irregular_galaxy_join_it_and_other_neighbours_stay():
     probabilities = window([(galaxy | knot | chain | big_irregular | far, IRREGULAR),
                             (star, POINT)])
     weight = np.ones(shape)
-    folded, keep = fold_irregular_fragments(masks, probabilities, weight, IRREGULAR, 0.3)
+    folded, keep, members = fold_irregular_fragments(masks, probabilities, weight, IRREGULAR,
+                                                     0.3)
     assert keep.tolist() == [1, 2, 4, 5]
+    assert [sorted(m.tolist()) for m in members] == [[0, 1, 3], [2], [4], [5]]
+    assert members[0][0] == 1                  # the galaxy itself first
     np.testing.assert_array_equal(folded[0], galaxy | knot | chain)
     np.testing.assert_array_equal(folded[1:], masks[[2, 4, 5]])
     # a larger fraction also takes the big irregular neighbour; 0 folds nothing
-    _, keep = fold_irregular_fragments(masks, probabilities, weight, IRREGULAR, 0.5)
+    _, keep, _ = fold_irregular_fragments(masks, probabilities, weight, IRREGULAR, 0.5)
     assert keep.tolist() == [1, 2, 5]
-    _, keep = fold_irregular_fragments(masks, probabilities, weight, IRREGULAR, 0.0)
-    assert keep.tolist() == list(range(6))
+    _, keep, members = fold_irregular_fragments(masks, probabilities, weight, IRREGULAR, 0.0)
+    assert keep.tolist() == list(range(6)) and [m.tolist() for m in members] == [[k] for k in
+                                                                                 range(6)]
     # a disk galaxy keeps its neighbours whatever they are
     disk = window([(galaxy, DISK), (knot | chain | big_irregular | far, IRREGULAR),
                    (star, POINT)])
-    _, keep = fold_irregular_fragments(masks, disk, weight, IRREGULAR, 0.3)
+    _, keep, _ = fold_irregular_fragments(masks, disk, weight, IRREGULAR, 0.3)
     assert keep.tolist() == list(range(6))
 
 
@@ -90,10 +94,11 @@ def test_pieces_of_a_saturated_star_join_it_and_unsaturated_neighbours_stay():
     saturated = np.zeros(shape, bool)
     saturated[36:45, 39:42] = saturated[49:60, 39:42] = saturated[6, 6] = True
     masks = np.array([trail, star, neighbour, lone])
-    folded, keep = fold_saturated_pieces(masks, saturated)
+    folded, keep, members = fold_saturated_pieces(masks, saturated)
     assert keep.tolist() == [1, 2, 3]
+    assert [m.tolist() for m in members] == [[1, 0], [2], [3]]
     np.testing.assert_array_equal(folded[0], star | trail)
     np.testing.assert_array_equal(folded[1:], masks[[2, 3]])
     # an unsaturated family is left alone
-    _, keep = fold_saturated_pieces(masks, np.zeros(shape, bool))
+    _, keep, _ = fold_saturated_pieces(masks, np.zeros(shape, bool))
     assert keep.tolist() == [0, 1, 2, 3]
