@@ -263,7 +263,7 @@ def second_merge_options(first, min_score):
     rule: a weak detection's S/N on the residual measures what the bright
     objects' templates left (on the `hst` validation mosaics the first pass's
     rule at S/N 100, applied there too, kept pieces of the residual around
-    stars of S/N 30,000-43,000).
+    stars of S/N 29,000-43,000).
 
     Parameters
     ----------
