@@ -293,10 +293,10 @@ class MaskRCNNRunner:
         from ..fragments import fold_irregular_fragments, fold_saturated_pieces, light_weight
 
         masks, keep = found.masks, np.arange(len(found.scores))
-        scores = np.asarray(found.scores)
         if saturated is not None and len(keep) > 1:
             masks, kept, _ = fold_saturated_pieces(masks, saturated)
-            keep, scores = keep[kept], scores[kept]
+            keep = keep[kept]
+        scores = np.asarray(found.scores)[keep]
         fraction = self.spec.fold_fragments
         if fraction and unet is not None and len(keep) > 1 and "irregular" in unet[1]:
             probabilities, classes = unet
@@ -307,8 +307,7 @@ class MaskRCNNRunner:
             # a galaxy is as certain as its most confident knot: a weak proposal over a
             # clumpy galaxy whose core the network found at 0.96 must not take the
             # galaxy under the catalog cut with it (BENCHMARKS.md, session 46)
-            scores = np.array([scores[held].max() for held in members],
-                              dtype=scores.dtype).reshape(-1)
+            scores = np.array([scores[held].max() for held in members], dtype=scores.dtype)
         return masks, found.class_ids[keep], scores
 
 
