@@ -69,6 +69,10 @@ def test_fusion_known_case():
     _, old_classes, old_scores, _ = fuse_passes(passes, 0.3, 10, score="finding_passes")
     np.testing.assert_array_equal(old_classes, [2, 1, 1])
     np.testing.assert_allclose(old_scores, [0.75, 0.6, 0.2], rtol=1e-6)
+    # every pass's score whatever its class: A (0.9 + 0.6 + 0.3) / 3, still a galaxy
+    _, any_classes, any_scores, _ = fuse_passes(passes, 0.3, 10, score="any_class")
+    np.testing.assert_array_equal(any_classes, [2, 1, 1])
+    np.testing.assert_allclose(any_scores, [0.6, 0.2, 0.2 / 3], rtol=1e-6)
     with pytest.raises(ValueError, match="score must be one of"):
         fuse_passes(passes, 0.3, 10, score="max")
     with pytest.raises(InputError, match="detection_flips_score must be one of"):

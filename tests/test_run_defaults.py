@@ -29,6 +29,9 @@ def test_detection_settings_are_the_cards_unless_overridden():
     assert settings["detection_cross_class_iou"] == 0.7
     # the shipped card's catalog cut was chosen on scores fused over all 8 passes
     assert settings["detection_flips_score"] == card["config"]["detection_flips_score"] == "all_passes"
+    # maskrcnn_hst's cut was chosen on every pass's score whatever its class (session 47)
+    hst = resolve_models(["maskrcnn_hst"], ("v", "z", "j", "h"))[0].card
+    assert detection_settings(hst)["detection_flips_score"] == "any_class"
     overridden = detection_settings(card, MaskRCNNOptions(max_detections=300).overrides())
     assert overridden["detection_max_instances"] == 300
     assert overridden["detection_flips"] == settings["detection_flips"]

@@ -15,7 +15,7 @@ DETECTION_SETTINGS = ("detection_min_confidence", "detection_nms_threshold",
                       "detection_flips_min_area", "detection_cross_class_iou")
 
 #: How the score of an object fused over flipped passes is formed (see ``flips.fuse_passes``).
-FLIP_SCORES = ("all_passes", "finding_passes")
+FLIP_SCORES = ("all_passes", "any_class", "finding_passes")
 
 
 def check_flip_score(value):
@@ -96,8 +96,9 @@ class MaskRCNNConfig:
     # also detect on the 7 other flips/rotations and fuse (8x the work; see flips.py)
     detection_flips: bool = False
     # a fused object's score: its class's scores summed over all passes / the number
-    # of passes ("all_passes": a pass that missed it counts 0) or their mean over the
-    # passes that found it ("finding_passes", before session 17); see flips.fuse_passes
+    # of passes ("all_passes": a pass that missed it counts 0), every pass's score
+    # whatever class it gave ("any_class"), or the mean over the passes that found it
+    # as its class ("finding_passes", before session 17); see flips.fuse_passes
     detection_flips_score: str = "all_passes"
     # with detection_flips: fuse the 8 passes only on images where one pass finds a
     # galaxy whose mask holds at least this many pixels, the rest keep that one pass

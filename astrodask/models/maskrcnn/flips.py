@@ -63,9 +63,14 @@ def fuse_passes(passes, nms_threshold, max_instances, score="all_passes"):
     steadier against the window an object falls in (a faint source found by
     3 of 8 passes in one window and 4 in the next moves by 1/8 of a pass's
     score, where the mean of the finding passes jumps about at random) and
-    ranks the objects better. ``"finding_passes"`` is the mean over the passes
-    that gave the class (the score before session 17; every fused score is
-    then at least the passes' ``detection_min_confidence``).
+    ranks the objects better. ``"any_class"`` sums every pass's score whatever
+    class the pass gave, over the number of passes: the score says how sure
+    the passes are that a source is there, and a faint source that some
+    passes call a star and others a galaxy is not split into two weak
+    halves (its class is still the one with the largest summed score).
+    ``"finding_passes"`` is the mean over the passes that gave the class (the
+    score before session 17; every fused score is then at least the passes'
+    ``detection_min_confidence``).
 
     Parameters
     ----------
@@ -75,7 +80,7 @@ def fuse_passes(passes, nms_threshold, max_instances, score="all_passes"):
         Per-class NMS threshold applied to the fused objects.
     max_instances : int
         Most objects kept (by score).
-    score : {"all_passes", "finding_passes"}
+    score : {"all_passes", "any_class", "finding_passes"}
         How the fused score is formed (above).
 
     Returns
@@ -103,10 +108,14 @@ def fuse_passes(passes, nms_threshold, max_instances, score="all_passes"):
         sums = [scores[members][class_ids[members] == c].sum() for c in classes]
         best_class = classes[int(np.argmax(sums))]
         weights = scores[members] / scores[members].sum()
-        fused.append((weights @ boxes[members], best_class, max(sums) / (
-            len(passes) if score == "all_passes"
-            else np.count_nonzero(class_ids[members] == best_class)),
-                       np.tensordot(weights, grids[members], axes=1)))
+        if score == "any_class":
+            fused_score = scores[members].sum() / len(passes)
+        elif score == "all_passes":
+            fused_score = max(sums) / len(passes)
+        else:
+            fused_score = max(sums) / np.count_nonzero(class_ids[members] == best_class)
+        fused.append((weights @ boxes[members], best_class, fused_score,
+                      np.tensordot(weights, grids[members], axes=1)))
     if not fused:
         size = passes[0][3].shape[1:] if passes else (0, 0)
         return (np.zeros((0, 4), np.float32), np.zeros(0, np.int64), np.zeros(0, np.float32),
