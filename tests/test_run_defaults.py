@@ -32,6 +32,9 @@ def test_detection_settings_are_the_cards_unless_overridden():
     # maskrcnn_hst's cut was chosen on every pass's score whatever its class (session 47)
     hst = resolve_models(["maskrcnn_hst"], ("v", "z", "j", "h"))[0].card
     assert detection_settings(hst)["detection_flips_score"] == "any_class"
+    # ... and each pass reports down to 0.3 before the fusion adds the scores up
+    assert detection_settings(hst)["detection_min_confidence"] == 0.3
+    assert settings["detection_min_confidence"] == 0.5
     overridden = detection_settings(card, MaskRCNNOptions(max_detections=300).overrides())
     assert overridden["detection_max_instances"] == 300
     assert overridden["detection_flips"] == settings["detection_flips"]
