@@ -91,3 +91,15 @@ def test_quiet_native_logs_keeps_our_lines_only(mode):
                                             "TF_CPP_MIN_LOG_LEVEL": ""})
     assert done.returncode == 0, done.stderr
     assert done.stderr == "a line of ours\nafter\n"
+
+
+def test_the_run_path_imports_keras_without_native_notices():
+    # astrodask run / demo read the Mask R-CNN's detection settings in the client,
+    # which imports Keras (and TensorFlow) there: its C++ notices must not reach stderr
+    code = ("from astrodask.engine.specs import detection_settings\n"
+            "assert detection_settings({})['detection_nms_threshold'] > 0\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, env={**__import__("os").environ,
+                                            "TF_CPP_MIN_LOG_LEVEL": ""})
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
