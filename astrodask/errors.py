@@ -27,6 +27,10 @@ class DependencyError(AstrodaskError):
     """An optional dependency needed for the requested feature is missing."""
 
 
+class ContextWarning(UserWarning):
+    """A model needs more context around a window core than the mosaic's halo gives."""
+
+
 def first_line(exc):
     """The first line of an exception's message (empty if it has none).
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from .. import storage
 from .._version import __version__
 from ..config import RunConfig, dump_config, load_config
-from ..errors import AstrodaskError, InputError, first_line
+from ..errors import AstrodaskError, ContextWarning, InputError, first_line
 from ..mosaic import open_mosaic
 from ..sky import band_levels
 from .results import Results, run_key
@@ -260,7 +260,8 @@ def _check_context(config, grid, specs):
         warnings.warn(f"{spec.name} ({spec.kind}{mode}) needs {need} px of context around each "
                       f"window core but the mosaic's halo is {grid.halo}: its maps may show "
                       f"seams within {need - grid.halo} px of the core edges; re-ingest with "
-                      f"`astrodask ingest {options_text}` to remove them", stacklevel=3)
+                      f"`astrodask ingest {options_text}` to remove them", ContextWarning,
+                      stacklevel=3)
 
 
 def _check_psf(mosaic, specs):
