@@ -4,6 +4,7 @@ import warnings
 
 import pytest
 
+import astrodask
 from astrodask import cli
 from astrodask.config import RunConfig, UnetOptions
 from astrodask.engine.run import _check_context
@@ -40,6 +41,8 @@ def check(grid, **unet):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         _check_context(config, grid, specs)
+    # one category a notebook can filter: astrodask.ContextWarning
+    assert all(issubclass(w.category, astrodask.ContextWarning) for w in caught)
     return [str(w.message) for w in caught]
 
 
