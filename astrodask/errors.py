@@ -1,7 +1,9 @@
-"""Exceptions that carry a one-line message meant for the user.
+"""Exceptions that carry a one-line message meant for the user, and warning categories.
 
 The CLI prints ``astrodask: error: <message>`` for any :class:`AstrodaskError`
-and exits non-zero; everything else is an internal error.
+and exits non-zero; everything else is an internal error. Warnings print as
+``astrodask: warning: <message>``; :class:`ContextWarning` is their category
+where a notebook may want to filter them.
 """
 
 
