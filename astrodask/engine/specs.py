@@ -81,12 +81,6 @@ def detection_settings(card, overrides=None):
     -------
     dict
     """
-    from ..framework import import_keras_quietly
-
-    # the Mask R-CNN package imports Keras: in the client too, TensorFlow's
-    # C++ start-up notices stay off stderr (``astrodask run`` and ``demo`` print
-    # their progress there)
-    import_keras_quietly()
     from ..models.maskrcnn import MaskRCNNConfig
     from ..models.maskrcnn.config import DETECTION_SETTINGS
 
