@@ -52,6 +52,14 @@ def _same_outputs(dask_out, reference_out):
     assert (dask_out / "segmap.fits").read_bytes() == (reference_out / "segmap.fits").read_bytes()
 
 
+def _progress_counts_every_task(reports):
+    """The progress reports climb to their total and never pass it."""
+    assert reports
+    assert all(done <= total for done, total in reports), reports
+    assert [done for done, _ in reports] == sorted(done for done, _ in reports)
+    assert reports[-1][0] == reports[-1][1]
+
+
 def _copy_results(source, target):
     import shutil
 
@@ -67,7 +75,9 @@ def test_equals_single_process_merge(field, client, geometry):
     out = fake_detections(mosaic, masks, truth, folder / f"eq-dask-{tile}", crop=crop,
                           centres=centres)
     reference = _copy_results(out, folder / f"eq-ref-{tile}")
-    summary = merge(out, client=client)
+    reports = []
+    summary = merge(out, client=client, progress=lambda done, total: reports.append((done, total)))
+    _progress_counts_every_task(reports)
     merge_in_process(reference)
     _same_outputs(out, reference)
     catalog = pq.read_table(reference / "catalog.parquet")
@@ -179,7 +189,9 @@ def test_object_spanning_many_windows_is_stitched_by_the_global_step(field, clie
     out = fake_detections(mosaic, masks, truth, folder / "long-dask")
     _add_long_object(mosaic, out)
     reference = _copy_results(out, folder / "long-ref")
-    merge(out, client=client)
+    reports = []
+    merge(out, client=client, progress=lambda done, total: reports.append((done, total)))
+    _progress_counts_every_task(reports)
     merge_in_process(reference)
     _same_outputs(out, reference)
     cat = read_catalog(out / "catalog.parquet").to_pydict()
@@ -419,3 +431,19 @@ def _truth_run_merged_both_ways(field, mosaic, name, client, options, perturb=No
     merge_in_process(reference, options=options)
     _same_outputs(out, reference)
     return read_catalog(reference / "catalog.parquet").to_pydict()
+
+
+def test_the_residual_pass_continues_the_merges_progress_count():
+    """Its steps (each counted from 0, the last one's total growing) climb on from the merge's
+    end instead of restarting the merge's bar."""
+    from astrodask.merging.run import _ChainedProgress
+
+    reports = [(done, 10) for done in range(11)]
+    chained = _ChainedProgress(lambda done, total: reports.append((done, total)), 10)
+    for step, total in (("residual mosaic", 3), ("run", 4)):
+        for done in range(total + 1):
+            chained(step, done, total)
+    for done, total in ((0, 6), (3, 6), (4, 8), (8, 8)):  # the merge's total grows
+        chained("merge", done, total)
+    _progress_counts_every_task(reports)
+    assert reports[-1] == (10 + 3 + 4 + 8, 10 + 3 + 4 + 8)

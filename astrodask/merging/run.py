@@ -159,7 +159,8 @@ def merge(results, *, mosaic=None, options=None, client=None, n_workers=None,
     if applied.residual_pass:
         summary = _residual_pass(results, mosaic, applied, summary, dict(
             client=client, n_workers=n_workers, threads_per_worker=threads_per_worker,
-            scheduler=scheduler, scheduler_file=scheduler_file), progress)
+            scheduler=scheduler, scheduler_file=scheduler_file),
+            None if progress is None else _ChainedProgress(progress, plan.done_tasks))
     return summary
 
 
@@ -173,12 +174,26 @@ def _residual_pass(results, mosaic, applied, summary, cluster, progress):
     options = ResidualOptions(**{name: getattr(applied, field_name)
                                  for field_name, name in RESIDUAL_SETTINGS.items()})
     start = time.perf_counter()
-    added = residual_pass(results.location, mosaic=mosaic, options=options,
-                          progress=(None if progress is None else
-                                    lambda step, done, total: progress(done, total)),
+    added = residual_pass(results.location, mosaic=mosaic, options=options, progress=progress,
                           **cluster)
     seconds = dict(summary.seconds, residual_pass=time.perf_counter() - start)
     return replace(summary, n_objects=added.n_objects, residual=added, seconds=seconds)
+
+
+class _ChainedProgress:
+    """``progress(step, done, total)`` of the residual pass's steps, reported to the merge's
+    ``progress(done, total)`` as a continuation of its count: each step's tasks are added to
+    the total when the step starts, so the count climbs on from where the merge ended."""
+
+    def __init__(self, progress, done):
+        self.progress, self.base, self.step, self.step_total = progress, done, None, 0
+
+    def __call__(self, step, done, total):
+        if step != self.step:
+            self.base += self.step_total
+            self.step = step
+        self.step_total = total
+        self.progress(self.base + done, self.base + total)
 
 
 @contextmanager
@@ -279,7 +294,10 @@ class _Plan:
         self.rows_per_block = max(1, math.ceil(BLOCK_WINDOWS / nx))
         self.n_blocks = math.ceil(ny / self.rows_per_block)
         n = len(self.windows)
-        self.total = (n if ctx.staged_pieces else 0) + 3 * n + 2 * self.n_blocks + 2
+        # one task per window in each of resolve, visible, painted and paint (and pieces when
+        # staged), one per block in order and catalog, plus large and families; run() adds
+        # the assemble tasks once the large objects are known
+        self.total = (n if ctx.staged_pieces else 0) + 4 * n + 2 * self.n_blocks + 2
 
     def _tick(self, k=1):
         self.done_tasks += k
