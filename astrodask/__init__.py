@@ -14,7 +14,6 @@ _API = {
     "AstrodaskError": "astrodask.errors:AstrodaskError",
     "InputError": "astrodask.errors:InputError",
     "StoreError": "astrodask.errors:StoreError",
-    "ContextWarning": "astrodask.errors:ContextWarning",
     "ingest": "astrodask.ingestion:ingest",
     "open_mosaic": "astrodask.mosaic:open_mosaic",
     "measure_psf": "astrodask.psf:measure_psf",

@@ -1,9 +1,8 @@
-"""Exceptions that carry a one-line message meant for the user, and warning categories.
+"""Exceptions that carry a one-line message meant for the user.
 
 The CLI prints ``astrodask: error: <message>`` for any :class:`AstrodaskError`
 and exits non-zero; everything else is an internal error. Warnings print as
-``astrodask: warning: <message>``; :class:`ContextWarning` is their category
-where a notebook may want to filter them.
+``astrodask: warning: <message>``.
 """
 
 
@@ -27,10 +26,6 @@ class StoreError(AstrodaskError):
 
 class DependencyError(AstrodaskError):
     """An optional dependency needed for the requested feature is missing."""
-
-
-class ContextWarning(UserWarning):
-    """A model needs more context around a window core than the mosaic's halo gives."""
 
 
 def first_line(exc):

@@ -261,6 +261,40 @@ class Mosaic:
                     origin=self.tile_grid.window_origin(iy, ix),
                     core=self.tile_grid.core_slices_in_window(iy, ix))
 
+    def read_window(self, iy, ix, margin=0):
+        """Window ``(iy, ix)`` widened by ``margin`` pixels on each side, from ``image`` and ``mask``.
+
+        For a model that needs more context around a core than the store's
+        halo gives (the U-Net's fast mode: 106 px): the pixels come from the
+        full-mosaic arrays, set as in ``tiles`` (0 where flagged, :data:`PADDING`
+        outside the mosaic), so ``margin=0`` reads what :meth:`read_tile` reads.
+
+        Returns
+        -------
+        Tile
+            Of side ``tile + 2 * margin``; ``origin`` and ``core`` account for
+            the margin.
+        """
+        grid = self.tile_grid
+        grid._check(iy, ix)
+        if margin < 0:
+            raise ValueError(f"margin must be non-negative, got {margin}")
+        side = grid.tile + 2 * margin
+        y0, x0 = (v - margin for v in grid.window_origin(iy, ix))
+        ys = slice(max(y0, 0), min(y0 + side, grid.height))
+        xs = slice(max(x0, 0), min(x0 + side, grid.width))
+        inner = (slice(None), slice(ys.start - y0, ys.stop - y0), slice(xs.start - x0, xs.stop - x0))
+        n_bands = len(self.bands)
+        data = np.zeros((n_bands, side, side), dtype=np.float32)
+        mask = np.full((n_bands, side, side), PADDING, dtype=np.uint8)
+        flags = np.asarray(self.array("mask")[:, ys, xs])
+        mask[inner] = flags
+        data[inner] = np.where(flags == 0, self.array("image")[:, ys, xs], np.float32(0.0))
+        cy, cx = grid.core_slices_in_window(iy, ix)
+        return Tile(iy=iy, ix=ix, data=data, mask=mask, origin=(y0, x0),
+                    core=(slice(cy.start + margin, cy.stop + margin),
+                          slice(cx.start + margin, cx.stop + margin)))
+
     def core_slices(self, iy, ix):
         """Mosaic slices ``(ys, xs)`` of window ``(iy, ix)``'s core."""
         return self.tile_grid.core_slices(iy, ix)

@@ -35,13 +35,12 @@ import io
 import json
 from pathlib import Path
 import time
-import warnings
 
 import numpy as np
 
 from . import storage
 from .engine.results import Results
-from .errors import AstrodaskError, ContextWarning
+from .errors import AstrodaskError
 from .measure import total_snr
 from .merging.products import FLAGS
 from .outputs.catalog import catalog_parts
@@ -216,13 +215,8 @@ def residual_pass(results, *, mosaic=None, options=None, client=None, n_workers=
     with cluster_for(client, results.location, n_workers, threads_per_worker, scheduler,
                      scheduler_file) as (cluster, _):
         start = time.perf_counter()
-        with warnings.catch_warnings():
-            # the residual store has the mosaic's geometry: the first run said it already
-            warnings.simplefilter("ignore", ContextWarning)
-            run(residual, second, config=second_run_config(record["config"], options.flips),
-                client=cluster,
-                progress=_step(progress, "run"),
-                restart=True, report=None)
+        run(residual, second, config=second_run_config(record["config"], options.flips),
+            client=cluster, progress=_step(progress, "run"), restart=True, report=None)
         seconds["run"] = time.perf_counter() - start
         start = time.perf_counter()
         merge(second, mosaic=residual, options=MergeOptions(**first_options), client=cluster,

@@ -154,15 +154,27 @@ def fill_flagged(data, flagged, mean, std, seed):
     return out
 
 
+def square_opening(mask, width):
+    """Binary opening of ``mask`` by a ``width`` x ``width`` square (``width`` odd).
+
+    What ``scipy.ndimage.binary_opening`` gives with that structure (outside
+    the image counts as unset), as separable minimum and maximum filters:
+    several times faster on a window.
+    """
+    from scipy import ndimage
+
+    eroded = ndimage.minimum_filter(np.asarray(mask, dtype=np.uint8), size=width,
+                                    mode="constant", cval=0)
+    return ndimage.maximum_filter(eroded, size=width, mode="constant", cval=0).astype(bool)
+
+
 def _inpaint_thin(band, flagged, noise):
     """Inpaint ``band`` in place over the thin features of ``flagged``, plus ``noise``."""
-    from scipy import ndimage
     from skimage.restoration import inpaint_biharmonic
 
     if not flagged.any():
         return
-    square = np.ones((INPAINT_WIDTH, INPAINT_WIDTH), dtype=bool)
-    thin = flagged & ~ndimage.binary_opening(flagged, structure=square)
+    thin = flagged & ~square_opening(flagged, INPAINT_WIDTH)
     if thin.any():
         smooth = inpaint_biharmonic(band.astype(np.float64), thin)
         band[thin] = smooth[thin] + noise[thin]

@@ -3,7 +3,9 @@
 On a simulated ``hst`` mosaic (the bands of the shipped Morpheus U-Net):
 
 1. the bare model: N plain processes, each loads the model and loops over its
-   share of the tiles (read tile from Zarr, run the U-Net);
+   share of the tiles (read the window from Zarr, widened to the fast mode's
+   context as the engine reads it, run the U-Net); and the same on the halo'd
+   windows alone, for the cost of that context;
 2. ``astrodask.run`` with N workers and with 1 worker on the same tiles;
 3. peak memory per worker for a small and a 4x-side mosaic.
 
@@ -25,7 +27,7 @@ import numpy as np
 
 
 def _bare_worker(args):
-    mosaic_path, tiles, queue, go = args
+    mosaic_path, tiles, queue, go, widen = args
     from astrodask.engine.plugin import worker_environment
     from astrodask.framework import configure_framework
 
@@ -36,24 +38,35 @@ def _bare_worker(args):
     from astrodask.models.unet import load_unet
     from astrodask.morphology.windows import classify_tile
 
+    from astrodask.config import UnetOptions
+    from astrodask.engine.runners import UnetRunner
+    from astrodask.engine.specs import resolve_models
+
     mosaic = astrodask.open_mosaic(mosaic_path)
     model, _ = load_unet("morpheus")
-    classify_tile(model, mosaic.read_tile(*tiles[0]).data)  # warm-up, as the engine's plugin
+    spec = resolve_models(["morpheus"], mosaic.bands)[0]
+    # the window the engine's runner reads: widened to the fast mode's context, or not
+    margin = UnetRunner.context_margin(spec, UnetOptions(), mosaic.tile_grid) if widen else 0
+    classify_tile(model, mosaic.read_window(*tiles[0], margin).data)  # warm-up, as the plugin
     queue.put("ready")
     go.wait()  # an Event, not the queue: the worker could read back its own "ready"
     start = time.perf_counter()
     for iy, ix in tiles:
-        classify_tile(model, mosaic.read_tile(iy, ix).data)
+        classify_tile(model, mosaic.read_window(iy, ix, margin).data)
     queue.put(time.perf_counter() - start)
 
 
-def bare_loop(mosaic_path, tiles, processes):
-    """Seconds for ``processes`` plain processes to run the model over ``tiles``."""
+def bare_loop(mosaic_path, tiles, processes, widen=True):
+    """Seconds for ``processes`` plain processes to run the model over ``tiles``.
+
+    ``widen``: each window widened as the engine widens it for the fast mode's
+    context (:meth:`UnetRunner.context_margin`); otherwise the halo'd window alone.
+    """
     ctx = mp.get_context("spawn")
     queues = [ctx.Queue() for _ in range(processes)]
     go = ctx.Event()
     shares = [tiles[i::processes] for i in range(processes)]
-    procs = [ctx.Process(target=_bare_worker, args=((str(mosaic_path), share, q, go),))
+    procs = [ctx.Process(target=_bare_worker, args=((str(mosaic_path), share, q, go, widen),))
              for share, q in zip(shares, queues)]
     for p in procs:
         p.start()
@@ -141,6 +154,7 @@ def main():
     print(f"mosaic {args.size}x{args.size} (hst v,z,j,h): {len(tiles)} windows of 512")
 
     bare = bare_loop(stores["main"], tiles, args.workers)
+    halo_only = bare_loop(stores["main"], tiles, args.workers, widen=False)
     many, _, n = engine(stores["main"], args.workdir / "res-many", args.workers, args.batch_size)
     one, _, _ = engine(stores["main"], args.workdir / "res-one", 1, args.batch_size)
     _, small_peak, _ = engine(stores["small"], args.workdir / "res-small", args.workers,
@@ -148,6 +162,8 @@ def main():
     _, large_peak, _ = engine(stores["large"], args.workdir / "res-large", args.workers,
                               args.batch_size)
     print(f"bare model, {args.workers} processes: {bare:7.1f} s  {len(tiles) / bare:6.2f} tiles/s")
+    print(f"  the same on the halo'd windows alone (no context read beyond the halo): "
+          f"{halo_only:7.1f} s; widened / halo'd time {bare / halo_only:.2f}")
     print(f"engine, {args.workers} workers:       {many:7.1f} s  {n / many:6.2f} tiles/s")
     print(f"engine, 1 worker:          {one:7.1f} s  {n / one:6.2f} tiles/s")
     small_side, large_side = args.size // 2, args.size * 2

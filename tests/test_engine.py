@@ -92,8 +92,9 @@ def test_engine_matches_the_bare_model_on_every_core(mosaic_path, reference):
     assert mean.shape == (5, *SHAPE) and not np.isnan(mean).any()
     np.testing.assert_allclose(mean.sum(axis=0), 1.0, atol=1e-4)
     for iy, ix in [(0, 0), (2, 3), (4, 6)]:
-        tile = mosaic.read_tile(iy, ix)
-        # the model's input: padding filled with sky noise seeded by the window
+        # the model's input: the window widened to the fast mode's context (halo 16 + 96 =
+        # 112 px, on the network's 8-px lattice), padding filled with sky noise seeded by it
+        tile = mosaic.read_window(iy, ix, margin=96)
         expected = classify_tile(model, filled_data(tile, mosaic), mode="fast")["mean"]
         ys, xs = mosaic.core_slices(iy, ix)
         np.testing.assert_allclose(mean[:, ys, xs], expected[(slice(None),) + tile.core],

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from astrodask.sky import detection_image, fill_flagged
+from astrodask.sky import detection_image, fill_flagged, square_opening
 
 
 def test_fill_replaces_only_flagged_pixels_with_sky_noise_deterministically():
@@ -63,3 +63,16 @@ def test_detection_image_is_noise_units_and_minus_inf_on_flagged():
     image = detection_image(data, flagged, mean=[0, 0, 2], std=[1, 2, 1])
     assert image[1, 1] == 1.0 + 1.0 + 2.0
     assert image[0, 0] == -np.inf and image[3, 3] == -np.inf
+
+
+def test_square_opening_is_scipys_binary_opening():
+    from scipy import ndimage
+
+    rng = np.random.default_rng(3)
+    for density in (0.05, 0.5, 0.9):
+        mask = rng.random((70, 90)) < density
+        mask[:, :12] = True                     # a padded strip along the edge
+        mask[30:33, :] = True                   # a trail across
+        for width in (3, 9):
+            expected = ndimage.binary_opening(mask, structure=np.ones((width, width), bool))
+            assert np.array_equal(square_opening(mask, width), expected)

@@ -60,8 +60,9 @@ class ModelPlugin(WorkerPlugin):
     ----------
     specs : list of ModelSpec
     config : RunConfig
-    tile_size : int, optional
-        Window side: each model is warmed up on an empty window of this size.
+    grid : TileGrid, optional
+        The mosaic's windows: each model is warmed up on an empty window of
+        the size it will see.
     threads : int, optional
         Framework threads per worker; default the worker's task threads.
     gpu : bool
@@ -71,7 +72,7 @@ class ModelPlugin(WorkerPlugin):
         default a fresh one.
     """
 
-    def __init__(self, specs, config, tile_size=None, threads=None, gpu=False, name=None):
+    def __init__(self, specs, config, grid=None, threads=None, gpu=False, name=None):
         if name is None:
             import uuid
 
@@ -79,7 +80,7 @@ class ModelPlugin(WorkerPlugin):
         self.name = name
         self.specs = specs
         self.config = config
-        self.tile_size = tile_size
+        self.grid = grid
         self.threads = threads
         self.gpu = gpu
         self.runners = None
@@ -96,9 +97,9 @@ class ModelPlugin(WorkerPlugin):
         from .runners import make_runner
 
         self.runners = [make_runner(spec, self.config) for spec in self.specs]
-        if self.tile_size:
+        if self.grid is not None:
             for runner in self.runners:
-                runner.warm_up(self.tile_size, self.config.batch_size or 1)
+                runner.warm_up(self.grid, self.config.batch_size or 1)
 
     def teardown(self, worker):
         self.runners = None

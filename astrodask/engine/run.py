@@ -16,7 +16,7 @@ from pathlib import Path
 from .. import storage
 from .._version import __version__
 from ..config import RunConfig, dump_config, load_config
-from ..errors import AstrodaskError, ContextWarning, InputError, first_line
+from ..errors import AstrodaskError, InputError, first_line
 from ..mosaic import open_mosaic
 from ..sky import band_levels
 from .results import Results, run_key
@@ -225,45 +225,6 @@ def _check_window_lattice(config, grid, specs):
                          "choose a stride that divides both")
 
 
-def _check_context(config, grid, specs):
-    """Warn when a model needs more context around a window core than the store's halo.
-
-    Each runner says how much it needs (``required_context``: the U-Net's
-    from its network and mode, none for the Mask R-CNN, whose seams the merge
-    resolves). A warning, not an error: the run's outputs are complete and
-    correct away from the seams (only pixels within ``need - halo`` of a core
-    edge may differ from a whole-image run), the halo is fixed at ingest,
-    which is costly to redo for a survey mosaic, and the default geometry
-    (halo 32) is below the fast mode's 106 px: an error would refuse the
-    default ``ingest`` + ``run`` with nothing to do but re-ingest. The
-    warning names the ``astrodask ingest`` options that remove the seams.
-    """
-    import warnings
-
-    from .runners import RUNNERS
-
-    if len(grid) == 1:
-        return  # one window: no seams
-    for spec in specs:
-        options = getattr(config, spec.kind)
-        need = RUNNERS[spec.kind].required_context(spec, options)
-        if need is None or need <= grid.halo:
-            continue
-        # faithful windows must also stay on one lattice (_check_window_lattice)
-        stride = options.stride if getattr(options, "mode", None) == "faithful" else 1
-        halo = -(-need // stride) * stride
-        tile = grid.tile
-        while tile - 2 * halo < max(64, stride) or (tile - 2 * halo) % stride:
-            tile += 64 if tile % 64 == 0 else 64 - tile % 64
-        options_text = f"--halo {halo}" + (f" --tile {tile}" if tile != grid.tile else "")
-        mode = f", {options.mode} mode" if hasattr(options, "mode") else ""
-        warnings.warn(f"{spec.name} ({spec.kind}{mode}) needs {need} px of context around each "
-                      f"window core but the mosaic's halo is {grid.halo}: its maps may show "
-                      f"seams within {need - grid.halo} px of the core edges; re-ingest with "
-                      f"`astrodask ingest {options_text}` to remove them", ContextWarning,
-                      stacklevel=3)
-
-
 def _check_psf(mosaic, specs):
     """Warn when the mosaic's PSF lies outside the FWHM range a model was trained on.
 
@@ -396,7 +357,6 @@ def run(mosaic, out, *, config=None, client=None, progress=None, on_start=None, 
     with_unet = any(s.kind == "unet" for s in specs)
     specs = [prepare_spec(s, mosaic, config, with_unet) for s in specs]
     _check_window_lattice(config, mosaic.tile_grid, specs)
-    _check_context(config, mosaic.tile_grid, specs)
     _check_psf(mosaic, specs)
     if config.batch_size is None:
         config = replace(config, batch_size=default_batch_size(specs))
@@ -462,7 +422,7 @@ def _compute(summary, todo, mosaic, results, specs, config, client, progress, on
         # One token names this run's plugin and task keys: runs sharing a cluster
         # each keep their own models and statistics.
         token = uuid.uuid4().hex[:8]
-        plugin = ModelPlugin(specs, config, tile_size=mosaic.tile_grid.tile,
+        plugin = ModelPlugin(specs, config, grid=mosaic.tile_grid,
                              threads=config.threads_per_worker, gpu=on_gpus,
                              name=plugin_name(token))
         try:

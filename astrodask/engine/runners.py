@@ -51,6 +51,7 @@ class UnetRunner:
 
         :func:`~astrodask.morphology.windows.context_radius` for the run's mode
         and the network of ``spec``'s card (34 faithful, 106 fast for Morpheus).
+        The runner reads what the halo lacks (:meth:`context_margin`).
         """
         from ..morphology.windows import context_radius
 
@@ -64,19 +65,54 @@ class UnetRunner:
             self._group = zarr.open_group(results.unet_store, mode="r+")
         return self._group
 
-    def warm_up(self, tile_size, batch_size=1):
-        """Run once on an empty window so that graph tracing is not paid by the first task
-        (the U-Net takes one window per call whatever ``batch_size``)."""
-        blank = np.zeros((len(self.spec.band_indices), tile_size, tile_size), np.float32)
+    def warm_up(self, grid, batch_size=1):
+        """Run once on an empty window of ``grid`` (widened by :meth:`context_margin`) so that
+        graph tracing is not paid by the first task (the U-Net takes one window per call
+        whatever ``batch_size``)."""
+        side = grid.tile + 2 * self.context_margin(self.spec, self.options, grid)
+        blank = np.zeros((len(self.spec.band_indices), side, side), np.float32)
         classify_tile(self.model, blank, mode=self.options.mode, stride=self.options.stride,
                       flips=self.options.flips)
 
+    @classmethod
+    def context_margin(cls, spec, options, grid):
+        """Pixels read around each window beyond the store's halo (0 if the halo suffices).
+
+        The halo plus the margin reaches :meth:`required_context` and is a
+        multiple of the lattice the mode's windows lie on (the faithful
+        stride; in fast mode the network's pooling, 8 px for Morpheus), so
+        that with a core on that lattice each widened window sees the pixels
+        as a whole-image run does, whatever halo the mosaic was ingested with.
+        """
+        from ..morphology.windows import unet_downsampling_factor
+
+        need = cls.required_context(spec, options)
+        if need is None:
+            return 0
+        if options.mode == "faithful":
+            step = options.stride
+        else:
+            step = unet_downsampling_factor(**(spec.card.get("config") or {}))
+        reach = -(-max(need, grid.halo) // step) * step
+        return reach - grid.halo
+
     def predict(self, tile, mosaic):
-        """Class maps of one :class:`~astrodask.mosaic.Tile` (whole window)."""
+        """Class maps of one :class:`~astrodask.mosaic.Tile` (whole window).
+
+        The network sees the window widened by :meth:`context_margin` (read
+        from the mosaic's full arrays); the maps are cut back to the window.
+        """
+        margin = self.context_margin(self.spec, self.options, mosaic.tile_grid)
+        if margin:
+            tile = mosaic.read_window(tile.iy, tile.ix, margin)
         data = filled_data(tile, mosaic)[list(self.spec.band_indices)]
         with self._lock:
-            return classify_tile(self.model, data, mode=self.options.mode,
-                                 stride=self.options.stride, flips=self.options.flips)
+            out = classify_tile(self.model, data, mode=self.options.mode,
+                                stride=self.options.stride, flips=self.options.flips)
+        if margin:
+            window = (Ellipsis, slice(margin, -margin), slice(margin, -margin))
+            out = {name: np.ascontiguousarray(value[window]) for name, value in out.items()}
+        return out
 
     def process(self, tiles, mosaic, results, shared=None):
         """Run on ``tiles`` and write each window's core; returns a small summary.
@@ -126,21 +162,8 @@ class MaskRCNNRunner:
             self.centres, _ = centres_from_card(spec.card, spec.path)
         self._lock = threading.Lock()
 
-    @staticmethod
-    def required_context(spec, options):
-        """None: no halo makes Mask R-CNN windows agree; the merge resolves their seams.
-
-        Its receptive field runs through the FPN's top-down path to the
-        coarsest level (hundreds of pixels, more than a 512 window leaves for
-        a core) and its proposals and NMS are global to the window, so two
-        windows may see one object differently whatever the halo. The merge
-        keeps each object in the window whose core holds its anchor and
-        matches and stitches pieces by mask IoU (``astrodask.merging``).
-        """
-        return None
-
-    def warm_up(self, tile_size, batch_size=1):
-        """Run on empty windows so that the first task pays no start-up cost.
+    def warm_up(self, grid, batch_size=1):
+        """Run on empty windows of ``grid`` so that the first task pays no start-up cost.
 
         Each batch shape the tasks' calls take is traced here: the flips'
         calls of 8 views and, where one pass decides which windows get the
@@ -149,7 +172,7 @@ class MaskRCNNRunner:
         """
         from ..models.maskrcnn import detect
 
-        blank = np.zeros((1, tile_size, tile_size, len(self.spec.band_indices)), np.float32)
+        blank = np.zeros((1, grid.tile, grid.tile, len(self.spec.band_indices)), np.float32)
         detect(self.model, blank, **dict(self.settings, detection_flips_min_area=0))
         if self.settings.get("detection_flips") and self.settings.get("detection_flips_min_area"):
             detect(self.model, np.repeat(blank, batch_size, axis=0), **self.settings)

@@ -271,6 +271,16 @@ def receptive_field_radius(model):
     return radius
 
 
+def unet_downsampling_factor(down_filters=(8, 16, 32), **_):
+    """:func:`astrodask.models.unet.downsampling_factor` from the build settings, without Keras.
+
+    One 2x2 pooling per level of the contraction path: the output of a fast-mode
+    run depends on where the input starts modulo this, so tiles whose origins
+    differ by a multiple of it see the same pooling lattice.
+    """
+    return 2 ** len(down_filters)
+
+
 def unet_receptive_field(down_filters=(8, 16, 32), down_blocks=4, up_blocks=2, **_):
     """:func:`receptive_field_radius` of a U-Net from its build settings, without Keras.
 
