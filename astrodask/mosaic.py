@@ -262,7 +262,7 @@ class Mosaic:
                     core=self.tile_grid.core_slices_in_window(iy, ix))
 
     def read_window(self, iy, ix, margin=0):
-        """Window ``(iy, ix)`` widened by ``margin`` pixels on each side, from ``image`` and ``mask``.
+        """Window ``(iy, ix)`` widened by ``margin`` px each side, from ``image`` and ``mask``.
 
         For a model that needs more context around a core than the store's
         halo gives (the U-Net's fast mode: 106 px): the pixels come from the
@@ -283,7 +283,8 @@ class Mosaic:
         y0, x0 = (v - margin for v in grid.window_origin(iy, ix))
         ys = slice(max(y0, 0), min(y0 + side, grid.height))
         xs = slice(max(x0, 0), min(x0 + side, grid.width))
-        inner = (slice(None), slice(ys.start - y0, ys.stop - y0), slice(xs.start - x0, xs.stop - x0))
+        inner = (slice(None), slice(ys.start - y0, ys.stop - y0),
+                 slice(xs.start - x0, xs.stop - x0))
         n_bands = len(self.bands)
         data = np.zeros((n_bands, side, side), dtype=np.float32)
         mask = np.full((n_bands, side, side), PADDING, dtype=np.uint8)

@@ -96,4 +96,5 @@ def test_run_does_not_warn_about_the_halo(mosaic_path, tmp_path, capsys):  # noq
     code = cli.main(["run", str(mosaic_path), "--out", str(tmp_path / "r"), "--gpus"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2
-    assert err == ["astrodask: error: --gpus was given but no NVIDIA GPU is visible on this machine"]
+    assert err == [
+        "astrodask: error: --gpus was given but no NVIDIA GPU is visible on this machine"]

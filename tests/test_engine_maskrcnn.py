@@ -173,7 +173,8 @@ def test_warm_up_traces_the_flips_and_the_first_pass_of_a_task(setup, monkeypatc
         options = replace(MaskRCNNOptions(), flips=True, flips_min_area=area)
         config = replace(resolve_config(models=[str(model_path)]), maskrcnn=options)
         calls.clear()
-        MaskRCNNRunner(prepare_spec(spec, mosaic, config), config.maskrcnn).warm_up(mosaic.tile_grid, 3)
+        runner = MaskRCNNRunner(prepare_spec(spec, mosaic, config), config.maskrcnn)
+        runner.warm_up(mosaic.tile_grid, 3)
         assert calls == expected
 
 
