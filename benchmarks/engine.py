@@ -35,12 +35,11 @@ def _bare_worker(args):
 
     configure_framework(1)
     import astrodask
-    from astrodask.models.unet import load_unet
-    from astrodask.morphology.windows import classify_tile
-
     from astrodask.config import UnetOptions
     from astrodask.engine.runners import UnetRunner
     from astrodask.engine.specs import resolve_models
+    from astrodask.models.unet import load_unet
+    from astrodask.morphology.windows import classify_tile
 
     mosaic = astrodask.open_mosaic(mosaic_path)
     model, _ = load_unet("morpheus")
