@@ -100,12 +100,16 @@ class TileGrid:
         return (slice(self.halo, self.halo + ys.stop - ys.start),
                 slice(self.halo, self.halo + xs.stop - xs.start))
 
-    def valid_slices(self, iy, ix):
-        """Pair ``(mosaic_slices, window_slices)`` of the part of the window inside the mosaic."""
+    def valid_slices(self, iy, ix, margin=0):
+        """Pair ``(mosaic_slices, window_slices)`` of the part of the window inside the mosaic.
+
+        ``margin``: of the window widened by that many pixels on each side.
+        """
         self._check(iy, ix)
-        y0, x0 = self.window_origin(iy, ix)
-        my = slice(max(y0, 0), min(y0 + self.tile, self.height))
-        mx = slice(max(x0, 0), min(x0 + self.tile, self.width))
+        y0, x0 = (v - margin for v in self.window_origin(iy, ix))
+        side = self.tile + 2 * margin
+        my = slice(max(y0, 0), min(y0 + side, self.height))
+        mx = slice(max(x0, 0), min(x0 + side, self.width))
         wy = slice(my.start - y0, my.stop - y0)
         wx = slice(mx.start - x0, mx.stop - x0)
         return (my, mx), (wy, wx)
@@ -276,23 +280,20 @@ class Mosaic:
             the margin.
         """
         grid = self.tile_grid
-        grid._check(iy, ix)
         if margin < 0:
             raise ValueError(f"margin must be non-negative, got {margin}")
+        (ys, xs), (wy, wx) = grid.valid_slices(iy, ix, margin)
         side = grid.tile + 2 * margin
-        y0, x0 = (v - margin for v in grid.window_origin(iy, ix))
-        ys = slice(max(y0, 0), min(y0 + side, grid.height))
-        xs = slice(max(x0, 0), min(x0 + side, grid.width))
-        inner = (slice(None), slice(ys.start - y0, ys.stop - y0),
-                 slice(xs.start - x0, xs.stop - x0))
+        inner = (slice(None), wy, wx)
         n_bands = len(self.bands)
         data = np.zeros((n_bands, side, side), dtype=np.float32)
         mask = np.full((n_bands, side, side), PADDING, dtype=np.uint8)
         flags = np.asarray(self.array("mask")[:, ys, xs])
         mask[inner] = flags
         data[inner] = np.where(flags == 0, self.array("image")[:, ys, xs], np.float32(0.0))
+        y0, x0 = grid.window_origin(iy, ix)
         cy, cx = grid.core_slices_in_window(iy, ix)
-        return Tile(iy=iy, ix=ix, data=data, mask=mask, origin=(y0, x0),
+        return Tile(iy=iy, ix=ix, data=data, mask=mask, origin=(y0 - margin, x0 - margin),
                     core=(slice(cy.start + margin, cy.stop + margin),
                           slice(cx.start + margin, cx.stop + margin)))
 

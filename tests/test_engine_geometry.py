@@ -8,7 +8,7 @@ from astrodask import cli
 from astrodask.config import UnetOptions
 from astrodask.engine.runners import UnetRunner
 from astrodask.engine.specs import resolve_models
-from astrodask.mosaic import PADDING, TileGrid
+from astrodask.mosaic import PADDING, Tile, TileGrid
 
 from test_engine import mosaic_path  # noqa: F401  (the 64-px, halo-16 test mosaic)
 
@@ -81,12 +81,11 @@ def test_unet_maps_are_seam_free_at_any_halo(tmp_path):
     astrodask.run(mosaic, tmp_path / "r", models=["morpheus_decam"], n_workers=1)
     mean = zarr.open_group(str(tmp_path / "r" / "unet.zarr"), mode="r")["mean"][:]
     model, _ = load_unet("morpheus_decam")
-    whole = mosaic.read_window(0, 0, margin=0)
     grid = mosaic.tile_grid
-    data = np.asarray(mosaic.array("image")[:], np.float32)
-    whole = classify_tile(model, filled_data(whole.__class__(
-        iy=0, ix=0, data=data, mask=np.asarray(mosaic.array("mask")[:]), origin=(0, 0),
-        core=(slice(0, grid.height), slice(0, grid.width))), mosaic), mode="fast")["mean"]
+    image = Tile(iy=0, ix=0, data=np.asarray(mosaic.array("image")[:], np.float32),
+                 mask=np.asarray(mosaic.array("mask")[:]), origin=(0, 0),
+                 core=(slice(0, grid.height), slice(0, grid.width)))
+    whole = classify_tile(model, filled_data(image, mosaic), mode="fast")["mean"]
     inner = (slice(None), slice(106, -106), slice(106, -106))  # seams at 192 and 288 cross it
     np.testing.assert_allclose(mean[inner], whole[inner], atol=1e-5)
 
