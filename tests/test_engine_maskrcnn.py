@@ -409,7 +409,7 @@ def test_the_maskrcnn_runner_folds_knots_with_the_unets_maps_of_the_window():
         def __init__(self, kind):
             self.kind, self.spec = kind, SimpleNamespace(name=kind)
 
-        def process(self, tiles, mosaic, results, shared):
+        def process(self, windows, mosaic, results, shared):
             seen.append((self.kind, sorted(shared)))
             shared[(self.kind, 0, 0)] = True
             return {}
@@ -418,6 +418,42 @@ def test_the_maskrcnn_runner_folds_knots_with_the_unets_maps_of_the_window():
     mosaic = SimpleNamespace(read_tile=lambda iy, ix: None)
     process_tiles([Stub("maskrcnn"), Stub("unet")], mosaic, results, [(0, 0)])
     assert seen == [("unet", []), ("maskrcnn", [("unet", 0, 0)])]
+
+
+def test_a_batch_reads_each_window_once_per_width_and_only_the_widths_asked_for():
+    from types import SimpleNamespace
+
+    from astrodask.engine.runners import process_tiles
+
+    reads = []
+    mosaic = SimpleNamespace(
+        read_tile=lambda iy, ix: reads.append(("tile", iy, ix)) or (iy, ix, 0),
+        read_window=lambda iy, ix, margin: reads.append(("window", iy, ix, margin))
+        or (iy, ix, margin))
+
+    class Stub:
+        def __init__(self, kind, margin):
+            self.kind, self.margin, self.spec = kind, margin, SimpleNamespace(name=kind)
+
+        def process(self, windows, mosaic, results, shared):
+            assert windows.tiles(self.margin) == [(0, 1, self.margin), (1, 0, self.margin)]
+            windows.tiles(self.margin)                      # a second ask reads nothing
+            return {}
+
+    results = SimpleNamespace(mark_done=lambda *a: None)
+    batch = [(0, 1), (1, 0)]
+    # a U-Net that widens its windows: no chunk of ``tiles`` is read for it
+    process_tiles([Stub("unet", 80)], mosaic, results, batch)
+    assert reads == [("window", 0, 1, 80), ("window", 1, 0, 80)]
+    # beside a Mask R-CNN: each window once as its chunk, once widened
+    reads.clear()
+    process_tiles([Stub("maskrcnn", 0), Stub("unet", 80)], mosaic, results, batch)
+    assert sorted(reads) == [("tile", 0, 1), ("tile", 1, 0),
+                             ("window", 0, 1, 80), ("window", 1, 0, 80)]
+    # a U-Net whose halo suffices shares the Mask R-CNN's reads
+    reads.clear()
+    process_tiles([Stub("maskrcnn", 0), Stub("unet", 0)], mosaic, results, batch)
+    assert reads == [("tile", 0, 1), ("tile", 1, 0)]
 
 
 def test_centre_network_of_the_card_makes_one_detection_per_peak(setup, tmp_path):

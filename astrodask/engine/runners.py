@@ -96,15 +96,9 @@ class UnetRunner:
         reach = -(-max(need, grid.halo) // step) * step
         return reach - grid.halo
 
-    def predict(self, tile, mosaic):
-        """Class maps of one :class:`~astrodask.mosaic.Tile` (whole window).
-
-        The network sees the window widened by :meth:`context_margin` (read
-        from the mosaic's full arrays); the maps are cut back to the window.
-        """
-        margin = self.context_margin(self.spec, self.options, mosaic.tile_grid)
-        if margin:
-            tile = mosaic.read_window(tile.iy, tile.ix, margin)
+    def predict(self, tile, mosaic, margin=0):
+        """Class maps of one :class:`~astrodask.mosaic.Tile` read with ``margin`` px
+        beyond its window (:meth:`context_margin`), cut back to the window."""
         data = filled_data(tile, mosaic)[list(self.spec.band_indices)]
         with self._lock:
             out = classify_tile(self.model, data, mode=self.options.mode,
@@ -114,22 +108,27 @@ class UnetRunner:
             out = {name: np.ascontiguousarray(value[window]) for name, value in out.items()}
         return out
 
-    def process(self, tiles, mosaic, results, shared=None):
-        """Run on ``tiles`` and write each window's core; returns a small summary.
+    def process(self, windows, mosaic, results, shared=None):
+        """Run on the :class:`BatchWindows` ``windows`` and write each window's core.
 
-        ``shared`` (a dict, optional) receives each window's whole class
-        maps under ``("unet", iy, ix)`` as ``(mean, classes)``, for the
-        runners that follow on the same tiles.
+        The network sees each window widened by :meth:`context_margin` (read
+        from the mosaic's full arrays). ``shared`` (a dict, optional)
+        receives each window's whole class maps under ``("unet", iy, ix)``
+        as ``(mean, classes)``, for the runners that follow on the same
+        windows. Returns a small summary.
         """
         group = self.open_outputs(results)
+        grid = mosaic.tile_grid
+        margin = self.context_margin(self.spec, self.options, grid)
+        tiles = windows.tiles(margin)
         for tile in tiles:
-            out = self.predict(tile, mosaic)
+            out = self.predict(tile, mosaic, margin)
             if shared is not None:
                 shared[("unet", tile.iy, tile.ix)] = (out["mean"], self.classes)
             ys, xs = mosaic.core_slices(tile.iy, tile.ix)
+            core = (slice(None),) + tuple(grid.core_slices_in_window(tile.iy, tile.ix))
             for name in self.options.outputs:
-                group[name][:, ys, xs] = np.asarray(out[name][(slice(None),) + tile.core],
-                                                    dtype=np.float32)
+                group[name][:, ys, xs] = np.asarray(out[name][core], dtype=np.float32)
         return {"tiles": len(tiles)}
 
 
@@ -198,8 +197,8 @@ class MaskRCNNRunner:
         data = np.stack([filled_data(t, mosaic)[bands] for t in tiles])
         return normalise_bands(data, self.mean, self.std, self.model.config.normalisation_scale)
 
-    def process(self, tiles, mosaic, results, shared=None):
-        """Detect on ``tiles`` and write each window's instances.
+    def process(self, windows, mosaic, results, shared=None):
+        """Detect on the :class:`BatchWindows` ``windows`` and write each window's instances.
 
         Where the spec folds irregular fragments and ``shared`` holds the
         U-Net's maps of a window (:meth:`UnetRunner.process`), the knots of
@@ -214,6 +213,7 @@ class MaskRCNNRunner:
         from ..star_galaxy import reclassify_instances
         from .results import write_parquet
 
+        tiles = windows.tiles()
         images = self.standardise(tiles, mosaic)
         with self._lock:
             detections = detect(self.model, images, **self.settings)
@@ -350,8 +350,38 @@ def make_runner(spec, config):
     return RUNNERS[spec.kind](spec, getattr(config, spec.kind))
 
 
+class BatchWindows:
+    """The windows of one batch, each read from the store at most once per width.
+
+    Parameters
+    ----------
+    mosaic : Mosaic
+    batch : list of (iy, ix)
+    """
+
+    def __init__(self, mosaic, batch):
+        self.mosaic, self.batch = mosaic, list(batch)
+        self._read = {}
+
+    def tiles(self, margin=0):
+        """The batch's :class:`~astrodask.mosaic.Tile` s, widened by ``margin`` px each side.
+
+        ``margin=0`` reads each window's chunk of ``tiles``
+        (:meth:`~astrodask.mosaic.Mosaic.read_tile`); a wider read takes the
+        full-mosaic arrays (:meth:`~astrodask.mosaic.Mosaic.read_window`).
+        Only what a runner asks for is read.
+        """
+        if margin not in self._read:
+            if margin:
+                read = [self.mosaic.read_window(iy, ix, margin) for iy, ix in self.batch]
+            else:
+                read = [self.mosaic.read_tile(iy, ix) for iy, ix in self.batch]
+            self._read[margin] = read
+        return self._read[margin]
+
+
 def process_tiles(runners, mosaic, results, batch):
-    """Read the tiles of ``batch``, run every runner, then mark each tile done.
+    """Run every runner on the windows of ``batch``, then mark each window done.
 
     Parameters
     ----------
@@ -366,12 +396,12 @@ def process_tiles(runners, mosaic, results, batch):
     dict
         ``tiles`` processed and per-runner summaries.
     """
-    tiles = [mosaic.read_tile(iy, ix) for iy, ix in batch]
-    summary = {"tiles": len(tiles)}
+    windows = BatchWindows(mosaic, batch)
+    summary = {"tiles": len(windows.batch)}
     # U-Nets first: a Mask R-CNN may use their maps of the same windows (``shared``)
     shared = {}
     for runner in sorted(runners, key=lambda r: r.kind != "unet"):
-        summary[runner.kind] = runner.process(tiles, mosaic, results, shared)
+        summary[runner.kind] = runner.process(windows, mosaic, results, shared)
     for iy, ix in batch:
         results.mark_done(iy, ix, {"models": [r.spec.name for r in runners]})
     return summary
