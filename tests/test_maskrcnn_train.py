@@ -356,19 +356,22 @@ sys.path.insert(0, {tests!r})
 from maskrcnn_fake_field import fake_field
 from astrodask.train.maskrcnn import TrainSettings, train_maskrcnn
 from astrodask.train.maskrcnn_data import example_from_field
-from test_maskrcnn_train import TINY, ONE_STEP
+from test_maskrcnn_train import TINY, JAX_STEPS
 import keras
 assert keras.backend.backend() == "jax"
 pool = [example_from_field(fake_field((128, 128), 6, 6, seed=s)) for s in range(2)]
 for compiled in (False, True):
     train_maskrcnn(pool, {run!r} + str(int(compiled)), config=TINY,
-                   settings=TrainSettings(**dict(ONE_STEP, compiled=compiled)),
+                   settings=TrainSettings(**dict(JAX_STEPS, compiled=compiled)),
                    init_from={source!r}, log=print)
 print("tensorflow imported:", "tensorflow" in sys.modules)
 """
 
 ONE_STEP = dict(steps=1, batch_size=2, crop_size=64, warmup_steps=1, log_every=1,
                 checkpoint_every_s=1e9, compiled=False)
+# one step at a learning rate still warming up, the weights' moving average kept (a
+# second step would sample other RoIs from proposals that differ in the last digits)
+JAX_STEPS = dict(ONE_STEP, warmup_steps=2, ema_momentum=0.9)
 
 
 @pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax is not installed")
@@ -383,7 +386,7 @@ def test_a_training_step_on_jax_without_tensorflow_matches_tensorflow(tmp_path):
     build_maskrcnn(TINY).save(tmp_path / "source.keras")
     pool = [example_from_field(fake_field((128, 128), 6, 6, seed=s)) for s in range(2)]
     model, state = train_maskrcnn(pool, tmp_path / "tf", config=TINY,
-                                  settings=TrainSettings(**ONE_STEP),
+                                  settings=TrainSettings(**JAX_STEPS),
                                   init_from=tmp_path / "source.keras", log=lambda _: None)
     hidden = tmp_path / "hide" / "tensorflow"
     hidden.mkdir(parents=True)
@@ -397,12 +400,13 @@ def test_a_training_step_on_jax_without_tensorflow_matches_tensorflow(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "tensorflow imported: False" in result.stdout
     source = load_maskrcnn(tmp_path / "source.keras")
-    # op by op (targets padded to a few shapes) and with the backbone compiled by XLA
+    # op by op (targets padded to a few shapes) and compiled by XLA (backbone and RPN,
+    # ROIAlign's windows, heads and losses, the optimizer's update with the moving average)
     for run in ("jax0", "jax1"):
         on_jax = json.loads((tmp_path / run / "state.json").read_text())
         for name, value in state["history"][0].items():
             if name != "seconds":
-                assert on_jax["history"][0][name] == pytest.approx(value, rel=1e-3), name
+                assert on_jax["history"][0][name] == pytest.approx(value, rel=1e-3), (run, name)
         moved = load_maskrcnn(tmp_path / run / "model.keras")
         changed = 0
         for a, b, before in zip(_weights(model), _weights(moved), _weights(source)):

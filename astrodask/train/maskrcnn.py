@@ -598,7 +598,7 @@ def _fit(pool, run_dir, model, optimizer, state, max_seconds, log):
 
     settings = settings_of(state)
     if keras.backend.backend() == "jax":
-        network = JaxNetwork(model) if settings.compiled else None
+        network = JaxNetwork(model, optimizer) if settings.compiled else None
 
         def train_step(batch, rng):
             return _jax_train_step(model, optimizer, batch, rng, settings.class_weights,
@@ -694,25 +694,35 @@ def _train_step(model, runners, apply, batch, rng, class_weights):
 
 
 class JaxNetwork:
-    """The backbone, pyramid and RPN of a model as XLA-compiled JAX functions of the weights.
+    """A model's training computations as XLA-compiled JAX functions of the weights.
 
-    ``forward`` returns the network's outputs and its new batch-norm
-    statistics; ``backward`` the weights' gradient given the outputs'
-    cotangents (it computes the forward again inside one compiled function).
-    Both take every trainable and non-trainable value of the model, in the
-    order of its variable lists (the heads' values are not used; ``heads``
-    lists their positions). Crops of one size compile once; the heads, whose
-    number of RoIs changes from batch to batch, run op by op in
-    :func:`_jax_train_step`.
+    ``forward`` returns the backbone, pyramid and RPN outputs and the new
+    batch-norm statistics; ``backward`` the weights' gradient given the
+    outputs' cotangents (it computes the forward again inside one compiled
+    function). Both take every trainable and non-trainable value of the
+    model, in the order of its variable lists (the heads' values are not
+    used; ``heads`` lists their positions). ``losses`` runs both heads on
+    pooled RoIs and returns the five losses with their gradient with
+    respect to the pooled RoIs, the RPN's outputs and the heads' weights
+    (see :func:`_jax_train_step`); it compiles once per crop size and
+    padded target shape (:func:`pad_targets`), so a few times per run.
+    ROIAlign runs between the two, op by op: its sample positions depend
+    on the boxes, whose number per pyramid level changes every batch.
+    ``apply`` is ``optimizer``'s update (weight decay, clipping, moving
+    average) as one compiled function of the optimizer's and the weights'
+    values (:meth:`update`).
     """
 
-    def __init__(self, model):
+    def __init__(self, model, optimizer):
         import jax
+        import keras
 
-        head_variables = {id(v) for v in model.box_head.trainable_variables
-                          + model.mask_head.trainable_variables}
-        self.heads = [k for k, v in enumerate(model.trainable_variables)
-                      if id(v) in head_variables]
+        from .maskrcnn_losses import weighted_head_losses, weighted_rpn_losses
+
+        head_ids = {id(v) for v in model.box_head.trainable_variables
+                    + model.mask_head.trainable_variables}
+        self.heads = [k for k, v in enumerate(model.trainable_variables) if id(v) in head_ids]
+        trainable = model.trainable_variables
 
         def outputs(values, frozen, images):
             return model.stateless_call(values, frozen, images, training=True)
@@ -721,8 +731,52 @@ class JaxNetwork:
             _, pullback = jax.vjp(lambda v: outputs(v, frozen, images)[0], values)
             return pullback(cotangents)[0]
 
+        def total_loss(pooled, mask_pooled, logits, deltas, head_values, arrays):
+            mapping = [(trainable[k], v) for k, v in zip(self.heads, head_values)]
+            with keras.StatelessScope(state_mapping=mapping):
+                class_logits, box_deltas = model.box_head(pooled, training=True)
+                mask_logits = model.mask_head(mask_pooled, training=True)
+            rpn = weighted_rpn_losses(logits, deltas, arrays["anchor_deltas"],
+                                      *arrays["rpn_weights"])
+            head = weighted_head_losses(class_logits, box_deltas, mask_logits, arrays["classes"],
+                                        arrays["box_targets"], arrays["mask_targets"],
+                                        **arrays["head_weights"])
+            losses = dict(zip(LOSS_NAMES, rpn + head))
+            return sum(losses.values()), losses
+
         self.forward = jax.jit(outputs)
         self.backward = jax.jit(backward)
+        self.losses = jax.jit(jax.value_and_grad(total_loss, argnums=(0, 1, 2, 3, 4),
+                                                 has_aux=True))
+        if not optimizer.built:
+            optimizer.build(trainable)
+        self.optimizer = optimizer
+        self.apply = jax.jit(optimizer.stateless_apply)
+
+    def update(self, variables, grads):
+        """Apply ``grads`` to ``variables`` (the model's trainable ones) with :attr:`apply`."""
+        state = self.optimizer.variables
+        values, slots = self.apply([v.value for v in state], grads,
+                                   [v.value for v in variables])
+        for variable, value in zip(variables, values):
+            variable.assign(value)
+        for variable, value in zip(state, slots):
+            variable.assign(value)
+
+    @staticmethod
+    def loss_arrays(targets, n_classes, class_weights):
+        """What :attr:`losses` takes of padded ``targets`` (NumPy, no Python numbers)."""
+        from .maskrcnn_losses import head_weights, rpn_weights
+
+        n_slots = len(targets.mask_targets)
+        return {"anchor_deltas": targets.anchor_deltas.astype(np.float32),
+                "rpn_weights": rpn_weights(targets.labels),
+                "classes": targets.classes.astype("int32"),
+                "box_targets": targets.box_targets[:n_slots].astype(np.float32),
+                "mask_targets": targets.mask_targets.astype(np.float32),
+                "head_weights": head_weights(targets.classes, n_slots, n_classes,
+                                             class_weights, targets.n_rois,
+                                             targets.n_positives)}
 
 
 def _jax_train_step(model, optimizer, batch, rng, class_weights, network=None):
@@ -734,9 +788,10 @@ def _jax_train_step(model, optimizer, batch, rng, class_weights, network=None):
     the losses are then differentiated with the weights as explicit inputs
     (a ``keras.StatelessScope``), and the batch-norm statistics of that pass
     are kept, as under TensorFlow. With ``network`` (:class:`JaxNetwork`)
-    the backbone and RPN run compiled: the losses are differentiated with
-    respect to their outputs and the heads' weights, and ``network.backward``
-    carries the outputs' gradient to the backbone's weights.
+    the backbone and RPN run compiled, then ROIAlign op by op, then the heads
+    and losses compiled; the gradient goes back the same way (the pooled
+    RoIs' through ROIAlign's ``jax.vjp``, the outputs' through
+    ``network.backward``).
     """
     import jax
     import keras
@@ -757,31 +812,37 @@ def _jax_train_step(model, optimizer, batch, rng, class_weights, network=None):
         (total, (losses, updated)), grads = jax.value_and_grad(total_loss, has_aux=True)(
             values, frozen_values)
     else:
+        config = model.config
         images = np.stack([ex.image for ex in batch])
         anchors, labels, anchor_deltas = anchor_targets(model, batch, rng)
         outputs, updated = network.forward(values, frozen_values, images)
+        pyramid, logits, deltas = outputs
         targets = pad_targets(BatchTargets(labels, anchor_deltas, *roi_sample(
-            model, batch, rng, anchors, np.asarray(outputs[1]), np.asarray(outputs[2]))))
+            model, batch, rng, anchors, np.asarray(logits), np.asarray(deltas))))
+        n_slots = len(targets.mask_targets)
+
+        def pool(pyramid):
+            return (model.pool_rois(pyramid, targets.rois, targets.batch_index,
+                                    config.pool_size),
+                    model.pool_rois(pyramid, targets.rois[:n_slots],
+                                    targets.batch_index[:n_slots], config.mask_pool_size))
+
+        (pooled, mask_pooled), pool_pullback = jax.vjp(pool, pyramid)
+        arrays = network.loss_arrays(targets, config.n_classes, class_weights)
         heads = network.heads
-
-        def head_loss(outputs, head_values):
-            mapping = [(trainable[k], value) for k, value in zip(heads, head_values)]
-            with keras.StatelessScope(state_mapping=mapping):
-                losses = compute_losses(model, batch, None, training=True, targets=targets,
-                                        class_weights=class_weights,
-                                        runners=(lambda _: outputs,
-                                                 lambda r: model.box_head(r, training=True),
-                                                 lambda r: model.mask_head(r, training=True)))
-            return sum(losses.values()), losses
-
-        (total, losses), (cotangents, head_grads) = jax.value_and_grad(
-            head_loss, argnums=(0, 1), has_aux=True)(outputs, [values[k] for k in heads])
+        (total, losses), (g_pooled, g_mask, g_logits, g_deltas, head_grads) = network.losses(
+            pooled, mask_pooled, logits, deltas, [values[k] for k in heads], arrays)
+        (g_pyramid,) = pool_pullback((g_pooled, g_mask))
+        cotangents = type(outputs)((g_pyramid, g_logits, g_deltas))
         grads = list(network.backward(values, frozen_values, images, cotangents))
         for k, grad in zip(heads, head_grads):
             grads[k] = grads[k] + grad
     for variable, value in zip(frozen, updated):
         variable.assign(value)
-    optimizer.apply_gradients(zip(grads, trainable))
+    if network is None:
+        optimizer.apply_gradients(zip(grads, trainable))
+    else:
+        network.update(trainable, grads)
     return losses, total
 
 

@@ -87,6 +87,45 @@ def _axis_weights(lo, hi, size, ratio, limit):
     return start, weights.reshape(n_boxes, size, window).astype(np.float32)
 
 
+def _pool_window(feature, index, wy, wx):
+    """Bins of each box from its window of ``feature``: one gather, one batched product.
+
+    ``index`` (N·h·w,) flat rows of the windows in ``feature`` (B·H·W, C);
+    ``wy`` (N, size, h) and ``wx`` (N, size, w) the axes' bilinear weights.
+    """
+    n_boxes, size, window_h = wy.shape
+    window_w = wx.shape[2]
+    window = ops.take(feature, index, axis=0)
+    window = ops.reshape(window, (n_boxes, window_h * window_w, feature.shape[-1]))
+    weights = ops.reshape(wy[:, :, None, :, None] * wx[:, None, :, None, :],
+                          (n_boxes, size * size, window_h * window_w))
+    pooled = ops.matmul(weights, window)
+    return ops.reshape(pooled, (n_boxes, size, size, feature.shape[-1]))
+
+
+_compiled_pool_window = None
+
+
+def _window_pooler():
+    """:func:`_pool_window`, XLA-compiled on the JAX backend.
+
+    Run op by op, its few operations are each dispatched on their own (and,
+    under ``jax.vjp`` in training, linearised anew every call); compiled,
+    each shape (boxes padded to :data:`BUCKET`, windows to
+    :data:`WINDOW_STEP`) compiles once. Other backends run it as it is.
+    """
+    global _compiled_pool_window
+    import keras
+
+    if keras.backend.backend() != "jax":
+        return _pool_window
+    if _compiled_pool_window is None:
+        import jax
+
+        _compiled_pool_window = jax.jit(_pool_window)
+    return _compiled_pool_window
+
+
 def _crop_level(feature, boxes, batch_index, output_size, sampling_ratio, stride):
     # Each bin's value is separable: the sum over window pixels (y, x) of
     # wy[i, y] wx[j, x] feature[y, x]. Reading a small window per box and taking one
@@ -96,19 +135,11 @@ def _crop_level(feature, boxes, batch_index, output_size, sampling_ratio, stride
     scaled = boxes / stride
     y_start, wy = _axis_weights(scaled[:, 0], scaled[:, 2], output_size, sampling_ratio, height)
     x_start, wx = _axis_weights(scaled[:, 1], scaled[:, 3], output_size, sampling_ratio, width)
-    n_boxes, window_h, window_w = len(boxes), wy.shape[2], wx.shape[2]
-    rows = y_start[:, None] + np.arange(window_h)
-    cols = x_start[:, None] + np.arange(window_w)
+    rows = y_start[:, None] + np.arange(wy.shape[2])
+    cols = x_start[:, None] + np.arange(wx.shape[2])
     index = ((batch_index.astype(np.int64) * height)[:, None, None] + rows[:, :, None]) * width
     index = (index + cols[:, None, :]).reshape(-1)
-    flat = ops.reshape(feature, (-1, channels))
-    window = ops.take(flat, ops.convert_to_tensor(index.astype("int32")), axis=0)
-    window = ops.reshape(window, (n_boxes, window_h * window_w, channels))
-    wy, wx = ops.convert_to_tensor(wy), ops.convert_to_tensor(wx)
-    weights = ops.reshape(wy[:, :, None, :, None] * wx[:, None, :, None, :],
-                          (n_boxes, output_size * output_size, window_h * window_w))
-    pooled = ops.matmul(weights, window)
-    return ops.reshape(pooled, (n_boxes, output_size, output_size, channels))
+    return _window_pooler()(ops.reshape(feature, (-1, channels)), index.astype("int32"), wy, wx)
 
 
 def roi_align(features, boxes, batch_index, output_size, sampling_ratio=2, min_level=2):
