@@ -1,4 +1,4 @@
-"""Stream 2-D images into FITS files, row strip by row strip, in bounded memory.
+"""Stream 2-D images and binary tables into FITS files, strip by strip, in bounded memory.
 
 Data are written sequentially with plain writes (no memory map), so a map
 larger than memory still gets its FITS file and the writer's resident memory
@@ -91,6 +91,23 @@ class StreamingFits:
             raise ValueError(f"wrote {rows} rows of an image {ny} high")
         size = nx * ny * dtype.itemsize
         self._fh.write(b"\0" * (-size % BLOCK))
+
+    def table(self, header, chunks):
+        """Write one binary-table HDU: ``header`` then the rows of ``chunks`` in order.
+
+        Each chunk is a structured array of the rows' big-endian FITS layout
+        (``header``'s ``NAXIS1`` bytes a row); ``NAXIS2`` rows in all.
+        """
+        self._fh.write(header.tostring().encode("ascii"))
+        width, rows = header["NAXIS1"], 0
+        for chunk in chunks:
+            if chunk.dtype.itemsize != width:
+                raise ValueError(f"rows of {chunk.dtype.itemsize} bytes for a table of {width}")
+            rows += len(chunk)
+            self._fh.write(np.ascontiguousarray(chunk).tobytes())
+        if rows != header["NAXIS2"]:
+            raise ValueError(f"wrote {rows} rows of a table of {header['NAXIS2']}")
+        self._fh.write(b"\0" * (-(width * rows) % BLOCK))
 
     def __enter__(self):
         self._fh = self._target.__enter__()
