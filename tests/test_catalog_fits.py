@@ -81,3 +81,19 @@ def test_a_column_fits_cannot_hold_leaves_no_file(tmp_path):
         write_catalog_fits(tmp_path / "catalog.parquet", tmp_path / "c.fits")
     assert not (tmp_path / "c.fits").exists()
     assert list(tmp_path.iterdir()) == [tmp_path / "catalog.parquet"]
+
+
+def test_an_empty_catalog_and_urls(tmp_path):
+    # a merge that found nothing still gives a valid (empty) table; both ends may be URLs
+    import fsspec
+
+    source = _catalog(tmp_path / "full.parquet", 100)
+    write_catalog(source.slice(0, 0), "memory://astrodask-fits/catalog.parquet", {})
+    assert write_catalog_fits("memory://astrodask-fits/catalog.parquet",
+                              "memory://astrodask-fits/catalog.fits") == 0
+    with fsspec.open("memory://astrodask-fits/catalog.fits", "rb") as fh:
+        data = fh.read()
+    (tmp_path / "empty.fits").write_bytes(data)
+    with fits.open(tmp_path / "empty.fits") as hdus:
+        hdus.verify("exception")
+        assert len(hdus[1].data) == 0 and hdus[1].columns.names == source.column_names
