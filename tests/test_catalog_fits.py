@@ -97,3 +97,14 @@ def test_an_empty_catalog_and_urls(tmp_path):
     with fits.open(tmp_path / "empty.fits") as hdus:
         hdus.verify("exception")
         assert len(hdus[1].data) == 0 and hdus[1].columns.names == source.column_names
+
+
+def test_null_pixel_integers_stay_null_when_made_1_based(tmp_path):
+    table = pa.table({"anchor_y": pa.array([4, None], pa.int64()),
+                      "x": pa.array([None, 2.0], pa.float64())})
+    write_catalog(table, tmp_path / "catalog.parquet", {})
+    write_catalog_fits(tmp_path / "catalog.parquet", tmp_path / "c.fits")
+    with fits.open(tmp_path / "c.fits") as hdus:
+        data, header = hdus[1].data, hdus[1].header
+        assert data["anchor_y"].tolist() == [5, header["TNULL1"]]
+        assert np.isnan(data["x"][0]) and data["x"][1] == 3.0

@@ -11,6 +11,7 @@ column's ``TCOMMn`` says so. The catalog's provenance (JSON) is in the
 primary header's ``ADPROV``.
 """
 
+import io
 import json
 
 import numpy as np
@@ -34,8 +35,6 @@ _NUMBERS = {pa.int8(): ("I", ">i2"), pa.int16(): ("I", ">i2"), pa.int32(): ("J",
 
 
 def _read_part(location, columns=None):
-    import io
-
     return pq.read_table(io.BytesIO(storage.get_bytes(location)), columns=columns)
 
 
@@ -76,21 +75,18 @@ def _records(table, dtype):
     for name in dtype.names:
         column = table.column(name)
         kind = dtype[name]
+        nulls = column.is_null().to_numpy(zero_copy_only=False)
         if kind.kind == "S":
             values = column.fill_null("").to_numpy(zero_copy_only=False)
             rows[name] = [v.encode("utf-8").ljust(kind.itemsize) for v in values]
         elif pa.types.is_boolean(column.type):
-            values = column.to_numpy(zero_copy_only=False)
-            mask = column.is_null().to_numpy(zero_copy_only=False)
-            rows[name] = np.where(mask, 0, np.where(values == True, ord("T"), ord("F")))  # noqa: E712
+            values = column.fill_null(False).to_numpy(zero_copy_only=False).astype(bool)
+            rows[name] = np.where(nulls, 0, np.where(values, ord("T"), ord("F")))
         else:
-            fill = np.nan if kind.kind == "f" else np.iinfo(kind).min
-            values = column.to_numpy(zero_copy_only=False)
-            if column.null_count:
-                values = np.where(column.is_null().to_numpy(zero_copy_only=False), fill,
-                                  values.astype(kind.newbyteorder("=")))
-            if name in ONE_BASED:
-                values = values + 1
+            native = kind.newbyteorder("=")
+            values = np.where(nulls, 0, column.fill_null(0).to_numpy(zero_copy_only=False))
+            values = values.astype(native) + (1 if name in ONE_BASED else 0)
+            values[nulls] = np.nan if kind.kind == "f" else np.iinfo(native).min
             rows[name] = values
     return rows
 

@@ -706,8 +706,10 @@ class JaxNetwork:
     respect to the pooled RoIs, the RPN's outputs and the heads' weights
     (see :func:`_jax_train_step`); it compiles once per crop size and
     padded target shape (:func:`pad_targets`), so a few times per run.
-    ROIAlign runs between the two, op by op: its sample positions depend
-    on the boxes, whose number per pyramid level changes every batch.
+    ROIAlign runs between the two, outside: its sample positions are
+    computed in NumPy from the boxes, whose number per pyramid level
+    changes every batch (its window products compile per shape, see
+    :mod:`astrodask.models.maskrcnn.roi_align`).
     ``apply`` is ``optimizer``'s update (weight decay, clipping, moving
     average) as one compiled function of the optimizer's and the weights'
     values (:meth:`update`).
@@ -788,8 +790,8 @@ def _jax_train_step(model, optimizer, batch, rng, class_weights, network=None):
     the losses are then differentiated with the weights as explicit inputs
     (a ``keras.StatelessScope``), and the batch-norm statistics of that pass
     are kept, as under TensorFlow. With ``network`` (:class:`JaxNetwork`)
-    the backbone and RPN run compiled, then ROIAlign op by op, then the heads
-    and losses compiled; the gradient goes back the same way (the pooled
+    the backbone and RPN run compiled, then ROIAlign, then the heads and
+    losses compiled; the gradient goes back the same way (the pooled
     RoIs' through ROIAlign's ``jax.vjp``, the outputs' through
     ``network.backward``).
     """
