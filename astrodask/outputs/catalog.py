@@ -83,9 +83,19 @@ def read_catalog(location, columns=None):
     """
     import pyarrow as pa
 
-    tables = [pq.read_table(io.BytesIO(storage.get_bytes(s)), columns=columns)
-              for s in catalog_parts(location)]
-    return pa.concat_tables(tables)
+    return pa.concat_tables([read_catalog_part(s, columns) for s in catalog_parts(location)])
+
+
+def read_catalog_part(location, columns=None):
+    """One Parquet file of a catalog (see :func:`catalog_parts`) as a :class:`pyarrow.Table`."""
+    return pq.read_table(io.BytesIO(storage.get_bytes(location)), columns=columns)
+
+
+def catalog_schema(location):
+    """A catalog's Arrow schema (columns, units, provenance), from its first part's footer."""
+    fs, path = storage.filesystem(catalog_parts(location)[0])
+    with fs.open(path, "rb") as fh:
+        return pq.read_schema(fh)
 
 
 def write_dataset_metadata(location):
@@ -115,6 +125,4 @@ def write_dataset_metadata(location):
 
 def catalog_provenance(location):
     """The provenance dict stored in a catalog's schema metadata."""
-    first = catalog_parts(location)[0]
-    schema = pq.read_schema(io.BytesIO(storage.get_bytes(first)))
-    return json.loads(schema.metadata[b"astrodask"])
+    return json.loads(catalog_schema(location).metadata[b"astrodask"])

@@ -11,16 +11,15 @@ column's ``TCOMMn`` says so. The catalog's provenance (JSON) is in the
 primary header's ``ADPROV``.
 """
 
-import io
 import json
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
+import pyarrow.compute as pc
 
 from .. import storage
 from ..errors import StoreError
-from .catalog import catalog_parts
+from .catalog import catalog_parts, catalog_schema, read_catalog_part
 from .fits import StreamingFits
 
 #: Columns of 0-based pixel coordinates (or first pixels of half-open ranges): + 1 in FITS.
@@ -34,10 +33,6 @@ _NUMBERS = {pa.int8(): ("I", ">i2"), pa.int16(): ("I", ">i2"), pa.int32(): ("J",
             pa.float64(): ("D", ">f8")}
 
 
-def _read_part(location, columns=None):
-    return pq.read_table(io.BytesIO(storage.get_bytes(location)), columns=columns)
-
-
 def _layout(schema, parts):
     """FITS column descriptions, the NumPy record type of ``schema``'s columns, and the rows."""
     strings = [f.name for f in schema if pa.types.is_string(f.type)
@@ -45,10 +40,10 @@ def _layout(schema, parts):
     width = dict.fromkeys(strings, 1)
     n_rows = 0
     for part in parts:  # a first pass over the text columns alone: their widths, the rows
-        table = _read_part(part, strings or schema.names[:1])
+        table = read_catalog_part(part, strings or schema.names[:1])
         n_rows += table.num_rows
         for name in strings:
-            lengths = pa.compute.binary_length(table.column(name)).to_numpy(zero_copy_only=False)
+            lengths = pc.binary_length(table.column(name)).to_numpy(zero_copy_only=False)
             width[name] = max(width[name], int(np.nanmax(lengths, initial=0)))
     columns, dtype = [], []
     for field in schema:
@@ -150,7 +145,7 @@ def write_catalog_fits(catalog, path):
     parts = catalog_parts(catalog)
     if not parts:
         raise StoreError(f"{catalog} holds no Parquet part")
-    schema = _read_part(parts[0]).schema
+    schema = catalog_schema(catalog)
     columns, dtype, n_rows = _layout(schema, parts)
     provenance = (schema.metadata or {}).get(b"astrodask", b"{}").decode()
     cards = [("ORIGIN", "astrodask", "the catalog's writer"),
@@ -160,5 +155,5 @@ def write_catalog_fits(catalog, path):
     with StreamingFits(path) as out:
         out.empty_primary(cards)
         out.table(_table_header(columns, dtype, n_rows),
-                  (_records(_read_part(p), dtype) for p in parts))
+                  (_records(read_catalog_part(p), dtype) for p in parts))
     return n_rows
