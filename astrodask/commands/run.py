@@ -17,7 +17,8 @@ def register(subparsers):
     parser.add_argument("--config", metavar="RUN.yaml",
                         help="YAML file with any of the options; flags override it")
     parser.add_argument("--models", help="comma-separated: unet, maskrcnn, a shipped model "
-                                         "name or a .keras path (default unet)")
+                                         "name or a .keras path (default: every shipped "
+                                         "kind whose bands the mosaic has)")
     parser.add_argument("--band-map", metavar="MODEL=MOSAIC,...",
                         help="which mosaic band feeds each model band, e.g. H=f160w,J=f125w")
     parser.add_argument("--n-workers", type=int, help="local workers (default: one per core)")
