@@ -447,3 +447,55 @@ def test_the_residual_pass_continues_the_merges_progress_count():
         chained("merge", done, total)
     _progress_counts_every_task(reports)
     assert reports[-1] == (10 + 3 + 4 + 8, 10 + 3 + 4 + 8)
+
+
+@pytest.fixture
+def latency_store():
+    """``latency://``: an in-memory asynchronous store whose requests wait 5 ms each
+    (``benchmarks/merge_latency.py``), emptied after the test."""
+    from benchmark_scripts import load_benchmark
+
+    module = load_benchmark("merge_latency")
+    requests = module.register(latency=0.005)
+    yield module, requests
+    module.SlowMemoryFileSystem.store.clear()
+
+
+def test_reads_of_a_task_are_in_flight_together(latency_store):
+    _, requests = latency_store
+    root = "latency://astrodask-tests/many"
+    for k in range(12):
+        storage.put_bytes(f"{root}/f{k}.bin", bytes([k]) * (k + 1))
+    requests.reset()
+    values = storage.get_many([f"{root}/f{k}.bin" for k in (3, 0, 11)] + [f"{root}/missing"]
+                              + [f"{root}/f{k}.bin" for k in range(12)])
+    assert values[:4] == [b"\x03" * 4, b"\x00", b"\x0b" * 12, None]
+    assert values[4:] == [bytes([k]) * (k + 1) for k in range(12)]
+    assert requests.by_kind["get"] == 16 and requests.most_in_flight == 16
+
+
+def test_merge_on_an_object_store_with_latency_gives_the_same_bytes(field, latency_store,
+                                                                      tmp_path):
+    """Results on an asynchronous store (as on S3): the local merge's catalog, and the
+    resolve stage's nine neighbour reads in flight at once."""
+    from distributed import Client, LocalCluster
+
+    _, requests = latency_store
+    folder, truth, masks = field
+    mosaic = ingest(folder, "latency", tile=64, halo=8)
+    assert min(mosaic.tile_grid.shape) >= 3
+    out = fake_detections(mosaic, masks, truth, tmp_path / "local")
+    remote = "latency://astrodask-tests/results"
+    for path in sorted(p for p in out.rglob("*") if p.is_file()):
+        storage.put_bytes(f"{remote}/{path.relative_to(out).as_posix()}", path.read_bytes())
+    merge_in_process(out)
+    requests.reset()
+    # the store lives in this process: the workers must be threads
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
+                      dashboard_address=":0") as cluster, Client(cluster) as client:
+        merge(remote, client=client)
+    assert requests.most_in_flight >= 9
+    theirs = pq.read_table(out / "catalog.parquet")
+    ours = read_catalog(f"{remote}/catalog.parquet").combine_chunks()
+    assert ours.num_rows == theirs.num_rows > 50
+    assert storage.parquet_bytes(ours) == storage.parquet_bytes(theirs)

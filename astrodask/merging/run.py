@@ -309,12 +309,12 @@ class _Plan:
         from ..engine.cluster import completed
 
         start = time.perf_counter()
-        values = {}
-        for entry in storage.listdir(self.ctx.path("done", stage)):
-            name = entry.removesuffix(".json")
-            if name in jobs:
-                values[name] = json.loads(storage.get_bytes(
-                    self.ctx.path("done", stage, entry)))["value"]
+        finished = [entry.removesuffix(".json")
+                    for entry in storage.listdir(self.ctx.path("done", stage))]
+        finished = [name for name in finished if name in jobs]
+        markers = storage.get_many([self.ctx.path("done", stage, name + ".json")
+                                    for name in finished])  # together: a resumed merge
+        values = {name: json.loads(data)["value"] for name, data in zip(finished, markers)}
         self._tick(len(values))
         todo = [name for name in jobs if name not in values]
         size = max(1, min(MAX_BATCH, len(todo) // (TASKS_PER_THREAD * self.threads)))

@@ -165,14 +165,22 @@ def _mosaic(path):
 # and each task opens a few dozen. Only the catalog parts are Parquet.
 
 def _read_table(location, columns=None, missing_ok=True):
-    try:
-        data = storage.get_bytes(location)
-    except FileNotFoundError:
-        if missing_ok:
-            return None
-        raise
-    table = pa.ipc.open_file(pa.BufferReader(data)).read_all()
-    return table.select(columns) if columns is not None else table
+    return _read_tables([location], columns, missing_ok)[0]
+
+
+def _read_tables(locations, columns=None, missing_ok=True):
+    """The tables at ``locations``, fetched together (:func:`astrodask.storage.get_many`);
+    ``None`` for a missing one when ``missing_ok``."""
+    tables = []
+    for location, data in zip(locations, storage.get_many(locations)):
+        if data is None:
+            if not missing_ok:
+                raise FileNotFoundError(location)
+            tables.append(None)
+            continue
+        table = pa.ipc.open_file(pa.BufferReader(data)).read_all()
+        tables.append(table.select(columns) if columns is not None else table)
+    return tables
 
 
 def _put_table(location, table):
@@ -186,14 +194,17 @@ def tile_name(iy, ix):
     return f"tile-{iy:05d}-{ix:05d}"
 
 
-def _window_pieces(ctx, iy, ix):
+def _windows_pieces(ctx, windows):
+    """The pieces of ``windows`` (``[(iy, ix), ...]``) as one table."""
     if ctx.staged_pieces:
-        table = _read_table(ctx.path("pieces", tile_name(iy, ix) + ".arrow"))
-        if table is None:
-            return (SCHEMA if ctx.morpheus else PIECE_SCHEMA).empty_table()
-        return table
-    return read_window_pieces(Results(ctx.results), iy, ix, ctx.options.get("min_score"),
-                              parts=_host_parts(ctx))
+        tables = _read_tables([ctx.path("pieces", tile_name(iy, ix) + ".arrow")
+                               for iy, ix in windows])
+        empty = (SCHEMA if ctx.morpheus else PIECE_SCHEMA).empty_table()
+        tables = [empty if table is None else table for table in tables]
+    else:
+        tables = [read_window_pieces(Results(ctx.results), iy, ix, ctx.options.get("min_score"),
+                                     parts=_host_parts(ctx)) for iy, ix in windows]
+    return pa.concat_tables(tables)
 
 
 def _host_parts(ctx):
@@ -262,8 +273,7 @@ def resolve_task(ctx, iy, ix):
     r = reach(grid)
     view = [(vy, vx) for vy in range(max(iy - r, 0), min(iy + r, ny - 1) + 1)
             for vx in range(max(ix - r, 0), min(ix + r, nx - 1) + 1)]
-    tables = [_window_pieces(ctx, vy, vx) for vy, vx in view]
-    pieces = Pieces(pa.concat_tables(tables))
+    pieces = Pieces(_windows_pieces(ctx, view))
     n = len(pieces)
     rects, matches = match_pieces(pieces, grid, ctx.options["match_iou"])
     _, label = components(n, [(i, j) for i in range(n) for _, j in matches[i]])
@@ -324,8 +334,8 @@ def large_task(ctx, windows):
     """
     grid = ctx.grid
     r = reach(grid)
-    tables = [_read_table(ctx.path("candidates", tile_name(iy, ix) + ".arrow"),
-                            missing_ok=False) for iy, ix in windows]
+    tables = _read_tables([ctx.path("candidates", tile_name(iy, ix) + ".arrow")
+                           for iy, ix in windows], missing_ok=False)
     if not tables:
         return []
     table = pa.concat_tables(tables).sort_by("uid")
@@ -368,7 +378,7 @@ def assemble_task(ctx, iy, ix, plan):
     """Masks and anchors of the large objects whose owner piece is in window ``(iy, ix)``."""
     grid = ctx.grid
     windows = sorted({window_of_uid(grid, u) for record in plan for u in record["members"]})
-    pieces = Pieces(pa.concat_tables([_window_pieces(ctx, vy, vx) for vy, vx in windows]))
+    pieces = Pieces(_windows_pieces(ctx, windows))
     uids = uid_of(grid, pieces.tile_iy, pieces.tile_ix, pieces.det)
     index = {int(u): k for k, u in enumerate(uids)}
     rects = _window_rects(pieces, grid)
@@ -398,9 +408,8 @@ def _objects_near(ctx, cy, cx, large_files, columns=None):
     d = spread(grid)
     names = [tile_name(vy, vx) for vy in range(max(cy - d, 0), min(cy + d, ny - 1) + 1)
              for vx in range(max(cx - d, 0), min(cx + d, nx - 1) + 1)] + list(large_files)
-    tables = [_read_table(ctx.path("objects", name + ".arrow"), columns=columns,
-                            missing_ok=False) for name in names]
-    table = pa.concat_tables(tables)
+    table = pa.concat_tables(_read_tables([ctx.path("objects", name + ".arrow") for name in names],
+                                          columns=columns, missing_ok=False))
     ys, xs = grid.core_slices(cy, cx)
     y0, x0 = table["y0"].to_numpy(), table["x0"].to_numpy()
     y1, x1 = table["y1"].to_numpy(), table["x1"].to_numpy()
@@ -452,18 +461,14 @@ def painted_task(ctx, cy, cx, large_files):
     table, ys, xs = _objects_near(ctx, cy, cx, large_files)
     c = _columns(table)
     core = ctx.grid.core
-    lists = {}
-
-    def visible_in(cy_, cx_):
-        if (cy_, cx_) not in lists:
-            lists[cy_, cx_] = _read_ids(ctx.path("visible", tile_name(cy_, cx_) + ".bin"))
-        return lists[cy_, cx_]
-
-    keep = np.array([any(np.isin(uid, visible_in(vy, vx))
-                         for vy in range(y0 // core, (y1 - 1) // core + 1)
-                         for vx in range(x0 // core, (x1 - 1) // core + 1))
-                     for uid, y0, x0, y1, x1 in zip(c["uid"], c["y0"], c["x0"], c["y1"], c["x1"])],
-                    dtype=bool)
+    spans = [[(vy, vx) for vy in range(y0 // core, (y1 - 1) // core + 1)
+              for vx in range(x0 // core, (x1 - 1) // core + 1)]
+             for y0, x0, y1, x1 in zip(c["y0"], c["x0"], c["y1"], c["x1"])]
+    chunks = sorted({chunk for span in spans for chunk in span})
+    lists = dict(zip(chunks, _read_ids([ctx.path("visible", tile_name(vy, vx) + ".bin")
+                                        for vy, vx in chunks])))
+    keep = np.array([any(np.isin(uid, lists[chunk]) for chunk in span)
+                     for uid, span in zip(c["uid"], spans)], dtype=bool)
     table = table.filter(pa.array(keep))
     c = _columns(table)
     labels, _ = _paint(table, c, np.arange(1, table.num_rows + 1), ys, xs)
@@ -473,11 +478,10 @@ def painted_task(ctx, cy, cx, large_files):
     return {"painted": int(len(shown))}
 
 
-def _read_ids(location):
-    try:
-        return np.frombuffer(storage.get_bytes(location), dtype="<i8")
-    except FileNotFoundError:
-        return np.zeros(0, "<i8")
+def _read_ids(locations):
+    """The ID lists at ``locations``, fetched together; empty for a missing one."""
+    return [np.zeros(0, "<i8") if data is None else np.frombuffer(data, dtype="<i8")
+            for data in storage.get_many(locations)]
 
 
 def _block_rows(ctx, block, rows_per_block):
@@ -496,14 +500,14 @@ def order_task(ctx, block, rows_per_block, chunk_rows, large_files):
     d = spread(grid)
     names = [tile_name(vy, vx) for vy in range(max(r0 - d, 0), min(r1 - 1 + d, ny - 1) + 1)
              for vx in range(nx)] + list(large_files)
-    table = pa.concat_tables([_read_table(ctx.path("objects", name + ".arrow"),
-                                            columns=SMALL_COLUMNS, missing_ok=False)
-                              for name in names])
+    table = pa.concat_tables(_read_tables([ctx.path("objects", name + ".arrow") for name in names],
+                                          columns=SMALL_COLUMNS, missing_ok=False))
     row = table["anchor_y"].to_numpy() // grid.core
     table = table.filter(pa.array((row >= r0) & (row < r1)))
     lo, hi = chunk_rows
-    shown = np.concatenate([_read_ids(ctx.path("painted", tile_name(vy, vx) + ".bin"))
-                            for vy in range(lo, hi + 1) for vx in range(nx)] + [np.zeros(0, "<i8")])
+    shown = np.concatenate(_read_ids([ctx.path("painted", tile_name(vy, vx) + ".bin")
+                                      for vy in range(lo, hi + 1) for vx in range(nx)])
+                           + [np.zeros(0, "<i8")])
     table = table.filter(pa.array(np.isin(table["uid"].to_numpy(), shown)))
     table = table.take(pa.array(np.lexsort(sort_columns(_columns(table)))))
     _put_table(ctx.path("blocks", f"block-{block:05d}.arrow"), table)
@@ -521,9 +525,10 @@ def paint_task(ctx, cy, cx, large_files, blocks):
 
     table, ys, xs = _objects_near(ctx, cy, cx, large_files)
     ids_of = {}
-    for block, first_id in blocks:
-        uids = _read_table(ctx.path("blocks", f"block-{block:05d}.arrow"),
-                             columns=["uid"], missing_ok=False)["uid"].to_numpy()
+    block_uids = _read_tables([ctx.path("blocks", f"block-{block:05d}.arrow")
+                               for block, _ in blocks], columns=["uid"], missing_ok=False)
+    for (_, first_id), uid_table in zip(blocks, block_uids):
+        uids = uid_table["uid"].to_numpy()
         ids_of.update(zip(uids.tolist(), range(first_id, first_id + len(uids))))
     uid = table["uid"].to_numpy()
     keep = np.array([u in ids_of for u in uid.tolist()], dtype=bool)
@@ -599,8 +604,9 @@ def _touching_pairs(c, ids, masks, ys, xs):
 
 def families_task(ctx, chunks):
     """Blend families over the touching pairs of ``chunks``: parent = smallest ID."""
-    pairs = np.concatenate([_read_ids(ctx.path("edges", tile_name(cy, cx) + ".bin"))
-                            for cy, cx in chunks] + [np.zeros(0, "<i8")]).reshape(-1, 2)
+    pairs = np.concatenate(_read_ids([ctx.path("edges", tile_name(cy, cx) + ".bin")
+                                      for cy, cx in chunks])
+                           + [np.zeros(0, "<i8")]).reshape(-1, 2)
     nodes, inverse = np.unique(pairs, return_inverse=True)
     inverse = inverse.reshape(-1, 2)
     n = len(nodes)
@@ -637,8 +643,8 @@ def catalog_task(ctx, block, first_id, chunk_rows, provenance):
                               with_weight=mosaic.has_weight)
     lo, hi = chunk_rows
     for cy in range(lo, hi + 1):  # row-major, as the single-process merge adds them
-        for cx in range(nx):
-            sums = _read_table(ctx.path("sums", tile_name(cy, cx) + ".arrow"))
+        row = _read_tables([ctx.path("sums", tile_name(cy, cx) + ".arrow") for cx in range(nx)])
+        for sums in row:
             if sums is None:
                 continue
             local = sums["id"].to_numpy() - (first_id - 1)
