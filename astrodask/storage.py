@@ -103,10 +103,35 @@ def put_bytes(location, data):
         fs.pipe_file(path, data)
 
 
+def put_many(contents):
+    """Write several objects whole, as :func:`put_bytes` does each.
+
+    On fsspec's asynchronous filesystems the PUTs are in flight together.
+
+    Parameters
+    ----------
+    contents : dict
+        ``{location: bytes}``, all on one filesystem.
+    """
+    if not contents:
+        return
+    fs, _ = filesystem(next(iter(contents)))
+    if is_local(fs):
+        for location, data in contents.items():
+            put_bytes(location, data)
+    else:
+        fs.pipe({filesystem(location)[1]: data for location, data in contents.items()})
+
+
+def json_bytes(value, indent=2, sort_keys=True, default=None):
+    """``value`` as JSON text ending in a newline, encoded (what :func:`put_json` writes)."""
+    return (json.dumps(value, indent=indent, sort_keys=sort_keys, default=default)
+            + "\n").encode()
+
+
 def put_json(location, value, indent=2, sort_keys=True, default=None):
     """Write ``value`` as JSON text (ending in a newline) to ``location``, whole."""
-    text = json.dumps(value, indent=indent, sort_keys=sort_keys, default=default) + "\n"
-    put_bytes(location, text.encode())
+    put_bytes(location, json_bytes(value, indent, sort_keys, default))
 
 
 def get_bytes(location):

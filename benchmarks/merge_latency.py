@@ -1,11 +1,12 @@
-"""The merge on an object store with request latency: one read at a time against reads together.
+"""The merge on an object store with request latency: one request at a time against together.
 
 On S3 or GCS each GET costs tens of milliseconds whatever its size, and a
 merge task reads a few dozen small files (its neighbours' pieces, objects,
 ID lists and sums). Read one after the other, the latency, not the CPU,
 sets the merge's speed (BENCHMARKS.md, "On paper: 50,000 windows").
 ``astrodask.storage.get_many`` puts a task's reads in flight together on
-fsspec's asynchronous filesystems, as s3fs, gcsfs and HTTP are.
+fsspec's asynchronous filesystems, as s3fs, gcsfs and HTTP are, and
+``put_many`` a task's done markers.
 
 This benchmark keeps the results on ``latency://``, an in-memory
 asynchronous filesystem (defined here) that waits ``--latency-ms`` before
@@ -14,10 +15,10 @@ flight at once. The mosaic is the model-free field of
 ``merge_scale.py`` (Gaussian blobs, every window "detecting" their truth
 masks). The same results are merged ``--repeats`` times each way,
 alternating, on a threads-only local cluster (the store lives in this
-process): with ``get_many`` as shipped, and with it replaced by a loop of
-single reads. Prints the median seconds of each, their ratio, GET
-requests per window, the most requests in flight at once, and whether the
-catalogs are byte-identical.
+process): with ``get_many`` and ``put_many`` as shipped, and with them
+replaced by loops of single requests. Prints the median seconds of each,
+their ratio, the requests per window by kind, the most requests in flight
+at once, and whether the catalogs are byte-identical.
 
     PYTHONPATH=. .venv/bin/python benchmarks/merge_latency.py [--windows 64] [--tile 64]
         [--halo 8] [--latency-ms 20] [--repeats 3] [--workers 2]
@@ -170,7 +171,7 @@ def _merge_scale():
     return module
 
 
-def _one_at_a_time(locations):
+def _get_one_at_a_time(locations):
     from astrodask import storage
 
     out = []
@@ -182,6 +183,13 @@ def _one_at_a_time(locations):
     return out
 
 
+def _put_one_at_a_time(contents):
+    from astrodask import storage
+
+    for location, data in contents.items():
+        storage.put_bytes(location, data)
+
+
 def catalog_bytes(catalog):
     """The bytes of every part of a merged catalog, in order."""
     from astrodask import storage
@@ -190,16 +198,17 @@ def catalog_bytes(catalog):
 
 
 def timed_merge(results, client, sequential):
-    """Seconds of one merge of ``results``, with reads one at a time or together."""
+    """Seconds of one merge of ``results``, with a task's requests one at a time or together."""
     from unittest import mock
 
     from astrodask import storage
     from astrodask.merging.products import MergeOptions
     from astrodask.merging.run import merge
 
-    patch = (mock.patch.object(storage, "get_many", _one_at_a_time) if sequential
-             else mock.patch.object(storage, "get_many", storage.get_many))
-    with patch:
+    with contextlib.ExitStack() as patches:
+        if sequential:
+            patches.enter_context(mock.patch.object(storage, "get_many", _get_one_at_a_time))
+            patches.enter_context(mock.patch.object(storage, "put_many", _put_one_at_a_time))
         start = time.perf_counter()
         merge(results, client=client, options=MergeOptions(pictures=False))
         return time.perf_counter() - start
@@ -250,7 +259,7 @@ def main(argv=None):
     print(f"{n_windows} windows of {args.tile} px (halo {args.halo}), {args.latency_ms:g} ms "
           f"per request, {args.workers} worker threads, median of {args.repeats}")
     names = ("get", "put", "info", "list", "delete")
-    print("| reads | merge s | s/window | requests per window: " + ", ".join(names)
+    print("| requests of a task | merge s | s/window | requests per window: " + ", ".join(names)
           + " | most requests in flight |")
     print("| --- | ---: | ---: | --- | ---: |")
     for name in seconds:

@@ -461,11 +461,14 @@ def latency_store():
     module.SlowMemoryFileSystem.store.clear()
 
 
-def test_reads_of_a_task_are_in_flight_together(latency_store):
+def test_requests_of_a_task_are_in_flight_together(latency_store, tmp_path):
     _, requests = latency_store
     root = "latency://astrodask-tests/many"
-    for k in range(12):
-        storage.put_bytes(f"{root}/f{k}.bin", bytes([k]) * (k + 1))
+    storage.put_many({f"{root}/f{k}.bin": bytes([k]) * (k + 1) for k in range(12)})
+    assert requests.by_kind["put"] == 12 and requests.most_in_flight == 12
+    storage.put_many({tmp_path / "a.bin": b"a", tmp_path / "b.bin": b"bb"})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.bin", "b.bin"]  # no temporaries
+    assert storage.get_many([tmp_path / "b.bin", tmp_path / "c.bin"]) == [b"bb", None]
     requests.reset()
     values = storage.get_many([f"{root}/f{k}.bin" for k in (3, 0, 11)] + [f"{root}/missing"]
                               + [f"{root}/f{k}.bin" for k in range(12)])

@@ -263,16 +263,13 @@ def _prepare_work(ctx, record):
         storage.makedirs(ctx.path(folder))
 
 
-def _run_task(stage, name, function, ctx, args):
-    """Run one job on a worker and leave its done marker (holding its small result)."""
-    value = getattr(T, function)(ctx, *args)
-    storage.put_json(ctx.path("done", stage, name + ".json"), {"value": value})
-    return value
-
-
 def _run_batch(stage, function, ctx, batch):
-    """Run the ``(name, args)`` jobs of one task in turn; ``{name: value}``."""
-    return {name: _run_task(stage, name, function, ctx, args) for name, args in batch}
+    """Run the ``(name, args)`` jobs of one task in turn, then leave their done markers
+    (each holding its job's small result) together; ``{name: value}``."""
+    values = {name: getattr(T, function)(ctx, *args) for name, args in batch}
+    storage.put_many({ctx.path("done", stage, name + ".json"): storage.json_bytes({"value": value})
+                      for name, value in values.items()})
+    return values
 
 
 class _Plan:
