@@ -123,6 +123,23 @@ def put_many(contents):
         fs.pipe({filesystem(location)[1]: data for location, data in contents.items()})
 
 
+def map_requests(location, function, items):
+    """``[function(item) for item in items]``, in threads when ``location`` is a URL.
+
+    For calls that each wait on requests to the store at ``location`` (a
+    Zarr read or write through its synchronous API, for instance): on an
+    object store they then wait together instead of one after the other.
+    Local calls run in turn, in order.
+    """
+    items = list(items)
+    if not is_url(location) or len(items) < 2:
+        return [function(item) for item in items]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=len(items)) as pool:
+        return list(pool.map(function, items))
+
+
 def json_bytes(value, indent=2, sort_keys=True, default=None):
     """``value`` as JSON text ending in a newline, encoded (what :func:`put_json` writes)."""
     return (json.dumps(value, indent=indent, sort_keys=sort_keys, default=default)

@@ -415,7 +415,7 @@ def test_the_maskrcnn_runner_folds_knots_with_the_unets_maps_of_the_window():
             return {}
 
     results = SimpleNamespace(mark_done=lambda *a: None)
-    mosaic = SimpleNamespace(read_tile=lambda iy, ix: None)
+    mosaic = SimpleNamespace(path="/local/m.zarr", read_tile=lambda iy, ix: None)
     process_tiles([Stub("maskrcnn"), Stub("unet")], mosaic, results, [(0, 0)])
     assert seen == [("unet", []), ("maskrcnn", [("unet", 0, 0)])]
 
@@ -427,6 +427,7 @@ def test_a_batch_reads_each_window_once_per_width_and_only_the_widths_asked_for(
 
     reads = []
     mosaic = SimpleNamespace(
+        path="/local/m.zarr",
         read_tile=lambda iy, ix: reads.append(("tile", iy, ix)) or (iy, ix, 0),
         read_window=lambda iy, ix, margin: reads.append(("window", iy, ix, margin))
         or (iy, ix, margin))
@@ -454,6 +455,34 @@ def test_a_batch_reads_each_window_once_per_width_and_only_the_widths_asked_for(
     reads.clear()
     process_tiles([Stub("maskrcnn", 0), Stub("unet", 0)], mosaic, results, batch)
     assert reads == [("tile", 0, 1), ("tile", 1, 0)]
+
+
+def test_a_batch_reads_its_windows_at_once_from_an_object_store():
+    import threading
+    import time
+    from types import SimpleNamespace
+
+    from astrodask.engine.runners import BatchWindows
+
+    lock, state = threading.Lock(), {"now": 0, "most": 0}
+
+    def read_tile(iy, ix):
+        with lock:
+            state["now"] += 1
+            state["most"] = max(state["most"], state["now"])
+        time.sleep(0.2)  # a request's latency
+        with lock:
+            state["now"] -= 1
+        return (iy, ix)
+
+    batch = [(0, 0), (0, 1), (1, 0), (1, 1)]
+    remote = SimpleNamespace(path="s3://bucket/m.zarr", read_tile=read_tile)
+    assert BatchWindows(remote, batch).tiles() == batch  # in the batch's order
+    assert state["most"] == 4
+    state["most"] = 0
+    local = SimpleNamespace(path="/data/m.zarr", read_tile=read_tile)
+    assert BatchWindows(local, batch).tiles() == batch
+    assert state["most"] == 1
 
 
 def test_centre_network_of_the_card_makes_one_detection_per_peak(setup, tmp_path):

@@ -452,10 +452,10 @@ def test_the_residual_pass_continues_the_merges_progress_count():
 @pytest.fixture
 def latency_store():
     """``latency://``: an in-memory asynchronous store whose requests wait 5 ms each
-    (``benchmarks/merge_latency.py``), emptied after the test."""
+    (``benchmarks/store_latency.py``), emptied after the test."""
     from benchmark_scripts import load_benchmark
 
-    module = load_benchmark("merge_latency")
+    module = load_benchmark("store_latency")
     requests = module.register(latency=0.005)
     yield module, requests
     module.SlowMemoryFileSystem.store.clear()

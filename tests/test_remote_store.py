@@ -155,7 +155,7 @@ def test_readers_do_not_see_files_still_being_written(tmp_path):
 
     results = Results(tmp_path / "out")
     storage.makedirs(tmp_path / "out" / "done")
-    results.mark_done(0, 1, {"windows": 1})
+    results.mark_done([(0, 1)], {"windows": 1})
     with storage.local_file_written_whole(results.done_path(2, 3)) as tmp:
         tmp.write_text("{")  # half-written marker, named like one (.json)
         assert tmp.name.endswith(".json")

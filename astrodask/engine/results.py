@@ -110,8 +110,11 @@ class Results:
                 done.add((int(iy), int(ix)))
         return done
 
-    def mark_done(self, iy, ix, info):
-        storage.put_json(self.done_path(iy, ix), dict(info, tile=[iy, ix]))
+    def mark_done(self, windows, info):
+        """Leave the done markers of ``windows`` (``[(iy, ix), ...]``), written together,
+        each holding ``info`` and its window."""
+        storage.put_many({self.done_path(iy, ix): storage.json_bytes(dict(info, tile=[iy, ix]))
+                          for iy, ix in windows})
 
     def read_run(self):
         """The ``run.json`` record, or ``None`` if there is none."""

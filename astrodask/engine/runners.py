@@ -9,6 +9,7 @@ import threading
 
 import numpy as np
 
+from .. import storage
 from ..morphology.windows import classify_tile
 from ..sky import band_levels, detection_image, fill_flagged
 
@@ -121,14 +122,21 @@ class UnetRunner:
         grid = mosaic.tile_grid
         margin = self.context_margin(self.spec, self.options, grid)
         tiles = windows.tiles(margin)
+        writes = []
         for tile in tiles:
             out = self.predict(tile, mosaic, margin)
             if shared is not None:
                 shared[("unet", tile.iy, tile.ix)] = (out["mean"], self.classes)
             ys, xs = mosaic.core_slices(tile.iy, tile.ix)
             core = (slice(None),) + tuple(grid.core_slices_in_window(tile.iy, tile.ix))
-            for name in self.options.outputs:
-                group[name][:, ys, xs] = np.asarray(out[name][core], dtype=np.float32)
+            writes += [(name, ys, xs, np.asarray(out[name][core], dtype=np.float32))
+                       for name in self.options.outputs]
+
+        def write(item):
+            name, ys, xs, value = item
+            group[name][:, ys, xs] = value
+
+        storage.map_requests(results.location, write, writes)  # the batch's cores, together
         return {"tiles": len(tiles)}
 
 
@@ -211,9 +219,9 @@ class MaskRCNNRunner:
         from ..models.maskrcnn import detect
         from ..sky import saturated_pixels
         from ..star_galaxy import reclassify_instances
-        from .results import write_parquet
 
         tiles = windows.tiles()
+        parts = {}
         images = self.standardise(tiles, mosaic)
         with self._lock:
             detections = detect(self.model, images, **self.settings)
@@ -246,8 +254,9 @@ class MaskRCNNRunner:
                 from ..centre_segments import stars_at_image_peaks
 
                 table = stars_at_image_peaks(table, brightness, tile.origin, float(star_snr))
-            write_parquet(table, results.instances_path(tile.iy, tile.ix))
+            parts[results.instances_path(tile.iy, tile.ix)] = storage.parquet_bytes(table)
             count += table.num_rows
+        storage.put_many(parts)  # together: on an object store, one wait for the batch
         return {"instances": count}
 
     def centre(self, heatmap, masks, class_ids, scores, brightness, unet):
@@ -369,14 +378,18 @@ class BatchWindows:
         ``margin=0`` reads each window's chunk of ``tiles``
         (:meth:`~astrodask.mosaic.Mosaic.read_tile`); a wider read takes the
         full-mosaic arrays (:meth:`~astrodask.mosaic.Mosaic.read_window`).
-        Only what a runner asks for is read.
+        Only what a runner asks for is read. From an object store the
+        windows are read at once, each in a thread of its own, so that the
+        batch waits for about one window's requests, not for all of them.
         """
         if margin not in self._read:
             if margin:
-                read = [self.mosaic.read_window(iy, ix, margin) for iy, ix in self.batch]
+                def read(window):
+                    return self.mosaic.read_window(*window, margin)
             else:
-                read = [self.mosaic.read_tile(iy, ix) for iy, ix in self.batch]
-            self._read[margin] = read
+                def read(window):
+                    return self.mosaic.read_tile(*window)
+            self._read[margin] = storage.map_requests(self.mosaic.path, read, self.batch)
         return self._read[margin]
 
 
@@ -402,6 +415,5 @@ def process_tiles(runners, mosaic, results, batch):
     shared = {}
     for runner in sorted(runners, key=lambda r: r.kind != "unet"):
         summary[runner.kind] = runner.process(windows, mosaic, results, shared)
-    for iy, ix in batch:
-        results.mark_done(iy, ix, {"models": [r.spec.name for r in runners]})
+    results.mark_done(batch, {"models": [r.spec.name for r in runners]})
     return summary

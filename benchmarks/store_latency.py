@@ -1,27 +1,33 @@
-"""The merge on an object store with request latency: one request at a time against together.
+"""Merge and run on an object store with request latency: one request at a time against together.
 
-On S3 or GCS each GET costs tens of milliseconds whatever its size, and a
-merge task reads a few dozen small files (its neighbours' pieces, objects,
-ID lists and sums). Read one after the other, the latency, not the CPU,
-sets the merge's speed (BENCHMARKS.md, "On paper: 50,000 windows").
-``astrodask.storage.get_many`` puts a task's reads in flight together on
-fsspec's asynchronous filesystems, as s3fs, gcsfs and HTTP are, and
-``put_many`` a task's done markers.
+On S3 or GCS each request costs tens of milliseconds whatever its size.
+A merge task reads a few dozen small files (its neighbours' pieces,
+objects, ID lists and sums); a run task reads its batch's windows and
+writes their outputs and done markers. One after the other, the waits, not
+the CPU, set the speed (BENCHMARKS.md, "On paper: 50,000 windows").
+``astrodask.storage.get_many`` and ``put_many`` put a task's reads and
+writes in flight together on fsspec's asynchronous filesystems (s3fs,
+gcsfs, HTTP), and ``map_requests`` a run batch's Zarr reads and writes.
 
-This benchmark keeps the results on ``latency://``, an in-memory
+This benchmark keeps the stores on ``latency://``, an in-memory
 asynchronous filesystem (defined here) that waits ``--latency-ms`` before
 answering each request and counts the requests and how many were in
-flight at once. The mosaic is the model-free field of
-``merge_scale.py`` (Gaussian blobs, every window "detecting" their truth
-masks). The same results are merged ``--repeats`` times each way,
-alternating, on a threads-only local cluster (the store lives in this
-process): with ``get_many`` and ``put_many`` as shipped, and with them
-replaced by loops of single requests. Prints the median seconds of each,
-their ratio, the requests per window by kind, the most requests in flight
-at once, and whether the catalogs are byte-identical.
+flight at once. The mosaic is the model-free field of ``merge_scale.py``
+(Gaussian blobs, every window "detecting" their truth masks).
 
-    PYTHONPATH=. .venv/bin/python benchmarks/merge_latency.py [--windows 64] [--tile 64]
-        [--halo 8] [--latency-ms 20] [--repeats 3] [--workers 2]
+- Merge: the same results are merged ``--repeats`` times each way,
+  alternating, on a threads-only local cluster (the store lives in this
+  process), with ``get_many`` and ``put_many`` as shipped and replaced by
+  loops of single requests. Prints the median seconds, their ratio, the
+  requests per window by kind, the most requests in flight at once, and
+  whether the catalogs are byte-identical.
+- Run: the mosaic ingested onto ``latency://``; a Mask R-CNN task's and a
+  U-Net task's requests per batch of ``--batch-size`` windows, without the
+  models (:func:`run_io`), as the engine makes them and one after the
+  other, on one thread. Prints seconds per window and their ratio.
+
+    PYTHONPATH=. .venv/bin/python benchmarks/store_latency.py [--windows 64] [--tile 64]
+        [--halo 8] [--latency-ms 20] [--repeats 3] [--workers 2] [--batch-size 4]
 """
 
 import argparse
@@ -214,6 +220,64 @@ def timed_merge(results, client, sequential):
         return time.perf_counter() - start
 
 
+def run_io(mosaic, results, batch_size, together, kind):
+    """Seconds the engine spends on a run's requests, the model left out.
+
+    Per batch of windows, as a Mask R-CNN task does (``kind`` "maskrcnn":
+    each window's chunk read, its instances part written, the bytes already
+    in ``results``) or a U-Net's (``kind`` "unet": each window read with a
+    margin of one halo beyond it, five class maps of its core written to
+    ``unet.zarr``), then the done markers: either as the engine does
+    (:class:`~astrodask.engine.runners.BatchWindows`, ``put_many``,
+    ``map_requests``, ``Results.mark_done``) or one request after the other.
+    """
+    import numpy as np
+    import zarr
+
+    from astrodask import storage
+    from astrodask.engine.results import Results
+    from astrodask.engine.runners import BatchWindows
+
+    results = Results(results)
+    grid = mosaic.tile_grid
+    windows = list(grid.indices())
+    margin = grid.halo if kind == "unet" else 0
+    if kind == "unet":
+        classes = ["background", "spheroid", "disk", "irregular", "point_source"]
+        results.create_unet_arrays(grid, classes, ["mean"], {})
+        maps = zarr.open_group(results.unet_store, mode="r+")["mean"]
+        core = np.full((len(classes), grid.core, grid.core), 0.2, np.float32)
+    else:
+        parts = dict(zip(windows, storage.get_many([results.instances_path(*w)
+                                                    for w in windows])))
+
+    def write(window):
+        if kind == "unet":
+            ys, xs = mosaic.core_slices(*window)
+            maps[:, ys, xs] = core[:, :ys.stop - ys.start, :xs.stop - xs.start]
+        else:
+            storage.put_bytes(results.instances_path(*window), parts[window])
+
+    start = time.perf_counter()
+    for k in range(0, len(windows), batch_size):
+        batch = windows[k:k + batch_size]
+        if together:
+            BatchWindows(mosaic, batch).tiles(margin)
+            if kind == "unet":
+                storage.map_requests(results.location, write, batch)
+            else:
+                storage.put_many({results.instances_path(*w): parts[w] for w in batch})
+            results.mark_done(batch, {"models": [kind]})
+        else:
+            for window in batch:
+                mosaic.read_window(*window, margin) if margin else mosaic.read_tile(*window)
+            for window in batch:
+                write(window)
+            for window in batch:
+                results.mark_done([window], {"models": [kind]})
+    return time.perf_counter() - start
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--windows", type=int, default=64, help="windows (a square number)")
@@ -222,7 +286,8 @@ def main(argv=None):
     parser.add_argument("--density", type=float, default=0.004)
     parser.add_argument("--latency-ms", type=float, default=20.0)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--workers", type=int, default=2, help="worker threads")
+    parser.add_argument("--workers", type=int, default=2, help="worker threads of the merge")
+    parser.add_argument("--batch-size", type=int, default=4, help="windows per run task")
     args = parser.parse_args(argv)
 
     import numpy as np
@@ -238,7 +303,7 @@ def main(argv=None):
         paths, truth = scale.write_field(Path(tmp), side, args.density)
         mosaic = astrodask.ingest(paths, Path(tmp) / "m.zarr", tile=args.tile, halo=args.halo)
         n_windows = int(np.prod(mosaic.tile_grid.shape))
-        results = f"{PROTOCOL}://merge-latency/results"
+        results = f"{PROTOCOL}://store-latency/results"
         scale.fake_results(mosaic, truth, results)
         keep = storage.listdir(results)
         seconds = {"one at a time": [], "together": []}
@@ -256,6 +321,16 @@ def main(argv=None):
                     kinds[name], most[name] = dict(requests.by_kind), requests.most_in_flight
                     catalogs[name] = catalog_bytes(f"{results}/catalog.parquet")
             objects = astrodask.read_catalog(f"{results}/catalog.parquet").num_rows
+        remote = astrodask.ingest(paths, f"{PROTOCOL}://store-latency/m.zarr", tile=args.tile,
+                                  halo=args.halo)
+        run_seconds = {(kind, name): [] for kind in ("maskrcnn", "unet")
+                       for name in ("one at a time", "together")}
+        for repeat in range(args.repeats):
+            for kind in ("maskrcnn", "unet"):
+                for name in (("one at a time", "together") if repeat % 2 == 0
+                             else ("together", "one at a time")):
+                    run_seconds[kind, name].append(run_io(remote, results, args.batch_size,
+                                                          name == "together", kind))
     print(f"{n_windows} windows of {args.tile} px (halo {args.halo}), {args.latency_ms:g} ms "
           f"per request, {args.workers} worker threads, median of {args.repeats}")
     names = ("get", "put", "info", "list", "delete")
@@ -271,7 +346,17 @@ def main(argv=None):
     print(f"one at a time / together: {ratio:.2f}x")
     print(f"catalogs byte-identical: {catalogs['one at a time'] == catalogs['together']} "
           f"({objects} objects)")
-
+    print(f"\nrun (mosaic and results on latency://), the model left out, one thread, batches "
+          f"of {args.batch_size} windows")
+    print("| task | requests of a batch | s/window | one at a time / together |")
+    print("| --- | --- | ---: | ---: |")
+    for kind in ("maskrcnn", "unet"):
+        medians = {name: statistics.median(run_seconds[kind, name])
+                   for name in ("one at a time", "together")}
+        for name, median in medians.items():
+            ratio = medians["one at a time"] / medians["together"]
+            print(f"| {kind} | {name} | {median / n_windows:.3f} | "
+                  f"{f'{ratio:.2f}x' if name == 'together' else ''} |")
 
 if __name__ == "__main__":
     main()
