@@ -169,6 +169,7 @@ class Mosaic:
 
     def __init__(self, group, path):
         self._group = group
+        self._arrays = {}
         self.path = str(path)
         attrs = dict(group.attrs)
         self.attrs = attrs["astrodask"]
@@ -245,11 +246,17 @@ class Mosaic:
         return "weight" in self._group
 
     def array(self, name):
-        """The Zarr array ``name`` (``image``, ``mask``, ``weight``, ``tiles``, ``tile_mask``)."""
-        try:
-            return self._group[name]
-        except KeyError:
-            raise StoreError(f"mosaic {self.path} has no array {name!r}") from None
+        """The Zarr array ``name`` (``image``, ``mask``, ``weight``, ``tiles``, ``tile_mask``).
+
+        Opened once per :class:`Mosaic` (opening reads the array's metadata:
+        a request of its own on an object store).
+        """
+        if name not in self._arrays:
+            try:
+                self._arrays[name] = self._group[name]
+            except KeyError:
+                raise StoreError(f"mosaic {self.path} has no array {name!r}") from None
+        return self._arrays[name]
 
     def read_tile(self, iy, ix):
         """Read window ``(iy, ix)``: one chunk of ``tiles`` and one of ``tile_mask``.

@@ -17,6 +17,7 @@ from astrodask.merging.run import WORK_DIR, MergeError, merge
 from astrodask.merging.single import merge_in_process
 from astrodask.outputs.catalog import read_catalog
 
+from benchmark_scripts import latency_store  # noqa: F401 (a fixture)
 from test_merge import fake_detections, field, ingest  # noqa: F401 (field is a fixture)
 
 #: Fake U-Net probabilities: (background, own class) inside a truth mask; background outside.
@@ -447,18 +448,6 @@ def test_the_residual_pass_continues_the_merges_progress_count():
         chained("merge", done, total)
     _progress_counts_every_task(reports)
     assert reports[-1] == (10 + 3 + 4 + 8, 10 + 3 + 4 + 8)
-
-
-@pytest.fixture
-def latency_store():
-    """``latency://``: an in-memory asynchronous store whose requests wait 5 ms each
-    (``benchmarks/store_latency.py``), emptied after the test."""
-    from benchmark_scripts import load_benchmark
-
-    module = load_benchmark("store_latency")
-    requests = module.register(latency=0.005)
-    yield module, requests
-    module.SlowMemoryFileSystem.store.clear()
 
 
 def test_requests_of_a_task_are_in_flight_together(latency_store, tmp_path):

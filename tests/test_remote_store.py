@@ -10,6 +10,7 @@ import astrodask
 from astrodask import cli, storage
 from astrodask.errors import DependencyError, InputError, StoreError
 
+from benchmark_scripts import latency_store  # noqa: F401 (a fixture)
 from test_engine import HALO, SHAPE, TILE, write_field
 
 ROOT = "memory://astrodask-tests"
@@ -49,6 +50,24 @@ def test_ingest_run_merge_through_memory_filesystem(tmp_path, memory_root):
         assert segmap.shape == SHAPE and segmap.max() == merged.n_objects
         assert hdul[0].header["CTYPE1"] == "RA---TAN"
     assert storage.get_bytes(f"{results}/overview.png")[:4] == b"\x89PNG"
+
+
+def test_a_mosaic_opens_each_array_once(tmp_path, latency_store):
+    """Opening a Zarr array reads its metadata: on an object store a request of its own."""
+    from astrodask.mosaic import open_mosaic
+
+    _, requests = latency_store
+    url = "latency://astrodask-tests/m.zarr"
+    astrodask.ingest(write_field(tmp_path), url, tile=TILE, halo=HALO)
+    mosaic = open_mosaic(url)
+    first = mosaic.read_tile(0, 0)
+    requests.reset()
+    again = mosaic.read_tile(0, 0)
+    assert requests.by_kind["get"] == 2  # a chunk of ``tiles`` and one of ``tile_mask``
+    np.testing.assert_array_equal(again.data, first.data)
+    assert mosaic.array("image") is mosaic.array("image")
+    with pytest.raises(StoreError, match="has no array 'nothing'"):
+        mosaic.array("nothing")
 
 
 def test_failed_remote_ingest_leaves_nothing(tmp_path, memory_root):
