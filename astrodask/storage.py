@@ -115,12 +115,24 @@ def put_many(contents):
     """
     if not contents:
         return
-    fs, _ = filesystem(next(iter(contents)))
+    fs, paths = _paths_on_one_filesystem(list(contents))
     if is_local(fs):
-        for location, data in contents.items():
-            put_bytes(location, data)
+        for path, data in zip(paths, contents.values()):
+            put_bytes(path, data)
     else:
-        fs.pipe({filesystem(location)[1]: data for location, data in contents.items()})
+        fs.pipe(dict(zip(paths, contents.values())))
+
+
+def _paths_on_one_filesystem(locations):
+    """``(fs, paths)``: the filesystem of ``locations[0]`` and each location's path on it.
+
+    The filesystem is resolved once and each path by the filesystem's own
+    rule (fsspec's ``_strip_protocol``: a local path made absolute, without
+    the symlink resolution of :func:`normalise`, which costs system calls
+    per path).
+    """
+    fs, _ = filesystem(locations[0])
+    return fs, [fs._strip_protocol(str(location)) for location in locations]
 
 
 def map_requests(location, function, items):
@@ -176,11 +188,9 @@ def get_many(locations):
         In the order of ``locations``. Errors other than a missing object
         are raised.
     """
-    locations = [str(location) for location in locations]
     if not locations:
         return []
-    fs, _ = filesystem(locations[0])
-    paths = [filesystem(location)[1] for location in locations]
+    fs, paths = _paths_on_one_filesystem(locations)
     out = []
     for value in fs.cat_ranges(paths, None, None, on_error="return"):
         if isinstance(value, FileNotFoundError):

@@ -58,7 +58,8 @@ def read_window_pieces(results, iy, ix, min_score=None, vouch=None, parts=None):
     """The Mask R-CNN pieces of one window, from its Parquet part.
 
     Every path of the merge (single process or on Dask) gets a window's
-    pieces here, so a filter on pieces belongs in this function.
+    pieces here or from :func:`read_windows_pieces`, so a filter on pieces
+    belongs in :func:`window_pieces`.
 
     Parameters
     ----------
@@ -81,15 +82,26 @@ def read_window_pieces(results, iy, ix, min_score=None, vouch=None, parts=None):
     pyarrow.Table
         With :data:`PIECE_SCHEMA` (empty when the window has no part).
     """
+    return read_windows_pieces(results, [(iy, ix)], min_score, vouch, parts)[0]
+
+
+def read_windows_pieces(results, windows, min_score=None, vouch=None, parts=None):
+    """:func:`read_window_pieces` of each of ``windows`` (``[(iy, ix), ...]``), their
+    parts fetched together (:func:`astrodask.storage.get_many`); a list of tables."""
+    from .. import storage
+
+    parts_bytes = storage.get_many([results.instances_path(iy, ix) for iy, ix in windows])
+    return [window_pieces(data, min_score, vouch, parts) for data in parts_bytes]
+
+
+def window_pieces(data, min_score=None, vouch=None, parts=None):
+    """The pieces in the bytes of a window's Parquet part (``None``: no part, no pieces);
+    ``min_score``, ``vouch``, ``parts`` as for :func:`read_window_pieces`."""
     import io
 
     import pyarrow.parquet as pq
 
-    from .. import storage
-
-    try:
-        data = storage.get_bytes(results.instances_path(iy, ix))
-    except FileNotFoundError:
+    if data is None:
         return PIECE_SCHEMA.empty_table()
     table = pq.read_table(io.BytesIO(data))
     for name, fill in OPTIONAL_COLUMNS.items():
@@ -255,7 +267,7 @@ def read_instance_pieces(results, min_score=None, vouch=None, parts=None):
     windows = [tuple(int(v) for v in n[len("tile-"):-len(".parquet")].split("-"))
                for n in storage.listdir(results.instances_dir)
                if n.startswith("tile-") and n.endswith(".parquet")]
-    tables = [read_window_pieces(results, iy, ix, min_score, vouch, parts) for iy, ix in windows]
+    tables = read_windows_pieces(results, windows, min_score, vouch, parts)
     table = pa.concat_tables(tables) if tables else PIECE_SCHEMA.empty_table()
     return Pieces(table)
 

@@ -36,7 +36,8 @@ import pyarrow as pa
 from .. import storage
 from ..engine.results import Results
 from ..instances import SCHEMA, decode_mask, encode_mask
-from .pieces import PIECE_SCHEMA, Pieces, morpheus_window_pieces, read_window_pieces
+from .pieces import (PIECE_SCHEMA, Pieces, morpheus_window_pieces, read_window_pieces,
+                     read_windows_pieces)
 from .hosts import host_rule
 from .weak import rule_applies, vouching
 from .stitch import (_window_rects, assemble, box_pairs, components, decide, depth,
@@ -202,8 +203,8 @@ def _windows_pieces(ctx, windows):
         empty = (SCHEMA if ctx.morpheus else PIECE_SCHEMA).empty_table()
         tables = [empty if table is None else table for table in tables]
     else:
-        tables = [read_window_pieces(Results(ctx.results), iy, ix, ctx.options.get("min_score"),
-                                     parts=_host_parts(ctx)) for iy, ix in windows]
+        tables = read_windows_pieces(Results(ctx.results), windows, ctx.options.get("min_score"),
+                                     parts=_host_parts(ctx))
     return pa.concat_tables(tables)
 
 
