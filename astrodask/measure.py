@@ -56,6 +56,55 @@ def chunk_flags(flags, ys, xs):
 PEAK_RADIUS = 2
 
 
+#: Reach of :func:`smoothed_detection`'s Gaussian, in σ.
+SMOOTH_TRUNCATE = 4.0
+
+
+def smoothing_margin(sigma):
+    """Pixels around a chunk that :func:`smoothed_detection` reads for a Gaussian of ``sigma``."""
+    return int(SMOOTH_TRUNCATE * sigma + 0.5) + 1
+
+
+def measure_margin(sigma=None):
+    """Pixels around a chunk that :func:`measure_chunk` reads of ``image`` and ``flags``."""
+    return max(smoothing_margin(sigma) if sigma else 0, 1)
+
+
+def measure_chunk(labels, ys, xs, image, flags, weight=None, classes=None, saturation=None,
+                  anchors=None, sigma=None):
+    """:func:`chunk_sums` of a painted chunk, read from the mosaic's arrays.
+
+    Parameters
+    ----------
+    labels : ndarray of int, shape (ys, xs)
+        The chunk's object labels.
+    ys, xs : slice
+        The chunk, in 0-based mosaic pixels.
+    image, flags : array_like, shape (band, height, width)
+        The mosaic's ``image`` and ``mask``: Zarr arrays, or
+        :class:`astrodask.mosaic.Block` reads of them reaching
+        :func:`measure_margin` pixels around the chunk.
+    weight, classes : array_like, shape (band or class, height, width), optional
+        Inverse-variance weights, U-Net class probabilities (the chunk is read).
+    saturation, anchors
+        As for :func:`chunk_sums`.
+    sigma : float, optional
+        Also the moments over the detection image smoothed by this Gaussian
+        (:func:`smoothed_detection`).
+
+    Returns
+    -------
+    dict
+        :func:`chunk_sums`' sums.
+    """
+    bits, touching = chunk_flags(flags, ys, xs)
+    return chunk_sums(labels, ys.start, xs.start, image[:, ys, xs], bits,
+                      None if weight is None else weight[:, ys, xs],
+                      None if classes is None else classes[:, ys, xs],
+                      touching=touching, saturation=saturation, anchors=anchors,
+                      smooth=smoothed_detection(image, flags, ys, xs, sigma) if sigma else None)
+
+
 def smoothed_detection(image, flags, ys, xs, sigma):
     """The positive part of the detection image smoothed by a Gaussian of ``sigma`` px, on a chunk.
 
@@ -79,7 +128,7 @@ def smoothed_detection(image, flags, ys, xs, sigma):
     from scipy import ndimage
 
     _, height, width = image.shape
-    margin = int(SMOOTH_TRUNCATE * sigma + 0.5) + 1
+    margin = smoothing_margin(sigma)
     y0, x0 = max(ys.start - margin, 0), max(xs.start - margin, 0)
     y1, x1 = min(ys.stop + margin, height), min(xs.stop + margin, width)
     values = np.asarray(image[:, y0:y1, x0:x1], dtype=np.float64)
@@ -87,10 +136,6 @@ def smoothed_detection(image, flags, ys, xs, sigma):
     smooth = ndimage.gaussian_filter(np.where(good, values, 0.0).sum(axis=0), sigma,
                                      truncate=SMOOTH_TRUNCATE)
     return np.clip(smooth[ys.start - y0:ys.stop - y0, xs.start - x0:xs.stop - x0], 0.0, None)
-
-
-#: Reach of :func:`smoothed_detection`'s Gaussian, in σ.
-SMOOTH_TRUNCATE = 4.0
 
 
 def chunk_sums(labels, y0, x0, image, flags, weight=None, classes=None, touching=None,

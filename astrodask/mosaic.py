@@ -22,6 +22,7 @@ import math
 
 import numpy as np
 
+from . import storage
 from .errors import StoreError
 
 #: Bit flags stored in ``mask`` and ``tile_mask``.
@@ -164,6 +165,40 @@ class Tile:
     core: tuple
 
 
+class Block:
+    """A region of a ``(band, height, width)`` array read once, indexed as the whole array.
+
+    The chunk ``ys, xs`` grown by ``margin`` pixels on each side (clipped at the
+    array's edges) is read at construction; indexing with ``[:, ys', xs']``,
+    slices in the whole array's 0-based pixel coordinates, then costs no read.
+    Functions written for a Zarr array (:func:`astrodask.measure.chunk_flags`,
+    :func:`astrodask.measure.smoothed_detection`) take a block instead.
+
+    Parameters
+    ----------
+    array : array_like, shape (band, height, width)
+    ys, xs : slice
+        The chunk, with explicit start and stop.
+    margin : int
+    """
+
+    def __init__(self, array, ys, xs, margin=0):
+        _, height, width = self.shape = tuple(array.shape)
+        self.dtype = array.dtype
+        self.y0, self.x0 = max(ys.start - margin, 0), max(xs.start - margin, 0)
+        self.y1, self.x1 = min(ys.stop + margin, height), min(xs.stop + margin, width)
+        self.data = np.asarray(array[:, self.y0:self.y1, self.x0:self.x1])
+
+    def __getitem__(self, key):
+        bands, ys, xs = key
+        if not (self.y0 <= ys.start <= ys.stop <= self.y1
+                and self.x0 <= xs.start <= xs.stop <= self.x1):
+            raise IndexError(f"[{ys.start}:{ys.stop}, {xs.start}:{xs.stop}] is outside the block "
+                             f"[{self.y0}:{self.y1}, {self.x0}:{self.x1}]")
+        return self.data[bands, ys.start - self.y0:ys.stop - self.y0,
+                         xs.start - self.x0:xs.stop - self.x0]
+
+
 class Mosaic:
     """A finished mosaic store opened for reading. Use :func:`open_mosaic`."""
 
@@ -266,8 +301,7 @@ class Mosaic:
         Tile
         """
         self.tile_grid._check(iy, ix)
-        data = self.array("tiles")[iy, ix]
-        mask = self.array("tile_mask")[iy, ix]
+        data, mask = self._read_together([("tiles", (iy, ix)), ("tile_mask", (iy, ix))])
         return Tile(iy=iy, ix=ix, data=data, mask=mask,
                     origin=self.tile_grid.window_origin(iy, ix),
                     core=self.tile_grid.core_slices_in_window(iy, ix))
@@ -295,14 +329,21 @@ class Mosaic:
         n_bands = len(self.bands)
         data = np.zeros((n_bands, side, side), dtype=np.float32)
         mask = np.full((n_bands, side, side), PADDING, dtype=np.uint8)
-        flags = np.asarray(self.array("mask")[:, ys, xs])
+        flags, image = self._read_together([("mask", (slice(None), ys, xs)),
+                                            ("image", (slice(None), ys, xs))])
         mask[inner] = flags
-        data[inner] = np.where(flags == 0, self.array("image")[:, ys, xs], np.float32(0.0))
+        data[inner] = np.where(flags == 0, image, np.float32(0.0))
         y0, x0 = grid.window_origin(iy, ix)
         cy, cx = grid.core_slices_in_window(iy, ix)
         return Tile(iy=iy, ix=ix, data=data, mask=mask, origin=(y0 - margin, x0 - margin),
                     core=(slice(cy.start + margin, cy.stop + margin),
                           slice(cx.start + margin, cx.stop + margin)))
+
+    def _read_together(self, reads):
+        """``[np.asarray(self.array(name)[key]) for name, key in reads]``; from an object
+        store in flight together (:func:`astrodask.storage.map_requests`)."""
+        return storage.map_requests(self.path, lambda read: np.asarray(self.array(read[0])[read[1]]),
+                                    reads)
 
     def core_slices(self, iy, ix):
         """Mosaic slices ``(ys, xs)`` of window ``(iy, ix)``'s core."""

@@ -17,7 +17,7 @@ flight at once. The mosaic is the model-free field of ``merge_scale.py``
 
 - Merge: the same results are merged ``--repeats`` times each way,
   alternating, on a threads-only local cluster (the store lives in this
-  process), with ``get_many`` and ``put_many`` as shipped and replaced by
+  process), with ``get_many``, ``put_many`` and ``map_requests`` as shipped and replaced by
   loops of single requests. Prints the median seconds, their ratio, the
   requests per window by kind, the most requests in flight at once, and
   whether the catalogs are byte-identical.
@@ -196,6 +196,23 @@ def _put_one_at_a_time(contents):
         storage.put_bytes(location, data)
 
 
+def _map_one_at_a_time(location, function, items):
+    return [function(item) for item in items]
+
+
+@contextlib.contextmanager
+def one_at_a_time():
+    """``get_many``, ``put_many`` and ``map_requests`` replaced by loops of single requests."""
+    from unittest import mock
+
+    from astrodask import storage
+
+    with mock.patch.object(storage, "get_many", _get_one_at_a_time), \
+            mock.patch.object(storage, "put_many", _put_one_at_a_time), \
+            mock.patch.object(storage, "map_requests", _map_one_at_a_time):
+        yield
+
+
 def catalog_bytes(catalog):
     """The bytes of every part of a merged catalog, in order."""
     from astrodask import storage
@@ -205,16 +222,10 @@ def catalog_bytes(catalog):
 
 def timed_merge(results, client, sequential):
     """Seconds of one merge of ``results``, with a task's requests one at a time or together."""
-    from unittest import mock
-
-    from astrodask import storage
     from astrodask.merging.products import MergeOptions
     from astrodask.merging.run import merge
 
-    with contextlib.ExitStack() as patches:
-        if sequential:
-            patches.enter_context(mock.patch.object(storage, "get_many", _get_one_at_a_time))
-            patches.enter_context(mock.patch.object(storage, "put_many", _put_one_at_a_time))
+    with one_at_a_time() if sequential else contextlib.nullcontext():
         start = time.perf_counter()
         merge(results, client=client, options=MergeOptions(pictures=False))
         return time.perf_counter() - start
@@ -269,12 +280,13 @@ def run_io(mosaic, results, batch_size, together, kind):
                 storage.put_many({results.instances_path(*w): parts[w] for w in batch})
             results.mark_done(batch, {"models": [kind]})
         else:
-            for window in batch:
-                mosaic.read_window(*window, margin) if margin else mosaic.read_tile(*window)
-            for window in batch:
-                write(window)
-            for window in batch:
-                results.mark_done([window], {"models": [kind]})
+            with one_at_a_time():
+                for window in batch:
+                    mosaic.read_window(*window, margin) if margin else mosaic.read_tile(*window)
+                for window in batch:
+                    write(window)
+                for window in batch:
+                    results.mark_done([window], {"models": [kind]})
     return time.perf_counter() - start
 
 

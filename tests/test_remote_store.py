@@ -64,7 +64,17 @@ def test_a_mosaic_opens_each_array_once(tmp_path, latency_store):
     requests.reset()
     again = mosaic.read_tile(0, 0)
     assert requests.by_kind["get"] == 2  # a chunk of ``tiles`` and one of ``tile_mask``
+    assert requests.most_in_flight == 2  # together
     np.testing.assert_array_equal(again.data, first.data)
+    mosaic.read_window(1, 1, margin=4)  # opens ``image`` and ``mask``
+    requests.reset()
+    wide = mosaic.read_window(1, 1, margin=4)
+    assert requests.by_kind["get"] >= 2 and requests.most_in_flight >= 2
+    (tmp_path / "local").mkdir()
+    local = open_mosaic(astrodask.ingest(write_field(tmp_path / "local"), tmp_path / "m.zarr",
+                                         tile=TILE, halo=HALO).path)
+    np.testing.assert_array_equal(wide.data, local.read_window(1, 1, margin=4).data)
+    np.testing.assert_array_equal(wide.mask, local.read_window(1, 1, margin=4).mask)
     assert mosaic.array("image") is mosaic.array("image")
     with pytest.raises(StoreError, match="has no array 'nothing'"):
         mosaic.array("nothing")

@@ -4,7 +4,11 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from astrodask.measure import Accumulator, chunk_sums, smoothed_detection
+import pytest
+
+from astrodask.measure import (Accumulator, chunk_sums, measure_chunk, measure_margin,
+                               smoothed_detection)
+from astrodask.mosaic import Block
 from astrodask.merging.products import MergeOptions, catalog_positions, irregular_centroid_sigma
 
 
@@ -22,6 +26,45 @@ def test_the_smoothed_detection_image_does_not_depend_on_the_chunk():
                    (slice(20, 50), slice(60, 90))):
         assert np.allclose(smoothed_detection(image, flags, ys, xs, 3.0), whole[ys, xs],
                            rtol=0, atol=1e-12)
+
+
+def test_a_chunk_measured_from_blocks_read_once_equals_the_whole_arrays():
+    """The Dask merge reads a chunk's pixels as blocks, in flight together; the sums are
+    the single-process merge's, which reads the Zarr arrays, to the bit."""
+    rng = np.random.default_rng(2)
+    image = rng.normal(0, 1, (3, 80, 100)).astype(np.float32)
+    flags = np.zeros(image.shape, np.uint8)
+    flags[1, 30:34, 61] = 1
+    weight = rng.uniform(0.5, 2.0, image.shape).astype(np.float32)
+    classes = rng.dirichlet(np.ones(5), (80, 100)).transpose(2, 0, 1).astype(np.float32)
+    for ys, xs in ((slice(0, 40), slice(0, 50)), (slice(40, 80), slice(50, 100)),
+                   (slice(20, 60), slice(30, 70))):
+        labels = np.zeros((ys.stop - ys.start, xs.stop - xs.start), np.int64)
+        labels[5:15, 8:20], labels[20:30, 25:35] = 1, 2
+        anchors = (np.array([1, 2]), np.array([ys.start + 10, ys.start + 25]),
+                   np.array([xs.start + 14, xs.start + 30]))
+        for sigma in (None, 3.0):
+            whole = measure_chunk(labels, ys, xs, image, flags, weight, classes,
+                                  saturation=[np.inf] * 3, anchors=anchors, sigma=sigma)
+            reach = measure_margin(sigma)
+            blocks = measure_chunk(labels, ys, xs, Block(image, ys, xs, reach),
+                                   Block(flags, ys, xs, reach), Block(weight, ys, xs),
+                                   Block(classes, ys, xs), saturation=[np.inf] * 3,
+                                   anchors=anchors, sigma=sigma)
+            assert whole.keys() == blocks.keys()
+            assert ("smooth_f" in whole) == (sigma is not None)
+            for name in whole:
+                assert np.array_equal(whole[name], blocks[name], equal_nan=True), name
+
+
+def test_a_block_answers_only_inside_what_it_read():
+    array = np.arange(2 * 30 * 40).reshape(2, 30, 40)
+    block = Block(array, slice(10, 20), slice(0, 10), margin=3)
+    assert block.shape == (2, 30, 40) and (block.y0, block.x0, block.y1, block.x1) == (7, 0, 23, 13)
+    assert np.array_equal(block[:, 7:23, 0:13], array[:, 7:23, 0:13])
+    assert np.array_equal(block[1:, 12:14, 5:6], array[1:, 12:14, 5:6])
+    with pytest.raises(IndexError, match="outside the block"):
+        block[:, 6:20, 0:10]
 
 
 def test_a_faint_source_off_its_segments_middle_is_placed_nearer_its_centre():

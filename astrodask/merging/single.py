@@ -136,7 +136,7 @@ def _paint_and_measure(mosaic, objects, unet, segmap_path, threads, progress, si
     import zarr
     from zarr.codecs import BloscCodec
 
-    from ..measure import Accumulator, chunk_flags, chunk_sums, smoothed_detection
+    from ..measure import Accumulator, measure_chunk
 
     grid = mosaic.tile_grid
     group = zarr.open_group(segmap_path, mode="w", zarr_format=3)
@@ -164,15 +164,10 @@ def _paint_and_measure(mosaic, objects, unet, segmap_path, threads, progress, si
         labels_array[ys, xs] = labels
         if not labels.any():
             return None
-        bits, touching = chunk_flags(flags, ys, xs)
-        return chunk_sums(labels, ys.start, xs.start, image[:, ys, xs], bits,
-                          weight[:, ys, xs] if weight is not None else None,
-                          unet["mean"][:, ys, xs] if unet is not None else None,
-                          touching=touching, saturation=saturation,
-                          anchors=(np.add(order, 1), objects.anchor_y[order],
-                                   objects.anchor_x[order]),
-                          smooth=(smoothed_detection(image, flags, ys, xs, sigma)
-                                  if sigma else None))
+        return measure_chunk(labels, ys, xs, image, flags, weight,
+                             unet["mean"] if unet is not None else None, saturation=saturation,
+                             anchors=(np.add(order, 1), objects.anchor_y[order],
+                                      objects.anchor_x[order]), sigma=sigma)
 
     indices = grid.indices()
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:

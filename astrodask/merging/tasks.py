@@ -27,7 +27,7 @@ Global IDs are ranks in the order of :func:`astrodask.merging.stitch.resolve`
 not depend on the number of workers or the order in which tasks finish.
 """
 
-from functools import lru_cache
+from functools import lru_cache, partial
 import math
 
 import numpy as np
@@ -36,6 +36,7 @@ import pyarrow as pa
 from .. import storage
 from ..engine.results import Results
 from ..instances import SCHEMA, decode_mask, encode_mask
+from ..mosaic import Block
 from .pieces import (PIECE_SCHEMA, Pieces, morpheus_window_pieces, read_window_pieces,
                      read_windows_pieces)
 from .hosts import host_rule
@@ -165,10 +166,6 @@ def _mosaic(path):
 # Intermediate tables are Arrow IPC files: opening one costs far less than a Parquet file,
 # and each task opens a few dozen. Only the catalog parts are Parquet.
 
-def _read_table(location, columns=None, missing_ok=True):
-    return _read_tables([location], columns, missing_ok)[0]
-
-
 def _read_tables(locations, columns=None, missing_ok=True):
     """The tables at ``locations``, fetched together (:func:`astrodask.storage.get_many`);
     ``None`` for a missing one when ``missing_ok``."""
@@ -184,11 +181,15 @@ def _read_tables(locations, columns=None, missing_ok=True):
     return tables
 
 
-def _put_table(location, table):
+def _table_bytes(table):
     sink = pa.BufferOutputStream()
     with pa.ipc.new_file(sink, table.schema) as writer:
         writer.write_table(table)
-    storage.put_bytes(location, sink.getvalue().to_pybytes())
+    return sink.getvalue().to_pybytes()
+
+
+def _put_table(location, table):
+    storage.put_bytes(location, _table_bytes(table))
 
 
 def tile_name(iy, ix):
@@ -298,7 +299,7 @@ def resolve_task(ctx, iy, ix):
     records = [assemble(pieces, i, extra, brightness) for i, extra in chosen]
     objects = _object_rows(ctx, records, [uids[i] for i, _ in chosen],
                            [depth(pieces, rects, i) for i, _ in chosen])
-    _put_table(ctx.path("objects", tile_name(iy, ix) + ".arrow"), objects)
+    outputs = {ctx.path("objects", tile_name(iy, ix) + ".arrow"): _table_bytes(objects)}
 
     # This window's pieces whose group may reach beyond any neighbourhood.
     own = (pieces.tile_iy == iy) & (pieces.tile_ix == ix)
@@ -316,7 +317,8 @@ def resolve_task(ctx, iy, ix):
                               type=pa.list_(pa.float64())),
     })
     if len(report):
-        _put_table(ctx.path("candidates", tile_name(iy, ix) + ".arrow"), candidates)
+        outputs[ctx.path("candidates", tile_name(iy, ix) + ".arrow")] = _table_bytes(candidates)
+    storage.put_many(outputs)
     return {"objects": objects.num_rows, "candidates": int(len(report))}
 
 
@@ -404,14 +406,24 @@ def _objects_near(ctx, cy, cx, large_files, columns=None):
 
     From the resolving windows around the chunk plus the listed large-object files.
     """
-    grid = ctx.grid
-    ny, nx = grid.shape
-    d = spread(grid)
+    locations = _near_locations(ctx, cy, cx, large_files)
+    return _meeting(ctx, cy, cx, _read_tables(locations, columns=columns, missing_ok=False))
+
+
+def _near_locations(ctx, cy, cx, large_files):
+    """The object tables that may hold objects meeting chunk ``(cy, cx)``."""
+    ny, nx = ctx.grid.shape
+    d = spread(ctx.grid)
     names = [tile_name(vy, vx) for vy in range(max(cy - d, 0), min(cy + d, ny - 1) + 1)
              for vx in range(max(cx - d, 0), min(cx + d, nx - 1) + 1)] + list(large_files)
-    table = pa.concat_tables(_read_tables([ctx.path("objects", name + ".arrow") for name in names],
-                                          columns=columns, missing_ok=False))
-    ys, xs = grid.core_slices(cy, cx)
+    return [ctx.path("objects", name + ".arrow") for name in names]
+
+
+def _meeting(ctx, cy, cx, tables):
+    """``(table, ys, xs)``: the rows of ``tables`` whose box grown by one pixel meets
+    chunk ``(cy, cx)``, and the chunk's slices."""
+    table = pa.concat_tables(tables)
+    ys, xs = ctx.grid.core_slices(cy, cx)
     y0, x0 = table["y0"].to_numpy(), table["x0"].to_numpy()
     y1, x1 = table["y1"].to_numpy(), table["x1"].to_numpy()
     meet = (y0 <= ys.stop) & (y1 >= ys.start) & (x0 <= xs.stop) & (x1 >= xs.start)
@@ -522,14 +534,15 @@ def paint_task(ctx, cy, cx, large_files, blocks):
     """
     import zarr
 
-    from ..measure import chunk_flags, chunk_sums, smoothed_detection
+    from ..measure import measure_chunk, measure_margin
 
-    table, ys, xs = _objects_near(ctx, cy, cx, large_files)
+    near = _near_locations(ctx, cy, cx, large_files)
+    tables = _read_tables(near + [ctx.path("blocks", f"block-{block:05d}.arrow")
+                                  for block, _ in blocks], missing_ok=False)
+    table, ys, xs = _meeting(ctx, cy, cx, tables[:len(near)])
     ids_of = {}
-    block_uids = _read_tables([ctx.path("blocks", f"block-{block:05d}.arrow")
-                               for block, _ in blocks], columns=["uid"], missing_ok=False)
-    for (_, first_id), uid_table in zip(blocks, block_uids):
-        uids = uid_table["uid"].to_numpy()
+    for (_, first_id), block_table in zip(blocks, tables[len(near):]):
+        uids = block_table["uid"].to_numpy()
         ids_of.update(zip(uids.tolist(), range(first_id, first_id + len(uids))))
     uid = table["uid"].to_numpy()
     keep = np.array([u in ids_of for u in uid.tolist()], dtype=bool)
@@ -539,34 +552,45 @@ def paint_task(ctx, cy, cx, large_files, blocks):
     c["uid"] = ids  # within a chunk, ID order is the objects' order
     labels, masks = _paint(table, c, ids, ys, xs)
     segmap = zarr.open_group(ctx.path("segmap.zarr"), mode="r+")["labels"]
-    segmap[ys, xs] = labels
-    result = {"sums": False, "edges": 0}
+
+    def write_segmap():
+        segmap[ys, xs] = labels
+
+    sigma = ctx.options.get("irregular_centroid_sigma")
+    read = {}
     if labels.any():
+        # The pixels the sums need, read while the chunk's labels are written: on an
+        # object store their requests then wait together (storage.map_requests).
         mosaic = _mosaic(ctx.mosaic)
-        weight = mosaic.array("weight")[:, ys, xs] if mosaic.has_weight else None
-        unet = None
+        reach = measure_margin(sigma)
+        read = {"image": (mosaic.array("image"), reach), "mask": (mosaic.array("mask"), reach)}
+        if mosaic.has_weight:
+            read["weight"] = (mosaic.array("weight"), 0)
         if ctx.unet:
             from .products import open_unet
 
-            unet = open_unet(Results(ctx.results))["mean"][:, ys, xs]
-        bits, touching = chunk_flags(mosaic.array("mask"), ys, xs)
-        sigma = ctx.options.get("irregular_centroid_sigma")
-        sums = chunk_sums(labels, ys.start, xs.start, mosaic.array("image")[:, ys, xs],
-                          bits, weight, unet, touching=touching,
-                          saturation=[mosaic.saturation[b] for b in mosaic.bands],
-                          anchors=(ids, c["anchor_y"], c["anchor_x"]),
-                          smooth=(smoothed_detection(mosaic.array("image"), mosaic.array("mask"),
-                                                     ys, xs, sigma) if sigma else None))
+            read["unet"] = (open_unet(Results(ctx.results))["mean"], 0)
+    jobs = [write_segmap] + [partial(Block, array, ys, xs, margin)
+                             for array, margin in read.values()]
+    location = next((p for p in (ctx.mosaic, ctx.results) if storage.is_url(p)), ctx.mosaic)
+    pixels = dict(zip(read, storage.map_requests(location, lambda job: job(), jobs)[1:]))
+    result = {"sums": False, "edges": 0}
+    outputs = {}
+    if labels.any():
+        sums = measure_chunk(labels, ys, xs, pixels["image"], pixels["mask"],
+                             pixels.get("weight"), pixels.get("unet"),
+                             saturation=[mosaic.saturation[b] for b in mosaic.bands],
+                             anchors=(ids, c["anchor_y"], c["anchor_x"]), sigma=sigma)
         columns = {}
         for name, value in sums.items():
             columns[name] = list(value) if value.ndim == 2 else value
-        _put_table(ctx.path("sums", tile_name(cy, cx) + ".arrow"), pa.table(columns))
+        outputs[ctx.path("sums", tile_name(cy, cx) + ".arrow")] = _table_bytes(pa.table(columns))
         result["sums"] = True
 
     pairs = _touching_pairs(c, ids, masks, ys, xs)
     if pairs:
-        storage.put_bytes(ctx.path("edges", tile_name(cy, cx) + ".bin"),
-                          np.array(pairs, "<i8").tobytes())
+        outputs[ctx.path("edges", tile_name(cy, cx) + ".bin")] = np.array(pairs, "<i8").tobytes()
+    storage.put_many(outputs)
     result["edges"] = len(pairs)
     return result
 
@@ -635,33 +659,37 @@ def catalog_task(ctx, block, first_id, chunk_rows, provenance):
     grid = ctx.grid
     nx = grid.shape[1]
     mosaic = _mosaic(ctx.mosaic)
-    table = _read_table(ctx.path("blocks", f"block-{block:05d}.arrow"), missing_ok=False)
+    lo, hi = chunk_rows
+    # One request round for all the task reads: its block, the chunks' sums, the families.
+    needed = [ctx.path("blocks", f"block-{block:05d}.arrow"), ctx.path("families.arrow")]
+    table, families, *sums_tables = _read_tables(
+        needed + [ctx.path("sums", tile_name(cy, cx) + ".arrow")
+                  for cy in range(lo, hi + 1) for cx in range(nx)])
+    for location, read in zip(needed, (table, families)):
+        if read is None:
+            raise FileNotFoundError(location)
     c = _columns(table)
     n = table.num_rows
     unet = open_unet(Results(ctx.results)) if ctx.unet else None
     accumulator = Accumulator(n, len(mosaic.bands),
                               n_classes=unet["mean"].shape[0] if unet is not None else None,
                               with_weight=mosaic.has_weight)
-    lo, hi = chunk_rows
-    for cy in range(lo, hi + 1):  # row-major, as the single-process merge adds them
-        row = _read_tables([ctx.path("sums", tile_name(cy, cx) + ".arrow") for cx in range(nx)])
-        for sums in row:
-            if sums is None:
+    for sums in sums_tables:  # row-major, as the single-process merge adds them
+        if sums is None:
+            continue
+        local = sums["id"].to_numpy() - (first_id - 1)
+        inside = (local >= 1) & (local <= n)
+        if not inside.any():
+            continue
+        part = {"id": local[inside]}
+        for name in sums.column_names:
+            if name == "id":
                 continue
-            local = sums["id"].to_numpy() - (first_id - 1)
-            inside = (local >= 1) & (local <= n)
-            if not inside.any():
-                continue
-            part = {"id": local[inside]}
-            for name in sums.column_names:
-                if name == "id":
-                    continue
-                column = sums[name]
-                value = (np.array(column.to_pylist(), dtype=np.float64)
-                         if pa.types.is_list(column.type) else column.to_numpy())
-                part[name] = value[inside]
-            accumulator.add(part)
-    families = _read_table(ctx.path("families.arrow"), missing_ok=False)
+            column = sums[name]
+            value = (np.array(column.to_pylist(), dtype=np.float64)
+                     if pa.types.is_list(column.type) else column.to_numpy())
+            part[name] = value[inside]
+        accumulator.add(part)
     families = families.filter(pc.and_(pc.greater_equal(families["id"], first_id),
                                        pc.less(families["id"], first_id + n)))
     parent = np.arange(first_id, first_id + n, dtype=np.int64)
