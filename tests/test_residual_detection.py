@@ -162,11 +162,21 @@ def merged(tmp_path_factory):
 
 
 def test_the_pass_adds_flagged_objects_paints_them_and_is_deterministic(merged, tmp_path,
-                                                                           capsys):
+                                                                           capsys, monkeypatch):
     from astropy.io import fits
 
     from astrodask.cli import main
+    from astrodask.engine import cluster
     from astrodask.measure import total_snr
+
+    started = []
+    connect = cluster.connect
+
+    def counted(config):
+        started.append(config)
+        return connect(config)
+
+    monkeypatch.setattr(cluster, "connect", counted)
 
     folder, first_results = merged
     results = tmp_path / "results"
@@ -177,6 +187,7 @@ def test_the_pass_adds_flagged_objects_paints_them_and_is_deterministic(merged, 
     args = ["merge", str(results), "--residual-min-snr", "30", "--n-workers", "1", "--quiet",
             "--no-pictures"]
     assert main(args) == 0
+    assert len(started) == 1          # the second run and merge share the merge's cluster
     printed = capsys.readouterr()
     assert "residual pass:" in printed.out
     # the second run on the residual store repeats none of the first run's warnings

@@ -125,12 +125,30 @@ def merge(results, *, mosaic=None, options=None, client=None, n_workers=None,
     _prepare_work(ctx, record)
     seconds = {}
     start = time.perf_counter()
+    # The cluster stays up until the residual pass, which runs on it too: a
+    # second cluster would cost its start-up (and its workers' model loading).
     with cluster_for(client, results.location, n_workers, threads_per_worker, scheduler,
                      scheduler_file) as (cluster, description):
         plan = _Plan(ctx, cluster, progress)
         totals = plan.run(provenance(mosaic, record, applied))
-    seconds["tasks"] = time.perf_counter() - start
+        seconds["tasks"] = time.perf_counter() - start
+        summary = _publish_products(ctx, results, mosaic, options, totals, seconds)
+        storage.put_json(results.file("merge.json"),
+                         {"options": applied.__dict__, "min_score_applied": min_score,
+                          "n_objects": summary.n_objects,
+                          "files": summary.files, "cluster": description,
+                          "tasks": plan.submitted, "jobs": plan.jobs_run,
+                          "windows": len(plan.windows),
+                          "large_objects": plan.n_large, "stage_seconds": plan.stage_seconds})
+        if applied.residual_pass:
+            summary = _residual_pass(
+                results, mosaic, applied, summary, cluster,
+                None if progress is None else _ChainedProgress(progress, plan.done_tasks))
+    return summary
 
+
+def _publish_products(ctx, results, mosaic, options, totals, seconds):
+    """Write the catalog, maps and pictures of the finished tasks; the merge's summary."""
     start = time.perf_counter()
     files = _publish(ctx, results, totals["n_objects"])
     segmap = files["segmap_zarr"]
@@ -142,29 +160,17 @@ def merge(results, *, mosaic=None, options=None, client=None, n_workers=None,
     if options.pictures:
         files.update(write_pictures(mosaic, segmap, class_ids(files["catalog"]), unet, results))
     seconds["write"] = time.perf_counter() - start
-    storage.remove(work)
+    storage.remove(ctx.work)
 
     summary = MergeSummary(results=results.location, n_objects=totals["n_objects"],
                            by_class=totals["by_class"], by_morphology=totals["by_morphology"],
                            files={k: str(v) for k, v in files.items()}, seconds=seconds)
     summary.files["summary"] = results.file("summary.txt")
     storage.put_bytes(summary.files["summary"], summary_text(summary).encode())
-    storage.put_json(results.file("merge.json"),
-                     {"options": applied.__dict__, "min_score_applied": min_score,
-                      "n_objects": summary.n_objects,
-                      "files": summary.files, "cluster": description,
-                      "tasks": plan.submitted, "jobs": plan.jobs_run,
-                      "windows": len(plan.windows),
-                      "large_objects": plan.n_large, "stage_seconds": plan.stage_seconds})
-    if applied.residual_pass:
-        summary = _residual_pass(results, mosaic, applied, summary, dict(
-            client=client, n_workers=n_workers, threads_per_worker=threads_per_worker,
-            scheduler=scheduler, scheduler_file=scheduler_file),
-            None if progress is None else _ChainedProgress(progress, plan.done_tasks))
     return summary
 
 
-def _residual_pass(results, mosaic, applied, summary, cluster, progress):
+def _residual_pass(results, mosaic, applied, summary, client, progress):
     """Run the residual pass on the merged results; the summary with its additions."""
     from dataclasses import replace
 
@@ -175,7 +181,7 @@ def _residual_pass(results, mosaic, applied, summary, cluster, progress):
                                  for field_name, name in RESIDUAL_SETTINGS.items()})
     start = time.perf_counter()
     added = residual_pass(results.location, mosaic=mosaic, options=options, progress=progress,
-                          **cluster)
+                          client=client)
     seconds = dict(summary.seconds, residual_pass=time.perf_counter() - start)
     return replace(summary, n_objects=added.n_objects, residual=added, seconds=seconds)
 
