@@ -141,10 +141,12 @@ def map_requests(location, function, items):
     For calls that each wait on requests to the store at ``location`` (a
     Zarr read or write through its synchronous API, for instance): on an
     object store they then wait together instead of one after the other.
-    Local calls run in turn, in order.
+    Local calls run in turn, in order. ``location`` may also be a list of the
+    stores the calls reach: threads when any of them is a URL.
     """
     items = list(items)
-    if not is_url(location) or len(items) < 2:
+    locations = [location] if isinstance(location, (str, os.PathLike)) else location
+    if not any(is_url(p) for p in locations) or len(items) < 2:
         return [function(item) for item in items]
     from concurrent.futures import ThreadPoolExecutor
 

@@ -466,6 +466,22 @@ def test_requests_of_a_task_are_in_flight_together(latency_store, tmp_path):
     assert requests.by_kind["get"] == 16 and requests.most_in_flight == 16
 
 
+def test_calls_wait_together_when_any_of_their_stores_is_remote(tmp_path):
+    import threading
+
+    arrived = threading.Barrier(3, timeout=10)  # three calls must be in flight at once
+
+    def call(k):
+        arrived.wait()
+        return k * k
+
+    assert storage.map_requests([tmp_path, "memory://x"], call, range(3)) == [0, 1, 4]
+    assert storage.map_requests("s3://bucket/mosaic.zarr", call, range(3)) == [0, 1, 4]
+    order = []
+    assert storage.map_requests([tmp_path, f"file://{tmp_path}"], order.append, range(3)) \
+        == [None] * 3 and order == [0, 1, 2]  # local stores: one after the other, in order
+
+
 def test_merge_on_an_object_store_with_latency_gives_the_same_bytes(field, latency_store,
                                                                       tmp_path):
     """Results on an asynchronous store (as on S3): the local merge's catalog, and the

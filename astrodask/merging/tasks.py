@@ -572,8 +572,8 @@ def paint_task(ctx, cy, cx, large_files, blocks):
             read["unet"] = (open_unet(Results(ctx.results))["mean"], 0)
     jobs = [write_segmap] + [partial(Block, array, ys, xs, margin)
                              for array, margin in read.values()]
-    location = next((p for p in (ctx.mosaic, ctx.results) if storage.is_url(p)), ctx.mosaic)
-    pixels = dict(zip(read, storage.map_requests(location, lambda job: job(), jobs)[1:]))
+    pixels = dict(zip(read, storage.map_requests([ctx.mosaic, ctx.results], lambda job: job(),
+                                                 jobs)[1:]))
     result = {"sums": False, "edges": 0}
     outputs = {}
     if labels.any():
