@@ -16,7 +16,7 @@ import numpy as np
 
 from . import storage
 from ._version import __version__
-from .errors import InputError, StoreError
+from .errors import AstrodaskError, InputError, StoreError, first_line
 from .hashing import file_sha256
 from .fits_input import FitsImage
 from .mosaic import (MASK_BITS, PADDING, STORE_FORMAT, STORE_KIND, ZERO_WEIGHT, TileGrid,
@@ -143,7 +143,7 @@ def ingest(inputs, out, *, bands=None, tile=512, halo=32, weights=None, hdu=None
 
 
 def derive_mosaic(source, out, read_band, *, derived_from, overwrite=False, block_tiles=8,
-                  progress=None):
+                  progress=None, client=None):
     """A mosaic store on ``source``'s grid whose band pixels are computed from it.
 
     The flags, weights, WCS, PSF and every other attribute are ``source``'s;
@@ -167,6 +167,10 @@ def derive_mosaic(source, out, read_band, *, derived_from, overwrite=False, bloc
         Windows per block along x.
     progress : callable, optional
         ``progress(done_blocks, total_blocks)``.
+    client : distributed.Client, optional
+        Write the blocks as tasks on this client's cluster (``read_band`` is
+        then pickled and sent to each worker once), else in this process.
+        The store is the same to the byte either way.
 
     Returns
     -------
@@ -174,12 +178,12 @@ def derive_mosaic(source, out, read_band, *, derived_from, overwrite=False, bloc
     """
     out = storage.normalise(out)
     _check_output(out, overwrite)
-    mask = source.array("mask")
-    images = [_DerivedBand(read_band, b, mask, source.bands[b]) for b in range(len(source.bands))]
-    weights = ([_DerivedBand(lambda b, r, c: source.array("weight")[b, r, c], b, mask, band)
-                for b, band in enumerate(source.bands)] if source.has_weight else [])
     with storage.staged_folder(out, replace=overwrite) as target:
-        stats = _write_store(target, images, weights, source.tile_grid, block_tiles, progress)
+        if client is None:
+            images, weights = _derived_bands(source, read_band)
+            stats = _write_store(target, images, weights, source.tile_grid, block_tiles, progress)
+        else:
+            stats = _write_derived_on(client, target, source, read_band, block_tiles, progress)
         attrs = dict(source.attrs)
         attrs.update(band_stats=dict(zip(source.bands, stats)), derived_from=derived_from,
                      astrodask_version=__version__,
@@ -187,6 +191,53 @@ def derive_mosaic(source, out, read_band, *, derived_from, overwrite=False, bloc
                      .isoformat(timespec="seconds"))
         _mark_complete(target, attrs)
     return open_mosaic(out)
+
+
+def _derived_bands(source, read_band):
+    """``(images, weights)`` of a derived store: bands from ``read_band``, ``source``'s weights."""
+    mask = source.array("mask")
+    images = [_DerivedBand(read_band, b, mask, source.bands[b]) for b in range(len(source.bands))]
+    weights = ([_DerivedBand(lambda b, r, c: source.array("weight")[b, r, c], b, mask, band)
+                for b, band in enumerate(source.bands)] if source.has_weight else [])
+    return images, weights
+
+
+def _write_derived_on(client, target, source, read_band, block_tiles, progress):
+    """:func:`_write_store` of a derived store with one task per block on ``client``'s cluster."""
+    from distributed import KilledWorker
+
+    from .engine.cluster import completed
+
+    grid = source.tile_grid
+    _create_store(target, len(source.bands), grid, source.has_weight)
+    [reader] = client.scatter([read_band], broadcast=True, hash=False)
+    blocks = _blocks(grid, block_tiles)
+    futures = [client.submit(_derived_block, target, source.path, reader, grid, block,
+                             pure=False, retries=1) for block in blocks]
+    for done, _ in enumerate(completed(client, futures), start=1):
+        if progress is not None:
+            progress(done, len(blocks))
+    try:
+        parts = client.gather(futures)
+    except KilledWorker:
+        raise StoreError(f"workers kept dying while writing {target} (out of memory?)") from None
+    except AstrodaskError:
+        raise
+    except Exception as exc:
+        raise StoreError(f"a block of {target} failed on a worker: "
+                         f"{type(exc).__name__}: {first_line(exc)}") from None
+    return _combined_stats(parts, grid)
+
+
+def _derived_block(target, source_path, read_band, grid, block):
+    """Write one block of a derived store (a task); the block's statistics per band."""
+    import zarr
+
+    source = open_mosaic(source_path)
+    group = zarr.open_group(target, mode="r+")
+    arrays = {name: group[name] for name in _ARRAY_NAMES if name in group}
+    images, weights = _derived_bands(source, read_band)
+    return _block_stats(arrays, images, weights, grid, block)
 
 
 class _DerivedBand:
@@ -376,6 +427,10 @@ def _reference_wcs(image):
     return image.sky_header(), wcs
 
 
+#: The arrays of a mosaic store (``weight`` only where weights were given).
+_ARRAY_NAMES = ("image", "mask", "weight", "tiles", "tile_mask")
+
+
 def _create_arrays(group, n_bands, grid, with_weight):
     from zarr.codecs import BloscCodec
 
@@ -449,6 +504,14 @@ class _BandStats:
         sub_v, sub_g = values[sy::s, sx::s], good[sy::s, sx::s]
         self.samples.append(sub_v[sub_g].astype(np.float64))
 
+    def extend(self, other):
+        """Add another block's statistics (blocks added in a fixed order give fixed sums)."""
+        self.n_good += other.n_good
+        self.minimum = min(self.minimum, other.minimum)
+        self.maximum = max(self.maximum, other.maximum)
+        self.samples.extend(other.samples)
+        self.correlation.extend(other.correlation)
+
     def summary(self):
         if self.n_good == 0:
             return {"n_good": 0}
@@ -464,23 +527,51 @@ class _BandStats:
                 "noise_correlation": self.correlation.summary()}
 
 
-def _write_store(tmp, images, weight_images, grid, block_tiles, progress):
+def _create_store(tmp, n_bands, grid, with_weight):
+    """An incomplete mosaic store's group and empty arrays; the arrays by name."""
     import zarr
 
     group = zarr.open_group(tmp, mode="w", zarr_format=3)
     group.attrs["astrodask"] = {"kind": STORE_KIND, "format": STORE_FORMAT, "complete": False}
-    n_bands = len(images)
-    arrays = _create_arrays(group, n_bands, grid, bool(weight_images))
-    stride = sample_step(grid.height, grid.width, STAT_SAMPLES)
-    stats = [_BandStats(stride) for _ in images]
+    return _create_arrays(group, n_bands, grid, with_weight)
+
+
+def _blocks(grid, block_tiles):
+    """``(iy, ix0, ix1)`` of each block of windows a store is written in, in order."""
     ny, nx = grid.shape
-    blocks = [(iy, ix0) for iy in range(ny) for ix0 in range(0, nx, block_tiles)]
-    for done, (iy, ix0) in enumerate(blocks, start=1):
-        ix1 = min(ix0 + block_tiles, nx)
-        _write_block(arrays, images, weight_images, grid, iy, ix0, ix1, stats)
+    return [(iy, ix0, min(ix0 + block_tiles, nx))
+            for iy in range(ny) for ix0 in range(0, nx, block_tiles)]
+
+
+def _block_stats(arrays, images, weight_images, grid, block):
+    """Write one block; its statistics, one :class:`_BandStats` per band."""
+    stats = [_BandStats(sample_step(grid.height, grid.width, STAT_SAMPLES)) for _ in images]
+    _write_block(arrays, images, weight_images, grid, *block, stats)
+    return stats
+
+
+def _combined_stats(parts, grid):
+    """Each band's statistics summary from its blocks' (``parts``, in block order)."""
+    n_bands = len(parts[0])
+    totals = [_BandStats(sample_step(grid.height, grid.width, STAT_SAMPLES))
+              for _ in range(n_bands)]
+    for part in parts:
+        for total, stats in zip(totals, part):
+            total.extend(stats)
+    return [total.summary() for total in totals]
+
+
+def _write_store(tmp, images, weight_images, grid, block_tiles, progress):
+    # Statistics are kept per block and combined in block order, as when the
+    # blocks are tasks on a cluster (derive_mosaic): the same sums either way.
+    arrays = _create_store(tmp, len(images), grid, bool(weight_images))
+    blocks = _blocks(grid, block_tiles)
+    parts = []
+    for done, block in enumerate(blocks, start=1):
+        parts.append(_block_stats(arrays, images, weight_images, grid, block))
         if progress is not None:
             progress(done, len(blocks))
-    return [s.summary() for s in stats]
+    return _combined_stats(parts, grid)
 
 
 def _write_block(arrays, images, weight_images, grid, iy, ix0, ix1, stats):

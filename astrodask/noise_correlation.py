@@ -110,9 +110,9 @@ class NoiseCorrelation:
     """
 
     def __init__(self):
-        lags = len(LAGS) + len(FAR_LAGS) + 1  # and lag 0
-        self.products = np.zeros(lags)
-        self.counts = np.zeros(lags)
+        # Each core's sums, in the order added: totals summed from them in that
+        # order do not depend on how cores were grouped (blocks, tasks).
+        self.cores = []
 
     def add(self, values, good):
         """Add one core's pixels (``good``: pixels with data; weight-scaled if weighted)."""
@@ -120,24 +120,41 @@ class NoiseCorrelation:
         if sky.sum() < 100:
             return
         centred = np.where(sky, values - values[sky].mean(), 0.0)
-        for k, (dy, dx) in enumerate(((0, 0),) + LAGS + FAR_LAGS):
+        lags = ((0, 0),) + LAGS + FAR_LAGS
+        products, counts = np.zeros(len(lags)), np.zeros(len(lags))
+        for k, (dy, dx) in enumerate(lags):
             a, b = _pairs(centred.shape, dy, dx)
             both = sky[a] & sky[b]
-            self.products[k] += float((centred[a] * centred[b])[both].sum())
-            self.counts[k] += float(both.sum())
+            products[k] = float((centred[a] * centred[b])[both].sum())
+            counts[k] = float(both.sum())
+        self.cores.append((products, counts))
+
+    def extend(self, other):
+        """Add the cores of ``other`` after this one's."""
+        self.cores.extend(other.cores)
+
+    def totals(self):
+        """``(products, counts)`` summed over the cores, one per lag (lag 0 first)."""
+        products = np.zeros(len(LAGS) + len(FAR_LAGS) + 1)
+        counts = np.zeros_like(products)
+        for core_products, core_counts in self.cores:
+            products += core_products
+            counts += core_counts
+        return products, counts
 
     def summary(self):
         """``{"lags": [[dy, dx], ...], "rho": [...], "n_pixels": n}``; ρ all 0 when the
         band had fewer than :data:`MIN_PIXELS` sky pixels."""
         rho = np.zeros(len(LAGS))
-        if self.counts[0] >= MIN_PIXELS and np.all(self.counts > 0):
-            covariance = self.products / self.counts
+        products, counts = self.totals()
+        if counts[0] >= MIN_PIXELS and np.all(counts > 0):
+            covariance = products / counts
             floor = covariance[1 + len(LAGS):].mean()
             variance = covariance[0] - floor
             if variance > 0:
                 rho = (covariance[1:1 + len(LAGS)] - floor) / variance
         return {"lags": [list(lag) for lag in LAGS], "rho": [round(float(r), 6) for r in rho],
-                "n_pixels": int(self.counts[0])}
+                "n_pixels": int(counts[0])}
 
 
 def segment_pair_counts(labels, inverse, n):

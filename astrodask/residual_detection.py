@@ -200,13 +200,9 @@ def residual_pass(results, *, mosaic=None, options=None, client=None, n_workers=
     start = time.perf_counter()
     parents = bright_objects(results.file("catalog.parquet"), mosaic.bands, options.min_snr)
     storage.makedirs(work)
-    residual = _write_residual(mosaic, results.file("segmap.zarr"), parents, options,
-                               storage.join(work, "mosaic.zarr"),
-                               _step(progress, "residual mosaic"))
-    seconds["residual_mosaic"] = time.perf_counter() - start
-
     n_first = int(merged["n_objects"])
     if not len(parents["id"]):  # nothing bright: no residual to look at
+        seconds["bright_objects"] = time.perf_counter() - start
         return _record(results, merged, options, ResidualSummary(
             results=results.location, n_parents=0, n_added=0, n_objects=n_first,
             seconds=seconds), work)
@@ -214,6 +210,10 @@ def residual_pass(results, *, mosaic=None, options=None, client=None, n_workers=
     first_options = second_merge_options(merged["options"], options.min_score)
     with cluster_for(client, results.location, n_workers, threads_per_worker, scheduler,
                      scheduler_file) as (cluster, _):
+        residual = _write_residual(mosaic, results.file("segmap.zarr"), parents, options,
+                                   storage.join(work, "mosaic.zarr"),
+                                   _step(progress, "residual mosaic"), cluster)
+        seconds["residual_mosaic"] = time.perf_counter() - start
         start = time.perf_counter()
         run(residual, second, config=second_run_config(record["config"], options.flips),
             client=cluster, progress=_step(progress, "run"), restart=True, report=None)
@@ -371,16 +371,34 @@ def _meeting(boxes, rows, cols):
 
 
 class _ResidualReader:
-    """``read_band(b, rows, cols)`` of the residual mosaic; one segmap read per block."""
+    """``read_band(b, rows, cols)`` of the residual mosaic; one segmap read per block.
+
+    Pickled, it keeps the stores' locations (reopened where it lands) and the
+    bright objects: the residual mosaic's blocks are tasks on the cluster.
+    """
 
     def __init__(self, mosaic, segmap, parents, sigma):
+        self._mosaic_path, self._segmap = mosaic.path, segmap
+        self._parents, self._sigma = parents, sigma
+        self._shape = mosaic.tile_grid.height, mosaic.tile_grid.width
+        self._open(mosaic)
+
+    def _open(self, mosaic):
         import zarr
 
         self._image, self._mask = mosaic.array("image"), mosaic.array("mask")
-        self._labels = zarr.open_group(segmap, mode="r")["labels"]
-        self._parents, self._sigma = parents, sigma
-        self._shape = mosaic.tile_grid.height, mosaic.tile_grid.width
+        self._labels = zarr.open_group(self._segmap, mode="r")["labels"]
         self._block = None
+
+    def __getstate__(self):
+        return {k: v for k, v in self.__dict__.items()
+                if k not in ("_image", "_mask", "_labels", "_block")}
+
+    def __setstate__(self, state):
+        from .mosaic import open_mosaic
+
+        self.__dict__.update(state)
+        self._open(open_mosaic(self._mosaic_path))
 
     def _objects(self, rows, cols):
         p = self._parents
@@ -407,11 +425,11 @@ class _ResidualReader:
         return residual
 
 
-def _write_residual(mosaic, segmap, parents, options, out, progress):
+def _write_residual(mosaic, segmap, parents, options, out, progress, client=None):
     from .ingestion import derive_mosaic
 
     reader = _ResidualReader(mosaic, segmap, parents, options.sigma)
-    return derive_mosaic(mosaic, out, reader, overwrite=True, progress=progress,
+    return derive_mosaic(mosaic, out, reader, overwrite=True, progress=progress, client=client,
                          derived_from={"kind": "symmetric_residual", "mosaic": mosaic.path,
                                        "min_snr": options.min_snr, "sigma": options.sigma,
                                        "objects": int(len(parents["id"]))})

@@ -126,6 +126,61 @@ def test_block_layout_does_not_change_the_store(bands, tmp_path):
     assert a.attrs["band_stats"] == b.attrs["band_stats"]
 
 
+class _Doubled:
+    """``read_band`` of a derived store: each band doubled plus its index (picklable)."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __call__(self, band, rows, cols):
+        image = astrodask.open_mosaic(self.path).array("image")
+        return 2.0 * np.asarray(image[band, rows, cols]) + band
+
+
+def test_a_derived_store_written_by_cluster_tasks_equals_one_written_here(bands, tmp_path):
+    from distributed import Client, LocalCluster
+
+    from astrodask.ingestion import derive_mosaic
+
+    paths, expected = bands
+    source = ingest_small(paths, tmp_path / "m.zarr")
+    kwargs = dict(derived_from={"kind": "doubled"}, block_tiles=2)
+    here = derive_mosaic(source, tmp_path / "here.zarr", _Doubled(source.path), **kwargs)
+    reports = []
+    with LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=":0") as cluster, \
+            Client(cluster) as client:
+        there = derive_mosaic(source, tmp_path / "there.zarr", _Doubled(source.path),
+                              client=client, progress=lambda *r: reports.append(r), **kwargs)
+    assert reports == [(k, 12) for k in range(1, 13)]  # 4 x 5 windows, blocks of 2: 4 x 3
+    for name in ("image", "mask", "tiles", "tile_mask"):
+        np.testing.assert_array_equal(here.array(name)[:], there.array(name)[:])
+    good = source.array("mask")[:] == 0
+    doubled = 2.0 * expected + np.arange(3)[:, None, None]
+    np.testing.assert_allclose(there.array("image")[:][good], doubled[good], rtol=1e-6)
+    assert there.attrs["band_stats"] == here.attrs["band_stats"]
+    assert there.attrs["derived_from"] == {"kind": "doubled"}
+    assert there.attrs["band_stats"] != source.attrs["band_stats"]  # measured on the new pixels
+
+
+def test_a_derived_block_that_fails_on_a_worker_is_one_line_and_leaves_no_store(bands,
+                                                                                 tmp_path):
+    from distributed import Client, LocalCluster
+
+    from astrodask.ingestion import derive_mosaic
+
+    def failing(band, rows, cols):
+        if rows.start > 100:
+            raise ValueError("no pixels here\nsecond line")
+        return np.zeros((rows.stop - rows.start, cols.stop - cols.start))
+
+    source = ingest_small(bands[0], tmp_path / "m.zarr")
+    with LocalCluster(n_workers=1, processes=False, dashboard_address=":0") as cluster, \
+            Client(cluster) as client:
+        with pytest.raises(StoreError, match="failed on a worker: ValueError: no pixels here$"):
+            derive_mosaic(source, tmp_path / "d.zarr", failing, derived_from={}, client=client)
+    assert sorted(p.name for p in tmp_path.iterdir() if "zarr" in p.name) == ["m.zarr"]
+
+
 def test_wcs_round_trip_and_provenance(tmp_path):
     wcs = make_wcs(rotation_deg=17.0)
     rng = np.random.default_rng(2)
