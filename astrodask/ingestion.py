@@ -16,7 +16,7 @@ import numpy as np
 
 from . import storage
 from ._version import __version__
-from .errors import AstrodaskError, InputError, StoreError, first_line
+from .errors import InputError, StoreError
 from .hashing import file_sha256
 from .fits_input import FitsImage
 from .mosaic import (MASK_BITS, PADDING, STORE_FORMAT, STORE_KIND, ZERO_WEIGHT, TileGrid,
@@ -183,7 +183,8 @@ def derive_mosaic(source, out, read_band, *, derived_from, overwrite=False, bloc
             images, weights = _derived_bands(source, read_band)
             stats = _write_store(target, images, weights, source.tile_grid, block_tiles, progress)
         else:
-            stats = _write_derived_on(client, target, source, read_band, block_tiles, progress)
+            stats = _write_derived_on(client, target, source, read_band, block_tiles, progress,
+                                      f"writing {out}")
         attrs = dict(source.attrs)
         attrs.update(band_stats=dict(zip(source.bands, stats)), derived_from=derived_from,
                      astrodask_version=__version__,
@@ -202,30 +203,16 @@ def _derived_bands(source, read_band):
     return images, weights
 
 
-def _write_derived_on(client, target, source, read_band, block_tiles, progress):
+def _write_derived_on(client, target, source, read_band, block_tiles, progress, what):
     """:func:`_write_store` of a derived store with one task per block on ``client``'s cluster."""
-    from distributed import KilledWorker
-
-    from .engine.cluster import completed
+    from .engine.cluster import gathered
 
     grid = source.tile_grid
     _create_store(target, len(source.bands), grid, source.has_weight)
     [reader] = client.scatter([read_band], broadcast=True, hash=False)
-    blocks = _blocks(grid, block_tiles)
     futures = [client.submit(_derived_block, target, source.path, reader, grid, block,
-                             pure=False, retries=1) for block in blocks]
-    for done, _ in enumerate(completed(client, futures), start=1):
-        if progress is not None:
-            progress(done, len(blocks))
-    try:
-        parts = client.gather(futures)
-    except KilledWorker:
-        raise StoreError(f"workers kept dying while writing {target} (out of memory?)") from None
-    except AstrodaskError:
-        raise
-    except Exception as exc:
-        raise StoreError(f"a block of {target} failed on a worker: "
-                         f"{type(exc).__name__}: {first_line(exc)}") from None
+                             pure=False, retries=1) for block in _blocks(grid, block_tiles)]
+    parts = gathered(client, futures, StoreError, what, progress)
     return _combined_stats(parts, grid)
 
 

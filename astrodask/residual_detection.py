@@ -223,16 +223,16 @@ def residual_pass(results, *, mosaic=None, options=None, client=None, n_workers=
               progress=_step(progress, "merge"))
         seconds["merge"] = time.perf_counter() - start
 
-    start = time.perf_counter()
-    added = select_additions(results.file("catalog.parquet"),
-                             storage.join(second, "catalog.parquet"),
-                             results.file("segmap.zarr"), parents, options.separation, n_first,
-                             core_fraction=options.core_fraction)
-    storage.put_json(results.file("merge.json"),
-                     dict(merged, residual_pass={"state": "publishing"}))
-    n_objects = _publish(results, mosaic, merged, added, storage.join(second, "segmap.zarr"),
-                         work)
-    seconds["publish"] = time.perf_counter() - start
+        start = time.perf_counter()
+        added = select_additions(results.file("catalog.parquet"),
+                                 storage.join(second, "catalog.parquet"),
+                                 results.file("segmap.zarr"), parents, options.separation,
+                                 n_first, core_fraction=options.core_fraction)
+        storage.put_json(results.file("merge.json"),
+                         dict(merged, residual_pass={"state": "publishing"}))
+        n_objects = _publish(results, mosaic, merged, added,
+                             storage.join(second, "segmap.zarr"), work, cluster)
+        seconds["publish"] = time.perf_counter() - start
     return _record(results, merged, options, ResidualSummary(
         results=results.location, n_parents=len(parents["id"]), n_added=added.num_rows,
         n_objects=n_objects, seconds=seconds), work)
@@ -529,39 +529,50 @@ def select_additions(first_catalog, second_catalog, first_segmap, parents, separ
         "second_id", added.column("id").cast(pa.int64()))
 
 
-def _paint(first, second, added, out):
-    """Copy the first segmap into ``out`` chunk by chunk, painting the additions' pixels."""
+def _paint(first, second, added, out, client):
+    """Copy the first segmap into ``out``, painting the additions' pixels: one task per row
+    of chunks on ``client``'s cluster."""
+    import zarr
+
+    from .engine.cluster import gathered
+
+    source = zarr.open_group(first, mode="r")["labels"]
+    group = zarr.open_group(out, mode="w", zarr_format=3)
+    group.create_array("labels", shape=source.shape, chunks=source.chunks, dtype=source.dtype,
+                       fill_value=0, compressors=source.compressors, dimension_names=("y", "x"))
+    painted = {"id": added.column("id").to_numpy(),
+               "second_id": added.column("second_id").to_numpy(),
+               "parent_segment": added.column("parent_segment").to_numpy(),
+               **{b: added.column(b).to_numpy() for b in _BOX}}
+    [painted] = client.scatter([painted], broadcast=True, hash=False)
+    futures = [client.submit(_paint_rows, first, second, out, y0, painted, pure=False,
+                             retries=1) for y0 in range(0, source.shape[0], source.chunks[0])]
+    gathered(client, futures, ResidualPassError, f"painting the additions into {out}")
+
+
+def _paint_rows(first, second, out, y0, added):
+    """One row of chunks of :func:`_paint` (a task)."""
     import zarr
 
     source = zarr.open_group(first, mode="r")["labels"]
     theirs = zarr.open_group(second, mode="r")["labels"]
-    group = zarr.open_group(out, mode="w", zarr_format=3)
-    labels = group.create_array("labels", shape=source.shape, chunks=source.chunks,
-                                dtype=source.dtype, fill_value=0,
-                                compressors=source.compressors,
-                                dimension_names=("y", "x"))
-    ids = added.column("id").to_numpy()
-    second_ids = added.column("second_id").to_numpy()
-    segments = added.column("parent_segment").to_numpy()
-    box = {b: added.column(b).to_numpy() for b in _BOX}
+    labels = zarr.open_group(out, mode="r+")["labels"]
     cy, cx = source.chunks
-    for y0 in range(0, source.shape[0], cy):
-        for x0 in range(0, source.shape[1], cx):
-            rows, cols = slice(y0, min(y0 + cy, source.shape[0])), slice(x0, min(x0 + cx,
-                                                                                 source.shape[1]))
-            block = source[rows, cols]
-            meets = np.flatnonzero(_meeting(box, rows, cols))
-            if len(meets):
-                found = theirs[rows, cols]
-                free = block.copy()
-                for k in meets:
-                    held = (free == segments[k]) | (free == 0)
-                    block[(found == second_ids[k]) & held] = ids[k]
-            labels[rows, cols] = block
-    return labels
+    rows = slice(y0, min(y0 + cy, source.shape[0]))
+    for x0 in range(0, source.shape[1], cx):
+        cols = slice(x0, min(x0 + cx, source.shape[1]))
+        block = source[rows, cols]
+        meets = np.flatnonzero(_meeting(added, rows, cols))
+        if len(meets):
+            found = theirs[rows, cols]
+            free = block.copy()
+            for k in meets:
+                held = (free == added["parent_segment"][k]) | (free == 0)
+                block[(found == added["second_id"][k]) & held] = added["id"][k]
+        labels[rows, cols] = block
 
 
-def _publish(results, mosaic, merged, added, second_segmap, work):
+def _publish(results, mosaic, merged, added, second_segmap, work, client):
     """Put the catalog with the additions, the segmaps and the pictures in place."""
     import zarr
 
@@ -584,7 +595,7 @@ def _publish(results, mosaic, merged, added, second_segmap, work):
     write_dataset_metadata(staged)
 
     segmap = storage.join(work, "segmap.zarr")
-    _paint(results.file("segmap.zarr"), second_segmap, added, segmap)
+    _paint(results.file("segmap.zarr"), second_segmap, added, segmap, client)
     group = zarr.open_group(segmap, mode="r+")
     group.attrs["astrodask"] = {"kind": "segmap", "n_objects": n_objects}
     move_folder(staged, catalog)

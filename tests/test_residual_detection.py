@@ -2,11 +2,11 @@
 
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pytest
+import zarr
 
 import astrodask
 from astrodask import storage
@@ -43,8 +43,6 @@ def _catalog(folder, rows, parts=1):
 
 
 def _segmap(folder, labels):
-    import zarr
-
     group = zarr.open_group(folder, mode="w", zarr_format=3)
     array = group.create_array("labels", shape=labels.shape, chunks=(16, 16), dtype="int32",
                                fill_value=0)
@@ -91,8 +89,13 @@ def test_additions_lie_in_a_bright_segment_far_from_first_pass_objects(tmp_path)
     assert added.column("blended").to_pylist() == [True]
     assert added.schema.field("family_size").type == pa.int32()
 
-    painted = _paint(first_map, _segmap(tmp_path / "second.zarr", second_labels), added,
-                     tmp_path / "painted.zarr")[:]
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
+                      dashboard_address=":0") as cluster, Client(cluster) as client:
+        _paint(first_map, _segmap(tmp_path / "second.zarr", second_labels), added,
+               tmp_path / "painted.zarr", client)  # a task per row of chunks
+    painted = zarr.open_group(tmp_path / "painted.zarr", mode="r")["labels"][:]
     expect = first_labels.copy()
     expect[24:29, 24:32] = 4  # the bright object's pixels and sky, not object 2's or 3's
     assert np.array_equal(painted, expect)

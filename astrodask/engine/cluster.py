@@ -235,6 +235,39 @@ def completed(client, futures=(), **options):
     return as_completed(futures, loop=client.loop, **options)
 
 
+def gathered(client, futures, error, what, progress=None):
+    """The results of ``futures`` in their order, or one line of ``error`` if one failed.
+
+    Parameters
+    ----------
+    client : distributed.Client
+    futures : list of distributed.Future
+    error : type
+        The :class:`~astrodask.errors.AstrodaskError` raised for a failed task
+        (an ``AstrodaskError`` raised by the task itself passes unchanged).
+    what : str
+        What the tasks do, for the message ("writing the residual mosaic").
+    progress : callable, optional
+        ``progress(done, total)`` as tasks finish.
+    """
+    from distributed import KilledWorker
+
+    from ..errors import AstrodaskError
+
+    for done, future in enumerate(completed(client, futures), start=1):
+        if future.status == "error":
+            exc = future.exception()
+            client.cancel(futures)  # nothing left writing where the caller cleans up
+            if isinstance(exc, AstrodaskError):
+                raise exc
+            if isinstance(exc, KilledWorker):
+                raise error(f"workers kept dying while {what} (out of memory?)")
+            raise error(f"{what} failed on a worker: {type(exc).__name__}: {first_line(exc)}")
+        if progress is not None:
+            progress(done, len(futures))
+    return client.gather(futures)
+
+
 def _format_resources(needed):
     return ",".join(f"{name}={amount:g}" for name, amount in sorted(needed.items()))
 
