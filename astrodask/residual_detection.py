@@ -227,7 +227,8 @@ def residual_pass(results, *, mosaic=None, options=None, client=None, n_workers=
         added = select_additions(results.file("catalog.parquet"),
                                  storage.join(second, "catalog.parquet"),
                                  results.file("segmap.zarr"), parents, options.separation,
-                                 n_first, core_fraction=options.core_fraction)
+                                 n_first, core_fraction=options.core_fraction,
+                                 client=cluster)
         storage.put_json(results.file("merge.json"),
                          dict(merged, residual_pass={"state": "publishing"}))
         n_objects = _publish(results, mosaic, merged, added,
@@ -445,7 +446,7 @@ def _positions_near(dataset, y0, y1):
 
 
 def select_additions(first_catalog, second_catalog, first_segmap, parents, separation,
-                     n_first, core_fraction=0.0):
+                     n_first, core_fraction=0.0, client=None):
     """The second catalog's rows to add, renumbered and flagged, part by part.
 
     Parameters
@@ -463,6 +464,9 @@ def select_additions(first_catalog, second_catalog, first_segmap, parents, separ
     core_fraction : float
         Least distance of an addition from the centre of the object whose
         segment holds it, in units of that object's radius ``sqrt(area / pi)``.
+    client : distributed.Client, optional
+        Look at the second catalog's parts as tasks on this client's cluster
+        (``parents`` sent to each worker once), else one after the other here.
 
     Returns
     -------
@@ -472,42 +476,21 @@ def select_additions(first_catalog, second_catalog, first_segmap, parents, separ
         ``second_id`` (their ID in the second catalog) appended.
     """
     import pyarrow as pa
-    import pyarrow.dataset as ds
-    import zarr
-    from scipy.spatial import cKDTree
 
-    labels = zarr.open_group(first_segmap, mode="r")["labels"]
-    height, width = labels.shape
-    fs, path = storage.filesystem(first_catalog)
-    first = ds.dataset(path, format="parquet", filesystem=fs)
-    parent_ids = parents["id"]
-    pieces = []
-    for part in catalog_parts(second_catalog) if len(parent_ids) else []:
-        table = _read_part(part)
-        if table.num_rows == 0:
-            continue
-        x, y = table.column("x").to_numpy(), table.column("y").to_numpy()
-        rows = np.clip(np.round(y).astype(np.int64), 0, height - 1)
-        cols = np.clip(np.round(x).astype(np.int64), 0, width - 1)
-        under = np.asarray(labels.get_coordinate_selection((rows, cols)), dtype=np.int64)
-        where = np.searchsorted(parent_ids, under)
-        inside = (where < len(parent_ids)) & (parent_ids[np.minimum(where, len(parent_ids) - 1)]
-                                              == under)
-        if not inside.any():
-            continue
-        near = _positions_near(first, y[inside].min() - separation,
-                               y[inside].max() + separation)
-        distance = np.full(len(x), np.inf)
-        if len(near):
-            distance[inside] = cKDTree(near).query(np.column_stack([x[inside], y[inside]]))[0]
-        holder = np.minimum(where, len(parent_ids) - 1)
-        core = core_fraction * np.sqrt(parents["area"][holder] / np.pi)
-        off_core = np.hypot(x - parents["x"][holder], y - parents["y"][holder])
-        keep = inside & (distance >= separation) & (off_core >= core)
-        if keep.any():
-            index = np.flatnonzero(keep)
-            pieces.append(table.take(pa.array(index)).append_column(
-                "parent_segment", pa.array(under[index])))
+    parts = catalog_parts(second_catalog) if len(parents["id"]) else []
+    look = dict(first_catalog=first_catalog, first_segmap=first_segmap,
+                separation=separation, core_fraction=core_fraction)
+    if client is None or not parts:
+        pieces = [_part_additions(part, parents=parents, **look) for part in parts]
+    else:
+        from .engine.cluster import gathered
+
+        [shared] = client.scatter([parents], broadcast=True, hash=False)
+        futures = [client.submit(_part_additions, part, parents=shared, pure=False, retries=1,
+                                 **look) for part in parts]
+        pieces = gathered(client, futures, ResidualPassError,
+                          f"choosing the additions from {second_catalog}")
+    pieces = [piece for piece in pieces if piece is not None]
     schema = _part_schema(catalog_parts(first_catalog)[0])
     if not pieces:
         empty = schema.empty_table()
@@ -515,7 +498,7 @@ def select_additions(first_catalog, second_catalog, first_segmap, parents, separ
             "second_id", pa.array([], pa.int64()))
     added = pa.concat_tables(pieces)
     segment = added.column("parent_segment").to_numpy()
-    k = np.searchsorted(parent_ids, segment)
+    k = np.searchsorted(parents["id"], segment)
     columns = {name: added.column(name) for name in schema.names}
     columns["id"] = pa.array(n_first + 1 + np.arange(added.num_rows), pa.int64())
     columns["parent_id"] = pa.array(parents["parent_id"][k].astype(np.int64))
@@ -527,6 +510,46 @@ def select_additions(first_catalog, second_catalog, first_segmap, parents, separ
                                schema=schema)
     return out.append_column("parent_segment", pa.array(segment, pa.int64())).append_column(
         "second_id", added.column("id").cast(pa.int64()))
+
+
+def _part_additions(part, *, first_catalog, first_segmap, parents, separation, core_fraction):
+    """The rows of one second-catalog part that :func:`select_additions` keeps, with
+    ``parent_segment``; ``None`` if none."""
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+    import zarr
+    from scipy.spatial import cKDTree
+
+    table = _read_part(part)
+    if table.num_rows == 0:
+        return None
+    labels = zarr.open_group(first_segmap, mode="r")["labels"]
+    height, width = labels.shape
+    parent_ids = parents["id"]
+    x, y = table.column("x").to_numpy(), table.column("y").to_numpy()
+    rows = np.clip(np.round(y).astype(np.int64), 0, height - 1)
+    cols = np.clip(np.round(x).astype(np.int64), 0, width - 1)
+    under = np.asarray(labels.get_coordinate_selection((rows, cols)), dtype=np.int64)
+    where = np.searchsorted(parent_ids, under)
+    inside = (where < len(parent_ids)) & (parent_ids[np.minimum(where, len(parent_ids) - 1)]
+                                          == under)
+    if not inside.any():
+        return None
+    fs, path = storage.filesystem(first_catalog)
+    near = _positions_near(ds.dataset(path, format="parquet", filesystem=fs),
+                           y[inside].min() - separation, y[inside].max() + separation)
+    distance = np.full(len(x), np.inf)
+    if len(near):
+        distance[inside] = cKDTree(near).query(np.column_stack([x[inside], y[inside]]))[0]
+    holder = np.minimum(where, len(parent_ids) - 1)
+    core = core_fraction * np.sqrt(parents["area"][holder] / np.pi)
+    off_core = np.hypot(x - parents["x"][holder], y - parents["y"][holder])
+    keep = inside & (distance >= separation) & (off_core >= core)
+    if not keep.any():
+        return None
+    index = np.flatnonzero(keep)
+    return table.take(pa.array(index)).append_column("parent_segment",
+                                                     pa.array(under[index]))
 
 
 def _paint(first, second, added, out, client):

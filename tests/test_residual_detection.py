@@ -93,6 +93,9 @@ def test_additions_lie_in_a_bright_segment_far_from_first_pass_objects(tmp_path)
 
     with LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
                       dashboard_address=":0") as cluster, Client(cluster) as client:
+        # a task per part of the second catalog, the same rows
+        assert select_additions(first, second, first_map, parents, 6.0, n_first=3,
+                                client=client).equals(added)
         _paint(first_map, _segmap(tmp_path / "second.zarr", second_labels), added,
                tmp_path / "painted.zarr", client)  # a task per row of chunks
     painted = zarr.open_group(tmp_path / "painted.zarr", mode="r")["labels"][:]
