@@ -126,7 +126,7 @@ def merge(results, *, mosaic=None, options=None, client=None, n_workers=None,
     seconds = {}
     start = time.perf_counter()
     # The cluster stays up until the residual pass, which runs on it too: a
-    # second cluster would cost its start-up (and its workers' model loading).
+    # second cluster would cost its start-up.
     with cluster_for(client, results.location, n_workers, threads_per_worker, scheduler,
                      scheduler_file) as (cluster, description):
         plan = _Plan(ctx, cluster, progress)
