@@ -608,8 +608,7 @@ def _publish(results, mosaic, merged, added, second_segmap, work, client):
     staged = storage.join(work, "catalog")
     storage.remove(staged)
     storage.makedirs(staged)
-    for part in parts:
-        storage.put_bytes(storage.join(staged, part.rsplit("/", 1)[-1]), storage.get_bytes(part))
+    storage.copy_many({part: storage.join(staged, part.rsplit("/", 1)[-1]) for part in parts})
     n_objects = int(merged["n_objects"]) + added.num_rows
     if added.num_rows:
         table = added.drop_columns(["parent_segment", "second_id"])

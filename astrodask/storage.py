@@ -123,6 +123,32 @@ def put_many(contents):
         fs.pipe(dict(zip(paths, contents.values())))
 
 
+def copy_many(copies):
+    """Copy several objects whole, without their bytes passing through this process.
+
+    Object stores copy server-side, with the requests in flight together on
+    fsspec's asynchronous filesystems; local files are copied to a temporary
+    name and renamed, as :func:`put_bytes` writes.
+
+    Parameters
+    ----------
+    copies : dict
+        ``{source: target}``, all on one filesystem.
+    """
+    if not copies:
+        return
+    fs, paths = _paths_on_one_filesystem(list(copies) + list(copies.values()))
+    sources, targets = paths[:len(copies)], paths[len(copies):]
+    if is_local(fs):
+        import shutil
+
+        for source, target in zip(sources, targets):
+            with local_file_written_whole(target) as tmp:
+                shutil.copyfile(source, tmp)
+    else:
+        fs.copy(sources, targets)
+
+
 def _paths_on_one_filesystem(locations):
     """``(fs, paths)``: the filesystem of ``locations[0]`` and each location's path on it.
 

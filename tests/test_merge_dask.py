@@ -466,6 +466,22 @@ def test_requests_of_a_task_are_in_flight_together(latency_store, tmp_path):
     assert requests.by_kind["get"] == 16 and requests.most_in_flight == 16
 
 
+def test_copies_are_whole_locally_and_remotely(latency_store, tmp_path, monkeypatch):
+    root = "latency://astrodask-tests/copies"
+    storage.put_many({f"{root}/a/p{k}.bin": bytes([k]) * 3 for k in range(3)})
+    monkeypatch.setattr(storage, "get_bytes", None)  # no bytes through this process
+    storage.copy_many({f"{root}/a/p{k}.bin": f"{root}/b/p{k}.bin" for k in range(3)})
+    for k in range(3):
+        assert storage.get_many([f"{root}/b/p{k}.bin"]) == [bytes([k]) * 3]
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "a" / "x.bin").write_bytes(b"xyz")
+    storage.copy_many({tmp_path / "a" / "x.bin": tmp_path / "b" / "x.bin"})
+    assert [p.name for p in (tmp_path / "b").iterdir()] == ["x.bin"]  # no temporary left
+    assert (tmp_path / "b" / "x.bin").read_bytes() == b"xyz"
+    storage.copy_many({})
+
+
 def test_calls_wait_together_when_any_of_their_stores_is_remote(tmp_path):
     import threading
 
