@@ -600,7 +600,7 @@ def _publish(results, mosaic, merged, added, second_segmap, work, client):
     import zarr
 
     from .merging.products import open_unet, write_pictures, write_segmap_fits
-    from .merging.run import class_ids, move_folder
+    from .merging.run import catalog_classes, move_folder
     from .outputs.catalog import write_dataset_metadata
 
     catalog = results.file("catalog.parquet")
@@ -625,5 +625,6 @@ def _publish(results, mosaic, merged, added, second_segmap, work, client):
     write_segmap_fits(mosaic, results.file("segmap.zarr"), results.file("segmap.fits"))
     if merged.get("options", {}).get("pictures"):
         unet = open_unet(results) if storage.exists(results.unet_store) else None
-        write_pictures(mosaic, results.file("segmap.zarr"), class_ids(catalog), unet, results)
+        write_pictures(mosaic, results.file("segmap.zarr"), catalog_classes(catalog), unet,
+                       results)
     return n_objects

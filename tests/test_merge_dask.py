@@ -51,6 +51,10 @@ def _same_outputs(dask_out, reference_out):
     assert np.array_equal(fits.getdata(dask_out / "segmap.fits"),
                           fits.getdata(reference_out / "segmap.fits"))
     assert (dask_out / "segmap.fits").read_bytes() == (reference_out / "segmap.fits").read_bytes()
+    pictures = [p.name for p in reference_out.glob("*.png")]
+    assert sorted(pictures) == sorted(p.name for p in dask_out.glob("*.png"))
+    for name in pictures:  # the Dask merge looks classes up in its catalog's parts
+        assert (dask_out / name).read_bytes() == (reference_out / name).read_bytes(), name
 
 
 def _progress_counts_every_task(reports):
@@ -464,6 +468,22 @@ def test_requests_of_a_task_are_in_flight_together(latency_store, tmp_path):
     assert values[:4] == [b"\x03" * 4, b"\x00", b"\x0b" * 12, None]
     assert values[4:] == [bytes([k]) * (k + 1) for k in range(12)]
     assert requests.by_kind["get"] == 16 and requests.most_in_flight == 16
+
+
+def test_the_pictures_look_up_only_the_classes_of_the_objects_they_show(tmp_path):
+    from astrodask.merging.run import catalog_classes
+    from astrodask.outputs.catalog import write_dataset_metadata
+
+    folder = tmp_path / "catalog.parquet"
+    folder.mkdir()
+    for k, ids in enumerate(([1, 2, 3], [4, 5], [])):
+        table = pa.table({"id": pa.array(ids, pa.int64()),
+                          "class_id": pa.array([i % 3 for i in ids], pa.int8())})
+        pq.write_table(table, folder / f"part-{k:05d}.parquet")
+    write_dataset_metadata(folder)
+    classes = catalog_classes(folder)
+    assert classes([2, 4, 5, 9]).tolist() == [2, 1, 2, 0]  # 9: not in the catalog
+    assert classes([]).tolist() == []
 
 
 def test_copies_are_whole_locally_and_remotely(latency_store, tmp_path, monkeypatch):

@@ -664,8 +664,13 @@ def write_morphology_fits(mosaic, unet, path):
     return path
 
 
-def write_pictures(mosaic, segmap_path, class_id, unet, results):
-    """PNG quick-looks; ``class_id[k]`` is the class of object ``k + 1``."""
+def write_pictures(mosaic, segmap_path, classes, unet, results):
+    """PNG quick-looks.
+
+    ``classes(ids)`` gives the class codes of the objects ``ids`` (sorted
+    unique IDs): only the objects the downsampled picture shows are looked
+    up, not the whole catalog.
+    """
     import zarr
 
     from ..morphology.colour import colour_image
@@ -675,9 +680,12 @@ def write_pictures(mosaic, segmap_path, class_id, unet, results):
     step = preview_step(grid.height, grid.width)
     image = np.nan_to_num(mosaic.array("image")[:, ::step, ::step], nan=0.0).sum(axis=0)
     labels = zarr.open_group(segmap_path, mode="r")["labels"][::step, ::step]
-    class_of = np.concatenate([[0], np.asarray(class_id, dtype=np.int64)])
+    shown = np.unique(labels[labels > 0])
+    # the picture's objects numbered 1..n (outlines only need them distinct)
+    compact = np.where(labels > 0, np.searchsorted(shown, labels) + 1, 0)
+    class_of = np.concatenate([[0], np.asarray(classes(shown), dtype=np.int64)])
     files = {"overview_png": save_png(results.file("overview.png"),
-                                      overview_rgb(image, labels, class_of))}
+                                      overview_rgb(image, compact, class_of))}
     if unet is not None:
         mean = np.nan_to_num(unet["mean"][:, ::step, ::step], nan=0.0)
         rgb = np.round(colour_image(mean, classes=unet.attrs["astrodask"]["classes"],

@@ -158,7 +158,8 @@ def _publish_products(ctx, results, mosaic, options, totals, seconds):
         files["morphology_fits"] = write_morphology_fits(mosaic, unet,
                                                          results.file("morphology.fits"))
     if options.pictures:
-        files.update(write_pictures(mosaic, segmap, class_ids(files["catalog"]), unet, results))
+        files.update(write_pictures(mosaic, segmap, catalog_classes(files["catalog"]), unet,
+                                    results))
     seconds["write"] = time.perf_counter() - start
     storage.remove(ctx.work)
 
@@ -501,8 +502,25 @@ def move_folder(source, location):
         fs.mv(path, target_path, recursive=True)
 
 
-def class_ids(catalog):
-    """The ``class_id`` column of a catalog (for the overview picture)."""
-    from ..outputs.catalog import read_catalog
+def catalog_classes(catalog):
+    """``classes(ids)``: the ``class_id`` of the objects ``ids`` (sorted, unique) of a
+    catalog, read part by part keeping only those rows (0 for an ID it lacks)."""
+    import numpy as np
 
-    return read_catalog(catalog, columns=["class_id"]).column("class_id").to_numpy()
+    from ..outputs.catalog import catalog_parts, read_catalog_part
+
+    def classes(ids):
+        ids = np.asarray(ids, dtype=np.int64)
+        found = np.zeros(len(ids), dtype=np.int64)
+        for part in catalog_parts(catalog):
+            table = read_catalog_part(part, columns=["id", "class_id"])
+            part_ids = table.column("id").to_numpy()
+            if not len(part_ids):
+                continue
+            order = np.argsort(part_ids, kind="stable")
+            at = np.minimum(np.searchsorted(part_ids[order], ids), len(part_ids) - 1)
+            hit = part_ids[order][at] == ids
+            found[hit] = table.column("class_id").to_numpy()[order][at[hit]]
+        return found
+
+    return classes

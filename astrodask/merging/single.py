@@ -111,7 +111,9 @@ def merge_in_process(results, *, mosaic=None, options=None, threads=None, progre
         files["morphology_fits"] = write_morphology_fits(mosaic, unet,
                                                           results.file("morphology.fits"))
     if options.pictures:
-        files.update(write_pictures(mosaic, segmap_path, objects.class_id, unet, results))
+        class_id = np.asarray(objects.class_id, dtype=np.int64)
+        files.update(write_pictures(mosaic, segmap_path, lambda ids: class_id[ids - 1], unet,
+                                    results))
     seconds["write"] = time.perf_counter() - start
 
     summary = MergeSummary(results=results.location, n_objects=len(objects),
