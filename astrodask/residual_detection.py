@@ -626,5 +626,5 @@ def _publish(results, mosaic, merged, added, second_segmap, work, client):
     if merged.get("options", {}).get("pictures"):
         unet = open_unet(results) if storage.exists(results.unet_store) else None
         write_pictures(mosaic, results.file("segmap.zarr"), catalog_classes(catalog), unet,
-                       results)
+                       results, client)
     return n_objects

@@ -486,6 +486,22 @@ def test_the_pictures_look_up_only_the_classes_of_the_objects_they_show(tmp_path
     assert classes([]).tolist() == []
 
 
+def test_pictures_downsampled_by_tasks_equal_one_strided_read(client, tmp_path):
+    import zarr
+
+    from astrodask.merging.products import _downsampled
+
+    group = zarr.open_group(tmp_path / "a.zarr", mode="w", zarr_format=3)
+    cube = group.create_array("cube", shape=(3, 50, 37), chunks=(1, 8, 8), dtype="float32")
+    cube[:] = np.random.default_rng(2).normal(size=cube.shape)
+    plane = group.create_array("plane", shape=(50, 37), chunks=(7, 8), dtype="int32")
+    plane[:] = np.arange(50 * 37).reshape(50, 37)
+    for name, array in (("cube", cube), ("plane", plane)):
+        for step in (1, 3, 9, 60):  # chunk rows 8 or 7: lattice rows fall anywhere in them
+            assert np.array_equal(_downsampled(tmp_path / "a.zarr", name, step, client),
+                                  array[..., ::step, ::step])
+
+
 def test_copies_are_whole_locally_and_remotely(latency_store, tmp_path, monkeypatch):
     root = "latency://astrodask-tests/copies"
     storage.put_many({f"{root}/a/p{k}.bin": bytes([k]) * 3 for k in range(3)})

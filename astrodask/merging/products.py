@@ -664,22 +664,22 @@ def write_morphology_fits(mosaic, unet, path):
     return path
 
 
-def write_pictures(mosaic, segmap_path, classes, unet, results):
+def write_pictures(mosaic, segmap_path, classes, unet, results, client=None):
     """PNG quick-looks.
 
     ``classes(ids)`` gives the class codes of the objects ``ids`` (sorted
     unique IDs): only the objects the downsampled picture shows are looked
-    up, not the whole catalog.
+    up, not the whole catalog. With ``client``, the downsampled pixels are
+    read as tasks on its cluster, a row of chunks each.
     """
-    import zarr
-
     from ..morphology.colour import colour_image
     from ..outputs.images import overview_rgb, preview_step, save_png
 
     grid = mosaic.tile_grid
     step = preview_step(grid.height, grid.width)
-    image = np.nan_to_num(mosaic.array("image")[:, ::step, ::step], nan=0.0).sum(axis=0)
-    labels = zarr.open_group(segmap_path, mode="r")["labels"][::step, ::step]
+    image = np.nan_to_num(_downsampled(mosaic.path, "image", step, client),
+                          nan=0.0).sum(axis=0)
+    labels = _downsampled(segmap_path, "labels", step, client)
     shown = np.unique(labels[labels > 0])
     # the picture's objects numbered 1..n (outlines only need them distinct)
     compact = np.where(labels > 0, np.searchsorted(shown, labels) + 1, 0)
@@ -687,11 +687,38 @@ def write_pictures(mosaic, segmap_path, classes, unet, results):
     files = {"overview_png": save_png(results.file("overview.png"),
                                       overview_rgb(image, compact, class_of))}
     if unet is not None:
-        mean = np.nan_to_num(unet["mean"][:, ::step, ::step], nan=0.0)
+        mean = np.nan_to_num(_downsampled(results.unet_store, "mean", step, client), nan=0.0)
         rgb = np.round(colour_image(mean, classes=unet.attrs["astrodask"]["classes"],
                                     sources=labels > 0) * 255)
         files["colour_png"] = save_png(results.file("morpheus_colour.png"), rgb.astype(np.uint8))
     return files
+
+
+def _downsampled(store, name, step, client=None):
+    """``array[..., ::step, ::step]`` of the Zarr array ``name`` of the group at ``store``
+    (y and x its last two axes); with ``client``, read as one task per row of chunks on its
+    cluster (the same values)."""
+    if client is None:
+        return _downsampled_rows(store, name, 0, None, step)
+    import zarr
+
+    from ..engine.cluster import gathered
+    from ..errors import StoreError
+
+    array = zarr.open_group(store, mode="r")[name]
+    height, rows = array.shape[-2], array.chunks[-2]
+    futures = [client.submit(_downsampled_rows, store, name, y0, min(y0 + rows, height), step,
+                             pure=False, retries=1) for y0 in range(0, height, rows)]
+    return np.concatenate(gathered(client, futures, StoreError,
+                                   "reading the pixels of the pictures"), axis=-2)
+
+
+def _downsampled_rows(store, name, y0, y1, step):
+    """Rows ``y0 <= y < y1`` of :func:`_downsampled` (those on its lattice; a task)."""
+    import zarr
+
+    array = zarr.open_group(store, mode="r")[name]
+    return array[..., y0 + (-y0) % step:y1:step, ::step]
 
 
 def counts(values):

@@ -132,7 +132,7 @@ def merge(results, *, mosaic=None, options=None, client=None, n_workers=None,
         plan = _Plan(ctx, cluster, progress)
         totals = plan.run(provenance(mosaic, record, applied))
         seconds["tasks"] = time.perf_counter() - start
-        summary = _publish_products(ctx, results, mosaic, options, totals, seconds)
+        summary = _publish_products(ctx, results, mosaic, options, totals, seconds, cluster)
         storage.put_json(results.file("merge.json"),
                          {"options": applied.__dict__, "min_score_applied": min_score,
                           "n_objects": summary.n_objects,
@@ -147,7 +147,7 @@ def merge(results, *, mosaic=None, options=None, client=None, n_workers=None,
     return summary
 
 
-def _publish_products(ctx, results, mosaic, options, totals, seconds):
+def _publish_products(ctx, results, mosaic, options, totals, seconds, client):
     """Write the catalog, maps and pictures of the finished tasks; the merge's summary."""
     start = time.perf_counter()
     files = _publish(ctx, results, totals["n_objects"])
@@ -159,7 +159,7 @@ def _publish_products(ctx, results, mosaic, options, totals, seconds):
                                                          results.file("morphology.fits"))
     if options.pictures:
         files.update(write_pictures(mosaic, segmap, catalog_classes(files["catalog"]), unet,
-                                    results))
+                                    results, client))
     seconds["write"] = time.perf_counter() - start
     storage.remove(ctx.work)
 
