@@ -530,18 +530,22 @@ def _blocks(grid, block_tiles):
             for iy in range(ny) for ix0 in range(0, nx, block_tiles)]
 
 
+def _new_stats(grid, n_bands):
+    """Empty :class:`_BandStats` of each band, sampled on the mosaic's lattice."""
+    return [_BandStats(sample_step(grid.height, grid.width, STAT_SAMPLES))
+            for _ in range(n_bands)]
+
+
 def _block_stats(arrays, images, weight_images, grid, block):
     """Write one block; its statistics, one :class:`_BandStats` per band."""
-    stats = [_BandStats(sample_step(grid.height, grid.width, STAT_SAMPLES)) for _ in images]
+    stats = _new_stats(grid, len(images))
     _write_block(arrays, images, weight_images, grid, *block, stats)
     return stats
 
 
 def _combined_stats(parts, grid):
     """Each band's statistics summary from its blocks' (``parts``, in block order)."""
-    n_bands = len(parts[0])
-    totals = [_BandStats(sample_step(grid.height, grid.width, STAT_SAMPLES))
-              for _ in range(n_bands)]
+    totals = _new_stats(grid, len(parts[0]))
     for part in parts:
         for total, stats in zip(totals, part):
             total.extend(stats)

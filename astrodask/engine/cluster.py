@@ -235,6 +235,36 @@ def completed(client, futures=(), **options):
     return as_completed(futures, loop=client.loop, **options)
 
 
+def task_result(future, error, dying, failed):
+    """``future.result()``, or one line of ``error`` if the task failed on the cluster.
+
+    Parameters
+    ----------
+    future : distributed.Future
+    error : type
+        The :class:`~astrodask.errors.AstrodaskError` to raise (an
+        ``AstrodaskError`` raised by the task itself passes unchanged).
+    dying : str
+        The message when the task's workers kept dying (``KilledWorker``).
+    failed : str
+        What failed, for the message of any other exception: ``"{failed}
+        failed on a worker: {type}: {first line}"``.
+    """
+    from distributed import KilledWorker
+
+    from ..errors import AstrodaskError
+
+    try:
+        return future.result()
+    except KilledWorker:
+        raise error(dying) from None
+    except AstrodaskError:
+        raise
+    except Exception as exc:
+        raise error(f"{failed} failed on a worker: {type(exc).__name__}: "
+                    f"{first_line(exc)}") from None
+
+
 def gathered(client, futures, error, what, progress=None):
     """The results of ``futures`` in their order, or one line of ``error`` if one failed.
 
@@ -250,19 +280,10 @@ def gathered(client, futures, error, what, progress=None):
     progress : callable, optional
         ``progress(done, total)`` as tasks finish.
     """
-    from distributed import KilledWorker
-
-    from ..errors import AstrodaskError
-
     for done, future in enumerate(completed(client, futures), start=1):
         if future.status == "error":
-            exc = future.exception()
-            client.cancel(futures)  # nothing left writing where the caller cleans up
-            if isinstance(exc, AstrodaskError):
-                raise exc
-            if isinstance(exc, KilledWorker):
-                raise error(f"workers kept dying while {what} (out of memory?)")
-            raise error(f"{what} failed on a worker: {type(exc).__name__}: {first_line(exc)}")
+            client.cancel([f for f in futures if f is not future])  # nothing left writing
+            task_result(future, error, f"workers kept dying while {what} (out of memory?)", what)
         if progress is not None:
             progress(done, len(futures))
     return client.gather(futures)

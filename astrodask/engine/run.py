@@ -481,18 +481,11 @@ def _unregister(client, name):
 
 
 def _result(future, batch):
-    from distributed import KilledWorker
+    from .cluster import task_result
 
-    try:
-        return future.result()
-    except KilledWorker:
-        raise EngineError(f"workers kept dying on tiles {batch} (out of memory?); finished "
-                          "tiles are kept: fix the cause and run again to resume") from None
-    except AstrodaskError:
-        raise
-    except Exception as exc:
-        raise EngineError(f"tiles {batch} failed on a worker: {type(exc).__name__}: "
-                          f"{first_line(exc)}") from None
+    return task_result(future, EngineError,
+                       f"workers kept dying on tiles {batch} (out of memory?); finished tiles "
+                       "are kept: fix the cause and run again to resume", f"tiles {batch}")
 
 
 @contextmanager

@@ -25,7 +25,7 @@ import uuid
 
 from .. import storage
 from ..engine.results import Results
-from ..errors import AstrodaskError, first_line
+from ..errors import AstrodaskError
 from ..mosaic import open_mosaic
 from .products import (MergeOptions, MergeSummary, open_unet, provenance, resolved_options,
                        summary_text, write_morphology_fits, write_pictures, write_segmap_fits)
@@ -437,18 +437,12 @@ class _Plan:
 
 
 def _result(future, stage, name):
-    from distributed import KilledWorker
+    from ..engine.cluster import task_result
 
-    try:
-        return future.result()
-    except KilledWorker:
-        raise MergeError(f"workers kept dying in the merge ({stage} {name}; out of memory?); "
-                         "finished tasks are kept: run the merge again to resume") from None
-    except AstrodaskError:
-        raise
-    except Exception as exc:
-        raise MergeError(f"merge task {stage} {name} failed on a worker: "
-                         f"{type(exc).__name__}: {first_line(exc)}") from None
+    return task_result(future, MergeError,
+                       f"workers kept dying in the merge ({stage} {name}; out of memory?); "
+                       "finished tasks are kept: run the merge again to resume",
+                       f"merge task {stage} {name}")
 
 
 def _publish(ctx, results, n_objects):

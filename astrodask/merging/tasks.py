@@ -168,11 +168,13 @@ def _mosaic(path):
 
 def _read_tables(locations, columns=None, missing_ok=True):
     """The tables at ``locations``, fetched together (:func:`astrodask.storage.get_many`);
-    ``None`` for a missing one when ``missing_ok``."""
+    ``None`` for a missing one when ``missing_ok`` (a bool, or one per location)."""
+    if isinstance(missing_ok, bool):
+        missing_ok = [missing_ok] * len(locations)
     tables = []
-    for location, data in zip(locations, storage.get_many(locations)):
+    for location, data, may_miss in zip(locations, storage.get_many(locations), missing_ok):
         if data is None:
-            if not missing_ok:
+            if not may_miss:
                 raise FileNotFoundError(location)
             tables.append(None)
             continue
@@ -661,13 +663,11 @@ def catalog_task(ctx, block, first_id, chunk_rows, provenance):
     mosaic = _mosaic(ctx.mosaic)
     lo, hi = chunk_rows
     # One request round for all the task reads: its block, the chunks' sums, the families.
-    needed = [ctx.path("blocks", f"block-{block:05d}.arrow"), ctx.path("families.arrow")]
+    sums_files = [ctx.path("sums", tile_name(cy, cx) + ".arrow")
+                  for cy in range(lo, hi + 1) for cx in range(nx)]
     table, families, *sums_tables = _read_tables(
-        needed + [ctx.path("sums", tile_name(cy, cx) + ".arrow")
-                  for cy in range(lo, hi + 1) for cx in range(nx)])
-    for location, read in zip(needed, (table, families)):
-        if read is None:
-            raise FileNotFoundError(location)
+        [ctx.path("blocks", f"block-{block:05d}.arrow"), ctx.path("families.arrow")]
+        + sums_files, missing_ok=[False, False] + [True] * len(sums_files))
     c = _columns(table)
     n = table.num_rows
     unet = open_unet(Results(ctx.results)) if ctx.unet else None
