@@ -20,7 +20,7 @@ from .errors import InputError, StoreError
 from .hashing import file_sha256
 from .fits_input import FitsImage
 from .mosaic import (MASK_BITS, PADDING, STORE_FORMAT, STORE_KIND, ZERO_WEIGHT, TileGrid,
-                     open_mosaic)
+                     cached_mosaic, open_mosaic)
 from .noise_correlation import NoiseCorrelation, core_step
 from .psf import METHOD as PSF_METHOD, given_psf, measure_psf, rescale_for_fwhm
 from .rescale import RescaledImage, check_factor
@@ -210,17 +210,17 @@ def _write_derived_on(client, target, source, read_band, block_tiles, progress, 
     grid = source.tile_grid
     _create_store(target, len(source.bands), grid, source.has_weight)
     [reader] = client.scatter([read_band], broadcast=True, hash=False)
-    futures = [client.submit(_derived_block, target, source.path, reader, grid, block,
-                             pure=False, retries=1) for block in _blocks(grid, block_tiles)]
+    futures = [client.submit(_derived_block, target, source.path, source.token, reader, grid,
+                             block, pure=False, retries=1) for block in _blocks(grid, block_tiles)]
     parts = gathered(client, futures, StoreError, what, progress)
     return _combined_stats(parts, grid)
 
 
-def _derived_block(target, source_path, read_band, grid, block):
+def _derived_block(target, source_path, source_token, read_band, grid, block):
     """Write one block of a derived store (a task); the block's statistics per band."""
     import zarr
 
-    source = open_mosaic(source_path)
+    source = cached_mosaic(source_path, source_token)
     group = zarr.open_group(target, mode="r+")
     arrays = {name: group[name] for name in _ARRAY_NAMES if name in group}
     images, weights = _derived_bands(source, read_band)

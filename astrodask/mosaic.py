@@ -17,7 +17,9 @@ the last core in each direction is cut at the mosaic edge.
 """
 
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
+import hashlib
+import json
 import math
 
 import numpy as np
@@ -211,6 +213,13 @@ class Mosaic:
         self.bands = tuple(self.attrs["bands"])
         self.tile_grid = TileGrid.from_dict(self.attrs["tile_grid"])
         self.pixel_scale = self.attrs.get("pixel_scale_arcsec")
+
+    @cached_property
+    def token(self):
+        """A digest of the store's attributes (its inputs' SHA-256, geometry, band statistics,
+        time of writing): a store written anew at the same path has another one."""
+        text = json.dumps(self.attrs, sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     @property
     def shape(self):
@@ -413,3 +422,30 @@ def open_mosaic(path):
         if name not in group:
             raise StoreError(f"{path} lacks the {name!r} array (damaged store)")
     return Mosaic(group, path)
+
+
+@lru_cache(maxsize=4)
+def cached_mosaic(path, token):
+    """:func:`open_mosaic`, once per process for each store version (for tasks on a worker).
+
+    Parameters
+    ----------
+    path : str
+        The store, as :attr:`Mosaic.path` gives it.
+    token : str
+        The :attr:`Mosaic.token` of the store the caller opened. A store written
+        anew at the same path (``ingest --overwrite`` between two runs on a
+        long-lived cluster) has another token, so it is opened anew rather than
+        read with the metadata of the old one.
+
+    Raises
+    ------
+    StoreError
+        If the store at ``path`` no longer has ``token``: it was written anew
+        after the caller opened it.
+    """
+    mosaic = open_mosaic(path)
+    if mosaic.token != token:
+        raise StoreError(f"mosaic {path} was written anew after this job opened it; "
+                         "run the job again")
+    return mosaic

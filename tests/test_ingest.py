@@ -279,6 +279,21 @@ def test_overwrite_replaces_a_store(bands, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
 
 
+def test_a_store_written_anew_is_opened_anew_by_the_task_cache(bands, tmp_path):
+    from astrodask.mosaic import cached_mosaic
+
+    paths, _ = bands
+    out = tmp_path / "m.zarr"
+    first = ingest_small(paths, out)
+    assert cached_mosaic(first.path, first.token) is cached_mosaic(first.path, first.token)
+    assert astrodask.open_mosaic(out).token == first.token
+    second = ingest_small(paths[:2], out, overwrite=True)
+    assert second.token != first.token
+    assert cached_mosaic(second.path, second.token).bands == ("g", "r")
+    with pytest.raises(StoreError, match="written anew after this job opened it"):
+        cached_mosaic(str(out), "0" * 16)
+
+
 def test_overwrite_refuses_a_foreign_folder(bands, tmp_path):
     paths, _ = bands
     out = tmp_path / "precious"

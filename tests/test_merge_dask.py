@@ -129,6 +129,21 @@ def test_one_and_two_workers_give_the_same_bytes(field, client):
     assert (one / "segmap.fits").read_bytes() == (two / "segmap.fits").read_bytes()
 
 
+def test_a_mosaic_written_anew_at_the_same_path_is_read_anew(field, client):
+    """A long-lived cluster (a notebook's) merges a run, the mosaic is ingested again at the
+    same path with another grid, and the next merge on that cluster reads the new store."""
+    folder, truth, masks = field
+    first = ingest(folder, "anew", tile=64, halo=8)
+    merge(fake_detections(first, masks, truth, folder / "anew-1"), client=client)
+    second = ingest(folder, "anew", tile=128, halo=24, crop=40)
+    assert second.path == first.path
+    out = fake_detections(second, masks, truth, folder / "anew-2", crop=40)
+    reference = _copy_results(out, folder / "anew-2-ref")
+    merge(out, client=client)
+    merge_in_process(reference)
+    _same_outputs(out, reference)
+
+
 def test_catalog_dataset_reads_as_one_table(field, client):
     import pandas as pd
     import pyarrow.dataset as ds

@@ -120,6 +120,7 @@ def merge(results, *, mosaic=None, options=None, client=None, n_workers=None,
     applied = resolved_options(record, options)
     min_score = applied.min_score
     ctx = T.Context(results=results.location, work=work, mosaic=mosaic.path,
+                    mosaic_token=mosaic.token,
                     grid=mosaic.tile_grid, options=dict(applied.__dict__),
                     morpheus="maskrcnn" not in kinds, unet="unet" in kinds)
     _prepare_work(ctx, record)
@@ -238,6 +239,7 @@ WORK_LAYOUT = 2
 
 def _work_key(ctx, record):
     identity = {"run": record, "options": ctx.options, "mosaic": ctx.mosaic,
+                "mosaic_token": ctx.mosaic_token,
                 "grid": ctx.grid.to_dict(), "block_windows": BLOCK_WINDOWS,
                 "layout": WORK_LAYOUT}
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()

@@ -27,7 +27,7 @@ Global IDs are ranks in the order of :func:`astrodask.merging.stitch.resolve`
 not depend on the number of workers or the order in which tasks finish.
 """
 
-from functools import lru_cache, partial
+from functools import partial
 import math
 
 import numpy as np
@@ -138,8 +138,9 @@ def paint_order(table):
 class Context:
     """What every task needs to find its inputs (a small picklable value)."""
 
-    def __init__(self, results, work, mosaic, grid, options, morpheus, unet):
+    def __init__(self, results, work, mosaic, mosaic_token, grid, options, morpheus, unet):
         self.results, self.work, self.mosaic = results, work, mosaic
+        self.mosaic_token = mosaic_token
         self.grid, self.options, self.morpheus, self.unet = grid, options, morpheus, unet
 
     def path(self, *parts):
@@ -156,11 +157,10 @@ class Context:
                                              o.get("weak_min_snr"))
 
 
-@lru_cache(maxsize=4)
-def _mosaic(path):
-    from ..mosaic import open_mosaic
+def _mosaic(ctx):
+    from ..mosaic import cached_mosaic
 
-    return open_mosaic(path)
+    return cached_mosaic(ctx.mosaic, ctx.mosaic_token)
 
 
 # Intermediate tables are Arrow IPC files: opening one costs far less than a Parquet file,
@@ -215,13 +215,13 @@ def _host_parts(ctx):
     """The large-host rule of the merge (:mod:`astrodask.merging.hosts`), or None when off."""
     if ctx.options.get("large_host_area") is None:
         return None
-    return host_rule(ctx.options, _mosaic(ctx.mosaic).pixel_scale)
+    return host_rule(ctx.options, _mosaic(ctx).pixel_scale)
 
 
 def _brightness(ctx):
     from ..sky import detection_reader
 
-    return detection_reader(_mosaic(ctx.mosaic))
+    return detection_reader(_mosaic(ctx))
 
 
 def _object_rows(ctx, records, uids, depths):
@@ -252,11 +252,11 @@ def pieces_task(ctx, iy, ix):
     o = ctx.options
     if not ctx.morpheus:
         table = read_window_pieces(Results(ctx.results), iy, ix, o["min_score"],
-                                   vouching(_mosaic(ctx.mosaic), o), _host_parts(ctx))
+                                   vouching(_mosaic(ctx), o), _host_parts(ctx))
         _put_table(ctx.path("pieces", tile_name(iy, ix) + ".arrow"), table)
         return {"pieces": table.num_rows}
     table = morpheus_window_pieces(
-        _mosaic(ctx.mosaic), open_unet(Results(ctx.results)), iy, ix,
+        _mosaic(ctx), open_unet(Results(ctx.results)), iy, ix,
         threshold=o["morpheus_threshold"], background_level=o["morpheus_background_level"],
         min_distance=o["morpheus_min_distance"], max_peaks=o["morpheus_max_peaks"],
         min_area=o["morpheus_min_area"], min_snr=o["morpheus_min_snr"])
@@ -563,7 +563,7 @@ def paint_task(ctx, cy, cx, large_files, blocks):
     if labels.any():
         # The pixels the sums need, read while the chunk's labels are written: on an
         # object store their requests then wait together (storage.map_requests).
-        mosaic = _mosaic(ctx.mosaic)
+        mosaic = _mosaic(ctx)
         reach = measure_margin(sigma)
         read = {"image": (mosaic.array("image"), reach), "mask": (mosaic.array("mask"), reach)}
         if mosaic.has_weight:
@@ -660,7 +660,7 @@ def catalog_task(ctx, block, first_id, chunk_rows, provenance):
 
     grid = ctx.grid
     nx = grid.shape[1]
-    mosaic = _mosaic(ctx.mosaic)
+    mosaic = _mosaic(ctx)
     lo, hi = chunk_rows
     # One request round for all the task reads: its block, the chunks' sums, the families.
     sums_files = [ctx.path("sums", tile_name(cy, cx) + ".arrow")
