@@ -216,10 +216,21 @@ class Mosaic:
 
     @cached_property
     def token(self):
-        """A digest of the store's attributes (its inputs' SHA-256, geometry, band statistics,
-        time of writing): a store written anew at the same path has another one."""
-        text = json.dumps(self.attrs, sort_keys=True, default=str)
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+        """A digest of all the store's attributes, the time it was written included: a store
+        written anew at the same path has another one (for caches of opened stores)."""
+        return _digest(self.attrs)[:16]
+
+    @cached_property
+    def content_digest(self):
+        """A digest of what the store holds: its inputs' and weights' SHA-256 and HDUs, and
+        every attribute ingest derived from them or was told (grid, band statistics, PSF,
+        saturation levels, resampling, ...), but not when or by which version it was written
+        nor where its inputs lie. Two stores with the same digest hold the same pixels."""
+        files = {key: [(f.get("sha256"), f.get("hdu")) for f in self.attrs.get(key) or []]
+                 for key in ("inputs", "weights")}
+        kept = {key: value for key, value in self.attrs.items()
+                if key not in ("created", "astrodask_version", "inputs", "weights")}
+        return _digest(dict(kept, **files))
 
     @property
     def shape(self):
@@ -422,6 +433,10 @@ def open_mosaic(path):
         if name not in group:
             raise StoreError(f"{path} lacks the {name!r} array (damaged store)")
     return Mosaic(group, path)
+
+
+def _digest(value):
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
 
 
 @lru_cache(maxsize=4)

@@ -33,7 +33,6 @@ replaced whole; ``merge.json`` records the pass. Pixel coordinates are
 from dataclasses import asdict, dataclass, field, replace
 import io
 import json
-from pathlib import Path
 import time
 
 import numpy as np
@@ -188,13 +187,12 @@ def residual_pass(results, *, mosaic=None, options=None, client=None, n_workers=
     """
     from .engine.run import run
     from .merging.run import MergeOptions, cluster_for, merge
-    from .mosaic import open_mosaic
+    from .merging.single import run_mosaic
 
     options = (options or ResidualOptions()).validate()
     results = Results(results)
     record, merged = _finished_merge(results)
-    if mosaic is None or isinstance(mosaic, (str, Path)):
-        mosaic = open_mosaic(mosaic or record["mosaic"])
+    mosaic = run_mosaic(record, mosaic)
     work = results.file(WORK_DIR)
     seconds = {}
     start = time.perf_counter()

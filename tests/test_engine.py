@@ -101,6 +101,7 @@ def test_engine_matches_the_bare_model_on_every_core(mosaic_path, reference):
                                    atol=1e-5)
     record = Results(reference).read_run()
     assert record["complete"] and record["models"][0]["name"] == "morpheus"
+    assert record["mosaic_digest"] == mosaic.content_digest  # the merge checks its mosaic by it
     assert load_config(reference / "config.yaml").batch_size == 3
 
 

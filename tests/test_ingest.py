@@ -294,6 +294,30 @@ def test_a_store_written_anew_is_opened_anew_by_the_task_cache(bands, tmp_path):
         cached_mosaic(str(out), "0" * 16)
 
 
+def test_a_run_is_keyed_on_what_the_store_holds_not_when_it_was_written(bands, tmp_path):
+    import shutil
+
+    from astrodask.config import RunConfig
+    from astrodask.engine.results import run_key
+
+    paths, _ = bands
+    first = ingest_small(paths, tmp_path / "a.zarr")
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    again = ingest_small([shutil.copy(p, moved) for p in paths], tmp_path / "b.zarr")
+    assert first.token != again.token  # another path: another store to cache
+    assert first.content_digest == again.content_digest  # the same pixels: a run resumes
+
+    def key(mosaic):
+        return run_key(mosaic, [], RunConfig())
+
+    assert key(first) == key(again)
+    psf = ingest_small(paths, tmp_path / "psf.zarr", psf_fwhm={"g": 3.0, "r": 3.0, "z": 3.0})
+    halo = astrodask.ingest(paths, tmp_path / "halo.zarr", tile=TILE, halo=HALO + 2)
+    bands_only = ingest_small(paths[:2], tmp_path / "two.zarr")
+    assert len({key(first), key(psf), key(halo), key(bands_only)}) == 4
+
+
 def test_overwrite_refuses_a_foreign_folder(bands, tmp_path):
     paths, _ = bands
     out = tmp_path / "precious"

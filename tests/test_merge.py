@@ -99,7 +99,8 @@ def fake_detections(mosaic, masks, truth, out, crop=0, perturb=None, centres=Fal
                                         np.float32), brightness, at)
         write_parquet(table, results.instances_path(iy, ix))
     put_json(results.file("run.json"), {
-        "complete": True, "mosaic": str(mosaic.path), "config": {},
+        "complete": True, "mosaic": str(mosaic.path), "mosaic_digest": mosaic.content_digest,
+        "config": {},
         "models": [{"kind": "maskrcnn", "name": "truth", "card": {}, "path": ""}]})
     return out
 
@@ -644,6 +645,27 @@ def test_merge_refuses_an_unfinished_run(tmp_path):
         merge(tmp_path)
     with pytest.raises(StoreError, match="not an astrodask results folder"):
         merge(tmp_path / "nothing")
+
+
+def test_merge_refuses_a_mosaic_ingested_again_since_the_run(field, capsys):
+    from astrodask.cli import main
+    from astrodask.errors import StoreError
+    from astrodask.merging.single import merge_in_process
+
+    folder, truth, masks = field
+    first = ingest(folder, "again", tile=64, halo=8)
+    out = fake_detections(first, masks, truth, folder / "again")
+    ingest(folder, "again", tile=64, halo=8, crop=40)  # the same path, other pixels
+    with pytest.raises(StoreError, match="not the store the run read"):
+        merge(out)
+    with pytest.raises(StoreError, match="not the store the run read"):
+        merge_in_process(out)
+    assert main(["merge", str(out)]) != 0
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "run again with --restart" in err, err
+    assert not (out / "catalog.parquet").exists()
+    ingest(folder, "again", tile=64, halo=8)  # the run's pixels again: it merges
+    assert merge(out).n_objects > 0
 
 
 def test_box_pairs_and_components_match_brute_force():

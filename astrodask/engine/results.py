@@ -41,15 +41,15 @@ def write_parquet(table, location):
 def run_key(mosaic, specs, config):
     """Digest of everything that determines a run's outputs.
 
-    The mosaic's input hashes and tile grid, each model file's content, band
-    mapping and detection settings (its card's, with overrides), the model
-    options and the batch partition. Worker counts and cluster options are
-    not part of it: they must not change results.
+    The mosaic's content (:attr:`~astrodask.mosaic.Mosaic.content_digest`:
+    its inputs' hashes, weights, grid, PSF, ...), each model file's content,
+    band mapping and detection settings (its card's, with overrides), the
+    model options and the batch partition. Worker counts and cluster options
+    are not part of it: they must not change results.
     """
     digest = hashlib.sha256()
     identity = {
-        "inputs": [i["sha256"] for i in mosaic.attrs["inputs"]],
-        "tile_grid": mosaic.tile_grid.to_dict(),
+        "mosaic": mosaic.content_digest,
         "models": [(s.kind, s.name, file_sha256(s.path), list(s.band_indices), s.settings)
                    + ((s.fold_fragments,) if s.fold_fragments else ())
                    + ((s.centres, _centres_sha256(s)) if s.centres else ())

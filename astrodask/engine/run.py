@@ -366,6 +366,7 @@ def run(mosaic, out, *, config=None, client=None, progress=None, on_start=None, 
     record = {
         "mosaic": mosaic.path,
         "mosaic_inputs": mosaic.attrs["inputs"],
+        "mosaic_digest": mosaic.content_digest,
         "tile_grid": mosaic.tile_grid.to_dict(),
         "psf": mosaic.attrs.get("psf"),
         "rescale": mosaic.attrs.get("rescale"),

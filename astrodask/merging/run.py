@@ -19,17 +19,15 @@ import hashlib
 import json
 import math
 import os
-from pathlib import Path
 import time
 import uuid
 
 from .. import storage
 from ..engine.results import Results
 from ..errors import AstrodaskError
-from ..mosaic import open_mosaic
 from .products import (MergeOptions, MergeSummary, open_unet, provenance, resolved_options,
                        summary_text, write_morphology_fits, write_pictures, write_segmap_fits)
-from .single import read_finished_run
+from .single import read_finished_run, run_mosaic
 from . import tasks as T
 
 __all__ = ["merge", "MergeOptions", "MergeSummary", "summary_text", "MergeError"]
@@ -113,8 +111,7 @@ def merge(results, *, mosaic=None, options=None, client=None, n_workers=None,
     options = options or MergeOptions()
     results = Results(results)
     record = read_finished_run(results)
-    if mosaic is None or isinstance(mosaic, (str, Path)):
-        mosaic = open_mosaic(mosaic or record["mosaic"])
+    mosaic = run_mosaic(record, mosaic)
     kinds = {m["kind"] for m in record["models"]}
     work = results.file(WORK_DIR)
     applied = resolved_options(record, options)

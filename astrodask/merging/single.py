@@ -40,6 +40,25 @@ def read_finished_run(results):
     return record
 
 
+def run_mosaic(record, mosaic=None):
+    """The mosaic a finished run read: ``mosaic`` (a :class:`Mosaic` or path) or the one
+    ``run.json`` names.
+
+    Raises
+    ------
+    StoreError
+        If the store no longer holds what the run read (ingested again since,
+        with other inputs or options): its detections would not fit its pixels.
+    """
+    if mosaic is None or isinstance(mosaic, (str, Path)):
+        mosaic = open_mosaic(mosaic or record["mosaic"])
+    expected = record.get("mosaic_digest")  # runs recorded before the digest was kept pass
+    if expected is not None and mosaic.content_digest != expected:
+        raise StoreError(f"mosaic {mosaic.path} is not the store the run read (ingested again "
+                         "since?); run again with --restart, then merge")
+    return mosaic
+
+
 def merge_in_process(results, *, mosaic=None, options=None, threads=None, progress=None):
     """Merge a finished run in this process (the reference for :func:`astrodask.merge`).
 
@@ -64,8 +83,7 @@ def merge_in_process(results, *, mosaic=None, options=None, threads=None, progre
     options = options or MergeOptions()
     results = Results(results)
     record = read_finished_run(results)
-    if mosaic is None or isinstance(mosaic, (str, Path)):
-        mosaic = open_mosaic(mosaic or record["mosaic"])
+    mosaic = run_mosaic(record, mosaic)
     kinds = {m["kind"]: m for m in record["models"]}
     unet = open_unet(results) if "unet" in kinds else None
     seconds = {}
