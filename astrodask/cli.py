@@ -16,7 +16,7 @@ import sys
 import warnings
 
 from . import __version__, commands
-from .errors import AstrodaskError, first_line
+from .errors import DEBUG_ENV, AstrodaskError, first_line
 
 
 class _Parser(argparse.ArgumentParser):
@@ -69,6 +69,8 @@ def main(argv=None):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.debug:  # the clusters started for the command keep their workers' tracebacks
+        os.environ[DEBUG_ENV] = "1"
     try:
         with _native_logs(args):
             code = args.func(args)

@@ -28,6 +28,11 @@ class DependencyError(AstrodaskError):
     """An optional dependency needed for the requested feature is missing."""
 
 
+#: Set (to anything but empty) by ``astrodask --debug``, or by hand in a notebook: the
+#: clusters started here then keep their workers' tracebacks of failed tasks on stderr.
+DEBUG_ENV = "ASTRODASK_DEBUG"
+
+
 def first_line(exc):
     """The first line of an exception's message (empty if it has none).
 

@@ -25,7 +25,7 @@ import math
 import numpy as np
 
 from . import storage
-from .errors import StoreError
+from .errors import StoreError, first_line
 
 #: Bit flags stored in ``mask`` and ``tile_mask``.
 NONFINITE = 1    # NaN or Inf in the input
@@ -361,9 +361,22 @@ class Mosaic:
 
     def _read_together(self, reads):
         """``[np.asarray(self.array(name)[key]) for name, key in reads]``; from an object
-        store in flight together (:func:`astrodask.storage.map_requests`)."""
-        return storage.map_requests(self.path, lambda read: np.asarray(self.array(read[0])[read[1]]),
-                                    reads)
+        store in flight together (:func:`astrodask.storage.map_requests`). A read that fails
+        (a damaged chunk, a store that went away) is a one-line :class:`StoreError`."""
+        return storage.map_requests(self.path, self._read, reads)
+
+    def _read(self, read):
+        name, key = read
+        array = self.array(name)
+        try:
+            return np.asarray(array[key])
+        except Exception as exc:
+            where = ", ".join(f"{k.start or 0}:{k.stop if k.stop is not None else n}"
+                              if isinstance(k, slice) else str(k)
+                              for k, n in zip(key, array.shape))
+            raise StoreError(f"cannot read {name}[{where}] of mosaic {self.path} "
+                             f"({type(exc).__name__}: {first_line(exc)}): a damaged chunk? "
+                             "ingest the mosaic again") from exc
 
     def core_slices(self, iy, ix):
         """Mosaic slices ``(ys, xs)`` of window ``(iy, ix)``'s core."""

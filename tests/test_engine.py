@@ -1,6 +1,7 @@
 """The distributed engine: correctness against a plain loop, resume, failures, options."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -300,6 +301,31 @@ def test_missing_store_cli(tmp_path, capsys):
         f"astrodask: error: mosaic store {tmp_path / 'nothing.zarr'} does not exist")
 
 
+def test_a_damaged_chunk_is_one_line_naming_it_and_workers_keep_quiet(mosaic_path, tmp_path,
+                                                                      capfd, monkeypatch):
+    """The workers of a cluster started here leave a failed task to the one-line error (its
+    traceback would come first, twice with the retry); ``--debug`` keeps their logs."""
+    import shutil
+
+    monkeypatch.setenv("ASTRODASK_DEBUG", "")  # restored after the test, which sets it
+    bad = tmp_path / "bad.zarr"
+    shutil.copytree(mosaic_path, bad)
+    chunk = bad / "image" / "c" / "0" / "1" / "2"  # band 0, core (1, 2): the U-Net reads it
+    chunk.write_bytes(chunk.read_bytes()[:50])
+    argv = ["run", str(bad), "--out", str(tmp_path / "r"), "--models", ",".join(UNET),
+            "--n-workers", "1", "--batch-size", "1", "--quiet"]
+    assert cli.main(argv) == 2
+    err = capfd.readouterr().err
+    assert len(err.splitlines()) == 1, err
+    line = err.strip()
+    assert re.fullmatch(rf"astrodask: error: cannot read image\[0:4, \d+:\d+, \d+:\d+\] of mosaic "
+                        rf"{re.escape(str(bad))} \(RuntimeError: .+\): a damaged chunk\? ingest "
+                        "the mosaic again", line), line
+    with pytest.raises(StoreError):
+        cli.main(["--debug"] + argv + ["--restart"])
+    assert "Compute Failed" in capfd.readouterr().err
+
+
 def test_model_that_fails_to_load_on_workers_is_one_line(mosaic_path, client, tmp_path):
     # A model file that is not a Keras archive fails on the workers, not on the client.
     bad = tmp_path / "broken.keras"
@@ -382,6 +408,9 @@ def test_workers_are_silenced_before_a_local_cluster_closes():
 
     from astrodask.engine.cluster import WORKER_LOGGERS, _quiet_workers
 
+    import sys
+    import warnings
+
     def levels():
         return [logging.getLogger(name).level for name in WORKER_LOGGERS]
 
@@ -389,13 +418,16 @@ def test_workers_are_silenced_before_a_local_cluster_closes():
 
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
                       dashboard_address=":0") as cluster, Client(cluster) as client:
-        before = levels()
+        before, hook, filters = levels(), sys.unraisablehook, list(warnings.filters)
         try:
-            _quiet_workers(client)
+            _quiet_workers(client)  # in-process workers: silences this process
             assert levels() == [logging.CRITICAL] * len(WORKER_LOGGERS)
+            assert sys.unraisablehook is not hook and warnings.filters[0][0] == "ignore"
         finally:
             for name, level in zip(WORKER_LOGGERS, before):
                 logging.getLogger(name).setLevel(level)
+            sys.unraisablehook = hook
+            warnings.filters[:] = filters
 
     class Closed:
         def run(self, function):

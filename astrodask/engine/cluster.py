@@ -8,8 +8,8 @@ from contextlib import contextmanager
 import os
 import warnings
 
-from ..errors import DependencyError, InputError, first_line
-from .plugin import worker_environment
+from ..errors import DEBUG_ENV, DependencyError, InputError, first_line
+from .plugin import TaskFailuresReportedByCaller, worker_environment
 
 #: Dask's nanny exports ``MALLOC_TRIM_THRESHOLD_=65536`` to every worker it
 #: spawns. Any explicit value switches off glibc's adaptive mmap threshold, so
@@ -132,6 +132,8 @@ def connect(config):
         description = f"local cluster, {workers} worker(s) x {threads} thread(s)"
     client = Client(cluster)
     try:
+        if not os.environ.get(DEBUG_ENV):
+            client.register_plugin(TaskFailuresReportedByCaller())
         yield client, description
     finally:
         _quiet_workers(client)
@@ -142,16 +144,29 @@ def connect(config):
 #: Loggers of a worker process that report the cluster's own shutdown as errors: a
 #: worker whose heartbeat reaches a scheduler that has already closed logs "Failed to
 #: communicate with scheduler during heartbeat" with a traceback (seen about once in
-#: twenty local clusters on 2 busy cores).
-WORKER_LOGGERS = ("distributed.worker", "distributed.core", "distributed.comm")
+#: twenty local clusters on 2 busy cores); after a failed chunk read, the reads Zarr's
+#: event loop abandoned end with "exception was never retrieved" as the process exits.
+WORKER_LOGGERS = ("distributed.worker", "distributed.core", "distributed.comm", "asyncio")
 
 
 def _silence_worker_logs():
-    """In a worker: log only critical messages from here on (its cluster is closing)."""
+    """In a worker: log only critical messages from here on (its cluster is closing).
+
+    Nor does it print the warnings and "Exception ignored" reports of objects
+    destroyed as the process exits (Zarr's abandoned chunk reads after a
+    failed one: "coroutine ... was never awaited").
+    """
     import logging
+    import sys
 
     for name in WORKER_LOGGERS:
         logging.getLogger(name).setLevel(logging.CRITICAL)
+    warnings.simplefilter("ignore")
+    sys.unraisablehook = _ignore_unraisable
+
+
+def _ignore_unraisable(unraisable):
+    pass
 
 
 def _quiet_workers(client):

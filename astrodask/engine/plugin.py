@@ -7,6 +7,7 @@ restricts the process to its own GPU: dask-cuda gives each worker a rotated
 ``CUDA_VISIBLE_DEVICES`` whose first entry is its GPU but leaves all visible.
 """
 
+import logging
 import os
 
 from distributed import WorkerPlugin
@@ -36,6 +37,48 @@ def worker_environment(threads):
     env["TF_NUM_INTEROP_THREADS"] = "1"
     env["TF_CPP_MIN_LOG_LEVEL"] = "3"
     return env
+
+
+#: What a worker logs about a task that failed, by logger: the task with its exception and
+#: traceback, and (after a failed chunk read) the reads of the same call that Zarr's event
+#: loop abandons.
+TASK_FAILURE_RECORDS = {"distributed.worker": "Compute Failed",
+                        "asyncio": "Task was destroyed but it is pending"}
+
+
+class _NotReportedThere(logging.Filter):
+    """Drops the records of one logger that start with ``prefix``."""
+
+    def __init__(self, prefix):
+        super().__init__()
+        self.prefix = prefix
+
+    def filter(self, record):
+        return not str(record.msg).startswith(self.prefix)
+
+
+class TaskFailuresReportedByCaller(WorkerPlugin):
+    """Workers stop logging failed tasks: astrodask reports each one itself, in one line.
+
+    For clusters started by astrodask, whose tasks are all its own: without it
+    a failed task printed its whole traceback on the user's terminal (twice,
+    with its retry) before the one-line error. Installed again on workers
+    that restart.
+    """
+
+    name = "astrodask-task-failures"
+
+    def __init__(self):
+        self._filters = {name: _NotReportedThere(prefix)
+                         for name, prefix in TASK_FAILURE_RECORDS.items()}
+
+    def setup(self, worker):
+        for name, record_filter in self._filters.items():
+            logging.getLogger(name).addFilter(record_filter)
+
+    def teardown(self, worker):
+        for name, record_filter in self._filters.items():
+            logging.getLogger(name).removeFilter(record_filter)
 
 
 def restrict_to_own_gpu():
