@@ -30,6 +30,10 @@ loss among the first is the detector's, among the second the blend's.
     PYTHONPATH=. .venv/bin/python benchmarks/detection_ceiling.py --out /work/bench/det-ceiling
     PYTHONPATH=. .venv/bin/python benchmarks/detection_ceiling.py --pipeline \
         --settings in_distribution,seeing_2.2,pixel_scale_0.6 --out /work/bench/det-ceiling
+
+``--mosaic-fields`` takes the 2048² test fields of ``mosaic_quality.py``
+instead (``decam:standard,crowded``; ``hst`` with ``--radius 3``, as it is
+scored).
 """
 
 import argparse
@@ -122,11 +126,41 @@ def pipeline_split(folder, radius=MATCH_RADIUS, min_snr=MIN_SNR):
     return dict(split, n_without_peak=int((keep & ~has_peak).sum()))
 
 
+def fields(args, parser):
+    """``(name, simulate keyword arguments)`` of each field asked for: the settings of
+    ``conditions_quality.py`` or the undamaged fields of ``mosaic_quality.py``."""
+    if args.mosaic_fields:
+        from mosaic_quality import FIELDS, FLAGS
+
+        preset, _, names = args.mosaic_fields.partition(":")
+        known = [n for n in FIELDS.get(preset, {}) if n not in FLAGS]
+        chosen = names.split(",") if names else known
+        if not known or set(chosen) - set(known):
+            parser.error(f"--mosaic-fields takes PRESET:NAME,... of {', '.join(FIELDS)} with "
+                         f"undamaged fields ({preset}: {', '.join(known) or 'none'})")
+        return [(f"{preset}_{n}", dict(FIELDS[preset][n], preset=preset,
+                                       size=(args.size or 2048,) * 2)) for n in chosen]
+    every = settings()
+    chosen = args.settings.split(",") if args.settings else list(every)
+    unknown = sorted(set(chosen) - set(every))
+    if unknown:
+        parser.error(f"unknown settings {unknown}; known: {', '.join(every)}")
+    return [(name, dict(preset="decam", size=(args.size or 1024,) * 2, seed=SEED + k,
+                        conditions=replace(conditions, star_density=STAR_DENSITY)))
+            for k, (name, conditions) in enumerate(every.items()) if name in chosen]
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--size", type=int, default=1024)
+    parser.add_argument("--size", type=int, help="side of the fields (default: their "
+                                                 "benchmark's, 1024 or 2048)")
     parser.add_argument("--settings", help="comma-separated (default: every setting of "
                                            "conditions_quality.py)")
+    parser.add_argument("--mosaic-fields", metavar="PRESET[:NAME,...]",
+                        help="the fields of mosaic_quality.py instead (e.g. decam:standard,crowded "
+                             "or hst; fields it damages with flags are left out)")
+    parser.add_argument("--radius", type=float, default=MATCH_RADIUS,
+                        help="match radius in px (2; the hst benchmark scores within 3)")
     parser.add_argument("--pipeline", action="store_true",
                         help="also run the shipped pipeline and split its completeness")
     parser.add_argument("--out", default="bench-output/detection_ceiling")
@@ -135,30 +169,24 @@ def main(argv=None):
     import astrodask
 
     out = Path(args.out)
-    every = settings()
-    chosen = args.settings.split(",") if args.settings else list(every)
-    unknown = sorted(set(chosen) - set(every))
-    if unknown:
-        parser.error(f"unknown settings {unknown}; known: {', '.join(every)}")
-    print(f"{'setting':18s} {'FWHM r px':>9s} {'sources':>7s} | peak ceiling at S/N >= 10: all "
+    chosen = fields(args, parser)
+    print(f"{'field':18s} {'FWHM px':>7s} {'sources':>7s} | peak ceiling at S/N >= 10: all "
           "(S/N 10-20, 20-50, >= 50), smooth" + (" | pipeline: completeness, with a peak, "
                                                  "without (n)" if args.pipeline else ""))
     results = []
-    for k, (name, conditions) in enumerate(every.items()):
-        if name not in chosen:
-            continue
+    for name, kwargs in chosen:
         folder = out / name
         if not (folder / "truth.parquet").exists():
-            astrodask.simulate(folder, size=(args.size, args.size), preset="decam", seed=SEED + k,
-                               conditions=replace(conditions, star_density=STAR_DENSITY),
-                               noiseless=True)
-        fwhm = json.loads((folder / "simulation.json").read_text())["psf_fwhm_px"]["r"]
-        row = dict(peak_ceiling(folder), setting=name, fwhm_px=fwhm, seed=SEED + k)
+            astrodask.simulate(folder, noiseless=True, **kwargs)
+        fwhm = np.median(list(json.loads((folder / "simulation.json").read_text())
+                              ["psf_fwhm_px"].values()))
+        row = dict(peak_ceiling(folder, args.radius), field=name, fwhm_px=float(fwhm),
+                   seed=kwargs["seed"], radius=args.radius)
         bins = ", ".join(f"{v:.3f}" for v in row["by_snr"].values())
-        line = (f"{name:18s} {fwhm:9.2f} {row['sources']:7d} | {row['ceiling']:.3f} ({bins}), "
+        line = (f"{name:18s} {fwhm:7.2f} {row['sources']:7d} | {row['ceiling']:.3f} ({bins}), "
                 f"{row['smooth']:.3f}")
         if args.pipeline:
-            row["pipeline"] = p = pipeline_split(folder)
+            row["pipeline"] = p = pipeline_split(folder, args.radius)
             line += (f" | {p['completeness']:.3f}, {p['with_peak']:.3f}, {p['without_peak']:.3f} "
                      f"({p['n_without_peak']})")
         results.append(row)

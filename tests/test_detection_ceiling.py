@@ -67,3 +67,31 @@ def test_the_pipeline_completeness_is_split_by_who_owns_a_peak(tmp_path, monkeyp
     # the pair's peak went to one of the two: the other owns none, and the pipeline found it
     assert split == {"completeness": 0.75, "with_peak": 2 / 3, "without_peak": 1.0,
                      "n_without_peak": 1}
+
+
+def test_fields_are_those_of_the_two_quality_benchmarks():
+    import argparse
+
+    import pytest
+
+    module = load_benchmark("detection_ceiling")
+    parser = argparse.ArgumentParser()
+
+    def fields(**options):
+        args = dict(mosaic_fields=None, settings=None, size=None)
+        return module.fields(argparse.Namespace(**dict(args, **options)), parser)
+
+    conditions = fields(settings="in_distribution,seeing_2.2")
+    assert [name for name, _ in conditions] == ["in_distribution", "seeing_2.2"]
+    assert [kw["seed"] for _, kw in conditions] == [module.SEED, module.SEED + 1]
+    assert conditions[1][1]["conditions"].seeing == 2.2 and conditions[1][1]["size"] == (1024, 1024)
+    hst = fields(mosaic_fields="hst")
+    assert [name for name, _ in hst] == ["hst_standard", "hst_deep"]
+    assert hst[1][1]["deep"] and hst[1][1]["preset"] == "hst" and hst[1][1]["size"] == (2048, 2048)
+    [(name, crowded)] = fields(mosaic_fields="decam:crowded", size=512)
+    assert crowded["density"] == 120.0 and crowded["size"] == (512, 512)
+    for bad in ("decam:flagged", "decam:nothing", "sdss"):  # flagged: damaged after simulation
+        with pytest.raises(SystemExit):
+            fields(mosaic_fields=bad)
+    with pytest.raises(SystemExit):
+        fields(settings="seeing_9")
