@@ -198,7 +198,7 @@ def fit_star_galaxy(features, is_star, l2=1e-2, names=FEATURES, fwhm_range_px=No
                                           else tuple(map(float, fwhm_range_px))))
 
 
-def use_psf_classes(mode, card, fwhm_px):
+def use_psf_classes(mode, card, fwhm_px, missing=None):
     """Whether the PSF-aware model classifies, and why (for run.json).
 
     Parameters
@@ -211,6 +211,8 @@ def use_psf_classes(mode, card, fwhm_px):
         The Mask R-CNN's card.
     fwhm_px : float or None
         The mosaic's median FWHM (px), None when not measured.
+    missing : str, optional
+        Why it was not (:func:`missing_psf`), for the reason returned.
 
     Returns
     -------
@@ -221,9 +223,9 @@ def use_psf_classes(mode, card, fwhm_px):
     if mode == "off":
         return False, "psf_classes is off"
     if fwhm_px is None:
-        return False, ("the store has no measured PSF concentration in every band (a PSF "
-                       "given with --psf-fwhm has none, nor do stores ingested by earlier "
-                       "versions)")
+        return False, ("the store has no measured PSF concentration in every band ("
+                       + (missing or "a PSF given with --psf-fwhm has none, nor do stores "
+                          "ingested by earlier versions") + ")")
     trained = card.get("trained_psf_fwhm_px")
     if mode == "auto" and trained and trained[0] <= fwhm_px <= trained[1]:
         return False, (f"the PSF FWHM {fwhm_px:.2f} px lies within the {trained[0]:g}-"
@@ -233,6 +235,36 @@ def use_psf_classes(mode, card, fwhm_px):
     if mode == "auto":
         return True, f"the PSF FWHM {fwhm_px:.2f} px lies outside the network's training"
     return True, "psf_classes is on"
+
+
+def missing_psf(psf, bands):
+    """Why :func:`psf_reference` finds no PSF concentration: one phrase, the bands named.
+
+    Parameters
+    ----------
+    psf : dict of str to BandPSF, or None
+    bands : sequence of str
+
+    Returns
+    -------
+    str or None
+        ``None`` when every band has one.
+    """
+    if not psf:
+        return "the store holds no PSF: ingested by an earlier version"
+    reasons = {}  # the bands of each reason, in band order
+    for band in bands:
+        p = psf.get(band)
+        if p is None:
+            reason = "no PSF"
+        elif p.source == "given":
+            reason = "given with --psf-fwhm, without a concentration"
+        elif p.fwhm_px is None or p.concentration is None:
+            reason = f"not measured at ingest: {p.reason or 'no reason kept'}"
+        else:
+            continue
+        reasons.setdefault(reason, []).append(band)
+    return "; ".join(f"{', '.join(b)}: {r}" for r, b in reasons.items()) or None
 
 
 def psf_reference(psf, bands):

@@ -8,13 +8,13 @@ fields of ``conditions_quality.py`` again (same seeds, sizes and star
 density, so its pipeline numbers apply to the same truth) with their
 noiseless images, builds the detection image the truth's S/N is measured on
 (the bands in units of their noise, summed), finds its local maxima, and
-matches them one to one to the true sources with S/N >= 10 within 2 px of
-the simulated grid (:func:`astrodask.catalog_scores.match_positions`, as
-the catalogs are scored).
+matches them one to one to the true sources within 2 px of the simulated
+grid (:func:`astrodask.catalog_scores.match_positions`), every true source
+taking part, as catalogs are scored: a nearer faint neighbour takes a peak
+first.
 
-The *peak ceiling* is the share of those sources that get a peak (peaks are
-matched to every true source, as catalogs are scored, so a nearer faint
-neighbour takes a peak first). A detector that needs a source's own peak
+The *peak ceiling* is the share of the true sources with S/N >= 10 that get
+a peak. A detector that needs a source's own peak
 (SEP, SExtractor) cannot find the others without a model of the blend; a
 deblender that fits profiles, or a network that places an irregular galaxy
 at its centre rather than on a knot, can, so this bounds peak finding, not

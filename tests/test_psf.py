@@ -169,8 +169,8 @@ def test_run_warns_when_the_psf_is_outside_the_models_training(noise_bands, tmp_
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 3
     assert err[1] == ("astrodask: warning: maskrcnn_decam: star/galaxy from the network alone: "
-                      "the store has no measured PSF concentration in every band (a PSF given "
-                      "with --psf-fwhm has none, nor do stores ingested by earlier versions)")
+                      "the store has no measured PSF concentration in every band (g, r, z: "
+                      "given with --psf-fwhm, without a concentration)")
     assert err[0] == (
         "astrodask: warning: maskrcnn_decam was trained on PSF FWHM 3.6-4.3 px but the "
         "mosaic's is g 1.53, r 1.37 px: its detections and classes may be unreliable; "

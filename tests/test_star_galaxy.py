@@ -171,6 +171,22 @@ def test_auto_mode_uses_the_psf_only_outside_the_networks_training(mode, fwhm, u
     assert use_psf_classes("on", {}, 8.4) == (False, "the card has no star_galaxy model")
 
 
+def test_the_warning_says_why_a_band_has_no_psf_concentration():
+    from astrodask.star_galaxy import missing_psf
+
+    few = "only 2 bright (S/N >= 30), clean source(s) (need 5) in 1 sampled block(s)"
+    psf = {"g": BandPSF("g", reason=few), "r": BandPSF("r", fwhm_px=3.6, concentration=0.42),
+           "z": BandPSF("z", reason=few), "i": BandPSF("i", fwhm_px=3.0, source="given")}
+    assert missing_psf(psf, ["g", "r", "z", "i"]) == (
+        f"g, z: not measured at ingest: {few}; i: given with --psf-fwhm, without a concentration")
+    assert missing_psf(psf, ["r"]) is None
+    assert missing_psf(None, ["g"]) == "the store holds no PSF: ingested by an earlier version"
+    card = {"star_galaxy": {"mean": [0, 0, 0]}, "trained_psf_fwhm_px": [3.6, 4.3]}
+    use, why = use_psf_classes("on", card, None, missing_psf(psf, ["g", "r"]))
+    assert not use and why == ("the store has no measured PSF concentration in every band "
+                               f"(g: not measured at ingest: {few})")
+
+
 def test_psf_reference_needs_every_band():
     psf = {"g": BandPSF("g", fwhm_px=4.0, concentration=0.40),
            "r": BandPSF("r", fwhm_px=3.6, concentration=0.42),

@@ -201,11 +201,12 @@ def _deblend_contrast(spec, config):
 
 def _star_galaxy_choice(mosaic, spec, config):
     """(use, why, reference): whether the card's PSF-aware model sets the classes."""
-    from ..star_galaxy import psf_reference, use_psf_classes
+    from ..star_galaxy import missing_psf, psf_reference, use_psf_classes
 
     reference = psf_reference(mosaic.psf, mosaic.bands)
     use, why = use_psf_classes(config.maskrcnn.psf_classes, spec.card,
-                               reference["fwhm_px"] if reference else None)
+                               reference["fwhm_px"] if reference else None,
+                               missing_psf(mosaic.psf, mosaic.bands))
     return use, why, reference
 
 
