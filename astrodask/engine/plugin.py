@@ -5,6 +5,10 @@ later (or are restarted after a crash). Before the first framework import it
 sets the thread pools to the worker's share of the cores and, on GPU workers,
 restricts the process to its own GPU: dask-cuda gives each worker a rotated
 ``CUDA_VISIBLE_DEVICES`` whose first entry is its GPU but leaves all visible.
+
+A second plugin, for the clusters astrodask starts itself, stops the workers'
+logs of failed tasks, which the caller reports in one line
+(:class:`TaskFailuresReportedByCaller`).
 """
 
 import logging
