@@ -78,6 +78,7 @@ def local_file_written_whole(path):
 
     For writers that need a file name (``model.save``, ``np.savez``...). On
     an exception the temporary file is deleted and ``path`` stays as it was.
+    A missing folder is a one-line :class:`~astrodask.errors.StoreError`.
 
     Examples
     --------
@@ -85,6 +86,10 @@ def local_file_written_whole(path):
     ...     model.save(tmp)
     """
     target = Path(path)
+    if not target.parent.is_dir():
+        from .errors import StoreError
+
+        raise StoreError(f"cannot write {target}: folder {target.parent} does not exist")
     tmp = _hidden_sibling(target)
     try:
         yield tmp

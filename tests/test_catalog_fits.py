@@ -72,6 +72,10 @@ def test_export_takes_a_results_folder_and_fails_in_one_line(tmp_path, capsys):
     assert capsys.readouterr().err.strip().splitlines() == [
         f"astrodask: error: no catalog at {tmp_path / 'none'}"]
     assert not (tmp_path / "d.fits").exists()
+    missing = tmp_path / "no" / "such" / "folder"
+    assert main(["export", str(tmp_path / "results"), str(missing / "c.fits")]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"astrodask: error: cannot write {missing / 'c.fits'}: folder {missing} does not exist"]
 
 
 def test_a_column_fits_cannot_hold_leaves_no_file(tmp_path):
