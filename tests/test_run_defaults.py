@@ -50,6 +50,24 @@ def test_catalog_cut_comes_from_the_option_then_the_card():
         catalog_min_score(record, MergeOptions(min_score=1.5))
 
 
+@pytest.mark.parametrize("options, message", [
+    ({"match_iou": -1.0}, r"the match IoU must lie in \(0, 1\], got -1.0"),
+    ({"match_iou": 0.0}, r"the match IoU must lie in \(0, 1\], got 0.0"),
+    ({"detection_threshold": 1.5}, r"the detection threshold must lie in \[0, 1\], got 1.5"),
+    ({"morpheus_min_snr": float("nan")}, "the segments' minimum S/N must be >= 0, got nan"),
+    ({"residual_separation": -2.0}, "residual pass: separation must be a number >= 0"),
+])
+def test_merge_settings_out_of_range_are_refused_before_any_work(options, message):
+    from astrodask.residual_detection import ResidualPassError
+
+    record = {"models": [{"kind": "maskrcnn", "card": {"catalog_min_score": 0.45}}]}
+    assert resolved_options(record, MergeOptions()).match_iou == MergeOptions().match_iou
+    # the residual pass's settings are checked even where the pass is off
+    assert not resolved_options(record, MergeOptions()).residual_pass
+    with pytest.raises((InputError, ResidualPassError), match=message):
+        resolved_options(record, MergeOptions(**options))
+
+
 def test_irregular_centroid_snr_comes_from_the_option_then_the_centre_card():
     record = {"models": [{"kind": "unet", "card": {}},
                          {"kind": "maskrcnn", "card": {"centres": {"irregular_centroid_snr": 50}}}]}

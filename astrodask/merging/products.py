@@ -183,9 +183,24 @@ def segmentation_levels(record, options):
 
 
 def resolved_options(record, options):
-    """``options`` with every setting a card may choose filled in for this run."""
+    """``options`` with every setting a card may choose filled in for this run.
+
+    Raises
+    ------
+    InputError
+        A setting out of its range (:class:`~astrodask.ResidualPassError` for
+        the residual pass's, checked even when the pass is off).
+    """
     from dataclasses import replace
 
+    for what, value, valid, bounds in (
+            ("the match IoU", options.match_iou, 0 < options.match_iou <= 1, "lie in (0, 1]"),
+            ("the detection threshold", options.detection_threshold,
+             0 <= options.detection_threshold <= 1, "lie in [0, 1]"),
+            ("the segments' minimum S/N", options.morpheus_min_snr,
+             options.morpheus_min_snr >= 0, "be >= 0")):
+        if not valid:
+            raise InputError(f"{what} must {bounds}, got {value}")
     threshold, level = segmentation_levels(record, options)
     (weak_min_score, weak_min_snr, weak_min_contrast, weak_min_separation, weak_core_fraction,
      weak_max_host_area) = weak_detection_rule(record, options)
@@ -234,6 +249,7 @@ def residual_settings(record, options):
             value = (chosen or {}).get(name, getattr(defaults, name))
         # flips is a switch (ResidualOptions checks it); min_score may stay None
         settings[field_name] = (value if name == "flips" or value is None else float(value))
+    ResidualOptions(**{name: settings[f] for f, name in RESIDUAL_SETTINGS.items()}).validate()
     return settings
 
 
