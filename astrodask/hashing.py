@@ -1,6 +1,7 @@
 """Content hashes for provenance."""
 
 import hashlib
+import json
 
 
 def file_sha256(path, block_size=8 << 20):
@@ -10,3 +11,9 @@ def file_sha256(path, block_size=8 << 20):
         for block in iter(lambda: fh.read(block_size), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def json_sha256(value):
+    """Hex SHA-256 of ``value`` as sorted JSON (what is not JSON is taken as its ``str``):
+    the digest of a record of settings, the same whatever order its keys were built in."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()

@@ -324,8 +324,7 @@ def _store_psf(location, band_names, pixel_scale, given):
 
 def _check_output(out, overwrite):
     if not storage.exists(out):
-        if not storage.is_url(out) and not Path(out).parent.exists():
-            raise StoreError(f"cannot write {out}: folder {Path(out).parent} does not exist")
+        storage.check_folder_of(out)
         return
     if not overwrite:
         raise StoreError(f"{out} already exists; pass --overwrite (overwrite=True) to replace it")

@@ -18,14 +18,13 @@ the last core in each direction is cut at the mosaic edge.
 
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
-import hashlib
-import json
 import math
 
 import numpy as np
 
 from . import storage
 from .errors import StoreError, first_line
+from .hashing import json_sha256
 
 #: Bit flags stored in ``mask`` and ``tile_mask``.
 NONFINITE = 1    # NaN or Inf in the input
@@ -218,7 +217,7 @@ class Mosaic:
     def token(self):
         """A digest of all the store's attributes, the time it was written included: a store
         written anew at the same path has another one (for caches of opened stores)."""
-        return _digest(self.attrs)[:16]
+        return json_sha256(self.attrs)[:16]
 
     @cached_property
     def content_digest(self):
@@ -230,7 +229,7 @@ class Mosaic:
                  for key in ("inputs", "weights")}
         kept = {key: value for key, value in self.attrs.items()
                 if key not in ("created", "astrodask_version", "inputs", "weights")}
-        return _digest(dict(kept, **files))
+        return json_sha256(dict(kept, **files))
 
     @property
     def shape(self):
@@ -446,10 +445,6 @@ def open_mosaic(path):
         if name not in group:
             raise StoreError(f"{path} lacks the {name!r} array (damaged store)")
     return Mosaic(group, path)
-
-
-def _digest(value):
-    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
 
 
 @lru_cache(maxsize=4)

@@ -27,6 +27,18 @@ def is_url(location):
     return "://" in text and not text.startswith("file://")
 
 
+def check_folder_of(location):
+    """A one-line :class:`~astrodask.errors.StoreError` if ``location`` is local and the
+    folder it would be written into does not exist (object stores have no folders to check)."""
+    if is_url(location):
+        return
+    folder = Path(normalise(location)).parent
+    if not folder.is_dir():
+        from .errors import StoreError
+
+        raise StoreError(f"cannot write {location}: folder {folder} does not exist")
+
+
 def normalise(location):
     """A local path as an absolute string; a URL unchanged (``file://`` becomes a path)."""
     text = str(location)
@@ -86,10 +98,7 @@ def local_file_written_whole(path):
     ...     model.save(tmp)
     """
     target = Path(path)
-    if not target.parent.is_dir():
-        from .errors import StoreError
-
-        raise StoreError(f"cannot write {target}: folder {target.parent} does not exist")
+    check_folder_of(target)
     tmp = _hidden_sibling(target)
     try:
         yield tmp

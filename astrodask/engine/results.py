@@ -16,7 +16,6 @@ on object stores); a window's done marker is written only after all its
 outputs.
 """
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -24,7 +23,7 @@ import numpy as np
 
 from .. import storage
 from ..errors import StoreError
-from ..hashing import file_sha256
+from ..hashing import file_sha256, json_sha256
 
 UNET_STORE = "unet.zarr"
 INSTANCES_DIR = "maskrcnn"
@@ -47,7 +46,6 @@ def run_key(mosaic, specs, config):
     model options and the batch partition. Worker counts and cluster options
     are not part of it: they must not change results.
     """
-    digest = hashlib.sha256()
     identity = {
         "mosaic": mosaic.content_digest,
         "models": [(s.kind, s.name, file_sha256(s.path), list(s.band_indices), s.settings)
@@ -58,8 +56,7 @@ def run_key(mosaic, specs, config):
         "maskrcnn": config.maskrcnn.__dict__,
         "batch_size": config.batch_size,
     }
-    digest.update(json.dumps(identity, sort_keys=True, default=str).encode())
-    return digest.hexdigest()
+    return json_sha256(identity)
 
 
 def _centres_sha256(spec):

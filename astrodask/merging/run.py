@@ -15,7 +15,6 @@ The result is the same, byte for byte, as :func:`astrodask.merging.single.merge_
 
 from collections import Counter
 from contextlib import contextmanager
-import hashlib
 import json
 import math
 import os
@@ -25,6 +24,7 @@ import uuid
 from .. import storage
 from ..engine.results import Results
 from ..errors import AstrodaskError
+from ..hashing import json_sha256
 from .products import (MergeOptions, MergeSummary, open_unet, provenance, resolved_options,
                        summary_text, write_morphology_fits, write_pictures, write_segmap_fits)
 from .single import read_finished_run, run_mosaic
@@ -239,7 +239,7 @@ def _work_key(ctx, record):
                 "mosaic_token": ctx.mosaic_token,
                 "grid": ctx.grid.to_dict(), "block_windows": BLOCK_WINDOWS,
                 "layout": WORK_LAYOUT}
-    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
+    return json_sha256(identity)
 
 
 def _prepare_work(ctx, record):
