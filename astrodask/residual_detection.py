@@ -15,7 +15,8 @@ of that object's radius ``sqrt(area / pi)``) is
 added to the catalog and painted into the segmentation map:
 
 - IDs continue after the first pass's, in the second catalog's order; the
-  additions are the catalog's last Parquet part.
+  additions are the catalog's last Parquet parts (one per part of the second
+  catalog that adds any).
 - Their measurements (fluxes, shape, class, morphology) are those of the
   second pass, on the residual: the companion without the bright object's
   light. The bright object's own row is left as the first pass measured it.
@@ -24,6 +25,12 @@ added to the catalog and painted into the segmentation map:
   ``family_size`` (the first pass's count) they repeat.
 - Their segment is the second pass's, on pixels that the bright object held
   or that were sky.
+
+Every step is tasks on the cluster, and none holds all the bright objects
+or all the additions in one process: each task writes those of one catalog
+part as a Parquet part in the work folder, and a task that needs the
+objects meeting its block, or those with given IDs, reads only the parts
+that can hold them (:class:`astrodask.outputs.object_parts.ObjectParts`).
 
 The catalog, ``segmap.zarr``, ``segmap.fits`` and the pictures are
 replaced whole; ``merge.json`` records the pass. Pixel coordinates are
@@ -43,6 +50,7 @@ from .errors import AstrodaskError
 from .measure import total_snr
 from .merging.products import FLAGS
 from .outputs.catalog import catalog_parts
+from .outputs.object_parts import BOX as _BOX, ObjectParts, write_object_part
 from .symmetric_residual import TEMPLATE_SIGMA, residual_section
 
 __all__ = ["ResidualOptions", "ResidualSummary", "residual_pass", "RESIDUAL_FLAG"]
@@ -55,8 +63,6 @@ SCORE_CUT = {True: 0.6, False: 0.8}
 
 #: Work folder inside the results folder (removed when the pass is done).
 WORK_DIR = "residual.work"
-
-_BOX = ("bbox_y0", "bbox_x0", "bbox_y1", "bbox_x1")
 
 
 class ResidualPassError(AstrodaskError):
@@ -195,19 +201,23 @@ def residual_pass(results, *, mosaic=None, options=None, client=None, n_workers=
     mosaic = run_mosaic(record, mosaic)
     work = results.file(WORK_DIR)
     seconds = {}
-    start = time.perf_counter()
-    parents = bright_objects(results.file("catalog.parquet"), mosaic.bands, options.min_snr)
-    storage.makedirs(work)
     n_first = int(merged["n_objects"])
-    if not len(parents["id"]):  # nothing bright: no residual to look at
-        seconds["bright_objects"] = time.perf_counter() - start
-        return _record(results, merged, options, ResidualSummary(
-            results=results.location, n_parents=0, n_added=0, n_objects=n_first,
-            seconds=seconds), work)
+    storage.remove(work)
+    for folder in ("parents", "additions"):
+        storage.makedirs(storage.join(work, folder))
     second = storage.join(work, "results")
     first_options = second_merge_options(merged["options"], options.min_score)
     with cluster_for(client, results.location, n_workers, threads_per_worker, scheduler,
                      scheduler_file) as (cluster, _):
+        start = time.perf_counter()
+        parents = bright_objects(results.file("catalog.parquet"), mosaic.bands, options.min_snr,
+                                 storage.join(work, "parents"), cluster)
+        seconds["bright_objects"] = time.perf_counter() - start
+        if not len(parents):  # nothing bright: no residual to look at
+            return _record(results, merged, options, ResidualSummary(
+                results=results.location, n_parents=0, n_added=0, n_objects=n_first,
+                seconds=seconds), work)
+        start = time.perf_counter()
         residual = _write_residual(mosaic, results.file("segmap.zarr"), parents, options,
                                    storage.join(work, "mosaic.zarr"),
                                    _step(progress, "residual mosaic"), cluster)
@@ -225,15 +235,15 @@ def residual_pass(results, *, mosaic=None, options=None, client=None, n_workers=
         added = select_additions(results.file("catalog.parquet"),
                                  storage.join(second, "catalog.parquet"),
                                  results.file("segmap.zarr"), parents, options.separation,
-                                 n_first, core_fraction=options.core_fraction,
-                                 client=cluster)
+                                 n_first, storage.join(work, "additions"),
+                                 core_fraction=options.core_fraction, client=cluster)
         storage.put_json(results.file("merge.json"),
                          dict(merged, residual_pass={"state": "publishing"}))
         n_objects = _publish(results, mosaic, merged, added,
                              storage.join(second, "segmap.zarr"), work, cluster)
         seconds["publish"] = time.perf_counter() - start
     return _record(results, merged, options, ResidualSummary(
-        results=results.location, n_parents=len(parents["id"]), n_added=added.num_rows,
+        results=results.location, n_parents=len(parents), n_added=len(added),
         n_objects=n_objects, seconds=seconds), work)
 
 
@@ -328,8 +338,20 @@ def _part_schema(location):
     return pq.read_schema(io.BytesIO(storage.get_bytes(location)))
 
 
-def bright_objects(catalog, bands, min_snr):
-    """The catalog objects a residual pass takes out, read part by part.
+def _tasks(client, function, items, what, **shared):
+    """``[function(*item, **shared) for item in items]``, as tasks on ``client``'s cluster
+    when there is one (``shared`` then goes with every task: keep it small)."""
+    if client is None:
+        return [function(*item, **shared) for item in items]
+    from .engine.cluster import gathered
+
+    futures = [client.submit(function, *item, pure=False, retries=1, **shared)
+               for item in items]
+    return gathered(client, futures, ResidualPassError, what)
+
+
+def bright_objects(catalog, bands, min_snr, out, client=None):
+    """The catalog objects a residual pass takes out, one task per catalog part.
 
     Parameters
     ----------
@@ -338,29 +360,36 @@ def bright_objects(catalog, bands, min_snr):
     bands : sequence of str
     min_snr : float
         Least :func:`astrodask.measure.total_snr`.
+    out : str or Path
+        An existing folder; a catalog part's objects go to a part of the same name.
+    client : distributed.Client, optional
+        Read the parts as tasks on this client's cluster, else one after the other here.
 
     Returns
     -------
-    dict of ndarray
-        ``id``, ``parent_id``, ``family_size``, ``y``, ``x``, ``area`` and the half-open
-        box ``bbox_y0``, ``bbox_x0``, ``bbox_y1``, ``bbox_x1`` of every object
-        with S/N at least ``min_snr`` not called irregular, in ID order.
+    ObjectParts
+        Columns ``id``, ``parent_id``, ``family_size``, ``y``, ``x``, ``area`` and
+        the half-open box ``bbox_y0``, ``bbox_x0``, ``bbox_y1``, ``bbox_x1`` of every
+        object with S/N at least ``min_snr`` not called irregular, in ID order.
     """
+    parts = catalog_parts(catalog)
+    return ObjectParts(_tasks(
+        client, _bright_part, [(p, storage.join(out, p.rsplit("/", 1)[-1])) for p in parts],
+        f"choosing the bright objects of {catalog}", bands=tuple(bands), min_snr=min_snr))
+
+
+def _bright_part(part, out, *, bands, min_snr):
+    """The bright objects of one catalog part, written to ``out`` (a task)."""
     keep = ("id", "parent_id", "family_size", "y", "x", "area") + _BOX
     flux = [f"flux_{b}" for b in bands] + [f"flux_err_{b}" for b in bands]
-    chosen = {k: [] for k in keep}
-    for part in catalog_parts(catalog):
-        names = set(_part_schema(part).names)
-        table = _read_part(part, columns=list(keep) + flux
-                           + (["morphology"] if "morphology" in names else []))
-        columns = {k: table.column(k).to_numpy(zero_copy_only=False) for k in table.schema.names}
-        snr = total_snr(columns, bands)
-        wanted = snr >= min_snr
-        if "morphology" in columns:
-            wanted &= columns["morphology"] != "irregular"
-        for k in keep:
-            chosen[k].append(columns[k][wanted])
-    return {k: (np.concatenate(v) if v else np.zeros(0)) for k, v in chosen.items()}
+    names = set(_part_schema(part).names)
+    table = _read_part(part, columns=list(keep) + flux
+                       + (["morphology"] if "morphology" in names else []))
+    columns = {k: table.column(k).to_numpy(zero_copy_only=False) for k in table.schema.names}
+    wanted = total_snr(columns, bands) >= min_snr
+    if "morphology" in columns:
+        wanted &= columns["morphology"] != "irregular"
+    return write_object_part(table.select(list(keep)).filter(wanted), out)
 
 
 def _meeting(boxes, rows, cols):
@@ -373,7 +402,8 @@ class _ResidualReader:
     """``read_band(b, rows, cols)`` of the residual mosaic; one segmap read per block.
 
     Pickled, it keeps the stores' locations (reopened where it lands) and the
-    bright objects: the residual mosaic's blocks are tasks on the cluster.
+    bright objects' parts (:class:`ObjectParts`, read where a block meets
+    them): the residual mosaic's blocks are tasks on the cluster.
     """
 
     def __init__(self, mosaic, segmap, parents, sigma):
@@ -400,10 +430,9 @@ class _ResidualReader:
         self._open(open_mosaic(self._mosaic_path))
 
     def _objects(self, rows, cols):
-        p = self._parents
+        p = self._parents.meeting(rows, cols, columns=["id", "y", "x", *_BOX])
         return [(int(p["id"][k]), float(p["y"][k]), float(p["x"][k]),
-                 tuple(int(p[b][k]) for b in _BOX))
-                for k in np.flatnonzero(_meeting(p, rows, cols))]
+                 tuple(int(p[b][k]) for b in _BOX)) for k in range(len(p["id"]))]
 
     def __call__(self, band, rows, cols):
         key = (rows.start, rows.stop, cols.start, cols.stop)
@@ -431,7 +460,7 @@ def _write_residual(mosaic, segmap, parents, options, out, progress, client=None
     return derive_mosaic(mosaic, out, reader, overwrite=True, progress=progress, client=client,
                          derived_from={"kind": "symmetric_residual", "mosaic": mosaic.path,
                                        "min_snr": options.min_snr, "sigma": options.sigma,
-                                       "objects": int(len(parents["id"]))})
+                                       "objects": len(parents)})
 
 
 def _positions_near(dataset, y0, y1):
@@ -444,8 +473,8 @@ def _positions_near(dataset, y0, y1):
 
 
 def select_additions(first_catalog, second_catalog, first_segmap, parents, separation,
-                     n_first, core_fraction=0.0, client=None):
-    """The second catalog's rows to add, renumbered and flagged, part by part.
+                     n_first, out, core_fraction=0.0, client=None):
+    """The second catalog's rows to add, flagged and numbered, one part per second-catalog part.
 
     Parameters
     ----------
@@ -453,66 +482,45 @@ def select_additions(first_catalog, second_catalog, first_segmap, parents, separ
         The first pass's catalog and that of the run on the residual.
     first_segmap : str or Path
         The first pass's ``segmap.zarr``.
-    parents : dict of ndarray
-        The objects taken out, in ID order (:func:`bright_objects`).
+    parents : ObjectParts
+        The objects taken out (:func:`bright_objects`).
     separation : float
         Least distance (px) of an addition from every first-pass object.
     n_first : int
         Objects of the first catalog (its IDs are ``1 ... n_first``).
+    out : str or Path
+        An existing folder for the parts of the additions.
     core_fraction : float
         Least distance of an addition from the centre of the object whose
         segment holds it, in units of that object's radius ``sqrt(area / pi)``.
     client : distributed.Client, optional
-        Look at the second catalog's parts as tasks on this client's cluster
-        (``parents`` sent to each worker once), else one after the other here.
+        Look at the second catalog's parts as tasks on this client's cluster,
+        else one after the other here.
 
     Returns
     -------
-    pyarrow.Table
-        The rows, with the first catalog's schema, IDs ``n_first + 1 ...``, and
-        ``parent_segment`` (the first-pass object whose segment holds them) and
-        ``second_id`` (their ID in the second catalog) appended.
+    ObjectParts
+        The rows, with the first catalog's schema, read with IDs ``n_first + 1 ...``
+        in the second catalog's order, and ``parent_segment`` (the first-pass
+        object whose segment holds them) and ``second_id`` (their ID in the
+        second catalog) appended.
     """
-    import pyarrow as pa
+    from .outputs.catalog import catalog_schema
 
-    parts = catalog_parts(second_catalog) if len(parents["id"]) else []
-    look = dict(first_catalog=first_catalog, first_segmap=first_segmap,
-                separation=separation, core_fraction=core_fraction)
-    if client is None or not parts:
-        pieces = [_part_additions(part, parents=parents, **look) for part in parts]
-    else:
-        from .engine.cluster import gathered
-
-        [shared] = client.scatter([parents], broadcast=True, hash=False)
-        futures = [client.submit(_part_additions, part, parents=shared, pure=False, retries=1,
-                                 **look) for part in parts]
-        pieces = gathered(client, futures, ResidualPassError,
-                          f"choosing the additions from {second_catalog}")
-    pieces = [piece for piece in pieces if piece is not None]
-    schema = _part_schema(catalog_parts(first_catalog)[0])
-    if not pieces:
-        empty = schema.empty_table()
-        return empty.append_column("parent_segment", pa.array([], pa.int64())).append_column(
-            "second_id", pa.array([], pa.int64()))
-    added = pa.concat_tables(pieces)
-    segment = added.column("parent_segment").to_numpy()
-    k = np.searchsorted(parents["id"], segment)
-    columns = {name: added.column(name) for name in schema.names}
-    columns["id"] = pa.array(n_first + 1 + np.arange(added.num_rows), pa.int64())
-    columns["parent_id"] = pa.array(parents["parent_id"][k].astype(np.int64))
-    columns["family_size"] = pa.array(parents["family_size"][k].astype(np.int32))
-    columns["blended"] = pa.array(np.ones(added.num_rows, bool))
-    bits = added.column("quality_flags").to_numpy() | FLAGS["blended"] | RESIDUAL_FLAG
-    columns["quality_flags"] = pa.array(bits.astype(np.int32))
-    out = pa.Table.from_arrays([columns[n].cast(schema.field(n).type) for n in schema.names],
-                               schema=schema)
-    return out.append_column("parent_segment", pa.array(segment, pa.int64())).append_column(
-        "second_id", added.column("id").cast(pa.int64()))
+    parts = catalog_parts(second_catalog) if len(parents) else []
+    schema = catalog_schema(first_catalog)
+    written = _tasks(client, _part_additions,
+                     [(p, storage.join(out, p.rsplit("/", 1)[-1])) for p in parts],
+                     f"choosing the additions from {second_catalog}",
+                     first_catalog=first_catalog, first_segmap=first_segmap, parents=parents,
+                     separation=separation, core_fraction=core_fraction, schema=schema)
+    return ObjectParts(written).renumbered(n_first + 1)
 
 
-def _part_additions(part, *, first_catalog, first_segmap, parents, separation, core_fraction):
-    """The rows of one second-catalog part that :func:`select_additions` keeps, with
-    ``parent_segment``; ``None`` if none."""
+def _part_additions(part, out, *, first_catalog, first_segmap, parents, separation,
+                    core_fraction, schema):
+    """The rows of one second-catalog part that :func:`select_additions` keeps, written to
+    ``out`` with their second-catalog IDs (a task); ``None`` if none."""
     import pyarrow as pa
     import pyarrow.dataset as ds
     import zarr
@@ -523,14 +531,17 @@ def _part_additions(part, *, first_catalog, first_segmap, parents, separation, c
         return None
     labels = zarr.open_group(first_segmap, mode="r")["labels"]
     height, width = labels.shape
-    parent_ids = parents["id"]
     x, y = table.column("x").to_numpy(), table.column("y").to_numpy()
     rows = np.clip(np.round(y).astype(np.int64), 0, height - 1)
     cols = np.clip(np.round(x).astype(np.int64), 0, width - 1)
     under = np.asarray(labels.get_coordinate_selection((rows, cols)), dtype=np.int64)
-    where = np.searchsorted(parent_ids, under)
-    inside = (where < len(parent_ids)) & (parent_ids[np.minimum(where, len(parent_ids) - 1)]
-                                          == under)
+    holders = parents.with_ids(under[under > 0],
+                               columns=["id", "parent_id", "family_size", "y", "x", "area"])
+    order = np.argsort(holders["id"], kind="stable")
+    holders = {k: v[order] for k, v in holders.items()}
+    parent_ids = holders["id"].astype(np.int64)
+    where = np.minimum(np.searchsorted(parent_ids, under), max(len(parent_ids) - 1, 0))
+    inside = (parent_ids[where] == under) if len(parent_ids) else np.zeros(len(x), bool)
     if not inside.any():
         return None
     fs, path = storage.filesystem(first_catalog)
@@ -539,15 +550,25 @@ def _part_additions(part, *, first_catalog, first_segmap, parents, separation, c
     distance = np.full(len(x), np.inf)
     if len(near):
         distance[inside] = cKDTree(near).query(np.column_stack([x[inside], y[inside]]))[0]
-    holder = np.minimum(where, len(parent_ids) - 1)
-    core = core_fraction * np.sqrt(parents["area"][holder] / np.pi)
-    off_core = np.hypot(x - parents["x"][holder], y - parents["y"][holder])
+    core = core_fraction * np.sqrt(holders["area"][where] / np.pi)
+    off_core = np.hypot(x - holders["x"][where], y - holders["y"][where])
     keep = inside & (distance >= separation) & (off_core >= core)
     if not keep.any():
         return None
     index = np.flatnonzero(keep)
-    return table.take(pa.array(index)).append_column("parent_segment",
-                                                     pa.array(under[index]))
+    added = table.take(pa.array(index))
+    holder = where[index]
+    columns = {name: added.column(name) for name in schema.names}
+    columns["parent_id"] = pa.array(holders["parent_id"][holder].astype(np.int64))
+    columns["family_size"] = pa.array(holders["family_size"][holder].astype(np.int32))
+    columns["blended"] = pa.array(np.ones(len(index), bool))
+    bits = added.column("quality_flags").to_numpy() | FLAGS["blended"] | RESIDUAL_FLAG
+    columns["quality_flags"] = pa.array(bits.astype(np.int32))
+    rows_out = pa.Table.from_arrays([columns[n].cast(schema.field(n).type) for n in schema.names],
+                                    schema=schema)
+    rows_out = rows_out.append_column("parent_segment", pa.array(under[index], pa.int64()))
+    rows_out = rows_out.append_column("second_id", added.column("id").cast(pa.int64()))
+    return write_object_part(rows_out, out)
 
 
 def _paint(first, second, added, out, client):
@@ -555,23 +576,16 @@ def _paint(first, second, added, out, client):
     of chunks on ``client``'s cluster."""
     import zarr
 
-    from .engine.cluster import gathered
-
     source = zarr.open_group(first, mode="r")["labels"]
     group = zarr.open_group(out, mode="w", zarr_format=3)
     group.create_array("labels", shape=source.shape, chunks=source.chunks, dtype=source.dtype,
                        fill_value=0, compressors=source.compressors, dimension_names=("y", "x"))
-    painted = {"id": added.column("id").to_numpy(),
-               "second_id": added.column("second_id").to_numpy(),
-               "parent_segment": added.column("parent_segment").to_numpy(),
-               **{b: added.column(b).to_numpy() for b in _BOX}}
-    [painted] = client.scatter([painted], broadcast=True, hash=False)
-    futures = [client.submit(_paint_rows, first, second, out, y0, painted, pure=False,
-                             retries=1) for y0 in range(0, source.shape[0], source.chunks[0])]
-    gathered(client, futures, ResidualPassError, f"painting the additions into {out}")
+    _tasks(client, _paint_rows, [(y0,) for y0 in range(0, source.shape[0], source.chunks[0])],
+           f"painting the additions into {out}", first=first, second=second, out=out,
+           added=added)
 
 
-def _paint_rows(first, second, out, y0, added):
+def _paint_rows(y0, *, first, second, out, added):
     """One row of chunks of :func:`_paint` (a task)."""
     import zarr
 
@@ -580,17 +594,25 @@ def _paint_rows(first, second, out, y0, added):
     labels = zarr.open_group(out, mode="r+")["labels"]
     cy, cx = source.chunks
     rows = slice(y0, min(y0 + cy, source.shape[0]))
+    here = added.meeting(rows, slice(0, source.shape[1]),
+                         columns=["id", "second_id", "parent_segment", *_BOX])
     for x0 in range(0, source.shape[1], cx):
         cols = slice(x0, min(x0 + cx, source.shape[1]))
         block = source[rows, cols]
-        meets = np.flatnonzero(_meeting(added, rows, cols))
+        meets = np.flatnonzero(_meeting(here, rows, cols)) if len(here["id"]) else []
         if len(meets):
             found = theirs[rows, cols]
             free = block.copy()
             for k in meets:
-                held = (free == added["parent_segment"][k]) | (free == 0)
-                block[(found == added["second_id"][k]) & held] = added["id"][k]
+                held = (free == here["parent_segment"][k]) | (free == 0)
+                block[(found == here["second_id"][k]) & held] = here["id"][k]
         labels[rows, cols] = block
+
+
+def _catalog_part(k, location, *, added):
+    """The ``k``-th part of the additions as a catalog part (a task)."""
+    table = added.read(added.parts[k]).drop_columns(["parent_segment", "second_id"])
+    storage.put_bytes(location, storage.parquet_bytes(table))
 
 
 def _publish(results, mosaic, merged, added, second_segmap, work, client):
@@ -607,11 +629,11 @@ def _publish(results, mosaic, merged, added, second_segmap, work, client):
     storage.remove(staged)
     storage.makedirs(staged)
     storage.copy_many({part: storage.join(staged, part.rsplit("/", 1)[-1]) for part in parts})
-    n_objects = int(merged["n_objects"]) + added.num_rows
-    if added.num_rows:
-        table = added.drop_columns(["parent_segment", "second_id"])
-        storage.put_bytes(storage.join(staged, f"part-{len(parts):05d}.parquet"),
-                          storage.parquet_bytes(table))
+    n_objects = int(merged["n_objects"]) + len(added)
+    _tasks(client, _catalog_part,
+           [(k, storage.join(staged, f"part-{len(parts) + k:05d}.parquet"))
+            for k in range(len(added.parts))],
+           f"writing the additions into {catalog}", added=added)
     write_dataset_metadata(staged)
 
     segmap = storage.join(work, "segmap.zarr")

@@ -67,8 +67,10 @@ def test_additions_lie_in_a_bright_segment_far_from_first_pass_objects(tmp_path)
         _row(2, 35.0, 35.0, (32, 32, 38, 38), 20.0),
         _row(3, 8.0, 35.0, (5, 32, 12, 39), 400.0, morphology="irregular"),
     ], parts=2)
-    parents = bright_objects(first, ["g"], 50.0)
-    assert parents["id"].tolist() == [1]
+    (tmp_path / "parents").mkdir()
+    parents = bright_objects(first, ["g"], 50.0, tmp_path / "parents")
+    assert parents.table(["id"]).column("id").to_pylist() == [1]
+    assert [p.location.rsplit("/", 1)[-1] for p in parents.parts] == ["part-00000.parquet"]
     second_labels = np.zeros((40, 40), np.int32)
     second_labels[24:29, 24:32] = 4       # companion: in segment 1, reaching out to sky
     second_labels[16:19, 18:21] = 5       # 1.4 px from object 1: the same object again
@@ -81,7 +83,9 @@ def test_additions_lie_in_a_bright_segment_far_from_first_pass_objects(tmp_path)
         _row(7, 8.0, 34.0, (7, 33, 10, 36), 60.0),
     ])
     first_map = _segmap(tmp_path / "first.zarr", first_labels)
-    added = select_additions(first, second, first_map, parents, 6.0, n_first=3)
+    out = tmp_path / "additions"
+    out.mkdir()
+    added = select_additions(first, second, first_map, parents, 6.0, 3, out).table()
     assert added.column("id").to_pylist() == [4]           # numbered after the first pass
     assert added.column("second_id").to_pylist() == [4]
     assert added.column("parent_id").to_pylist() == [1]
@@ -94,24 +98,67 @@ def test_additions_lie_in_a_bright_segment_far_from_first_pass_objects(tmp_path)
     with LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
                       dashboard_address=":0") as cluster, Client(cluster) as client:
         # a task per part of the second catalog, the same rows
-        assert select_additions(first, second, first_map, parents, 6.0, n_first=3,
-                                client=client).equals(added)
-        _paint(first_map, _segmap(tmp_path / "second.zarr", second_labels), added,
+        on_cluster = select_additions(first, second, first_map, parents, 6.0, 3, out,
+                                      client=client)
+        assert on_cluster.table().equals(added)
+        _paint(first_map, _segmap(tmp_path / "second.zarr", second_labels), on_cluster,
                tmp_path / "painted.zarr", client)  # a task per row of chunks
     painted = zarr.open_group(tmp_path / "painted.zarr", mode="r")["labels"][:]
     expect = first_labels.copy()
     expect[24:29, 24:32] = 4  # the bright object's pixels and sky, not object 2's or 3's
     assert np.array_equal(painted, expect)
 
-    nothing = select_additions(first, second, first_map, parents, 30.0, n_first=3)
-    assert nothing.num_rows == 0 and "second_id" in nothing.schema.names
-    no_parents = bright_objects(first, ["g"], 1e6)
-    assert select_additions(first, second, first_map, no_parents, 6.0, 3).num_rows == 0
+    assert len(select_additions(first, second, first_map, parents, 30.0, 3, out)) == 0
+    no_parents = bright_objects(first, ["g"], 1e6, tmp_path / "none")
+    assert len(no_parents) == 0
+    assert len(select_additions(first, second, first_map, no_parents, 6.0, 3, out)) == 0
     # 12.7 px from the galaxy's centre, whose radius sqrt(625 / pi) is 14.1 px
-    assert select_additions(first, second, first_map, parents, 6.0, 3,
-                            core_fraction=0.85).num_rows == 1
-    assert select_additions(first, second, first_map, parents, 6.0, 3,
-                            core_fraction=0.95).num_rows == 0
+    assert len(select_additions(first, second, first_map, parents, 6.0, 3, out,
+                                core_fraction=0.85)) == 1
+    assert len(select_additions(first, second, first_map, parents, 6.0, 3, out,
+                                core_fraction=0.95)) == 0
+
+
+def test_objects_are_read_from_the_parts_that_can_hold_them(tmp_path, monkeypatch):
+    import pyarrow.parquet as pq
+
+    from astrodask.outputs import object_parts
+    from astrodask.outputs.object_parts import ObjectParts, write_object_part
+
+    rows = [_row(i, 10.0 * i, 10.0 * i, (10 * i - 2, 10 * i - 2, 10 * i + 3, 10 * i + 3), 1.0)
+            for i in range(1, 7)]
+    catalog = _catalog(tmp_path / "catalog.parquet", rows, parts=3)
+    parts = ObjectParts([write_object_part(pq.read_table(p), tmp_path / f"{k}.parquet")
+                         for k, p in enumerate(sorted(catalog.glob("part-*.parquet")))])
+    assert len(parts) == 6 and [p.ids for p in parts.parts] == [(1, 2), (3, 4), (5, 6)]
+    assert parts.parts[1].box == (28, 28, 43, 43)
+    read, get_bytes = [], storage.get_bytes
+    monkeypatch.setattr(object_parts.storage, "get_bytes",
+                        lambda location: (read.append(location), get_bytes(location))[1])
+    found = parts.meeting(slice(30, 36), slice(0, 100), columns=["id"])
+    assert found["id"].tolist() == [3] and read == [parts.parts[1].location]
+    read.clear()
+    assert parts.with_ids([6, 2, 5])["id"].tolist() == [2, 5, 6]
+    assert read == [parts.parts[0].location, parts.parts[2].location]
+    read.clear()
+    assert parts.with_ids([3])["id"].tolist() == [3] and read == []  # read once per process
+    assert parts.meeting(slice(200, 210), slice(0, 10), columns=["id", "x"])["x"].size == 0
+    renumbered = parts.renumbered(101)
+    assert renumbered.table(["id"]).column("id").to_pylist() == list(range(101, 107))
+    assert renumbered.with_ids([103, 104])["x"].tolist() == [30.0, 40.0]
+    assert ObjectParts([None]).table() is None and len(ObjectParts([])) == 0
+    # what goes to every task is where the parts lie, however many objects they hold
+    import pickle
+
+    many = pa.table({"id": pa.array(np.arange(1, 100_001)),
+                     **{b: pa.array(np.arange(100_000) % 5000 + (2 if b.endswith("1") else 0))
+                        for b in object_parts.BOX}})
+    big = ObjectParts([write_object_part(many, tmp_path / "many.parquet")])
+    assert len(big) == 100_000 and len(pickle.dumps(big)) < 1000
+    # a part written again at its place is read again, not taken from a cache
+    again = write_object_part(pq.read_table(parts.parts[0].location).slice(0, 1),
+                              parts.parts[0].location)
+    assert ObjectParts([again]).table(["id"]).column("id").to_pylist() == [1]
 
 
 def test_the_second_run_takes_the_first_runs_config_with_the_passes_flips():
