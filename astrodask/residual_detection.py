@@ -203,8 +203,6 @@ def residual_pass(results, *, mosaic=None, options=None, client=None, n_workers=
     seconds = {}
     n_first = int(merged["n_objects"])
     storage.remove(work)
-    for folder in ("parents", "additions"):
-        storage.makedirs(storage.join(work, folder))
     second = storage.join(work, "results")
     first_options = second_merge_options(merged["options"], options.min_score)
     with cluster_for(client, results.location, n_workers, threads_per_worker, scheduler,
@@ -361,7 +359,7 @@ def bright_objects(catalog, bands, min_snr, out, client=None):
     min_snr : float
         Least :func:`astrodask.measure.total_snr`.
     out : str or Path
-        An existing folder; a catalog part's objects go to a part of the same name.
+        A folder (made if missing); a catalog part's objects go to a part of the same name.
     client : distributed.Client, optional
         Read the parts as tasks on this client's cluster, else one after the other here.
 
@@ -373,6 +371,7 @@ def bright_objects(catalog, bands, min_snr, out, client=None):
         object with S/N at least ``min_snr`` not called irregular, in ID order.
     """
     parts = catalog_parts(catalog)
+    storage.makedirs(out)
     return ObjectParts(_tasks(
         client, _bright_part, [(p, storage.join(out, p.rsplit("/", 1)[-1])) for p in parts],
         f"choosing the bright objects of {catalog}", bands=tuple(bands), min_snr=min_snr))
@@ -463,6 +462,18 @@ def _write_residual(mosaic, segmap, parents, options, out, progress, client=None
                                        "objects": len(parents)})
 
 
+def _catalog_dataset(catalog):
+    """A merged catalog as a :mod:`pyarrow.dataset`, planned from its ``_metadata`` (one read
+    for every part's row-group statistics) where it has one."""
+    import pyarrow.dataset as ds
+
+    fs, path = storage.filesystem(catalog)
+    summary = storage.join(catalog, "_metadata")
+    if storage.exists(summary):
+        return ds.parquet_dataset(storage.filesystem(summary)[1], filesystem=fs)
+    return ds.dataset(path, format="parquet", filesystem=fs)
+
+
 def _positions_near(dataset, y0, y1):
     """``(x, y)`` of a catalog dataset's objects with ``y0 <= y <= y1``."""
     import pyarrow.dataset as ds
@@ -489,7 +500,7 @@ def select_additions(first_catalog, second_catalog, first_segmap, parents, separ
     n_first : int
         Objects of the first catalog (its IDs are ``1 ... n_first``).
     out : str or Path
-        An existing folder for the parts of the additions.
+        A folder (made if missing) for the parts of the additions.
     core_fraction : float
         Least distance of an addition from the centre of the object whose
         segment holds it, in units of that object's radius ``sqrt(area / pi)``.
@@ -509,6 +520,7 @@ def select_additions(first_catalog, second_catalog, first_segmap, parents, separ
 
     parts = catalog_parts(second_catalog) if len(parents) else []
     schema = catalog_schema(first_catalog)
+    storage.makedirs(out)
     written = _tasks(client, _part_additions,
                      [(p, storage.join(out, p.rsplit("/", 1)[-1])) for p in parts],
                      f"choosing the additions from {second_catalog}",
@@ -522,7 +534,6 @@ def _part_additions(part, out, *, first_catalog, first_segmap, parents, separati
     """The rows of one second-catalog part that :func:`select_additions` keeps, written to
     ``out`` with their second-catalog IDs (a task); ``None`` if none."""
     import pyarrow as pa
-    import pyarrow.dataset as ds
     import zarr
     from scipy.spatial import cKDTree
 
@@ -544,8 +555,7 @@ def _part_additions(part, out, *, first_catalog, first_segmap, parents, separati
     inside = (parent_ids[where] == under) if len(parent_ids) else np.zeros(len(x), bool)
     if not inside.any():
         return None
-    fs, path = storage.filesystem(first_catalog)
-    near = _positions_near(ds.dataset(path, format="parquet", filesystem=fs),
+    near = _positions_near(_catalog_dataset(first_catalog),
                            y[inside].min() - separation, y[inside].max() + separation)
     distance = np.full(len(x), np.inf)
     if len(near):

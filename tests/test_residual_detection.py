@@ -67,7 +67,6 @@ def test_additions_lie_in_a_bright_segment_far_from_first_pass_objects(tmp_path)
         _row(2, 35.0, 35.0, (32, 32, 38, 38), 20.0),
         _row(3, 8.0, 35.0, (5, 32, 12, 39), 400.0, morphology="irregular"),
     ], parts=2)
-    (tmp_path / "parents").mkdir()
     parents = bright_objects(first, ["g"], 50.0, tmp_path / "parents")
     assert parents.table(["id"]).column("id").to_pylist() == [1]
     assert [p.location.rsplit("/", 1)[-1] for p in parents.parts] == ["part-00000.parquet"]
@@ -84,7 +83,6 @@ def test_additions_lie_in_a_bright_segment_far_from_first_pass_objects(tmp_path)
     ])
     first_map = _segmap(tmp_path / "first.zarr", first_labels)
     out = tmp_path / "additions"
-    out.mkdir()
     added = select_additions(first, second, first_map, parents, 6.0, 3, out).table()
     assert added.column("id").to_pylist() == [4]           # numbered after the first pass
     assert added.column("second_id").to_pylist() == [4]
@@ -117,6 +115,37 @@ def test_additions_lie_in_a_bright_segment_far_from_first_pass_objects(tmp_path)
                                 core_fraction=0.85)) == 1
     assert len(select_additions(first, second, first_map, parents, 6.0, 3, out,
                                 core_fraction=0.95)) == 0
+
+
+def test_additions_through_a_memory_filesystem(tmp_path):
+    """The same rows where the catalogs, segmap and work folder are fsspec URLs."""
+    import fsspec
+
+    root = "memory://astrodask-residual-tests"
+    storage.remove(root)
+    labels = np.zeros((40, 40), np.int32)
+    labels[5:30, 5:30] = 1
+    first = _catalog(tmp_path / "first.parquet",
+                     [_row(1, 17.0, 17.0, (5, 5, 30, 30), 500.0)])
+    second = _catalog(tmp_path / "second.parquet",
+                      [_row(4, 26.0, 26.0, (24, 24, 29, 32), 60.0),
+                       _row(5, 17.5, 18.0, (16, 18, 19, 21), 60.0)])
+    first_map = _segmap(tmp_path / "first.zarr", labels)
+    fsspec.filesystem("memory").put(str(tmp_path) + "/", "/astrodask-residual-tests/",
+                                    recursive=True)
+    try:
+        where = {"local": (first, second, first_map, tmp_path),
+                 "memory": tuple(f"{root}/{n}" for n in ("first.parquet", "second.parquet",
+                                                           "first.zarr")) + (root,)}
+        found = {}
+        for name, (f, s, m, base) in where.items():
+            parents = bright_objects(f, ["g"], 50.0, storage.join(str(base), "parents"))
+            assert parents.parts[0].location.startswith(root if name == "memory" else "/")
+            found[name] = select_additions(f, s, m, parents, 6.0, 1,
+                                           storage.join(str(base), "additions")).table()
+        assert found["memory"].equals(found["local"]) and found["local"]["id"].to_pylist() == [2]
+    finally:
+        storage.remove(root)
 
 
 def test_objects_are_read_from_the_parts_that_can_hold_them(tmp_path, monkeypatch):
