@@ -61,3 +61,9 @@ def test_sep_catalog_gives_shapes_in_the_catalogs_convention():
     k = int(np.argmax(found["snr"]))
     assert found["theta_image"][k] == pytest.approx(30.0, abs=3.0)
     assert found["b_image"][k] / found["a_image"][k] == pytest.approx(2.5 / 6.0, abs=0.1)
+    # SExtractor's FLUX_AUTO on SEP's own ellipse, segmentation and background map
+    auto = sep_catalog(image.astype(np.float32), 1.5, auto=True)
+    total = 50 * 2 * np.pi * 6.0 * 2.5
+    assert auto["flux_auto"].shape == (len(auto["x"]), 3)
+    assert auto["flux_auto"][k] == pytest.approx([total] * 3, rel=0.1)
+    assert "flux_auto" not in found and auto["x"][k] == found["x"][k]

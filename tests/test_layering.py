@@ -20,7 +20,7 @@ LAYERS = [
     ("models", {"models", "morphology"}),
     ("stages", {"ingestion", "engine", "instances", "measure", "merging", "star_galaxy",
                 "fragments", "centre_segments", "instance_deblend", "symmetric_residual",
-                "residual_detection"}),
+                "residual_detection", "kron"}),
     ("evaluation", {"evaluate", "catalog_scores", "baselines"}),
     ("simulation", {"simulation"}),
     ("training", {"train"}),

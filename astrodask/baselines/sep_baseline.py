@@ -57,7 +57,7 @@ def sep_detect(images, psf_half_light_radius, threshold=1.2, min_area=5,
 
 
 def sep_catalog(images, psf_half_light_radius, mask=None, threshold=1.2, min_area=5,
-                deblend_nthresh=32, deblend_cont=0.005, star_factor=1.05):
+                deblend_nthresh=32, deblend_cont=0.005, star_factor=1.05, auto=False):
     """A SEP source catalog of a whole image: positions, class and S/N, no masks.
 
     The same detection and classification as :func:`sep_detect`, for images
@@ -73,6 +73,11 @@ def sep_catalog(images, psf_half_light_radius, mask=None, threshold=1.2, min_are
         Pixels to ignore (no data).
     threshold, min_area, deblend_nthresh, deblend_cont, star_factor
         As :func:`sep_detect`.
+    auto : bool
+        Also measure each band's Kron (AUTO) flux as SExtractor does by default:
+        the Kron aperture of :func:`astrodask.kron.kron_photometry` on SEP's own
+        ellipses and segmentation map, on each band less SEP's background map,
+        without a local annulus: ``kron_radius`` and ``flux_auto`` (object, band).
 
     Returns
     -------
@@ -82,14 +87,35 @@ def sep_catalog(images, psf_half_light_radius, mask=None, threshold=1.2, min_are
         catalog's ``a_image``, ``b_image`` (px) and ``theta_image`` (degrees
         counter-clockwise from +x).
     """
-    objects, _, detection = _extract(images, mask, threshold, min_area, deblend_nthresh,
-                                     deblend_cont)
+    objects, segmap, detection = _extract(images, mask, threshold, min_area, deblend_nthresh,
+                                          deblend_cont, segmentation_map=auto)
     classes, scores = _classify(objects, detection, psf_half_light_radius, star_factor)
     names = np.array(["", "star", "galaxy"], dtype=object)
-    return {"x": np.asarray(objects["x"], float), "y": np.asarray(objects["y"], float),
-            "source_class": names[classes], "snr": scores,
-            "a_image": np.asarray(objects["a"], float), "b_image": np.asarray(objects["b"], float),
-            "theta_image": np.degrees(np.asarray(objects["theta"], float))}
+    catalog = {"x": np.asarray(objects["x"], float), "y": np.asarray(objects["y"], float),
+               "source_class": names[classes], "snr": scores,
+               "a_image": np.asarray(objects["a"], float),
+               "b_image": np.asarray(objects["b"], float),
+               "theta_image": np.degrees(np.asarray(objects["theta"], float))}
+    if auto:
+        import sep
+
+        from ..kron import kron_photometry
+
+        images = np.asarray(images, dtype=np.float64)
+        flags = np.zeros(images.shape, np.uint8)
+        if mask is not None:
+            flags[:, np.asarray(mask, dtype=bool)] = 1
+        bad = flags.any(axis=0) | ~np.isfinite(images).all(axis=0)
+        # as SExtractor measures: on each band less its background map
+        images = np.stack([band - sep.Background(np.ascontiguousarray(band), mask=bad).back()
+                           for band in np.where(bad, 0.0, images)])
+        measured = kron_photometry(images, flags, segmap.astype(np.int32),
+                                   np.arange(1, len(objects) + 1), catalog["x"], catalog["y"],
+                                   catalog["a_image"], catalog["b_image"],
+                                   catalog["theta_image"], annulus=None)
+        catalog["kron_radius"] = measured["kron_radius"]
+        catalog["flux_auto"] = measured["flux_auto"]
+    return catalog
 
 
 def _extract(images, mask, threshold, min_area, deblend_nthresh, deblend_cont,
@@ -98,8 +124,8 @@ def _extract(images, mask, threshold, min_area, deblend_nthresh, deblend_cont,
     try:
         import sep
     except ImportError:
-        raise DependencyError("the SEP baseline needs the 'sep' package "
-                              "(pip install 'astrodask[baselines]')") from None
+        raise DependencyError("the SEP baseline needs the 'sep' package, a dependency of "
+                              "astrodask: install astrodask again (pip install sep)") from None
     images = np.asarray(images, dtype=np.float64)
     if mask is not None:
         mask = np.ascontiguousarray(mask, dtype=bool) | ~np.isfinite(images).all(axis=0)

@@ -423,7 +423,7 @@ def paint(boxes, masks, values, ys, xs):
     return labels
 
 
-def catalog_table(mosaic, objects, accumulator, unet, options, first_id=1):
+def catalog_table(mosaic, objects, accumulator, unet, options, labels, first_id=1):
     """Catalog columns of objects ``first_id, first_id + 1, ...``.
 
     Parameters
@@ -436,6 +436,8 @@ def catalog_table(mosaic, objects, accumulator, unet, options, first_id=1):
         Sums of these objects, object ``first_id + k`` at index ``k + 1``.
     unet : zarr.Group or None
     options : MergeOptions
+    labels : array_like of int, shape (height, width)
+        The finished segmentation map (catalog IDs), for the Kron apertures.
     first_id : int
 
     Returns
@@ -444,6 +446,7 @@ def catalog_table(mosaic, objects, accumulator, unet, options, first_id=1):
     """
     import pyarrow as pa
 
+    from ..kron import kron_photometry
     from ..measure import ab_magnitude, measurement_noise, sky_coordinates
 
     noise, correlation = measurement_noise(mosaic)
@@ -483,11 +486,21 @@ def catalog_table(mosaic, objects, accumulator, unet, options, first_id=1):
         "theta_image": measured["theta_image"],
         "anchor_y": objects.anchor_y, "anchor_x": objects.anchor_x,
     }
+    zeropoints = mosaic.attrs.get("zeropoints", {})
     for band in mosaic.bands:
         columns[f"flux_{band}"] = measured[f"flux_{band}"]
         columns[f"flux_err_{band}"] = measured[f"flux_err_{band}"]
-        columns[f"mag_{band}"] = ab_magnitude(measured[f"flux_{band}"],
-                                              mosaic.attrs.get("zeropoints", {}).get(band))
+        columns[f"mag_{band}"] = ab_magnitude(measured[f"flux_{band}"], zeropoints.get(band))
+    auto = kron_photometry(mosaic.array("image"), mosaic.array("mask"), labels, columns["id"],
+                           x, y, measured["a_image"], measured["b_image"],
+                           measured["theta_image"], noise=noise, correlation=correlation,
+                           weight=mosaic.array("weight") if mosaic.has_weight else None)
+    columns["kron_radius"] = auto["kron_radius"]
+    for b, band in enumerate(mosaic.bands):
+        columns[f"flux_auto_{band}"] = auto["flux_auto"][:, b]
+        columns[f"flux_auto_err_{band}"] = auto["flux_auto_err"][:, b]
+        columns[f"mag_auto_{band}"] = ab_magnitude(auto["flux_auto"][:, b], zeropoints.get(band))
+    columns["auto_flags"] = auto["auto_flags"]
     columns["class_id"] = objects.class_id
     columns["source_class"] = pa.array([OBJECT_CLASSES[c] if c > 0 else None for c in objects.class_id],
                                 type=pa.string())
@@ -602,8 +615,9 @@ def column_units(mosaic):
     bunit = mosaic.attrs.get("bunit") or {}
     for band in mosaic.bands:
         if bunit.get(band):
-            units[f"flux_{band}"] = units[f"flux_err_{band}"] = bunit[band]
-        units[f"mag_{band}"] = "mag(AB)"
+            for name in ("flux", "flux_err", "flux_auto", "flux_auto_err"):
+                units[f"{name}_{band}"] = bunit[band]
+        units[f"mag_{band}"] = units[f"mag_auto_{band}"] = "mag(AB)"
     return units
 
 

@@ -118,7 +118,10 @@ def merge_in_process(results, *, mosaic=None, options=None, threads=None, progre
     seconds["paint_measure"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    table = catalog_table(mosaic, objects, measured, unet, options)
+    import zarr
+
+    table = catalog_table(mosaic, objects, measured, unet, options,
+                          zarr.open_group(segmap_path, mode="r")["labels"])
     meta = provenance(mosaic, record, options)
     from ..outputs.catalog import write_catalog
 

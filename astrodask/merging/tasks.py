@@ -653,6 +653,7 @@ def catalog_task(ctx, block, first_id, chunk_rows, provenance):
     import json
 
     import pyarrow.compute as pc
+    import zarr
 
     from ..measure import Accumulator
     from .products import MergeOptions, catalog_table, counts, open_unet
@@ -702,8 +703,9 @@ def catalog_task(ctx, block, first_id, chunk_rows, provenance):
                       anchor_x=c["anchor_x"], n_pieces=c["n_pieces"], cut=c["cut"],
                       centre_y=c["centre_y"], centre_x=c["centre_x"],
                       parent_id=parent, family_size=size)
+    labels = zarr.open_group(ctx.path("segmap.zarr"), mode="r")["labels"]
     part = catalog_table(mosaic, objects, accumulator, unet, MergeOptions(**ctx.options),
-                         first_id=first_id)
+                         labels, first_id=first_id)
     metadata = dict(part.schema.metadata or {})
     metadata[b"astrodask"] = json.dumps(provenance, sort_keys=True, default=str).encode()
     part = part.replace_schema_metadata(metadata)

@@ -1,0 +1,207 @@
+"""Whole-mosaic photometry against truth: isophotal and Kron (AUTO) fluxes, beside SEP's.
+
+Simulates the fields of ``mosaic_quality.py`` (same seeds, same truth), runs
+ingest -> run -> merge with the defaults, matches the catalog to the true
+sources one to one within ``--match-radius`` px, and compares each matched
+source's flux with its true total flux (the part of the simulator's model flux
+inside the image) in one
+band: per bin of true S/N, the median of measured / true and its robust
+scatter (1.4826 x the median absolute deviation), for the catalog's
+isophotal flux (``flux_<band>``: the sum over the segment), its Kron flux
+(``flux_auto_<band>``) and SEP's Kron flux on SEP's own detections,
+segmentation and ellipses on the same pixels (the same aperture rule,
+:func:`astrodask.kron.kron_photometry`). Stars and galaxies are also
+reported apart (true class).
+
+``--validation`` runs the validation mosaics of ``catalog_threshold.py``
+instead (seeds 3,000,000+), where settings are chosen; ``--annuli`` measures
+the catalog's Kron fluxes again with other local-background annuli, and a
+summary sums each variant's |median - 1| over the fields and S/N bins.
+
+Usage::
+
+    python benchmarks/photometry_quality.py [--preset decam] [--size 2048]
+        [--fields standard] [--validation] [--annuli none,1.5:2.5] [--match-radius 2]
+        [--out bench-output/photometry_quality]
+"""
+
+import argparse
+import json
+from pathlib import Path
+import shutil
+
+import numpy as np
+
+from mosaic_quality import FIELDS, pipeline
+
+SNR_BINS = ((10, 30), (30, 100), (100, 1000), (1000, np.inf))
+
+
+def ratio_stats(measured, true):
+    """``(n, median, robust scatter)`` of ``measured / true`` (finite, true > 0)."""
+    measured, true = np.asarray(measured, float), np.asarray(true, float)
+    keep = np.isfinite(measured) & np.isfinite(true) & (true > 0)
+    if not keep.any():
+        return 0, float("nan"), float("nan")
+    ratio = measured[keep] / true[keep]
+    median = float(np.median(ratio))
+    return int(keep.sum()), median, float(1.4826 * np.median(np.abs(ratio - median)))
+
+
+def compare(catalog, truth, columns, band, radius, snr_bins=SNR_BINS):
+    """Per S/N bin and true class: ratio statistics of each named flux of ``catalog``.
+
+    Parameters
+    ----------
+    catalog : dict of ndarray
+        ``x``, ``y`` and the flux columns named in ``columns``.
+    truth : dict
+        ``x``, ``y``, ``snr``, ``class`` and ``image_flux_<band>`` (or ``flux_<band>``)
+        of the true sources.
+    columns : dict
+        Label -> catalog column (or an ndarray of the catalog's length).
+    band : str
+    radius : float
+
+    Returns
+    -------
+    list of dict
+        ``bin``, ``class``, and per label ``(n, median, scatter)``.
+    """
+    from astrodask.catalog_scores import match_positions
+
+    match, _ = match_positions(np.asarray(truth["x"], float), np.asarray(truth["y"], float),
+                               catalog["x"], catalog["y"], radius)
+    found = match >= 0
+    snr = np.asarray(truth["snr"], float)
+    # the flux that lies inside the image (a source at the edge is partly outside)
+    true_flux = np.asarray(truth.get(f"image_flux_{band}", truth[f"flux_{band}"]), float)
+    classes = np.asarray(truth["class"])
+    rows = []
+    for low, high in snr_bins:
+        for kind in ("all", "star", "galaxy"):
+            chosen = found & (snr >= low) & (snr < high)
+            if kind != "all":
+                chosen &= classes == kind
+            row = {"bin": f"{low:g}-{high:g}", "class": kind}
+            for label, column in columns.items():
+                values = catalog[column] if isinstance(column, str) else column
+                row[label] = ratio_stats(np.asarray(values, float)[match[chosen]],
+                                         true_flux[chosen])
+            rows.append(row)
+    return rows
+
+
+def print_rows(name, band, rows, labels):
+    print(f"\n{name}: measured / true flux in {band} (n, median, robust scatter)")
+    print("| true S/N | class | " + " | ".join(labels) + " |")
+    print("| --- | --- | " + " | ".join("---" for _ in labels) + " |")
+    for row in rows:
+        cells = [f"{row[k][0]}: {row[k][1]:.3f} ± {row[k][2]:.3f}" if row[k][0] else "-"
+                 for k in labels]
+        print(f"| {row['bin']} | {row['class']} | " + " | ".join(cells) + " |")
+
+
+def parse_annuli(text):
+    """``none,1.5:2.5`` -> ``[None, (1.5, 2.5)]``."""
+    if not text:
+        return []
+    return [None if item == "none" else tuple(float(v) for v in item.split(":"))
+            for item in text.split(",")]
+
+
+def annulus_label(annulus):
+    return "auto, no annulus" if annulus is None else f"auto, annulus {annulus[0]:g}-{annulus[1]:g}"
+
+
+def remeasured(mosaic, results, catalog, annulus):
+    """The catalog's Kron fluxes measured again with another local-background ``annulus``."""
+    from astropy.io import fits
+
+    from astrodask.kron import kron_photometry
+    from astrodask.measure import measurement_noise
+
+    noise, correlation = measurement_noise(mosaic)
+    return kron_photometry(mosaic.array("image")[:], mosaic.array("mask")[:],
+                           fits.getdata(results / "segmap.fits").astype(np.int32),
+                           catalog["id"], catalog["x"], catalog["y"], catalog["a_image"],
+                           catalog["b_image"], catalog["theta_image"], noise=noise,
+                           correlation=correlation, annulus=annulus)["flux_auto"]
+
+
+def bias_summary(results, labels):
+    """Per label: summed |median - 1| and mean scatter over fields and S/N bins (all classes)."""
+    summary = {}
+    for label in labels:
+        rows = [row[label] for field in results.values() for row in field["rows"]
+                if row["class"] == "all" and row[label][0]]
+        summary[label] = (sum(abs(r[1] - 1) for r in rows), float(np.mean([r[2] for r in rows])))
+    return summary
+
+
+def main(argv=None):
+    import pyarrow.parquet as pq
+
+    import astrodask
+    from astrodask.baselines.sep_baseline import sep_catalog
+    from astrodask.simulation.presets import get_preset
+    from astrodask.train.maskrcnn_eval import psf_half_light_radius
+    from catalog_threshold import VALIDATION
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--preset", default="decam", choices=sorted(FIELDS))
+    parser.add_argument("--size", type=int, default=2048)
+    parser.add_argument("--fields", default=None,
+                        help="default: standard (with --validation: every validation field)")
+    parser.add_argument("--validation", action="store_true",
+                        help="the validation mosaics of catalog_threshold.py, not the test ones")
+    parser.add_argument("--annuli", default="",
+                        help="also re-measure the Kron fluxes with these local-background "
+                        "annuli (inner:outer in units of the aperture, or none)")
+    parser.add_argument("--match-radius", type=float, default=2.0)
+    parser.add_argument("--band", default=None, help="default: the middle band")
+    parser.add_argument("--out", default="bench-output/photometry_quality")
+    args = parser.parse_args(argv)
+    known = (VALIDATION if args.validation else FIELDS)[args.preset]
+    names = (args.fields.split(",") if args.fields
+             else list(known) if args.validation else ["standard"])
+    unknown = sorted(set(names) - set(known))
+    if unknown:
+        parser.error(f"unknown --fields: {', '.join(unknown)}")
+    annuli = parse_annuli(args.annuli)
+    out = Path(args.out)
+    results = {}
+    for name in names:
+        work = out / name
+        if work.exists():
+            shutil.rmtree(work)
+        sim = astrodask.simulate(work / "field", size=(args.size, args.size),
+                                 preset=args.preset, **known[name])
+        bands = list(sim["bands"])
+        band = args.band or bands[len(bands) // 2]
+        truth = pq.read_table(work / "field" / "truth.parquet").to_pydict()
+        mosaic, catalog, seconds = pipeline([work / "field" / f"{b}.fits" for b in bands],
+                                            work / "h32")
+        flagged = (mosaic.array("mask")[:] != 0).any(axis=0)
+        sep = sep_catalog(mosaic.array("image")[:],
+                          psf_half_light_radius(get_preset(args.preset)), mask=flagged,
+                          auto=True)
+        columns = {"isophotal": f"flux_{band}", "auto": f"flux_auto_{band}"}
+        for annulus in annuli:
+            flux = remeasured(mosaic, work / "h32" / "results", catalog, annulus)
+            columns[annulus_label(annulus)] = flux[:, bands.index(band)]
+        ours = compare(catalog, truth, columns, band, args.match_radius)
+        theirs = compare(sep, truth, {"SEP auto": sep["flux_auto"][:, bands.index(band)]},
+                         band, args.match_radius)
+        rows = [dict(a, **{"SEP auto": b["SEP auto"]}) for a, b in zip(ours, theirs)]
+        labels = list(columns) + ["SEP auto"]
+        print_rows(name, band, rows, labels)
+        results[name] = {"band": band, "rows": rows, "seconds": seconds}
+    print("\nsummed |median - 1| over fields and S/N bins, mean robust scatter:")
+    for label, (bias, scatter) in bias_summary(results, labels).items():
+        print(f"  {label}: {bias:.3f}, {scatter:.3f}")
+    (out / "photometry_quality.json").write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

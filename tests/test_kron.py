@@ -1,0 +1,128 @@
+"""Kron (AUTO) photometry against known total fluxes."""
+
+import numpy as np
+import pytest
+
+from astrodask import kron
+from astrodask.kron import AUTO_FLAGS, kron_photometry
+
+
+def _gaussian(shape, y, x, sigma, flux):
+    yy, xx = np.indices(shape)
+    return flux * np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / (2 * sigma ** 2)) / (2 * np.pi
+                                                                              * sigma ** 2)
+
+
+def _moments(image, labels, k):
+    """Flux-weighted centre and RMS extent of segment ``k``, as the catalog measures them."""
+    yy, xx = np.indices(image.shape)
+    w = np.where((labels == k) & (image > 0), image, 0.0)
+    y, x = (w * yy).sum() / w.sum(), (w * xx).sum() / w.sum()
+    a = np.sqrt((w * ((yy - y) ** 2 + (xx - x) ** 2)).sum() / w.sum() / 2)
+    return y, x, a
+
+
+def _measure(image, labels, ids, noise=1.0, mask=None):
+    moments = [_moments(image[0], labels, k) for k in ids]
+    y, x, a = (np.array(v) for v in zip(*moments))
+    mask = np.zeros(image.shape, np.uint8) if mask is None else mask
+    return kron_photometry(image, mask, labels, np.asarray(ids), x, y, a, a,
+                           np.zeros(len(ids)), noise=[noise] * image.shape[0])
+
+
+def test_the_auto_flux_holds_the_light_the_segment_misses():
+    rng = np.random.default_rng(1)
+    truth = _gaussian((120, 120), 60.3, 59.6, 3.0, 600.0)
+    image = (truth + rng.normal(0, 1.0, truth.shape))[None]
+    labels = np.where(truth > 2.0, 1, 0).astype(np.int32)  # an isophote at 2σ
+    auto = _measure(image, labels, [1])
+    isophotal = image[0][labels == 1].sum()
+    assert isophotal < 0.85 * 600
+    assert auto["flux_auto"][0, 0] == pytest.approx(600, rel=0.05)
+    assert 0.9 < auto["kron_radius"][0] < kron.KRON_WINDOW
+    # the error of a sum of independent pixels over the aperture's area, and no flag
+    assert 5 < auto["flux_auto_err"][0, 0] < 25 and auto["auto_flags"][0] == 0
+
+
+def test_a_neighbours_pixels_are_left_out():
+    truth_a = _gaussian((100, 140), 50, 50, 3.0, 1000.0)
+    truth_b = _gaussian((100, 140), 50, 68, 3.0, 5000.0)
+    image = (truth_a + truth_b)[None]
+    labels = np.zeros((100, 140), np.int32)
+    labels[(truth_a > 0.05) & (truth_a >= truth_b)] = 1
+    labels[(truth_b > 0.05) & (truth_b > truth_a)] = 2
+    alone = _measure(truth_a[None], np.where(labels == 1, 1, 0).astype(np.int32), [1])
+    both = _measure(image, labels, [1, 2])
+    unmasked = _measure(image, np.where(labels == 1, 1, 0).astype(np.int32), [1])
+    # object 1's aperture reaches over object 2, whose pixels do not count (its wings
+    # outside its segment still do)
+    assert unmasked["flux_auto"][0, 0] > 1.5 * alone["flux_auto"][0, 0]
+    assert both["flux_auto"][0, 0] == pytest.approx(alone["flux_auto"][0, 0], rel=0.08)
+    assert both["flux_auto"][1, 0] == pytest.approx(5000, rel=0.06)
+    assert not both["auto_flags"].any()  # a neighbour is not a flagged pixel
+
+
+def test_edges_and_flagged_pixels_are_flagged_and_left_out():
+    truth = _gaussian((80, 80), 40, 3, 3.0, 1000.0) + _gaussian((80, 80), 40, 50, 3.0, 1000.0)
+    image = truth[None].copy()
+    labels = np.zeros((80, 80), np.int32)
+    labels[30:51, 0:14] = 1
+    labels[30:51, 40:61] = 2
+    mask = np.zeros(image.shape, np.uint8)
+    mask[0, 38:42, 52:56] = 1
+    image[0, 38:42, 52:56] = np.nan  # a flagged pixel's value never reaches the sums
+    auto = _measure(image, labels, [1, 2], mask=mask)
+    assert auto["auto_flags"][0] & AUTO_FLAGS["truncated"]
+    assert auto["auto_flags"][1] == AUTO_FLAGS["masked"]
+    assert np.isfinite(auto["flux_auto"]).all() and auto["flux_auto"][1, 0] < 1000
+
+
+def test_cells_and_large_objects_give_what_one_object_at_a_time_gives(monkeypatch):
+    rng = np.random.default_rng(3)
+    shape = (300, 300)
+    centres = rng.uniform(20, 280, size=(12, 2))
+    image = sum(_gaussian(shape, y, x, 2.0, 500.0) for y, x in centres)[None]
+    labels = np.zeros(shape, np.int32)
+    for k, (y, x) in enumerate(centres, start=1):
+        yy, xx = np.indices(shape)
+        labels[((yy - y) ** 2 + (xx - x) ** 2 < 16) & (labels == 0)] = k
+    ids = np.arange(1, 13)
+    grouped = _measure(image, labels, ids)
+    monkeypatch.setattr(kron, "CELL", 1)  # every object read on its own
+    alone = _measure(image, labels, ids)
+    for key in ("kron_radius", "flux_auto", "flux_auto_err", "auto_flags"):
+        np.testing.assert_array_equal(grouped[key], alone[key])
+
+
+def test_no_objects_and_unplaced_objects():
+    empty = kron_photometry(np.zeros((2, 10, 10)), np.zeros((2, 10, 10), np.uint8),
+                            np.zeros((10, 10), np.int32), np.zeros(0, int), np.zeros(0),
+                            np.zeros(0), np.zeros(0), np.zeros(0), np.zeros(0))
+    assert empty["flux_auto"].shape == (0, 2)
+    lost = kron_photometry(np.ones((1, 10, 10)), np.zeros((1, 10, 10), np.uint8),
+                           np.ones((10, 10), np.int32), np.array([1]), np.array([np.nan]),
+                           np.array([5.0]), np.array([np.nan]), np.array([np.nan]),
+                           np.array([np.nan]))
+    assert np.isnan(lost["flux_auto"]).all() and np.isnan(lost["kron_radius"]).all()
+
+
+def test_a_local_annulus_takes_off_the_light_around_an_object():
+    rng = np.random.default_rng(5)
+    truth = _gaussian((120, 120), 60, 60, 2.5, 400.0)
+    image = (truth + 0.3 + rng.normal(0, 1.0, truth.shape))[None]  # a pedestal of 0.3
+    labels = np.where(truth > 2.0, 1, 0).astype(np.int32)
+    moments = _moments(truth, labels, 1)
+    args = (image, np.zeros(image.shape, np.uint8), labels, np.array([1]),
+            np.array([moments[1]]), np.array([moments[0]]), np.array([moments[2]]),
+            np.array([moments[2]]), np.zeros(1))
+    plain = kron_photometry(*args, noise=[1.0], annulus=None)
+    local = kron_photometry(*args, noise=[1.0], annulus=(1.5, 2.5))
+    assert plain["flux_auto"][0, 0] > 1.1 * 400
+    assert local["flux_auto"][0, 0] == pytest.approx(400, rel=0.1)
+    assert local["flux_auto_err"][0, 0] > plain["flux_auto_err"][0, 0]
+    # an annulus with no free pixel (all flagged): the sum without a local background
+    mask = np.ones(image.shape, np.uint8)
+    mask[0, 50:71, 50:71] = 0
+    lost = kron_photometry(image, mask, *args[2:], noise=[1.0], annulus=(1.5, 2.5))
+    assert lost["auto_flags"][0] & AUTO_FLAGS["no_local_background"]
+    assert np.isfinite(lost["flux_auto"][0, 0])
