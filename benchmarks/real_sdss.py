@@ -15,6 +15,10 @@ ingest -> run -> merge as the CLI does and reports:
   pi 3A 3B is 0.87-1.09 of ISOAREA for the three spirals of this field) and
   within twice it (the inner part): a large galaxy cut into its HII regions
   and arms shows as many objects;
+- the catalog's r fluxes, Kron (``flux_auto_r``) and isophotal, over
+  SExtractor's ``FLUX_AUTO`` (median ± robust scatter) for the brightest
+  sources found (those whose r core was kept) and for every reference
+  source of S/N >= 10 matched within 2 px;
 - the overview picture (copied to ``--picture`` when given).
 
 SExtractor saw only the r band. Where a bright star's r-band core was lost
@@ -125,6 +129,7 @@ def main(argv=None):
         agree = (ours[found & clean & sel] == name).sum()
         print(f"  without them, CLASS_STAR {label} called {name}: {agree}/{n}"
               + (f" = {agree / n:.3f}" if n else ""))
+    flux_agreement(catalog, ref, cx, cy, order, found, to_cat, clean)
     large = np.flatnonzero(ref["ISOAREA_IMAGE"] >= args.large_area)
     print(f"large reference sources (isophotal area >= {args.large_area} px): {len(large)}")
     for scale in (3, 2):
@@ -139,6 +144,40 @@ def main(argv=None):
         shutil.copyfile(out / "results" / "overview.png", args.picture)
         print(f"overview picture: {args.picture}")
     return 0
+
+
+def ratio_text(ours, theirs):
+    """``median ± robust scatter (n)`` of ``ours / theirs`` where both are finite and positive."""
+    ours, theirs = np.asarray(ours, float), np.asarray(theirs, float)
+    keep = np.isfinite(ours) & np.isfinite(theirs) & (ours > 0) & (theirs > 0)
+    if not keep.any():
+        return "none"
+    ratio = ours[keep] / theirs[keep]
+    median = np.median(ratio)
+    return f"{median:.3f} ± {1.4826 * np.median(np.abs(ratio - median)):.3f} ({keep.sum()})"
+
+
+def flux_agreement(catalog, ref, cx, cy, order, found, to_cat, clean, min_snr=10.0):
+    """Print the catalog's r fluxes (Kron and isophotal) over SExtractor's FLUX_AUTO: for the
+    brightest sources found whose r core was kept, and for every reference source of S/N at
+    least ``min_snr`` (FLUX_AUTO / FLUXERR_AUTO) matched within 2 px."""
+    from astrodask.catalog_scores import match_positions
+
+    auto, iso = np.asarray(catalog["flux_auto_r"]), np.asarray(catalog["flux_r"])
+    chosen = found & clean
+    theirs = ref["FLUX_AUTO"][order][chosen]
+    print(f"r flux over SExtractor's FLUX_AUTO, brightest found with their r core: Kron "
+          f"{ratio_text(auto[to_cat[chosen]], theirs)}, isophotal "
+          f"{ratio_text(iso[to_cat[chosen]], theirs)}")
+    snr = ref["FLUX_AUTO"] / np.where(ref["FLUXERR_AUTO"] > 0, ref["FLUXERR_AUTO"], np.inf)
+    every = np.flatnonzero(snr >= min_snr)
+    match, _ = match_positions(ref["X_IMAGE"][every] - 1.0, ref["Y_IMAGE"][every] - 1.0, cx, cy,
+                               2.0)
+    hit = match >= 0
+    theirs = ref["FLUX_AUTO"][every][hit]
+    print(f"  every reference source of S/N >= {min_snr:g} matched ({hit.sum()}/{len(every)}): "
+          f"Kron {ratio_text(auto[match[hit]], theirs)}, isophotal "
+          f"{ratio_text(iso[match[hit]], theirs)}")
 
 
 def objects_in_ellipses(ref, which, x, y, scale=2.0):

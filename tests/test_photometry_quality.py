@@ -45,3 +45,10 @@ def test_robust_scatter_and_the_summary(photometry):
     assert bias == pytest.approx(0.3) and scatter == pytest.approx(0.3)
     assert photometry.parse_annuli("none,1.2:2") == [None, (1.2, 2.0)]
     assert photometry.parse_annuli("") == []
+
+
+def test_the_real_pixels_flux_ratio_leaves_out_what_cannot_be_divided():
+    real = load_benchmark("real_sdss")
+    assert real.ratio_text([2.0, 3.0, np.nan, -1.0, 4.0], [2.0, 3.0, 1.0, 1.0, 0.0]) == \
+        "1.000 ± 0.000 (2)"
+    assert real.ratio_text([np.nan], [1.0]) == "none"

@@ -106,6 +106,7 @@ def sep_catalog(images, psf_half_light_radius, mask=None, threshold=1.2, min_are
         if mask is not None:
             flags[:, np.asarray(mask, dtype=bool)] = 1
         bad = flags.any(axis=0) | ~np.isfinite(images).all(axis=0)
+        flags[:, bad] = 1
         # as SExtractor measures: on each band less its background map
         images = np.stack([band - sep.Background(np.ascontiguousarray(band), mask=bad).back()
                            for band in np.where(bad, 0.0, images)])
