@@ -32,6 +32,7 @@ _API = {
     "ResidualOptions": "astrodask.residual_detection:ResidualOptions",
     "ResidualSummary": "astrodask.residual_detection:ResidualSummary",
     "read_catalog": "astrodask.outputs.catalog:read_catalog",
+    "kron_photometry": "astrodask.kron:kron_photometry",
     "write_catalog_fits": "astrodask.outputs.catalog_fits:write_catalog_fits",
     "RunConfig": "astrodask.config:RunConfig",
     "load_config": "astrodask.config:load_config",
