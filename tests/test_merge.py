@@ -397,6 +397,16 @@ def test_kron_fluxes_hold_the_total_light_across_windows(field):
     schema = pq.read_schema(out / "catalog.parquet" / "_common_metadata")
     units = {f.name: (f.metadata or {}).get(b"unit", b"").decode() for f in schema}
     assert units["flux_auto_g"] == units["flux_auto_err_g"] == mosaic.attrs["bunit"]["g"]
+    # without the local background (the hst card's choice): the sums alone, a little more
+    merge(out, options=astrodask.MergeOptions(kron_annulus=()))
+    bare = {k: np.asarray(v) for k, v in catalog(out).items()}
+    plain = kron_photometry(mosaic.array("image")[:], mosaic.array("mask")[:],
+                            fits.getdata(out / "segmap.fits").astype(np.int32), bare["id"],
+                            bare["x"], bare["y"], bare["a_image"], bare["b_image"],
+                            bare["theta_image"], noise=noise, correlation=correlation,
+                            annulus=None)
+    np.testing.assert_array_equal(bare["flux_auto_r"], plain["flux_auto"][:, 1])
+    assert np.median(bare["flux_auto_r"][k] / cat["flux_auto_r"][k]) > 1
     assert units["mag_auto_z"] == "mag(AB)" and units["kron_radius"] == ""
 
 

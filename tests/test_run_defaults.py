@@ -173,10 +173,36 @@ def test_peak_position_snr_comes_from_the_option_then_the_detector_card():
     assert shipped["peak_position_snr"] == 50
 
 
-def load_card_of(name):
+def test_the_kron_annulus_comes_from_the_option_then_the_detector_card(capsys):
+    from astrodask.cli import main
+    from astrodask.kron import LOCAL_ANNULUS
+    from astrodask.merging.products import kron_annulus
+
+    none = {"models": [{"kind": "maskrcnn", "card": {"kron_annulus": []}}]}
+    plain = {"models": [{"kind": "maskrcnn", "card": {}}]}
+    assert kron_annulus(plain, MergeOptions()) == list(LOCAL_ANNULUS)
+    assert kron_annulus({"models": [{"kind": "unet", "card": {}}]}, MergeOptions()) == \
+        list(LOCAL_ANNULUS)
+    assert kron_annulus(none, MergeOptions()) == []
+    assert kron_annulus(none, MergeOptions(kron_annulus=(1.5, 3))) == [1.5, 3.0]
+    assert kron_annulus(plain, MergeOptions(kron_annulus=())) == []
+    assert resolved_options(none, MergeOptions()).kron_annulus == []
+    for wrong in ((2.0, 1.0), (0.0, 1.0), (1.0,), (1.0, float("inf"))):
+        with pytest.raises(InputError, match="Kron annulus"):
+            kron_annulus(plain, MergeOptions(kron_annulus=wrong))
+    with pytest.raises(SystemExit) as stopped:
+        main(["merge", "results", "--kron-annulus", "1:x"])
+    assert stopped.value.code == 2
+    assert "expected INNER:OUTER or none" in capsys.readouterr().err
+    # each shipped detector's card names the annulus its validation mosaics chose
+    assert load_card_of("maskrcnn_hst")["kron_annulus"] == []
+    assert load_card_of("maskrcnn_decam", ("g", "r", "z"))["kron_annulus"] == list(LOCAL_ANNULUS)
+
+
+def load_card_of(name, bands=("v", "z", "j", "h")):
     from astrodask.engine.specs import resolve_models
 
-    return next(s.card for s in resolve_models([name], ("v", "z", "j", "h")))
+    return next(s.card for s in resolve_models([name], bands))
 
 
 def test_bright_objects_off_their_centroid_sit_at_their_peak():

@@ -81,6 +81,10 @@ def register(subparsers):
                         help="galaxies the U-Net calls irregular that sit at a centroid take "
                              "the centroid weighted by the detection image smoothed by this "
                              "many pixels (default: the model card's; 0: off)")
+    parser.add_argument("--kron-annulus", type=_annulus, metavar="INNER:OUTER|none",
+                        help="local background of the Kron fluxes: the free pixels between "
+                             "these multiples of the aperture, or none (default: the Mask "
+                             "R-CNN card's, else 1.2:2)")
     parser.add_argument("--detection-threshold", type=float, default=0.5,
                         help="max. min(background) for morpheus_detected")
     parser.add_argument("--no-pictures", action="store_true", help="skip the PNG quick-looks")
@@ -136,10 +140,22 @@ def run(args):
                            residual_separation=args.residual_separation,
                            residual_min_score=args.residual_min_score,
                            residual_core_fraction=args.residual_core_fraction,
-                           residual_flips=args.residual_flips)
+                           residual_flips=args.residual_flips,
+                           kron_annulus=args.kron_annulus)
     with progress_bar("merge", "tasks", args.quiet) as progress:
         summary = merge(args.results, mosaic=args.mosaic, options=options,
                         n_workers=args.n_workers, threads_per_worker=args.threads_per_worker,
                         scheduler=args.scheduler, scheduler_file=args.scheduler_file,
                         progress=progress)
     print(summary.text(), end="")
+
+
+def _annulus(text):
+    """``INNER:OUTER`` -> ``(inner, outer)``; ``none`` -> ``()`` (no local background)."""
+    if text.strip().lower() == "none":
+        return ()
+    try:
+        inner, outer = (float(v) for v in text.split(":"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected INNER:OUTER or none, got {text!r}") from None
+    return (inner, outer)

@@ -125,6 +125,13 @@ class MergeOptions:
         Whether the second run fuses the Mask R-CNN's 8 flipped passes
         (``flips`` of :class:`~astrodask.ResidualOptions`; off: 2.5x faster,
         a little less complete). Default: the card's, else on.
+    kron_annulus : sequence of float, optional
+        ``(inner, outer)``: the Kron fluxes' local background is the mean of the
+        free pixels between these multiples of the aperture; ``()`` for none.
+        Default: the Mask R-CNN card's ``kron_annulus``, else
+        :data:`astrodask.kron.LOCAL_ANNULUS` (chosen per preset on its
+        validation mosaics: crowded ground-based fields need one, `hst` fields
+        do not).
     """
 
     match_iou: float = MATCH_IOU
@@ -154,6 +161,7 @@ class MergeOptions:
     residual_min_score: float = None
     residual_core_fraction: float = None
     residual_flips: bool = None
+    kron_annulus: tuple = None
 
 
 #: Algorithm 1 levels of a U-Net whose card does not choose them.
@@ -214,6 +222,7 @@ def resolved_options(record, options):
                    peak_position_snr=peak_position_snr(record, options),
                    irregular_centroid_sigma=irregular_centroid_sigma(record, options),
                    morpheus_threshold=threshold, morpheus_background_level=level,
+                   kron_annulus=kron_annulus(record, options),
                    **residual_settings(record, options))
 
 
@@ -330,6 +339,32 @@ def irregular_centroid_sigma(record, options):
     if not (np.isfinite(value) and value >= 0):
         raise InputError(f"the irregular-centroid sigma must be >= 0, got {value}")
     return value
+
+
+def kron_annulus(record, options):
+    """The Kron fluxes' local-background annulus: the option, else the card's, else
+    :data:`astrodask.kron.LOCAL_ANNULUS`.
+
+    Returns
+    -------
+    list of float
+        ``[inner, outer]``, or ``[]`` for no local background.
+
+    Raises
+    ------
+    InputError
+        Not two numbers with ``0 < inner < outer``.
+    """
+    from ..kron import LOCAL_ANNULUS
+
+    value = options.kron_annulus
+    if value is None:
+        value = (_run_card(record, "maskrcnn") or {}).get("kron_annulus", LOCAL_ANNULUS)
+    value = [] if value is None else list(value)
+    if value and not (len(value) == 2 and all(isinstance(v, (int, float)) for v in value)
+                      and 0 < value[0] < value[1] and np.isfinite(value[1])):
+        raise InputError(f"the Kron annulus must be two numbers 0 < inner < outer, got {value}")
+    return [float(v) for v in value]
 
 
 def peak_position_snr(record, options):
@@ -494,7 +529,8 @@ def catalog_table(mosaic, objects, accumulator, unet, options, labels, first_id=
     auto = kron_photometry(mosaic.array("image"), mosaic.array("mask"), labels, columns["id"],
                            x, y, measured["a_image"], measured["b_image"],
                            measured["theta_image"], noise=noise, correlation=correlation,
-                           weight=mosaic.array("weight") if mosaic.has_weight else None)
+                           weight=mosaic.array("weight") if mosaic.has_weight else None,
+                           annulus=tuple(options.kron_annulus) if options.kron_annulus else None)
     columns["kron_radius"] = auto["kron_radius"]
     for b, band in enumerate(mosaic.bands):
         columns[f"flux_auto_{band}"] = auto["flux_auto"][:, b]
