@@ -19,7 +19,9 @@ here as SExtractor measures it, with SEP (``sep.kron_radius``,
    ``BACKPHOTO_TYPE LOCAL`` in spirit). Without it the apertures of faint
    sources gather their neighbours' wings and the light of sources too faint
    to detect: measured / true 1.25 at S/N 10-30 on a crowded field, 0.98
-   with it (BENCHMARKS.md, "Kron photometry").
+   with it (BENCHMARKS.md, "Kron photometry"). The merge takes the annulus
+   from the Mask R-CNN card (``kron_annulus``): none for ``maskrcnn_hst``,
+   whose resolved galaxies' wings it would take off.
 
 Pixels of other objects (the segmentation map) and flagged pixels are left
 out of both sums, as SEP does; an aperture that reaches past the mosaic or
