@@ -143,7 +143,8 @@ def kron_photometry(image, mask, labels, ids, x, y, a_image, b_image, theta_imag
         if y1 <= y0 or x1 <= x0:
             continue
         bands = np.asarray(image[:, y0:y1, x0:x1], dtype=np.float64)
-        bad = (np.asarray(mask[:, y0:y1, x0:x1]) != 0).any(axis=0) | ~np.isfinite(bands).all(axis=0)
+        bad = ((np.asarray(mask[:, y0:y1, x0:x1]) != 0).any(axis=0)
+               | ~np.isfinite(bands).all(axis=0))
         bands = np.where(bad, 0.0, bands)
         bad = np.ascontiguousarray(bad.astype(np.uint8))
         segmap = np.ascontiguousarray(np.asarray(labels[y0:y1, x0:x1], dtype=np.int32))
