@@ -50,7 +50,7 @@ from .errors import AstrodaskError
 from .measure import total_snr
 from .merging.products import FLAGS
 from .outputs.catalog import catalog_parts
-from .outputs.object_parts import BOX as _BOX, ObjectParts, write_object_part
+from .outputs.object_parts import BOX as _BOX, ObjectParts, boxes_meet, write_object_part
 from .symmetric_residual import TEMPLATE_SIGMA, residual_section
 
 __all__ = ["ResidualOptions", "ResidualSummary", "residual_pass", "RESIDUAL_FLAG"]
@@ -391,12 +391,6 @@ def _bright_part(part, out, *, bands, min_snr):
     return write_object_part(table.select(list(keep)).filter(wanted), out)
 
 
-def _meeting(boxes, rows, cols):
-    """Which of the half-open ``bbox_*`` boxes meet the rectangle ``rows`` x ``cols``."""
-    return ((boxes["bbox_y0"] < rows.stop) & (boxes["bbox_y1"] > rows.start)
-            & (boxes["bbox_x0"] < cols.stop) & (boxes["bbox_x1"] > cols.start))
-
-
 class _ResidualReader:
     """``read_band(b, rows, cols)`` of the residual mosaic; one segmap read per block.
 
@@ -548,11 +542,11 @@ def _part_additions(part, out, *, first_catalog, first_segmap, parents, separati
     under = np.asarray(labels.get_coordinate_selection((rows, cols)), dtype=np.int64)
     holders = parents.with_ids(under[under > 0],
                                columns=["id", "parent_id", "family_size", "y", "x", "area"])
-    order = np.argsort(holders["id"], kind="stable")
-    holders = {k: v[order] for k, v in holders.items()}
+    if not len(holders["id"]):
+        return None
     parent_ids = holders["id"].astype(np.int64)
-    where = np.minimum(np.searchsorted(parent_ids, under), max(len(parent_ids) - 1, 0))
-    inside = (parent_ids[where] == under) if len(parent_ids) else np.zeros(len(x), bool)
+    where = np.minimum(np.searchsorted(parent_ids, under), len(parent_ids) - 1)
+    inside = parent_ids[where] == under
     if not inside.any():
         return None
     near = _positions_near(_catalog_dataset(first_catalog),
@@ -609,7 +603,7 @@ def _paint_rows(y0, *, first, second, out, added):
     for x0 in range(0, source.shape[1], cx):
         cols = slice(x0, min(x0 + cx, source.shape[1]))
         block = source[rows, cols]
-        meets = np.flatnonzero(_meeting(here, rows, cols)) if len(here["id"]) else []
+        meets = np.flatnonzero(boxes_meet(here, rows, cols))
         if len(meets):
             found = theirs[rows, cols]
             free = block.copy()

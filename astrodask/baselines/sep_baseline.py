@@ -45,8 +45,9 @@ def sep_detect(images, psf_half_light_radius, threshold=1.2, min_area=5,
     Instances
         Boxes, classes (1 star, 2 galaxy), scores (S/N) and masks.
     """
-    objects, segmap, detection = _extract(images, None, threshold, min_area, deblend_nthresh,
-                                          deblend_cont, segmentation_map=True)
+    objects, segmap, detection, _ = _extract(images, None, threshold, min_area,
+                                             deblend_nthresh, deblend_cont,
+                                             segmentation_map=True)
     n = len(objects)
     if n == 0:
         return Instances(np.zeros((0, 4)), np.zeros(0, int), np.zeros(0),
@@ -87,8 +88,9 @@ def sep_catalog(images, psf_half_light_radius, mask=None, threshold=1.2, min_are
         catalog's ``a_image``, ``b_image`` (px) and ``theta_image`` (degrees
         counter-clockwise from +x).
     """
-    objects, segmap, detection = _extract(images, mask, threshold, min_area, deblend_nthresh,
-                                          deblend_cont, segmentation_map=auto)
+    objects, segmap, detection, subtracted = _extract(images, mask, threshold, min_area,
+                                                      deblend_nthresh, deblend_cont,
+                                                      segmentation_map=auto)
     classes, scores = _classify(objects, detection, psf_half_light_radius, star_factor)
     names = np.array(["", "star", "galaxy"], dtype=object)
     catalog = {"x": np.asarray(objects["x"], float), "y": np.asarray(objects["y"], float),
@@ -97,20 +99,14 @@ def sep_catalog(images, psf_half_light_radius, mask=None, threshold=1.2, min_are
                "b_image": np.asarray(objects["b"], float),
                "theta_image": np.degrees(np.asarray(objects["theta"], float))}
     if auto:
-        import sep
-
         from ..kron import kron_photometry
 
-        images = np.asarray(images, dtype=np.float64)
-        flags = np.zeros(images.shape, np.uint8)
+        bad = ~np.isfinite(np.asarray(images, dtype=np.float64)).all(axis=0)
         if mask is not None:
-            flags[:, np.asarray(mask, dtype=bool)] = 1
-        bad = flags.any(axis=0) | ~np.isfinite(images).all(axis=0)
-        flags[:, bad] = 1
+            bad |= np.asarray(mask, dtype=bool)
+        flags = np.broadcast_to(bad.astype(np.uint8), subtracted.shape)
         # as SExtractor measures: on each band less its background map
-        images = np.stack([band - sep.Background(np.ascontiguousarray(band), mask=bad).back()
-                           for band in np.where(bad, 0.0, images)])
-        measured = kron_photometry(images, flags, segmap.astype(np.int32),
+        measured = kron_photometry(subtracted, flags, segmap.astype(np.int32),
                                    np.arange(1, len(objects) + 1), catalog["x"], catalog["y"],
                                    catalog["a_image"], catalog["b_image"],
                                    catalog["theta_image"], annulus=None)
@@ -121,7 +117,8 @@ def sep_catalog(images, psf_half_light_radius, mask=None, threshold=1.2, min_are
 
 def _extract(images, mask, threshold, min_area, deblend_nthresh, deblend_cont,
              segmentation_map=False):
-    """SEP background, detection image (bands summed in noise units) and extraction."""
+    """SEP extraction on the bands summed in noise units: ``(objects, segmap, detection,
+    subtracted)``, the last each band less its SEP background map."""
     try:
         import sep
     except ImportError:
@@ -132,10 +129,12 @@ def _extract(images, mask, threshold, min_area, deblend_nthresh, deblend_cont,
         mask = np.ascontiguousarray(mask, dtype=bool) | ~np.isfinite(images).all(axis=0)
         images = np.where(mask, 0.0, images)
     detection = np.zeros(images.shape[1:])
-    for band in images:
+    subtracted = np.empty_like(images)
+    for k, band in enumerate(images):
         band = np.ascontiguousarray(band)
         background = sep.Background(band, mask=mask)
-        detection += (band - background.back()) / background.globalrms
+        subtracted[k] = band - background.back()
+        detection += subtracted[k] / background.globalrms
     detection = np.ascontiguousarray(detection / np.sqrt(len(images)))
     if mask is not None:
         detection[mask] = 0.0
@@ -143,7 +142,7 @@ def _extract(images, mask, threshold, min_area, deblend_nthresh, deblend_cont,
                         deblend_nthresh=deblend_nthresh, deblend_cont=deblend_cont,
                         segmentation_map=segmentation_map)
     objects, segmap = found if segmentation_map else (found, None)
-    return objects, segmap, detection
+    return objects, segmap, detection, subtracted
 
 
 def _classify(objects, detection, psf_half_light_radius, star_factor):

@@ -22,7 +22,7 @@ import numpy as np
 
 from .. import storage
 
-__all__ = ["ObjectPart", "ObjectParts", "write_object_part"]
+__all__ = ["ObjectPart", "ObjectParts", "boxes_meet", "write_object_part"]
 
 BOX = ("bbox_y0", "bbox_x0", "bbox_y1", "bbox_x1")
 
@@ -162,17 +162,14 @@ class ObjectParts:
         """
         found = []
         for part in self.parts:
-            y0, x0, y1, x1 = part.box
-            if y0 < rows.stop and y1 > rows.start and x0 < cols.stop and x1 > cols.start:
+            if boxes_meet(dict(zip(BOX, part.box)), rows, cols):
                 table = self.read(part)
-                box = {b: table.column(b).to_numpy() for b in BOX}
-                keep = ((box["bbox_y0"] < rows.stop) & (box["bbox_y1"] > rows.start)
-                        & (box["bbox_x0"] < cols.stop) & (box["bbox_x1"] > cols.start))
+                keep = boxes_meet({b: table.column(b).to_numpy() for b in BOX}, rows, cols)
                 found.append(self._columns(table.filter(keep), columns))
         return _arrays(found, columns)
 
     def with_ids(self, ids, columns=None):
-        """The objects whose ID is in ``ids``, in ID order within each part.
+        """The objects whose ID is in ``ids``, in ID order.
 
         Parameters
         ----------
@@ -195,13 +192,24 @@ class ObjectParts:
             wanted = ids[(ids >= low) & (ids <= high)]
             if len(wanted):
                 table = self.read(part)
-                keep = np.isin(table.column("id").to_numpy(), wanted)
-                found.append(self._columns(table.filter(pa.array(keep)), columns))
-        return _arrays(found, columns)
+                found.append(table.filter(pa.array(np.isin(table.column("id").to_numpy(),
+                                                            wanted))))
+        if not found:
+            return _arrays([], columns)
+        every = _arrays(found, None)
+        order = np.argsort(every["id"], kind="stable")  # parts need not follow each other
+        return {name: every[name][order] for name in (columns or every)}
 
     @staticmethod
     def _columns(table, columns):
         return table if columns is None else table.select(columns)
+
+
+def boxes_meet(boxes, rows, cols):
+    """Which half-open ``bbox_*`` boxes (a mapping of :data:`BOX` to values or arrays) meet
+    the rectangle ``rows`` x ``cols``."""
+    return ((boxes["bbox_y0"] < rows.stop) & (boxes["bbox_y1"] > rows.start)
+            & (boxes["bbox_x0"] < cols.stop) & (boxes["bbox_x1"] > cols.start))
 
 
 def _arrays(tables, columns):
