@@ -11,7 +11,9 @@ isophotal flux (``flux_<band>``: the sum over the segment), its Kron flux
 (``flux_auto_<band>``) and SEP's Kron flux on SEP's own detections,
 segmentation and ellipses on the same pixels (the same aperture rule,
 :func:`astrodask.kron.kron_photometry`). Stars and galaxies are also
-reported apart (true class).
+reported apart (true class), and the Kron flux of the sources of S/N >= 10
+per region of the tile grid (interior and edge windows, seams, near flagged
+pixels).
 
 ``--validation`` runs the validation mosaics of ``catalog_threshold.py``
 instead (seeds 3,000,000+), where settings are chosen; ``--annuli`` measures
@@ -32,7 +34,7 @@ import shutil
 
 import numpy as np
 
-from mosaic_quality import FIELDS, pipeline
+from mosaic_quality import FIELDS, FLAGS, damage, pipeline
 
 SNR_BINS = ((10, 30), (30, 100), (100, 1000), (1000, np.inf))
 
@@ -89,6 +91,25 @@ def compare(catalog, truth, columns, band, radius, snr_bins=SNR_BINS):
                 row[label] = ratio_stats(np.asarray(values, float)[match[chosen]],
                                          true_flux[chosen])
             rows.append(row)
+    return rows
+
+
+def region_rows(catalog, truth, columns, band, radius, grid, flagged, snr_min=10.0):
+    """Ratio statistics of each flux over the true sources of S/N at least ``snr_min``, per
+    region of the tile grid of their true position
+    (:func:`astrodask.catalog_scores.region_masks`: interior and edge windows, seams, near
+    flagged pixels)."""
+    from astrodask.catalog_scores import region_masks
+
+    regions = region_masks(truth["x"], truth["y"], grid, flagged)
+    rows = []
+    for name, inside in regions.items():
+        if not inside.any():
+            continue
+        chosen = {k: np.asarray(v)[inside] for k, v in truth.items()
+                  if k in ("x", "y", "snr", "class", f"flux_{band}", f"image_flux_{band}")}
+        row = compare(catalog, chosen, columns, band, radius, snr_bins=((snr_min, np.inf),))[0]
+        rows.append(dict(row, bin=f">= {snr_min:g}", region=name))
     return rows
 
 
@@ -180,8 +201,11 @@ def main(argv=None):
         bands = list(sim["bands"])
         band = args.band or bands[len(bands) // 2]
         truth = pq.read_table(work / "field" / "truth.parquet").to_pydict()
+        # the masked and flagged fields' damage and weight maps, as mosaic_quality.py makes them
+        weights = (damage(work / "field", bands, args.size, FLAGS[name])
+                   if name in FLAGS else None)
         mosaic, catalog, seconds = pipeline([work / "field" / f"{b}.fits" for b in bands],
-                                            work / "h32")
+                                            work / "h32", weights=weights)
         flagged = (mosaic.array("mask")[:] != 0).any(axis=0)
         sep = sep_catalog(mosaic.array("image")[:],
                           psf_half_light_radius(get_preset(args.preset)), mask=flagged,
@@ -196,7 +220,12 @@ def main(argv=None):
         rows = [dict(a, **{"SEP auto": b["SEP auto"]}) for a, b in zip(ours, theirs)]
         labels = list(columns) + ["SEP auto"]
         print_rows(name, band, rows, labels)
-        results[name] = {"band": band, "rows": rows, "seconds": seconds}
+        regions = region_rows(catalog, truth, {"auto": f"flux_auto_{band}"}, band,
+                              args.match_radius, mosaic.tile_grid, flagged)
+        for row in regions:
+            n, median, scatter = row["auto"]
+            print(f"  Kron, S/N {row['bin']}, {row['region']}: {n}: {median:.3f} ± {scatter:.3f}")
+        results[name] = {"band": band, "rows": rows, "regions": regions, "seconds": seconds}
     print("\nsummed |median - 1| over fields and S/N bins, mean robust scatter:")
     for label, (bias, scatter) in bias_summary(results, labels).items():
         print(f"  {label}: {bias:.3f}, {scatter:.3f}")
