@@ -22,6 +22,11 @@ here as SExtractor measures it, with SEP (``sep.kron_radius``,
    with it (BENCHMARKS.md, "Kron photometry"). The merge takes the annulus
    from the Mask R-CNN card (``kron_annulus``): none for ``maskrcnn_hst``,
    whose resolved galaxies' wings it would take off.
+5. the half-light radius (SExtractor's ``FLUX_RADIUS`` at 0.5): the circle
+   about the centre holding half the light, less that background, of the
+   circle of the aperture's semi-major axis, on the detection image, from a
+   growth curve of :data:`GROWTH_STEPS` circles; other objects' and
+   flagged pixels left out.
 
 Pixels of other objects (the segmentation map) and flagged pixels in an
 aperture take the value of the pixel mirrored through the object's centre
@@ -31,9 +36,10 @@ area, made the fluxes of objects with a neighbour in their aperture 5-12%
 too bright on the ``decam`` validation mosaics, and those near flagged
 pixels 6% (BENCHMARKS.md, "Masked pixels in the Kron aperture"). The
 annulus takes only pixels outside every segment and flag. An aperture that
-reaches past the mosaic or over flagged pixels sets a bit of ``auto_flags``. Errors come from the
-weight maps, else from each band's pixel σ, times the sky noise's
-correlation factor for a region much larger than the correlation length.
+reaches past the mosaic or over flagged pixels sets a bit of ``auto_flags``.
+Errors come from the weight maps, else from each band's pixel σ, times the
+sky noise's correlation factor for a region much larger than the
+correlation length.
 
 Objects are measured in cells of :data:`CELL` px, one read of the mosaic per
 cell covering every aperture of its objects: bounded memory whatever the
@@ -65,6 +71,9 @@ MIN_AXIS = 0.5
 #: An annulus's (else an aperture's) semi-major axis is capped here (px): beyond, the
 #: aperture shrinks to fit and is flagged truncated.
 MAX_RADIUS = 1024
+#: Circles of the growth curve that gives ``flux_radius``, out to the Kron aperture's
+#: semi-major axis.
+GROWTH_STEPS = 40
 #: ``auto_flags`` bits.
 AUTO_FLAGS = {"truncated": 1, "masked": 2, "no_kron_radius": 4, "no_local_background": 8}
 #: The label flagged pixels take in the segmentation map SEP sees (no catalog ID reaches it).
@@ -127,7 +136,10 @@ def kron_photometry(image, mask, labels, ids, x, y, a_image, b_image, theta_imag
     -------
     dict of ndarray
         ``kron_radius`` (in units of the ellipse; NaN where not measured),
-        ``flux_auto`` and ``flux_auto_err`` of shape (n, band), and ``auto_flags``.
+        ``flux_auto`` and ``flux_auto_err`` of shape (n, band), ``auto_flags``, and
+        ``flux_radius``: the half-light radius (px) on the sum of the bands, of
+        the light within the circle of the aperture's semi-major axis, less the
+        local background (NaN where that light is not positive).
     """
     import sep
 
@@ -139,9 +151,10 @@ def kron_photometry(image, mask, labels, ids, x, y, a_image, b_image, theta_imag
     flux = np.full((n, n_bands), np.nan)
     error = np.full((n, n_bands), np.nan)
     flags = np.zeros(n, dtype=np.int32)
+    half_light = np.full(n, np.nan)
     if n == 0:
         return {"kron_radius": kron, "flux_auto": flux, "flux_auto_err": error,
-                "auto_flags": flags}
+                "auto_flags": flags, "flux_radius": half_light}
     a, b, theta = _ellipses(np.asarray(a_image, float), np.asarray(b_image, float),
                             np.asarray(theta_image, float))
     outer = 1.0 if annulus is None else float(annulus[1])
@@ -207,19 +220,23 @@ def kron_photometry(image, mask, labels, ids, x, y, a_image, b_image, theta_imag
                 sums[k], variances[k] = _mirrored_sums(bands, variance, segmap, ids[members[k]],
                                                        cx[k], cy[k], shape[0][k], shape[1][k],
                                                        shape[2][k], scale[k])
+        level = np.zeros(len(members))  # the detection image's local background
         if annulus is not None:
             background, background_var, lost = _local_background(
                 bands, variance, segmap, cx, cy, shape, scale, annulus)
             sums -= np.where(lost[:, None], 0.0, background * area[:, None])
             variances += np.where(lost[:, None], 0.0, background_var * np.square(area)[:, None])
             flagged |= np.where(lost, AUTO_FLAGS["no_local_background"], 0)
+            level = np.where(lost, 0.0, background.sum(axis=1))
+        half_light[members] = _half_light_radius(detection, cx, cy, scale * shape[0], level, own)
         flux[members] = sums
         if variance is not None:
             error[members] = np.sqrt(variances * np.asarray(factors)[None, :])
         held, _, _ = sep.sum_ellipse(bad.astype(np.float64), *ellipse, subpix=1)
         flagged |= np.where(held > 0, AUTO_FLAGS["masked"], 0)
         flags[members] = flagged
-    return {"kron_radius": kron, "flux_auto": flux, "flux_auto_err": error, "auto_flags": flags}
+    return {"kron_radius": kron, "flux_auto": flux, "flux_auto_err": error, "auto_flags": flags,
+            "flux_radius": half_light}
 
 
 def _excluded(segmap, own):
@@ -258,6 +275,30 @@ def _mirrored_sums(bands, variance, segmap, own, cx, cy, a, b, theta, scale):
             cx - xa, cy - ya, a, b, theta, scale)), subpix=5, **err)
         sums[band], variances[band] = total[0], total_err[0] ** 2
     return sums, variances
+
+
+def _half_light_radius(detection, cx, cy, rmax, level, own):
+    """Radius (px) of the circle about each centre that holds half the light of the circle
+    of radius ``rmax``, less ``level`` per pixel (SExtractor's ``FLUX_RADIUS`` at 0.5);
+    excluded pixels left out, NaN where that light is not positive."""
+    import sep
+
+    ones = np.ones(detection.shape)
+    enclosed = np.zeros((len(cx), GROWTH_STEPS + 1))
+    for step in range(1, GROWTH_STEPS + 1):
+        r = rmax * step / GROWTH_STEPS
+        light, _, _ = sep.sum_circle(detection, cx, cy, r, subpix=5, **own)
+        area, _, _ = sep.sum_circle(ones, cx, cy, r, subpix=5, **own)
+        enclosed[:, step] = light - level * area
+    half = 0.5 * enclosed[:, -1]
+    # the first step that reaches half the light (never step 0, which holds none)
+    step = np.argmax(enclosed >= half[:, None], axis=1)
+    rows = np.arange(len(cx))
+    below, above = enclosed[rows, np.maximum(step - 1, 0)], enclosed[rows, step]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        part = np.clip((half - below) / (above - below), 0.0, 1.0)
+    radius = rmax * (step - 1 + part) / GROWTH_STEPS
+    return np.where((half > 0) & (step > 0), radius, np.nan)
 
 
 def _local_background(bands, variance, segmap, cx, cy, shape, scale, annulus):

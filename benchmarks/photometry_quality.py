@@ -13,7 +13,14 @@ segmentation and ellipses on the same pixels (the same aperture rule,
 :func:`astrodask.kron.kron_photometry`). Stars and galaxies are also
 reported apart (true class), and the Kron flux of the sources of S/N >= 10
 per region of the tile grid (interior and edge windows, seams, near flagged
-pixels).
+pixels). The half-light radius (``flux_radius``, and SEP's measured alike) is
+compared with what it should be: for stars the half-light radius of the
+PSF summed over the bands with the star's fluxes, for galaxies the true one
+and the PSF's in quadrature (exact for Gaussians only: a common yardstick,
+not a truth).
+
+``--merge-only`` reuses the simulations and runs an earlier call left in
+``--out`` and merges them again: a change of the merge measured in minutes.
 
 ``--validation`` runs the validation mosaics of ``catalog_threshold.py``
 instead (seeds 3,000,000+), where settings are chosen; ``--annuli`` measures
@@ -24,7 +31,7 @@ Usage::
 
     python benchmarks/photometry_quality.py [--preset decam] [--size 2048]
         [--fields standard] [--validation] [--annuli none,1.5:2.5] [--match-radius 2]
-        [--out bench-output/photometry_quality]
+        [--out bench-output/photometry_quality] [--merge-only]
 """
 
 import argparse
@@ -34,7 +41,7 @@ import shutil
 
 import numpy as np
 
-from mosaic_quality import FIELDS, FLAGS, damage, pipeline
+from mosaic_quality import FIELDS, FLAGS, damage, merged_again, pipeline
 
 SNR_BINS = ((10, 30), (30, 100), (100, 1000), (1000, np.inf))
 
@@ -50,7 +57,7 @@ def ratio_stats(measured, true):
     return int(keep.sum()), median, float(1.4826 * np.median(np.abs(ratio - median)))
 
 
-def compare(catalog, truth, columns, band, radius, snr_bins=SNR_BINS):
+def compare(catalog, truth, columns, band, radius, snr_bins=SNR_BINS, reference=None):
     """Per S/N bin and true class: ratio statistics of each named flux of ``catalog``.
 
     Parameters
@@ -64,6 +71,9 @@ def compare(catalog, truth, columns, band, radius, snr_bins=SNR_BINS):
         Label -> catalog column (or an ndarray of the catalog's length).
     band : str
     radius : float
+    reference : ndarray, optional
+        Per true source, what the columns are divided by instead of its flux
+        (e.g. its expected half-light radius).
 
     Returns
     -------
@@ -77,7 +87,8 @@ def compare(catalog, truth, columns, band, radius, snr_bins=SNR_BINS):
     found = match >= 0
     snr = np.asarray(truth["snr"], float)
     # the flux that lies inside the image (a source at the edge is partly outside)
-    true_flux = np.asarray(truth.get(f"image_flux_{band}", truth[f"flux_{band}"]), float)
+    true_flux = np.asarray(truth.get(f"image_flux_{band}", truth[f"flux_{band}"])
+                           if reference is None else reference, float)
     classes = np.asarray(truth["class"])
     rows = []
     for low, high in snr_bins:
@@ -113,8 +124,43 @@ def region_rows(catalog, truth, columns, band, radius, grid, flagged, snr_min=10
     return rows
 
 
-def print_rows(name, band, rows, labels):
-    print(f"\n{name}: measured / true flux in {band} (n, median, robust scatter)")
+def expected_half_light_radius(truth, preset, bands):
+    """Per true source, the half-light radius (px) its ``flux_radius`` should have.
+
+    Stars: that of the sum of the bands' pixel-integrated PSFs weighted by the
+    star's fluxes (the detection image), from GalSim. Galaxies: the true
+    half-light radius and the PSF's (of the bands' mean colour) in quadrature,
+    exact for Gaussians only, so a reference for comparing catalogs, not a truth.
+    """
+    import galsim
+
+    from astrodask.simulation.optics import band_models
+    from astrodask.simulation.presets import get_preset
+
+    preset = get_preset(preset)
+    scale = preset.pixel_scale
+    psfs = [m.psf for m in band_models(preset)]
+    pixel = galsim.Pixel(scale)
+
+    def hlr(weights):
+        total = galsim.Sum([p.withFlux(float(w)) for p, w in zip(psfs, weights)])
+        # drawn on a finer grid, the pixel's own integration given explicitly
+        image = galsim.Convolve(total, pixel).drawImage(nx=256, ny=256, scale=scale / 4,
+                                                        method="no_pixel")
+        return image.calculateHLR(center=image.true_center, flux=float(sum(weights))) / scale
+
+    fluxes = np.stack([np.asarray(truth[f"flux_{b}"], float) for b in bands], axis=1)
+    mean_psf = hlr(np.ones(len(bands)))
+    galaxy = np.hypot(np.asarray(truth["hlr"], float) / scale, mean_psf)
+    stars = np.asarray(truth["class"]) == "star"
+    expected = np.where(stars, np.nan, galaxy)
+    for k in np.flatnonzero(stars):
+        expected[k] = hlr(fluxes[k] / fluxes[k].sum())
+    return expected
+
+
+def print_rows(name, band, rows, labels, what="flux"):
+    print(f"\n{name}: measured / true {what} in {band} (n, median, robust scatter)")
     print("| true S/N | class | " + " | ".join(labels) + " |")
     print("| --- | --- | " + " | ".join("---" for _ in labels) + " |")
     for row in rows:
@@ -182,6 +228,9 @@ def main(argv=None):
     parser.add_argument("--match-radius", type=float, default=2.0)
     parser.add_argument("--band", default=None, help="default: the middle band")
     parser.add_argument("--out", default="bench-output/photometry_quality")
+    parser.add_argument("--merge-only", action="store_true",
+                        help="reuse the simulations and runs an earlier call left in --out: "
+                        "only merge them again (to measure a change of the merge)")
     args = parser.parse_args(argv)
     known = (VALIDATION if args.validation else FIELDS)[args.preset]
     names = (args.fields.split(",") if args.fields
@@ -194,18 +243,25 @@ def main(argv=None):
     results = {}
     for name in names:
         work = out / name
-        if work.exists():
-            shutil.rmtree(work)
-        sim = astrodask.simulate(work / "field", size=(args.size, args.size),
-                                 preset=args.preset, **known[name])
-        bands = list(sim["bands"])
+        if args.merge_only:
+            if not (work / "h32" / "results" / "done").exists():
+                parser.error(f"--merge-only: no finished run in {work / 'h32'}")
+            mosaic, catalog, seconds = merged_again(work / "h32")
+            bands = list(mosaic.bands)
+        else:
+            if work.exists():
+                shutil.rmtree(work)
+            sim = astrodask.simulate(work / "field", size=(args.size, args.size),
+                                     preset=args.preset, **known[name])
+            bands = list(sim["bands"])
+            # the masked and flagged fields' damage and weight maps, as mosaic_quality.py
+            # makes them
+            weights = (damage(work / "field", bands, args.size, FLAGS[name])
+                       if name in FLAGS else None)
+            mosaic, catalog, seconds = pipeline([work / "field" / f"{b}.fits" for b in bands],
+                                                work / "h32", weights=weights)
         band = args.band or bands[len(bands) // 2]
         truth = pq.read_table(work / "field" / "truth.parquet").to_pydict()
-        # the masked and flagged fields' damage and weight maps, as mosaic_quality.py makes them
-        weights = (damage(work / "field", bands, args.size, FLAGS[name])
-                   if name in FLAGS else None)
-        mosaic, catalog, seconds = pipeline([work / "field" / f"{b}.fits" for b in bands],
-                                            work / "h32", weights=weights)
         flagged = (mosaic.array("mask")[:] != 0).any(axis=0)
         sep = sep_catalog(mosaic.array("image")[:],
                           psf_half_light_radius(get_preset(args.preset)), mask=flagged,
@@ -220,12 +276,23 @@ def main(argv=None):
         rows = [dict(a, **{"SEP auto": b["SEP auto"]}) for a, b in zip(ours, theirs)]
         labels = list(columns) + ["SEP auto"]
         print_rows(name, band, rows, labels)
+        expected = expected_half_light_radius(truth, args.preset, bands)
+        sizes = compare(catalog, truth, {"flux_radius": "flux_radius"}, band,
+                        args.match_radius, reference=expected)
+        theirs = compare(sep, truth, {"SEP flux_radius": "flux_radius"}, band,
+                         args.match_radius, reference=expected)
+        sizes = [dict(a, **{"SEP flux_radius": b["SEP flux_radius"]})
+                 for a, b in zip(sizes, theirs)]
+        print_rows(name, "the sum of the bands", [r for r in sizes if r["class"] != "all"],
+                   ["flux_radius", "SEP flux_radius"],
+                   what="half-light radius (stars: the PSF's; galaxies: true and PSF's in quadrature)")
         regions = region_rows(catalog, truth, {"auto": f"flux_auto_{band}"}, band,
                               args.match_radius, mosaic.tile_grid, flagged)
         for row in regions:
             n, median, scatter = row["auto"]
             print(f"  Kron, S/N {row['bin']}, {row['region']}: {n}: {median:.3f} ± {scatter:.3f}")
-        results[name] = {"band": band, "rows": rows, "regions": regions, "seconds": seconds}
+        results[name] = {"band": band, "rows": rows, "regions": regions, "sizes": sizes,
+                         "seconds": seconds}
     print("\nsummed |median - 1| over fields and S/N bins, mean robust scatter:")
     for label, (bias, scatter) in bias_summary(results, labels).items():
         print(f"  {label}: {bias:.3f}, {scatter:.3f}")

@@ -19,6 +19,9 @@ ingest -> run -> merge as the CLI does and reports:
   SExtractor's ``FLUX_AUTO`` (median ± robust scatter) for the brightest
   sources found (those whose r core was kept) and for every reference
   source of S/N >= 10 matched within 2 px;
+- the catalog's half-light radius (``flux_radius``, on the sum of the
+  bands) over SExtractor's r-band ``FLUX_RADIUS`` for the brightest stars
+  and galaxies found with their r core;
 - the overview picture (copied to ``--picture`` when given).
 
 SExtractor saw only the r band. Where a bright star's r-band core was lost
@@ -130,6 +133,15 @@ def main(argv=None):
         print(f"  without them, CLASS_STAR {label} called {name}: {agree}/{n}"
               + (f" = {agree / n:.3f}" if n else ""))
     flux_agreement(catalog, ref, cx, cy, order, found, to_cat, clean)
+    # the store's pixels may be rescaled: radii back to the input's
+    radius = np.asarray(catalog["flux_radius"], float) / mosaic.rescale_factor
+    theirs = ref["FLUX_RADIUS"][order]
+    parts = []
+    for name, sel in (("stars", star), ("galaxies", galaxy)):
+        chosen = found & clean & sel
+        parts.append(f"{name} {ratio_text(radius[to_cat[chosen]], theirs[chosen])}")
+    print("half-light radius over SExtractor's r FLUX_RADIUS, brightest found with their r "
+          "core: " + ", ".join(parts))
     large = np.flatnonzero(ref["ISOAREA_IMAGE"] >= args.large_area)
     print(f"large reference sources (isophotal area >= {args.large_area} px): {len(large)}")
     for scale in (3, 2):

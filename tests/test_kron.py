@@ -152,3 +152,35 @@ def test_a_local_annulus_takes_off_the_light_around_an_object():
     lost = kron_photometry(image, mask, *args[2:], noise=[1.0], annulus=(1.5, 2.5))
     assert lost["auto_flags"][0] & AUTO_FLAGS["no_local_background"]
     assert np.isfinite(lost["flux_auto"][0, 0])
+
+
+@pytest.mark.parametrize("sigma", [2.0, 3.0, 6.0])
+def test_the_half_light_radius_of_a_gaussian(sigma):
+    image = _gaussian((200, 200), 100.3, 99.6, sigma, 1000.0)[None]
+    labels = np.where(image[0] > 0.01 * image[0].max(), 1, 0).astype(np.int32)
+    radius = _measure(image, labels, [1])["flux_radius"][0]
+    # sigma sqrt(2 ln 2), pixel-integrated, of the light within the aperture
+    assert radius == pytest.approx(sigma * np.sqrt(2 * np.log(2)), rel=0.01)
+
+
+def test_the_half_light_radius_with_a_pedestal_and_a_neighbour():
+    rng = np.random.default_rng(7)
+    truth = _gaussian((160, 160), 80, 80, 3.0, 3000.0)
+    neighbour = _gaussian((160, 160), 80, 95, 1.5, 3000.0)
+    image = (truth + neighbour + 1.0 + rng.normal(0, 0.05, truth.shape))[None]
+    labels = np.zeros((160, 160), np.int32)
+    labels[(truth > 0.5) & (truth >= neighbour)] = 1
+    labels[(neighbour > 0.5) & (neighbour > truth)] = 2
+    moments = _moments(truth, labels, 1)
+    args = (image, np.zeros(image.shape, np.uint8), labels, np.array([1, 2]),
+            np.array([moments[1], 95.0]), np.array([moments[0], 80.0]),
+            np.array([moments[2], 1.5]), np.array([moments[2], 1.5]), np.zeros(2))
+    local = kron_photometry(*args, noise=[0.05])
+    plain = kron_photometry(*args, noise=[0.05], annulus=None)
+    expected = 3.0 * np.sqrt(2 * np.log(2))
+    assert local["flux_radius"][0] == pytest.approx(expected, rel=0.05)
+    assert plain["flux_radius"][0] > 1.1 * expected  # the pedestal's light grows outwards
+    empty = kron_photometry(np.zeros((1, 20, 20)), np.zeros((1, 20, 20), np.uint8),
+                            np.ones((20, 20), np.int32), np.array([1]), np.array([10.0]),
+                            np.array([10.0]), np.array([2.0]), np.array([2.0]), np.zeros(1))
+    assert np.isnan(empty["flux_radius"][0])

@@ -8,6 +8,7 @@ give the same catalog whatever the tile grid.
 
 from collections import Counter
 from pathlib import Path
+import re
 import shutil
 
 import numpy as np
@@ -385,6 +386,7 @@ def test_kron_fluxes_hold_the_total_light_across_windows(field):
         np.testing.assert_array_equal(cat[f"flux_auto_{band}"], whole["flux_auto"][:, b])
         np.testing.assert_array_equal(cat[f"flux_auto_err_{band}"], whole["flux_auto_err"][:, b])
     np.testing.assert_array_equal(cat["auto_flags"], whole["auto_flags"])
+    np.testing.assert_array_equal(cat["flux_radius"], whole["flux_radius"])
     to_cat, _ = match_positions(truth["x"], truth["y"], cat["x"], cat["y"], 1.5)
     chosen = ((to_cat >= 0) & (np.asarray(truth["snr"]) >= 30)
               & (np.asarray(truth["class"]) == "galaxy"))
@@ -394,6 +396,9 @@ def test_kron_fluxes_hold_the_total_light_across_windows(field):
     auto, iso = cat["flux_auto_r"][k] / true_flux, cat["flux_r"][k] / true_flux
     assert abs(np.median(auto) - 1) < 0.05 and np.median(iso) < np.median(auto)
     assert np.all(cat["flux_auto_err_r"][k] > cat["flux_err_r"][k])  # a larger aperture
+    # half-light radii: the true one and the PSF's (~1.9 px) in quadrature, roughly
+    expected = np.hypot(np.asarray(truth["hlr"])[chosen] / 0.262, 1.9)
+    assert 0.8 < np.median(cat["flux_radius"][k] / expected) < 1.25
     schema = pq.read_schema(out / "catalog.parquet" / "_common_metadata")
     units = {f.name: (f.metadata or {}).get(b"unit", b"").decode() for f in schema}
     assert units["flux_auto_g"] == units["flux_auto_err_g"] == mosaic.attrs["bunit"]["g"]
@@ -408,6 +413,7 @@ def test_kron_fluxes_hold_the_total_light_across_windows(field):
     np.testing.assert_array_equal(bare["flux_auto_r"], plain["flux_auto"][:, 1])
     assert np.median(bare["flux_auto_r"][k] / cat["flux_auto_r"][k]) > 1
     assert units["mag_auto_z"] == "mag(AB)" and units["kron_radius"] == ""
+    assert units["flux_radius"] == "pix"
 
 
 def test_catalog_is_deterministic_and_carries_provenance(field):
@@ -442,9 +448,13 @@ def test_catalog_is_deterministic_and_carries_provenance(field):
 
     import pandas as pd
 
+    documented = (Path(__file__).parents[1] / "docs" / "pipeline.md").read_text()
     for name in schema.names:
         assert name.isidentifier() and not keyword.iskeyword(name), name
         assert not hasattr(pd.DataFrame, name), name
+        # and is described in the catalog's column table
+        generic = re.sub(r"_(g|r|z)$", "_<band>", name)
+        assert f"`{generic}`" in documented, name
     summary = (first / "summary.txt").read_text()
     assert "objects" in summary and "by class" in summary
 

@@ -52,3 +52,21 @@ def test_the_real_pixels_flux_ratio_leaves_out_what_cannot_be_divided():
     assert real.ratio_text([2.0, 3.0, np.nan, -1.0, 4.0], [2.0, 3.0, 1.0, 1.0, 0.0]) == \
         "1.000 ± 0.000 (2)"
     assert real.ratio_text([np.nan], [1.0]) == "none"
+
+
+def test_half_light_radii_are_compared_with_the_psf_and_the_true_size(photometry):
+    truth = {"x": np.array([10.0, 50.0, 90.0]), "y": np.zeros(3),
+             "snr": np.array([50.0, 50.0, 50.0]), "class": np.array(["star", "star", "galaxy"]),
+             "hlr": np.array([0.0, 0.0, 0.5]),
+             "flux_g": np.array([1.0, 0.0, 1.0]), "flux_r": np.array([1.0, 0.0, 1.0]),
+             "flux_z": np.array([1.0, 1.0, 1.0])}
+    expected = photometry.expected_half_light_radius(truth, "decam", ["g", "r", "z"])
+    # the preset's FWHM are 1.10, 1.00, 0.95" at 0.262"/px: a star of z light alone is the
+    # smaller, and the galaxy's size adds in quadrature
+    assert 1.9 < expected[1] < expected[0] < 2.6
+    assert expected[2] == pytest.approx(np.hypot(0.5 / 0.262, 2.3), rel=0.06)
+    catalog = {"x": truth["x"].copy(), "y": np.zeros(3), "flux_radius": expected * 1.1}
+    rows = photometry.compare(catalog, truth, {"r": "flux_radius"}, "r", 2.0,
+                              reference=expected)
+    by = {(r["bin"], r["class"]): r for r in rows}
+    assert by[("30-100", "star")]["r"] == (2, pytest.approx(1.1), pytest.approx(0.0))

@@ -78,7 +78,8 @@ def sep_catalog(images, psf_half_light_radius, mask=None, threshold=1.2, min_are
         Also measure each band's Kron (AUTO) flux as SExtractor does by default:
         the Kron aperture of :func:`astrodask.kron.kron_photometry` on SEP's own
         ellipses and segmentation map, on each band less SEP's background map,
-        without a local annulus: ``kron_radius`` and ``flux_auto`` (object, band).
+        without a local annulus: ``kron_radius``, ``flux_auto`` (object, band) and
+        ``flux_radius`` (px).
 
     Returns
     -------
@@ -111,6 +112,7 @@ def sep_catalog(images, psf_half_light_radius, mask=None, threshold=1.2, min_are
                                    catalog["a_image"], catalog["b_image"],
                                    catalog["theta_image"], annulus=None)
         catalog["kron_radius"] = measured["kron_radius"]
+        catalog["flux_radius"] = measured["flux_radius"]
         catalog["flux_auto"] = measured["flux_auto"]
     return catalog
 

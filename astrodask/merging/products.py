@@ -532,6 +532,7 @@ def catalog_table(mosaic, objects, accumulator, unet, options, labels, first_id=
                            weight=mosaic.array("weight") if mosaic.has_weight else None,
                            annulus=tuple(options.kron_annulus) if options.kron_annulus else None)
     columns["kron_radius"] = auto["kron_radius"]
+    columns["flux_radius"] = auto["flux_radius"]
     for b, band in enumerate(mosaic.bands):
         columns[f"flux_auto_{band}"] = auto["flux_auto"][:, b]
         columns[f"flux_auto_err_{band}"] = auto["flux_auto_err"][:, b]
@@ -640,7 +641,7 @@ def _peak_placed(measured, bands, morphology, min_snr):
 #: take their band's BUNIT (:func:`column_units`).
 UNITS = {"x": "pix", "y": "pix", "x_centroid": "pix", "y_centroid": "pix",
          "ra": "deg", "dec": "deg", "area": "pix2",
-         "a_image": "pix", "b_image": "pix", "theta_image": "deg",
+         "a_image": "pix", "b_image": "pix", "theta_image": "deg", "flux_radius": "pix",
          **{f"bbox_{c}": "pix" for c in ("y0", "x0", "y1", "x1")},
          "anchor_y": "pix", "anchor_x": "pix"}
 
