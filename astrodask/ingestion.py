@@ -205,14 +205,14 @@ def _derived_bands(source, read_band):
 
 def _write_derived_on(client, target, source, read_band, block_tiles, progress, what):
     """:func:`_write_store` of a derived store with one task per block on ``client``'s cluster."""
-    from .engine.cluster import gathered
+    from .engine.cluster import task_map
 
     grid = source.tile_grid
     _create_store(target, len(source.bands), grid, source.has_weight)
     [reader] = client.scatter([read_band], broadcast=True, hash=False)
-    futures = [client.submit(_derived_block, target, source.path, source.token, reader, grid,
-                             block, pure=False, retries=1) for block in _blocks(grid, block_tiles)]
-    parts = gathered(client, futures, StoreError, what, progress)
+    parts = task_map(client, _derived_block,
+                     [(target, source.path, source.token, reader, grid, block)
+                      for block in _blocks(grid, block_tiles)], StoreError, what, progress)
     return _combined_stats(parts, grid)
 
 

@@ -337,15 +337,10 @@ def _part_schema(location):
 
 
 def _tasks(client, function, items, what, **shared):
-    """``[function(*item, **shared) for item in items]``, as tasks on ``client``'s cluster
-    when there is one (``shared`` then goes with every task: keep it small)."""
-    if client is None:
-        return [function(*item, **shared) for item in items]
-    from .engine.cluster import gathered
+    """:func:`astrodask.engine.cluster.task_map` with the residual pass's error."""
+    from .engine.cluster import task_map
 
-    futures = [client.submit(function, *item, pure=False, retries=1, **shared)
-               for item in items]
-    return gathered(client, futures, ResidualPassError, what)
+    return task_map(client, function, items, ResidualPassError, what, **shared)
 
 
 def bright_objects(catalog, bands, min_snr, out, client=None):

@@ -304,6 +304,39 @@ def gathered(client, futures, error, what, progress=None):
     return client.gather(futures)
 
 
+def task_map(client, function, items, error, what, progress=None, **shared):
+    """``[function(*item, **shared) for item in items]``, as tasks on ``client``'s cluster.
+
+    Parameters
+    ----------
+    client : distributed.Client or None
+        None: the calls run here, one after the other.
+    function : callable
+    items : iterable of tuple
+        Each call's positional arguments.
+    error, what, progress
+        As :func:`gathered` (``progress`` is called here too).
+    **shared
+        Keyword arguments of every call; they travel with every task, so keep
+        them small (or pass futures of scattered data).
+
+    Returns
+    -------
+    list
+        The results in the order of ``items``.
+    """
+    items = list(items)
+    if client is None:
+        results = []
+        for done, item in enumerate(items, start=1):
+            results.append(function(*item, **shared))
+            if progress is not None:
+                progress(done, len(items))
+        return results
+    futures = [client.submit(function, *item, pure=False, retries=1, **shared) for item in items]
+    return gathered(client, futures, error, what, progress)
+
+
 def _format_resources(needed):
     return ",".join(f"{name}={amount:g}" for name, amount in sorted(needed.items()))
 

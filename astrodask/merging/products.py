@@ -769,15 +769,15 @@ def _downsampled(store, name, step, client=None):
         return _downsampled_rows(store, name, 0, None, step)
     import zarr
 
-    from ..engine.cluster import gathered
+    from ..engine.cluster import task_map
     from ..errors import StoreError
 
     array = zarr.open_group(store, mode="r")[name]
     height, rows = array.shape[-2], array.chunks[-2]
-    futures = [client.submit(_downsampled_rows, store, name, y0, min(y0 + rows, height), step,
-                             pure=False, retries=1) for y0 in range(0, height, rows)]
-    return np.concatenate(gathered(client, futures, StoreError,
-                                   "reading the pixels of the pictures"), axis=-2)
+    return np.concatenate(task_map(client, _downsampled_rows,
+                                   [(store, name, y0, min(y0 + rows, height), step)
+                                    for y0 in range(0, height, rows)],
+                                   StoreError, "reading the pixels of the pictures"), axis=-2)
 
 
 def _downsampled_rows(store, name, y0, y1, step):
