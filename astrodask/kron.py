@@ -212,14 +212,10 @@ def kron_photometry(image, mask, labels, ids, x, y, a_image, b_image, theta_imag
                                                   subpix=5, **err, **own)
             sums[:, band], variances[:, band] = total, np.square(total_err)
         if masked_pixels == "mirror":
-            excluded = np.flatnonzero(f & sep.APER_HASMASKED)
-            area[excluded] = sep.sum_ellipse(ones, cx[excluded], cy[excluded],
-                                             *(s[excluded] for s in shape), scale[excluded],
-                                             subpix=5)[0]
-            for k in excluded:
-                sums[k], variances[k] = _mirrored_sums(bands, variance, segmap, ids[members[k]],
-                                                       cx[k], cy[k], shape[0][k], shape[1][k],
-                                                       shape[2][k], scale[k])
+            for k in np.flatnonzero(f & sep.APER_HASMASKED):
+                sums[k], variances[k], area[k] = _mirrored_sums(
+                    bands, variance, segmap, ids[members[k]], cx[k], cy[k], shape[0][k],
+                    shape[1][k], shape[2][k], scale[k])
         level = np.zeros(len(members))  # the detection image's local background
         if annulus is not None:
             background, background_var, lost = _local_background(
@@ -246,7 +242,8 @@ def _excluded(segmap, own):
 
 def _mirrored_sums(bands, variance, segmap, own, cx, cy, a, b, theta, scale):
     """Per band sum and variance of one object's aperture, its excluded pixels replaced
-    by their mirror images through ``(cx, cy)`` where those are free (else 0)."""
+    by their mirror images through ``(cx, cy)`` where those are free (else 0), and the
+    area that holds a value (what a local background is taken off)."""
     import sep
 
     half = int(np.ceil(scale * a)) + 1
@@ -261,6 +258,10 @@ def _mirrored_sums(bands, variance, segmap, own, cx, cy, a, b, theta, scale):
     free[inside] = ~_excluded(segmap[mj[inside], mi[inside]], own)
     n_bands = bands.shape[0]
     sums, variances = np.empty(n_bands), np.zeros(n_bands)
+    ellipse = tuple(np.array([v]) for v in (cx - xa, cy - ya, a, b, theta, scale))
+    held = np.ones((yb - ya, xb - xa))
+    held[jj[~free], ii[~free]] = 0.0
+    area = sep.sum_ellipse(held, *ellipse, subpix=5)[0][0]
     for band in range(n_bands):
         cut = bands[band, ya:yb, xa:xb].copy()
         cut[jj, ii] = 0.0
@@ -271,10 +272,9 @@ def _mirrored_sums(bands, variance, segmap, own, cx, cy, a, b, theta, scale):
             var[jj, ii] = 0.0
             var[jj[free], ii[free]] = variance[band, mj[free], mi[free]]
             err = {"var": var}
-        total, total_err, _ = sep.sum_ellipse(cut, *(np.array([v]) for v in (
-            cx - xa, cy - ya, a, b, theta, scale)), subpix=5, **err)
+        total, total_err, _ = sep.sum_ellipse(cut, *ellipse, subpix=5, **err)
         sums[band], variances[band] = total[0], total_err[0] ** 2
-    return sums, variances
+    return sums, variances, area
 
 
 def _half_light_radius(detection, cx, cy, rmax, level, own):

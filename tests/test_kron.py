@@ -184,3 +184,21 @@ def test_the_half_light_radius_with_a_pedestal_and_a_neighbour():
                             np.ones((20, 20), np.int32), np.array([1]), np.array([10.0]),
                             np.array([10.0]), np.array([2.0]), np.array([2.0]), np.zeros(1))
     assert np.isnan(empty["flux_radius"][0])
+
+
+def test_excluded_pixels_without_a_free_mirror_take_no_background():
+    # a neighbour's segment in the aperture's wing and flagged pixels at its mirror image:
+    # those pixels hold nothing, so no local background is taken off them either
+    rng = np.random.default_rng(11)
+    truth = _gaussian((120, 120), 60, 60, 2.5, 2000.0)
+    image = (truth + 2.0 + rng.normal(0, 0.02, truth.shape))[None]
+    labels = np.where(truth > 0.5, 1, 0).astype(np.int32)
+    moments = _moments(truth, labels, 1)
+    labels[56:64, 68:71] = 2  # the neighbour (a flat pedestal there: no light of its own)
+    mask = np.zeros(image.shape, np.uint8)
+    mask[0, 56:65, 49:53] = 1  # the mirror of its pixels through (60, 60)
+    auto = kron_photometry(image, mask, labels, np.array([1]), np.array([moments[1]]),
+                           np.array([moments[0]]), np.array([moments[2]]),
+                           np.array([moments[2]]), np.zeros(1), noise=[0.02])
+    # the pixels lost hold ~0.2% of the light; 2 a pixel over their ~24 would be 2.4%
+    assert auto["flux_auto"][0, 0] == pytest.approx(2000, rel=0.008)
