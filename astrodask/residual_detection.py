@@ -38,7 +38,6 @@ replaced whole; ``merge.json`` records the pass. Pixel coordinates are
 """
 
 from dataclasses import asdict, dataclass, field, replace
-import io
 import json
 import time
 
@@ -324,18 +323,6 @@ def _finished_merge(results):
     return record, merged
 
 
-def _read_part(location, columns=None):
-    import pyarrow.parquet as pq
-
-    return pq.read_table(io.BytesIO(storage.get_bytes(location)), columns=columns)
-
-
-def _part_schema(location):
-    import pyarrow.parquet as pq
-
-    return pq.read_schema(io.BytesIO(storage.get_bytes(location)))
-
-
 def _tasks(client, function, items, what, **shared):
     """:func:`astrodask.engine.cluster.task_map` with the residual pass's error."""
     from .engine.cluster import task_map
@@ -376,9 +363,10 @@ def _bright_part(part, out, *, bands, min_snr):
     """The bright objects of one catalog part, written to ``out`` (a task)."""
     keep = ("id", "parent_id", "family_size", "y", "x", "area") + _BOX
     flux = [f"flux_{b}" for b in bands] + [f"flux_err_{b}" for b in bands]
-    names = set(_part_schema(part).names)
-    table = _read_part(part, columns=list(keep) + flux
-                       + (["morphology"] if "morphology" in names else []))
+    data = storage.get_bytes(part)
+    names = set(storage.parquet_schema(data).names)
+    table = storage.parquet_table(data, columns=list(keep) + flux
+                                  + (["morphology"] if "morphology" in names else []))
     columns = {k: table.column(k).to_numpy(zero_copy_only=False) for k in table.schema.names}
     wanted = total_snr(columns, bands) >= min_snr
     if "morphology" in columns:
@@ -526,7 +514,7 @@ def _part_additions(part, out, *, first_catalog, first_segmap, parents, separati
     import zarr
     from scipy.spatial import cKDTree
 
-    table = _read_part(part)
+    table = storage.read_parquet(part)
     if table.num_rows == 0:
         return None
     labels = zarr.open_group(first_segmap, mode="r")["labels"]

@@ -283,6 +283,34 @@ def parquet_bytes(table, compression="zstd"):
     return buffer.getvalue()
 
 
+def parquet_table(data, columns=None):
+    """A Parquet file's bytes as a :class:`pyarrow.Table` (``columns``: only these).
+
+    Read with :class:`pyarrow.parquet.ParquetFile` over an Arrow buffer:
+    ``pyarrow.parquet.read_table`` of an in-memory file leaves work in its
+    dataset scanner's threads that can abort the interpreter at exit
+    ("terminate called without an active exception", apache/arrow#33975;
+    with pyarrow 26 about half of the processes that read a catalog that way).
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(pa.BufferReader(data)).read(columns=columns)
+
+
+def parquet_schema(data):
+    """The Arrow schema (with its metadata) of a Parquet file's bytes."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(pa.BufferReader(data)).schema_arrow
+
+
+def read_parquet(location, columns=None):
+    """The whole Parquet object at ``location`` as a :class:`pyarrow.Table` (:func:`parquet_table`)."""
+    return parquet_table(get_bytes(location), columns)
+
+
 @contextmanager
 def open_for_writing(location):
     """Context manager: a binary file that appears at ``location`` only when closed cleanly.

@@ -11,6 +11,7 @@ import numpy as np
 import pyarrow as pa
 from scipy import ndimage
 
+from .. import storage
 from ..instances import OPTIONAL_COLUMNS, SCHEMA, decode_mask, encode_mask, tile_instances
 from ..sky import band_levels, detection_image
 
@@ -97,13 +98,9 @@ def read_windows_pieces(results, windows, min_score=None, vouch=None, parts=None
 def window_pieces(data, min_score=None, vouch=None, parts=None):
     """The pieces in the bytes of a window's Parquet part (``None``: no part, no pieces);
     ``min_score``, ``vouch``, ``parts`` as for :func:`read_window_pieces`."""
-    import io
-
-    import pyarrow.parquet as pq
-
     if data is None:
         return PIECE_SCHEMA.empty_table()
-    table = pq.read_table(io.BytesIO(data))
+    table = storage.parquet_table(data)
     for name, fill in OPTIONAL_COLUMNS.items():
         if name not in table.column_names:  # a part written before the column existed
             column = pa.array(np.full(table.num_rows, fill), type=SCHEMA.field(name).type)

@@ -88,7 +88,7 @@ def read_catalog(location, columns=None):
 
 def read_catalog_part(location, columns=None):
     """One Parquet file of a catalog (see :func:`catalog_parts`) as a :class:`pyarrow.Table`."""
-    return pq.read_table(io.BytesIO(storage.get_bytes(location)), columns=columns)
+    return storage.read_parquet(location, columns)
 
 
 def catalog_schema(location):

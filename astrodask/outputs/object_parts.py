@@ -16,7 +16,6 @@ Boxes are the catalog's half-open ``bbox_y0, bbox_x0, bbox_y1, bbox_x1``
 from dataclasses import dataclass, replace
 import functools
 import hashlib
-import io
 
 import numpy as np
 
@@ -88,9 +87,7 @@ def write_object_part(table, location):
 
 @functools.lru_cache(maxsize=CACHED_PARTS)
 def _read(location, digest):
-    import pyarrow.parquet as pq
-
-    return pq.read_table(io.BytesIO(storage.get_bytes(location)))
+    return storage.read_parquet(location)
 
 
 class ObjectParts:
