@@ -36,7 +36,8 @@ area, made the fluxes of objects with a neighbour in their aperture 5-12%
 too bright on the ``decam`` validation mosaics, and those near flagged
 pixels 6% (BENCHMARKS.md, "Masked pixels in the Kron aperture"). The
 annulus takes only pixels outside every segment and flag. An aperture that
-reaches past the mosaic or over flagged pixels sets a bit of ``auto_flags``.
+reaches past the mosaic, over flagged pixels or over another object's
+pixels sets a bit of ``auto_flags`` (:data:`AUTO_FLAGS`).
 Errors come from the weight maps, else from each band's pixel σ, times the
 sky noise's correlation factor for a region much larger than the
 correlation length.
@@ -75,7 +76,8 @@ MAX_RADIUS = 1024
 #: semi-major axis.
 GROWTH_STEPS = 40
 #: ``auto_flags`` bits.
-AUTO_FLAGS = {"truncated": 1, "masked": 2, "no_kron_radius": 4, "no_local_background": 8}
+AUTO_FLAGS = {"truncated": 1, "masked": 2, "no_kron_radius": 4, "no_local_background": 8,
+              "neighbours": 16}
 #: The label flagged pixels take in the segmentation map SEP sees (no catalog ID reaches it).
 FLAGGED_LABEL = np.iinfo(np.int32).max
 
@@ -183,9 +185,9 @@ def kron_photometry(image, mask, labels, ids, x, y, a_image, b_image, theta_imag
                                        bands.shape)
         else:
             variance = None
+        objects = np.ascontiguousarray(np.asarray(labels[y0:y1, x0:x1], dtype=np.int32))
         # flagged pixels are another object's to SEP: left out of every sum, never rescaled
-        segmap = np.where(bad, FLAGGED_LABEL,
-                          np.asarray(labels[y0:y1, x0:x1], dtype=np.int32)).astype(np.int32)
+        segmap = np.where(bad, FLAGGED_LABEL, objects).astype(np.int32)
         cx, cy = x[members] - x0, y[members] - y0
         shape = (a[members], b[members], theta[members])
         own = dict(seg_id=ids[members], segmap=segmap)
@@ -230,6 +232,9 @@ def kron_photometry(image, mask, labels, ids, x, y, a_image, b_image, theta_imag
             error[members] = np.sqrt(variances * np.asarray(factors)[None, :])
         held, _, _ = sep.sum_ellipse(bad.astype(np.float64), *ellipse, subpix=1)
         flagged |= np.where(held > 0, AUTO_FLAGS["masked"], 0)
+        _, _, shared = sep.sum_ellipse(ones, *ellipse, subpix=1, seg_id=ids[members],
+                                       segmap=objects)
+        flagged |= np.where(shared & sep.APER_HASMASKED, AUTO_FLAGS["neighbours"], 0)
         flags[members] = flagged
     return {"kron_radius": kron, "flux_auto": flux, "flux_auto_err": error, "auto_flags": flags,
             "flux_radius": half_light}

@@ -60,7 +60,9 @@ def test_a_neighbours_pixels_are_left_out():
     assert unmasked["flux_auto"][0, 0] > 1.5 * alone["flux_auto"][0, 0]
     assert both["flux_auto"][0, 0] == pytest.approx(alone["flux_auto"][0, 0], rel=0.08)
     assert both["flux_auto"][1, 0] == pytest.approx(5000, rel=0.06)
-    assert not both["auto_flags"].any()  # a neighbour is not a flagged pixel
+    # a neighbour is not a flagged pixel, but it says the aperture held another object
+    assert list(both["auto_flags"]) == [AUTO_FLAGS["neighbours"]] * 2
+    assert alone["auto_flags"][0] == 0
 
 
 def test_edges_and_flagged_pixels_are_flagged_and_left_out():
