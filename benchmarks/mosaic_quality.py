@@ -206,7 +206,7 @@ def catalog_columns(results):
     return {name: table.column(name).to_numpy(zero_copy_only=False)
             for name in table.column_names
             if name in ("id", "x", "y", "source_class", "morphology", "a_image", "b_image",
-                        "theta_image")
+                        "theta_image", "auto_flags")
             or name.startswith("flux_")}
 
 

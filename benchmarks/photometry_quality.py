@@ -159,6 +159,19 @@ def expected_half_light_radius(truth, preset, bands):
     return expected
 
 
+def neighbour_split(catalog, column):
+    """The Kron flux ``column`` apart for apertures without and with another object's pixels
+    (``auto_flags`` bit ``neighbours``), NaN elsewhere: two columns for :func:`compare`."""
+    from astrodask.kron import AUTO_FLAGS
+
+    if "auto_flags" not in catalog:
+        return {}
+    shared = (np.asarray(catalog["auto_flags"]) & AUTO_FLAGS["neighbours"]) != 0
+    flux = np.asarray(catalog[column], float)
+    return {"auto, clear": np.where(shared, np.nan, flux),
+            "auto, neighbours": np.where(shared, flux, np.nan)}
+
+
 def print_rows(name, band, rows, labels, what="flux"):
     print(f"\n{name}: measured / true {what} in {band} (n, median, robust scatter)")
     print("| true S/N | class | " + " | ".join(labels) + " |")
@@ -266,7 +279,8 @@ def main(argv=None):
         sep = sep_catalog(mosaic.array("image")[:],
                           psf_half_light_radius(get_preset(args.preset)), mask=flagged,
                           auto=True)
-        columns = {"isophotal": f"flux_{band}", "auto": f"flux_auto_{band}"}
+        columns = {"isophotal": f"flux_{band}", "auto": f"flux_auto_{band}",
+                   **neighbour_split(catalog, f"flux_auto_{band}")}
         for annulus in annuli:
             flux = remeasured(mosaic, work / "h32" / "results", catalog, annulus)
             columns[annulus_label(annulus)] = flux[:, bands.index(band)]

@@ -70,3 +70,14 @@ def test_half_light_radii_are_compared_with_the_psf_and_the_true_size(photometry
                               reference=expected)
     by = {(r["bin"], r["class"]): r for r in rows}
     assert by[("30-100", "star")]["r"] == (2, pytest.approx(1.1), pytest.approx(0.0))
+
+
+def test_kron_fluxes_apart_by_their_neighbours_bit(photometry):
+    from astrodask.kron import AUTO_FLAGS
+
+    catalog = {"flux_auto_r": np.array([1.0, 2.0, 3.0]),
+               "auto_flags": np.array([0, AUTO_FLAGS["neighbours"] | 1, 1])}
+    split = photometry.neighbour_split(catalog, "flux_auto_r")
+    np.testing.assert_array_equal(split["auto, clear"], [1.0, np.nan, 3.0])
+    np.testing.assert_array_equal(split["auto, neighbours"], [np.nan, 2.0, np.nan])
+    assert photometry.neighbour_split({"flux_auto_r": np.ones(2)}, "flux_auto_r") == {}
