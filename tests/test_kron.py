@@ -144,14 +144,18 @@ def test_a_local_annulus_takes_off_the_light_around_an_object():
             np.array([moments[1]]), np.array([moments[0]]), np.array([moments[2]]),
             np.array([moments[2]]), np.zeros(1))
     plain = kron_photometry(*args, noise=[1.0], annulus=None)
-    local = kron_photometry(*args, noise=[1.0], annulus=(1.5, 2.5))
+    local = kron_photometry(*args, noise=[1.0], annulus=(1.5, 2.5), annulus_for="all")
+    # by default only an aperture that holds a neighbour's pixels takes a local background
+    assert kron_photometry(*args, noise=[1.0], annulus=(1.5, 2.5))["flux_auto"][0, 0] == \
+        plain["flux_auto"][0, 0]
     assert plain["flux_auto"][0, 0] > 1.1 * 400
     assert local["flux_auto"][0, 0] == pytest.approx(400, rel=0.1)
     assert local["flux_auto_err"][0, 0] > plain["flux_auto_err"][0, 0]
     # an annulus with no free pixel (all flagged): the sum without a local background
     mask = np.ones(image.shape, np.uint8)
     mask[0, 50:71, 50:71] = 0
-    lost = kron_photometry(image, mask, *args[2:], noise=[1.0], annulus=(1.5, 2.5))
+    lost = kron_photometry(image, mask, *args[2:], noise=[1.0], annulus=(1.5, 2.5),
+                           annulus_for="all")
     assert lost["auto_flags"][0] & AUTO_FLAGS["no_local_background"]
     assert np.isfinite(lost["flux_auto"][0, 0])
 
@@ -204,3 +208,25 @@ def test_excluded_pixels_without_a_free_mirror_take_no_background():
                            np.array([moments[2]]), np.zeros(1), noise=[0.02])
     # the pixels lost hold ~0.2% of the light; 2 a pixel over their ~24 would be 2.4%
     assert auto["flux_auto"][0, 0] == pytest.approx(2000, rel=0.008)
+
+
+def test_a_clear_aperture_takes_no_local_background_by_default():
+    # a faint source whose annulus, not its aperture, lies on a bright neighbour's wings
+    faint = _gaussian((120, 140), 60, 60, 2.0, 300.0)
+    bright = _gaussian((120, 140), 60, 95, 6.0, 200000.0)
+    labels = np.zeros((120, 140), np.int32)
+    labels[faint > 0.3] = 1
+    labels[(bright > 2.0) & (labels == 0)] = 2
+    moments = _moments(faint, labels, 1)
+    args = ((faint + bright)[None], np.zeros((1, 120, 140), np.uint8), labels, np.array([1]),
+            np.array([moments[1]]), np.array([moments[0]]), np.array([moments[2]]),
+            np.array([moments[2]]), np.zeros(1))
+    clear = kron_photometry(*args, noise=[0.1], annulus=(1.2, 2.0))
+    every = kron_photometry(*args, noise=[0.1], annulus=(1.2, 2.0), annulus_for="all")
+    assert clear["auto_flags"][0] == 0
+    assert clear["flux_auto"][0, 0] == kron_photometry(*args, noise=[0.1],
+                                                       annulus=None)["flux_auto"][0, 0]
+    assert clear["flux_auto"][0, 0] == pytest.approx(300, rel=0.01)
+    assert every["flux_auto"][0, 0] < 0.985 * clear["flux_auto"][0, 0]
+    with pytest.raises(ValueError, match="annulus_for"):
+        kron_photometry(*args, annulus_for="some")

@@ -199,6 +199,26 @@ def test_the_kron_annulus_comes_from_the_option_then_the_detector_card(capsys):
     assert load_card_of("maskrcnn_decam", ("g", "r", "z"))["kron_annulus"] == list(LOCAL_ANNULUS)
 
 
+def test_the_apertures_the_kron_annulus_is_for_come_from_the_option_then_the_card(capsys):
+    from astrodask.cli import build_parser
+    from astrodask.kron import ANNULUS_FOR
+    from astrodask.merging.products import kron_annulus_for
+
+    plain = {"models": [{"kind": "maskrcnn", "card": {}}]}
+    every = {"models": [{"kind": "maskrcnn", "card": {"kron_annulus_for": "all"}}]}
+    assert kron_annulus_for(plain, MergeOptions()) == ANNULUS_FOR == "neighbours"
+    assert kron_annulus_for(every, MergeOptions()) == "all"
+    assert kron_annulus_for(every, MergeOptions(kron_annulus_for="neighbours")) == "neighbours"
+    assert resolved_options(every, MergeOptions()).kron_annulus_for == "all"
+    with pytest.raises(InputError, match="Kron annulus is for neighbours or all"):
+        kron_annulus_for(plain, MergeOptions(kron_annulus_for="some"))
+    args = build_parser().parse_args(["merge", "results", "--kron-annulus-for", "all"])
+    assert args.kron_annulus_for == "all"
+    with pytest.raises(SystemExit) as stopped:
+        build_parser().parse_args(["merge", "results", "--kron-annulus-for", "some"])
+    assert stopped.value.code == 2
+
+
 def load_card_of(name, bands=("v", "z", "j", "h")):
     from astrodask.engine.specs import resolve_models
 

@@ -85,6 +85,10 @@ def register(subparsers):
                         help="local background of the Kron fluxes: the free pixels between "
                              "these multiples of the aperture, or none (default: the Mask "
                              "R-CNN card's, else 1.2:2)")
+    parser.add_argument("--kron-annulus-for", choices=("neighbours", "all"),
+                        help="the apertures the local background comes off: those that hold "
+                             "another object's pixels, or all (default: the Mask R-CNN card's, "
+                             "else neighbours)")
     parser.add_argument("--detection-threshold", type=float, default=0.5,
                         help="max. min(background) for morpheus_detected")
     parser.add_argument("--no-pictures", action="store_true", help="skip the PNG quick-looks")
@@ -141,7 +145,8 @@ def run(args):
                            residual_min_score=args.residual_min_score,
                            residual_core_fraction=args.residual_core_fraction,
                            residual_flips=args.residual_flips,
-                           kron_annulus=args.kron_annulus)
+                           kron_annulus=args.kron_annulus,
+                           kron_annulus_for=args.kron_annulus_for)
     with progress_bar("merge", "tasks", args.quiet) as progress:
         summary = merge(args.results, mosaic=args.mosaic, options=options,
                         n_workers=args.n_workers, threads_per_worker=args.threads_per_worker,

@@ -132,6 +132,10 @@ class MergeOptions:
         :data:`astrodask.kron.LOCAL_ANNULUS` (chosen per preset on its
         validation mosaics: crowded ground-based fields need one, `hst` fields
         do not).
+    kron_annulus_for : {"neighbours", "all"}, optional
+        The apertures that local background comes off: those that hold
+        another object's pixels, or every one. Default: the Mask R-CNN card's
+        ``kron_annulus_for``, else :data:`astrodask.kron.ANNULUS_FOR`.
     """
 
     match_iou: float = MATCH_IOU
@@ -162,6 +166,7 @@ class MergeOptions:
     residual_core_fraction: float = None
     residual_flips: bool = None
     kron_annulus: tuple = None
+    kron_annulus_for: str = None
 
 
 #: Algorithm 1 levels of a U-Net whose card does not choose them.
@@ -223,6 +228,7 @@ def resolved_options(record, options):
                    irregular_centroid_sigma=irregular_centroid_sigma(record, options),
                    morpheus_threshold=threshold, morpheus_background_level=level,
                    kron_annulus=kron_annulus(record, options),
+                   kron_annulus_for=kron_annulus_for(record, options),
                    **residual_settings(record, options))
 
 
@@ -367,6 +373,26 @@ def kron_annulus(record, options):
     return [float(v) for v in value]
 
 
+def kron_annulus_for(record, options):
+    """The apertures the Kron fluxes' local background comes off: the option, else the
+    card's, else :data:`astrodask.kron.ANNULUS_FOR`.
+
+    Raises
+    ------
+    InputError
+        Not one of :data:`astrodask.kron.ANNULUS_CHOICES`.
+    """
+    from ..kron import ANNULUS_CHOICES, ANNULUS_FOR
+
+    value = options.kron_annulus_for
+    if value is None:
+        value = (_run_card(record, "maskrcnn") or {}).get("kron_annulus_for", ANNULUS_FOR)
+    if value not in ANNULUS_CHOICES:
+        raise InputError(f"the Kron annulus is for {' or '.join(ANNULUS_CHOICES)} apertures, "
+                         f"got {value!r}")
+    return value
+
+
 def peak_position_snr(record, options):
     """S/N from which centroid-placed objects may sit at their peak: the option, else the card's.
 
@@ -481,7 +507,7 @@ def catalog_table(mosaic, objects, accumulator, unet, options, labels, first_id=
     """
     import pyarrow as pa
 
-    from ..kron import kron_photometry
+    from ..kron import ANNULUS_FOR, kron_photometry
     from ..measure import ab_magnitude, measurement_noise, sky_coordinates
 
     noise, correlation = measurement_noise(mosaic)
@@ -530,7 +556,8 @@ def catalog_table(mosaic, objects, accumulator, unet, options, labels, first_id=
                            x, y, measured["a_image"], measured["b_image"],
                            measured["theta_image"], noise=noise, correlation=correlation,
                            weight=mosaic.array("weight") if mosaic.has_weight else None,
-                           annulus=tuple(options.kron_annulus) if options.kron_annulus else None)
+                           annulus=tuple(options.kron_annulus) if options.kron_annulus else None,
+                           annulus_for=options.kron_annulus_for or ANNULUS_FOR)
     columns["kron_radius"] = auto["kron_radius"]
     columns["flux_radius"] = auto["flux_radius"]
     for b, band in enumerate(mosaic.bands):
