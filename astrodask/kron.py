@@ -280,6 +280,14 @@ def _mirrored_sums(bands, variance, segmap, own, cx, cy, a, b, theta, scale):
     inside = (mj >= 0) & (mj < segmap.shape[0]) & (mi >= 0) & (mi < segmap.shape[1])
     free = np.zeros(len(jj), dtype=bool)
     free[inside] = ~_excluded(segmap[mj[inside], mi[inside]], own)
+
+    def mirrored(plane):
+        """The box of ``plane`` with its excluded pixels filled from their mirror images."""
+        cut = np.array(plane[ya:yb, xa:xb])
+        cut[jj, ii] = 0.0
+        cut[jj[free], ii[free]] = plane[mj[free], mi[free]]
+        return cut
+
     n_bands = bands.shape[0]
     sums, variances = np.empty(n_bands), np.zeros(n_bands)
     ellipse = tuple(np.array([v]) for v in (cx - xa, cy - ya, a, b, theta, scale))
@@ -287,16 +295,8 @@ def _mirrored_sums(bands, variance, segmap, own, cx, cy, a, b, theta, scale):
     held[jj[~free], ii[~free]] = 0.0
     area = sep.sum_ellipse(held, *ellipse, subpix=5)[0][0]
     for band in range(n_bands):
-        cut = bands[band, ya:yb, xa:xb].copy()
-        cut[jj, ii] = 0.0
-        cut[jj[free], ii[free]] = bands[band, mj[free], mi[free]]
-        err = {}
-        if variance is not None:
-            var = np.array(variance[band, ya:yb, xa:xb])
-            var[jj, ii] = 0.0
-            var[jj[free], ii[free]] = variance[band, mj[free], mi[free]]
-            err = {"var": var}
-        total, total_err, _ = sep.sum_ellipse(cut, *ellipse, subpix=5, **err)
+        err = {} if variance is None else {"var": mirrored(variance[band])}
+        total, total_err, _ = sep.sum_ellipse(mirrored(bands[band]), *ellipse, subpix=5, **err)
         sums[band], variances[band] = total[0], total_err[0] ** 2
     return sums, variances, area
 
@@ -312,8 +312,9 @@ def _half_light_radius(detection, cx, cy, rmax, level, own):
     for step in range(1, GROWTH_STEPS + 1):
         r = rmax * step / GROWTH_STEPS
         light, _, _ = sep.sum_circle(detection, cx, cy, r, subpix=5, **own)
-        area, _, _ = sep.sum_circle(ones, cx, cy, r, subpix=5, **own)
-        enclosed[:, step] = light - level * area
+        if level.any():  # the circles' areas only where a background comes off
+            light = light - level * sep.sum_circle(ones, cx, cy, r, subpix=5, **own)[0]
+        enclosed[:, step] = light
     half = 0.5 * enclosed[:, -1]
     # the first step that reaches half the light (never step 0, which holds none)
     step = np.argmax(enclosed >= half[:, None], axis=1)

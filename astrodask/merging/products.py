@@ -507,7 +507,7 @@ def catalog_table(mosaic, objects, accumulator, unet, options, labels, first_id=
     """
     import pyarrow as pa
 
-    from ..kron import ANNULUS_FOR, kron_photometry
+    from ..kron import kron_photometry
     from ..measure import ab_magnitude, measurement_noise, sky_coordinates
 
     noise, correlation = measurement_noise(mosaic)
@@ -557,7 +557,7 @@ def catalog_table(mosaic, objects, accumulator, unet, options, labels, first_id=
                            measured["theta_image"], noise=noise, correlation=correlation,
                            weight=mosaic.array("weight") if mosaic.has_weight else None,
                            annulus=tuple(options.kron_annulus) if options.kron_annulus else None,
-                           annulus_for=options.kron_annulus_for or ANNULUS_FOR)
+                           annulus_for=options.kron_annulus_for)
     columns["kron_radius"] = auto["kron_radius"]
     columns["flux_radius"] = auto["flux_radius"]
     for b, band in enumerate(mosaic.bands):
