@@ -61,6 +61,11 @@ SMOOTHING_SIGMA = 1.0
 CORE_RADIUS = 3.0
 #: Mask R-CNN instances at this score or above anchor the knots of their galaxy.
 KNOT_INSTANCE_SCORE = 0.8
+#: :func:`reclaim_host_light`: the excess (in noise σ of the smoothed detection image)
+#: over a brighter neighbour's mirrored light that keeps a basin's pixel its own.
+RECLAIM_SIGMA = 3.0
+#: :func:`reclaim_host_light`: pixels this near a detection's centre (px) stay its own.
+RECLAIM_KEEP_RADIUS = 2.0
 
 
 def smoothed_noise(smoothed):
@@ -87,7 +92,8 @@ def smoothed_detection(brightness):
 
 
 def centre_detections(centres, scores, masks, class_ids, instance_scores, brightness,
-                      keep_instances=None, confirm_instances=None, core_radius=CORE_RADIUS):
+                      keep_instances=None, confirm_instances=None, core_radius=CORE_RADIUS,
+                      reclaim_sigma=None):
     """Detections of one window from its centres and its Mask R-CNN instances.
 
     Parameters
@@ -113,6 +119,10 @@ def centre_detections(centres, scores, masks, class_ids, instance_scores, bright
     core_radius : float
         A centre this near an instance's core (px) is near it (the card's
         ``centres.core_radius``; default :data:`CORE_RADIUS`).
+    reclaim_sigma : float, optional
+        Give a brighter neighbour back the pixels of a basin that its
+        mirrored light explains to within this many noise σ
+        (:func:`reclaim_host_light`); ``None``: the watershed's basins.
 
     Returns
     -------
@@ -158,7 +168,8 @@ def centre_detections(centres, scores, masks, class_ids, instance_scores, bright
     if n == 0:
         return (np.zeros((0, height, width), bool), np.zeros(0, np.int64),
                 np.zeros(0, np.float32), np.zeros((0, 2)))
-    footprint = smoothed > FOOTPRINT_SIGMA * smoothed_noise(np.where(finite, smoothed, np.nan))
+    noise = smoothed_noise(np.where(finite, smoothed, np.nan))
+    footprint = smoothed > FOOTPRINT_SIGMA * noise
     if len(masks):
         footprint |= masks.any(axis=0)
     footprint &= finite
@@ -166,6 +177,8 @@ def centre_detections(centres, scores, masks, class_ids, instance_scores, bright
     markers[pixels[:, 0], pixels[:, 1]] = np.arange(1, n + 1)
     footprint[pixels[:, 0], pixels[:, 1]] = True
     labels = watershed(-smoothed, markers, mask=footprint)
+    if reclaim_sigma is not None:
+        labels = reclaim_host_light(labels, smoothed, pixels, noise, reclaim_sigma)
     out_masks = np.zeros((n, height, width), dtype=bool)
     boxes = ndimage.find_objects(labels, n)
     for k, box in enumerate(boxes):
@@ -175,6 +188,103 @@ def centre_detections(centres, scores, masks, class_ids, instance_scores, bright
                        smoothed)
     classes = np.concatenate([classes, class_ids[kept].astype(np.int64)])
     return out_masks, classes, scores.astype(np.float32), centres
+
+
+def reclaim_host_light(labels, smoothed, seeds, noise, min_excess=RECLAIM_SIGMA,
+                       keep_radius=RECLAIM_KEEP_RADIUS):
+    """Give a brighter neighbour back the pixels of a basin that only its light explains.
+
+    A watershed basin seeded on a faint source that sits on a bright
+    galaxy's disk runs down the disk away from the galaxy (the "shadow" of
+    the bump), and takes a wedge of the galaxy with it: on the real SDSS
+    field a compact source at a spiral's edge held 1,121 px of it. A galaxy
+    is close to symmetric about its centre ``p`` (the idea of the SDSS
+    deblender's templates), so a pixel ``x`` of a neighbour's basin whose
+    smoothed light does not exceed that at ``2p - x`` (a pixel of the
+    galaxy's own segment) by ``min_excess`` noise σ holds nothing the
+    neighbour adds: it is the galaxy's, where it joins the galaxy's segment
+    through such pixels. A neighbour keeps the pixels where its own light
+    stands out, and those within ``keep_radius`` of its seed. Hosts are taken
+    in order of the light of their basins (as the watershed drew them), and
+    only a basin of less light gives pixels to its neighbour.
+
+    Parameters
+    ----------
+    labels : ndarray of int, shape (H, W)
+        Watershed labels, 0 = none, ``k + 1`` for seed ``k``; changed in place.
+    smoothed : ndarray of float, shape (H, W)
+        The smoothed detection image the basins were drawn on.
+    seeds : ndarray of int, shape (N, 2)
+        ``(y, x)`` of each label's seed (its centre).
+    noise : float
+        The noise σ of ``smoothed``.
+    min_excess : float
+        Excess over the mirrored light, in ``noise``, that a neighbour's pixel
+        needs to stay its own.
+    keep_radius : float
+        Pixels this near a neighbour's seed (px) always stay its own.
+
+    Returns
+    -------
+    ndarray of int
+        ``labels``.
+    """
+    from scipy import ndimage
+
+    n = len(seeds)
+    if n < 2:
+        return labels
+    height, width = labels.shape
+    seeds = np.asarray(seeds, dtype=np.int64).reshape(-1, 2)
+    # hosts by the light of their basins, not their peaks: a compact source can peak
+    # higher than a large galaxy's nucleus
+    light = np.bincount(labels.ravel(), weights=np.clip(smoothed, 0.0, None).ravel(),
+                        minlength=n + 1)[1:n + 1]
+    touching = _touching(labels, n)
+    boxes = ndimage.find_objects(labels, n)  # a neighbour's pixels only ever leave its box
+    for h in np.lexsort((np.arange(n), -light)):  # the brightest host first
+        hy, hx = seeds[h]
+        for i in sorted(touching[h]):
+            if not light[i] < light[h]:
+                continue
+            box = boxes[i]
+            if box is None:
+                continue
+            ys, xs = np.nonzero(labels[box] == i + 1)
+            ys, xs = ys + box[0].start, xs + box[1].start
+            my, mx = 2 * hy - ys, 2 * hx - xs
+            inside = (my >= 0) & (my < height) & (mx >= 0) & (mx < width)
+            # the mirror image must be the host's, and hold its light: sky-level pixels stay
+            mirrored = np.full(len(ys), -np.inf)
+            on_host = np.zeros(len(ys), dtype=bool)
+            on_host[inside] = labels[my[inside], mx[inside]] == h + 1
+            mirrored[on_host] = smoothed[my[on_host], mx[on_host]]
+            explained = ((mirrored > min_excess * noise)
+                         & (smoothed[ys, xs] <= mirrored + min_excess * noise)
+                         & (np.hypot(ys - seeds[i, 0], xs - seeds[i, 1]) > keep_radius))
+            if not explained.any():
+                continue
+            # only what joins the host's segment through explained pixels
+            y0, x0 = max(box[0].start - 1, 0), max(box[1].start - 1, 0)
+            y1, x1 = min(box[0].stop + 1, height), min(box[1].stop + 1, width)
+            region = labels[y0:y1, x0:x1] == h + 1
+            region[ys[explained] - y0, xs[explained] - x0] = True
+            parts, _ = ndimage.label(region)
+            joined = np.unique(parts[labels[y0:y1, x0:x1] == h + 1])
+            moved = explained & np.isin(parts[ys - y0, xs - x0], joined[joined > 0])
+            labels[ys[moved], xs[moved]] = h + 1
+    return labels
+
+
+def _touching(labels, n):
+    """For each label (0-based), the set of labels (0-based) whose pixels border its own."""
+    touching = [set() for _ in range(n)]
+    for a, b in ((labels[:, :-1], labels[:, 1:]), (labels[:-1], labels[1:])):
+        across = (a != b) & (a > 0) & (b > 0)
+        for p, q in set(zip(a[across].tolist(), b[across].tolist())):
+            touching[p - 1].add(q - 1)
+            touching[q - 1].add(p - 1)
+    return touching
 
 
 def _instance_cores(smoothed, masks, usable, instance_scores, min_score):

@@ -87,6 +87,14 @@ class MaskRCNNOptions:
         card's ``centres.deblend_contrast`` (none for ``maskrcnn_decam``), 0
         turns it off. For real images of large galaxies, whose arms and HII
         regions the network marks as sources.
+    reclaim_sigma : float, optional
+        With the centre network: a pixel of a detection's watershed basin
+        goes to a brighter neighbour when the light at its mirror image
+        through that neighbour's centre explains it to within this many noise
+        σ (:func:`astrodask.centre_segments.reclaim_host_light`: a faint
+        source on a galaxy's disk no longer takes the wedge of the disk behind
+        it). ``None`` keeps the card's ``centres.reclaim_sigma``, 0 turns it
+        off.
     deblend_snr : float, optional
         Without a centre network: a Mask R-CNN instance over several peaks
         is split where a peak's light above the saddle to a brighter one has
@@ -105,6 +113,7 @@ class MaskRCNNOptions:
     fold_fragments: float = None
     centres: bool = None
     deblend_contrast: float = None
+    reclaim_sigma: float = None
     deblend_snr: float = None
 
     def __post_init__(self):
@@ -235,6 +244,11 @@ class RunConfig:
                                      or not isinstance(contrast, (int, float))
                                      or not 0 <= contrast < 1):
             raise InputError(f"maskrcnn deblend_contrast must lie in [0, 1), got {contrast!r}")
+        reclaim = detection.reclaim_sigma
+        if reclaim is not None and (isinstance(reclaim, bool)
+                                    or not isinstance(reclaim, (int, float))
+                                    or not reclaim >= 0):
+            raise InputError(f"maskrcnn reclaim_sigma must be a number >= 0, got {reclaim!r}")
         snr = detection.deblend_snr
         if snr is not None and (isinstance(snr, bool) or not isinstance(snr, (int, float))
                                 or not snr >= 0):

@@ -36,7 +36,11 @@ pixels (``run`` option ``maskrcnn.flips_min_area``, the card's
 ``detection_flips_min_area``; 0: every window). With ``--deblend-snr S1,S2,...`` the
 sweep is over the S/N at which a Mask R-CNN instance over several peaks is
 split (``run`` option ``maskrcnn.deblend_snr``, the card's
-``deblend_instances.min_snr``; ``off`` is 0): one run per value.
+``deblend_instances.min_snr``; ``off`` is 0): one run per value. With
+``--reclaim-sigma S1,S2,...`` the sweep is over the excess (noise σ) that
+keeps a centre's basin pixel from a brighter neighbour (``run`` option
+``maskrcnn.reclaim_sigma``, the card's ``centres.reclaim_sigma``; ``off`` is
+0): one run per value.
 
 Usage::
 
@@ -45,7 +49,7 @@ Usage::
         [--segmentation | --fold-fragments 0,0.1,0.3,0.5 | --weak-snr off,8,10,12
          | --peak-position-snr off,30,50,70 | --maskrcnn-flips on,off
          | --maskrcnn-flips-min-area 0,2000,4000
-         | --deblend-snr off,5,10,20]
+         | --deblend-snr off,5,10,20 | --reclaim-sigma off,3,5]
         [--cuts 0.2,0.3,...] [--match-radius 2] [--fields standard-a,large]
         [--out bench-output/threshold]
 """
@@ -145,6 +149,8 @@ def build_parser():
                              "a galaxy of at least A mask pixels (0: every window), timed")
     parser.add_argument("--deblend-snr", default=None, metavar="off,S1,S2,...",
                         help="sweep the S/N that splits instances over several peaks")
+    parser.add_argument("--reclaim-sigma", default=None, metavar="off,S1,S2,...",
+                        help="sweep run option maskrcnn.reclaim_sigma (one run per value)")
     parser.add_argument("--cuts", default=None, metavar="C1,C2,...",
                         help=f"score cuts to sweep (default {','.join(map(str, CUTS))})")
     parser.add_argument("--merge-options", default=None, metavar="JSON",
@@ -189,6 +195,10 @@ def sweep_settings(args, parser):
         cuts = tuple(0.0 if v == "off" else float(v) for v in args.deblend_snr.split(","))
         options, runs = _per_run(cuts, "deblend_snr")
         sweep = "deblend"
+    elif args.reclaim_sigma:
+        cuts = tuple(0.0 if v == "off" else float(v) for v in args.reclaim_sigma.split(","))
+        options, runs = _per_run(cuts, "reclaim_sigma")
+        sweep = "reclaim"
     elif args.weak_snr:
         cuts = _snrs_or_off(args.weak_snr)
         options = [dict(weak_min_score=args.weak_min_score, weak_min_snr=cut,

@@ -38,6 +38,7 @@ Usage::
     python benchmarks/real_sdss.py [--data ../shared/realdata/sdss_ngc6976_gri]
         [--out bench-output/sdss] [--brightest 100] [--picture docs/gallery/sdss_overview.png]
         [--models maskrcnn_decam,unet] [--rescale 3|auto] [--deblend-contrast 0.005]
+        [--reclaim-sigma S]
 """
 
 import argparse
@@ -74,6 +75,8 @@ def main(argv=None):
                              "catalog objects are counted (default 1000)")
     parser.add_argument("--deblend-contrast", type=float, default=None, metavar="C",
                         help="as run --deblend-contrast (default: the card's)")
+    parser.add_argument("--reclaim-sigma", type=float, default=None, metavar="S",
+                        help="as run --reclaim-sigma (default: the card's)")
     parser.add_argument("--rescale", default=None,
                         help="resample at ingest by this factor (or auto), as ingest --rescale")
     args = parser.parse_args(argv)
@@ -92,7 +95,8 @@ def main(argv=None):
                               rescale=args.rescale if args.rescale == "auto" else rescale)
     models = None if args.models is None else args.models.split(",")
     summary = astrodask.run(mosaic, out / "results", band_map={"z": "i"}, models=models,
-                            maskrcnn={"deblend_contrast": args.deblend_contrast})
+                            maskrcnn={"deblend_contrast": args.deblend_contrast,
+                                      "reclaim_sigma": args.reclaim_sigma})
     astrodask.merge(summary.results, mosaic=mosaic)
     catalog = astrodask.read_catalog(out / "results" / "catalog.parquet").to_pydict()
 

@@ -664,3 +664,76 @@ def test_bright_stars_move_to_the_peak_of_their_own_light():
     same = stars_at_image_peaks(table, image, origin, min_snr=1e6)
     np.testing.assert_array_equal(same.column("centre_y").to_numpy(),
                                   table.column("centre_y").to_numpy())
+
+
+def disk_with_neighbour(seed=1):
+    """A bright exponential disk, a faint compact source on its flank, a comparable galaxy
+    beside it, and unit noise; with the three centres."""
+    rng = np.random.default_rng(seed)
+    shape = (160, 200)
+    yy, xx = np.mgrid[:shape[0], :shape[1]]
+    disk = 200 * np.exp(-np.hypot(yy - 80, xx - 70) / 12.0)
+    image = (disk + gaussian(shape, 80, 105, 1.5, 30.0) + gaussian(shape, 80, 160, 4.0, 150.0)
+             + rng.normal(0, 1, shape))
+    return image, disk, np.array([[80.0, 70.0], [80.0, 105.0], [80.0, 160.0]])
+
+
+def test_a_faint_source_on_a_disk_keeps_only_the_pixels_its_light_stands_out_on():
+    image, disk, centres = disk_with_neighbour()
+    args = (centres, np.array([0.9, 0.9, 0.9]), np.zeros((0,) + image.shape, bool),
+            np.zeros(0), np.zeros(0), image)
+    plain = centre_detections(*args)[0]
+    reclaimed = centre_detections(*args, reclaim_sigma=3.0)[0]
+    # the watershed's basin of the faint source runs down the disk behind it
+    assert plain[1].sum() > 2 * reclaimed[1].sum()
+    assert plain[1, 80, 112] and not reclaimed[1, 80, 112] and reclaimed[0, 80, 112]
+    # its core stays its own, and what it lost went to the disk
+    assert reclaimed[1, 78:83, 103:108].all()
+    assert reclaimed[0].sum() + reclaimed[1].sum() == plain[0].sum() + plain[1].sum()
+    # the disk's light is now nearly all its own (none of it within 2 px of the source)
+    assert disk[reclaimed[0]].sum() > disk[plain[0]].sum()
+    # a galaxy as bright as its neighbour keeps its segment whole
+    np.testing.assert_array_equal(reclaimed[2], plain[2])
+    assert reclaimed.sum(axis=0).max() == 1
+
+
+def test_reclaiming_never_takes_sky_pixels_or_a_brighter_neighbours():
+    from astrodask.centre_segments import reclaim_host_light
+
+    shape = (40, 80)
+    smoothed = gaussian(shape, 20, 20, 6.0, 50.0) + gaussian(shape, 20, 40, 2.0, 10.0)
+    labels = np.zeros(shape, np.int32)
+    labels[:, :30], labels[:, 30:] = 1, 2   # two basins filling the window
+    seeds = np.array([[20, 20], [20, 40]])
+    out = reclaim_host_light(labels.copy(), smoothed, seeds, 1.0, 3.0)
+    # the fainter basin's far pixels are sky on both sides of the mirror: they stay
+    assert (out[:, 60:] == 2).all()
+    # its core, and pixels where its own light stands out, stay too
+    assert out[20, 40] == 2 and out[20, 38] == 2
+    # the brighter source never loses a pixel
+    assert (out[labels == 1] == 1).all()
+    # the basin pixels between them carry the bright one's mirrored light only
+    assert out[20, 31] == 1
+    # one seed: nothing to do
+    one = np.ones(shape, np.int32)
+    assert (reclaim_host_light(one.copy(), smoothed, seeds[:1], 1.0) == 1).all()
+
+
+def test_the_engine_reclaims_host_light_where_the_card_says():
+    from types import SimpleNamespace
+
+    from astrodask.engine.runners import MaskRCNNRunner
+
+    image, _, centres = disk_with_neighbour()
+    heatmap = sum(gaussian(image.shape, y, x, 1.0, 0.9) for y, x in centres)
+    args = (heatmap.astype(np.float32), np.zeros((0,) + image.shape, bool),
+            np.zeros(0, np.int64), np.zeros(0), image.astype(np.float32), None)
+    areas = {}
+    for reclaim in (None, 3.0):
+        section = {"threshold": 0.3, "reclaim_sigma": reclaim}
+        runner = SimpleNamespace(spec=SimpleNamespace(centres=section, fold_fragments=None))
+        found, _, _, kept = MaskRCNNRunner.centre(runner, *args)
+        assert len(found) == 3
+        faint = int(np.argmin(np.hypot(kept[:, 0] - 80, kept[:, 1] - 105)))
+        areas[reclaim] = found[faint].sum()
+    assert areas[3.0] < areas[None] / 2

@@ -254,7 +254,11 @@ def test_fold_fragments_comes_from_the_option_then_the_card_and_needs_a_unet(set
     assert "fold_fragments must lie in [0, 1]" in capsys.readouterr().err
 
 
-def test_deblend_contrast_comes_from_the_option_then_the_card(setup):
+@pytest.mark.parametrize("name, value, other, flag", [
+    ("deblend_contrast", 0.005, 0.01, "--deblend-contrast"),
+    ("reclaim_sigma", 3.0, 5.0, "--reclaim-sigma"),
+])
+def test_centre_settings_come_from_the_option_then_the_card(setup, name, value, other, flag):
     from dataclasses import replace
 
     from astrodask.cli import build_parser
@@ -267,28 +271,29 @@ def test_deblend_contrast_comes_from_the_option_then_the_card(setup):
     spec = resolve_models([str(model_path)], mosaic.bands)[0]
     plain = {"weights": "c.weights.h5", "threshold": 0.3}
 
-    def contrast(section, **options):
+    def setting(section, **options):
         config = resolve_config(models=[str(model_path)], maskrcnn=options)
         prepared = prepare_spec(replace(spec, card=dict(spec.card, centres=section)), mosaic,
                                 config)
-        # the spec the runner gets (and run.json records) carries the contrast used
-        assert prepared.centres == dict(section, deblend_contrast=prepared.centres[
-            "deblend_contrast"])
-        return prepared.centres["deblend_contrast"]
+        # the spec the runner gets (and run.json records) carries the settings used
+        used = {k: prepared.centres[k] for k in ("deblend_contrast", "reclaim_sigma")}
+        assert prepared.centres == dict(section, **used)
+        return prepared.centres[name]
 
-    assert contrast(plain) is None
-    assert contrast(dict(plain, deblend_contrast=0.005)) == 0.005
+    assert setting(plain) is None
+    assert setting(dict(plain, **{name: value})) == value
     # the run's option wins either way; 0 is off
-    assert contrast(plain, deblend_contrast=0.01) == 0.01
-    assert contrast(dict(plain, deblend_contrast=0.005), deblend_contrast=0) is None
-    config = resolve_config(models=[str(model_path)], maskrcnn={"centres": False,
-                                                                  "deblend_contrast": 0.01})
+    assert setting(plain, **{name: other}) == other
+    assert setting(dict(plain, **{name: value}), **{name: 0}) is None
+    config = resolve_config(models=[str(model_path)], maskrcnn={"centres": False, name: other})
     card = dict(spec.card, centres=plain)
     assert prepare_spec(replace(spec, card=card), mosaic, config).centres is None
-    with pytest.raises(InputError, match=r"deblend_contrast must lie in \[0, 1\), got 1"):
-        resolve_config(maskrcnn={"deblend_contrast": 1})
-    args = build_parser().parse_args(["run", "m.zarr", "--out", "r", "--deblend-contrast", "0.02"])
-    assert config_from_args(args).maskrcnn.deblend_contrast == 0.02
+    with pytest.raises(InputError, match=name):
+        resolve_config(maskrcnn={name: -1})
+    with pytest.raises(InputError, match=name):
+        resolve_config(maskrcnn={name: True})
+    args = build_parser().parse_args(["run", "m.zarr", "--out", "r", flag, "0.02"])
+    assert getattr(config_from_args(args).maskrcnn, name) == 0.02
 
 
 def test_instance_deblending_comes_from_the_option_then_the_card(setup):

@@ -69,6 +69,12 @@ def register(subparsers):
                              "light joins that neighbour (SExtractor's DEBLEND_MINCONT, e.g. "
                              "0.005: large galaxies of real images stay whole; default: the "
                              "card's, none for maskrcnn_decam; 0: off)")
+    parser.add_argument("--reclaim-sigma", type=float, metavar="S",
+                        help="with the centre network: a pixel of a detection's basin goes to "
+                             "a brighter neighbour whose light mirrored through its centre "
+                             "explains it to within S noise sigma (a faint source on a "
+                             "galaxy's disk keeps only its own light; default: the card's; "
+                             "0: off)")
     parser.add_argument("--deblend-snr", type=float, metavar="S",
                         help="without a centre network: split a Mask R-CNN instance over "
                              "several peaks where a peak's light above the saddle to a "
@@ -99,7 +105,7 @@ def config_from_args(args):
                   "max_detections": args.max_detections,
                   "psf_classes": args.psf_classes, "fold_fragments": args.fold_fragments,
                   "centres": args.centres, "deblend_contrast": args.deblend_contrast,
-                  "deblend_snr": args.deblend_snr})
+                  "reclaim_sigma": args.reclaim_sigma, "deblend_snr": args.deblend_snr})
 
 
 def run(args):

@@ -161,7 +161,8 @@ def prepare_spec(spec, mosaic, config, with_unet=False):
     if config.maskrcnn.centres is True and not centres:
         raise InputError(f"model {spec.name} has no centre network in its card")
     if centres and config.maskrcnn.centres is not False:
-        centres = {**centres, "deblend_contrast": _deblend_contrast(spec, config)}
+        centres = {**centres, "deblend_contrast": _deblend_contrast(spec, config),
+                   "reclaim_sigma": _reclaim_sigma(spec, config)}
     else:
         centres = None
     return replace(spec, stats=(tuple(map(float, mean)), tuple(map(float, std))),
@@ -187,6 +188,16 @@ def _instance_deblending(spec, config):
     if spec.card.get("catalog_min_score") is not None:
         section.setdefault("min_score", float(spec.card["catalog_min_score"]))
     return section
+
+
+def _reclaim_sigma(spec, config):
+    """The excess (noise σ) that keeps a basin's pixel from a brighter neighbour, or None.
+
+    The run option wins (0: off); else the card's ``centres.reclaim_sigma``.
+    """
+    if config.maskrcnn.reclaim_sigma is not None:
+        return float(config.maskrcnn.reclaim_sigma) or None
+    return spec.card["centres"].get("reclaim_sigma") or None
 
 
 def _deblend_contrast(spec, config):

@@ -278,7 +278,8 @@ class MaskRCNNRunner:
         segments, classes, peak_scores, centres = centre_detections(
             np.stack([cy, cx], axis=1), peaks, masks, class_ids, scores, brightness,
             keep_instances=self.spec.centres.get("keep_instances"),
-            confirm_instances=self.spec.centres.get("confirm_instances"), core_radius=radius)
+            confirm_instances=self.spec.centres.get("confirm_instances"), core_radius=radius,
+            reclaim_sigma=self.spec.centres.get("reclaim_sigma"))
         fraction = self.spec.fold_fragments
         if fraction and unet is not None and "irregular" in unet[1]:
             probabilities, names = unet
