@@ -737,3 +737,23 @@ def test_the_engine_reclaims_host_light_where_the_card_says():
         faint = int(np.argmin(np.hypot(kept[:, 0] - 80, kept[:, 1] - 105)))
         areas[reclaim] = found[faint].sum()
     assert areas[3.0] < areas[None] / 2
+
+
+def test_the_host_is_the_basin_of_more_light_not_the_higher_peak():
+    """A compact source peaking above a large, diffuse galaxy's nucleus gives the galaxy's
+    disk back (the SDSS spiral whose edge a compact galaxy held half of)."""
+    rng = np.random.default_rng(2)
+    shape = (300, 300)  # mostly sky, as a window is: the noise is measured over it
+    yy, xx = np.mgrid[:shape[0], :shape[1]]
+    disk = 20 * np.exp(-np.hypot(yy - 150, xx - 150) / 12.0)
+    compact = gaussian(shape, 150, 180, 1.2, 60.0)
+    image = disk + compact + rng.normal(0, 0.3, shape)
+    centres = np.array([[150.0, 150.0], [150.0, 180.0]])
+    args = (centres, np.array([0.9, 0.9]), np.zeros((0,) + shape, bool), np.zeros(0),
+            np.zeros(0), image)
+    plain = centre_detections(*args)[0]
+    reclaimed = centre_detections(*args, reclaim_sigma=3.0)[0]
+    assert image[150, 180] > image[150, 150]  # the compact source peaks higher
+    assert reclaimed[1].sum() < plain[1].sum() / 2
+    assert disk[reclaimed[0]].sum() > disk[plain[0]].sum()
+    assert reclaimed[1, 148:153, 178:183].all()
