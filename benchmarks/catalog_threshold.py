@@ -103,6 +103,11 @@ def _snrs_or_off(text):
     return tuple(float("inf") if v == "off" else float(v) for v in text.split(","))
 
 
+def _values_off_zero(text):
+    """Comma-separated values of a run option; ``off`` is 0 (the option turned off)."""
+    return tuple(0.0 if v == "off" else float(v) for v in text.split(","))
+
+
 def _per_run(values, option, value=float, **fixed):
     """``(options, runs)`` of a sweep with one run per value: no merge options, and the
     run option ``maskrcnn.<option>`` set to ``value(v)`` (beside the ``fixed`` ones)."""
@@ -192,11 +197,11 @@ def sweep_settings(args, parser):
         options, runs = _per_run(cuts, "flips_min_area", int, flips=True)
         sweep = "flips"
     elif args.deblend_snr:
-        cuts = tuple(0.0 if v == "off" else float(v) for v in args.deblend_snr.split(","))
+        cuts = _values_off_zero(args.deblend_snr)
         options, runs = _per_run(cuts, "deblend_snr")
         sweep = "deblend"
     elif args.reclaim_sigma:
-        cuts = tuple(0.0 if v == "off" else float(v) for v in args.reclaim_sigma.split(","))
+        cuts = _values_off_zero(args.reclaim_sigma)
         options, runs = _per_run(cuts, "reclaim_sigma")
         sweep = "reclaim"
     elif args.weak_snr:

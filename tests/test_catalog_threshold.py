@@ -50,6 +50,14 @@ def test_a_flips_area_sweep_runs_once_per_area_with_the_flips_on(threshold):
     assert all(type(run["maskrcnn"]["flips_min_area"]) is int for run in runs.values())
 
 
+@pytest.mark.parametrize("flag, option, sweep", [("--deblend-snr", "deblend_snr", "deblend"),
+                                                  ("--reclaim-sigma", "reclaim_sigma", "reclaim")])
+def test_a_run_option_sweep_runs_once_per_value_off_as_zero(threshold, flag, option, sweep):
+    cuts, options, runs, kind = settings(threshold, flag, "off,3")
+    assert cuts == (0.0, 3.0) and options == [{}, {}] and kind == sweep
+    assert runs == {0.0: {"maskrcnn": {option: 0.0}}, 3.0: {"maskrcnn": {option: 3.0}}}
+
+
 def test_the_extra_validation_mosaics_run_only_when_named(threshold, capsys):
     parser = threshold.build_parser()
 
