@@ -240,7 +240,7 @@ def reclaim_host_light(labels, smoothed, seeds, noise, min_excess=RECLAIM_SIGMA,
     # higher than a large galaxy's nucleus
     light = np.bincount(labels.ravel(), weights=np.clip(smoothed, 0.0, None).ravel(),
                         minlength=n + 1)[1:n + 1]
-    touching = _touching(labels, n)
+    touching = [set(neighbours) for neighbours in _saddles(labels, smoothed, n)]
     boxes = ndimage.find_objects(labels, n)  # a neighbour's pixels only ever leave its box
     for h in np.lexsort((np.arange(n), -light)):  # the brightest host first
         hy, hx = seeds[h]
@@ -267,24 +267,14 @@ def reclaim_host_light(labels, smoothed, seeds, noise, min_excess=RECLAIM_SIGMA,
             # only what joins the host's segment through explained pixels
             y0, x0 = max(box[0].start - 1, 0), max(box[1].start - 1, 0)
             y1, x1 = min(box[0].stop + 1, height), min(box[1].stop + 1, width)
-            region = labels[y0:y1, x0:x1] == h + 1
+            host = labels[y0:y1, x0:x1] == h + 1
+            region = host.copy()
             region[ys[explained] - y0, xs[explained] - x0] = True
             parts, _ = ndimage.label(region)
-            joined = np.unique(parts[labels[y0:y1, x0:x1] == h + 1])
+            joined = np.unique(parts[host])
             moved = explained & np.isin(parts[ys - y0, xs - x0], joined[joined > 0])
             labels[ys[moved], xs[moved]] = h + 1
     return labels
-
-
-def _touching(labels, n):
-    """For each label (0-based), the set of labels (0-based) whose pixels border its own."""
-    touching = [set() for _ in range(n)]
-    for a, b in ((labels[:, :-1], labels[:, 1:]), (labels[:-1], labels[1:])):
-        across = (a != b) & (a > 0) & (b > 0)
-        for p, q in set(zip(a[across].tolist(), b[across].tolist())):
-            touching[p - 1].add(q - 1)
-            touching[q - 1].add(p - 1)
-    return touching
 
 
 def _instance_cores(smoothed, masks, usable, instance_scores, min_score):

@@ -239,24 +239,16 @@ class RunConfig:
                              f"{self.maskrcnn.psf_classes!r}")
         if detection.centres not in (None, True, False):
             raise InputError(f"maskrcnn centres must be true or false, got {detection.centres!r}")
-        contrast = detection.deblend_contrast
-        if contrast is not None and (isinstance(contrast, bool)
-                                     or not isinstance(contrast, (int, float))
-                                     or not 0 <= contrast < 1):
-            raise InputError(f"maskrcnn deblend_contrast must lie in [0, 1), got {contrast!r}")
-        reclaim = detection.reclaim_sigma
-        if reclaim is not None and (isinstance(reclaim, bool)
-                                    or not isinstance(reclaim, (int, float))
-                                    or not reclaim >= 0):
-            raise InputError(f"maskrcnn reclaim_sigma must be a number >= 0, got {reclaim!r}")
-        snr = detection.deblend_snr
-        if snr is not None and (isinstance(snr, bool) or not isinstance(snr, (int, float))
-                                or not snr >= 0):
-            raise InputError(f"maskrcnn deblend_snr must be a number >= 0, got {snr!r}")
-        fold = detection.fold_fragments
-        if fold is not None and (isinstance(fold, bool) or not isinstance(fold, (int, float))
-                                 or not 0 <= fold <= 1):
-            raise InputError(f"maskrcnn fold_fragments must lie in [0, 1], got {fold!r}")
+        for name, within, what in (
+                ("deblend_contrast", lambda v: 0 <= v < 1, "lie in [0, 1)"),
+                ("reclaim_sigma", lambda v: v >= 0, "be a number >= 0"),
+                ("deblend_snr", lambda v: v >= 0, "be a number >= 0"),
+                ("fold_fragments", lambda v: 0 <= v <= 1, "lie in [0, 1]")):
+            value = getattr(detection, name)
+            if value is not None and (isinstance(value, bool)
+                                      or not isinstance(value, (int, float))
+                                      or not within(value)):
+                raise InputError(f"maskrcnn {name} must {what}, got {value!r}")
         return self
 
     def to_dict(self):

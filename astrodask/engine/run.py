@@ -161,8 +161,8 @@ def prepare_spec(spec, mosaic, config, with_unet=False):
     if config.maskrcnn.centres is True and not centres:
         raise InputError(f"model {spec.name} has no centre network in its card")
     if centres and config.maskrcnn.centres is not False:
-        centres = {**centres, "deblend_contrast": _deblend_contrast(spec, config),
-                   "reclaim_sigma": _reclaim_sigma(spec, config)}
+        centres = {**centres, **{name: _centre_setting(spec, config, name)
+                                 for name in ("deblend_contrast", "reclaim_sigma")}}
     else:
         centres = None
     return replace(spec, stats=(tuple(map(float, mean)), tuple(map(float, std))),
@@ -190,24 +190,15 @@ def _instance_deblending(spec, config):
     return section
 
 
-def _reclaim_sigma(spec, config):
-    """The excess (noise σ) that keeps a basin's pixel from a brighter neighbour, or None.
+def _centre_setting(spec, config, name):
+    """A centre-network setting of the run (``deblend_contrast``, ``reclaim_sigma``), or None.
 
-    The run option wins (0: off); else the card's ``centres.reclaim_sigma``.
+    The run option wins (0: off); else the card's ``centres.<name>``.
     """
-    if config.maskrcnn.reclaim_sigma is not None:
-        return float(config.maskrcnn.reclaim_sigma) or None
-    return spec.card["centres"].get("reclaim_sigma") or None
-
-
-def _deblend_contrast(spec, config):
-    """The contrast below which a centre's detection joins its brighter neighbour, or None.
-
-    The run option wins (0: off); else the card's ``centres.deblend_contrast``.
-    """
-    if config.maskrcnn.deblend_contrast is not None:
-        return float(config.maskrcnn.deblend_contrast) or None
-    return spec.card["centres"].get("deblend_contrast") or None
+    option = getattr(config.maskrcnn, name)
+    if option is not None:
+        return float(option) or None
+    return spec.card["centres"].get(name) or None
 
 
 def _star_galaxy_choice(mosaic, spec, config):
