@@ -391,6 +391,17 @@ def ab_magnitude(flux, zeropoint):
         return np.where(flux > 0, zeropoint - 2.5 * np.log10(flux), np.nan)
 
 
+def ab_magnitude_error(flux, flux_err, zeropoint):
+    """Error of :func:`ab_magnitude` from the flux's, ``2.5 / ln 10 · flux_err / flux``
+    (SExtractor's ``MAGERR``); NaN where the magnitude is NaN or the error unknown."""
+    flux = np.asarray(flux, dtype=np.float64)
+    flux_err = np.asarray(flux_err, dtype=np.float64)
+    if zeropoint is None:
+        return np.full(flux.shape, np.nan)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(flux > 0, 2.5 / np.log(10.0) * flux_err / flux, np.nan)
+
+
 def sky_coordinates(wcs, x, y):
     """RA, Dec in degrees (ICRS) of 0-based pixel positions; NaN without a WCS."""
     if wcs is None or len(x) == 0:

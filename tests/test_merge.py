@@ -366,6 +366,18 @@ def test_flux_errors_follow_the_correlated_sky_noise(field):
     assert 0.8 < mad_std(pulls) < 1.2
 
 
+def test_magnitude_errors_are_the_spread_of_the_magnitudes():
+    from astrodask.measure import ab_magnitude, ab_magnitude_error
+
+    rng = np.random.default_rng(5)
+    flux, flux_err = np.array([100.0, 20.0, 1.0, -3.0]), np.array([1.0, 1.0, 0.5, 1.0])
+    draws = ab_magnitude(flux[:2, None] + flux_err[:2, None] * rng.normal(size=(2, 20000)), 22.5)
+    error = ab_magnitude_error(flux, flux_err, 22.5)
+    np.testing.assert_allclose(error[:2], draws.std(axis=1), rtol=0.03)
+    assert error[2] == pytest.approx(0.5429, abs=1e-4) and np.isnan(error[3])
+    assert np.isnan(ab_magnitude_error(flux, flux_err, None)).all()  # no zero point, no magnitude
+
+
 def test_kron_fluxes_hold_the_total_light_across_windows(field):
     """AUTO fluxes of the merged catalog: as measured on the whole mosaic in one piece, and
     nearer the true total flux than the segment's sum."""
@@ -413,6 +425,13 @@ def test_kron_fluxes_hold_the_total_light_across_windows(field):
     np.testing.assert_array_equal(bare["flux_auto_r"], plain["flux_auto"][:, 1])
     assert np.median(bare["flux_auto_r"][k] / cat["flux_auto_r"][k]) > 1
     assert units["mag_auto_z"] == "mag(AB)" and units["kron_radius"] == ""
+    assert units["mag_err_g"] == units["mag_auto_err_z"] == "mag"
+    # magnitude errors: as many magnitudes as the flux error is a share of the flux
+    bright = cat["flux_auto_r"] > 0
+    np.testing.assert_allclose(cat["mag_auto_err_r"][bright],
+                               1.0857362 * cat["flux_auto_err_r"][bright] / cat["flux_auto_r"][bright])
+    assert np.isnan(cat["mag_auto_err_r"][~bright]).all()
+    assert np.all(cat["mag_err_r"][k] > cat["mag_auto_err_r"][k] / 10)
     assert units["flux_radius"] == "pix"
 
 

@@ -508,7 +508,7 @@ def catalog_table(mosaic, objects, accumulator, unet, options, labels, first_id=
     import pyarrow as pa
 
     from ..kron import kron_photometry
-    from ..measure import ab_magnitude, measurement_noise, sky_coordinates
+    from ..measure import ab_magnitude, ab_magnitude_error, measurement_noise, sky_coordinates
 
     noise, correlation = measurement_noise(mosaic)
     measured = accumulator.columns(mosaic.bands, noise=noise, correlation=correlation)
@@ -552,6 +552,8 @@ def catalog_table(mosaic, objects, accumulator, unet, options, labels, first_id=
         columns[f"flux_{band}"] = measured[f"flux_{band}"]
         columns[f"flux_err_{band}"] = measured[f"flux_err_{band}"]
         columns[f"mag_{band}"] = ab_magnitude(measured[f"flux_{band}"], zeropoints.get(band))
+        columns[f"mag_err_{band}"] = ab_magnitude_error(
+            measured[f"flux_{band}"], measured[f"flux_err_{band}"], zeropoints.get(band))
     auto = kron_photometry(mosaic.array("image"), mosaic.array("mask"), labels, columns["id"],
                            x, y, measured["a_image"], measured["b_image"],
                            measured["theta_image"], noise=noise, correlation=correlation,
@@ -564,6 +566,8 @@ def catalog_table(mosaic, objects, accumulator, unet, options, labels, first_id=
         columns[f"flux_auto_{band}"] = auto["flux_auto"][:, b]
         columns[f"flux_auto_err_{band}"] = auto["flux_auto_err"][:, b]
         columns[f"mag_auto_{band}"] = ab_magnitude(auto["flux_auto"][:, b], zeropoints.get(band))
+        columns[f"mag_auto_err_{band}"] = ab_magnitude_error(
+            auto["flux_auto"][:, b], auto["flux_auto_err"][:, b], zeropoints.get(band))
     columns["auto_flags"] = auto["auto_flags"]
     columns["class_id"] = objects.class_id
     columns["source_class"] = pa.array([OBJECT_CLASSES[c] if c > 0 else None for c in objects.class_id],
@@ -682,6 +686,7 @@ def column_units(mosaic):
             for name in ("flux", "flux_err", "flux_auto", "flux_auto_err"):
                 units[f"{name}_{band}"] = bunit[band]
         units[f"mag_{band}"] = units[f"mag_auto_{band}"] = "mag(AB)"
+        units[f"mag_err_{band}"] = units[f"mag_auto_err_{band}"] = "mag"
     return units
 
 
