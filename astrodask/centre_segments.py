@@ -380,9 +380,17 @@ def _classes(pixels, labels, boxes, masks, class_ids, instance_scores, smoothed)
 
 
 def _core(mask, smoothed):
-    """``(y, x)`` of ``mask``'s brightest pixel of ``smoothed``."""
-    flat = np.argmax(np.where(mask, smoothed, -np.inf))
-    return tuple(int(v) for v in np.unravel_index(flat, smoothed.shape))
+    """``(y, x)`` of ``mask``'s brightest pixel of ``smoothed`` (the first in row-major
+    order of equals; ``(0, 0)`` for an empty mask)."""
+    from .models.detections import mask_box
+
+    box = mask_box(mask)
+    if box is None:
+        return 0, 0
+    inside = mask[box]
+    flat = np.argmax(np.where(inside, smoothed[box], -np.inf))
+    y, x = np.unravel_index(flat, inside.shape)
+    return int(y) + box[0].start, int(x) + box[1].start
 
 
 def fold_knot_centres(segments, scores, centres, masks, instance_scores, brightness,
@@ -441,7 +449,7 @@ def fold_knot_centres(segments, scores, centres, masks, instance_scores, brightn
     area = segments.reshape(n, -1).sum(axis=1)
     alive = np.ones(n, dtype=bool)
     galaxy = np.zeros(n, dtype=bool)
-    segments = segments.copy()
+    grown = {}  # the galaxies' segments with their knots' (the input stays as it is)
     for i, y, x in sorted(cores, key=lambda core: -instance_scores[core[0]]):
         main = _centre_at_core(pixels, scores, y, x, core_radius, alive)
         if main is None or classes[main] != irregular:
@@ -450,10 +458,16 @@ def fold_knot_centres(segments, scores, centres, masks, instance_scores, brightn
         on_mask = masks[i][pixels[:, 0], pixels[:, 1]] & alive & ~galaxy
         for k in np.flatnonzero(on_mask):
             if classes[k] == irregular and area[k] < max_area_fraction * area[main]:
-                segments[main] |= segments[k]
+                grown[main] = grown.get(main, segments[main]) | segments[k]
                 alive[k] = False
     keep = np.flatnonzero(alive)
-    return keep, segments[keep]
+    if not grown:
+        return keep, segments if len(keep) == n else segments[keep]
+    out = segments[keep]
+    for row, main in enumerate(keep):
+        if main in grown:
+            out[row] = grown[main]
+    return keep, out
 
 
 def merge_low_contrast(segments, scores, brightness, min_contrast, min_snr=None,

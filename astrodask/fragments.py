@@ -49,13 +49,19 @@ def dominant_classes(masks, probabilities, weight):
     ndarray of int, shape (n,)
         Class index, or -1 where the mask holds no light or no finite probability.
     """
+    from .models.detections import mask_box
+
     sources = np.nan_to_num(np.asarray(probabilities, dtype=np.float64)[:-1], nan=0.0)
     out = np.full(len(masks), -1, dtype=np.int64)
     for k, mask in enumerate(masks):
-        w = weight[mask]
+        box = mask_box(mask)
+        if box is None:
+            continue
+        inside = mask[box]
+        w = weight[box][inside]
         if not w.sum() > 0:
             continue
-        totals = sources[:, mask] @ w
+        totals = sources[(slice(None),) + box][:, inside] @ w
         if totals.max() > 0:
             out[k] = int(np.argmax(totals))
     return out

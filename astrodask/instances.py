@@ -9,6 +9,7 @@ import numpy as np
 import pyarrow as pa
 
 from .classes import OBJECT_CLASSES
+from .models.detections import mask_box
 
 SCHEMA = pa.schema([
     ("tile_iy", pa.int32()), ("tile_ix", pa.int32()), ("det", pa.int32()),
@@ -82,27 +83,33 @@ def tile_instances(tile, grid, masks, class_ids, scores, brightness, centres=Non
     for det, (mask, class_id, score, centre) in enumerate(zip(masks, class_ids, scores,
                                                                 centres)):
         mask = mask & inside
-        if not mask.any():
+        box = mask_box(mask)
+        if box is None:
             continue
-        py, px = np.nonzero(mask)
-        masked = np.where(mask, brightness, -np.inf)
+        # the mask's box, not the window: the same pixels in the same order
+        (by0, by1), (bx0, bx1) = (box[0].start, box[0].stop), (box[1].start, box[1].stop)
+        part = mask[box]
+        py, px = np.nonzero(part)
+        py, px = py + by0, px + bx0
+        masked = np.where(part, brightness[box], -np.inf)
         ay, ax = np.unravel_index(int(np.argmax(masked)), masked.shape)
+        peak = masked[ay, ax]
+        ay, ax = ay + by0, ax + bx0
         middle = (int(round(py.mean())), int(round(px.mean())))
         if np.isfinite(centre).all():
             middle = tuple(int(np.clip(round(c), 0, t - 1)) for c in centre)
             if not inside[middle]:
                 continue
-        if not np.isfinite(masked[ay, ax]) or not np.isfinite(brightness[middle]):
+        if not np.isfinite(peak) or not np.isfinite(brightness[middle]):
             continue
-        by0, by1, bx0, bx1 = py.min(), py.max() + 1, px.min(), px.max() + 1
         cut = ((cut_edges[0] and by0 == 0) or (cut_edges[1] and bx0 == 0)
                or (cut_edges[2] and by1 == t) or (cut_edges[3] and bx1 == t))
         values = dict(tile_iy=tile.iy, tile_ix=tile.ix, det=det, class_id=int(class_id),
                       score=float(score), y0=y0w + by0, x0=x0w + bx0, y1=y0w + by1,
-                      x1=x0w + bx1, area=int(mask.sum()), anchor_y=y0w + ay, anchor_x=x0w + ax,
+                      x1=x0w + bx1, area=int(part.sum()), anchor_y=y0w + ay, anchor_x=x0w + ax,
                       in_core=bool(cy.start <= ay < cy.stop and cx.start <= ax < cx.stop),
                       cut=bool(cut), centre_y=y0w + float(centre[0]),
-                      centre_x=x0w + float(centre[1]), mask=encode_mask(mask[by0:by1, bx0:bx1]))
+                      centre_x=x0w + float(centre[1]), mask=encode_mask(part))
         # class 0 is the detector's background: a piece without a star/galaxy class
         values["class"] = OBJECT_CLASSES[int(class_id)] if class_id > 0 else None
         for name, value in values.items():

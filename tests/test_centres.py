@@ -469,9 +469,11 @@ def test_peaks_on_an_irregular_galaxys_knots_fold_into_the_galaxy():
 
     segments, scores, centres, masks, brightness, probabilities = knotty_window()
     instance_scores = np.array([0.95, 0.9])
+    given = segments.copy()
     keep, folded = fold_knot_centres(segments, scores, centres, masks, instance_scores,
                                      brightness, probabilities, 2, 0.5)
     assert list(keep) == [0, 2]
+    np.testing.assert_array_equal(segments, given)  # the input is left as it was
     np.testing.assert_array_equal(folded[0], segments[0] | segments[1])
     np.testing.assert_array_equal(folded[1], segments[2])
     # not where the U-Net calls the knot a disk, nor the galaxy not irregular, nor the
@@ -757,3 +759,30 @@ def test_the_host_is_the_basin_of_more_light_not_the_higher_peak():
     assert reclaimed[1].sum() < plain[1].sum() / 2
     assert disk[reclaimed[0]].sum() > disk[plain[0]].sum()
     assert reclaimed[1, 148:153, 178:183].all()
+
+
+def test_per_object_work_on_the_mask_box_matches_the_whole_window():
+    """Cores, classes and boxes read in each mask's box give what the whole window gives,
+    ties included (the first brightest pixel in row-major order)."""
+    from astrodask.centre_segments import _core
+    from astrodask.fragments import dominant_classes
+    from astrodask.models.detections import mask_box
+
+    rng = np.random.default_rng(3)
+    smoothed = np.round(rng.normal(size=(40, 50)), 1)  # many equal values
+    masks = rng.random((30, 40, 50)) < rng.random((30, 1, 1)) * 0.05
+    masks[0] = False
+    probabilities = rng.random((3, 40, 50))
+    weight = np.clip(smoothed, 0, None)
+    expected = []
+    for mask in masks:
+        flat = np.argmax(np.where(mask, smoothed, -np.inf))
+        assert _core(mask, smoothed) == tuple(int(v) for v in np.unravel_index(flat, mask.shape))
+        ys, xs = np.nonzero(mask)
+        box = mask_box(mask)
+        assert (box is None) if not len(ys) else (
+            box == (slice(ys.min(), ys.max() + 1), slice(xs.min(), xs.max() + 1)))
+        totals = probabilities[:-1][:, mask] @ weight[mask]
+        expected.append(int(np.argmax(totals)) if weight[mask].sum() > 0 and totals.max() > 0
+                        else -1)
+    np.testing.assert_array_equal(dominant_classes(masks, probabilities, weight), expected)

@@ -60,11 +60,25 @@ def boxes_from_masks(masks):
     masks = np.asarray(masks, dtype=bool)
     boxes = np.zeros((len(masks), 4))
     for i, mask in enumerate(masks):
-        rows = np.flatnonzero(mask.any(axis=1))
-        cols = np.flatnonzero(mask.any(axis=0))
-        if len(rows):
-            boxes[i] = rows[0], cols[0], rows[-1] + 1, cols[-1] + 1
+        box = mask_box(mask)
+        if box is not None:
+            boxes[i] = box[0].start, box[1].start, box[0].stop, box[1].stop
     return boxes
+
+
+def mask_box(mask):
+    """``(rows, cols)`` slices of a boolean mask's tight box; None where it is empty.
+
+    Per-object work on a window (a core, a class, an anchor) reads the box,
+    not the whole window: a row-major scan of the box meets the mask's
+    pixels in the same order as one of the window, so argmax ties and sums
+    come out the same.
+    """
+    rows = np.flatnonzero(mask.any(axis=1))
+    if not len(rows):
+        return None
+    cols = np.flatnonzero(mask.any(axis=0))
+    return slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1)
 
 
 def box_area(boxes):
