@@ -25,6 +25,7 @@ from .noise_correlation import NoiseCorrelation, core_step
 from .psf import METHOD as PSF_METHOD, given_psf, measure_psf, rescale_for_fwhm
 from .rescale import RescaledImage, check_factor
 from .sky import clipped_stats, sample_step
+from .zeropoints import ab_zeropoint
 
 #: Pixels sampled per band for the robust statistics stored in the attributes (half
 #: of ``band_statistics``' budget: ingest holds every band's sample at once).
@@ -650,9 +651,10 @@ def _attributes(band_names, grid, header, wcs, images, weight_images, stats):
         "wcs_header": [card.image for card in header.cards],
         "mask_bits": dict(MASK_BITS),
         "band_stats": dict(zip(band_names, stats)),
-        # AB zero points (MAGZERO) and units per band, where the files state them.
-        "zeropoints": {b: _float_or_none(i.header.get("MAGZERO"))
-                       for b, i in zip(band_names, images)},
+        # AB zero points and units per band, where the files state them (MAGZERO,
+        # PHOTFLAM/PHOTPLAM, or a flux-density BUNIT: astrodask.zeropoints).
+        "zeropoints": {b: ab_zeropoint(i.header)[0] for b, i in zip(band_names, images)},
+        "zeropoint_sources": {b: ab_zeropoint(i.header)[1] for b, i in zip(band_names, images)},
         "bunit": {b: (str(i.header["BUNIT"]).strip() if "BUNIT" in i.header else None)
                   for b, i in zip(band_names, images)},
         # SATURATE per band, in the file's units; resampling smooths a saturated plateau

@@ -18,7 +18,9 @@ ingest -> run -> merge as the CLI does and reports:
 - the catalog's r fluxes, Kron (``flux_auto_r``) and isophotal, over
   SExtractor's ``FLUX_AUTO`` (median ± robust scatter) for the brightest
   sources found (those whose r core was kept) and for every reference
-  source of S/N >= 10 matched within 2 px;
+  source of S/N >= 10 matched within 2 px, and the median of ``mag_auto_r``
+  less ``MAG_AUTO`` (the frames' ``BUNIT`` nanomaggy gives the catalog's AB
+  zero point, 22.5, as the reference's configuration does);
 - the catalog's half-light radius (``flux_radius``, on the sum of the
   bands) over SExtractor's r-band ``FLUX_RADIUS`` for the brightest stars
   and galaxies found with their r core;
@@ -194,6 +196,13 @@ def flux_agreement(catalog, ref, cx, cy, order, found, to_cat, clean, min_snr=10
     print(f"  every reference source of S/N >= {min_snr:g} matched ({hit.sum()}/{len(every)}): "
           f"Kron {ratio_text(auto[match[hit]], theirs)}, isophotal "
           f"{ratio_text(iso[match[hit]], theirs)}")
+    # AB magnitudes: the store's zero point from the frames' BUNIT (nanomaggy: 22.5), the
+    # reference's from its configuration (MAG_ZEROPOINT 22.5)
+    difference = np.asarray(catalog["mag_auto_r"], float)[match[hit]] - ref["MAG_AUTO"][every][hit]
+    finite = np.isfinite(difference)
+    print(f"  mag_auto_r - MAG_AUTO: median {np.median(difference[finite]):+.3f} mag "
+          f"({finite.sum()} with a magnitude)" if finite.any()
+          else "  mag_auto_r - MAG_AUTO: no catalog magnitudes (no zero point)")
 
 
 def objects_in_ellipses(ref, which, x, y, scale=2.0):

@@ -209,6 +209,7 @@ def test_wcs_round_trip_and_provenance(tmp_path):
     assert all(len(i["sha256"]) == 64 and i["size"] == paths[0].stat().st_size for i in inputs)
     assert mosaic.attrs["astrodask_version"] == astrodask.__version__
     assert mosaic.attrs["zeropoints"] == {"g": 22.5, "r": None}
+    assert mosaic.attrs["zeropoint_sources"] == {"g": "MAGZERO", "r": None}
     assert mosaic.attrs["bunit"] == {"g": "nanomaggy", "r": None}
     assert mosaic.saturation == {"g": 5e4, "r": None}
     # resampling smooths a saturated plateau below the level: a rescaled store keeps none

@@ -16,7 +16,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "astrodask"
 LAYERS = [
     ("core", {"_version", "errors", "hashing", "storage", "classes", "config", "progress",
               "framework", "dihedral"}),
-    ("io", {"fits_input", "mosaic", "psf", "rescale", "outputs", "sky", "noise_correlation"}),
+    ("io", {"fits_input", "mosaic", "psf", "rescale", "outputs", "sky", "noise_correlation",
+            "zeropoints"}),
     ("models", {"models", "morphology"}),
     ("stages", {"ingestion", "engine", "instances", "measure", "merging", "star_galaxy",
                 "fragments", "centre_segments", "instance_deblend", "symmetric_residual",

@@ -718,6 +718,8 @@ def provenance(mosaic, record, options):
         "quality_flags": FLAGS,
         "bunit": {b: (mosaic.attrs.get("bunit") or {}).get(b) for b in mosaic.bands},
         "zeropoints": {b: (mosaic.attrs.get("zeropoints") or {}).get(b) for b in mosaic.bands},
+        "zeropoint_sources": {b: (mosaic.attrs.get("zeropoint_sources") or {}).get(b)
+                              for b in mosaic.bands},
         "magnitude_system": "AB",
         "pixel_convention": "0-based pixel coordinates, pixel centres on integers; "
                             "ra/dec in degrees (ICRS)",
