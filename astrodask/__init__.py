@@ -20,6 +20,7 @@ _API = {
     "BandPSF": "astrodask.psf:BandPSF",
     "parse_psf_fwhm": "astrodask.psf:parse_psf_fwhm",
     "RescaledImage": "astrodask.rescale:RescaledImage",
+    "BackgroundSubtracted": "astrodask.background:BackgroundSubtracted",
     "Mosaic": "astrodask.mosaic:Mosaic",
     "TileGrid": "astrodask.mosaic:TileGrid",
     "run": "astrodask.engine.run:run",

@@ -24,6 +24,7 @@ from .mosaic import (MASK_BITS, PADDING, STORE_FORMAT, STORE_KIND, ZERO_WEIGHT, 
 from .noise_correlation import NoiseCorrelation, core_step
 from .psf import METHOD as PSF_METHOD, given_psf, measure_psf, rescale_for_fwhm
 from .rescale import RescaledImage, check_factor
+from .background import DEFAULT_FILTER, BackgroundSubtracted, check_mesh
 from .sky import clipped_stats, sample_step
 from .zeropoints import ab_zeropoint
 
@@ -37,7 +38,8 @@ class AstrodaskWarning(UserWarning):
 
 
 def ingest(inputs, out, *, bands=None, tile=512, halo=32, weights=None, hdu=None,
-           overwrite=False, rescale=None, psf_fwhm=None, block_tiles=8, progress=None):
+           overwrite=False, rescale=None, psf_fwhm=None, background=None, block_tiles=8,
+           progress=None):
     """Convert per-band FITS images into a mosaic store.
 
     Parameters
@@ -69,6 +71,14 @@ def ingest(inputs, out, *, bands=None, tile=512, halo=32, weights=None, hdu=None
     psf_fwhm : dict, optional
         PSF FWHM in arcsec per band name, stored instead of the measurement
         (:func:`astrodask.psf.measure_psf`) for those bands.
+    background : int, optional
+        Subtract each band's sky background, a map of meshes of this many
+        pixels (:class:`astrodask.background.BackgroundSubtracted`, as
+        SExtractor's ``BACK_SIZE``), before anything else (resampling
+        included); for images whose sky was not subtracted. Default: the
+        pixels as given, with an :class:`AstrodaskWarning` where a band's
+        sky level lies more than :data:`SKY_WARNING_SIGMA` of its noise
+        from zero.
     block_tiles : int
         Windows per block along x; bounds memory (about
         ``n_bands * tile * tile * block_tiles * 13`` bytes).
@@ -123,6 +133,9 @@ def ingest(inputs, out, *, bands=None, tile=512, halo=32, weights=None, hdu=None
         band_names = _band_names(images, bands)
         _check_same_grid(images + weight_images)
         original = _original_grid(images[0])
+        if background is not None:
+            mesh = check_mesh(background)
+            images = [BackgroundSubtracted(i, mesh) for i in images]
         factor = _rescale_factor(rescale, images, band_names, psf_fwhm, original)
         if factor != 1.0:
             images = [RescaledImage(i, factor) for i in images]
@@ -135,10 +148,13 @@ def ingest(inputs, out, *, bands=None, tile=512, halo=32, weights=None, hdu=None
         with storage.staged_folder(out, replace=overwrite) as target:
             stats = _write_store(target, images, weight_images, grid, block_tiles, progress)
             _check_bands_not_empty(stats, band_names, images)
+            if background is None:
+                _warn_of_unsubtracted_sky(stats, band_names)
             psf = _store_psf(target, band_names, _pixel_scale(wcs), given)
             attrs = _attributes(band_names, grid, header, wcs, images, weight_images, stats)
             attrs["psf"] = {"method": PSF_METHOD, "bands": {b: p.to_dict() for b, p in psf.items()}}
             attrs["rescale"] = dict(original, factor=factor)
+            attrs["background"] = _background_record(images, band_names)
             _mark_complete(target, attrs)
     return open_mosaic(out)
 
@@ -626,6 +642,42 @@ def _check_bands_not_empty(stats, band_names, images):
         if s["min"] == s["max"]:
             raise InputError(f"band {band} ({image.name}) is empty: every valid pixel "
                              f"equals {s['min']:g}")
+
+
+#: A band whose sky level (median of its pixel sample) lies this many noise σ (``mad_std``)
+#: from zero was most likely not sky-subtracted: ingest warns. Sky-subtracted fields sit
+#: within a few tenths of σ (faint sources lift the median).
+SKY_WARNING_SIGMA = 3.0
+
+
+def _warn_of_unsubtracted_sky(stats, band_names):
+    high = [f"{band} {s['median'] / s['mad_std']:+.0f}σ" for band, s in zip(band_names, stats)
+            if s["mad_std"] > 0 and abs(s["median"]) > SKY_WARNING_SIGMA * s["mad_std"]]
+    if high:
+        warnings.warn(f"the sky of band(s) {', '.join(high)} lies far from zero: fluxes are "
+                      "measured on the pixels as given; if the sky was not subtracted, ingest "
+                      "again with a background mesh (astrodask ingest --background 128)",
+                      AstrodaskWarning, stacklevel=3)
+
+
+def _background_record(images, band_names):
+    """The ``background`` attribute: None, or the mesh and each band's range of levels."""
+    subtracted = [_background_of(i) for i in images]
+    if subtracted[0] is None:
+        return None
+    return {"mesh": subtracted[0].mesh, "filter_size": DEFAULT_FILTER,
+            "method": "SExtractor-like mesh map: clipped mode per mesh, median-filtered, "
+                      "bicubic spline (astrodask.background)",
+            "levels": {b: {"min": float(s.levels.min()), "median": float(np.median(s.levels)),
+                           "max": float(s.levels.max())}
+                       for b, s in zip(band_names, subtracted)}}
+
+
+def _background_of(image):
+    """The :class:`BackgroundSubtracted` under ``image`` (through a resampling), or None."""
+    while image is not None and not isinstance(image, BackgroundSubtracted):
+        image = getattr(image, "_image", None)
+    return image
 
 
 def _file_record(image):

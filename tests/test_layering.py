@@ -17,7 +17,7 @@ LAYERS = [
     ("core", {"_version", "errors", "hashing", "storage", "classes", "config", "progress",
               "framework", "dihedral"}),
     ("io", {"fits_input", "mosaic", "psf", "rescale", "outputs", "sky", "noise_correlation",
-            "zeropoints"}),
+            "zeropoints", "background"}),
     ("models", {"models", "morphology"}),
     ("stages", {"ingestion", "engine", "instances", "measure", "merging", "star_galaxy",
                 "fragments", "centre_segments", "instance_deblend", "symmetric_residual",

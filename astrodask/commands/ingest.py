@@ -28,6 +28,10 @@ def register(subparsers):
     parser.add_argument("--psf-fwhm", metavar="BAND=ARCSEC,...",
                         help="PSF FWHM per band in arcsec (e.g. g=1.1,r=1.0), stored instead "
                              "of the measurement")
+    parser.add_argument("--background", type=int, metavar="MESH",
+                        help="subtract each band's sky background, a map of MESH x MESH px "
+                             "meshes (as SExtractor's BACK_SIZE; e.g. 128), for images whose "
+                             "sky was not subtracted (default: the pixels as given)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing store")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
     parser.set_defaults(func=run)
@@ -41,13 +45,19 @@ def run(args):
     with progress_bar("ingest", "blocks", args.quiet) as progress:
         mosaic = ingest(args.inputs, args.out, bands=bands, tile=args.tile, halo=args.halo,
                         weights=args.weight, hdu=args.hdu, overwrite=args.overwrite,
-                        rescale=args.rescale, psf_fwhm=psf_fwhm, progress=progress)
+                        rescale=args.rescale, psf_fwhm=psf_fwhm, background=args.background,
+                        progress=progress)
     n_bands, height, width = mosaic.shape
     ny, nx = mosaic.tile_grid.shape
     wcs = "with WCS" if mosaic.wcs is not None else "no WCS"
     print(f"wrote {mosaic.path}: bands {','.join(mosaic.bands)}, {height}x{width} px, "
           f"{ny}x{nx} windows of {mosaic.tile_grid.tile} (halo {mosaic.tile_grid.halo}), {wcs}",
           file=sys.stdout)
+    background = mosaic.attrs.get("background")
+    if background:
+        for band, level in background["levels"].items():
+            print(f"background {band}: {level['median']:.4g} (meshes of {background['mesh']} px, "
+                  f"{level['min']:.4g} to {level['max']:.4g}) subtracted", file=sys.stdout)
     if mosaic.rescale_factor != 1.0:
         print(f"resampled by {mosaic.rescale_factor:g}: {mosaic.pixel_scale or 0:.4g} arcsec/px",
               file=sys.stdout)
