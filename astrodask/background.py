@@ -14,8 +14,9 @@ map does (``BACK_SIZE``, ``BACK_FILTERSIZE``):
    3σ-clipped unflagged pixels (the median where the two differ by more
    than 0.3σ: a source fills the mesh), measured again with the sources
    left out (the row smoothed by a Gaussian of 1 px above the first level
-   by a pixel σ, about 3.5σ of the smoothed noise, grown by 3 px); a mesh with under a quarter of its
-   pixels usable takes the mean of its neighbours' levels;
+   by a pixel σ, about 3.5σ of the smoothed noise, grown by 3 px); a mesh
+   with under a quarter of its pixels usable takes the mean of its
+   neighbours' levels;
 3. the mesh grid is median-filtered over ``filter_size`` x ``filter_size``
    meshes (a bright star's mesh is no sky), about the grid's best plane so
    that a gradient stays straight at the grid's border;
@@ -48,7 +49,8 @@ def check_mesh(mesh):
         raise InputError(f"the background mesh must be a number of pixels, got {mesh!r}") \
             from None
     if value != mesh or value < 8:
-        raise InputError(f"the background mesh must be a whole number of pixels >= 8, got {mesh!r}")
+        raise InputError(f"the background mesh must be a whole number of pixels >= 8, "
+                         f"got {mesh!r}")
     return value
 
 
@@ -82,7 +84,7 @@ def mesh_levels(image, mesh, filter_size=DEFAULT_FILTER):
         padded = np.full((mesh, nx * mesh), np.nan)
         padded[:y1 - y0, :width] = values
         enough = np.zeros(nx, dtype=bool)
-        for _ in range(2):
+        for masked in (False, True):
             cells = padded.reshape(mesh, nx, mesh).transpose(1, 0, 2).reshape(nx, -1)
             usable = np.isfinite(cells).sum(axis=1)
             enough = usable >= 0.25 * (y1 - y0) * np.minimum(mesh, width - np.arange(nx) * mesh)
@@ -92,10 +94,11 @@ def mesh_levels(image, mesh, filter_size=DEFAULT_FILTER):
                 warnings.simplefilter("ignore", AstropyUserWarning)
                 mean, median, std = sigma_clipped_stats(cells[enough], sigma=CLIP_SIGMA,
                                                         maxiters=10, axis=1)
-            # second round: the sources' light left out, so that faint wings do not
-            # lift the sky (SExtractor's mode alone sits ~0.04 sigma high on a
-            # `decam` field)
-            padded = _sources_masked(padded, median, std, enough, mesh)
+            if not masked:
+                # again with the sources' light left out, so that faint wings do not
+                # lift the sky (SExtractor's mode alone sits ~0.04 sigma high on a
+                # `decam` field)
+                padded = _sources_masked(padded, median, std, enough, mesh)
         if enough.any():
             crowded = np.abs(mean - median) > 0.3 * np.where(std > 0, std, np.inf)
             levels[j, enough] = np.where(crowded, median, 2.5 * median - 1.5 * mean)
@@ -148,7 +151,7 @@ def _sources_masked(padded, median, std, measured, mesh):
 
 
 def _filled(levels):
-    """Meshes without a level take the median of their measured neighbours', growing out."""
+    """Meshes without a level take the mean of their measured neighbours', growing out."""
     from scipy import ndimage
 
     levels = levels.copy()

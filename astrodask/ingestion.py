@@ -666,8 +666,9 @@ def _background_record(images, band_names):
     if subtracted[0] is None:
         return None
     return {"mesh": subtracted[0].mesh, "filter_size": DEFAULT_FILTER,
-            "method": "SExtractor-like mesh map: clipped mode per mesh, median-filtered, "
-                      "bicubic spline (astrodask.background)",
+            "method": "SExtractor-like mesh map: clipped mode per mesh with the sources "
+                      "masked, median-filtered about the grid's best plane, bicubic spline "
+                      "(astrodask.background)",
             "levels": {b: {"min": float(s.levels.min()), "median": float(np.median(s.levels)),
                            "max": float(s.levels.max())}
                        for b, s in zip(band_names, subtracted)}}
