@@ -205,11 +205,8 @@ class BackgroundSubtracted:
                                            kx=min(3, len(centres[0]) - 1),
                                            ky=min(3, len(centres[1]) - 1))
 
-    def __getattr__(self, name):  # name, path, header, filter_name... of the input
+    def __getattr__(self, name):  # name, path, header, sky_header... of the input
         return getattr(self._image, name)
-
-    def sky_header(self):
-        return self._image.sky_header()
 
     def background(self, ys, xs):
         """The background over the section ``[ys, xs]`` (0-based slices), float64."""

@@ -133,9 +133,10 @@ def ingest(inputs, out, *, bands=None, tile=512, halo=32, weights=None, hdu=None
         band_names = _band_names(images, bands)
         _check_same_grid(images + weight_images)
         original = _original_grid(images[0])
+        subtracted = None
         if background is not None:
             mesh = check_mesh(background)
-            images = [BackgroundSubtracted(i, mesh) for i in images]
+            images = subtracted = [BackgroundSubtracted(i, mesh) for i in images]
         factor = _rescale_factor(rescale, images, band_names, psf_fwhm, original)
         if factor != 1.0:
             images = [RescaledImage(i, factor) for i in images]
@@ -154,7 +155,7 @@ def ingest(inputs, out, *, bands=None, tile=512, halo=32, weights=None, hdu=None
             attrs = _attributes(band_names, grid, header, wcs, images, weight_images, stats)
             attrs["psf"] = {"method": PSF_METHOD, "bands": {b: p.to_dict() for b, p in psf.items()}}
             attrs["rescale"] = dict(original, factor=factor)
-            attrs["background"] = _background_record(images, band_names)
+            attrs["background"] = _background_record(subtracted, band_names)
             _mark_complete(target, attrs)
     return open_mosaic(out)
 
@@ -660,10 +661,10 @@ def _warn_of_unsubtracted_sky(stats, band_names):
                       AstrodaskWarning, stacklevel=3)
 
 
-def _background_record(images, band_names):
-    """The ``background`` attribute: None, or the mesh and each band's range of levels."""
-    subtracted = [_background_of(i) for i in images]
-    if subtracted[0] is None:
+def _background_record(subtracted, band_names):
+    """The ``background`` attribute: None (``subtracted`` None), or the mesh and each band's
+    range of levels (``subtracted``: the bands' :class:`BackgroundSubtracted`)."""
+    if subtracted is None:
         return None
     return {"mesh": subtracted[0].mesh, "filter_size": DEFAULT_FILTER,
             "method": "SExtractor-like mesh map: clipped mode per mesh with the sources "
@@ -674,13 +675,6 @@ def _background_record(images, band_names):
                        for b, s in zip(band_names, subtracted)}}
 
 
-def _background_of(image):
-    """The :class:`BackgroundSubtracted` under ``image`` (through a resampling), or None."""
-    while image is not None and not isinstance(image, BackgroundSubtracted):
-        image = getattr(image, "_image", None)
-    return image
-
-
 def _file_record(image):
     return {"name": image.name, "path": str(image.path.resolve()), "hdu": image.hdu_index,
             "size": image.path.stat().st_size, "sha256": file_sha256(image.path)}
@@ -688,6 +682,7 @@ def _file_record(image):
 
 def _attributes(band_names, grid, header, wcs, images, weight_images, stats):
     pixel_scale = _pixel_scale(wcs)
+    zeropoints = [ab_zeropoint(i.header) for i in images]
     return {
         "kind": STORE_KIND,
         "format": STORE_FORMAT,
@@ -706,8 +701,8 @@ def _attributes(band_names, grid, header, wcs, images, weight_images, stats):
         "band_stats": dict(zip(band_names, stats)),
         # AB zero points and units per band, where the files state them (MAGZERO,
         # PHOTFLAM/PHOTPLAM, or a flux-density BUNIT: astrodask.zeropoints).
-        "zeropoints": {b: ab_zeropoint(i.header)[0] for b, i in zip(band_names, images)},
-        "zeropoint_sources": {b: ab_zeropoint(i.header)[1] for b, i in zip(band_names, images)},
+        "zeropoints": {b: zeropoint for b, (zeropoint, _) in zip(band_names, zeropoints)},
+        "zeropoint_sources": {b: source for b, (_, source) in zip(band_names, zeropoints)},
         "bunit": {b: (str(i.header["BUNIT"]).strip() if "BUNIT" in i.header else None)
                   for b, i in zip(band_names, images)},
         # SATURATE per band, in the file's units; resampling smooths a saturated plateau
