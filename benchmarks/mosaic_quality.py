@@ -38,13 +38,18 @@ S/N ≥ 20 is printed as a confusion matrix against the simulator's classes.
 With several fields, the regions are also printed pooled over them, with each
 region's completeness difference to the interior and its standard error
 (per field, regions of a few hundred sources differ by a few points by chance).
+``--sky N`` adds to every band an unsubtracted sky of N times its noise σ,
+tilted so that no constant removes it, before ingest; ``--background MESH``
+ingests with that sky-background mesh (``astrodask ingest --background``),
+and SEP, which subtracts its own background map, then sees the pixels as
+given rather than the store's.
 
 Usage::
 
     python benchmarks/mosaic_quality.py [--preset decam] [--size 2048]
         [--fields standard,crowded,masked] [--out bench-output/mosaic_quality]
         [--no-grid-checks] [--models maskrcnn_decam,morpheus_decam] [--match-radius 2]
-        [--unet-mode fast|faithful] [--unet-stride 8]
+        [--unet-mode fast|faithful] [--unet-stride 8] [--sky 100] [--background 128]
 """
 
 import argparse
@@ -75,6 +80,8 @@ FIELDS = {
     },
 }
 SHIFT = (100, 60)  # (dy, dx) of the shifted tile origin
+#: ``--sky``'s tilt: 5% across x and 2% along y squared (a sky no constant removes)
+SKY_GRADIENT = (0.05, 0.02)
 
 
 def masked_regions(size):
@@ -149,6 +156,28 @@ def damage(folder, bands, size, flags):
     return weights
 
 
+def add_sky(folder, bands, level, gradient=SKY_GRADIENT):
+    """Add an unsubtracted sky to each band's FITS file: ``level`` times the band's noise σ,
+    tilted by ``gradient`` = (fraction across x, fraction across y, squared) so that no
+    constant removes it. NaN pixels stay NaN."""
+    from astropy.io import fits
+
+    sigmas = json.loads((folder / "simulation.json").read_text())["sigma"]
+    for band in bands:
+        with fits.open(folder / f"{band}.fits", mode="update") as hdul:
+            height, width = hdul[0].data.shape
+            yy, xx = np.mgrid[0:height, 0:width]
+            tilt = 1.0 + gradient[0] * xx / width + gradient[1] * (yy / height) ** 2
+            hdul[0].data += (level * sigmas[band] * tilt).astype(hdul[0].data.dtype)
+
+
+def fits_bands(images):
+    """The bands of these FITS files as one (band, y, x) array."""
+    from astropy.io import fits
+
+    return np.stack([fits.getdata(path).astype(np.float64) for path in images])
+
+
 def shifted_copy(folder, bands, out, shift):
     """The field cropped by ``shift`` = (dy, dx) pixels, WCS kept consistent."""
     from astropy.io import fits
@@ -166,16 +195,17 @@ def shifted_copy(folder, bands, out, shift):
     return paths
 
 
-def pipeline(images, work, halo=32, weights=None, models=None, rescale=None, config=None):
-    """ingest -> run -> merge with the defaults (or these ``models`` and run ``config``);
-    returns (mosaic, catalog dict, seconds)."""
+def pipeline(images, work, halo=32, weights=None, models=None, rescale=None, config=None,
+             background=None):
+    """ingest -> run -> merge with the defaults (or these ``models`` and run ``config``, and
+    ingest's sky ``background`` mesh); returns (mosaic, catalog dict, seconds)."""
     import astrodask
 
     seconds = {}
     work.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     mosaic = astrodask.ingest(images, work / "mosaic.zarr", halo=halo, weights=weights,
-                              overwrite=True, rescale=rescale)
+                              overwrite=True, rescale=rescale, background=background)
     seconds["ingest"] = time.perf_counter() - start
     start = time.perf_counter()
     summary = astrodask.run(mosaic, work / "results", restart=True, models=models, config=config)
@@ -210,12 +240,13 @@ def catalog_columns(results):
             or name.startswith("flux_")}
 
 
-def sep_on(mosaic, preset):
-    """SEP on the store's pixels, told the true PSF (on the store's grid, which may be rescaled)."""
+def sep_on(mosaic, preset, image=None):
+    """SEP on the store's pixels (or on ``image``, of the store's shape), told the true PSF
+    (on the store's grid, which may be rescaled)."""
     from astrodask.baselines.sep_baseline import sep_catalog
     from astrodask.train.maskrcnn_eval import psf_half_light_radius
 
-    image = mosaic.array("image")[:]
+    image = mosaic.array("image")[:] if image is None else image
     flagged = (mosaic.array("mask")[:] != 0).any(axis=0)
     return sep_catalog(image, psf_half_light_radius(preset) * mosaic.rescale_factor, mask=flagged)
 
@@ -296,7 +327,7 @@ def flux_in_labels(image, label_file, ids):
 
 
 def score_field(name, kwargs, size, out, grid_checks, models=None, preset="decam", radius=2.0,
-                config=None):
+                config=None, sky=None, background=None):
     import pyarrow.parquet as pq
     from astropy.io import fits
 
@@ -313,12 +344,17 @@ def score_field(name, kwargs, size, out, grid_checks, models=None, preset="decam
     bands = sim["bands"]
     images = [work / "field" / f"{b}.fits" for b in bands]
     weights = damage(work / "field", bands, size, FLAGS[name]) if name in FLAGS else None
+    if sky:
+        add_sky(work / "field", bands, sky)
     truth = pq.read_table(work / "field" / "truth.parquet").to_pydict()
     mosaic, catalog, seconds = pipeline(images, work / "h32", weights=weights, models=models,
-                                        config=config)
+                                        config=config, background=background)
     flagged = (mosaic.array("mask")[:] != 0).any(axis=0)
-    sep = sep_on(mosaic, get_preset(preset))
+    # SEP subtracts its own background map: it sees the pixels as given
+    sep = sep_on(mosaic, get_preset(preset),
+                 image=None if background is None else fits_bands(images))
     result = {"field": name, "size": size, "settings": kwargs, "seconds": seconds,
+              "sky": sky, "background": background,
               "n_true": len(truth["x"]),
               "radius": radius,
               "astrodask": score_catalog(catalog, truth, mosaic.tile_grid, flagged, radius=radius),
@@ -339,11 +375,13 @@ def score_field(name, kwargs, size, out, grid_checks, models=None, preset="decam
     if "morphology" in catalog:
         result["morphology"] = morphology_confusion(catalog, truth, radius=radius)
     if grid_checks:
-        _, other, _ = pipeline(images, work / "h64", halo=64, models=models)
+        _, other, _ = pipeline(images, work / "h64", halo=64, models=models,
+                               background=background)
         result["halo_32_vs_64"] = catalog_agreement(catalog, other, radius=1.0)
         dy, dx = SHIFT
         shifted_images = shifted_copy(work / "field", bands, work / "shifted-field", SHIFT)
-        _, moved, _ = pipeline(shifted_images, work / "shifted", models=models)
+        _, moved, _ = pipeline(shifted_images, work / "shifted", models=models,
+                               background=background)
         moved = {"x": moved["x"] + dx, "y": moved["y"] + dy}
         # compare away from the crop edge, where the two fields see the same pixels
         margin = 40
@@ -368,8 +406,9 @@ def binned_pair(ours, sep, key):
 
 def print_field(r):
     a, s = r["astrodask"], r["sep"]
+    sky = "" if not r.get("sky") else f"; sky {r['sky']:g}σ, background {r['background']}"
     print(f"\n## {r['field']} ({r['size']}², {r['n_true']} true sources, match within "
-          f"{r['radius']:g} px; "
+          f"{r['radius']:g} px{sky}; "
           f"run {r['seconds']['run']:.0f} s, merge {r['seconds']['merge']:.0f} s)")
     print(f"{'S/N >= 10':24s} {'astrodask':>9s} {'SEP':>9s}")
     for key in ("completeness", "purity", "star_accuracy", "galaxy_accuracy"):
@@ -450,6 +489,16 @@ def print_pooled(results):
               f"{versus(name, v)} | {fmt(s['completeness']):>9s} {versus(name, s)}")
 
 
+def add_sky_options(parser):
+    """``--sky`` and ``--background``, shared with ``photometry_quality.py``."""
+    parser.add_argument("--sky", type=float, default=None,
+                        help="add an unsubtracted sky of this many noise σ to every band "
+                             "(tilted 5%% across x, 2%% along y squared) before ingest")
+    parser.add_argument("--background", type=int, default=None,
+                        help="ingest with this background mesh (astrodask ingest "
+                             "--background); SEP then sees the pixels as given")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size", type=int, default=2048)
@@ -470,6 +519,7 @@ def main(argv=None):
                         help="the U-Net's mode (default: the run's, fast)")
     parser.add_argument("--unet-stride", type=int, default=None,
                         help="window stride of the faithful mode")
+    add_sky_options(parser)
     args = parser.parse_args(argv)
     unet = {k: v for k, v in (("mode", args.unet_mode), ("stride", args.unet_stride))
             if v is not None}
@@ -485,7 +535,7 @@ def main(argv=None):
         r = score_field(name, fields[name], args.size, out / args.preset,
                         grid_checks=(name == "standard" and not args.no_grid_checks),
                         models=models, preset=args.preset, radius=args.match_radius,
-                        config=config)
+                        config=config, sky=args.sky, background=args.background)
         print_field(r)
         sys.stdout.flush()
         results.append(r)

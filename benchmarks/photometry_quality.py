@@ -26,12 +26,14 @@ not a truth).
 instead (seeds 3,000,000+), where settings are chosen; ``--annuli`` measures
 the catalog's Kron fluxes again with other local-background annuli, and a
 summary sums each variant's |median - 1| over the fields and S/N bins.
+``--sky`` and ``--background`` are ``mosaic_quality.py``'s: an unsubtracted
+sky added before ingest, and ingest's background mesh.
 
 Usage::
 
     python benchmarks/photometry_quality.py [--preset decam] [--size 2048]
         [--fields standard] [--validation] [--annuli none,1.5:2.5] [--match-radius 2]
-        [--out bench-output/photometry_quality] [--merge-only]
+        [--out bench-output/photometry_quality] [--merge-only] [--sky 100] [--background 128]
 """
 
 import argparse
@@ -41,7 +43,8 @@ import shutil
 
 import numpy as np
 
-from mosaic_quality import FIELDS, FLAGS, damage, merged_again, pipeline
+from mosaic_quality import (FIELDS, FLAGS, add_sky, add_sky_options, damage, fits_bands,
+                            merged_again, pipeline)
 
 SNR_BINS = ((10, 30), (30, 100), (100, 1000), (1000, np.inf))
 
@@ -244,6 +247,7 @@ def main(argv=None):
     parser.add_argument("--merge-only", action="store_true",
                         help="reuse the simulations and runs an earlier call left in --out: "
                         "only merge them again (to measure a change of the merge)")
+    add_sky_options(parser)
     args = parser.parse_args(argv)
     known = (VALIDATION if args.validation else FIELDS)[args.preset]
     names = (args.fields.split(",") if args.fields
@@ -271,12 +275,18 @@ def main(argv=None):
             # makes them
             weights = (damage(work / "field", bands, args.size, FLAGS[name])
                        if name in FLAGS else None)
+            if args.sky:
+                add_sky(work / "field", bands, args.sky)
             mosaic, catalog, seconds = pipeline([work / "field" / f"{b}.fits" for b in bands],
-                                                work / "h32", weights=weights)
+                                                work / "h32", weights=weights,
+                                                background=args.background)
         band = args.band or bands[len(bands) // 2]
         truth = pq.read_table(work / "field" / "truth.parquet").to_pydict()
         flagged = (mosaic.array("mask")[:] != 0).any(axis=0)
-        sep = sep_catalog(mosaic.array("image")[:],
+        # SEP subtracts its own background map: with --background it sees the pixels as given
+        pixels = (mosaic.array("image")[:] if args.background is None
+                  else fits_bands([work / "field" / f"{b}.fits" for b in bands]))
+        sep = sep_catalog(pixels,
                           psf_half_light_radius(get_preset(args.preset)), mask=flagged,
                           auto=True)
         columns = {"isophotal": f"flux_{band}", "auto": f"flux_auto_{band}",

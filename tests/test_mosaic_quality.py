@@ -149,3 +149,24 @@ def test_missed_sources_are_told_apart_by_cause():
     # a wider match radius takes the offset object as a match
     wide = quality.missed_causes(catalog, truth, segmap, radius=5.0)
     assert wide["offset"] == 0 and sum(wide.values()) == 3
+
+
+def test_the_unsubtracted_sky_is_tilted_at_each_bands_noise_and_leaves_nans(tmp_path):
+    """``--sky``: level x σ per band, 5% across x and 2% along y squared; NaNs stay."""
+    from benchmark_scripts import load_benchmark
+
+    quality = load_benchmark("mosaic_quality")
+    sigmas = {"g": 2.0, "r": 0.5}
+    (tmp_path / "simulation.json").write_text(json.dumps({"sigma": sigmas}))
+    for band in sigmas:
+        data = np.zeros((40, 50), np.float32)
+        data[3, 4] = np.nan
+        fits.PrimaryHDU(data).writeto(tmp_path / f"{band}.fits")
+    quality.add_sky(tmp_path, list(sigmas), 100.0)
+    stack = quality.fits_bands([tmp_path / f"{b}.fits" for b in sigmas])
+    assert stack.shape == (2, 40, 50) and np.isnan(stack[:, 3, 4]).all()
+    for k, sigma in enumerate(sigmas.values()):
+        assert stack[k, 0, 0] == pytest.approx(100 * sigma)
+        assert stack[k, 0, 49] / stack[k, 0, 0] == pytest.approx(1 + 0.05 * 49 / 50, rel=1e-6)
+        assert stack[k, 39, 0] / stack[k, 0, 0] == pytest.approx(1 + 0.02 * (39 / 40) ** 2,
+                                                                 rel=1e-6)
