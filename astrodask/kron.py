@@ -241,13 +241,15 @@ def kron_photometry(image, mask, labels, ids, x, y, a_image, b_image, theta_imag
         level = np.zeros(len(members))  # the detection image's local background
         wanted = neighbours if annulus_for == "neighbours" else np.ones(len(members), bool)
         if annulus is not None and wanted.any():
+            k = np.flatnonzero(wanted)  # the annuli of these apertures only
             background, background_var, lost = _local_background(
-                bands, variance, segmap, cx, cy, shape, scale, annulus)
-            taken = wanted & ~lost
-            sums -= np.where(taken[:, None], background * area[:, None], 0.0)
-            variances += np.where(taken[:, None], background_var * np.square(area)[:, None], 0.0)
-            flagged |= np.where(wanted & lost, AUTO_FLAGS["no_local_background"], 0)
-            level = np.where(taken, background.sum(axis=1), 0.0)
+                bands, variance, segmap, cx[k], cy[k], tuple(v[k] for v in shape), scale[k],
+                annulus)
+            taken = k[~lost]
+            sums[taken] -= background[~lost] * area[taken, None]
+            variances[taken] += background_var[~lost] * np.square(area[taken])[:, None]
+            flagged[k[lost]] |= AUTO_FLAGS["no_local_background"]
+            level[taken] = background[~lost].sum(axis=1)
         half_light[members] = _half_light_radius(detection, cx, cy, scale * shape[0], level, own)
         flux[members] = sums
         if variance is not None:
@@ -304,26 +306,46 @@ def _mirrored_sums(bands, variance, segmap, own, cx, cy, a, b, theta, scale):
 def _half_light_radius(detection, cx, cy, rmax, level, own):
     """Radius (px) of the circle about each centre that holds half the light of the circle
     of radius ``rmax``, less ``level`` per pixel (SExtractor's ``FLUX_RADIUS`` at 0.5);
-    excluded pixels left out, NaN where that light is not positive."""
+    excluded pixels left out, NaN where that light is not positive.
+
+    The growth curve is sampled at :data:`GROWTH_STEPS` circles and interpolated
+    linearly in the first step that reaches half the light; each object's circles
+    stop there (its later, larger circles cannot change the answer).
+    """
     import sep
 
-    ones = np.ones(detection.shape)
-    enclosed = np.zeros((len(cx), GROWTH_STEPS + 1))
+    ids, segmap = own["seg_id"], own["segmap"]
+
+    def light(step, k):
+        """The light of objects ``k`` within their circle of the growth curve's ``step``."""
+        r = rmax[k] * step / GROWTH_STEPS
+        enclosed, _, _ = sep.sum_circle(detection, cx[k], cy[k], r, subpix=5, seg_id=ids[k],
+                                        segmap=segmap)
+        # the circles' areas only where a background comes off
+        sub = np.flatnonzero(level[k] != 0)
+        if len(sub):
+            area, _, _ = sep.sum_circle(np.ones(detection.shape), cx[k][sub], cy[k][sub],
+                                        r[sub], subpix=5, seg_id=ids[k][sub], segmap=segmap)
+            enclosed[sub] -= level[k][sub] * area
+        return enclosed
+
+    everyone = np.arange(len(cx))
+    half = 0.5 * light(GROWTH_STEPS, everyone)
+    radius = np.full(len(cx), np.nan)
+    below = np.zeros(len(cx))  # the light of the previous step (none at step 0)
+    active = np.flatnonzero(half > 0)
     for step in range(1, GROWTH_STEPS + 1):
-        r = rmax * step / GROWTH_STEPS
-        light, _, _ = sep.sum_circle(detection, cx, cy, r, subpix=5, **own)
-        if level.any():  # the circles' areas only where a background comes off
-            light = light - level * sep.sum_circle(ones, cx, cy, r, subpix=5, **own)[0]
-        enclosed[:, step] = light
-    half = 0.5 * enclosed[:, -1]
-    # the first step that reaches half the light (never step 0, which holds none)
-    step = np.argmax(enclosed >= half[:, None], axis=1)
-    rows = np.arange(len(cx))
-    below, above = enclosed[rows, np.maximum(step - 1, 0)], enclosed[rows, step]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        part = np.clip((half - below) / (above - below), 0.0, 1.0)
-    radius = rmax * (step - 1 + part) / GROWTH_STEPS
-    return np.where((half > 0) & (step > 0), radius, np.nan)
+        if not len(active):
+            break
+        above = light(step, active)
+        reached = above >= half[active]
+        done = active[reached]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            part = np.clip((half[done] - below[done]) / (above[reached] - below[done]), 0.0, 1.0)
+        radius[done] = rmax[done] * (step - 1 + part) / GROWTH_STEPS
+        below[active] = above
+        active = active[~reached]
+    return radius
 
 
 def _local_background(bands, variance, segmap, cx, cy, shape, scale, annulus):

@@ -192,6 +192,52 @@ def test_the_half_light_radius_with_a_pedestal_and_a_neighbour():
     assert np.isnan(empty["flux_radius"][0])
 
 
+def _half_light_on_every_circle(detection, cx, cy, rmax, level, own):
+    """The growth curve at every circle out to ``rmax``, then its first step past half the
+    light: what the early-stopping ``_half_light_radius`` must give."""
+    import sep
+
+    steps = kron.GROWTH_STEPS
+    enclosed = np.zeros((len(cx), steps + 1))
+    for step in range(1, steps + 1):
+        r = rmax * step / steps
+        light = sep.sum_circle(detection, cx, cy, r, subpix=5, **own)[0]
+        area = sep.sum_circle(np.ones(detection.shape), cx, cy, r, subpix=5, **own)[0]
+        enclosed[:, step] = light - level * area
+    half = 0.5 * enclosed[:, -1]
+    step = np.argmax(enclosed >= half[:, None], axis=1)
+    rows = np.arange(len(cx))
+    below, above = enclosed[rows, np.maximum(step - 1, 0)], enclosed[rows, step]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        part = np.clip((half - below) / (above - below), 0.0, 1.0)
+    return np.where((half > 0) & (step > 0), rmax * (step - 1 + part) / steps, np.nan)
+
+
+def test_the_half_light_radius_stops_each_growth_curve_where_it_first_reaches_half():
+    """Noisy, non-monotonic curves, backgrounds, neighbours and empty apertures: the same
+    radii to the bit as the whole growth curve gives."""
+    rng = np.random.default_rng(3)
+    shape = (120, 140)
+    cy, cx = rng.uniform(10, 110, 40), rng.uniform(10, 130, 40)
+    flux = rng.uniform(-50, 3000, 40)
+    flux[:3] = -3000.0  # no positive light: NaN
+    image = sum(_gaussian(shape, y, x, s, f) for y, x, s, f in
+                zip(cy, cx, rng.uniform(0.8, 6, 40), flux))
+    image = np.ascontiguousarray(image + rng.normal(0, 0.3, shape))
+    labels = np.zeros(shape, np.int32)
+    yy, xx = np.indices(shape)
+    for k, (y, x) in enumerate(zip(cy, cx), start=1):
+        labels[(np.hypot(yy - y, xx - x) < 3) & (labels == 0)] = k
+    own = dict(seg_id=np.arange(1, 41, dtype=np.int32), segmap=labels)
+    rmax = rng.uniform(2, 25, 40)
+    rmax[:3] = 2.0
+    level = np.where(rng.random(40) < 0.5, rng.uniform(-0.5, 1.0, 40), 0.0)
+    radius = kron._half_light_radius(image, cx, cy, rmax, level, own)
+    expected = _half_light_on_every_circle(image, cx, cy, rmax, level, own)
+    assert np.isnan(expected).sum() >= 2 and np.isfinite(expected).sum() >= 30
+    np.testing.assert_array_equal(radius, expected)
+
+
 def test_excluded_pixels_without_a_free_mirror_take_no_background():
     # a neighbour's segment in the aperture's wing and flagged pixels at its mirror image:
     # those pixels hold nothing, so no local background is taken off them either
