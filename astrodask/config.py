@@ -168,6 +168,12 @@ class RunConfig:
     report : str, optional
         Write Dask's performance report HTML to this path (``""``:
         ``report.html`` in the results folder).
+    warm_up : bool
+        Run each model once on an empty window when a worker loads it, so
+        that the run's compute time holds no graph tracing (for timing
+        benchmarks). Off by default: it costs about a task's work per worker
+        (the Mask R-CNN's 8 flipped views, ~10 s on one CPU core) and the
+        first task traces the same graphs anyway.
     """
 
     models: list = None
@@ -181,6 +187,7 @@ class RunConfig:
     batch_size: int = None
     restart: bool = False
     report: str = None
+    warm_up: bool = False
     unet: UnetOptions = field(default_factory=UnetOptions)
     maskrcnn: MaskRCNNOptions = field(default_factory=MaskRCNNOptions)
 

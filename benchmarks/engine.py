@@ -46,7 +46,7 @@ def _bare_worker(args):
     spec = resolve_models(["morpheus"], mosaic.bands)[0]
     # the window the engine's runner reads: widened to the fast mode's context, or not
     margin = UnetRunner.context_margin(spec, UnetOptions(), mosaic.tile_grid) if widen else 0
-    classify_tile(model, mosaic.read_window(*tiles[0], margin).data)  # warm-up, as the plugin
+    classify_tile(model, mosaic.read_window(*tiles[0], margin).data)  # warm-up, as the engine's with warm_up=True
     queue.put("ready")
     go.wait()  # an Event, not the queue: the worker could read back its own "ready"
     start = time.perf_counter()
@@ -94,8 +94,9 @@ def engine(mosaic_path, out, workers, batch_size):
 
     if out.exists():
         shutil.rmtree(out)
+    # warmed up as the bare loop is: the compute phase holds no graph tracing
     config = resolve_config(models=["morpheus"], n_workers=workers, threads_per_worker=1,
-                            batch_size=batch_size)
+                            batch_size=batch_size, warm_up=True)
     with connect(config) as (client, _):
         summary = astrodask.run(mosaic_path, out, config=config, client=client)
         peaks = client.run(lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)

@@ -270,9 +270,10 @@ def run_mosaic(workdir, size, tile, halo, gpus, workers, maskrcnn_flips=None):
     from astrodask.engine.run import resolve_config
 
     mosaic = write_mosaic(workdir / "mosaic", size, tile, halo)
+    # warmed up: the compute seconds per window hold no graph compilation
     config = resolve_config(models=["unet", "maskrcnn"], gpus=gpus,
                             n_workers=None if gpus else workers, threads_per_worker=1,
-                            config={"maskrcnn": {"flips": maskrcnn_flips}})
+                            warm_up=True, config={"maskrcnn": {"flips": maskrcnn_flips}})
     with connect(config) as (client, description):
         start = time.perf_counter()
         summary = astrodask.run(mosaic, workdir / "results", config=config, client=client,

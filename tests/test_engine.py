@@ -449,3 +449,24 @@ def test_clusters_started_here_are_silenced_at_teardown(monkeypatch):
     with cluster_module.connect(resolve_config(n_workers=1)) as (client, _):
         assert calls == []
     assert calls == [client]
+
+
+def test_models_are_warmed_up_only_when_asked(tmp_path, monkeypatch):
+    """``warm_up``: an empty window per model at worker set-up, off by default (the first
+    task traces the same graphs)."""
+    from distributed import Client, LocalCluster
+
+    from astrodask.engine import runners
+
+    # one window: the runs' work is the models' loading
+    mosaic = astrodask.ingest(write_field(tmp_path), tmp_path / "m.zarr", tile=256, halo=HALO)
+    windows = []
+    monkeypatch.setattr(runners.UnetRunner, "warm_up",
+                        lambda self, grid, batch_size=1: windows.append(grid.tile))
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                      dashboard_address=":0") as cluster, Client(cluster) as client:
+        cold = astrodask.run(mosaic, tmp_path / "cold", client=client, models=UNET)
+        assert cold.tiles_run == 1 and windows == []
+        astrodask.run(mosaic, tmp_path / "warm", client=client, models=UNET, warm_up=True)
+        assert windows == [256]
+    assert not RunConfig().warm_up

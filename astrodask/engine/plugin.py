@@ -109,7 +109,7 @@ class ModelPlugin(WorkerPlugin):
     config : RunConfig
     grid : TileGrid, optional
         The mosaic's windows: each model is warmed up on an empty window of
-        the size it will see.
+        the size it will see (``RunConfig.warm_up``); None: not warmed up.
     threads : int, optional
         Framework threads per worker; default the worker's task threads.
     gpu : bool

@@ -426,7 +426,7 @@ def _compute(summary, todo, mosaic, results, specs, config, client, progress, on
         # One token names this run's plugin and task keys: runs sharing a cluster
         # each keep their own models and statistics.
         token = uuid.uuid4().hex[:8]
-        plugin = ModelPlugin(specs, config, grid=mosaic.tile_grid,
+        plugin = ModelPlugin(specs, config, grid=mosaic.tile_grid if config.warm_up else None,
                              threads=config.threads_per_worker, gpu=on_gpus,
                              name=plugin_name(token))
         try:

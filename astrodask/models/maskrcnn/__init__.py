@@ -4,18 +4,29 @@ ResNet-FPN backbone, RPN, ROIAlign, box/class head and 28x28 mask head for
 star/galaxy detection, classification and deblending. The inference path is
 Keras layers and ``keras.ops`` (NMS and mask pasting in NumPy), so it runs on
 the TensorFlow and JAX backends alike.
+
+The configuration (:class:`MaskRCNNConfig`, the detection settings) loads
+without Keras: a client that only reads a card's settings never starts
+TensorFlow. The network's names load Keras on first use.
 """
 
-from ...framework import import_keras_quietly
-
-# Keras (and TensorFlow) load here wherever the package is first imported, a
-# client reading detection settings included: their C++ start-up notices stay
-# off stderr, where ``astrodask run`` and ``demo`` print their progress
-import_keras_quietly()
+from importlib import import_module
 
 from .config import MaskRCNNConfig
-from .model import MaskRCNN, build_maskrcnn, detect, load_maskrcnn
-from .normalise import band_statistics, normalise_bands
 
-__all__ = ["MaskRCNNConfig", "MaskRCNN", "build_maskrcnn", "detect", "load_maskrcnn",
-           "band_statistics", "normalise_bands"]
+#: Names served on first use, and the module of this package that holds each.
+_NETWORK = {"MaskRCNN": "model", "build_maskrcnn": "model", "detect": "model",
+            "load_maskrcnn": "model", "band_statistics": "normalise",
+            "normalise_bands": "normalise"}
+
+__all__ = ["MaskRCNNConfig", *_NETWORK]
+
+
+def __getattr__(name):
+    if name not in _NETWORK:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(f".{_NETWORK[name]}", __name__), name)
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_NETWORK))

@@ -1,8 +1,6 @@
 """ResNet (depth 18, 34, 50 or 101) with a feature pyramid network (P2..P6, optionally P1)."""
 
-import keras
-from keras import layers, ops
-
+from ._keras import keras, layers, ops
 from .config import RESNET_BLOCKS
 
 

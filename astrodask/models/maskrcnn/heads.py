@@ -1,7 +1,6 @@
 """Second-stage heads: class + box on 7x7 RoIs, 28x28 masks on 14x14 RoIs."""
 
-import keras
-from keras import layers
+from ._keras import keras, layers
 
 
 def build_box_head(config):

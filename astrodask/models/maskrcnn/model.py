@@ -2,12 +2,11 @@
 
 from functools import lru_cache
 
-import keras
 import numpy as np
-from keras import ops
 
 from ...dihedral import DIHEDRAL, transform, untransform
 from ..detections import Instances
+from ._keras import keras, ops
 from .anchors import decode_boxes, generate_anchors
 from .backbone import build_backbone
 from .config import MaskRCNNConfig

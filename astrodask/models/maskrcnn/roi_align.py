@@ -12,7 +12,8 @@ sample's four neighbours).
 """
 
 import numpy as np
-from keras import ops
+
+from ._keras import ops
 
 #: Box size (sqrt of area, pixels) pooled from P2; each doubling moves one level up
 #: (each halving one level down, to P1 where the model has it).

@@ -1,9 +1,8 @@
 """Region proposal network: head, proposals (decode + NMS) and training targets."""
 
-import keras
 import numpy as np
-from keras import layers, ops
 
+from ._keras import keras, layers, ops
 from .anchors import decode_boxes, encode_boxes
 from .detection import box_iou, nms
 
