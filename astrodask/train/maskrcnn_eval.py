@@ -35,7 +35,7 @@ def evaluate_on_simulations(model, n_fields=12, size=512, seed=TEST_SEED, preset
         Overlap measures to report.
     settings : dict, optional
         Detection settings overriding the model's (see
-        :func:`astrodask.models.maskrcnn.detect`), e.g. ``detection_flips``;
+        :func:`astrodask.models.maskrcnn.model.detect`), e.g. ``detection_flips``;
         ``detection_flips_min_area`` is 0 unless given here.
     conditions : Conditions or str, optional
         Observing conditions of the test fields

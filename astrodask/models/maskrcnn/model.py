@@ -174,7 +174,7 @@ def detect(model, images, **settings):
     model : MaskRCNN
     images : ndarray, shape (B, H, W, bands) or (H, W, bands)
         Images standardised with
-        :func:`astrodask.models.maskrcnn.normalise_bands` (channels last).
+        :func:`astrodask.models.maskrcnn.normalise.normalise_bands` (channels last).
     **settings
         Detection settings overriding the model's for this call, e.g.
         ``detection_nms_threshold=0.2`` for dense fields,
