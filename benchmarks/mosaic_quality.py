@@ -156,19 +156,24 @@ def damage(folder, bands, size, flags):
     return weights
 
 
-def add_sky(folder, bands, level, gradient=SKY_GRADIENT):
-    """Add an unsubtracted sky to each band's FITS file: ``level`` times the band's noise σ,
-    tilted by ``gradient`` = (fraction across x, fraction across y, squared) so that no
-    constant removes it. NaN pixels stay NaN."""
+def add_sky(images, sigmas, level, gradient=SKY_GRADIENT):
+    """Add an unsubtracted sky to each FITS file of ``images``: ``level`` times its band's
+    noise σ (``sigmas``, one per file), tilted by ``gradient`` = (fraction across x,
+    fraction along y squared) so that no constant removes it. NaN pixels stay NaN."""
     from astropy.io import fits
 
-    sigmas = json.loads((folder / "simulation.json").read_text())["sigma"]
-    for band in bands:
-        with fits.open(folder / f"{band}.fits", mode="update") as hdul:
+    for path, sigma in zip(images, sigmas):
+        with fits.open(path, mode="update") as hdul:
             height, width = hdul[0].data.shape
             yy, xx = np.mgrid[0:height, 0:width]
             tilt = 1.0 + gradient[0] * xx / width + gradient[1] * (yy / height) ** 2
-            hdul[0].data += (level * sigmas[band] * tilt).astype(hdul[0].data.dtype)
+            hdul[0].data += (level * sigma * tilt).astype(hdul[0].data.dtype)
+
+
+def simulated_sigmas(folder, bands):
+    """The noise σ per band that the simulator recorded for the field in ``folder``."""
+    sigmas = json.loads((folder / "simulation.json").read_text())["sigma"]
+    return [sigmas[band] for band in bands]
 
 
 def fits_bands(images):
@@ -345,7 +350,7 @@ def score_field(name, kwargs, size, out, grid_checks, models=None, preset="decam
     images = [work / "field" / f"{b}.fits" for b in bands]
     weights = damage(work / "field", bands, size, FLAGS[name]) if name in FLAGS else None
     if sky:
-        add_sky(work / "field", bands, sky)
+        add_sky(images, simulated_sigmas(work / "field", bands), sky)
     truth = pq.read_table(work / "field" / "truth.parquet").to_pydict()
     mosaic, catalog, seconds = pipeline(images, work / "h32", weights=weights, models=models,
                                         config=config, background=background)
@@ -496,7 +501,7 @@ def add_sky_options(parser):
                              "(tilted 5%% across x, 2%% along y squared) before ingest")
     parser.add_argument("--background", type=int, default=None,
                         help="ingest with this background mesh (astrodask ingest "
-                             "--background); SEP then sees the pixels as given")
+                             "--background)")
 
 
 def main(argv=None):

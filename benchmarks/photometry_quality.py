@@ -44,7 +44,7 @@ import shutil
 import numpy as np
 
 from mosaic_quality import (FIELDS, FLAGS, add_sky, add_sky_options, damage, fits_bands,
-                            merged_again, pipeline)
+                            merged_again, pipeline, simulated_sigmas)
 
 SNR_BINS = ((10, 30), (30, 100), (100, 1000), (1000, np.inf))
 
@@ -276,7 +276,8 @@ def main(argv=None):
             weights = (damage(work / "field", bands, args.size, FLAGS[name])
                        if name in FLAGS else None)
             if args.sky:
-                add_sky(work / "field", bands, args.sky)
+                add_sky([work / "field" / f"{b}.fits" for b in bands],
+                        simulated_sigmas(work / "field", bands), args.sky)
             mosaic, catalog, seconds = pipeline([work / "field" / f"{b}.fits" for b in bands],
                                                 work / "h32", weights=weights,
                                                 background=args.background)

@@ -162,7 +162,8 @@ def test_the_unsubtracted_sky_is_tilted_at_each_bands_noise_and_leaves_nans(tmp_
         data = np.zeros((40, 50), np.float32)
         data[3, 4] = np.nan
         fits.PrimaryHDU(data).writeto(tmp_path / f"{band}.fits")
-    quality.add_sky(tmp_path, list(sigmas), 100.0)
+    assert quality.simulated_sigmas(tmp_path, ["r", "g"]) == [0.5, 2.0]
+    quality.add_sky([tmp_path / f"{b}.fits" for b in sigmas], list(sigmas.values()), 100.0)
     stack = quality.fits_bands([tmp_path / f"{b}.fits" for b in sigmas])
     assert stack.shape == (2, 40, 50) and np.isnan(stack[:, 3, 4]).all()
     for k, sigma in enumerate(sigmas.values()):
