@@ -40,6 +40,25 @@ def test_detection_settings_are_the_cards_unless_overridden():
     assert overridden["detection_flips"] == settings["detection_flips"]
 
 
+def test_preparing_a_run_imports_no_deep_learning_framework():
+    """The client reads the cards' detection settings without Keras or TensorFlow (each
+    takes seconds to import and only the workers run the networks); the network's names
+    still load on first use."""
+    import subprocess
+    import sys
+
+    code = ("import sys, astrodask\n"
+            "from astrodask.engine.specs import detection_settings, resolve_models\n"
+            "spec = resolve_models(['maskrcnn'], ('g', 'r', 'z'))[0]\n"
+            "assert detection_settings(spec.card)['detection_flips']\n"
+            "print(sorted(m for m in ('keras', 'tensorflow', 'jax') if m in sys.modules))\n"
+            "from astrodask.models.maskrcnn import detect\n"
+            "print('keras' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.split("\n")
+    assert out[:2] == ["[]", "True"]
+
+
 def test_catalog_cut_comes_from_the_option_then_the_card():
     record = {"models": [{"kind": "unet", "card": {}},
                          {"kind": "maskrcnn", "card": {"catalog_min_score": 0.6}}]}
