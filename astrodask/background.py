@@ -183,6 +183,7 @@ class BackgroundSubtracted:
 
         self._image = image
         self.mesh = check_mesh(mesh)
+        self.filter_size = filter_size
         self.shape = tuple(image.shape)
         self.levels = mesh_levels(image, self.mesh, filter_size)
         height, width = self.shape

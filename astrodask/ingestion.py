@@ -24,7 +24,7 @@ from .mosaic import (MASK_BITS, PADDING, STORE_FORMAT, STORE_KIND, ZERO_WEIGHT, 
 from .noise_correlation import NoiseCorrelation, core_step
 from .psf import METHOD as PSF_METHOD, given_psf, measure_psf, rescale_for_fwhm
 from .rescale import RescaledImage, check_factor
-from .background import DEFAULT_FILTER, BackgroundSubtracted, check_mesh
+from .background import BackgroundSubtracted, check_mesh
 from .sky import clipped_stats, sample_step
 from .zeropoints import ab_zeropoint
 
@@ -666,7 +666,7 @@ def _background_record(subtracted, band_names):
     range of levels (``subtracted``: the bands' :class:`BackgroundSubtracted`)."""
     if subtracted is None:
         return None
-    return {"mesh": subtracted[0].mesh, "filter_size": DEFAULT_FILTER,
+    return {"mesh": subtracted[0].mesh, "filter_size": subtracted[0].filter_size,
             "method": "SExtractor-like mesh map: clipped mode per mesh with the sources "
                       "masked, median-filtered about the grid's best plane, bicubic spline "
                       "(astrodask.background)",

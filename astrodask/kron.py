@@ -315,6 +315,7 @@ def _half_light_radius(detection, cx, cy, rmax, level, own):
     import sep
 
     ids, segmap = own["seg_id"], own["segmap"]
+    ones = np.ones(detection.shape)
 
     def light(step, k):
         """The light of objects ``k`` within their circle of the growth curve's ``step``."""
@@ -324,8 +325,8 @@ def _half_light_radius(detection, cx, cy, rmax, level, own):
         # the circles' areas only where a background comes off
         sub = np.flatnonzero(level[k] != 0)
         if len(sub):
-            area, _, _ = sep.sum_circle(np.ones(detection.shape), cx[k][sub], cy[k][sub],
-                                        r[sub], subpix=5, seg_id=ids[k][sub], segmap=segmap)
+            area, _, _ = sep.sum_circle(ones, cx[k][sub], cy[k][sub], r[sub], subpix=5,
+                                        seg_id=ids[k][sub], segmap=segmap)
             enclosed[sub] -= level[k][sub] * area
         return enclosed
 

@@ -46,7 +46,8 @@ def _bare_worker(args):
     spec = resolve_models(["morpheus"], mosaic.bands)[0]
     # the window the engine's runner reads: widened to the fast mode's context, or not
     margin = UnetRunner.context_margin(spec, UnetOptions(), mosaic.tile_grid) if widen else 0
-    classify_tile(model, mosaic.read_window(*tiles[0], margin).data)  # warm-up, as the engine's with warm_up=True
+    # warm-up, as the engine's with warm_up=True
+    classify_tile(model, mosaic.read_window(*tiles[0], margin).data)
     queue.put("ready")
     go.wait()  # an Event, not the queue: the worker could read back its own "ready"
     start = time.perf_counter()

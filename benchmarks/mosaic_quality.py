@@ -140,15 +140,14 @@ def damage(folder, bands, size, flags):
     from astropy.io import fits
 
     nan, zero = flags(size)
-    # inverse variance of the simulated sky noise (the simulator records its σ per band)
-    sigmas = json.loads((folder / "simulation.json").read_text())["sigma"]
     weights = []
-    for band in bands:
+    for band, sigma in zip(bands, simulated_sigmas(folder, bands)):
         path = folder / f"{band}.fits"
         with fits.open(path, mode="update") as hdul:
             hdul[0].data[nan] = np.nan
             header = hdul[0].header.copy()
-        weight = np.full((size, size), 1.0 / sigmas[band] ** 2, dtype=np.float32)
+        # inverse variance of the simulated sky noise
+        weight = np.full((size, size), 1.0 / sigma ** 2, dtype=np.float32)
         weight[zero] = 0.0
         wpath = folder / f"weight_{band}.fits"
         fits.PrimaryHDU(weight, header).writeto(wpath, overwrite=True)
@@ -495,7 +494,8 @@ def print_pooled(results):
 
 
 def add_sky_options(parser):
-    """``--sky`` and ``--background``, shared with ``photometry_quality.py``."""
+    """``--sky`` and ``--background``, shared with ``photometry_quality.py`` and
+    ``real_sdss.py``."""
     parser.add_argument("--sky", type=float, default=None,
                         help="add an unsubtracted sky of this many noise σ to every band "
                              "(tilted 5%% across x, 2%% along y squared) before ingest")

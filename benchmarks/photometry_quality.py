@@ -175,6 +175,11 @@ def neighbour_split(catalog, column):
             "auto, neighbours": np.where(shared, flux, np.nan)}
 
 
+def field_images(work, bands):
+    """The simulated field's FITS files in ``work``, one per band."""
+    return [work / "field" / f"{b}.fits" for b in bands]
+
+
 def print_rows(name, band, rows, labels, what="flux"):
     print(f"\n{name}: measured / true {what} in {band} (n, median, robust scatter)")
     print("| true S/N | class | " + " | ".join(labels) + " |")
@@ -276,17 +281,16 @@ def main(argv=None):
             weights = (damage(work / "field", bands, args.size, FLAGS[name])
                        if name in FLAGS else None)
             if args.sky:
-                add_sky([work / "field" / f"{b}.fits" for b in bands],
-                        simulated_sigmas(work / "field", bands), args.sky)
-            mosaic, catalog, seconds = pipeline([work / "field" / f"{b}.fits" for b in bands],
-                                                work / "h32", weights=weights,
-                                                background=args.background)
+                add_sky(field_images(work, bands), simulated_sigmas(work / "field", bands),
+                        args.sky)
+            mosaic, catalog, seconds = pipeline(field_images(work, bands), work / "h32",
+                                                weights=weights, background=args.background)
         band = args.band or bands[len(bands) // 2]
         truth = pq.read_table(work / "field" / "truth.parquet").to_pydict()
         flagged = (mosaic.array("mask")[:] != 0).any(axis=0)
         # SEP subtracts its own background map: with --background it sees the pixels as given
         pixels = (mosaic.array("image")[:] if args.background is None
-                  else fits_bands([work / "field" / f"{b}.fits" for b in bands]))
+                  else fits_bands(field_images(work, bands)))
         sep = sep_catalog(pixels,
                           psf_half_light_radius(get_preset(args.preset)), mask=flagged,
                           auto=True)
