@@ -31,6 +31,9 @@ from .zeropoints import ab_zeropoint
 #: Pixels sampled per band for the robust statistics stored in the attributes (half
 #: of ``band_statistics``' budget: ingest holds every band's sample at once).
 STAT_SAMPLES = 2_000_000
+#: Every this many neighbour differences of a measured core is kept for the pixel noise
+#: (~10^4 per core).
+STEP_SAMPLE = 23
 
 
 class AstrodaskWarning(UserWarning):
@@ -473,6 +476,7 @@ class _BandStats:
         self.minimum = np.inf
         self.maximum = -np.inf
         self.samples = []
+        self.steps = []  # differences of horizontal neighbours in the measured cores
         self.correlation = NoiseCorrelation()
 
     def add_cores(self, values, good, weight, grid, iy, ix0, step):
@@ -491,6 +495,8 @@ class _BandStats:
                 continue
             part = (slice(None), slice(x0, x0 + core))
             pixels = values[part].astype(np.float64)
+            pairs = good[part][:, 1:] & good[part][:, :-1]
+            self.steps.append(np.diff(pixels, axis=1)[pairs][::STEP_SAMPLE])
             if weight is not None:
                 pixels = pixels * np.sqrt(np.clip(weight[part], 0.0, None))
             self.correlation.add(pixels, good[part])
@@ -514,6 +520,7 @@ class _BandStats:
         self.minimum = min(self.minimum, other.minimum)
         self.maximum = max(self.maximum, other.maximum)
         self.samples.extend(other.samples)
+        self.steps.extend(other.steps)
         self.correlation.extend(other.correlation)
 
     def summary(self):
@@ -528,7 +535,18 @@ class _BandStats:
                 "median": float(np.median(sample)), "mad_std": float(mad_std(sample)),
                 "clipped_mean": clipped_mean, "clipped_std": clipped_std,
                 "n_sampled": int(sample.size),
+                "pixel_noise": self._pixel_noise(),
                 "noise_correlation": self.correlation.summary()}
+
+    def _pixel_noise(self):
+        """The pixels' noise σ from neighbour differences, ``mad_std(diff) / √2`` (a sky
+        gradient does not count; noise correlated between neighbours, ρ, makes it
+        √(1 - ρ) small); None without any pair."""
+        from astropy.stats import mad_std
+
+        if not self.steps or not sum(step.size for step in self.steps):
+            return None
+        return float(mad_std(np.concatenate(self.steps)) / np.sqrt(2.0))
 
 
 def _create_store(tmp, n_bands, grid, with_weight):
@@ -645,15 +663,18 @@ def _check_bands_not_empty(stats, band_names, images):
                              f"equals {s['min']:g}")
 
 
-#: A band whose sky level (median of its pixel sample) lies this many noise σ (``mad_std``)
-#: from zero was most likely not sky-subtracted: ingest warns. Sky-subtracted fields sit
-#: within a few tenths of σ (faint sources lift the median).
+#: A band whose sky level (median of its pixel sample) lies this many noise σ from zero
+#: was most likely not sky-subtracted: ingest warns. Sky-subtracted fields sit within a
+#: few tenths of σ (faint sources lift the median).
 SKY_WARNING_SIGMA = 3.0
 
 
 def _warn_of_unsubtracted_sky(stats, band_names):
-    high = [f"{band} {s['median'] / s['mad_std']:+.0f}σ" for band, s in zip(band_names, stats)
-            if s["mad_std"] > 0 and abs(s["median"]) > SKY_WARNING_SIGMA * s["mad_std"]]
+    # the noise from neighbour differences: a tilted sky would inflate the sample's spread
+    noise = [s["pixel_noise"] or s["mad_std"] for s in stats]
+    high = [f"{band} {s['median'] / sigma:+.0f}σ"
+            for band, s, sigma in zip(band_names, stats, noise)
+            if sigma > 0 and abs(s["median"]) > SKY_WARNING_SIGMA * sigma]
     if high:
         warnings.warn(f"the sky of band(s) {', '.join(high)} lies far from zero: fluxes are "
                       "measured on the pixels as given; if the sky was not subtracted, ingest "

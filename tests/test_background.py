@@ -111,6 +111,33 @@ def test_ingest_subtracts_the_background_and_warns_when_it_was_not(tmp_path):
     assert abs(np.median(stored - image)) < 0.05 and np.abs(stored - image).max() < 0.5
 
 
+def test_the_warning_counts_the_sky_in_noise_sigma_not_in_the_gradient(tmp_path):
+    from astropy.io import fits
+
+    from astrodask import ingest
+    from astrodask.ingestion import AstrodaskWarning
+
+    # a pedestal of 40σ, then the same with a tilt of 60σ across the band: the pixel
+    # sample's spread becomes the tilt's (mad_std ~20, the sky "+3σ" by it); the noise
+    # from neighbour differences stays, and the warning counts the sky in it
+    image, _ = sky_and_sources(shape=(256, 600), seed=6)
+    noise, levels = [], []
+    for tilt in (0.0, 60.0):
+        sky = 40.0 + tilt * np.linspace(0.0, 1.0, 600)[None, :]
+        path = tmp_path / "g.fits"
+        fits.writeto(path, (image + sky).astype(np.float32), fits.Header([("FILTER", "g")]),
+                     overwrite=True)
+        with pytest.warns(AstrodaskWarning, match=r"sky of band\(s\) g \+\d+σ") as caught:
+            mosaic = ingest([path], tmp_path / f"{tilt}.zarr", tile=128, halo=16)
+        message = next(str(w.message) for w in caught if "sky of band" in str(w.message))
+        levels.append(int(message.split("g +")[1].split("σ")[0]))
+        noise.append(mosaic.attrs["band_stats"]["g"]["pixel_noise"])
+    assert mosaic.attrs["band_stats"]["g"]["mad_std"] > 10
+    # σ 1 plus the sources' steps, the same with the tilt
+    assert 0.95 < noise[0] < 1.25 and abs(noise[1] / noise[0] - 1) < 0.03, noise
+    assert levels[0] > 30 and levels[1] > 55, levels
+
+
 def test_the_cli_takes_a_background_mesh(tmp_path, capsys):
     from astropy.io import fits
 
