@@ -73,7 +73,8 @@ class MaskRCNNOptions:
         called irregular by the U-Net, with less than this fraction of its
         area, is a knot of that galaxy and joins it
         (:mod:`astrodask.fragments`); ``None`` keeps the card's
-        ``fold_irregular_fragments`` (``maskrcnn_hst``: 0.5), 0 turns it off.
+        ``fold_irregular_fragments`` (``maskrcnn_hst``: 0.5, ``maskrcnn_decam``:
+        0), 0 turns it off.
     centres : bool, optional
         One detection per centre of the card's centre network
         (:mod:`astrodask.centre_segments`): ``None`` where the card has one,
