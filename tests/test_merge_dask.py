@@ -4,6 +4,8 @@ Fields and fake detections are those of test_merge.py (a perfect detector:
 the simulator's truth masks clipped to each window).
 """
 
+from collections import Counter
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -324,7 +326,7 @@ def test_unet_only_run_merges_to_the_same_bytes(field, client):
                       dashboard_address=":0") as cluster, Client(cluster) as single:
         summary = merge(one, client=single)
     merge(two, client=client)
-    merge_in_process(reference)
+    in_process = merge_in_process(reference)
     for out in (one, two):
         _same_outputs(out, reference)
         assert (out / "morphology.fits").read_bytes() == \
@@ -334,6 +336,13 @@ def test_unet_only_run_merges_to_the_same_bytes(field, client):
     assert max(cat["n_pieces"]) > 1  # segments cut by window edges were stitched
     assert {"disk", "spheroid"} <= set(cat["morphology"])  # measured from the maps
     assert sum(summary.by_morphology.values()) == summary.n_objects
+    # the morphology of objects bright enough to count it: S/N over all bands >= 20
+    flux = sum(np.asarray(cat[f"flux_{b}"]) for b in mosaic.bands)
+    error = np.sqrt(sum(np.asarray(cat[f"flux_err_{b}"]) ** 2 for b in mosaic.bands))
+    bright = Counter(m for m, f, e in zip(cat["morphology"], flux, error) if f >= 20 * e)
+    assert 0 < sum(bright.values()) < summary.n_objects
+    assert summary.by_morphology_bright == in_process.by_morphology_bright == dict(bright)
+    assert "by morphology at S/N >= 20: " in (one / "summary.txt").read_text()
     import json
 
     assert "pieces" in json.loads((two / "merge.json").read_text())["stage_seconds"]

@@ -40,6 +40,9 @@ def run(args):
     if merged.by_morphology:
         print("objects by morphology: " + ", ".join(f"{k} {v}"
                                                      for k, v in merged.by_morphology.items()))
+        print(f"  of them at S/N >= {merged.bright_snr:g} (morphology worth counting): "
+              + (", ".join(f"{k} {v}" for k, v in merged.by_morphology_bright.items())
+                 or "none"))
     print("maps and pictures: " + ", ".join(Path(merged.files[k]).name for k in
                                             ("segmap_fits", "morphology_fits", "overview_png",
                                              "colour_png") if k in merged.files))

@@ -406,6 +406,12 @@ def peak_position_snr(record, options):
     return float(value) if value is not None else None
 
 
+#: Isophotal S/N (all bands) from which an object's morphology is counted apart in the
+#: summary: below it the U-Nets get a third to a half of the galaxies right and call too
+#: many faint ones irregular (BENCHMARKS.md, "Morphology against truth").
+BRIGHT_MORPHOLOGY_SNR = 20.0
+
+
 @dataclass
 class MergeSummary:
     """What the merge produced.
@@ -424,6 +430,12 @@ class MergeSummary:
         Wall time per phase.
     residual : ResidualSummary, optional
         What the residual pass added, when it ran (``n_objects`` counts them).
+    by_morphology_bright : dict
+        Objects per dominant morphology among those of S/N at least
+        ``bright_snr`` (:func:`catalog_counts`), where the morphology is worth
+        counting.
+    bright_snr : float
+        That S/N, :data:`BRIGHT_MORPHOLOGY_SNR`.
     """
 
     results: str
@@ -433,6 +445,8 @@ class MergeSummary:
     files: dict
     seconds: dict = field(default_factory=dict)
     residual: object = None
+    by_morphology_bright: dict = field(default_factory=dict)
+    bright_snr: float = BRIGHT_MORPHOLOGY_SNR
 
     def text(self):
         """A short text summary (``summary.txt``; what ``astrodask merge`` prints).
@@ -831,6 +845,36 @@ def counts(values):
     return dict(sorted(counts.items()))
 
 
+def isophotal_snr(table):
+    """Each object's isophotal S/N over all bands: ``Σ flux_b / √(Σ flux_err_b²)`` of the
+    catalog's ``flux_<band>`` and ``flux_err_<band>`` columns (NaN where no error is
+    known)."""
+    bands = [name[len("flux_err_"):] for name in table.column_names
+             if name.startswith("flux_err_")]
+    flux = np.zeros(table.num_rows)
+    variance = np.zeros(table.num_rows)
+    for band in bands:
+        flux += np.nan_to_num(table.column(f"flux_{band}").to_numpy(zero_copy_only=False))
+        variance += np.nan_to_num(
+            table.column(f"flux_err_{band}").to_numpy(zero_copy_only=False) ** 2)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(variance > 0, flux / np.sqrt(variance), np.nan)
+
+
+def catalog_counts(table):
+    """A catalog table's (or part's) objects per class, per morphology, and per
+    morphology of those with :func:`isophotal_snr` at least :data:`BRIGHT_MORPHOLOGY_SNR`
+    (the morphology counts empty without a ``morphology`` column)."""
+    out = {"by_class": counts(table.column("source_class").to_pylist()),
+           "by_morphology": {}, "by_morphology_bright": {}}
+    if "morphology" in table.column_names:
+        morphology = table.column("morphology").to_pylist()
+        bright = isophotal_snr(table) >= BRIGHT_MORPHOLOGY_SNR
+        out["by_morphology"] = counts(morphology)
+        out["by_morphology_bright"] = counts(m for m, b in zip(morphology, bright) if b)
+    return out
+
+
 def summary_text(summary):
     """A short text summary of a merge."""
     lines = [f"astrodask {__version__}: {summary.n_objects} objects in {summary.results}"]
@@ -839,6 +883,8 @@ def summary_text(summary):
     if summary.by_morphology:
         lines.append("by morphology: " + ", ".join(f"{k} {v}"
                                                     for k, v in summary.by_morphology.items()))
+        lines.append(f"by morphology at S/N >= {summary.bright_snr:g}: " + (", ".join(
+            f"{k} {v}" for k, v in summary.by_morphology_bright.items()) or "none"))
     lines.append("files: " + ", ".join(f"{k}={Path(v).name}" for k, v in summary.files.items()))
     lines.append("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in summary.seconds.items()))
     text = "\n".join(lines) + "\n"

@@ -163,6 +163,7 @@ def _publish_products(ctx, results, mosaic, options, totals, seconds, client):
 
     summary = MergeSummary(results=results.location, n_objects=totals["n_objects"],
                            by_class=totals["by_class"], by_morphology=totals["by_morphology"],
+                           by_morphology_bright=totals["by_morphology_bright"],
                            files={k: str(v) for k, v in files.items()}, seconds=seconds)
     summary.files["summary"] = results.file("summary.txt")
     storage.put_bytes(summary.files["summary"], summary_text(summary).encode())
@@ -427,12 +428,13 @@ class _Plan:
         parts = self.stage("catalog", "catalog_task",
                            {f"part-{b:05d}": (b, first_ids[b], v["rows"], meta)
                             for b, v in blocks.items()})
-        by_class, by_morphology = Counter(), Counter()
+        totals = {key: Counter() for key in ("by_class", "by_morphology",
+                                             "by_morphology_bright")}
         for value in parts.values():
-            by_class.update(value["by_class"])
-            by_morphology.update(value["by_morphology"])
-        return {"n_objects": next_id - 1, "by_class": dict(sorted(by_class.items())),
-                "by_morphology": dict(sorted(by_morphology.items()))}
+            for key, total in totals.items():
+                total.update(value.get(key, {}))
+        return {"n_objects": next_id - 1,
+                **{key: dict(sorted(total.items())) for key, total in totals.items()}}
 
 
 def _result(future, stage, name):

@@ -21,7 +21,7 @@ from ..errors import StoreError
 from ..mosaic import open_mosaic
 from ..sky import detection_reader
 from .pieces import morpheus_pieces, read_instance_pieces
-from .products import (MergeOptions, MergeSummary, catalog_table, counts, resolved_options,
+from .products import (MergeOptions, MergeSummary, catalog_counts, catalog_table, resolved_options,
                        open_unet, paint, provenance, summary_text, write_morphology_fits,
                        write_pictures, write_segmap_fits)
 from .stitch import blend_families, drop_hidden, paint_priority, resolve, select_objects
@@ -138,9 +138,7 @@ def merge_in_process(results, *, mosaic=None, options=None, threads=None, progre
     seconds["write"] = time.perf_counter() - start
 
     summary = MergeSummary(results=results.location, n_objects=len(objects),
-                           by_class=counts(table.column("source_class").to_pylist()),
-                           by_morphology=counts(table.column("morphology").to_pylist())
-                           if "morphology" in table.column_names else {},
+                           **catalog_counts(table),
                            files={k: str(v) for k, v in files.items()}, seconds=seconds)
     summary.files["summary"] = results.file("summary.txt")
     storage.put_bytes(summary.files["summary"], summary_text(summary).encode())

@@ -656,7 +656,7 @@ def catalog_task(ctx, block, first_id, chunk_rows, provenance):
     import zarr
 
     from ..measure import Accumulator
-    from .products import MergeOptions, catalog_table, counts, open_unet
+    from .products import MergeOptions, catalog_counts, catalog_table, open_unet
     from .stitch import Objects
 
     grid = ctx.grid
@@ -711,6 +711,4 @@ def catalog_task(ctx, block, first_id, chunk_rows, provenance):
     part = part.replace_schema_metadata(metadata)
     storage.put_bytes(ctx.path("catalog", f"part-{block:05d}.parquet"),
                       storage.parquet_bytes(part))
-    return {"rows": n, "by_class": counts(part.column("source_class").to_pylist()),
-            "by_morphology": counts(part.column("morphology").to_pylist())
-            if "morphology" in part.column_names else {}}
+    return {"rows": n, **catalog_counts(part)}
