@@ -845,31 +845,22 @@ def counts(values):
     return dict(sorted(counts.items()))
 
 
-def isophotal_snr(table):
-    """Each object's isophotal S/N over all bands: ``Σ flux_b / √(Σ flux_err_b²)`` of the
-    catalog's ``flux_<band>`` and ``flux_err_<band>`` columns (NaN where no error is
-    known)."""
-    bands = [name[len("flux_err_"):] for name in table.column_names
-             if name.startswith("flux_err_")]
-    flux = np.zeros(table.num_rows)
-    variance = np.zeros(table.num_rows)
-    for band in bands:
-        flux += np.nan_to_num(table.column(f"flux_{band}").to_numpy(zero_copy_only=False))
-        variance += np.nan_to_num(
-            table.column(f"flux_err_{band}").to_numpy(zero_copy_only=False) ** 2)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(variance > 0, flux / np.sqrt(variance), np.nan)
-
-
 def catalog_counts(table):
     """A catalog table's (or part's) objects per class, per morphology, and per
-    morphology of those with :func:`isophotal_snr` at least :data:`BRIGHT_MORPHOLOGY_SNR`
-    (the morphology counts empty without a ``morphology`` column)."""
+    morphology of those whose S/N over all bands (:func:`astrodask.measure.total_snr`
+    of the isophotal fluxes) is at least :data:`BRIGHT_MORPHOLOGY_SNR` (the morphology
+    counts empty without a ``morphology`` column)."""
+    from ..measure import total_snr
+
     out = {"by_class": counts(table.column("source_class").to_pylist()),
            "by_morphology": {}, "by_morphology_bright": {}}
     if "morphology" in table.column_names:
         morphology = table.column("morphology").to_pylist()
-        bright = isophotal_snr(table) >= BRIGHT_MORPHOLOGY_SNR
+        bands = [name[len("flux_err_"):] for name in table.column_names
+                 if name.startswith("flux_err_")]
+        fluxes = {name: table.column(name).to_numpy(zero_copy_only=False)
+                  for band in bands for name in (f"flux_{band}", f"flux_err_{band}")}
+        bright = total_snr(fluxes, bands) >= BRIGHT_MORPHOLOGY_SNR
         out["by_morphology"] = counts(morphology)
         out["by_morphology_bright"] = counts(m for m, b in zip(morphology, bright) if b)
     return out
