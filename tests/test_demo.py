@@ -38,6 +38,13 @@ def test_demo_decam_runs_both_shipped_models(tmp_path):
     assert all(0.99 < sum(catalog[f"p_{c}"][k] for c in ("spheroid", "disk", "irregular",
                                                           "point_source", "background")) < 1.01
                for k in range(len(catalog["id"])))
+    # the catalog's morphology is morpheus_decam's calibrated class, recorded in merge.json
+    import json
+
+    applied = json.loads((tmp_path / "demo" / "results" / "merge.json").read_text())["options"]
+    assert applied["morphology_calibration"]["classes"] == ["spheroid", "disk", "irregular",
+                                                            "point_source"]
+    assert set(catalog["morphology"]) <= set(applied["morphology_calibration"]["classes"])
 
 
 def test_demo_refuses_a_foreign_folder(tmp_path, capsys):

@@ -583,3 +583,26 @@ def test_merge_on_an_object_store_with_latency_gives_the_same_bytes(field, laten
     ours = read_catalog(f"{remote}/catalog.parquet").combine_chunks()
     assert ours.num_rows == theirs.num_rows > 50
     assert storage.parquet_bytes(ours) == storage.parquet_bytes(theirs)
+
+
+def test_a_morphology_calibration_names_the_class_and_moves_nothing(field, client):
+    """The catalog's ``morphology`` comes from the calibration on Dask and in one process;
+    positions (which follow the eq. 16 class) and the ``p_*`` columns do not change."""
+    from astrodask.merging.products import MergeOptions
+    from astrodask.morphology.calibration import FEATURES, SOURCE_CLASSES
+
+    always_disk = {"mean": [0.0] * len(FEATURES), "scale": [1.0] * len(FEATURES),
+                   "coefficients": [[0.0] * len(SOURCE_CLASSES)] * len(FEATURES),
+                   "intercepts": [0.0, 10.0, 0.0, 0.0]}
+    mosaic = ingest(field[0], "calibrated", tile=128, halo=24)
+    plain = _truth_run_merged_both_ways(field, mosaic, "eq16", client,
+                                        MergeOptions(irregular_centroid_sigma=4.0,
+                                                     pictures=False))
+    calibrated = _truth_run_merged_both_ways(
+        field, mosaic, "calibrated", client,
+        MergeOptions(irregular_centroid_sigma=4.0, pictures=False,
+                     morphology_calibration=always_disk))
+    assert {"irregular", "spheroid"} <= set(plain["morphology"])
+    assert set(calibrated["morphology"]) == {"disk"}
+    for name in ("x", "y", "p_irregular", "flux_r"):
+        assert calibrated[name] == plain[name]

@@ -85,6 +85,10 @@ def register(subparsers):
                         help="local background of the Kron fluxes: the free pixels between "
                              "these multiples of the aperture, or none (default: the Mask "
                              "R-CNN card's, else 1.2:2)")
+    parser.add_argument("--morphology-calibration", action=argparse.BooleanOptionalAction,
+                        help="the catalog's morphology from the U-Net card's calibration "
+                             "(eq. 16 probabilities and S/N; default: on where the card has "
+                             "one); --no-morphology-calibration: the dominant eq. 16 class")
     parser.add_argument("--kron-annulus-for", choices=("neighbours", "all"),
                         help="the apertures the local background comes off: those that hold "
                              "another object's pixels, or all (default: the Mask R-CNN card's, "
@@ -146,7 +150,8 @@ def run(args):
                            residual_core_fraction=args.residual_core_fraction,
                            residual_flips=args.residual_flips,
                            kron_annulus=args.kron_annulus,
-                           kron_annulus_for=args.kron_annulus_for)
+                           kron_annulus_for=args.kron_annulus_for,
+                           morphology_calibration=args.morphology_calibration)
     with progress_bar("merge", "tasks", args.quiet) as progress:
         summary = merge(args.results, mosaic=args.mosaic, options=options,
                         n_workers=args.n_workers, threads_per_worker=args.threads_per_worker,

@@ -136,6 +136,15 @@ class MergeOptions:
         The apertures that local background comes off: those that hold
         another object's pixels, or every one. Default: the Mask R-CNN card's
         ``kron_annulus_for``, else :data:`astrodask.kron.ANNULUS_FOR`.
+    morphology_calibration : dict or bool, optional
+        Where the run has a U-Net: the catalog's ``morphology`` is the class
+        of this calibration (:meth:`MorphologyCalibration.to_dict()
+        <astrodask.morphology.calibration.MorphologyCalibration.to_dict>`),
+        from the eq. 16 probabilities and the S/N, instead of the dominant
+        eq. 16 class, which calls too many faint galaxies irregular. Default
+        (None or True): the U-Net card's ``morphology_calibration`` (fitted on
+        simulated mosaics; ``morpheus_decam`` has one), else off; False: off.
+        The ``p_*`` columns are the eq. 16 values either way.
     """
 
     match_iou: float = MATCH_IOU
@@ -167,6 +176,7 @@ class MergeOptions:
     residual_flips: bool = None
     kron_annulus: tuple = None
     kron_annulus_for: str = None
+    morphology_calibration: object = None
 
 
 #: Algorithm 1 levels of a U-Net whose card does not choose them.
@@ -229,7 +239,40 @@ def resolved_options(record, options):
                    morpheus_threshold=threshold, morpheus_background_level=level,
                    kron_annulus=kron_annulus(record, options),
                    kron_annulus_for=kron_annulus_for(record, options),
+                   morphology_calibration=morphology_calibration(record, options),
                    **residual_settings(record, options))
+
+
+def morphology_calibration(record, options):
+    """The morphology calibration a run's catalog applies: the option's, else the U-Net
+    card's; ``False`` where none applies (no U-Net, no calibration, or turned off).
+
+    Raises
+    ------
+    InputError
+        ``True`` asked for where the U-Net's card has no calibration, or a
+        calibration that is not one.
+    """
+    from ..morphology.calibration import MorphologyCalibration
+
+    chosen = options.morphology_calibration
+    if chosen is False:
+        return False
+    card = _run_card(record, "unet")
+    if chosen is None or chosen is True:
+        value = (card or {}).get("morphology_calibration")
+        if value is None:
+            if chosen is True:
+                raise InputError("no morphology calibration: the run has no U-Net, or its "
+                                 "card has no morphology_calibration")
+            return False
+        chosen = value
+    if card is None:
+        return False
+    try:
+        return MorphologyCalibration.from_dict(chosen).to_dict()
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        raise InputError(f"not a morphology calibration: {error}") from None
 
 
 #: The residual pass's settings, by MergeOptions field and ResidualOptions field.
@@ -522,7 +565,8 @@ def catalog_table(mosaic, objects, accumulator, unet, options, labels, first_id=
     import pyarrow as pa
 
     from ..kron import kron_photometry
-    from ..measure import ab_magnitude, ab_magnitude_error, measurement_noise, sky_coordinates
+    from ..measure import (ab_magnitude, ab_magnitude_error, measurement_noise, sky_coordinates,
+                           total_snr)
 
     noise, correlation = measurement_noise(mosaic)
     measured = accumulator.columns(mosaic.bands, noise=noise, correlation=correlation)
@@ -592,6 +636,9 @@ def catalog_table(mosaic, objects, accumulator, unet, options, labels, first_id=
         probabilities = measured["class_probabilities"]
         for k, name in enumerate(MORPHOLOGY_CLASSES):
             columns[f"p_{name}"] = probabilities[:, k]
+        if options.morphology_calibration:
+            morphology = calibrated_morphology(options.morphology_calibration, probabilities,
+                                               total_snr(columns, mosaic.bands))
         columns["morphology"] = pa.array(morphology, type=pa.string())
         columns["min_background"] = measured["min_background"]
         columns["morpheus_detected"] = measured["min_background"] <= options.detection_threshold
@@ -604,6 +651,15 @@ def catalog_table(mosaic, objects, accumulator, unet, options, labels, first_id=
             | saturated * FLAGS["saturated"])
     columns["quality_flags"] = np.asarray(bits, dtype=np.int32)
     return with_units(pa.table(columns), column_units(mosaic))
+
+
+def calibrated_morphology(calibration, probabilities, snr):
+    """Each object's class from a morphology calibration (a dict from
+    :meth:`~astrodask.morphology.calibration.MorphologyCalibration.to_dict`); a list of
+    str, None where unmeasured."""
+    from ..morphology.calibration import MorphologyCalibration
+
+    return list(MorphologyCalibration.from_dict(calibration).classify(probabilities, snr))
 
 
 #: Least distance (px) between an object's peak and its segment's centroid at
