@@ -291,11 +291,14 @@ def parquet_table(data, columns=None):
     dataset scanner's threads that can abort the interpreter at exit
     ("terminate called without an active exception", apache/arrow#33975;
     with pyarrow 26 about half of the processes that read a catalog that way).
+    Decoded in the calling thread (``use_threads=False``): with Arrow's CPU
+    thread pool the same abort still struck about one process in several
+    hundred (a CI run: 1 of 10), and the parts read here are small.
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    return pq.ParquetFile(pa.BufferReader(data)).read(columns=columns)
+    return pq.ParquetFile(pa.BufferReader(data)).read(columns=columns, use_threads=False)
 
 
 def parquet_schema(data):
