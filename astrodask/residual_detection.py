@@ -44,6 +44,7 @@ import time
 import numpy as np
 
 from . import storage
+from .classes import MORPHOLOGY_CLASSES
 from .engine.results import Results
 from .errors import AstrodaskError
 from .measure import total_snr
@@ -363,13 +364,22 @@ def _bright_part(part, out, *, bands, min_snr):
     """The bright objects of one catalog part, written to ``out`` (a task)."""
     keep = ("id", "parent_id", "family_size", "y", "x", "area") + _BOX
     flux = [f"flux_{b}" for b in bands] + [f"flux_err_{b}" for b in bands]
+    # the dominant eq. 16 class from the p_* columns, not the catalog's morphology, which a
+    # morphology calibration may name (the pass's choices were made on the dominant class)
+    probabilities = [f"p_{c}" for c in MORPHOLOGY_CLASSES if c != "background"]
     data = storage.get_bytes(part)
     names = set(storage.parquet_schema(data).names)
-    table = storage.parquet_table(data, columns=list(keep) + flux
-                                  + (["morphology"] if "morphology" in names else []))
+    class_columns = (probabilities if names >= set(probabilities)
+                     else ["morphology"] if "morphology" in names else [])
+    table = storage.parquet_table(data, columns=list(keep) + flux + class_columns)
     columns = {k: table.column(k).to_numpy(zero_copy_only=False) for k in table.schema.names}
     wanted = total_snr(columns, bands) >= min_snr
-    if "morphology" in columns:
+    if class_columns == probabilities:
+        p = np.column_stack([columns[k] for k in probabilities])
+        dominant = np.argmax(np.nan_to_num(p, nan=-1.0), axis=1)
+        wanted &= ~(np.isfinite(p).all(axis=1)
+                    & (dominant == probabilities.index("p_irregular")))
+    elif class_columns:
         wanted &= columns["morphology"] != "irregular"
     return write_object_part(table.select(list(keep)).filter(wanted), out)
 

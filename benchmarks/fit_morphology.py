@@ -1,8 +1,9 @@
 """Fit the per-object morphology calibration of a U-Net on simulated mosaics.
 
-Simulates ``--fields`` 2048x2048 fields of the preset (seeds from ``--seed``;
-never those of the test or validation mosaics; the kinds cycle through
-standard, crowded and large-galaxy fields), runs ingest -> run -> merge with
+Simulates ``--fields`` fields of ``--size`` squared pixels of the preset
+(seeds from ``--seed``; never those of the test or validation mosaics; the
+kinds cycle through standard, crowded and large-galaxy fields for
+``decam``, standard and deep ones for ``hst``), runs ingest -> run -> merge with
 the shipped models as the CLI does, matches the catalog to the truth (one to
 one within 2 px) and fits :class:`astrodask.morphology.calibration.MorphologyCalibration`
 on the matched objects (truth S/N >= ``--snr-min``). Each field's catalog
@@ -14,6 +15,8 @@ calibration fitted on the other fields (leave one field out);
 U-Net's card (``morphology_calibration``).
 
     PYTHONPATH=. .venv/bin/python benchmarks/fit_morphology.py --fields 12 --out /work/bench/morph-cal
+    PYTHONPATH=. .venv/bin/python benchmarks/fit_morphology.py --preset hst --size 1024 \
+        --fields 16 --seed 3100100 --model morpheus_hst --out /work/bench/morph-cal-hst
 """
 
 import argparse
@@ -26,8 +29,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from mosaic_quality import pipeline  # noqa: E402
 
-#: Kinds of fitting field, in turn: the preset's density, crowded, large galaxies.
-KINDS = ({}, {"density": 120.0}, {"large_galaxies": 0.5})
+#: Kinds of fitting field per preset, in turn: ``decam`` the preset's density, crowded,
+#: large galaxies; ``hst`` standard and deep.
+KINDS = {"decam": ({}, {"density": 120.0}, {"large_galaxies": 0.5}),
+         "hst": ({}, {"deep": True})}
 SNR_BINS = ((5.0, 10.0), (10.0, 20.0), (20.0, np.inf))
 
 
@@ -43,7 +48,8 @@ def field_catalog(preset, seed, size, out):
     work = out / "work"
     if work.exists():
         shutil.rmtree(work)
-    kwargs = KINDS[(seed % len(KINDS))]
+    kinds = KINDS[preset]
+    kwargs = kinds[seed % len(kinds)]
     sim = astrodask.simulate(work / "field", size=(size, size), preset=preset, seed=seed, **kwargs)
     images = [work / "field" / f"{b}.fits" for b in sim["bands"]]
     pipeline(images, work / "run")

@@ -16,8 +16,9 @@ from astrodask.residual_detection import (RESIDUAL_FLAG, ResidualOptions, Residu
 from astrodask.residual_detection import _paint
 
 
-def _catalog(folder, rows, parts=1):
-    """A catalog folder of ``parts`` parts with the columns the pass reads and writes."""
+def _catalog(folder, rows, parts=1, probabilities=None):
+    """A catalog folder of ``parts`` parts with the columns the pass reads and writes (and
+    the U-Net's ``p_*`` of the four source classes, one row per object, if given)."""
     columns = {k: np.asarray([r[k] for r in rows]) for k in rows[0]}
     table = pa.table({
         "id": pa.array(columns["id"], pa.int64()),
@@ -33,6 +34,10 @@ def _catalog(folder, rows, parts=1):
         "blended": pa.array(np.zeros(len(rows), bool)),
         "quality_flags": pa.array(columns["quality_flags"], pa.int32()),
     })
+    for k, name in enumerate(("spheroid", "disk", "irregular", "point_source")):
+        if probabilities is not None:
+            table = table.append_column(f"p_{name}", pa.array([p[k] for p in probabilities],
+                                                              pa.float64()))
     storage.makedirs(folder)
     step = -(-len(rows) // parts)
     for k in range(parts):
@@ -69,6 +74,14 @@ def test_additions_lie_in_a_bright_segment_far_from_first_pass_objects(tmp_path)
     ], parts=2)
     parents = bright_objects(first, ["g"], 50.0, tmp_path / "parents")
     assert parents.table(["id"]).column("id").to_pylist() == [1]
+    # with the U-Net's p_* columns, the dominant eq. 16 class decides, whatever the
+    # catalog's (possibly calibrated) morphology says
+    calibrated = _catalog(tmp_path / "calibrated.parquet", [
+        _row(1, 17.0, 17.0, (5, 5, 30, 30), 500.0, morphology="irregular"),
+        _row(3, 8.0, 35.0, (5, 32, 12, 39), 400.0, morphology="disk")], parts=1,
+        probabilities=[(0.1, 0.6, 0.2, 0.1), (0.1, 0.2, 0.6, 0.1)])
+    assert bright_objects(calibrated, ["g"], 50.0, tmp_path / "calibrated-parents").table(
+        ["id"]).column("id").to_pylist() == [1]
     assert [p.location.rsplit("/", 1)[-1] for p in parents.parts] == ["part-00000.parquet"]
     second_labels = np.zeros((40, 40), np.int32)
     second_labels[24:29, 24:32] = 4       # companion: in segment 1, reaching out to sky
