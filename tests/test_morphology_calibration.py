@@ -99,13 +99,15 @@ def test_the_merge_applies_the_u_nets_calibration_unless_turned_off():
         morphology_calibration(without, MergeOptions(morphology_calibration={"mean": [1.0]}))
 
 
-def test_the_shipped_decam_u_net_has_a_calibration_and_the_cli_turns_it_off():
+def test_the_shipped_u_nets_have_a_calibration_and_the_cli_turns_it_off():
     from astrodask.cli import build_parser
     from astrodask.engine.specs import resolve_models
 
-    card = next(s.card for s in resolve_models(["morpheus_decam"], ("g", "r", "z")))
-    model = MorphologyCalibration.from_dict(card["morphology_calibration"])
-    assert model.classes == SOURCE_CLASSES
+    for name, bands in (("morpheus_decam", ("g", "r", "z")),
+                        ("morpheus_hst", ("v", "z", "j", "h"))):
+        card = next(s.card for s in resolve_models([name], bands))
+        model = MorphologyCalibration.from_dict(card["morphology_calibration"])
+        assert model.classes == SOURCE_CLASSES
     args = build_parser().parse_args(["merge", "results", "--no-morphology-calibration"])
     assert args.morphology_calibration is False
     assert build_parser().parse_args(["merge", "results"]).morphology_calibration is None
