@@ -66,8 +66,8 @@ def field_catalog(preset, seed, size, out):
 
 
 def field_samples(folder, radius=2.0):
-    """Matched objects of one cached field: eq. 16 probabilities, catalog S/N, catalog
-    morphology, true class and true S/N."""
+    """Matched objects of one cached field: eq. 16 probabilities, catalog S/N, dominant eq. 16
+    class, true class and true S/N."""
     import pyarrow.parquet as pq
 
     from astrodask.catalog_scores import match_positions
@@ -84,8 +84,10 @@ def field_samples(folder, radius=2.0):
     c = to_cat[t]
     probabilities = np.column_stack([np.asarray(catalog[f"p_{k}"], dtype=np.float64)
                                      for k in MORPHOLOGY_CLASSES])[c]
+    # the dominant eq. 16 class from the p_* columns (the catalog's morphology may be calibrated)
+    sources = np.nan_to_num(probabilities[:, :-1], nan=-1.0)
     return {"probabilities": probabilities, "snr": total_snr(columns, bands)[c],
-            "eq16": np.asarray(catalog["morphology"], dtype=object)[c],
+            "dominant": np.asarray(MORPHOLOGY_CLASSES, dtype=object)[sources.argmax(axis=1)],
             "true_class": np.asarray(truth["morphology"]).astype(str)[t],
             "true_snr": np.asarray(truth["snr"], dtype=np.float64)[t]}
 
@@ -154,7 +156,7 @@ def main(argv=None):
     print(f"{len(seeds)} fields (seeds {seeds[0]}-{seeds[-1]}), {len(pooled['snr'])} matched "
           f"objects of true S/N >= {args.snr_min:g}; each field classified by the calibration "
           f"fitted on the others; called: share of spheroid, disk, irregular, point source")
-    print(report("eq. 16", pooled["eq16"], pooled))
+    print(report("eq. 16", pooled["dominant"], pooled))
     for balance in args.balances:
         held = []
         for k in range(len(seeds)):

@@ -141,10 +141,12 @@ class MergeOptions:
         of this calibration (:meth:`MorphologyCalibration.to_dict()
         <astrodask.morphology.calibration.MorphologyCalibration.to_dict>`),
         from the eq. 16 probabilities and the S/N, instead of the dominant
-        eq. 16 class, which calls too many faint galaxies irregular. Default
-        (None or True): the U-Net card's ``morphology_calibration`` (fitted on
-        simulated mosaics; ``morpheus_decam`` has one), else off; False: off.
-        The ``p_*`` columns are the eq. 16 values either way.
+        eq. 16 class, which gets faint objects' classes wrong in one
+        direction (too many irregulars with ``morpheus_decam``, spheroids
+        with ``morpheus_hst``). Default (None or True): the U-Net card's
+        ``morphology_calibration`` (fitted on simulated mosaics; both shipped
+        U-Nets trained here have one), else off; False: off. The ``p_*``
+        columns are the eq. 16 values either way.
     """
 
     match_iou: float = MATCH_IOU
