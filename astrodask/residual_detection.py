@@ -49,6 +49,7 @@ from .engine.results import Results
 from .errors import AstrodaskError
 from .measure import total_snr
 from .merging.products import FLAGS
+from .morphology.catalog import dominant_class
 from .outputs.catalog import catalog_parts
 from .outputs.object_parts import BOX as _BOX, ObjectParts, boxes_meet, write_object_part
 from .symmetric_residual import TEMPLATE_SIGMA, residual_section
@@ -366,7 +367,8 @@ def _bright_part(part, out, *, bands, min_snr):
     flux = [f"flux_{b}" for b in bands] + [f"flux_err_{b}" for b in bands]
     # the dominant eq. 16 class from the p_* columns, not the catalog's morphology, which a
     # morphology calibration may name (the pass's choices were made on the dominant class)
-    probabilities = [f"p_{c}" for c in MORPHOLOGY_CLASSES if c != "background"]
+    sources = [c for c in MORPHOLOGY_CLASSES if c != "background"]
+    probabilities = [f"p_{c}" for c in sources]
     data = storage.get_bytes(part)
     names = set(storage.parquet_schema(data).names)
     class_columns = (probabilities if names >= set(probabilities)
@@ -375,10 +377,8 @@ def _bright_part(part, out, *, bands, min_snr):
     columns = {k: table.column(k).to_numpy(zero_copy_only=False) for k in table.schema.names}
     wanted = total_snr(columns, bands) >= min_snr
     if class_columns == probabilities:
-        p = np.column_stack([columns[k] for k in probabilities])
-        dominant = np.argmax(np.nan_to_num(p, nan=-1.0), axis=1)
-        wanted &= ~(np.isfinite(p).all(axis=1)
-                    & (dominant == probabilities.index("p_irregular")))
+        dominant = dominant_class(np.column_stack([columns[k] for k in probabilities]), sources)
+        wanted &= dominant != "irregular"
     elif class_columns:
         wanted &= columns["morphology"] != "irregular"
     return write_object_part(table.select(list(keep)).filter(wanted), out)

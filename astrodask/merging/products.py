@@ -452,8 +452,8 @@ def peak_position_snr(record, options):
 
 
 #: Isophotal S/N (all bands) from which an object's morphology is counted apart in the
-#: summary: below it the U-Nets get a third to a half of the galaxies right and call too
-#: many faint ones irregular (BENCHMARKS.md, "Morphology against truth").
+#: summary: below it the catalog's class is right for about half of the galaxies, above
+#: it for 75-95% (BENCHMARKS.md, "Morphology calibrated for the S/N").
 BRIGHT_MORPHOLOGY_SNR = 20.0
 
 
@@ -569,16 +569,15 @@ def catalog_table(mosaic, objects, accumulator, unet, options, labels, first_id=
     from ..kron import kron_photometry
     from ..measure import (ab_magnitude, ab_magnitude_error, measurement_noise, sky_coordinates,
                            total_snr)
+    from ..morphology.catalog import dominant_class
 
     noise, correlation = measurement_noise(mosaic)
     measured = accumulator.columns(mosaic.bands, noise=noise, correlation=correlation)
     n = len(objects)
     morphology = None
     if unet is not None:
-        sources = measured["class_probabilities"][:, :-1]
-        dominant = np.argmax(np.nan_to_num(sources, nan=-1.0), axis=1)
-        morphology = [MORPHOLOGY_CLASSES[d] if np.isfinite(sources[i]).all() else None
-                      for i, d in enumerate(dominant)]
+        morphology = list(dominant_class(measured["class_probabilities"][:, :-1],
+                                         MORPHOLOGY_CLASSES[:-1]))
     x, y = catalog_positions(objects, measured,
                              _centroid_placed(measured, mosaic.bands, objects.class_id,
                                               morphology, options.irregular_centroid_snr),

@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from ..classes import MORPHOLOGY_CLASSES
+from .catalog import dominant_class
 
 #: The source classes a calibration chooses from (the U-Net's, without the background).
 SOURCE_CLASSES = tuple(c for c in MORPHOLOGY_CLASSES if c != "background")
@@ -149,10 +150,7 @@ class MorphologyCalibration:
 
     def classify(self, probabilities, snr):
         """The most probable class of each object (object array; None where unmeasured)."""
-        p = self.probabilities(probabilities, snr)
-        names = np.asarray(self.classes, dtype=object)
-        best = names[np.argmax(np.nan_to_num(p, nan=-1.0), axis=1)]
-        return np.where(np.isfinite(p).all(axis=1), best, None)
+        return dominant_class(self.probabilities(probabilities, snr), self.classes)
 
 
 #: Default power of the inverse class shares that weigh the fit's loss (module docstring).

@@ -7,6 +7,24 @@ from ..classes import MORPHOLOGY_CLASSES
 from ..errors import InputError
 
 
+def dominant_class(probabilities, names):
+    """Name of the most probable class of each row; None where a probability is not finite.
+
+    Parameters
+    ----------
+    probabilities : array_like, shape (n, len(names))
+    names : sequence of str
+
+    Returns
+    -------
+    ndarray of object, shape (n,)
+    """
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    names = np.asarray(names, dtype=object)
+    best = names[np.argmax(np.nan_to_num(probabilities, nan=-1.0), axis=1)]
+    return np.where(np.isfinite(probabilities).all(axis=1), best, None)
+
+
 def object_morphology(labels, flux, class_images, ids=None, classes=MORPHOLOGY_CLASSES):
     """Flux-weighted class probabilities of every labelled object.
 
