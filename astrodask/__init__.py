@@ -19,6 +19,7 @@ _API = {
     "measure_psf": "astrodask.psf:measure_psf",
     "BandPSF": "astrodask.psf:BandPSF",
     "parse_psf_fwhm": "astrodask.psf:parse_psf_fwhm",
+    "parse_band_values": "astrodask.band_values:parse_band_values",
     "RescaledImage": "astrodask.rescale:RescaledImage",
     "BackgroundSubtracted": "astrodask.background:BackgroundSubtracted",
     "Mosaic": "astrodask.mosaic:Mosaic",

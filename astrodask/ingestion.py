@@ -41,8 +41,8 @@ class AstrodaskWarning(UserWarning):
 
 
 def ingest(inputs, out, *, bands=None, tile=512, halo=32, weights=None, hdu=None,
-           overwrite=False, rescale=None, psf_fwhm=None, background=None, block_tiles=8,
-           progress=None):
+           overwrite=False, rescale=None, psf_fwhm=None, background=None, saturation=None,
+           block_tiles=8, progress=None):
     """Convert per-band FITS images into a mosaic store.
 
     Parameters
@@ -82,6 +82,17 @@ def ingest(inputs, out, *, bands=None, tile=512, halo=32, weights=None, hdu=None
         pixels as given, with an :class:`AstrodaskWarning` where a band's
         sky level lies more than :data:`SKY_WARNING_SIGMA` of its noise
         from zero.
+    saturation : dict, optional
+        Saturation level per band name, in the input files' units (before
+        any background is subtracted), for files whose headers lack
+        ``SATURATE`` or state it wrongly; the key ``"*"`` sets every band.
+        Default each header's ``SATURATE``. Stored in the attributes
+        (:attr:`astrodask.Mosaic.saturation`) in the stored pixels' units:
+        with ``background``, the level less the highest background
+        subtracted from the band (a plateau at the level is then saturated
+        wherever it lies; pixels within the background's variation below
+        the level count too). A store resampled with ``rescale`` keeps no
+        level (resampling smooths a saturated plateau below it).
     block_tiles : int
         Windows per block along x; bounds memory (about
         ``n_bands * tile * tile * block_tiles * 13`` bytes).
@@ -146,6 +157,7 @@ def ingest(inputs, out, *, bands=None, tile=512, halo=32, weights=None, hdu=None
             weight_images = [RescaledImage(w, factor, weight=True) for w in weight_images]
         header, wcs = _reference_wcs(images[0])
         given = _given_psf(psf_fwhm, band_names, _pixel_scale(wcs))
+        levels = _saturation_levels(images, band_names, saturation)
         grid = TileGrid(height=images[0].shape[0], width=images[0].shape[1], **grid_args)
         # Locally a temporary sibling renamed when whole; remotely in place (an
         # existing store was checked replaceable), complete in its attributes last.
@@ -156,6 +168,7 @@ def ingest(inputs, out, *, bands=None, tile=512, halo=32, weights=None, hdu=None
                 _warn_of_unsubtracted_sky(stats, band_names)
             psf = _store_psf(target, band_names, _pixel_scale(wcs), given)
             attrs = _attributes(band_names, grid, header, wcs, images, weight_images, stats)
+            attrs.update(levels)
             attrs["psf"] = {"method": PSF_METHOD, "bands": {b: p.to_dict() for b, p in psf.items()}}
             attrs["rescale"] = dict(original, factor=factor)
             attrs["background"] = _background_record(subtracted, band_names)
@@ -726,16 +739,38 @@ def _attributes(band_names, grid, header, wcs, images, weight_images, stats):
         "zeropoint_sources": {b: source for b, (_, source) in zip(band_names, zeropoints)},
         "bunit": {b: (str(i.header["BUNIT"]).strip() if "BUNIT" in i.header else None)
                   for b, i in zip(band_names, images)},
-        # SATURATE per band, in the file's units; resampling smooths a saturated plateau
-        # below the level, so a rescaled store keeps none.
-        "saturation": {b: (None if isinstance(i, RescaledImage)
-                           else _float_or_none(i.header.get("SATURATE")))
-                       for b, i in zip(band_names, images)},
         "inputs": [_file_record(i) for i in images],
         "weights": [_file_record(i) for i in weight_images],
         "astrodask_version": __version__,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def _saturation_levels(images, band_names, given):
+    """The ``saturation`` and ``saturation_source`` attributes (:func:`ingest`'s ``saturation``)."""
+    given = dict(given or {})
+    bad = {band: level for band, level in given.items() if not level > 0}
+    if bad:
+        raise InputError("a saturation level must be positive, got "
+                         + ", ".join(f"{band}={level:g}" for band, level in bad.items()))
+    unknown = sorted(set(given) - set(band_names) - {"*"})
+    if unknown:
+        raise InputError(f"--saturation names band(s) {', '.join(unknown)}, which the mosaic "
+                         f"lacks (bands: {','.join(band_names)})")
+    levels, sources = {}, {}
+    for band, image in zip(band_names, images):
+        level = given.get(band, given.get("*"))
+        source = "given" if level is not None else "SATURATE"
+        if level is None and not isinstance(image, RescaledImage):
+            level = _float_or_none(image.header.get("SATURATE"))
+        if level is None or isinstance(image, RescaledImage):
+            levels[band], sources[band] = None, None
+            continue
+        if isinstance(image, BackgroundSubtracted):
+            level -= image.highest()
+            source += " less the highest background"
+        levels[band], sources[band] = float(level), source
+    return {"saturation": levels, "saturation_source": sources}
 
 
 def _float_or_none(value):

@@ -272,10 +272,13 @@ class Mosaic:
 
     @property
     def saturation(self):
-        """Each band's saturation level (the input's ``SATURATE``, in its units), or ``None``.
+        """Each band's saturation level in the stored pixels' units, or ``None``.
 
-        Pixels at or above it are saturated. ``None`` for a band whose header
-        gives no level, for a store resampled at ingest and for stores
+        Pixels at or above it are saturated. The input's ``SATURATE`` or the
+        level given at ingest (:func:`astrodask.ingest`'s ``saturation``),
+        less the highest background subtracted at ingest, if any
+        (``attrs["saturation_source"]`` says which). ``None`` for a band
+        without a level, for a store resampled at ingest and for stores
         ingested before levels were kept.
 
         Returns

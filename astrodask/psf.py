@@ -155,21 +155,9 @@ def parse_psf_fwhm(text):
     InputError
         Entries that are not ``BAND=NUMBER`` or a band named twice.
     """
-    out = {}
-    for entry in str(text).split(","):
-        band, sep_, value = entry.partition("=")
-        band = band.strip()
-        try:
-            number = float(value)
-        except ValueError:
-            number = None
-        if not sep_ or not band or number is None:
-            raise InputError(f"--psf-fwhm takes BAND=ARCSEC,... (e.g. g=1.1,r=1.0), "
-                             f"got {entry.strip()!r}")
-        if band in out:
-            raise InputError(f"--psf-fwhm names band {band} twice")
-        out[band] = number
-    return out
+    from .band_values import parse_band_values
+
+    return parse_band_values(text, "--psf-fwhm", "g=1.1,r=1.0", unit="ARCSEC")
 
 
 def aperture_radii(fwhm_px):

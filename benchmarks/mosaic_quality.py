@@ -158,7 +158,9 @@ def damage(folder, bands, size, flags):
 def add_sky(images, sigmas, level, gradient=SKY_GRADIENT):
     """Add an unsubtracted sky to each FITS file of ``images``: ``level`` times its band's
     noise σ (``sigmas``, one per file), tilted by ``gradient`` = (fraction across x,
-    fraction along y squared) so that no constant removes it. NaN pixels stay NaN."""
+    fraction along y squared) so that no constant removes it. NaN pixels stay NaN.
+    Where the header states ``SATURATE`` the sum is clipped there, as a detector
+    saturates with the sky in its counts."""
     from astropy.io import fits
 
     for path, sigma in zip(images, sigmas):
@@ -166,7 +168,10 @@ def add_sky(images, sigmas, level, gradient=SKY_GRADIENT):
             height, width = hdul[0].data.shape
             yy, xx = np.mgrid[0:height, 0:width]
             tilt = 1.0 + gradient[0] * xx / width + gradient[1] * (yy / height) ** 2
-            hdul[0].data += (level * sigma * tilt).astype(hdul[0].data.dtype)
+            data = hdul[0].data + (level * sigma * tilt).astype(hdul[0].data.dtype)
+            if "SATURATE" in hdul[0].header:
+                data = np.minimum(data, np.float32(hdul[0].header["SATURATE"]))
+            hdul[0].data = data.astype(hdul[0].data.dtype)
 
 
 def simulated_sigmas(folder, bands):

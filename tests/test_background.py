@@ -155,3 +155,60 @@ def test_the_cli_takes_a_background_mesh(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and "background mesh" in err and "Traceback" not in err
     assert not (tmp_path / "n.zarr").exists()
+
+
+def saturated_band(tmp_path, header=()):
+    """A raw band whose sky was not subtracted: sources clipped at 220 with the sky in them."""
+    from astropy.io import fits
+
+    image, sky = sky_and_sources(shape=(300, 400), seed=7)
+    raw = np.minimum(image + sky, 220.0)
+    path = tmp_path / "g.fits"
+    fits.writeto(path, raw.astype(np.float32), fits.Header([("FILTER", "g"), *header]),
+                 overwrite=True)
+    return path, raw >= 220.0
+
+
+def test_saturated_pixels_stay_saturated_after_the_background_comes_off(tmp_path):
+    from astrodask import ingest
+    from astrodask.sky import saturated_pixels
+
+    path, clipped = saturated_band(tmp_path, header=[("SATURATE", 220.0)])
+    assert 100 < clipped.sum() < 5000
+    mosaic = ingest([path], tmp_path / "m.zarr", tile=128, halo=16, background=64)
+    level = mosaic.saturation["g"]
+    # the sky (99-102 here) came off the plateau: the level comes down with it
+    assert 117 < level < 121
+    assert mosaic.attrs["saturation_source"] == {"g": "SATURATE less the highest background"}
+    stored = np.asarray(mosaic.array("image")[0])[:300, :400]
+    found = saturated_pixels(stored[None], [level])
+    assert found[clipped].all()
+    # besides the plateau only pixels within the sky's variation (< 3) below it
+    assert (~clipped & found).sum() <= 0.2 * clipped.sum()
+    # without a background the header's level stands
+    plain = ingest([path], tmp_path / "p.zarr", tile=128, halo=16)
+    assert plain.saturation == {"g": 220.0} and plain.attrs["saturation_source"] == {
+        "g": "SATURATE"}
+
+
+def test_a_saturation_level_given_where_the_header_has_none(tmp_path, capsys):
+    from astrodask import cli, ingest
+
+    path, _ = saturated_band(tmp_path)
+    assert ingest([path], tmp_path / "none.zarr", tile=128, halo=16).saturation == {"g": None}
+    given = ingest([path], tmp_path / "given.zarr", tile=128, halo=16, saturation={"*": 220.0})
+    assert given.saturation == {"g": 220.0}
+    assert given.attrs["saturation_source"] == {"g": "given"}
+    code = cli.main(["ingest", str(path), "--out", str(tmp_path / "cli.zarr"), "--tile", "128",
+                     "--halo", "16", "--saturation", "g=220", "--background", "64",
+                     "--quiet"])
+    out = capsys.readouterr().out
+    assert code == 0 and "saturation g: 11" in out and "given less the highest background" in out
+    for text, message in (("r=150", "names band(s) r"), ("g=-1", "must be positive"),
+                          ("g=abc", "--saturation takes BAND=LEVEL"),
+                          ("g=1,g=2", "names band g twice")):
+        code = cli.main(["ingest", str(path), "--out", str(tmp_path / "bad.zarr"),
+                         "--saturation", text, "--quiet"])
+        err = capsys.readouterr().err
+        assert code == 2 and message in err and "Traceback" not in err, (text, err)
+        assert not (tmp_path / "bad.zarr").exists()

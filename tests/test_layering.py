@@ -15,6 +15,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "astrodask"
 #: Lowest first; a top-level module or sub-package of astrodask belongs to one layer.
 LAYERS = [
     ("core", {"_version", "errors", "hashing", "storage", "classes", "config", "progress",
+              "band_values",
               "framework", "dihedral"}),
     ("io", {"fits_input", "mosaic", "psf", "rescale", "outputs", "sky", "noise_correlation",
             "zeropoints", "background"}),

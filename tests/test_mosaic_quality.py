@@ -171,3 +171,11 @@ def test_the_unsubtracted_sky_is_tilted_at_each_bands_noise_and_leaves_nans(tmp_
         assert stack[k, 0, 49] / stack[k, 0, 0] == pytest.approx(1 + 0.05 * 49 / 50, rel=1e-6)
         assert stack[k, 39, 0] / stack[k, 0, 0] == pytest.approx(1 + 0.02 * (39 / 40) ** 2,
                                                                  rel=1e-6)
+    # a band that saturates does so with the sky in its counts; NaNs stay NaN
+    data = np.zeros((40, 50), np.float32)
+    data[10, 10], data[3, 4] = 100.0, np.nan
+    fits.PrimaryHDU(data, fits.Header([("SATURATE", 250.0)])).writeto(tmp_path / "z.fits")
+    quality.add_sky([tmp_path / "z.fits"], [2.0], 100.0)
+    clipped = fits.getdata(tmp_path / "z.fits")
+    assert clipped[10, 10] == 250.0 and clipped[0, 0] == pytest.approx(200.0)
+    assert np.isnan(clipped[3, 4])

@@ -32,21 +32,28 @@ def register(subparsers):
                         help="subtract each band's sky background, a map of MESH x MESH px "
                              "meshes (as SExtractor's BACK_SIZE; e.g. 128), for images whose "
                              "sky was not subtracted (default: the pixels as given)")
+    parser.add_argument("--saturation", metavar="LEVEL|BAND=LEVEL,...",
+                        help="saturation level per band (or one for every band) in the input "
+                             "files' units, for headers without SATURATE (as SExtractor's "
+                             "SATUR_LEVEL); default each header's SATURATE")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing store")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
     parser.set_defaults(func=run)
 
 
 def run(args):
-    from astrodask import ingest, parse_psf_fwhm
+    from astrodask import ingest, parse_band_values, parse_psf_fwhm
 
     bands = args.bands.split(",") if args.bands else None
     psf_fwhm = parse_psf_fwhm(args.psf_fwhm) if args.psf_fwhm else None
+    saturation = (parse_band_values(args.saturation, "--saturation", "r=31000 or 31000",
+                                    unit="LEVEL", allow_all=True)
+                  if args.saturation else None)
     with progress_bar("ingest", "blocks", args.quiet) as progress:
         mosaic = ingest(args.inputs, args.out, bands=bands, tile=args.tile, halo=args.halo,
                         weights=args.weight, hdu=args.hdu, overwrite=args.overwrite,
                         rescale=args.rescale, psf_fwhm=psf_fwhm, background=args.background,
-                        progress=progress)
+                        saturation=saturation, progress=progress)
     n_bands, height, width = mosaic.shape
     ny, nx = mosaic.tile_grid.shape
     wcs = "with WCS" if mosaic.wcs is not None else "no WCS"
@@ -63,6 +70,11 @@ def run(args):
               file=sys.stdout)
     for band, psf in (mosaic.psf or {}).items():
         print(f"PSF {band}: {format_psf(psf)}", file=sys.stdout)
+    sources = mosaic.attrs.get("saturation_source") or {}
+    for band, level in mosaic.saturation.items():
+        if level is not None:
+            print(f"saturation {band}: {level:.6g} ({sources.get(band) or 'SATURATE'})",
+                  file=sys.stdout)
 
 
 def format_psf(psf):
