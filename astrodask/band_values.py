@@ -1,5 +1,7 @@
 """Per-band numbers given as text: ``"g=1.1,r=1.0"``, or one number for every band."""
 
+import math
+
 from .errors import InputError
 
 
@@ -51,6 +53,6 @@ def _number(value, option, example, unit, entry):
         number = float(value)
     except ValueError:
         number = None
-    if number is None or number != number or number in (float("inf"), float("-inf")):
+    if number is None or not math.isfinite(number):
         raise InputError(f"{option} takes BAND={unit},... (e.g. {example}), got {entry!r}")
     return number

@@ -302,8 +302,8 @@ def morphology_confusion(catalog, truth, radius=2.0, snr_min=20.0, classes=None)
     truth : dict-like
         Columns ``x``, ``y``, ``snr`` and ``morphology``.
     classes : sequence of str, optional
-        Rows and columns, in order (default the four source classes of
-        :data:`astrodask.classes.MORPHOLOGY_CLASSES`).
+        Rows and columns, in order (default
+        :data:`astrodask.classes.SOURCE_CLASSES`).
 
     Returns
     -------
@@ -312,9 +312,9 @@ def morphology_confusion(catalog, truth, radius=2.0, snr_min=20.0, classes=None)
         whose catalog morphology is missing are not counted); ``recall``
         (per true class, nan where no object); ``n`` per true class.
     """
-    from .classes import MORPHOLOGY_CLASSES
+    from .classes import SOURCE_CLASSES
 
-    classes = list(classes or MORPHOLOGY_CLASSES[:-1])
+    classes = list(classes or SOURCE_CLASSES)
     to_truth, to_cat = match_positions(catalog["x"], catalog["y"], truth["x"], truth["y"], radius)
     predicted = np.asarray(catalog["morphology"], dtype=object)
     true_class = np.asarray(truth["morphology"]).astype(str)

@@ -7,6 +7,9 @@ integer codes in label images.
 #: Morpheus pixel classes, in the channel order of the published model.
 MORPHOLOGY_CLASSES = ("spheroid", "disk", "irregular", "point_source", "background")
 
+#: The morphology classes of sources: all but the background.
+SOURCE_CLASSES = tuple(c for c in MORPHOLOGY_CLASSES if c != "background")
+
 #: Integer code of each morphology class in label images.
 MORPHOLOGY_CODE = {name: code for code, name in enumerate(MORPHOLOGY_CLASSES)}
 

@@ -763,7 +763,7 @@ def _saturation_levels(images, band_names, given):
         source = "given" if level is not None else "SATURATE"
         if level is None and not isinstance(image, RescaledImage):
             level = _float_or_none(image.header.get("SATURATE"))
-        if level is None or isinstance(image, RescaledImage):
+        if level is None or isinstance(image, RescaledImage):  # resampling smooths a plateau
             levels[band], sources[band] = None, None
             continue
         if isinstance(image, BackgroundSubtracted):

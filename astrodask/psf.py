@@ -17,6 +17,7 @@ import math
 
 import numpy as np
 
+from .band_values import parse_band_values
 from .errors import InputError
 
 #: Side of the blocks sampled per band, and how many at most (a 4 x 4 lattice).
@@ -155,8 +156,6 @@ def parse_psf_fwhm(text):
     InputError
         Entries that are not ``BAND=NUMBER`` or a band named twice.
     """
-    from .band_values import parse_band_values
-
     return parse_band_values(text, "--psf-fwhm", "g=1.1,r=1.0", unit="ARCSEC")
 
 

@@ -44,7 +44,7 @@ import time
 import numpy as np
 
 from . import storage
-from .classes import MORPHOLOGY_CLASSES
+from .classes import SOURCE_CLASSES
 from .engine.results import Results
 from .errors import AstrodaskError
 from .measure import total_snr
@@ -367,8 +367,7 @@ def _bright_part(part, out, *, bands, min_snr):
     flux = [f"flux_{b}" for b in bands] + [f"flux_err_{b}" for b in bands]
     # the dominant eq. 16 class from the p_* columns, not the catalog's morphology, which a
     # morphology calibration may name (the pass's choices were made on the dominant class)
-    sources = [c for c in MORPHOLOGY_CLASSES if c != "background"]
-    probabilities = [f"p_{c}" for c in sources]
+    probabilities = [f"p_{c}" for c in SOURCE_CLASSES]
     data = storage.get_bytes(part)
     names = set(storage.parquet_schema(data).names)
     class_columns = (probabilities if names >= set(probabilities)
@@ -377,7 +376,8 @@ def _bright_part(part, out, *, bands, min_snr):
     columns = {k: table.column(k).to_numpy(zero_copy_only=False) for k in table.schema.names}
     wanted = total_snr(columns, bands) >= min_snr
     if class_columns == probabilities:
-        dominant = dominant_class(np.column_stack([columns[k] for k in probabilities]), sources)
+        dominant = dominant_class(np.column_stack([columns[k] for k in probabilities]),
+                                  SOURCE_CLASSES)
         wanted &= dominant != "irregular"
     elif class_columns:
         wanted &= columns["morphology"] != "irregular"

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from .._version import __version__
-from ..classes import MORPHOLOGY_CLASSES, OBJECT_CLASSES, OBJECT_CODE
+from ..classes import MORPHOLOGY_CLASSES, OBJECT_CLASSES, OBJECT_CODE, SOURCE_CLASSES
 from ..errors import InputError, StoreError
 from .hosts import large_host_rule
 from .stitch import MATCH_IOU
@@ -577,7 +577,7 @@ def catalog_table(mosaic, objects, accumulator, unet, options, labels, first_id=
     morphology = None
     if unet is not None:
         morphology = list(dominant_class(measured["class_probabilities"][:, :-1],
-                                         MORPHOLOGY_CLASSES[:-1]))
+                                         SOURCE_CLASSES))
     x, y = catalog_positions(objects, measured,
                              _centroid_placed(measured, mosaic.bands, objects.class_id,
                                               morphology, options.irregular_centroid_snr),

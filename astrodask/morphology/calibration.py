@@ -25,11 +25,9 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ..classes import MORPHOLOGY_CLASSES
+from ..classes import MORPHOLOGY_CLASSES, SOURCE_CLASSES
 from .catalog import dominant_class
 
-#: The source classes a calibration chooses from (the U-Net's, without the background).
-SOURCE_CLASSES = tuple(c for c in MORPHOLOGY_CLASSES if c != "background")
 
 #: Added to the renormalised source probabilities before their logarithm.
 PROBABILITY_FLOOR = 0.01
